@@ -1,0 +1,57 @@
+//! Catalog errors: each variant is a distinct answer a caller can act on.
+
+/// What can go wrong in the catalog.
+#[derive(Debug, thiserror::Error)]
+pub enum CatalogError {
+    /// A field of a request is not acceptable; `field` names it.
+    #[error("{field}: {message}")]
+    Invalid { field: String, message: String },
+
+    #[error("{what} {name:?} already exists")]
+    AlreadyExists { what: &'static str, name: String },
+
+    #[error("{what} {name:?} does not exist")]
+    NotFound { what: &'static str, name: String },
+
+    /// Another writer committed first; re-read the dataset and try again.
+    #[error(
+        "dataset {dataset_id} moved from snapshot {expected:?} to {actual:?} while this commit was prepared"
+    )]
+    Conflict {
+        dataset_id: i64,
+        expected: Option<i64>,
+        actual: Option<i64>,
+    },
+
+    #[error(
+        "the Idempotency-Key {key:?} was already used for a different request; use a new key for new data"
+    )]
+    IdempotencyMismatch { key: String },
+
+    /// The underlying database failed; not the caller's fault.
+    #[error("catalog storage failed: {0}")]
+    Storage(String),
+}
+
+impl CatalogError {
+    pub fn invalid(field: impl Into<String>, message: impl Into<String>) -> Self {
+        CatalogError::Invalid {
+            field: field.into(),
+            message: message.into(),
+        }
+    }
+}
+
+impl From<rusqlite::Error> for CatalogError {
+    fn from(err: rusqlite::Error) -> Self {
+        CatalogError::Storage(err.to_string())
+    }
+}
+
+impl From<serde_json::Error> for CatalogError {
+    fn from(err: serde_json::Error) -> Self {
+        CatalogError::Storage(format!("stored JSON is unreadable: {err}"))
+    }
+}
+
+pub type Result<T, E = CatalogError> = std::result::Result<T, E>;

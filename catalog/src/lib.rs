@@ -1,0 +1,38 @@
+//! The cityhub catalog: the metadata of everything the hub holds.
+//!
+//! Layout:
+//! - [`model`]: departments, principals and roles, datasets with their columns, schema
+//!   versions, snapshots and files: plain data with validation.
+//! - [`store`]: the [`CatalogStore`] trait, the only way the rest of the hub reads or
+//!   changes metadata.
+//! - [`sqlite`]: the embedded implementation (numbered migrations in `migrations/`).
+//! - [`token`]: bearer tokens, stored only as hashes.
+//!
+//! The catalog knows nothing of DataFusion, Parquet or HTTP: it records which files make up
+//! which snapshot, and commits a new snapshot in one transaction guarded by its parent.
+
+pub mod error;
+pub mod model;
+pub mod region;
+pub mod sqlite;
+pub mod store;
+pub mod token;
+
+use std::sync::Arc;
+
+pub use error::{CatalogError, Result};
+pub use model::*;
+pub use sqlite::SqliteStore;
+pub use store::CatalogStore;
+
+/// A shared handle on the catalog store.
+pub type Catalog = Arc<dyn CatalogStore>;
+
+/// Opens the catalog the configuration names (creating and migrating it if needed).
+pub fn open(config: &cityhub_config::Config) -> Result<Catalog> {
+    let store = SqliteStore::open_url(&config.catalog_url(), config.catalog.busy_timeout_ms)?;
+    Ok(Arc::new(store))
+}
+
+#[cfg(test)]
+mod tests;

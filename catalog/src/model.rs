@@ -1,0 +1,629 @@
+//! The metadata model: what the catalog records about departments, principals, datasets,
+//! their schemas, snapshots and files.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::str::FromStr;
+use std::sync::Arc;
+
+use arrow_schema::{DataType, Field, Schema, TimeUnit};
+use chrono::{DateTime, Utc};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
+
+use crate::CatalogError;
+
+/// Department codes that may not own datasets because they name SQL schemas of the hub.
+pub const RESERVED_SCHEMAS: &[&str] = &["hub", "information_schema", "public", "pg_catalog"];
+
+/// The built-in department of the hub's operators.
+pub const ADMIN_DEPARTMENT: &str = "admin";
+
+/// A department: the unit that owns datasets and whose principals act.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Department {
+    /// Lowercase ASCII code such as `gongan`; the SQL schema of its datasets.
+    pub code: String,
+    /// Display name, usually Chinese (公安局).
+    pub name: String,
+    pub created_at: DateTime<Utc>,
+}
+
+/// Checks a department code: lowercase ASCII letter first, then letters, digits or `_`.
+pub fn validate_department_code(code: &str) -> Result<(), CatalogError> {
+    if !is_identifier(code) {
+        return Err(CatalogError::invalid(
+            "code",
+            format!(
+                "{code:?} is not a department code: use 2-32 lowercase ASCII letters, digits or \
+                 underscores, starting with a letter (e.g. gongan)"
+            ),
+        ));
+    }
+    if RESERVED_SCHEMAS.contains(&code) {
+        return Err(CatalogError::invalid(
+            "code",
+            format!("{code:?} is reserved for the hub's own SQL schemas; choose another code"),
+        ));
+    }
+    Ok(())
+}
+
+fn is_identifier(text: &str) -> bool {
+    let bytes = text.as_bytes();
+    (2..=32).contains(&bytes.len())
+        && bytes[0].is_ascii_lowercase()
+        && bytes
+            .iter()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || *b == b'_')
+}
+
+/// What a principal may do.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Role {
+    /// Manages departments, tokens and everything else.
+    Admin,
+    /// Registers datasets in and pushes to its own department.
+    Producer,
+    /// Runs SQL.
+    Analyst,
+    /// Reads dashboard endpoints only.
+    Dashboard,
+}
+
+impl Role {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Admin => "admin",
+            Role::Producer => "producer",
+            Role::Analyst => "analyst",
+            Role::Dashboard => "dashboard",
+        }
+    }
+}
+
+impl FromStr for Role {
+    type Err = CatalogError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "admin" => Ok(Role::Admin),
+            "producer" => Ok(Role::Producer),
+            "analyst" => Ok(Role::Analyst),
+            "dashboard" => Ok(Role::Dashboard),
+            other => Err(CatalogError::invalid(
+                "role",
+                format!("{other:?} is not a role: use admin, producer, analyst or dashboard"),
+            )),
+        }
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Someone (a person or a feed) that calls the hub with a bearer token.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Principal {
+    pub id: i64,
+    pub name: String,
+    pub department: String,
+    pub role: Role,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+}
+
+impl Principal {
+    /// Whether this principal may act for `department` as owner (admins may act for all).
+    pub fn acts_for(&self, department: &str) -> bool {
+        self.role == Role::Admin || self.department == department
+    }
+}
+
+/// A request to create a principal; the token itself is made by [`crate::token`].
+#[derive(Debug, Clone)]
+pub struct NewPrincipal {
+    pub name: String,
+    pub department: String,
+    pub role: Role,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// `department.table`, both parts lowercase identifiers.
+#[derive(Debug, Clone, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct DatasetName {
+    department: String,
+    table: String,
+}
+
+impl DatasetName {
+    /// Parses and validates a dataset name; the error says what a valid name looks like.
+    pub fn parse(text: &str) -> Result<Self, CatalogError> {
+        let invalid = || {
+            CatalogError::invalid(
+                "name",
+                format!(
+                    "{text:?} is not a dataset name: use department.table, each part 2-32 \
+                     lowercase ASCII letters, digits or underscores starting with a letter \
+                     (e.g. gongan.alarms)"
+                ),
+            )
+        };
+        let (department, table) = text.split_once('.').ok_or_else(invalid)?;
+        if !is_identifier(department) || !is_identifier(table) {
+            return Err(invalid());
+        }
+        if RESERVED_SCHEMAS.contains(&department) {
+            return Err(CatalogError::invalid(
+                "name",
+                format!("{department:?} is a reserved schema; datasets belong to departments"),
+            ));
+        }
+        Ok(Self {
+            department: department.to_string(),
+            table: table.to_string(),
+        })
+    }
+
+    pub fn department(&self) -> &str {
+        &self.department
+    }
+
+    pub fn table(&self) -> &str {
+        &self.table
+    }
+}
+
+impl fmt::Display for DatasetName {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}.{}", self.department, self.table)
+    }
+}
+
+impl Serialize for DatasetName {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for DatasetName {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        DatasetName::parse(&text).map_err(serde::de::Error::custom)
+    }
+}
+
+/// The column types a dataset may declare.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ColumnType {
+    Bool,
+    Int32,
+    Int64,
+    Float64,
+    String,
+    Date,
+    /// UTC, microseconds.
+    Timestamp,
+    Binary,
+    Decimal {
+        precision: u8,
+        scale: i8,
+    },
+}
+
+impl ColumnType {
+    /// The Arrow type the column is stored as.
+    pub fn arrow_type(self) -> DataType {
+        match self {
+            ColumnType::Bool => DataType::Boolean,
+            ColumnType::Int32 => DataType::Int32,
+            ColumnType::Int64 => DataType::Int64,
+            ColumnType::Float64 => DataType::Float64,
+            ColumnType::String => DataType::Utf8,
+            ColumnType::Date => DataType::Date32,
+            ColumnType::Timestamp => DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into())),
+            ColumnType::Binary => DataType::Binary,
+            ColumnType::Decimal { precision, scale } => DataType::Decimal128(precision, scale),
+        }
+    }
+
+    /// The column type an Arrow type maps to, if any (used to infer schemas from files).
+    pub fn from_arrow(data_type: &DataType) -> Option<Self> {
+        Some(match data_type {
+            DataType::Boolean => ColumnType::Bool,
+            DataType::Int8
+            | DataType::Int16
+            | DataType::Int32
+            | DataType::UInt8
+            | DataType::UInt16 => ColumnType::Int32,
+            DataType::Int64 | DataType::UInt32 => ColumnType::Int64,
+            DataType::Float16 | DataType::Float32 | DataType::Float64 => ColumnType::Float64,
+            DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => ColumnType::String,
+            DataType::Date32 | DataType::Date64 => ColumnType::Date,
+            DataType::Timestamp(_, _) => ColumnType::Timestamp,
+            DataType::Binary | DataType::LargeBinary | DataType::BinaryView => ColumnType::Binary,
+            DataType::Decimal128(precision, scale) => ColumnType::Decimal {
+                precision: *precision,
+                scale: *scale,
+            },
+            _ => return None,
+        })
+    }
+}
+
+impl fmt::Display for ColumnType {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ColumnType::Bool => f.write_str("bool"),
+            ColumnType::Int32 => f.write_str("int32"),
+            ColumnType::Int64 => f.write_str("int64"),
+            ColumnType::Float64 => f.write_str("float64"),
+            ColumnType::String => f.write_str("string"),
+            ColumnType::Date => f.write_str("date"),
+            ColumnType::Timestamp => f.write_str("timestamp"),
+            ColumnType::Binary => f.write_str("binary"),
+            ColumnType::Decimal { precision, scale } => write!(f, "decimal({precision},{scale})"),
+        }
+    }
+}
+
+impl FromStr for ColumnType {
+    type Err = CatalogError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        let simple = match text.trim() {
+            "bool" | "boolean" => Some(ColumnType::Bool),
+            "int32" | "int" => Some(ColumnType::Int32),
+            "int64" | "bigint" => Some(ColumnType::Int64),
+            "float64" | "double" => Some(ColumnType::Float64),
+            "string" | "text" => Some(ColumnType::String),
+            "date" => Some(ColumnType::Date),
+            "timestamp" => Some(ColumnType::Timestamp),
+            "binary" => Some(ColumnType::Binary),
+            _ => None,
+        };
+        if let Some(simple) = simple {
+            return Ok(simple);
+        }
+        let bad = || {
+            CatalogError::invalid(
+                "type",
+                format!(
+                    "{text:?} is not a column type: use bool, int32, int64, float64, string, \
+                     date, timestamp, binary or decimal(p,s) with 1 <= p <= 38 and 0 <= s <= p"
+                ),
+            )
+        };
+        let inner = text
+            .trim()
+            .strip_prefix("decimal(")
+            .and_then(|rest| rest.strip_suffix(')'))
+            .ok_or_else(bad)?;
+        let (precision, scale) = inner.split_once(',').ok_or_else(bad)?;
+        let precision: u8 = precision.trim().parse().map_err(|_| bad())?;
+        let scale: i8 = scale.trim().parse().map_err(|_| bad())?;
+        if !(1..=38).contains(&precision) || scale < 0 || scale as u8 > precision {
+            return Err(bad());
+        }
+        Ok(ColumnType::Decimal { precision, scale })
+    }
+}
+
+impl Serialize for ColumnType {
+    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.collect_str(self)
+    }
+}
+
+impl<'de> Deserialize<'de> for ColumnType {
+    fn deserialize<D: Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = String::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
+/// What kind of personal data a column holds; drives masking and auditing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Sensitivity {
+    IdCard,
+    Phone,
+    PersonName,
+    Address,
+    PlateNo,
+    FaceImage,
+}
+
+/// One column of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Column {
+    pub name: String,
+    #[serde(rename = "type")]
+    pub column_type: ColumnType,
+    #[serde(default = "yes")]
+    pub nullable: bool,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sensitivity: Option<Sensitivity>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+fn yes() -> bool {
+    true
+}
+
+impl Column {
+    pub fn new(name: &str, column_type: ColumnType, nullable: bool) -> Self {
+        Self {
+            name: name.to_string(),
+            column_type,
+            nullable,
+            sensitivity: None,
+            description: None,
+        }
+    }
+
+    pub fn sensitive(mut self, sensitivity: Sensitivity) -> Self {
+        self.sensitivity = Some(sensitivity);
+        self
+    }
+}
+
+/// Validates a column list: names are identifiers and unique, at least one column.
+pub fn validate_columns(columns: &[Column]) -> Result<(), CatalogError> {
+    if columns.is_empty() {
+        return Err(CatalogError::invalid(
+            "columns",
+            "a dataset needs at least one column",
+        ));
+    }
+    let mut seen = std::collections::HashSet::new();
+    for (index, column) in columns.iter().enumerate() {
+        let name = &column.name;
+        let ok = !name.is_empty()
+            && name.len() <= 64
+            && name.as_bytes()[0].is_ascii_lowercase()
+            && name
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if !ok {
+            return Err(CatalogError::invalid(
+                format!("columns[{index}].name"),
+                format!(
+                    "{name:?} is not a column name: use 1-64 lowercase ASCII letters, digits or \
+                     underscores, starting with a letter"
+                ),
+            ));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(CatalogError::invalid(
+                format!("columns[{index}].name"),
+                format!("column {name:?} is declared twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The Arrow schema of a column list.
+pub fn arrow_schema(columns: &[Column]) -> Arc<Schema> {
+    Arc::new(Schema::new(
+        columns
+            .iter()
+            .map(|c| Field::new(&c.name, c.column_type.arrow_type(), c.nullable))
+            .collect::<Vec<_>>(),
+    ))
+}
+
+/// Data classification level (GB/T 43697): 一般 / 重要 / 核心.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Classification {
+    #[default]
+    General,
+    Important,
+    Core,
+}
+
+/// Sharing type (GB/T 21063): who may read a dataset.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum Sharing {
+    /// 无条件共享: every department may read.
+    Unconditional,
+    /// 有条件共享: only departments with an approved grant.
+    #[default]
+    Conditional,
+    /// 不予共享: the owner only.
+    None,
+}
+
+macro_rules! text_enum {
+    ($type:ty { $($variant:path => $text:literal),* $(,)? }) => {
+        impl $type {
+            pub fn as_str(self) -> &'static str {
+                match self { $($variant => $text),* }
+            }
+        }
+        impl FromStr for $type {
+            type Err = CatalogError;
+            fn from_str(text: &str) -> Result<Self, Self::Err> {
+                match text {
+                    $($text => Ok($variant),)*
+                    other => Err(CatalogError::invalid(
+                        stringify!($type).to_lowercase(),
+                        format!("{other:?} is not valid: use one of {}", [$($text),*].join(", ")),
+                    )),
+                }
+            }
+        }
+    };
+}
+
+text_enum!(Classification {
+    Classification::General => "general",
+    Classification::Important => "important",
+    Classification::Core => "core",
+});
+
+text_enum!(Sharing {
+    Sharing::Unconditional => "unconditional",
+    Sharing::Conditional => "conditional",
+    Sharing::None => "none",
+});
+
+/// A request to register a dataset.
+#[derive(Debug, Clone, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct NewDataset {
+    pub name: DatasetName,
+    #[serde(default)]
+    pub description: String,
+    pub columns: Vec<Column>,
+    #[serde(default)]
+    pub classification: Classification,
+    #[serde(default)]
+    pub sharing: Sharing,
+    #[serde(default)]
+    pub resource_code: Option<String>,
+    #[serde(default)]
+    pub update_cycle: Option<String>,
+    #[serde(default)]
+    pub tags: Vec<String>,
+}
+
+/// A registered dataset with its current schema and snapshot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Dataset {
+    #[serde(skip)]
+    pub id: i64,
+    pub name: DatasetName,
+    pub owner: String,
+    pub description: String,
+    pub classification: Classification,
+    pub sharing: Sharing,
+    pub resource_code: Option<String>,
+    pub update_cycle: Option<String>,
+    pub tags: Vec<String>,
+    pub columns: Vec<Column>,
+    pub schema_version: i64,
+    pub snapshot_id: Option<i64>,
+    /// Sequence number of the current snapshot within this dataset (0 before the first).
+    #[serde(skip)]
+    pub snapshot_seq: i64,
+    pub rows: i64,
+    pub bytes: i64,
+    pub files: i64,
+    pub created_at: DateTime<Utc>,
+    pub updated_at: DateTime<Utc>,
+}
+
+impl Dataset {
+    /// The Arrow schema rows are stored with.
+    pub fn arrow_schema(&self) -> Arc<Schema> {
+        arrow_schema(&self.columns)
+    }
+}
+
+/// One version of a dataset's schema.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct SchemaVersion {
+    pub version: i64,
+    pub columns: Vec<Column>,
+    pub created_at: DateTime<Utc>,
+}
+
+/// What a commit did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Operation {
+    /// Rows pushed or imported.
+    Append,
+    /// Small files merged into larger ones; the rows are unchanged.
+    Compact,
+}
+
+text_enum!(Operation {
+    Operation::Append => "append",
+    Operation::Compact => "compact",
+});
+
+/// An immutable version of a dataset.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Snapshot {
+    /// Unique across the hub.
+    pub id: i64,
+    #[serde(skip)]
+    pub dataset_id: i64,
+    /// 1, 2, 3... within the dataset.
+    pub seq: i64,
+    pub parent_id: Option<i64>,
+    pub created_at: DateTime<Utc>,
+    pub operation: Operation,
+    pub schema_version: i64,
+    /// Rows, bytes and files this commit added.
+    pub added_rows: i64,
+    pub added_bytes: i64,
+    pub added_files: i64,
+    /// Rows, bytes and files of the whole dataset at this snapshot.
+    pub rows: i64,
+    pub bytes: i64,
+    pub files: i64,
+}
+
+/// Min, max and null count of one column in one file, where cheap to compute.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Default)]
+pub struct ColumnStats {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub min: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max: Option<serde_json::Value>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub null_count: Option<i64>,
+}
+
+/// A Parquet file of a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct DataFile {
+    /// Object key relative to the store's root.
+    pub path: String,
+    pub rows: i64,
+    pub bytes: i64,
+    #[serde(default)]
+    pub stats: BTreeMap<String, ColumnStats>,
+}
+
+/// What to remember of a push made with an `Idempotency-Key`, so a retry answers the same.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct IdempotencyRecord {
+    pub key: String,
+    /// Hash of the request body (and anything else that makes it the same request).
+    pub request_hash: String,
+    /// The answer given the first time, as JSON.
+    pub response: String,
+    pub snapshot_id: Option<i64>,
+}
+
+/// A proposed change of a dataset: one catalog transaction.
+#[derive(Debug, Clone)]
+pub struct Commit {
+    pub dataset_id: i64,
+    /// The snapshot this change was prepared against; `None` for the first commit.
+    pub expected_parent: Option<i64>,
+    pub operation: Operation,
+    pub added: Vec<DataFile>,
+    /// Paths of files this snapshot no longer includes.
+    pub removed: Vec<String>,
+    pub idempotency: Option<IdempotencyRecord>,
+}
+
+/// How a commit ended.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CommitOutcome {
+    Committed(Snapshot),
+    /// The idempotency key was already used for the same request: nothing new committed.
+    Replayed(IdempotencyRecord),
+}

@@ -1,0 +1,726 @@
+//! The embedded catalog on SQLite.
+//!
+//! One writer connection and a few reader connections on a WAL-mode database file. Writes
+//! run `BEGIN IMMEDIATE` so that the parent-snapshot check and the insert of the new snapshot
+//! happen under the write lock: two writers can never both see the same parent and both win.
+//! `synchronous = FULL` makes a committed transaction survive a power cut, which is what
+//! "an acknowledged push is durable" needs. Other processes (an `import` next to a running
+//! server) wait for the lock up to `busy_timeout`.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use crate::error::{CatalogError, Result};
+use crate::model::{
+    Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
+    NewDataset, NewPrincipal, Operation, Principal, SchemaVersion, Snapshot, validate_columns,
+    validate_department_code,
+};
+use crate::store::CatalogStore;
+
+/// Numbered migrations; the database's `user_version` is the last one applied.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+
+const READERS: usize = 4;
+
+/// The SQLite catalog store.
+#[derive(Clone)]
+pub struct SqliteStore {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    path: PathBuf,
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    next_reader: AtomicUsize,
+}
+
+impl SqliteStore {
+    /// Opens (creating if needed) the catalog database at `path` and migrates it.
+    pub fn open(path: &Path, busy_timeout_ms: u64) -> Result<Self> {
+        if let Some(parent) = path.parent() {
+            std::fs::create_dir_all(parent).map_err(|err| {
+                CatalogError::Storage(format!("cannot create {}: {err}", parent.display()))
+            })?;
+        }
+        let writer = connect(path, busy_timeout_ms)?;
+        migrate(&writer)?;
+        let readers = (0..READERS)
+            .map(|_| connect(path, busy_timeout_ms).map(Mutex::new))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(Self {
+            inner: Arc::new(Inner {
+                path: path.to_path_buf(),
+                writer: Mutex::new(writer),
+                readers,
+                next_reader: AtomicUsize::new(0),
+            }),
+        })
+    }
+
+    /// Opens the store named by a `sqlite://` URL.
+    pub fn open_url(url: &str, busy_timeout_ms: u64) -> Result<Self> {
+        let path = url.strip_prefix("sqlite://").ok_or_else(|| {
+            CatalogError::invalid("catalog.url", format!("{url:?} is not a sqlite:// URL"))
+        })?;
+        Self::open(Path::new(path), busy_timeout_ms)
+    }
+
+    pub fn path(&self) -> &Path {
+        &self.inner.path
+    }
+
+    /// Runs `work` on the writer connection on a blocking thread.
+    async fn write<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&mut Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let mut conn = inner
+                .writer
+                .lock()
+                .map_err(|_| CatalogError::Storage("the writer connection was poisoned".into()))?;
+            work(&mut conn)
+        })
+        .await
+        .map_err(|err| CatalogError::Storage(format!("catalog task failed: {err}")))?
+    }
+
+    /// Runs `work` on one of the reader connections on a blocking thread.
+    async fn read<T, F>(&self, work: F) -> Result<T>
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> Result<T> + Send + 'static,
+    {
+        let inner = self.inner.clone();
+        tokio::task::spawn_blocking(move || {
+            let index = inner.next_reader.fetch_add(1, Ordering::Relaxed) % inner.readers.len();
+            let conn = inner.readers[index]
+                .lock()
+                .map_err(|_| CatalogError::Storage("a reader connection was poisoned".into()))?;
+            work(&conn)
+        })
+        .await
+        .map_err(|err| CatalogError::Storage(format!("catalog task failed: {err}")))?
+    }
+}
+
+fn connect(path: &Path, busy_timeout_ms: u64) -> Result<Connection> {
+    let conn = Connection::open(path)?;
+    conn.busy_timeout(std::time::Duration::from_millis(busy_timeout_ms))?;
+    conn.pragma_update(None, "journal_mode", "WAL")?;
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+fn migrate(conn: &Connection) -> Result<()> {
+    let current: i64 = conn.query_row("PRAGMA user_version", [], |row| row.get(0))?;
+    let newest = MIGRATIONS.last().map(|(version, _)| *version).unwrap_or(0);
+    if current > newest {
+        return Err(CatalogError::Storage(format!(
+            "the catalog is at version {current}, newer than this cityhub knows ({newest}); \
+             upgrade cityhub"
+        )));
+    }
+    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+        // Each migration and its version bump commit together, so a crash mid-way
+        // leaves the catalog at the previous version, ready to retry.
+        conn.execute_batch(&format!(
+            "BEGIN IMMEDIATE; {sql}; PRAGMA user_version = {version}; COMMIT;"
+        ))
+        .map_err(|err| {
+            let _ = conn.execute_batch("ROLLBACK");
+            CatalogError::Storage(format!("catalog migration {version} failed: {err}"))
+        })?;
+        tracing::info!(version, "Applied catalog migration.");
+    }
+    Ok(())
+}
+
+/// Now, at the microsecond precision the catalog stores, so that a value returned from a
+/// write equals the same value read back.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+fn time_text(time: DateTime<Utc>) -> String {
+    time.to_rfc3339_opts(SecondsFormat::Micros, true)
+}
+
+fn parse_time(text: String) -> rusqlite::Result<DateTime<Utc>> {
+    DateTime::parse_from_rfc3339(&text)
+        .map(|t| t.with_timezone(&Utc))
+        .map_err(|err| {
+            rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(err))
+        })
+}
+
+fn parse_optional_time(text: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
+    text.map(parse_time).transpose()
+}
+
+fn parse_text<T: std::str::FromStr>(text: String) -> rusqlite::Result<T>
+where
+    T::Err: std::error::Error + Send + Sync + 'static,
+{
+    text.parse().map_err(|err: T::Err| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(err))
+    })
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(text: String) -> rusqlite::Result<T> {
+    serde_json::from_str(&text).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(err))
+    })
+}
+
+fn department_from_row(row: &Row<'_>) -> rusqlite::Result<Department> {
+    Ok(Department {
+        code: row.get(0)?,
+        name: row.get(1)?,
+        created_at: parse_time(row.get(2)?)?,
+    })
+}
+
+const PRINCIPAL_COLUMNS: &str = "id, name, department, role, created_at, expires_at, revoked_at";
+
+fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Principal> {
+    Ok(Principal {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        department: row.get(2)?,
+        role: parse_text(row.get(3)?)?,
+        created_at: parse_time(row.get(4)?)?,
+        expires_at: parse_optional_time(row.get(5)?)?,
+        revoked_at: parse_optional_time(row.get(6)?)?,
+    })
+}
+
+const DATASET_COLUMNS: &str = "d.id, d.department, d.name, d.description, d.classification, \
+     d.sharing, d.resource_code, d.update_cycle, d.tags, d.schema_version, d.snapshot_id, \
+     d.snapshot_seq, d.rows, d.bytes, d.files, d.created_at, d.updated_at, s.columns";
+
+const DATASET_FROM: &str = "datasets d JOIN schema_versions s \
+     ON s.dataset_id = d.id AND s.version = d.schema_version";
+
+fn dataset_from_row(row: &Row<'_>) -> rusqlite::Result<Dataset> {
+    let department: String = row.get(1)?;
+    let table: String = row.get(2)?;
+    let name = DatasetName::parse(&format!("{department}.{table}")).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(err))
+    })?;
+    Ok(Dataset {
+        id: row.get(0)?,
+        name,
+        owner: department,
+        description: row.get(3)?,
+        classification: parse_text(row.get(4)?)?,
+        sharing: parse_text(row.get(5)?)?,
+        resource_code: row.get(6)?,
+        update_cycle: row.get(7)?,
+        tags: parse_json(row.get(8)?)?,
+        schema_version: row.get(9)?,
+        snapshot_id: row.get(10)?,
+        snapshot_seq: row.get(11)?,
+        rows: row.get(12)?,
+        bytes: row.get(13)?,
+        files: row.get(14)?,
+        created_at: parse_time(row.get(15)?)?,
+        updated_at: parse_time(row.get(16)?)?,
+        columns: parse_json(row.get(17)?)?,
+    })
+}
+
+const SNAPSHOT_COLUMNS: &str = "id, dataset_id, seq, parent_id, created_at, operation, \
+     schema_version, added_rows, added_bytes, added_files, rows, bytes, files";
+
+fn snapshot_from_row(row: &Row<'_>) -> rusqlite::Result<Snapshot> {
+    Ok(Snapshot {
+        id: row.get(0)?,
+        dataset_id: row.get(1)?,
+        seq: row.get(2)?,
+        parent_id: row.get(3)?,
+        created_at: parse_time(row.get(4)?)?,
+        operation: parse_text::<Operation>(row.get(5)?)?,
+        schema_version: row.get(6)?,
+        added_rows: row.get(7)?,
+        added_bytes: row.get(8)?,
+        added_files: row.get(9)?,
+        rows: row.get(10)?,
+        bytes: row.get(11)?,
+        files: row.get(12)?,
+    })
+}
+
+fn idempotency_from_row(row: &Row<'_>) -> rusqlite::Result<IdempotencyRecord> {
+    Ok(IdempotencyRecord {
+        key: row.get(0)?,
+        request_hash: row.get(1)?,
+        response: row.get(2)?,
+        snapshot_id: row.get(3)?,
+    })
+}
+
+fn load_idempotency(
+    conn: &Connection,
+    dataset_id: i64,
+    key: &str,
+) -> rusqlite::Result<Option<IdempotencyRecord>> {
+    conn.query_row(
+        "SELECT key, request_hash, response, snapshot_id FROM idempotency_keys \
+         WHERE dataset_id = ?1 AND key = ?2",
+        params![dataset_id, key],
+        idempotency_from_row,
+    )
+    .optional()
+}
+
+#[async_trait]
+impl CatalogStore for SqliteStore {
+    async fn create_department(&self, code: &str, name: &str) -> Result<Department> {
+        validate_department_code(code)?;
+        if name.trim().is_empty() {
+            return Err(CatalogError::invalid(
+                "name",
+                "a department needs a display name such as 公安局",
+            ));
+        }
+        let department = Department {
+            code: code.to_string(),
+            name: name.trim().to_string(),
+            created_at: now(),
+        };
+        let row = department.clone();
+        self.write(move |conn| {
+            let inserted = conn.execute(
+                "INSERT INTO departments (code, name, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (code) DO NOTHING",
+                params![row.code, row.name, time_text(row.created_at)],
+            )?;
+            if inserted == 0 {
+                return Err(CatalogError::AlreadyExists {
+                    what: "department",
+                    name: row.code,
+                });
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(department)
+    }
+
+    async fn list_departments(&self) -> Result<Vec<Department>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT code, name, created_at FROM departments ORDER BY code")?;
+            let rows = stmt.query_map([], department_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn department(&self, code: &str) -> Result<Option<Department>> {
+        let code = code.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT code, name, created_at FROM departments WHERE code = ?1",
+                    [code],
+                    department_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn create_principal(&self, new: NewPrincipal, token_hash: &str) -> Result<Principal> {
+        let token_hash = token_hash.to_string();
+        self.write(move |conn| {
+            let exists: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM departments WHERE code = ?1)",
+                [&new.department],
+                |row| row.get(0),
+            )?;
+            if !exists {
+                return Err(CatalogError::NotFound {
+                    what: "department",
+                    name: new.department,
+                });
+            }
+            let created_at = now();
+            conn.execute(
+                "INSERT INTO principals (name, department, role, token_hash, created_at, expires_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    new.name,
+                    new.department,
+                    new.role.as_str(),
+                    token_hash,
+                    time_text(created_at),
+                    new.expires_at.map(time_text)
+                ],
+            )?;
+            Ok(Principal {
+                id: conn.last_insert_rowid(),
+                name: new.name,
+                department: new.department,
+                role: new.role,
+                created_at,
+                expires_at: new.expires_at,
+                revoked_at: None,
+            })
+        })
+        .await
+    }
+
+    async fn principal_by_token_hash(&self, token_hash: &str) -> Result<Option<Principal>> {
+        let token_hash = token_hash.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE token_hash = ?1"
+            ))?;
+            Ok(stmt
+                .query_row([token_hash], principal_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn create_dataset(&self, new: NewDataset) -> Result<Dataset> {
+        validate_columns(&new.columns)?;
+        let name = new.name.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let department_exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM departments WHERE code = ?1)",
+                [new.name.department()],
+                |row| row.get(0),
+            )?;
+            if !department_exists {
+                return Err(CatalogError::NotFound {
+                    what: "department",
+                    name: new.name.department().to_string(),
+                });
+            }
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM datasets WHERE department = ?1 AND name = ?2)",
+                params![new.name.department(), new.name.table()],
+                |row| row.get(0),
+            )?;
+            if taken {
+                return Err(CatalogError::AlreadyExists {
+                    what: "dataset",
+                    name: new.name.to_string(),
+                });
+            }
+            let created = time_text(now());
+            tx.execute(
+                "INSERT INTO datasets (department, name, description, classification, sharing, \
+                 resource_code, update_cycle, tags, schema_version, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9)",
+                params![
+                    new.name.department(),
+                    new.name.table(),
+                    new.description,
+                    new.classification.as_str(),
+                    new.sharing.as_str(),
+                    new.resource_code,
+                    new.update_cycle,
+                    serde_json::to_string(&new.tags)?,
+                    created
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO schema_versions (dataset_id, version, columns, created_at) \
+                 VALUES (?1, 1, ?2, ?3)",
+                params![id, serde_json::to_string(&new.columns)?, created],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+        self.dataset(&name).await?.ok_or_else(|| {
+            CatalogError::Storage("a dataset vanished right after it was created".into())
+        })
+    }
+
+    async fn dataset(&self, name: &DatasetName) -> Result<Option<Dataset>> {
+        let name = name.clone();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {DATASET_COLUMNS} FROM {DATASET_FROM} \
+                 WHERE d.department = ?1 AND d.name = ?2"
+            ))?;
+            Ok(stmt
+                .query_row(params![name.department(), name.table()], dataset_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_datasets(&self) -> Result<Vec<Dataset>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {DATASET_COLUMNS} FROM {DATASET_FROM} ORDER BY d.department, d.name"
+            ))?;
+            let rows = stmt.query_map([], dataset_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn schema_versions(&self, dataset_id: i64) -> Result<Vec<SchemaVersion>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT version, columns, created_at FROM schema_versions \
+                 WHERE dataset_id = ?1 ORDER BY version",
+            )?;
+            let rows = stmt.query_map([dataset_id], |row| {
+                Ok(SchemaVersion {
+                    version: row.get(0)?,
+                    columns: parse_json(row.get(1)?)?,
+                    created_at: parse_time(row.get(2)?)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn snapshots(&self, dataset_id: i64) -> Result<Vec<Snapshot>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE dataset_id = ?1 ORDER BY seq DESC"
+            ))?;
+            let rows = stmt.query_map([dataset_id], snapshot_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn snapshot_files(
+        &self,
+        dataset_id: i64,
+        snapshot_id: Option<i64>,
+    ) -> Result<Vec<DataFile>> {
+        self.read(move |conn| {
+            // Resolve the snapshot to its sequence number inside one read transaction, so
+            // the file list belongs to exactly that snapshot even while writers commit.
+            let tx = conn.unchecked_transaction()?;
+            let seq: Option<i64> = match snapshot_id {
+                Some(id) => tx
+                    .query_row(
+                        "SELECT seq FROM snapshots WHERE id = ?1 AND dataset_id = ?2",
+                        params![id, dataset_id],
+                        |row| row.get(0),
+                    )
+                    .optional()?,
+                None => tx
+                    .query_row(
+                        "SELECT snapshot_seq FROM datasets WHERE id = ?1",
+                        [dataset_id],
+                        |row| row.get(0),
+                    )
+                    .optional()?,
+            };
+            let Some(seq) = seq else {
+                return Err(CatalogError::NotFound {
+                    what: "snapshot",
+                    name: format!("{snapshot_id:?} of dataset {dataset_id}"),
+                });
+            };
+            let mut stmt = tx.prepare_cached(
+                "SELECT path, rows, bytes, stats FROM files WHERE dataset_id = ?1 \
+                 AND added_seq <= ?2 AND (removed_seq IS NULL OR removed_seq > ?2) \
+                 ORDER BY added_seq, path",
+            )?;
+            let rows = stmt.query_map(params![dataset_id, seq], |row| {
+                Ok(DataFile {
+                    path: row.get(0)?,
+                    rows: row.get(1)?,
+                    bytes: row.get(2)?,
+                    stats: parse_json(row.get(3)?)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<CommitOutcome> {
+        self.write(move |conn| commit_in(conn, commit)).await
+    }
+
+    async fn idempotency_record(
+        &self,
+        dataset_id: i64,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>> {
+        let key = key.to_string();
+        self.read(move |conn| Ok(load_idempotency(conn, dataset_id, &key)?))
+            .await
+    }
+}
+
+/// The commit transaction. Order matters: the idempotency check comes before the parent
+/// check, so a retry of an already committed push is answered from the record even if
+/// other commits have happened since.
+fn commit_in(conn: &mut Connection, commit: Commit) -> Result<CommitOutcome> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(record) = &commit.idempotency
+        && let Some(existing) = load_idempotency(&tx, commit.dataset_id, &record.key)?
+    {
+        if existing.request_hash != record.request_hash {
+            return Err(CatalogError::IdempotencyMismatch { key: existing.key });
+        }
+        return Ok(CommitOutcome::Replayed(existing));
+    }
+    let current = tx
+        .query_row(
+            "SELECT snapshot_id, snapshot_seq, rows, bytes, files, schema_version \
+             FROM datasets WHERE id = ?1",
+            [commit.dataset_id],
+            |row| {
+                Ok((
+                    row.get::<_, Option<i64>>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, i64>(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((current_id, current_seq, rows, bytes, files, schema_version)) = current else {
+        return Err(CatalogError::NotFound {
+            what: "dataset",
+            name: commit.dataset_id.to_string(),
+        });
+    };
+    if current_id != commit.expected_parent {
+        return Err(CatalogError::Conflict {
+            dataset_id: commit.dataset_id,
+            expected: commit.expected_parent,
+            actual: current_id,
+        });
+    }
+    let seq = current_seq + 1;
+    let added_rows: i64 = commit.added.iter().map(|f| f.rows).sum();
+    let added_bytes: i64 = commit.added.iter().map(|f| f.bytes).sum();
+    let added_files = commit.added.len() as i64;
+
+    let mut removed_rows = 0;
+    let mut removed_bytes = 0;
+    for path in &commit.removed {
+        let removed = tx
+            .query_row(
+                "UPDATE files SET removed_seq = ?1 WHERE dataset_id = ?2 AND path = ?3 \
+                 AND removed_seq IS NULL RETURNING rows, bytes",
+                params![seq, commit.dataset_id, path],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+            )
+            .optional()?;
+        let Some((r, b)) = removed else {
+            return Err(CatalogError::invalid(
+                "removed",
+                format!("{path:?} is not a live file of this dataset"),
+            ));
+        };
+        removed_rows += r;
+        removed_bytes += b;
+    }
+    let created_at = now();
+    let total_rows = rows + added_rows - removed_rows;
+    let total_bytes = bytes + added_bytes - removed_bytes;
+    let total_files = files + added_files - commit.removed.len() as i64;
+    tx.execute(
+        "INSERT INTO snapshots (dataset_id, seq, parent_id, created_at, operation, \
+         schema_version, added_rows, added_bytes, added_files, rows, bytes, files) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            commit.dataset_id,
+            seq,
+            current_id,
+            time_text(created_at),
+            commit.operation.as_str(),
+            schema_version,
+            added_rows,
+            added_bytes,
+            added_files,
+            total_rows,
+            total_bytes,
+            total_files
+        ],
+    )?;
+    let snapshot_id = tx.last_insert_rowid();
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO files (dataset_id, path, rows, bytes, stats, added_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for file in &commit.added {
+            insert.execute(params![
+                commit.dataset_id,
+                file.path,
+                file.rows,
+                file.bytes,
+                serde_json::to_string(&file.stats)?,
+                seq
+            ])?;
+        }
+    }
+    tx.execute(
+        "UPDATE datasets SET snapshot_id = ?1, snapshot_seq = ?2, rows = ?3, bytes = ?4, \
+         files = ?5, updated_at = ?6 WHERE id = ?7",
+        params![
+            snapshot_id,
+            seq,
+            total_rows,
+            total_bytes,
+            total_files,
+            time_text(created_at),
+            commit.dataset_id
+        ],
+    )?;
+    if let Some(record) = &commit.idempotency {
+        tx.execute(
+            "INSERT INTO idempotency_keys (dataset_id, key, request_hash, response, \
+             snapshot_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                commit.dataset_id,
+                record.key,
+                record.request_hash,
+                record.response,
+                snapshot_id,
+                time_text(created_at)
+            ],
+        )?;
+    }
+    tx.commit()?;
+    Ok(CommitOutcome::Committed(Snapshot {
+        id: snapshot_id,
+        dataset_id: commit.dataset_id,
+        seq,
+        parent_id: current_id,
+        created_at,
+        operation: commit.operation,
+        schema_version,
+        added_rows,
+        added_bytes,
+        added_files,
+        rows: total_rows,
+        bytes: total_bytes,
+        files: total_files,
+    }))
+}

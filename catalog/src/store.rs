@@ -1,0 +1,53 @@
+//! The store trait: everything the hub asks of its metadata database.
+//!
+//! SQLite implements it for the embedded default; PostgreSQL will implement the same trait
+//! for multi-node deployments, so nothing above this trait may assume a particular database.
+
+use async_trait::async_trait;
+
+use crate::error::Result;
+use crate::model::{
+    Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
+    NewDataset, NewPrincipal, Principal, SchemaVersion, Snapshot,
+};
+
+/// The catalog's storage. All methods are transactional on their own.
+#[async_trait]
+pub trait CatalogStore: Send + Sync + 'static {
+    /// Creates a department; `AlreadyExists` if the code is taken.
+    async fn create_department(&self, code: &str, name: &str) -> Result<Department>;
+    async fn list_departments(&self) -> Result<Vec<Department>>;
+    async fn department(&self, code: &str) -> Result<Option<Department>>;
+
+    /// Creates a principal that authenticates with the token whose hash is given.
+    async fn create_principal(&self, new: NewPrincipal, token_hash: &str) -> Result<Principal>;
+    /// The principal holding a token, if any, whether or not it is expired or revoked.
+    async fn principal_by_token_hash(&self, token_hash: &str) -> Result<Option<Principal>>;
+
+    /// Registers a dataset with schema version 1 and no snapshot.
+    async fn create_dataset(&self, new: NewDataset) -> Result<Dataset>;
+    async fn dataset(&self, name: &DatasetName) -> Result<Option<Dataset>>;
+    async fn list_datasets(&self) -> Result<Vec<Dataset>>;
+    async fn schema_versions(&self, dataset_id: i64) -> Result<Vec<SchemaVersion>>;
+
+    /// The snapshot log, newest first.
+    async fn snapshots(&self, dataset_id: i64) -> Result<Vec<Snapshot>>;
+    /// The files of a snapshot (the current one when `snapshot_id` is `None`).
+    async fn snapshot_files(
+        &self,
+        dataset_id: i64,
+        snapshot_id: Option<i64>,
+    ) -> Result<Vec<DataFile>>;
+
+    /// Commits one snapshot atomically: new snapshot, added and removed files, idempotency key.
+    /// Fails with `Conflict` when the dataset's current snapshot is not `expected_parent`,
+    /// and answers `Replayed` when the idempotency key was already used for the same request.
+    async fn commit(&self, commit: Commit) -> Result<CommitOutcome>;
+
+    /// The stored answer of an earlier push with this idempotency key.
+    async fn idempotency_record(
+        &self,
+        dataset_id: i64,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>>;
+}

@@ -1,0 +1,286 @@
+//! cityhub configuration.
+//!
+//! Layers, later ones win: built-in defaults (in code, in this file), one TOML file
+//! (`--config`), `CITYHUB__SECTION__KEY` environment variables, and finally command-line
+//! flags such as `--bind`. Every value remembers the layer it came from, so that
+//! `cityhub config` can say why a setting is what it is, and every problem (unknown key,
+//! wrong type, bad value) is reported at once, each with its origin, instead of one per run.
+//!
+//! The shape check is driven by the defaults: every key that exists has a default, so the
+//! serialised defaults are the schema. That is why no field here is an `Option`.
+
+mod layers;
+
+use std::fmt;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+pub use layers::{Loaded, Source};
+
+/// The effective configuration of one cityhub process.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct Config {
+    pub server: ServerConfig,
+    pub storage: StorageConfig,
+    pub catalog: CatalogConfig,
+    pub ingest: IngestConfig,
+    pub log: LogConfig,
+}
+
+/// The HTTP listener.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ServerConfig {
+    /// Address to listen on, `host:port`; port 0 picks a free one.
+    pub bind: String,
+    /// Largest request body accepted (a push larger than this answers 413).
+    pub max_body_bytes: u64,
+    /// How long a graceful shutdown waits for in-flight requests before giving up.
+    pub shutdown_grace_secs: u64,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        Self {
+            bind: "127.0.0.1:8080".into(),
+            max_body_bytes: 256 * 1024 * 1024,
+            shutdown_grace_secs: 30,
+        }
+    }
+}
+
+/// Where data lives.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct StorageConfig {
+    /// The local data folder: the SQLite catalog and, by default, the objects.
+    pub data_dir: String,
+    /// Object store URL (`file:///abs/path`, `memory://`, `s3://bucket/prefix`);
+    /// empty means `{data_dir}/objects`.
+    pub url: String,
+}
+
+impl Default for StorageConfig {
+    fn default() -> Self {
+        Self {
+            data_dir: "./cityhub-data".into(),
+            url: String::new(),
+        }
+    }
+}
+
+/// The metadata catalog.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CatalogConfig {
+    /// `sqlite:///path/catalog.db`; empty means `{data_dir}/catalog.db`.
+    pub url: String,
+    /// How long a catalog writer waits for a lock held by another process.
+    pub busy_timeout_ms: u64,
+}
+
+impl Default for CatalogConfig {
+    fn default() -> Self {
+        Self {
+            url: String::new(),
+            busy_timeout_ms: 10_000,
+        }
+    }
+}
+
+/// Push and import behaviour.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct IngestConfig {
+    /// How often a commit that lost a race to a concurrent writer is retried.
+    pub commit_retries: u32,
+    /// At most this many rejected rows are listed in one answer (all are counted).
+    pub max_rejected_reported: u64,
+    /// Rows per Parquet file written by imports (pushes write one file each).
+    pub file_rows: u64,
+    /// Parquet compression: `zstd`, `snappy` or `none`.
+    pub compression: String,
+}
+
+impl Default for IngestConfig {
+    fn default() -> Self {
+        Self {
+            commit_retries: 100,
+            max_rejected_reported: 1000,
+            file_rows: 1_000_000,
+            compression: "zstd".into(),
+        }
+    }
+}
+
+/// Logging.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct LogConfig {
+    /// A `tracing` filter such as `info` or `cityhub=debug,info`.
+    pub level: String,
+    /// `text` for people, `json` for log shippers.
+    pub format: String,
+}
+
+impl Default for LogConfig {
+    fn default() -> Self {
+        Self {
+            level: "info".into(),
+            format: "text".into(),
+        }
+    }
+}
+
+impl Config {
+    /// The local data folder.
+    pub fn data_dir(&self) -> PathBuf {
+        PathBuf::from(&self.storage.data_dir)
+    }
+
+    /// The object store URL, with the `{data_dir}/objects` default resolved.
+    pub fn storage_url(&self) -> String {
+        if self.storage.url.is_empty() {
+            format!(
+                "file://{}",
+                absolute(&self.data_dir().join("objects")).display()
+            )
+        } else {
+            self.storage.url.clone()
+        }
+    }
+
+    /// The catalog URL, with the `{data_dir}/catalog.db` default resolved.
+    pub fn catalog_url(&self) -> String {
+        if self.catalog.url.is_empty() {
+            format!(
+                "sqlite://{}",
+                absolute(&self.data_dir().join("catalog.db")).display()
+            )
+        } else {
+            self.catalog.url.clone()
+        }
+    }
+
+    /// The listen address (validated at load time).
+    pub fn bind_addr(&self) -> SocketAddr {
+        self.server
+            .bind
+            .parse()
+            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
+    }
+
+    /// Checks values that have the right type but a wrong meaning; one entry per problem,
+    /// as (dotted key, message).
+    fn semantic_problems(&self) -> Vec<(String, String)> {
+        let mut problems = Vec::new();
+        let mut check = |key: &str, ok: bool, message: &str| {
+            if !ok {
+                problems.push((key.to_string(), message.to_string()));
+            }
+        };
+        check(
+            "server.bind",
+            self.server.bind.parse::<SocketAddr>().is_ok(),
+            "must be an IP address and port such as 127.0.0.1:8080 or 0.0.0.0:8080",
+        );
+        check(
+            "server.max_body_bytes",
+            self.server.max_body_bytes > 0,
+            "must be greater than 0",
+        );
+        check(
+            "storage.data_dir",
+            !self.storage.data_dir.trim().is_empty(),
+            "must name a folder",
+        );
+        check(
+            "storage.url",
+            self.storage.url.is_empty()
+                || ["file://", "memory://", "s3://", "s3a://"]
+                    .iter()
+                    .any(|scheme| self.storage.url.starts_with(scheme)),
+            "must be empty (objects under the data folder) or a file://, memory:// or s3:// URL",
+        );
+        check(
+            "catalog.url",
+            self.catalog.url.is_empty() || self.catalog.url.starts_with("sqlite://"),
+            "must be empty (catalog.db in the data folder) or a sqlite:// URL",
+        );
+        check(
+            "ingest.file_rows",
+            self.ingest.file_rows > 0,
+            "must be greater than 0",
+        );
+        check(
+            "ingest.compression",
+            ["zstd", "snappy", "none"].contains(&self.ingest.compression.as_str()),
+            "must be one of zstd, snappy, none",
+        );
+        check(
+            "log.format",
+            ["text", "json"].contains(&self.log.format.as_str()),
+            "must be text or json",
+        );
+        problems
+    }
+}
+
+fn absolute(path: &Path) -> PathBuf {
+    if path.is_absolute() {
+        path.to_path_buf()
+    } else {
+        std::env::current_dir()
+            .map(|cwd| cwd.join(path))
+            .unwrap_or_else(|_| path.to_path_buf())
+    }
+}
+
+/// One thing wrong with the configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Problem {
+    /// Dotted key such as `server.bind`; empty for a file that could not be read at all.
+    pub key: String,
+    /// Where the offending value came from.
+    pub source: Source,
+    pub message: String,
+}
+
+impl fmt::Display for Problem {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        if self.key.is_empty() {
+            write!(f, "{}: {}", self.source, self.message)
+        } else {
+            write!(f, "{} (from {}): {}", self.key, self.source, self.message)
+        }
+    }
+}
+
+/// Every problem found while loading, reported together.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigError {
+    pub problems: Vec<Problem>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let count = self.problems.len();
+        writeln!(
+            f,
+            "the configuration has {count} problem{}:",
+            if count == 1 { "" } else { "s" }
+        )?;
+        for problem in &self.problems {
+            writeln!(f, "  - {problem}")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+#[cfg(test)]
+mod tests;

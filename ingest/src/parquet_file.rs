@@ -1,0 +1,202 @@
+//! Encoding batches as Parquet files and computing the per-column statistics the catalog
+//! keeps for pruning.
+
+use std::collections::BTreeMap;
+
+use arrow::array::{Array, AsArray};
+use arrow::compute;
+use arrow::datatypes::{
+    DataType, Date32Type, Float64Type, Int32Type, Int64Type, TimestampMicrosecondType,
+};
+use arrow::record_batch::RecordBatch;
+use cityhub_catalog::ColumnStats;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::properties::WriterProperties;
+use serde_json::Value;
+
+use crate::IngestError;
+
+/// Longest string kept as a min/max statistic; longer values would bloat the catalog.
+const MAX_STAT_STRING: usize = 64;
+
+/// Writer settings for hub files: the configured compression, page statistics on, and
+/// row groups of up to 1M rows so that scans parallelise over large imports.
+pub fn writer_properties(compression: &str) -> WriterProperties {
+    let compression = match compression {
+        "snappy" => Compression::SNAPPY,
+        "none" => Compression::UNCOMPRESSED,
+        _ => Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()),
+    };
+    WriterProperties::builder()
+        .set_compression(compression)
+        .set_max_row_group_row_count(Some(1024 * 1024))
+        .set_created_by(format!("cityhub {}", env!("CARGO_PKG_VERSION")))
+        .build()
+}
+
+/// Encodes batches (all of one schema) into one Parquet file in memory.
+pub fn encode(batches: &[RecordBatch], compression: &str) -> Result<Vec<u8>, IngestError> {
+    let Some(first) = batches.first() else {
+        return Err(IngestError::Internal("no batch to write".into()));
+    };
+    let mut buffer = Vec::new();
+    let mut writer = ArrowWriter::try_new(
+        &mut buffer,
+        first.schema(),
+        Some(writer_properties(compression)),
+    )
+    .map_err(|err| IngestError::Internal(format!("cannot start a Parquet file: {err}")))?;
+    for batch in batches {
+        writer
+            .write(batch)
+            .map_err(|err| IngestError::Internal(format!("cannot write Parquet: {err}")))?;
+    }
+    writer
+        .close()
+        .map_err(|err| IngestError::Internal(format!("cannot finish Parquet: {err}")))?;
+    Ok(buffer)
+}
+
+/// Min, max and null count per column over `batches`, for the types where that is cheap and
+/// meaningful for pruning (numbers, dates, timestamps, short strings). Timestamps are kept
+/// as epoch microseconds and dates as epoch days, the way they are stored.
+pub fn column_stats(batches: &[RecordBatch]) -> BTreeMap<String, ColumnStats> {
+    let mut stats: BTreeMap<String, ColumnStats> = BTreeMap::new();
+    let Some(first) = batches.first() else {
+        return stats;
+    };
+    for (index, field) in first.schema().fields().iter().enumerate() {
+        let mut entry = ColumnStats {
+            null_count: Some(0),
+            ..Default::default()
+        };
+        let mut usable = true;
+        for batch in batches {
+            let array = batch.column(index);
+            entry.null_count = entry.null_count.map(|n| n + array.null_count() as i64);
+            let (min, max) = match field.data_type() {
+                DataType::Int32 => numeric(
+                    compute::min(array.as_primitive::<Int32Type>()),
+                    compute::max(array.as_primitive::<Int32Type>()),
+                ),
+                DataType::Int64 => numeric(
+                    compute::min(array.as_primitive::<Int64Type>()),
+                    compute::max(array.as_primitive::<Int64Type>()),
+                ),
+                DataType::Date32 => numeric(
+                    compute::min(array.as_primitive::<Date32Type>()),
+                    compute::max(array.as_primitive::<Date32Type>()),
+                ),
+                DataType::Timestamp(_, _) => numeric(
+                    compute::min(array.as_primitive::<TimestampMicrosecondType>()),
+                    compute::max(array.as_primitive::<TimestampMicrosecondType>()),
+                ),
+                DataType::Float64 => {
+                    let values = array.as_primitive::<Float64Type>();
+                    let min = compute::min(values).filter(|v| v.is_finite());
+                    let max = compute::max(values).filter(|v| v.is_finite());
+                    (min.map(Value::from), max.map(Value::from))
+                }
+                DataType::Utf8 => {
+                    let values = array.as_string::<i32>();
+                    let short =
+                        |v: Option<&str>| v.filter(|s| s.len() <= MAX_STAT_STRING).map(Value::from);
+                    let (min, max) = (compute::min_string(values), compute::max_string(values));
+                    if (min.is_some() && short(min).is_none())
+                        || (max.is_some() && short(max).is_none())
+                    {
+                        usable = false;
+                    }
+                    (short(min), short(max))
+                }
+                _ => {
+                    usable = false;
+                    (None, None)
+                }
+            };
+            entry.min = merge_bound(entry.min.take(), min, std::cmp::Ordering::Less);
+            entry.max = merge_bound(entry.max.take(), max, std::cmp::Ordering::Greater);
+        }
+        if !usable {
+            entry.min = None;
+            entry.max = None;
+        }
+        stats.insert(field.name().clone(), entry);
+    }
+    stats
+}
+
+fn numeric<T: Into<Value>>(min: Option<T>, max: Option<T>) -> (Option<Value>, Option<Value>) {
+    (min.map(Into::into), max.map(Into::into))
+}
+
+fn merge_bound(
+    current: Option<Value>,
+    next: Option<Value>,
+    keep: std::cmp::Ordering,
+) -> Option<Value> {
+    match (current, next) {
+        (None, next) => next,
+        (current, None) => current,
+        (Some(a), Some(b)) => {
+            let ordering = match (&a, &b) {
+                (Value::Number(x), Value::Number(y)) => x
+                    .as_f64()
+                    .partial_cmp(&y.as_f64())
+                    .unwrap_or(std::cmp::Ordering::Equal),
+                (Value::String(x), Value::String(y)) => x.cmp(y),
+                _ => std::cmp::Ordering::Equal,
+            };
+            if ordering == keep { Some(a) } else { Some(b) }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Arc;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{Field, Schema};
+
+    use super::*;
+
+    #[test]
+    fn stats_span_all_batches_and_skip_long_strings() {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("n", DataType::Int64, true),
+            Field::new("s", DataType::Utf8, true),
+            Field::new("long", DataType::Utf8, true),
+        ]));
+        let long = "x".repeat(100);
+        let a = RecordBatch::try_new(
+            schema.clone(),
+            vec![
+                Arc::new(Int64Array::from(vec![Some(5), None])),
+                Arc::new(StringArray::from(vec!["b", "c"])),
+                Arc::new(StringArray::from(vec![long.as_str(), "a"])),
+            ],
+        )
+        .expect("batch");
+        let b = RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(vec![Some(-3), Some(9)])),
+                Arc::new(StringArray::from(vec!["a", "z"])),
+                Arc::new(StringArray::from(vec!["b", "c"])),
+            ],
+        )
+        .expect("batch");
+        let stats = column_stats(&[a.clone(), b]);
+        assert_eq!(stats["n"].min, Some(Value::from(-3)));
+        assert_eq!(stats["n"].max, Some(Value::from(9)));
+        assert_eq!(stats["n"].null_count, Some(1));
+        assert_eq!(stats["s"].min, Some(Value::from("a")));
+        assert_eq!(stats["s"].max, Some(Value::from("z")));
+        assert_eq!(stats["long"].min, None);
+        assert_eq!(stats["long"].max, None);
+        let bytes = encode(&[a], "zstd").expect("encode");
+        assert_eq!(&bytes[..4], b"PAR1");
+    }
+}

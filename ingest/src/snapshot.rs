@@ -1,0 +1,150 @@
+//! Writing Parquet files and committing them as a new snapshot of a dataset.
+
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use cityhub_catalog::{
+    Catalog, CatalogError, Commit, CommitOutcome, DataFile, Dataset, IdempotencyRecord, Operation,
+};
+use cityhub_config::IngestConfig;
+use rand::Rng;
+
+use crate::IngestError;
+use crate::parquet_file::{column_stats, encode};
+use crate::storage::Storage;
+
+/// The ingest service: the catalog, the object store and the ingest settings.
+#[derive(Clone)]
+pub struct Ingest {
+    pub(crate) catalog: Catalog,
+    pub(crate) storage: Storage,
+    pub(crate) config: IngestConfig,
+}
+
+impl Ingest {
+    pub fn new(catalog: Catalog, storage: Storage, config: IngestConfig) -> Self {
+        Self {
+            catalog,
+            storage,
+            config,
+        }
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+
+    /// A new object key for a file of `dataset`:
+    /// `datasets/{dataset_id}/{yyyy-mm-dd}/{snapshot_seq}-{uuid}.parquet`. The sequence is
+    /// the one the file is expected to land in; the UUID keeps keys unique when a race
+    /// moves it to a later snapshot.
+    pub fn new_file_key(dataset: &Dataset) -> String {
+        format!(
+            "datasets/{}/{}/{:08}-{}.parquet",
+            dataset.id,
+            chrono::Utc::now().format("%Y-%m-%d"),
+            dataset.snapshot_seq + 1,
+            uuid::Uuid::now_v7()
+        )
+    }
+
+    /// Encodes `batches` as one Parquet file, writes it durably under a new key and returns
+    /// its catalog entry (not yet committed).
+    pub async fn write_file(
+        &self,
+        dataset: &Dataset,
+        batches: Vec<RecordBatch>,
+    ) -> Result<DataFile, IngestError> {
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let compression = self.config.compression.clone();
+        let (bytes, stats) = tokio::task::spawn_blocking(move || {
+            let bytes = encode(&batches, &compression)?;
+            Ok::<_, IngestError>((bytes, column_stats(&batches)))
+        })
+        .await
+        .map_err(|err| IngestError::Internal(format!("encoding task failed: {err}")))??;
+        let key = Self::new_file_key(dataset);
+        let size = bytes.len() as i64;
+        self.storage.put_new(&key, bytes.into()).await?;
+        Ok(DataFile {
+            path: key,
+            rows: rows as i64,
+            bytes: size,
+            stats,
+        })
+    }
+
+    /// Commits `files` as an append to `dataset`. A commit that lost the race to another
+    /// writer is rebased onto the new parent and retried: appends commute, so nothing needs
+    /// rewriting. If the commit finally fails, the files are removed (best effort: a file
+    /// left behind is an orphan that no snapshot names, never visible data).
+    pub async fn commit_append(
+        &self,
+        dataset: &Dataset,
+        files: Vec<DataFile>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<CommitOutcome, IngestError> {
+        let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let result = self.commit_with_retries(dataset, files, idempotency).await;
+        let keep_files = matches!(result, Ok(CommitOutcome::Committed(_)));
+        if !keep_files {
+            for path in &paths {
+                self.storage.delete(path).await;
+            }
+        }
+        result
+    }
+
+    async fn commit_with_retries(
+        &self,
+        dataset: &Dataset,
+        files: Vec<DataFile>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<CommitOutcome, IngestError> {
+        let started = Instant::now();
+        let mut parent = dataset.snapshot_id;
+        let max_attempts = self.config.commit_retries.max(1);
+        for attempt in 1..=max_attempts {
+            let commit = Commit {
+                dataset_id: dataset.id,
+                expected_parent: parent,
+                operation: Operation::Append,
+                added: files.clone(),
+                removed: Vec::new(),
+                idempotency: idempotency.clone(),
+            };
+            match self.catalog.commit(commit).await {
+                Ok(outcome) => {
+                    metrics::histogram!("cityhub_commit_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    if attempt > 1 {
+                        metrics::counter!("cityhub_commit_retries_total")
+                            .increment(u64::from(attempt - 1));
+                    }
+                    return Ok(outcome);
+                }
+                Err(CatalogError::Conflict { actual, .. }) => {
+                    parent = actual;
+                    // Back off with jitter once it is clear that many writers contend, so
+                    // that they stop colliding in lock-step.
+                    if attempt > 3 {
+                        let ceiling = u64::from(attempt.min(50));
+                        let pause = rand::rng().random_range(0..=ceiling);
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
+                }
+                Err(CatalogError::IdempotencyMismatch { key }) => {
+                    return Err(IngestError::IdempotencyMismatch(key));
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(IngestError::Contention {
+            attempts: max_attempts,
+        })
+    }
+}

@@ -1,0 +1,64 @@
+//! Bearer-token authentication: every `/api/v1` handler takes a [`Caller`].
+
+use axum::extract::FromRequestParts;
+use axum::http::header::AUTHORIZATION;
+use axum::http::request::Parts;
+use cityhub_catalog::token::hash_token;
+use cityhub_catalog::{Principal, Role};
+
+use crate::error::ApiError;
+use crate::state::AppState;
+
+/// The authenticated principal of a request.
+#[derive(Debug, Clone)]
+pub struct Caller(pub Principal);
+
+impl Caller {
+    /// Refuses callers without one of `roles`.
+    pub fn require(&self, roles: &[Role], doing: &str) -> Result<(), ApiError> {
+        if roles.contains(&self.0.role) {
+            Ok(())
+        } else {
+            let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+            Err(ApiError::forbidden(format!(
+                "{doing} needs the {} role; this token has the {} role",
+                allowed.join(" or "),
+                self.0.role
+            )))
+        }
+    }
+}
+
+impl FromRequestParts<AppState> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(parts: &mut Parts, state: &AppState) -> Result<Self, ApiError> {
+        let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
+            ApiError::unauthorized("send an Authorization: Bearer <token> header")
+        })?;
+        let token = header
+            .to_str()
+            .ok()
+            .and_then(|value| value.strip_prefix("Bearer "))
+            .map(str::trim)
+            .filter(|token| !token.is_empty())
+            .ok_or_else(|| {
+                ApiError::unauthorized("the Authorization header must be Bearer <token>")
+            })?;
+        let principal = state
+            .catalog
+            .principal_by_token_hash(&hash_token(token))
+            .await?
+            .ok_or_else(|| ApiError::unauthorized("the token is not valid"))?;
+        if principal.revoked_at.is_some() {
+            return Err(ApiError::unauthorized("the token has been revoked"));
+        }
+        if principal
+            .expires_at
+            .is_some_and(|expires| expires <= chrono::Utc::now())
+        {
+            return Err(ApiError::unauthorized("the token has expired"));
+        }
+        Ok(Caller(principal))
+    }
+}

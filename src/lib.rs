@@ -1,0 +1,18 @@
+//! cityhub: the data-sharing and video-resource hub of a city.
+//!
+//! This crate is the glue: the CLI (`main.rs`), HTTP routes, wiring and shutdown. The
+//! work happens in the library crates:
+//! - `cityhub-config`: layered configuration;
+//! - `cityhub-catalog`: the metadata catalog (SQLite);
+//! - `cityhub-ingest`: decoding, validation, Parquet files and snapshot commits;
+//! - `cityhub-query`: SQL over the snapshots (DataFusion).
+
+pub mod auth;
+pub mod demo;
+pub mod error;
+pub mod routes;
+pub mod server;
+pub mod state;
+pub mod telemetry;
+
+pub use state::AppState;

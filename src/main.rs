@@ -1,0 +1,259 @@
+//! The `cityhub` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::Instant;
+
+use anyhow::Context;
+use cityhub::{AppState, demo, server, telemetry};
+use cityhub_catalog::token::Token;
+use cityhub_catalog::{DatasetName, NewPrincipal, Role};
+use cityhub_config::{Config, Loaded};
+use cityhub_ingest::IngestError;
+use cityhub_ingest::import::ImportProgress;
+use clap::{Parser, Subcommand};
+use indicatif::{ProgressBar, ProgressStyle};
+
+#[derive(Parser)]
+#[command(
+    name = "cityhub",
+    version,
+    about = "The data-sharing and video-resource hub of a city"
+)]
+struct Cli {
+    /// TOML configuration file (defaults < file < CITYHUB__SECTION__KEY variables < flags).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Local data folder (catalog and objects); default ./cityhub-data.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub's HTTP server.
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+        /// Load the demo city (once; later runs keep it) and print its tokens.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Bulk-load a CSV, NDJSON or Parquet file into a dataset.
+    Import {
+        /// Dataset name, department.table.
+        dataset: String,
+        /// The file; its extension (.csv, .ndjson/.jsonl, .parquet) gives the format.
+        file: PathBuf,
+        /// Register the dataset from the file's inferred schema if it does not exist.
+        #[arg(long)]
+        create: bool,
+    },
+    /// Manage bearer tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Print the effective configuration and where each value came from.
+    Config {
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a principal and print its new token (and nothing else) on stdout.
+    Create {
+        #[arg(long, value_name = "CODE")]
+        department: String,
+        /// admin, producer, analyst or dashboard.
+        #[arg(long)]
+        role: String,
+        /// A name for the principal, shown in logs and the audit trail.
+        #[arg(long)]
+        name: Option<String>,
+        /// Days until the token expires; it never expires without this.
+        #[arg(long, value_name = "DAYS")]
+        expires_in_days: Option<u32>,
+    },
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let bind = match &cli.command {
+        Command::Serve { bind, .. } | Command::Config { bind } => bind.clone(),
+        _ => None,
+    };
+    let loaded = match load_config(&cli, bind) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprint!("{err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, loaded)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli, bind: Option<String>) -> Result<Loaded, cityhub_config::ConfigError> {
+    let mut flags = Vec::new();
+    if let Some(dir) = &cli.data_dir {
+        flags.push(("storage.data_dir", dir.clone(), "--data-dir"));
+    }
+    if let Some(bind) = bind {
+        flags.push(("server.bind", bind, "--bind"));
+    }
+    Config::load(cli.config.as_deref(), std::env::vars(), &flags)
+}
+
+async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
+    let config = loaded.config.clone();
+    match command {
+        Command::Config { .. } => {
+            print!("{}", loaded.render());
+            Ok(())
+        }
+        Command::Serve { demo, .. } => {
+            telemetry::init_logging(&config.log.level, &config.log.format);
+            let state = AppState::open(config.clone())?;
+            if demo {
+                let started = Instant::now();
+                let loaded = demo::load(&state).await.context("loading the demo city")?;
+                tracing::info!(
+                    seconds = started.elapsed().as_secs_f64(),
+                    fresh = loaded.fresh,
+                    "The demo city is ready."
+                );
+                println!("{}", loaded.describe());
+            }
+            let listener = tokio::net::TcpListener::bind(&config.server.bind)
+                .await
+                .with_context(|| format!("cannot listen on {}", config.server.bind))?;
+            server::run(listener, state, server::shutdown_signal()).await?;
+            Ok(())
+        }
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    department,
+                    role,
+                    name,
+                    expires_in_days,
+                },
+        } => {
+            telemetry::init_logging("warn", "text");
+            let role: Role = role.parse()?;
+            let catalog = cityhub_catalog::open(&config)?;
+            let token = Token::generate();
+            let expires_at = expires_in_days
+                .map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
+            catalog
+                .create_principal(
+                    NewPrincipal {
+                        name: name.unwrap_or_else(|| format!("{department}-{role}")),
+                        department,
+                        role,
+                        expires_at,
+                    },
+                    &token.hash,
+                )
+                .await?;
+            println!("{}", token.plaintext);
+            Ok(())
+        }
+        Command::Import {
+            dataset,
+            file,
+            create,
+        } => {
+            telemetry::init_logging(&config.log.level, &config.log.format);
+            import(config, &dataset, &file, create).await
+        }
+    }
+}
+
+async fn import(config: Config, dataset: &str, file: &std::path::Path, create: bool) -> anyhow::Result<()> {
+    let name = DatasetName::parse(dataset)?;
+    let state = AppState::open(config)?;
+    let bar = ProgressBar::new(0);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {percent:>3}%  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let started = Instant::now();
+    let progress = {
+        let bar = bar.clone();
+        move |p: ImportProgress| {
+            bar.set_length(p.total);
+            bar.set_position(p.done);
+            let rate = p.rows as f64 / started.elapsed().as_secs_f64().max(0.001);
+            bar.set_message(format!("{} rows, {:.0} rows/s", p.rows, rate));
+        }
+    };
+    let result = state
+        .ingest
+        .import_file(&name, file, create, progress)
+        .await;
+    bar.finish_and_clear();
+    match result {
+        Ok(outcome) => {
+            let seconds = started.elapsed().as_secs_f64();
+            if outcome.created {
+                println!("Registered {} with columns:", outcome.dataset);
+                for column in &outcome.columns {
+                    println!("  {} {}", column.name, column.column_type);
+                }
+            }
+            println!(
+                "Imported {} rows into {} in {:.1} s ({:.0} rows/s): {} file(s), snapshot {}.",
+                outcome.rows,
+                outcome.dataset,
+                seconds,
+                outcome.rows as f64 / seconds.max(0.001),
+                outcome.files,
+                outcome.snapshot_id
+            );
+            Ok(())
+        }
+        Err(IngestError::Rejected(outcome)) => {
+            eprintln!(
+                "Nothing was imported: the file has bad rows (showing the first {}):",
+                outcome.rejected.len()
+            );
+            for row in &outcome.rejected {
+                eprintln!(
+                    "  line {}{}: {}",
+                    row.line,
+                    row.column
+                        .as_ref()
+                        .map(|c| format!(", column {c}"))
+                        .unwrap_or_default(),
+                    row.error
+                );
+            }
+            anyhow::bail!("{} bad row(s) in {}", outcome.rows_rejected, file.display())
+        }
+        Err(err) => Err(err.into()),
+    }
+}

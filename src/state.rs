@@ -1,0 +1,34 @@
+//! What every request handler shares: configuration, catalog, ingest and metrics.
+
+use std::sync::Arc;
+
+use cityhub_catalog::Catalog;
+use cityhub_config::Config;
+use cityhub_ingest::{Ingest, Storage};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::telemetry;
+
+/// Shared state of a running hub.
+#[derive(Clone)]
+pub struct AppState {
+    pub config: Arc<Config>,
+    pub catalog: Catalog,
+    pub ingest: Ingest,
+    pub metrics: PrometheusHandle,
+}
+
+impl AppState {
+    /// Opens the catalog and the object store the configuration names.
+    pub fn open(config: Config) -> anyhow::Result<Self> {
+        let catalog = cityhub_catalog::open(&config)?;
+        let storage = Storage::open(&config.storage_url())?;
+        let ingest = Ingest::new(catalog.clone(), storage, config.ingest.clone());
+        Ok(Self {
+            config: Arc::new(config),
+            catalog,
+            ingest,
+            metrics: telemetry::metrics_handle(),
+        })
+    }
+}

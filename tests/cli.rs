@@ -1,0 +1,304 @@
+//! End-to-end: the `cityhub` binary's commands, and the demo city.
+
+mod common;
+
+use std::io::Write;
+use std::process::{Command, Output};
+
+use cityhub_catalog::{DatasetName, token::hash_token};
+use cityhub_config::Config;
+
+fn cityhub(data_dir: &std::path::Path, args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_cityhub"))
+        .args(args)
+        .arg("--data-dir")
+        .arg(data_dir)
+        .env_remove("RUST_LOG")
+        .output()
+        .expect("run cityhub")
+}
+
+fn text(bytes: &[u8]) -> String {
+    String::from_utf8_lossy(bytes).into_owned()
+}
+
+fn state_for(data_dir: &std::path::Path) -> cityhub::AppState {
+    let mut config = Config::default();
+    config.storage.data_dir = data_dir.display().to_string();
+    cityhub::AppState::open(config).expect("open")
+}
+
+#[tokio::test]
+async fn token_create_prints_only_a_working_token() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let output = cityhub(
+        dir.path(),
+        &[
+            "token",
+            "create",
+            "--department",
+            "admin",
+            "--role",
+            "admin",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "stdout must hold the token and nothing else: {stdout:?}"
+    );
+    let token = lines[0];
+    assert!(token.starts_with("chub_"));
+    let state = state_for(dir.path());
+    let principal = state
+        .catalog
+        .principal_by_token_hash(&hash_token(token))
+        .await
+        .expect("lookup")
+        .expect("stored");
+    assert_eq!(principal.department, "admin");
+
+    let bad_role = cityhub(
+        dir.path(),
+        &["token", "create", "--department", "admin", "--role", "king"],
+    );
+    assert!(!bad_role.status.success());
+    assert!(text(&bad_role.stderr).contains("admin, producer, analyst or dashboard"));
+    let bad_department = cityhub(
+        dir.path(),
+        &[
+            "token",
+            "create",
+            "--department",
+            "nosuch",
+            "--role",
+            "analyst",
+        ],
+    );
+    assert!(!bad_department.status.success());
+    assert!(text(&bad_department.stderr).contains("nosuch"));
+}
+
+#[test]
+fn config_prints_values_with_their_sources_and_reports_all_problems() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let file = dir.path().join("cityhub.toml");
+    std::fs::write(&file, "[server]\nmax_body_bytes = 4096\n").expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_cityhub"))
+        .args(["config", "--config"])
+        .arg(&file)
+        .args(["--bind", "0.0.0.0:9999"])
+        .env("CITYHUB__LOG__LEVEL", "debug")
+        .output()
+        .expect("run");
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("bind = \"0.0.0.0:9999\"") && l.ends_with("# flag --bind")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("max_body_bytes = 4096") && l.contains("# file ")),
+        "{stdout}"
+    );
+    assert!(
+        stdout.lines().any(|l| l.starts_with("level = \"debug\"")
+            && l.ends_with("# environment CITYHUB__LOG__LEVEL")),
+        "{stdout}"
+    );
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with("compression = \"zstd\"") && l.ends_with("# default")),
+        "{stdout}"
+    );
+
+    std::fs::write(&file, "[server]\nbind = 8080\nmax_body = 1\n").expect("write");
+    let output = Command::new(env!("CARGO_BIN_EXE_cityhub"))
+        .args(["config", "--config"])
+        .arg(&file)
+        .env("CITYHUB__INGEST__COMPRESSION", "lz77")
+        .output()
+        .expect("run");
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("3 problems"), "{stderr}");
+    assert!(stderr.contains("server.bind"), "{stderr}");
+    assert!(stderr.contains("server.max_body"), "{stderr}");
+    assert!(
+        stderr.contains("ingest.compression (from environment CITYHUB__INGEST__COMPRESSION)"),
+        "{stderr}"
+    );
+}
+
+#[tokio::test]
+async fn import_creates_a_dataset_from_a_csv_and_refuses_bad_files_whole() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let state = state_for(&data);
+    state
+        .catalog
+        .create_department("zhili", "社会治理中心")
+        .await
+        .expect("dept");
+    drop(state);
+
+    let csv = dir.path().join("cases.csv");
+    let mut file = std::fs::File::create(&csv).expect("create");
+    writeln!(file, "case_id,received_at,region,score").expect("write");
+    for i in 0..5000 {
+        writeln!(file, "{i},2024-05-01T08:00:00+08:00,511011,{}.5", i % 7).expect("write");
+    }
+    drop(file);
+    let output = cityhub(
+        &data,
+        &[
+            "import",
+            "zhili.cases",
+            csv.to_str().expect("utf8"),
+            "--create",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    assert!(stdout.contains("Registered zhili.cases"), "{stdout}");
+    assert!(stdout.contains("received_at timestamp"), "{stdout}");
+    assert!(
+        stdout.contains("Imported 5000 rows into zhili.cases"),
+        "{stdout}"
+    );
+
+    let state = state_for(&data);
+    let name = DatasetName::parse("zhili.cases").expect("name");
+    let dataset = state
+        .catalog
+        .dataset(&name)
+        .await
+        .expect("q")
+        .expect("created");
+    assert_eq!(dataset.rows, 5000);
+    assert_eq!(
+        common::row_count(&common::read_rows(&state, "zhili.cases").await),
+        5000
+    );
+
+    // A bad row anywhere refuses the whole file, and says where.
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        "case_id,received_at,region,score\n1,2024-05-01T08:00:00Z,511011,1\n2,yesterday,511011,2\n",
+    )
+    .expect("write");
+    let output = cityhub(
+        &data,
+        &["import", "zhili.cases", bad.to_str().expect("utf8")],
+    );
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    assert!(stderr.contains("line 3, column received_at"), "{stderr}");
+    let dataset = state
+        .catalog
+        .dataset(&name)
+        .await
+        .expect("q")
+        .expect("present");
+    assert_eq!(dataset.rows, 5000, "a refused import commits nothing");
+
+    let missing = cityhub(
+        &data,
+        &["import", "zhili.other", csv.to_str().expect("utf8")],
+    );
+    assert!(!missing.status.success());
+    assert!(text(&missing.stderr).contains("--create"));
+}
+
+#[tokio::test]
+async fn the_demo_city_loads_once_and_keeps_its_tokens() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = state_for(dir.path());
+    let first = cityhub::demo::load_scaled(&state, 0.01)
+        .await
+        .expect("demo");
+    assert!(first.fresh);
+    assert!(first.rows_loaded >= 10_000);
+    let datasets = state.catalog.list_datasets().await.expect("list");
+    let names: Vec<String> = datasets.iter().map(|d| d.name.to_string()).collect();
+    for expected in [
+        "gongan.traffic_violations",
+        "yingji.incidents",
+        "zhili.grid_events",
+        "zhili.hotline_cases",
+    ] {
+        assert!(names.contains(&expected.to_string()), "{names:?}");
+    }
+    for dataset in &datasets {
+        assert!(dataset.rows > 0, "{} is empty", dataset.name);
+        assert!(
+            dataset.description.contains("synthetic"),
+            "{} is not labelled synthetic",
+            dataset.name
+        );
+    }
+    let hotline = datasets
+        .iter()
+        .find(|d| d.name.table() == "hotline_cases")
+        .expect("hotline");
+    assert!(
+        hotline
+            .columns
+            .iter()
+            .any(|c| c.name == "caller_phone" && c.sensitivity.is_some())
+    );
+    let regions = common::read_rows(&state, "zhili.hotline_cases").await;
+    let codes: std::collections::BTreeSet<String> = regions
+        .iter()
+        .flat_map(|b| {
+            let column = b.column_by_name("region_code").expect("region_code");
+            let strings = arrow::array::AsArray::as_string::<i32>(column);
+            strings
+                .iter()
+                .flatten()
+                .map(str::to_string)
+                .collect::<Vec<_>>()
+        })
+        .collect();
+    assert_eq!(
+        codes.into_iter().collect::<Vec<_>>(),
+        vec!["511002", "511011", "511024", "511025", "511083"]
+    );
+
+    let second = cityhub::demo::load_scaled(&state, 0.01)
+        .await
+        .expect("demo again");
+    assert!(!second.fresh);
+    assert_eq!(second.rows_loaded, 0);
+    let tokens = |city: &cityhub::demo::DemoCity| {
+        city.tokens
+            .iter()
+            .map(|t| t.token.clone())
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(tokens(&first), tokens(&second));
+    let after = state.catalog.list_datasets().await.expect("list");
+    for (before, after) in datasets.iter().zip(&after) {
+        assert_eq!(
+            before.snapshot_id, after.snapshot_id,
+            "a second load must not add data"
+        );
+    }
+    let admin = &first.tokens[0];
+    let principal = state
+        .catalog
+        .principal_by_token_hash(&hash_token(&admin.token))
+        .await
+        .expect("q")
+        .expect("token works");
+    assert_eq!(principal.role, cityhub_catalog::Role::Admin);
+}
