@@ -191,7 +191,12 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
     }
 }
 
-async fn import(config: Config, dataset: &str, file: &std::path::Path, create: bool) -> anyhow::Result<()> {
+async fn import(
+    config: Config,
+    dataset: &str,
+    file: &std::path::Path,
+    create: bool,
+) -> anyhow::Result<()> {
     let name = DatasetName::parse(dataset)?;
     let state = AppState::open(config)?;
     let bar = ProgressBar::new(0);

@@ -1,8 +1,10 @@
 //! Serving: takes an already bound listener and a shutdown future, so tests bind port 0.
 
-use std::future::Future;
+use std::future::{Future, IntoFuture};
+use std::time::Duration;
 
 use tokio::net::TcpListener;
+use tokio::sync::oneshot;
 
 use crate::routes::router;
 use crate::state::AppState;
@@ -15,11 +17,38 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> std::io::Result<()> {
     let address = listener.local_addr()?;
+    let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     tracing::info!(%address, "cityhub is listening on http://{address}.");
-    axum::serve(listener, router(state))
-        .with_graceful_shutdown(shutdown)
-        .await?;
-    tracing::info!("cityhub has stopped: in-flight requests finished.");
+    let (stopping, stop_requested) = oneshot::channel::<()>();
+    let signal = async move {
+        shutdown.await;
+        let _ = stopping.send(());
+    };
+    let serving = axum::serve(listener, router(state))
+        .with_graceful_shutdown(signal)
+        .into_future();
+    tokio::pin!(serving);
+    // Once shutdown is asked for, in-flight requests get `grace` to finish; a client that
+    // keeps a connection open longer must not keep the process alive forever.
+    let deadline = async move {
+        if stop_requested.await.is_ok() {
+            tokio::time::sleep(grace).await;
+        } else {
+            std::future::pending::<()>().await;
+        }
+    };
+    tokio::select! {
+        result = &mut serving => {
+            result?;
+            tracing::info!("cityhub has stopped: in-flight requests finished.");
+        }
+        () = deadline => {
+            tracing::warn!(
+                grace_secs = grace.as_secs(),
+                "cityhub stopped before every connection closed: the shutdown grace period ran out."
+            );
+        }
+    }
     Ok(())
 }
 

@@ -302,3 +302,78 @@ async fn the_demo_city_loads_once_and_keeps_its_tokens() {
         .expect("token works");
     assert_eq!(principal.role, cityhub_catalog::Role::Admin);
 }
+
+#[tokio::test]
+async fn import_reads_ndjson_and_parquet_and_a_failed_create_leaves_nothing() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let state = state_for(&data);
+    state
+        .catalog
+        .create_department("yingji", "应急管理局")
+        .await
+        .expect("dept");
+
+    let ndjson = dir.path().join("incidents.ndjson");
+    let lines: String = (0..300)
+        .map(|i| format!("{{\"incident_id\": {i}, \"kind\": \"火灾\", \"at\": \"2026-11-01T10:00:00+08:00\"}}\n"))
+        .collect();
+    std::fs::write(&ndjson, lines).expect("write");
+    let output = cityhub(
+        &data,
+        &[
+            "import",
+            "yingji.incidents",
+            ndjson.to_str().expect("utf8"),
+            "--create",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("incident_id int64"));
+
+    // Export what was imported as Parquet and import it into a second dataset.
+    let batches = common::read_rows(&state, "yingji.incidents").await;
+    let parquet_path = dir.path().join("incidents.parquet");
+    let file = std::fs::File::create(&parquet_path).expect("create");
+    let mut writer =
+        parquet::arrow::ArrowWriter::try_new(file, batches[0].schema(), None).expect("writer");
+    for batch in &batches {
+        writer.write(batch).expect("write");
+    }
+    writer.close().expect("close");
+    let output = cityhub(
+        &data,
+        &[
+            "import",
+            "yingji.copy",
+            parquet_path.to_str().expect("utf8"),
+            "--create",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert_eq!(
+        common::row_count(&common::read_rows(&state, "yingji.copy").await),
+        300
+    );
+
+    // A --create import that fails must not leave an empty dataset registered.
+    let broken = dir.path().join("broken.ndjson");
+    std::fs::write(&broken, "{\"n\": 1}\n{\"n\": \"x\"}\n").expect("write");
+    let output = cityhub(
+        &data,
+        &[
+            "import",
+            "yingji.broken",
+            broken.to_str().expect("utf8"),
+            "--create",
+        ],
+    );
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains(", column n: expected"),
+        "{}",
+        text(&output.stderr)
+    );
+    let name = DatasetName::parse("yingji.broken").expect("name");
+    assert!(state.catalog.dataset(&name).await.expect("q").is_none());
+}

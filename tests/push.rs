@@ -640,3 +640,20 @@ async fn hostile_json_does_not_hurt_the_server() {
     assert_eq!(status, 200, "the server still answers");
     server.stop().await;
 }
+
+#[tokio::test]
+async fn the_in_memory_object_store_works_end_to_end() {
+    let server = TestServer::spawn_with(|config| config.storage.url = "memory://".into()).await;
+    let dataset = server.events_dataset("gongan").await;
+    let producer = server.token("gongan", Role::Producer).await;
+    let (status, body) = server
+        .push(&producer, &dataset, NDJSON, "{\"id\": 5}\n")
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(ids(&read_rows(&server.state, &dataset).await), vec![5]);
+    assert!(
+        walk(&server.data_dir.path().join("objects")).is_empty(),
+        "nothing on disk"
+    );
+    server.stop().await;
+}

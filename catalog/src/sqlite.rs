@@ -497,6 +497,40 @@ impl CatalogStore for SqliteStore {
         .await
     }
 
+    async fn drop_unused_dataset(&self, dataset_id: i64) -> Result<bool> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let snapshot: Option<Option<i64>> = tx
+                .query_row(
+                    "SELECT snapshot_id FROM datasets WHERE id = ?1",
+                    [dataset_id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match snapshot {
+                None => Ok(false),
+                Some(Some(_)) => Err(CatalogError::invalid(
+                    "dataset",
+                    "the dataset has committed data and cannot be dropped this way",
+                )),
+                Some(None) => {
+                    tx.execute(
+                        "DELETE FROM idempotency_keys WHERE dataset_id = ?1",
+                        [dataset_id],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM schema_versions WHERE dataset_id = ?1",
+                        [dataset_id],
+                    )?;
+                    tx.execute("DELETE FROM datasets WHERE id = ?1", [dataset_id])?;
+                    tx.commit()?;
+                    Ok(true)
+                }
+            }
+        })
+        .await
+    }
+
     async fn snapshots(&self, dataset_id: i64) -> Result<Vec<Snapshot>> {
         self.read(move |conn| {
             let mut stmt = conn.prepare_cached(&format!(

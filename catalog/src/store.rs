@@ -29,6 +29,9 @@ pub trait CatalogStore: Send + Sync + 'static {
     async fn dataset(&self, name: &DatasetName) -> Result<Option<Dataset>>;
     async fn list_datasets(&self) -> Result<Vec<Dataset>>;
     async fn schema_versions(&self, dataset_id: i64) -> Result<Vec<SchemaVersion>>;
+    /// Removes a dataset that has never had a commit (an import that created it and then
+    /// failed); refuses, with `Invalid`, once it has data. Returns whether it was removed.
+    async fn drop_unused_dataset(&self, dataset_id: i64) -> Result<bool>;
 
     /// The snapshot log, newest first.
     async fn snapshots(&self, dataset_id: i64) -> Result<Vec<Snapshot>>;

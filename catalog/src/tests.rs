@@ -447,3 +447,29 @@ async fn reopening_keeps_everything_and_does_not_remigrate() {
     let store = SqliteStore::open(&path, 1000).expect("reopen");
     assert!(store.department("gongan").await.expect("q").is_some());
 }
+
+#[tokio::test]
+async fn only_datasets_without_data_can_be_dropped() {
+    let (_dir, store) = store();
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    let empty = store
+        .create_dataset(new_dataset("gongan.empty"))
+        .await
+        .expect("create");
+    assert!(store.drop_unused_dataset(empty.id).await.expect("drop"));
+    assert!(store.dataset(&empty.name).await.expect("q").is_none());
+    assert!(!store.drop_unused_dataset(empty.id).await.expect("again"));
+    let full = store
+        .create_dataset(new_dataset("gongan.full"))
+        .await
+        .expect("create");
+    store
+        .commit(append(&full, None, vec![file("a", 1)]))
+        .await
+        .expect("commit");
+    assert!(store.drop_unused_dataset(full.id).await.is_err());
+    assert!(store.dataset(&full.name).await.expect("q").is_some());
+}

@@ -197,20 +197,32 @@ impl Ingest {
         let decoded = decoding
             .await
             .map_err(|err| IngestError::Internal(format!("decoding task failed: {err}")))?;
-        let rows = match (result, decoded) {
-            (Ok(rows), Ok(())) => rows,
+        let outcome = match (result, decoded) {
+            (Ok(0), Ok(())) => Err(IngestError::EmptyBody),
+            (Ok(rows), Ok(())) => {
+                let files = written.len();
+                self.commit_append(&dataset, written, None)
+                    .await
+                    .map(|outcome| (rows, files, outcome))
+            }
             (Err(err), _) | (Ok(_), Err(err)) => {
                 for file in &written {
                     self.storage.delete(&file.path).await;
                 }
+                Err(err)
+            }
+        };
+        let (rows, files, outcome) = match outcome {
+            Ok(done) => done,
+            Err(err) => {
+                // A dataset this import registered must not outlive the failed import.
+                if created {
+                    self.catalog.drop_unused_dataset(dataset.id).await?;
+                }
                 return Err(err);
             }
         };
-        if rows == 0 {
-            return Err(IngestError::EmptyBody);
-        }
-        let files = written.len();
-        match self.commit_append(&dataset, written, None).await? {
+        match outcome {
             CommitOutcome::Committed(snapshot) => Ok(ImportOutcome {
                 dataset: dataset.name.clone(),
                 created,
