@@ -8,6 +8,7 @@ use axum::http::{HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cityhub_catalog::CatalogError;
 use cityhub_ingest::IngestError;
+use cityhub_query::QueryError;
 use serde_json::{Value, json};
 
 /// An error answer.
@@ -143,6 +144,37 @@ impl From<IngestError> for ApiError {
                 Self::new(StatusCode::SERVICE_UNAVAILABLE, "busy", message)
             }
             IngestError::Storage(_) | IngestError::Internal(_) => Self::internal(message),
+        }
+    }
+}
+
+impl From<QueryError> for ApiError {
+    fn from(err: QueryError) -> Self {
+        let message = err.to_string();
+        match err {
+            QueryError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", message),
+            QueryError::Invalid { line, column, .. } => {
+                let mut error = Self::new(StatusCode::BAD_REQUEST, "invalid_sql", message);
+                if let (Some(line), Some(column)) = (line, column) {
+                    error.extra = Some(json!({"position": {"line": line, "column": column}}));
+                }
+                error
+            }
+            QueryError::Parameter(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_parameter", message)
+            }
+            QueryError::NotAcceptable(_) => {
+                Self::new(StatusCode::NOT_ACCEPTABLE, "not_acceptable", message)
+            }
+            QueryError::Timeout(_) => {
+                Self::new(StatusCode::GATEWAY_TIMEOUT, "query_timeout", message)
+            }
+            QueryError::MemoryLimit(_) => Self::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "memory_limit_exceeded",
+                message,
+            ),
+            QueryError::Internal(_) => Self::internal(message),
         }
     }
 }

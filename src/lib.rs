@@ -12,6 +12,7 @@ pub mod demo;
 pub mod error;
 pub mod routes;
 pub mod server;
+pub mod sql;
 pub mod state;
 pub mod telemetry;
 

@@ -12,6 +12,8 @@ use cityhub_config::{Config, Loaded};
 use cityhub_ingest::IngestError;
 use cityhub_ingest::import::ImportProgress;
 use clap::{Parser, Subcommand};
+
+mod cli_sql;
 use indicatif::{ProgressBar, ProgressStyle};
 
 #[derive(Parser)]
@@ -56,6 +58,21 @@ enum Command {
     Token {
         #[command(subcommand)]
         command: TokenCommand,
+    },
+    /// Run one SQL query against the local data folder, or a server with --server.
+    Sql {
+        /// The query, e.g. "SELECT * FROM hub.datasets".
+        sql: String,
+        /// table (aligned, for people), csv or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// A hub's base URL, e.g. http://127.0.0.1:8080; without it the local data folder
+        /// is queried directly, as the operator.
+        #[arg(long, value_name = "URL", requires = "token")]
+        server: Option<String>,
+        /// Bearer token for --server.
+        #[arg(long, env = "CITYHUB_TOKEN", hide_env_values = true)]
+        token: Option<String>,
     },
     /// Print the effective configuration and where each value came from.
     Config {
@@ -179,6 +196,15 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
                 .await?;
             println!("{}", token.plaintext);
             Ok(())
+        }
+        Command::Sql {
+            sql,
+            format,
+            server,
+            token,
+        } => {
+            telemetry::init_logging("warn", "text");
+            cli_sql::run(config, &sql, &format, server.as_deref(), token.as_deref()).await
         }
         Command::Import {
             dataset,

@@ -8,7 +8,7 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
-use cityhub_catalog::{Dataset, DatasetName, NewDataset, Principal, Role, Sharing};
+use cityhub_catalog::{Dataset, DatasetName, NewDataset, Role};
 use cityhub_ingest::{Format, IngestError, PushRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
             // The push handler enforces the configured limit itself, with a JSON answer.
             post(push_rows).layer(DefaultBodyLimit::disable()),
         )
+        .route("/sql", post(crate::sql::run_sql))
         .fallback(api_not_found);
     Router::new()
         .route("/healthz", get(healthz))
@@ -129,13 +130,6 @@ async fn list_departments(
 // ----------------------------------------------------------------------------------------
 // Datasets
 
-/// Whether a principal may know that a dataset exists: its owner and admins always;
-/// everybody for shared (unconditional or conditional) datasets, so that departments can
-/// browse what they may apply for. A `none` dataset is invisible to everyone else.
-fn may_see(principal: &Principal, dataset: &Dataset) -> bool {
-    principal.acts_for(&dataset.owner) || dataset.sharing != Sharing::None
-}
-
 /// Looks a dataset up for a caller; invisible datasets answer exactly like missing ones.
 async fn visible_dataset(
     state: &AppState,
@@ -144,7 +138,7 @@ async fn visible_dataset(
 ) -> Result<Dataset, ApiError> {
     let parsed = DatasetName::parse(name)?;
     match state.catalog.dataset(&parsed).await? {
-        Some(dataset) if may_see(&caller.0, &dataset) => Ok(dataset),
+        Some(dataset) if caller.0.may_see(&dataset) => Ok(dataset),
         _ => Err(IngestError::DatasetNotFound(name.to_string()).into()),
     }
 }
@@ -176,7 +170,7 @@ async fn list_datasets(
         .list_datasets()
         .await?
         .into_iter()
-        .filter(|dataset| may_see(&caller.0, dataset))
+        .filter(|dataset| caller.0.may_see(dataset))
         .collect();
     Ok(Json(datasets).into_response())
 }

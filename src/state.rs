@@ -5,6 +5,7 @@ use std::sync::Arc;
 use cityhub_catalog::Catalog;
 use cityhub_config::Config;
 use cityhub_ingest::{Ingest, Storage};
+use cityhub_query::QueryEngine;
 use metrics_exporter_prometheus::PrometheusHandle;
 
 use crate::telemetry;
@@ -15,6 +16,7 @@ pub struct AppState {
     pub config: Arc<Config>,
     pub catalog: Catalog,
     pub ingest: Ingest,
+    pub query: QueryEngine,
     pub metrics: PrometheusHandle,
 }
 
@@ -23,11 +25,13 @@ impl AppState {
     pub fn open(config: Config) -> anyhow::Result<Self> {
         let catalog = cityhub_catalog::open(&config)?;
         let storage = Storage::open(&config.storage_url())?;
+        let query = QueryEngine::new(catalog.clone(), storage.store(), config.query.clone())?;
         let ingest = Ingest::new(catalog.clone(), storage, config.ingest.clone());
         Ok(Self {
             config: Arc::new(config),
             catalog,
             ingest,
+            query,
             metrics: telemetry::metrics_handle(),
         })
     }

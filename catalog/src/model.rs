@@ -121,6 +121,19 @@ impl Principal {
     pub fn acts_for(&self, department: &str) -> bool {
         self.role == Role::Admin || self.department == department
     }
+
+    /// Whether this principal may know that a dataset exists: its owner and admins always;
+    /// everybody for shared (unconditional or conditional) datasets, so that departments
+    /// can browse what they may apply for. A `none` dataset is invisible to everyone else.
+    pub fn may_see(&self, dataset: &Dataset) -> bool {
+        self.acts_for(&dataset.owner) || dataset.sharing != Sharing::None
+    }
+
+    /// Whether this principal may read a dataset's rows: its owner and admins, and every
+    /// department for unconditional datasets. (Conditional datasets need a grant.)
+    pub fn may_read(&self, dataset: &Dataset) -> bool {
+        self.acts_for(&dataset.owner) || dataset.sharing == Sharing::Unconditional
+    }
 }
 
 /// A request to create a principal; the token itself is made by [`crate::token`].

@@ -27,6 +27,7 @@ pub struct Config {
     pub storage: StorageConfig,
     pub catalog: CatalogConfig,
     pub ingest: IngestConfig,
+    pub query: QueryConfig,
     pub log: LogConfig,
 }
 
@@ -112,6 +113,29 @@ impl Default for IngestConfig {
             max_rejected_reported: 1000,
             file_rows: 1_000_000,
             compression: "zstd".into(),
+        }
+    }
+}
+
+/// SQL queries.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct QueryConfig {
+    /// Memory one query may use for sorts, joins and aggregations before it spills to
+    /// disk or, where it cannot, fails cleanly.
+    pub memory_limit_bytes: u64,
+    /// A query running longer than this is cancelled.
+    pub timeout_secs: u64,
+    /// Parallelism of one query; 0 means one per CPU core.
+    pub target_partitions: u64,
+}
+
+impl Default for QueryConfig {
+    fn default() -> Self {
+        Self {
+            memory_limit_bytes: 2 * 1024 * 1024 * 1024,
+            timeout_secs: 300,
+            target_partitions: 0,
         }
     }
 }
@@ -219,6 +243,16 @@ impl Config {
             "ingest.compression",
             ["zstd", "snappy", "none"].contains(&self.ingest.compression.as_str()),
             "must be one of zstd, snappy, none",
+        );
+        check(
+            "query.memory_limit_bytes",
+            self.query.memory_limit_bytes >= 1024 * 1024,
+            "must be at least 1048576 (1 MiB)",
+        );
+        check(
+            "query.timeout_secs",
+            self.query.timeout_secs > 0,
+            "must be greater than 0",
         );
         check(
             "log.format",

@@ -3,9 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cityhub_catalog::{
-    CommitOutcome, Dataset, DatasetName, IdempotencyRecord, Principal, Role, Sharing,
-};
+use cityhub_catalog::{CommitOutcome, Dataset, DatasetName, IdempotencyRecord, Principal, Role};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -39,7 +37,7 @@ pub struct PushOutcome {
 /// Who may push to a dataset: admins anywhere, producers into their own department. A
 /// dataset shared with nobody answers as if it did not exist to other departments.
 pub fn check_may_push(principal: &Principal, dataset: &Dataset) -> Result<(), IngestError> {
-    if dataset.sharing == Sharing::None && !principal.acts_for(&dataset.owner) {
+    if !principal.may_see(dataset) {
         return Err(IngestError::DatasetNotFound(dataset.name.to_string()));
     }
     match principal.role {

@@ -1,6 +1,233 @@
 //! cityhub SQL: Apache DataFusion over the catalog's snapshots.
 //!
-//! This crate will hold the DataFusion session, the catalog adapters (schema = department,
-//! table = dataset, files from the current snapshot), the per-request access view and the
-//! result encoders. It is wired into the workspace now so that the crate graph is the final
-//! one; the SQL surface itself is tracked in its own issue.
+//! Layout:
+//! - [`QueryEngine`] (this file): one DataFusion runtime per process, so Parquet footers and
+//!   statistics stay cached across queries; per query a session whose catalog is the
+//!   caller's [`view::RequestView`] and whose memory pool is the query's own.
+//! - [`view`]: the per-request catalog: schema = department, table = dataset, pinned to the
+//!   snapshot current at the request's start; `hub.*` system tables.
+//! - [`table`]: a snapshot as a table: exactly its files, pruned by catalog statistics.
+//! - [`guard`]: the closed, read-only SQL surface.
+//! - [`encode`]: streaming result encoders (JSON, NDJSON, CSV, Arrow IPC, Parquet).
+
+pub mod encode;
+pub mod error;
+pub mod guard;
+pub mod table;
+pub mod view;
+
+use std::future::Future as _;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
+
+use cityhub_catalog::{Catalog, Principal};
+use cityhub_config::QueryConfig;
+use datafusion::arrow::array::RecordBatch;
+use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
+use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::SessionStateBuilder;
+use datafusion::execution::memory_pool::FairSpillPool;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig};
+use futures::{Stream, StreamExt};
+use object_store::ObjectStore;
+
+pub use encode::ResultFormat;
+pub use error::QueryError;
+use view::{CATALOG_NAME, FileListCache, RequestView, SYSTEM_SCHEMA};
+
+/// Where the engine finds Parquet files: the hub's object store, registered under this URL.
+const STORE_URL: &str = "cityhub://objects";
+
+/// The SQL engine of one hub process.
+#[derive(Clone)]
+pub struct QueryEngine {
+    catalog: Catalog,
+    runtime: Arc<RuntimeEnv>,
+    files: Arc<FileListCache>,
+    store_url: ObjectStoreUrl,
+    config: QueryConfig,
+}
+
+/// A running query: its schema and its batches, ready to be encoded.
+pub struct QueryResult {
+    pub schema: SchemaRef,
+    pub batches: Pin<Box<dyn Stream<Item = Result<RecordBatch, QueryError>> + Send>>,
+}
+
+impl QueryEngine {
+    /// Creates the engine over the catalog and the object store holding the files.
+    pub fn new(
+        catalog: Catalog,
+        store: Arc<dyn ObjectStore>,
+        config: QueryConfig,
+    ) -> Result<Self, QueryError> {
+        let store_url = ObjectStoreUrl::parse(STORE_URL).map_err(QueryError::internal)?;
+        let runtime = RuntimeEnvBuilder::new()
+            .build_arc()
+            .map_err(QueryError::internal)?;
+        runtime.register_object_store(store_url.as_ref(), store);
+        Ok(Self {
+            catalog,
+            runtime,
+            files: Arc::new(FileListCache::default()),
+            store_url,
+            config,
+        })
+    }
+
+    /// The catalog the engine reads.
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    /// A runtime for one query: the process's caches and object stores, with a memory pool
+    /// of the query's own so that one query cannot starve the others.
+    fn query_runtime(&self) -> Arc<RuntimeEnv> {
+        let limit = usize::try_from(self.config.memory_limit_bytes).unwrap_or(usize::MAX);
+        Arc::new(RuntimeEnv {
+            memory_pool: Arc::new(FairSpillPool::new(limit)),
+            disk_manager: self.runtime.disk_manager.clone(),
+            cache_manager: self.runtime.cache_manager.clone(),
+            object_store_registry: self.runtime.object_store_registry.clone(),
+        })
+    }
+
+    fn session_config(&self) -> SessionConfig {
+        let mut config = SessionConfig::new()
+            .with_information_schema(true)
+            .with_default_catalog_and_schema(CATALOG_NAME, SYSTEM_SCHEMA)
+            .with_create_default_catalog_and_schema(false);
+        if self.config.target_partitions > 0 {
+            config = config.with_target_partitions(self.config.target_partitions as usize);
+        }
+        let options = config.options_mut();
+        options.sql_parser.collect_spans = true;
+        options.sql_parser.enable_ident_normalization = true;
+        config
+    }
+
+    /// Plans `sql` for `principal` and starts it. Parameters bind `$1`, `$2`, ... as values.
+    pub async fn execute(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        params: &[serde_json::Value],
+    ) -> Result<QueryResult, QueryError> {
+        let statement = guard::check(sql)?;
+        let params = params
+            .iter()
+            .enumerate()
+            .map(|(index, value)| parameter(index, value))
+            .collect::<Result<Vec<_>, _>>()?;
+        let view = Arc::new(
+            RequestView::load(
+                self.catalog.clone(),
+                principal.clone(),
+                self.files.clone(),
+                self.store_url.clone(),
+            )
+            .await
+            .map_err(|err| QueryError::from_datafusion(err, sql))?,
+        );
+        let catalogs = Arc::new(MemoryCatalogProviderList::new());
+        catalogs.register_catalog(CATALOG_NAME.to_string(), view.catalog_provider());
+        let state = SessionStateBuilder::new()
+            .with_default_features()
+            .with_config(self.session_config())
+            .with_runtime_env(self.query_runtime())
+            .with_catalog_list(catalogs as Arc<dyn CatalogProviderList>)
+            .build();
+        let plan = state
+            .statement_to_plan(statement)
+            .await
+            .map_err(|err| QueryError::from_datafusion(err, sql))?;
+        SQLOptions::new()
+            .with_allow_ddl(false)
+            .with_allow_dml(false)
+            .with_allow_statements(false)
+            .verify_plan(&plan)
+            .map_err(|err| QueryError::Forbidden(err.strip_backtrace()))?;
+        let plan = if params.is_empty() {
+            plan
+        } else {
+            plan.with_param_values(ParamValues::from(params))
+                .map_err(|err| QueryError::from_datafusion(err, sql))?
+        };
+        let frame = DataFrame::new(state, plan);
+        let stream = frame
+            .execute_stream()
+            .await
+            .map_err(|err| QueryError::from_datafusion(err, sql))?;
+        let schema = stream.schema();
+        let deadline = Duration::from_secs(self.config.timeout_secs);
+        let sql = sql.to_string();
+        let batches = WithDeadline::new(stream, deadline)
+            .map(move |batch| batch.map_err(|err| QueryError::from_datafusion(err, &sql)));
+        Ok(QueryResult {
+            schema,
+            batches: Box::pin(batches),
+        })
+    }
+}
+
+/// A JSON parameter as a typed SQL value (`$1` is `params[0]`).
+fn parameter(index: usize, value: &serde_json::Value) -> Result<ScalarValue, QueryError> {
+    use serde_json::Value;
+    let bad = |why: &str| QueryError::Parameter(format!("params[{index}] (${}) {why}", index + 1));
+    Ok(match value {
+        Value::Null => ScalarValue::Null,
+        Value::Bool(b) => ScalarValue::Boolean(Some(*b)),
+        Value::Number(n) => match (n.as_i64(), n.as_f64()) {
+            (Some(i), _) => ScalarValue::Int64(Some(i)),
+            (None, Some(f)) => ScalarValue::Float64(Some(f)),
+            (None, None) => return Err(bad("is a number out of range")),
+        },
+        Value::String(s) => ScalarValue::Utf8(Some(s.clone())),
+        Value::Array(_) | Value::Object(_) => {
+            return Err(bad("must be a string, number, boolean or null"));
+        }
+    })
+}
+
+/// Ends a query stream with a timeout error once its deadline passes.
+struct WithDeadline {
+    inner: SendableRecordBatchStream,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+    limit: Duration,
+    expired: bool,
+}
+
+impl WithDeadline {
+    fn new(inner: SendableRecordBatchStream, limit: Duration) -> Self {
+        Self {
+            inner,
+            sleep: Box::pin(tokio::time::sleep(limit)),
+            limit,
+            expired: false,
+        }
+    }
+}
+
+impl Stream for WithDeadline {
+    type Item = datafusion::error::Result<RecordBatch>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        if self.expired {
+            return Poll::Ready(None);
+        }
+        if self.sleep.as_mut().poll(cx).is_ready() {
+            self.expired = true;
+            let seconds = self.limit.as_secs();
+            return Poll::Ready(Some(Err(datafusion::error::DataFusionError::Execution(
+                format!("{}{seconds} s", error::TIMEOUT_MARKER),
+            ))));
+        }
+        self.inner.poll_next_unpin(cx)
+    }
+}

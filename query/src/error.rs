@@ -1,0 +1,86 @@
+//! Query errors, each with the HTTP status the server gives it.
+
+use datafusion::error::DataFusionError;
+
+/// Prefix of the timeout error raised by the engine's deadline.
+pub(crate) const TIMEOUT_MARKER: &str = "the query ran longer than the limit of ";
+
+/// What can go wrong with a query.
+#[derive(Debug, thiserror::Error)]
+pub enum QueryError {
+    /// Not allowed on this surface (DDL, DML, settings, file tables, several statements).
+    #[error("{0}")]
+    Forbidden(String),
+
+    /// The SQL is wrong: syntax, unknown table or column, wrong types. `line` and `column`
+    /// point into the SQL where DataFusion knows the place.
+    #[error("{message}")]
+    Invalid {
+        message: String,
+        line: Option<u64>,
+        column: Option<u64>,
+    },
+
+    /// A parameter could not be bound.
+    #[error("{0}")]
+    Parameter(String),
+
+    /// No result format the client accepts.
+    #[error("{0}")]
+    NotAcceptable(String),
+
+    #[error("{0}")]
+    Timeout(String),
+
+    /// The query needed more memory than its limit and could not spill.
+    #[error("{0}")]
+    MemoryLimit(String),
+
+    #[error("{0}")]
+    Internal(String),
+}
+
+impl QueryError {
+    pub(crate) fn internal(err: impl std::fmt::Display) -> Self {
+        QueryError::Internal(err.to_string())
+    }
+
+    /// Sorts a DataFusion error into what the caller did wrong and what the hub did.
+    pub fn from_datafusion(err: DataFusionError, sql: &str) -> Self {
+        let position = err
+            .diagnostic()
+            .and_then(|d| d.span)
+            .filter(|span| span.start.line > 0)
+            .map(|span| (span.start.line, span.start.column));
+        let message = err.strip_backtrace();
+        let _ = sql;
+        match err.find_root() {
+            DataFusionError::ResourcesExhausted(_) => QueryError::MemoryLimit(format!(
+                "the query needs more memory than its limit (query.memory_limit_bytes): {message}"
+            )),
+            DataFusionError::Execution(text) if text.starts_with(TIMEOUT_MARKER) => {
+                QueryError::Timeout(format!(
+                    "{text} (query.timeout_secs); narrow the query or ask an operator"
+                ))
+            }
+            DataFusionError::SQL(..)
+            | DataFusionError::Plan(_)
+            | DataFusionError::SchemaError(..)
+            | DataFusionError::NotImplemented(_) => QueryError::Invalid {
+                message,
+                line: position.map(|p| p.0),
+                column: position.map(|p| p.1),
+            },
+            DataFusionError::Execution(_) | DataFusionError::ArrowError(..) => {
+                // Runtime errors caused by the data or the query (casts, division by
+                // zero) are the caller's to fix.
+                QueryError::Invalid {
+                    message,
+                    line: None,
+                    column: None,
+                }
+            }
+            _ => QueryError::Internal(message),
+        }
+    }
+}

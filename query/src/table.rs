@@ -1,0 +1,275 @@
+//! A dataset snapshot as a DataFusion table: exactly the snapshot's files, as the catalog
+//! lists them (never by listing the object store), pruned by the catalog's per-file min/max.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use cityhub_catalog::{ColumnType, DataFile};
+use datafusion::arrow::array::{ArrayRef, BooleanArray, UInt64Array};
+use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::catalog::{Session, TableProvider};
+use datafusion::common::pruning::PruningStatistics;
+use datafusion::common::stats::Precision;
+use datafusion::common::{Column, ColumnStatistics, DFSchema, ScalarValue, Statistics};
+use datafusion::datasource::TableType;
+use datafusion::datasource::file_format::FileFormat;
+use datafusion::datasource::file_format::parquet::ParquetFormat;
+use datafusion::datasource::listing::PartitionedFile;
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::table_schema::TableSchema;
+use datafusion::error::Result;
+use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::conjunction;
+use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
+use datafusion::physical_optimizer::pruning::PruningPredicateBuilder;
+use datafusion::physical_plan::ExecutionPlan;
+use datafusion::physical_plan::empty::EmptyExec;
+
+/// One snapshot of one dataset.
+#[derive(Debug)]
+pub struct SnapshotTable {
+    schema: SchemaRef,
+    column_types: Vec<ColumnType>,
+    files: Arc<Vec<DataFile>>,
+    store_url: ObjectStoreUrl,
+}
+
+impl SnapshotTable {
+    pub fn new(
+        schema: SchemaRef,
+        column_types: Vec<ColumnType>,
+        files: Arc<Vec<DataFile>>,
+        store_url: ObjectStoreUrl,
+    ) -> Self {
+        Self {
+            schema,
+            column_types,
+            files,
+            store_url,
+        }
+    }
+
+    /// The files whose min/max can satisfy `filters` (all of them when nothing prunes).
+    fn prune(&self, state: &dyn Session, filters: &[Expr]) -> Vec<&DataFile> {
+        let all = || self.files.iter().collect();
+        let Some(predicate) = conjunction(filters.iter().cloned()) else {
+            return all();
+        };
+        let Ok(df_schema) = DFSchema::try_from(self.schema.as_ref().clone()) else {
+            return all();
+        };
+        let Ok(physical) = state.create_physical_expr(predicate, &df_schema) else {
+            return all();
+        };
+        let Some(pruning) = PruningPredicateBuilder::new()
+            .with_file_schema(self.schema.clone())
+            .build(physical)
+        else {
+            return all();
+        };
+        let statistics = FileStatistics { table: self };
+        match pruning.prune(&statistics) {
+            Ok(keep) => self
+                .files
+                .iter()
+                .zip(keep)
+                .filter_map(|(file, keep)| keep.then_some(file))
+                .collect(),
+            Err(_) => all(),
+        }
+    }
+
+    fn column_index(&self, column: &Column) -> Option<usize> {
+        self.schema.index_of(&column.name).ok()
+    }
+
+    /// The catalog's statistics of one file, in DataFusion's terms (min/max inexact: they
+    /// serve pruning, never answers).
+    fn file_statistics(&self, file: &DataFile) -> Statistics {
+        let column_statistics = self
+            .schema
+            .fields()
+            .iter()
+            .enumerate()
+            .map(|(index, field)| {
+                let stats = file.stats.get(field.name());
+                let bound = |value: Option<&serde_json::Value>| {
+                    value
+                        .and_then(|v| scalar(self.column_types[index], v))
+                        .map(Precision::Inexact)
+                        .unwrap_or(Precision::Absent)
+                };
+                ColumnStatistics {
+                    null_count: stats
+                        .and_then(|s| s.null_count)
+                        .map(|n| Precision::Exact(n.max(0) as usize))
+                        .unwrap_or(Precision::Absent),
+                    min_value: bound(stats.and_then(|s| s.min.as_ref())),
+                    max_value: bound(stats.and_then(|s| s.max.as_ref())),
+                    ..ColumnStatistics::new_unknown()
+                }
+            })
+            .collect();
+        Statistics {
+            num_rows: Precision::Exact(file.rows.max(0) as usize),
+            total_byte_size: Precision::Inexact(file.bytes.max(0) as usize),
+            column_statistics,
+        }
+    }
+}
+
+/// A catalog statistic (JSON) as a scalar of the column's type.
+fn scalar(column_type: ColumnType, value: &serde_json::Value) -> Option<ScalarValue> {
+    Some(match column_type {
+        ColumnType::Int32 => ScalarValue::Int32(Some(i32::try_from(value.as_i64()?).ok()?)),
+        ColumnType::Int64 => ScalarValue::Int64(Some(value.as_i64()?)),
+        ColumnType::Float64 => ScalarValue::Float64(Some(value.as_f64()?)),
+        ColumnType::Date => ScalarValue::Date32(Some(i32::try_from(value.as_i64()?).ok()?)),
+        ColumnType::Timestamp => {
+            ScalarValue::TimestampMicrosecond(Some(value.as_i64()?), Some("UTC".into()))
+        }
+        ColumnType::String => ScalarValue::Utf8(Some(value.as_str()?.to_string())),
+        _ => return None,
+    })
+}
+
+fn null_scalar(data_type: &DataType) -> ScalarValue {
+    ScalarValue::try_from(data_type).unwrap_or(ScalarValue::Null)
+}
+
+struct FileStatistics<'a> {
+    table: &'a SnapshotTable,
+}
+
+impl FileStatistics<'_> {
+    fn bounds(&self, column: &Column, min: bool) -> Option<ArrayRef> {
+        let index = self.table.column_index(column)?;
+        let column_type = self.table.column_types[index];
+        let data_type = self.table.schema.field(index).data_type().clone();
+        let values = self.table.files.iter().map(|file| {
+            file.stats
+                .get(&column.name)
+                .and_then(|s| if min { s.min.as_ref() } else { s.max.as_ref() })
+                .and_then(|v| scalar(column_type, v))
+                .unwrap_or_else(|| null_scalar(&data_type))
+        });
+        let array = ScalarValue::iter_to_array(values).ok()?;
+        // Timestamps must carry the table's time zone to compare with the predicate.
+        if matches!(data_type, DataType::Timestamp(TimeUnit::Microsecond, _)) {
+            datafusion::arrow::compute::cast(&array, &data_type).ok()
+        } else {
+            Some(array)
+        }
+    }
+}
+
+impl PruningStatistics for FileStatistics<'_> {
+    fn min_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bounds(column, true)
+    }
+
+    fn max_values(&self, column: &Column) -> Option<ArrayRef> {
+        self.bounds(column, false)
+    }
+
+    fn num_containers(&self) -> usize {
+        self.table.files.len()
+    }
+
+    fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
+        self.table.column_index(column)?;
+        let counts: UInt64Array = self
+            .table
+            .files
+            .iter()
+            .map(|file| {
+                file.stats
+                    .get(&column.name)
+                    .and_then(|s| s.null_count)
+                    .map(|n| n.max(0) as u64)
+            })
+            .collect();
+        Some(Arc::new(counts))
+    }
+
+    fn row_counts(&self) -> Option<ArrayRef> {
+        let counts: UInt64Array = self
+            .table
+            .files
+            .iter()
+            .map(|file| Some(file.rows.max(0) as u64))
+            .collect();
+        Some(Arc::new(counts))
+    }
+
+    fn contained(&self, _: &Column, _: &HashSet<ScalarValue>) -> Option<BooleanArray> {
+        None
+    }
+}
+
+#[async_trait]
+impl TableProvider for SnapshotTable {
+    fn schema(&self) -> SchemaRef {
+        self.schema.clone()
+    }
+
+    fn table_type(&self) -> TableType {
+        TableType::Base
+    }
+
+    fn supports_filters_pushdown(
+        &self,
+        filters: &[&Expr],
+    ) -> Result<Vec<TableProviderFilterPushDown>> {
+        // Inexact: files are pruned and row groups filtered, but DataFusion still applies
+        // the filter to the rows.
+        Ok(vec![TableProviderFilterPushDown::Inexact; filters.len()])
+    }
+
+    fn statistics(&self) -> Option<Statistics> {
+        let rows: i64 = self.files.iter().map(|f| f.rows).sum();
+        let mut statistics = Statistics::new_unknown(&self.schema);
+        statistics.num_rows = Precision::Exact(rows.max(0) as usize);
+        Some(statistics)
+    }
+
+    async fn scan(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let files = self.prune(state, filters);
+        if files.is_empty() {
+            let schema = match projection {
+                Some(indices) => Arc::new(self.schema.project(indices)?),
+                None => self.schema.clone(),
+            };
+            return Ok(Arc::new(EmptyExec::new(schema)));
+        }
+        let partitions = state.config().target_partitions().max(1);
+        let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions.min(files.len())];
+        let mut total = Statistics::new_unknown(&self.schema);
+        let mut rows = 0usize;
+        for (index, file) in files.iter().enumerate() {
+            let statistics = self.file_statistics(file);
+            rows += file.rows.max(0) as usize;
+            let partitioned = PartitionedFile::new(file.path.clone(), file.bytes.max(0) as u64)
+                .with_statistics(Arc::new(statistics));
+            let count = groups.len();
+            groups[index % count].push(partitioned);
+        }
+        total.num_rows = Precision::Exact(rows);
+        let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
+        let source = format.file_source(TableSchema::from(self.schema.clone()));
+        let config = FileScanConfigBuilder::new(self.store_url.clone(), source)
+            .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
+            .with_statistics(total)
+            .with_projection_indices(projection.cloned())?
+            .with_limit(limit)
+            .build();
+        format.create_physical_plan(state, config).await
+    }
+}

@@ -1,0 +1,410 @@
+//! The per-request view of the catalog: a DataFusion catalog that holds only what one
+//! principal may read, each table pinned to the snapshot that was current when the request
+//! started, plus the `hub` system tables.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::{Arc, Mutex};
+
+use async_trait::async_trait;
+use cityhub_catalog::{Catalog, DataFile, Dataset, Principal};
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
+use datafusion::datasource::MemTable;
+use datafusion::error::{DataFusionError, Result};
+use datafusion::execution::object_store::ObjectStoreUrl;
+
+use crate::table::SnapshotTable;
+
+/// The catalog name the hub's tables live in (`cityhub.gongan.alarms`); queries name
+/// tables as `department.table`.
+pub const CATALOG_NAME: &str = "cityhub";
+/// The schema of the system tables.
+pub const SYSTEM_SCHEMA: &str = "hub";
+
+/// Files of immutable snapshots, shared across requests: a snapshot's file list never
+/// changes, so it is read from the catalog once.
+#[derive(Default)]
+pub struct FileListCache {
+    entries: Mutex<HashMap<i64, Arc<Vec<DataFile>>>>,
+}
+
+/// How many snapshots' file lists are kept; old snapshots are rarely read again.
+const CACHED_SNAPSHOTS: usize = 4096;
+
+impl FileListCache {
+    pub async fn files(&self, catalog: &Catalog, dataset: &Dataset) -> Result<Arc<Vec<DataFile>>> {
+        let Some(snapshot_id) = dataset.snapshot_id else {
+            return Ok(Arc::new(Vec::new()));
+        };
+        if let Some(files) = self.lock()?.get(&snapshot_id) {
+            return Ok(files.clone());
+        }
+        let files = Arc::new(
+            catalog
+                .snapshot_files(dataset.id, Some(snapshot_id))
+                .await
+                .map_err(|err| DataFusionError::External(Box::new(err)))?,
+        );
+        let mut entries = self.lock()?;
+        if entries.len() >= CACHED_SNAPSHOTS {
+            entries.clear();
+        }
+        entries.insert(snapshot_id, files.clone());
+        Ok(files)
+    }
+
+    fn lock(&self) -> Result<std::sync::MutexGuard<'_, HashMap<i64, Arc<Vec<DataFile>>>>> {
+        self.entries
+            .lock()
+            .map_err(|_| DataFusionError::Internal("file list cache poisoned".into()))
+    }
+}
+
+/// Everything one request may see, resolved at its start.
+pub struct RequestView {
+    pub principal: Principal,
+    /// Datasets whose rows the principal may read, by department and table.
+    readable: BTreeMap<String, BTreeMap<String, Dataset>>,
+    /// Datasets whose metadata the principal may see (the shared catalogue).
+    visible: Vec<Dataset>,
+    catalog: Catalog,
+    files: Arc<FileListCache>,
+    store_url: ObjectStoreUrl,
+}
+
+impl RequestView {
+    pub async fn load(
+        catalog: Catalog,
+        principal: Principal,
+        files: Arc<FileListCache>,
+        store_url: ObjectStoreUrl,
+    ) -> Result<Self> {
+        let all = catalog
+            .list_datasets()
+            .await
+            .map_err(|err| DataFusionError::External(Box::new(err)))?;
+        let mut readable: BTreeMap<String, BTreeMap<String, Dataset>> = BTreeMap::new();
+        let mut visible = Vec::new();
+        for dataset in all {
+            if principal.may_read(&dataset) {
+                readable
+                    .entry(dataset.owner.clone())
+                    .or_default()
+                    .insert(dataset.name.table().to_string(), dataset.clone());
+            }
+            if principal.may_see(&dataset) {
+                visible.push(dataset);
+            }
+        }
+        Ok(Self {
+            principal,
+            readable,
+            visible,
+            catalog,
+            files,
+            store_url,
+        })
+    }
+
+    /// The DataFusion catalog of this view.
+    pub fn catalog_provider(self: &Arc<Self>) -> Arc<dyn CatalogProvider> {
+        Arc::new(ViewCatalog { view: self.clone() })
+    }
+
+    /// Datasets (readable ones) that a query plan named, for the caller's records.
+    pub fn readable(&self, department: &str, table: &str) -> Option<&Dataset> {
+        self.readable.get(department)?.get(table)
+    }
+}
+
+#[derive(Clone)]
+struct ViewCatalog {
+    view: Arc<RequestView>,
+}
+
+impl std::fmt::Debug for ViewCatalog {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ViewCatalog({})", self.view.principal.name)
+    }
+}
+
+impl CatalogProvider for ViewCatalog {
+    fn schema_names(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.view.readable.keys().cloned().collect();
+        names.push(SYSTEM_SCHEMA.to_string());
+        names
+    }
+
+    fn schema(&self, name: &str) -> Option<Arc<dyn SchemaProvider>> {
+        if name == SYSTEM_SCHEMA {
+            return Some(Arc::new(SystemSchema {
+                view: self.view.clone(),
+            }));
+        }
+        self.view.readable.contains_key(name).then(|| {
+            Arc::new(DepartmentSchema {
+                view: self.view.clone(),
+                department: name.to_string(),
+                pinned: Mutex::new(HashMap::new()),
+            }) as Arc<dyn SchemaProvider>
+        })
+    }
+}
+
+/// One department's readable datasets.
+struct DepartmentSchema {
+    view: Arc<RequestView>,
+    department: String,
+    /// Tables already resolved in this request, so that a table named twice in one query
+    /// reads one snapshot.
+    pinned: Mutex<HashMap<String, Arc<dyn TableProvider>>>,
+}
+
+impl std::fmt::Debug for DepartmentSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DepartmentSchema({})", self.department)
+    }
+}
+
+#[async_trait]
+impl SchemaProvider for DepartmentSchema {
+    fn table_names(&self) -> Vec<String> {
+        self.view
+            .readable
+            .get(&self.department)
+            .map(|tables| tables.keys().cloned().collect())
+            .unwrap_or_default()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        if let Some(table) = self.pinned_table(name)? {
+            return Ok(Some(table));
+        }
+        let Some(dataset) = self.view.readable(&self.department, name) else {
+            return Ok(None);
+        };
+        let files = self.view.files.files(&self.view.catalog, dataset).await?;
+        let table: Arc<dyn TableProvider> = Arc::new(SnapshotTable::new(
+            dataset.arrow_schema(),
+            dataset.columns.iter().map(|c| c.column_type).collect(),
+            files,
+            self.view.store_url.clone(),
+        ));
+        self.pinned
+            .lock()
+            .map_err(|_| DataFusionError::Internal("pinned tables poisoned".into()))?
+            .insert(name.to_string(), table.clone());
+        Ok(Some(table))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        self.view.readable(&self.department, name).is_some()
+    }
+}
+
+impl DepartmentSchema {
+    fn pinned_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        Ok(self
+            .pinned
+            .lock()
+            .map_err(|_| DataFusionError::Internal("pinned tables poisoned".into()))?
+            .get(name)
+            .cloned())
+    }
+}
+
+/// `hub.*`: the system tables, built from what the request may see.
+struct SystemSchema {
+    view: Arc<RequestView>,
+}
+
+impl std::fmt::Debug for SystemSchema {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "SystemSchema")
+    }
+}
+
+const SYSTEM_TABLES: &[&str] = &["datasets", "regions", "snapshots"];
+
+#[async_trait]
+impl SchemaProvider for SystemSchema {
+    fn table_names(&self) -> Vec<String> {
+        SYSTEM_TABLES.iter().map(|s| s.to_string()).collect()
+    }
+
+    async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let batch = match name {
+            "datasets" => datasets_batch(&self.view.visible)?,
+            "regions" => regions_batch()?,
+            "snapshots" => self.snapshots_batch().await?,
+            _ => return Ok(None),
+        };
+        Ok(Some(Arc::new(MemTable::try_new(
+            batch.schema(),
+            vec![vec![batch]],
+        )?)))
+    }
+
+    fn table_exist(&self, name: &str) -> bool {
+        SYSTEM_TABLES.contains(&name)
+    }
+}
+
+fn utc_micros() -> DataType {
+    DataType::Timestamp(TimeUnit::Microsecond, Some("UTC".into()))
+}
+
+fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(values.collect::<StringArray>())
+}
+
+fn datasets_batch(datasets: &[Dataset]) -> Result<RecordBatch> {
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("name", DataType::Utf8, false),
+        Field::new("owner", DataType::Utf8, false),
+        Field::new("description", DataType::Utf8, false),
+        Field::new("classification", DataType::Utf8, false),
+        Field::new("sharing", DataType::Utf8, false),
+        Field::new("resource_code", DataType::Utf8, true),
+        Field::new("update_cycle", DataType::Utf8, true),
+        Field::new("rows", DataType::Int64, false),
+        Field::new("bytes", DataType::Int64, false),
+        Field::new("files", DataType::Int64, false),
+        Field::new("snapshot_id", DataType::Int64, true),
+        Field::new("schema_version", DataType::Int64, false),
+        Field::new("updated_at", utc_micros(), false),
+    ]));
+    let names: Vec<String> = datasets.iter().map(|d| d.name.to_string()).collect();
+    let columns: Vec<ArrayRef> = vec![
+        strings(names.iter().map(|n| Some(n.as_str()))),
+        strings(datasets.iter().map(|d| Some(d.owner.as_str()))),
+        strings(datasets.iter().map(|d| Some(d.description.as_str()))),
+        strings(datasets.iter().map(|d| Some(d.classification.as_str()))),
+        strings(datasets.iter().map(|d| Some(d.sharing.as_str()))),
+        strings(datasets.iter().map(|d| d.resource_code.as_deref())),
+        strings(datasets.iter().map(|d| d.update_cycle.as_deref())),
+        Arc::new(datasets.iter().map(|d| d.rows).collect::<Int64Array>()),
+        Arc::new(datasets.iter().map(|d| d.bytes).collect::<Int64Array>()),
+        Arc::new(datasets.iter().map(|d| d.files).collect::<Int64Array>()),
+        Arc::new(
+            datasets
+                .iter()
+                .map(|d| d.snapshot_id)
+                .collect::<Int64Array>(),
+        ),
+        Arc::new(
+            datasets
+                .iter()
+                .map(|d| d.schema_version)
+                .collect::<Int64Array>(),
+        ),
+        Arc::new(
+            datasets
+                .iter()
+                .map(|d| Some(d.updated_at.timestamp_micros()))
+                .collect::<TimestampMicrosecondArray>()
+                .with_timezone("UTC"),
+        ),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+fn regions_batch() -> Result<RecordBatch> {
+    let regions = cityhub_catalog::region::regions();
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("code", DataType::Utf8, false),
+        Field::new("name", DataType::Utf8, false),
+        Field::new("level", DataType::Utf8, false),
+        Field::new("parent", DataType::Utf8, true),
+        Field::new("current", DataType::Boolean, false),
+        Field::new("note", DataType::Utf8, true),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        strings(regions.iter().map(|r| Some(r.code))),
+        strings(regions.iter().map(|r| Some(r.name))),
+        strings(regions.iter().map(|r| Some(r.level))),
+        strings(regions.iter().map(|r| r.parent)),
+        Arc::new(
+            regions
+                .iter()
+                .map(|r| Some(r.current))
+                .collect::<BooleanArray>(),
+        ),
+        strings(
+            regions
+                .iter()
+                .map(|r| (!r.note.is_empty()).then_some(r.note)),
+        ),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+impl SystemSchema {
+    async fn snapshots_batch(&self) -> Result<RecordBatch> {
+        let mut dataset_names = Vec::new();
+        let mut snapshots = Vec::new();
+        for dataset in &self.view.visible {
+            let log = self
+                .view
+                .catalog
+                .snapshots(dataset.id)
+                .await
+                .map_err(|err| DataFusionError::External(Box::new(err)))?;
+            for snapshot in log {
+                dataset_names.push(dataset.name.to_string());
+                snapshots.push(snapshot);
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("dataset", DataType::Utf8, false),
+            Field::new("snapshot_id", DataType::Int64, false),
+            Field::new("seq", DataType::Int64, false),
+            Field::new("parent_id", DataType::Int64, true),
+            Field::new("created_at", utc_micros(), false),
+            Field::new("operation", DataType::Utf8, false),
+            Field::new("added_rows", DataType::Int64, false),
+            Field::new("added_files", DataType::Int64, false),
+            Field::new("rows", DataType::Int64, false),
+            Field::new("bytes", DataType::Int64, false),
+            Field::new("files", DataType::Int64, false),
+        ]));
+        let columns: Vec<ArrayRef> = vec![
+            strings(dataset_names.iter().map(|n| Some(n.as_str()))),
+            Arc::new(snapshots.iter().map(|s| s.id).collect::<Int64Array>()),
+            Arc::new(snapshots.iter().map(|s| s.seq).collect::<Int64Array>()),
+            Arc::new(
+                snapshots
+                    .iter()
+                    .map(|s| s.parent_id)
+                    .collect::<Int64Array>(),
+            ),
+            Arc::new(
+                snapshots
+                    .iter()
+                    .map(|s| Some(s.created_at.timestamp_micros()))
+                    .collect::<TimestampMicrosecondArray>()
+                    .with_timezone("UTC"),
+            ),
+            strings(snapshots.iter().map(|s| Some(s.operation.as_str()))),
+            Arc::new(
+                snapshots
+                    .iter()
+                    .map(|s| s.added_rows)
+                    .collect::<Int64Array>(),
+            ),
+            Arc::new(
+                snapshots
+                    .iter()
+                    .map(|s| s.added_files)
+                    .collect::<Int64Array>(),
+            ),
+            Arc::new(snapshots.iter().map(|s| s.rows).collect::<Int64Array>()),
+            Arc::new(snapshots.iter().map(|s| s.bytes).collect::<Int64Array>()),
+            Arc::new(snapshots.iter().map(|s| s.files).collect::<Int64Array>()),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+}

@@ -1,0 +1,298 @@
+//! SQL behaviour, as sqllogictest files in `tests/slt/`, run against a real hub whose
+//! fixture datasets are pushed through the ingest path (several snapshots, several files).
+//!
+//! A file's first line may name who runs it: `# principal: <department> <role>`; the default
+//! is an admin. Errors read `<code>: <message>` so that `statement error forbidden` and
+//! `query error invalid_sql` assert the kind of refusal.
+
+mod common;
+
+use std::path::{Path, PathBuf};
+
+use arrow::array::RecordBatch;
+use arrow::datatypes::DataType;
+use arrow::util::display::{ArrayFormatter, FormatOptions};
+use cityhub::AppState;
+use cityhub_catalog::{Principal, Role};
+use cityhub_ingest::{Format, PushRequest};
+use futures::StreamExt;
+use serde_json::json;
+use sqllogictest::{DBOutput, DefaultColumnType};
+
+#[derive(Debug)]
+struct SqlError(String);
+
+impl std::fmt::Display for SqlError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for SqlError {}
+
+struct HubDb {
+    state: AppState,
+    principal: Principal,
+}
+
+#[async_trait::async_trait]
+impl sqllogictest::AsyncDB for HubDb {
+    type Error = SqlError;
+    type ColumnType = DefaultColumnType;
+
+    async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
+        let describe = |err: cityhub_query::QueryError| {
+            let code = match &err {
+                cityhub_query::QueryError::Forbidden(_) => "forbidden",
+                cityhub_query::QueryError::Invalid { .. } => "invalid_sql",
+                cityhub_query::QueryError::MemoryLimit(_) => "memory_limit_exceeded",
+                _ => "error",
+            };
+            SqlError(format!("{code}: {err}"))
+        };
+        let result = self
+            .state
+            .query
+            .execute(&self.principal, sql, &[])
+            .await
+            .map_err(describe)?;
+        let mut batches: Vec<RecordBatch> = Vec::new();
+        let mut stream = result.batches;
+        while let Some(batch) = stream.next().await {
+            batches.push(batch.map_err(describe)?);
+        }
+        let types = result
+            .schema
+            .fields()
+            .iter()
+            .map(|f| match f.data_type() {
+                DataType::Int8
+                | DataType::Int16
+                | DataType::Int32
+                | DataType::Int64
+                | DataType::UInt8
+                | DataType::UInt16
+                | DataType::UInt32
+                | DataType::UInt64 => DefaultColumnType::Integer,
+                DataType::Float32 | DataType::Float64 | DataType::Decimal128(_, _) => {
+                    DefaultColumnType::FloatingPoint
+                }
+                _ => DefaultColumnType::Text,
+            })
+            .collect();
+        let options = FormatOptions::default().with_null("NULL");
+        let mut rows = Vec::new();
+        for batch in &batches {
+            let formatters = batch
+                .columns()
+                .iter()
+                .map(|c| ArrayFormatter::try_new(c.as_ref(), &options))
+                .collect::<Result<Vec<_>, _>>()
+                .map_err(|e| SqlError(e.to_string()))?;
+            for row in 0..batch.num_rows() {
+                rows.push(
+                    formatters
+                        .iter()
+                        .map(|f| {
+                            let text = f.value(row).to_string();
+                            if text.is_empty() {
+                                "(empty)".to_string()
+                            } else {
+                                text
+                            }
+                        })
+                        .collect(),
+                );
+            }
+        }
+        Ok(DBOutput::Rows { types, rows })
+    }
+
+    async fn shutdown(&mut self) {}
+
+    fn engine_name(&self) -> &str {
+        "cityhub"
+    }
+}
+
+/// The fixture city: four datasets with every sharing type, pushed in several snapshots.
+async fn fixture(state: &AppState) {
+    let admin = principal("admin", Role::Admin);
+    for (code, name) in [
+        ("gongan", "公安局"),
+        ("jiaotong", "交通局"),
+        ("zhili", "社会治理中心"),
+    ] {
+        state
+            .catalog
+            .create_department(code, name)
+            .await
+            .expect("department");
+    }
+    let datasets = [
+        json!({"name": "gongan.alarms", "sharing": "unconditional", "columns": [
+            {"name": "id", "type": "int64", "nullable": false},
+            {"name": "at", "type": "timestamp", "nullable": false},
+            {"name": "region_code", "type": "string"},
+            {"name": "kind", "type": "string"},
+            {"name": "phone", "type": "string", "sensitivity": "phone"}]}),
+        json!({"name": "jiaotong.flows", "sharing": "none", "columns": [
+            {"name": "id", "type": "int64", "nullable": false},
+            {"name": "region_code", "type": "string"},
+            {"name": "vehicles", "type": "int32"}]}),
+        json!({"name": "zhili.cases", "sharing": "conditional", "columns": [
+            {"name": "id", "type": "int64", "nullable": false},
+            {"name": "region_code", "type": "string"},
+            {"name": "category", "type": "string"}]}),
+        json!({"name": "zhili.events", "sharing": "unconditional", "columns": [
+            {"name": "id", "type": "int64", "nullable": false},
+            {"name": "region_code", "type": "string"},
+            {"name": "status", "type": "string"}]}),
+    ];
+    for spec in datasets {
+        let new = serde_json::from_value(spec).expect("dataset spec");
+        state.catalog.create_dataset(new).await.expect("dataset");
+    }
+    let pushes: [(&str, &str); 7] = [
+        (
+            "gongan.alarms",
+            concat!(
+                r#"{"id":1,"at":"2026-11-01T08:00:00+08:00","region_code":"511002","kind":"theft","phone":"13800001111"}"#,
+                "\n",
+                r#"{"id":2,"at":"2026-11-01T09:30:00+08:00","region_code":"511011","kind":"fight"}"#,
+                "\n",
+                r#"{"id":3,"at":"2026-11-02T10:00:00+08:00","region_code":"511024","kind":"theft"}"#,
+                "\n",
+                r#"{"id":4,"at":"2026-11-02T23:00:00+08:00","region_code":"511025","kind":"fraud"}"#,
+                "\n"
+            ),
+        ),
+        (
+            "gongan.alarms",
+            concat!(
+                r#"{"id":5,"at":"2026-11-10T08:00:00+08:00","region_code":"511083","kind":"theft"}"#,
+                "\n",
+                r#"{"id":6,"at":"2026-11-10T12:00:00+08:00","region_code":"511002","kind":"fraud"}"#,
+                "\n",
+                r#"{"id":7,"at":"2026-11-11T08:00:00+08:00","region_code":"511002","kind":"theft"}"#,
+                "\n"
+            ),
+        ),
+        (
+            "gongan.alarms",
+            concat!(
+                r#"{"id":8,"at":"2026-11-20T08:00:00+08:00","region_code":"511011","kind":"fight"}"#,
+                "\n",
+                r#"{"id":9,"at":"2026-11-21T08:00:00+08:00","region_code":"511024","kind":null}"#,
+                "\n"
+            ),
+        ),
+        (
+            "jiaotong.flows",
+            concat!(
+                r#"{"id":1,"region_code":"511002","vehicles":1200}"#,
+                "\n",
+                r#"{"id":2,"region_code":"511011","vehicles":800}"#,
+                "\n"
+            ),
+        ),
+        (
+            "zhili.cases",
+            concat!(
+                r#"{"id":1,"region_code":"511002","category":"环境卫生"}"#,
+                "\n",
+                r#"{"id":2,"region_code":"511002","category":"交通出行"}"#,
+                "\n"
+            ),
+        ),
+        (
+            "zhili.events",
+            concat!(
+                r#"{"id":1,"region_code":"511002","status":"open"}"#,
+                "\n",
+                r#"{"id":2,"region_code":"511024","status":"closed"}"#,
+                "\n"
+            ),
+        ),
+        (
+            "zhili.events",
+            concat!(r#"{"id":3,"region_code":"511024","status":"open"}"#, "\n"),
+        ),
+    ];
+    for (dataset, rows) in pushes {
+        let request = PushRequest {
+            format: Format::NdJson,
+            body: rows.as_bytes().to_vec().into(),
+            partial: false,
+            idempotency_key: None,
+        };
+        state
+            .ingest
+            .push(&admin, dataset, request)
+            .await
+            .expect("fixture push");
+    }
+}
+
+fn principal(department: &str, role: Role) -> Principal {
+    Principal {
+        id: 0,
+        name: format!("slt-{department}-{role}"),
+        department: department.into(),
+        role,
+        created_at: chrono::Utc::now(),
+        expires_at: None,
+        revoked_at: None,
+    }
+}
+
+fn principal_of(path: &Path) -> Principal {
+    let text = std::fs::read_to_string(path).expect("read slt");
+    let first = text.lines().next().unwrap_or_default();
+    match first
+        .strip_prefix("# principal:")
+        .map(str::split_whitespace)
+    {
+        Some(mut words) => {
+            let department = words.next().expect("department");
+            let role: Role = words.next().expect("role").parse().expect("role");
+            principal(department, role)
+        }
+        None => principal("admin", Role::Admin),
+    }
+}
+
+#[tokio::test]
+async fn sqllogictest_files() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = cityhub_config::Config::default();
+    config.storage.data_dir = dir.path().display().to_string();
+    let state = AppState::open(config).expect("open");
+    fixture(&state).await;
+
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt"))
+            .expect("tests/slt")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "slt"))
+            .collect();
+    files.sort();
+    assert!(!files.is_empty(), "no .slt files found");
+    let mut failures = Vec::new();
+    for file in &files {
+        let principal = principal_of(file);
+        let state = state.clone();
+        let mut runner = sqllogictest::Runner::new(move || {
+            let db = HubDb {
+                state: state.clone(),
+                principal: principal.clone(),
+            };
+            async move { Ok::<_, SqlError>(db) }
+        });
+        if let Err(err) = runner.run_file_async(file).await {
+            failures.push(format!("{}:\n{err}", file.display()));
+        }
+    }
+    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
+    println!("{} sqllogictest files passed", files.len());
+}
