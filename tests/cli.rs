@@ -377,3 +377,67 @@ async fn import_reads_ndjson_and_parquet_and_a_failed_create_leaves_nothing() {
     let name = DatasetName::parse("yingji.broken").expect("name");
     assert!(state.catalog.dataset(&name).await.expect("q").is_none());
 }
+
+// Multi-threaded: the CLI child process blocks this thread while the server answers it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sql_runs_locally_and_against_a_server() {
+    let server = common::TestServer::spawn().await;
+    let dataset = server.events_dataset("gongan").await;
+    let (status, _) = server
+        .push(
+            &server.admin,
+            &dataset,
+            "application/x-ndjson",
+            "{\"id\": 7, \"kind\": \"x\"}\n",
+        )
+        .await;
+    assert_eq!(status, 201);
+
+    let remote = Command::new(env!("CARGO_BIN_EXE_cityhub"))
+        .args([
+            "sql",
+            "SELECT id, kind FROM gongan.events",
+            "--format",
+            "csv",
+            "--server",
+        ])
+        .arg(server.url(""))
+        .args(["--token", &server.admin])
+        .output()
+        .expect("run");
+    assert!(remote.status.success(), "{}", text(&remote.stderr));
+    assert_eq!(text(&remote.stdout), "id,kind\n7,x\n");
+
+    let table = Command::new(env!("CARGO_BIN_EXE_cityhub"))
+        .args(["sql", "SELECT count(*) AS n FROM hub.regions", "--server"])
+        .arg(server.url(""))
+        .args(["--token", &server.admin])
+        .output()
+        .expect("run");
+    let stdout = text(&table.stdout);
+    assert!(
+        stdout.contains("| n |") && stdout.contains("| 8 |") && stdout.contains("1 row"),
+        "{stdout}"
+    );
+
+    let refused = Command::new(env!("CARGO_BIN_EXE_cityhub"))
+        .args(["sql", "DROP TABLE gongan.events", "--server"])
+        .arg(server.url(""))
+        .args(["--token", &server.admin])
+        .output()
+        .expect("run");
+    assert!(!refused.status.success());
+    assert!(
+        text(&refused.stderr).contains("403"),
+        "{}",
+        text(&refused.stderr)
+    );
+
+    let data_dir = server.stop().await;
+    let local = cityhub(
+        data_dir.path(),
+        &["sql", "SELECT id FROM gongan.events", "--format", "json"],
+    );
+    assert!(local.status.success(), "{}", text(&local.stderr));
+    assert_eq!(text(&local.stdout).trim(), "[{\"id\":7}]");
+}

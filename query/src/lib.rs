@@ -19,6 +19,7 @@ pub mod view;
 use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -52,6 +53,7 @@ pub struct QueryEngine {
     files: Arc<FileListCache>,
     store_url: ObjectStoreUrl,
     config: QueryConfig,
+    running: Arc<AtomicUsize>,
 }
 
 /// A running query: its schema and its batches, ready to be encoded.
@@ -78,7 +80,13 @@ impl QueryEngine {
             files: Arc::new(FileListCache::default()),
             store_url,
             config,
+            running: Arc::new(AtomicUsize::new(0)),
         })
+    }
+
+    /// Queries whose result stream is still open (finished or dropped ones are not).
+    pub fn running_queries(&self) -> usize {
+        self.running.load(Ordering::Relaxed)
     }
 
     /// The catalog the engine reads.
@@ -167,7 +175,7 @@ impl QueryEngine {
         let schema = stream.schema();
         let deadline = Duration::from_secs(self.config.timeout_secs);
         let sql = sql.to_string();
-        let batches = WithDeadline::new(stream, deadline)
+        let batches = WithDeadline::new(stream, deadline, Running::start(&self.running))
             .map(move |batch| batch.map_err(|err| QueryError::from_datafusion(err, &sql)));
         Ok(QueryResult {
             schema,
@@ -195,21 +203,42 @@ fn parameter(index: usize, value: &serde_json::Value) -> Result<ScalarValue, Que
     })
 }
 
+/// Counts a query as running until its stream is dropped: dropping the stream (a client
+/// that hung up) is also what cancels DataFusion's work.
+struct Running(Arc<AtomicUsize>);
+
+impl Running {
+    fn start(counter: &Arc<AtomicUsize>) -> Self {
+        counter.fetch_add(1, Ordering::Relaxed);
+        metrics::gauge!("cityhub_queries_running").increment(1.0);
+        Running(counter.clone())
+    }
+}
+
+impl Drop for Running {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+        metrics::gauge!("cityhub_queries_running").decrement(1.0);
+    }
+}
+
 /// Ends a query stream with a timeout error once its deadline passes.
 struct WithDeadline {
     inner: SendableRecordBatchStream,
     sleep: Pin<Box<tokio::time::Sleep>>,
     limit: Duration,
     expired: bool,
+    _running: Running,
 }
 
 impl WithDeadline {
-    fn new(inner: SendableRecordBatchStream, limit: Duration) -> Self {
+    fn new(inner: SendableRecordBatchStream, limit: Duration, running: Running) -> Self {
         Self {
             inner,
             sleep: Box::pin(tokio::time::sleep(limit)),
             limit,
             expired: false,
+            _running: running,
         }
     }
 }
