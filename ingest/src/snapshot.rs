@@ -1,5 +1,7 @@
 //! Writing Parquet files and committing them as a new snapshot of a dataset.
 
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
@@ -19,6 +21,11 @@ pub struct Ingest {
     pub(crate) catalog: Catalog,
     pub(crate) storage: Storage,
     pub(crate) config: IngestConfig,
+    /// One queue per dataset for this process's commits, holding the last snapshot id this
+    /// process saw. Without it, N concurrent pushes to one dataset would all race for the
+    /// same parent and each lose O(N) times; with it, commits in one process follow each
+    /// other and only other processes' commits cause a retry.
+    commit_queues: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Option<i64>>>>>>,
 }
 
 impl Ingest {
@@ -27,7 +34,16 @@ impl Ingest {
             catalog,
             storage,
             config,
+            commit_queues: Arc::default(),
         }
+    }
+
+    fn commit_queue(&self, dataset_id: i64) -> Arc<tokio::sync::Mutex<Option<i64>>> {
+        let mut queues = self
+            .commit_queues
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        queues.entry(dataset_id).or_default().clone()
     }
 
     pub fn catalog(&self) -> &Catalog {
@@ -106,7 +122,13 @@ impl Ingest {
         idempotency: Option<IdempotencyRecord>,
     ) -> Result<CommitOutcome, IngestError> {
         let started = Instant::now();
-        let mut parent = dataset.snapshot_id;
+        let queue = self.commit_queue(dataset.id);
+        let mut last_seen = queue.lock().await;
+        // The newer of what the caller read and what this process last committed.
+        let mut parent = match (*last_seen, dataset.snapshot_id) {
+            (Some(seen), Some(read)) => Some(seen.max(read)),
+            (seen, read) => seen.or(read),
+        };
         let max_attempts = self.config.commit_retries.max(1);
         for attempt in 1..=max_attempts {
             let commit = Commit {
@@ -119,6 +141,9 @@ impl Ingest {
             };
             match self.catalog.commit(commit).await {
                 Ok(outcome) => {
+                    if let CommitOutcome::Committed(snapshot) = &outcome {
+                        *last_seen = Some(snapshot.id);
+                    }
                     metrics::histogram!("cityhub_commit_seconds")
                         .record(started.elapsed().as_secs_f64());
                     if attempt > 1 {
@@ -128,7 +153,9 @@ impl Ingest {
                     return Ok(outcome);
                 }
                 Err(CatalogError::Conflict { actual, .. }) => {
+                    // Another process committed: rebase onto its snapshot.
                     parent = actual;
+                    *last_seen = actual;
                     // Back off with jitter once it is clear that many writers contend, so
                     // that they stop colliding in lock-step.
                     if attempt > 3 {

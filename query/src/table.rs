@@ -273,3 +273,96 @@ impl TableProvider for SnapshotTable {
         format.create_physical_plan(state, config).await
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use cityhub_catalog::{Column as HubColumn, ColumnStats, arrow_schema};
+    use datafusion::prelude::{SessionContext, col, lit};
+
+    use super::*;
+
+    fn file(path: &str, min: i64, max: i64, at: (i64, i64)) -> DataFile {
+        let mut stats = BTreeMap::new();
+        stats.insert(
+            "id".to_string(),
+            ColumnStats {
+                min: Some(min.into()),
+                max: Some(max.into()),
+                null_count: Some(0),
+            },
+        );
+        stats.insert(
+            "at".to_string(),
+            ColumnStats {
+                min: Some(at.0.into()),
+                max: Some(at.1.into()),
+                null_count: Some(0),
+            },
+        );
+        DataFile {
+            path: path.into(),
+            rows: 10,
+            bytes: 100,
+            stats,
+        }
+    }
+
+    fn table() -> SnapshotTable {
+        let columns = vec![
+            HubColumn::new("id", ColumnType::Int64, false),
+            HubColumn::new("at", ColumnType::Timestamp, false),
+            HubColumn::new("note", ColumnType::String, true),
+        ];
+        SnapshotTable::new(
+            arrow_schema(&columns),
+            columns.iter().map(|c| c.column_type).collect(),
+            Arc::new(vec![
+                file("a", 0, 9, (1_000, 2_000)),
+                file("b", 10, 19, (3_000, 4_000)),
+                file("c", 20, 29, (5_000, 6_000)),
+                // A file without statistics can never be pruned.
+                DataFile {
+                    path: "d".into(),
+                    rows: 1,
+                    bytes: 10,
+                    stats: BTreeMap::new(),
+                },
+            ]),
+            ObjectStoreUrl::parse("cityhub://objects").expect("url"),
+        )
+    }
+
+    fn kept(filters: Vec<Expr>) -> Vec<String> {
+        let state = SessionContext::new().state();
+        table()
+            .prune(&state, &filters)
+            .into_iter()
+            .map(|f| f.path.clone())
+            .collect()
+    }
+
+    #[test]
+    fn files_are_pruned_by_catalog_min_max() {
+        assert_eq!(kept(vec![col("id").gt(lit(15i64))]), vec!["b", "c", "d"]);
+        assert_eq!(kept(vec![col("id").eq(lit(5i64))]), vec!["a", "d"]);
+        assert_eq!(
+            kept(vec![col("id").gt_eq(lit(10i64)), col("id").lt(lit(20i64))]),
+            vec!["b", "d"]
+        );
+        let at = |micros: i64| {
+            lit(ScalarValue::TimestampMicrosecond(
+                Some(micros),
+                Some("UTC".into()),
+            ))
+        };
+        assert_eq!(kept(vec![col("at").gt(at(4_500))]), vec!["c", "d"]);
+        // Filters on columns without statistics keep every file.
+        assert_eq!(
+            kept(vec![col("note").eq(lit("x"))]),
+            vec!["a", "b", "c", "d"]
+        );
+        assert_eq!(kept(vec![]), vec!["a", "b", "c", "d"]);
+    }
+}
