@@ -15,6 +15,9 @@ use crate::IngestError;
 use crate::parquet_file::{column_stats, encode};
 use crate::storage::Storage;
 
+/// Commits of one dataset in this process, one at a time, with the last snapshot id seen.
+type CommitQueue = Arc<tokio::sync::Mutex<Option<i64>>>;
+
 /// The ingest service: the catalog, the object store and the ingest settings.
 #[derive(Clone)]
 pub struct Ingest {
@@ -25,7 +28,7 @@ pub struct Ingest {
     /// process saw. Without it, N concurrent pushes to one dataset would all race for the
     /// same parent and each lose O(N) times; with it, commits in one process follow each
     /// other and only other processes' commits cause a retry.
-    commit_queues: Arc<Mutex<HashMap<i64, Arc<tokio::sync::Mutex<Option<i64>>>>>>,
+    commit_queues: Arc<Mutex<HashMap<i64, CommitQueue>>>,
 }
 
 impl Ingest {
@@ -38,7 +41,7 @@ impl Ingest {
         }
     }
 
-    fn commit_queue(&self, dataset_id: i64) -> Arc<tokio::sync::Mutex<Option<i64>>> {
+    fn commit_queue(&self, dataset_id: i64) -> CommitQueue {
         let mut queues = self
             .commit_queues
             .lock()
