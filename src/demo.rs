@@ -65,7 +65,9 @@ impl DemoCity {
         for token in &self.tokens {
             text.push_str(&format!(
                 "  {:<10} {:<10} {}\n",
-                token.department, token.role, token.token
+                token.department,
+                token.role.as_str(),
+                token.token
             ));
         }
         text

@@ -67,7 +67,8 @@ fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(String, Vec<Value>
             })?;
             (request.sql, request.params)
         }
-        "text/plain" | "application/sql" | "" => {
+        // curl --data-binary sends form encoding unless told otherwise: read it as text.
+        "text/plain" | "application/sql" | "application/x-www-form-urlencoded" | "" => {
             let sql = std::str::from_utf8(body)
                 .map_err(|_| ApiError::bad_request("the SQL must be UTF-8 text"))?;
             (sql.to_string(), Vec::new())

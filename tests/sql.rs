@@ -119,6 +119,21 @@ async fn results_come_in_every_format() {
 
     let refused = sql(&server, &analyst, "image/png", query).await;
     assert_eq!(refused.status(), 406);
+
+    // curl --data-binary without a Content-Type sends form encoding: it is read as SQL text.
+    let curl_default = server
+        .client
+        .post(server.url("/api/v1/sql"))
+        .bearer_auth(&analyst)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("SELECT count(*) AS n FROM {dataset}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        curl_default.json::<Value>().await.expect("json"),
+        json!([{"n": 6}])
+    );
     server.stop().await;
 }
 

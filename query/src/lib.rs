@@ -151,6 +151,10 @@ impl QueryEngine {
             .with_runtime_env(self.query_runtime())
             .with_catalog_list(catalogs as Arc<dyn CatalogProviderList>)
             .build();
+        let mut state = state;
+        // Fixes now() for the whole query, as SessionContext does for each statement;
+        // without a start time the planner cannot fold now() into a constant.
+        state.execution_props_mut().start_execution();
         let plan = state
             .statement_to_plan(statement)
             .await
