@@ -272,38 +272,34 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
     }
 
     fn visit_unit<E>(self) -> Result<(), E> {
-        self.0
-            .error(None, "expected a JSON object, found null".into());
-        Ok(())
+        self.not_an_object("null")
     }
 
     fn visit_bool<E>(self, _: bool) -> Result<(), E> {
-        self.0
-            .error(None, "expected a JSON object, found a boolean".into());
-        Ok(())
+        self.not_an_object("a boolean")
     }
 
     fn visit_i64<E>(self, _: i64) -> Result<(), E> {
-        self.0
-            .error(None, "expected a JSON object, found a number".into());
-        Ok(())
+        self.not_an_object("a number")
     }
 
     fn visit_u64<E>(self, _: u64) -> Result<(), E> {
-        self.0
-            .error(None, "expected a JSON object, found a number".into());
-        Ok(())
+        self.not_an_object("a number")
     }
 
     fn visit_f64<E>(self, _: f64) -> Result<(), E> {
-        self.0
-            .error(None, "expected a JSON object, found a number".into());
-        Ok(())
+        self.not_an_object("a number")
     }
 
     fn visit_str<E>(self, _: &str) -> Result<(), E> {
+        self.not_an_object("a string")
+    }
+}
+
+impl ObjectSeed<'_> {
+    fn not_an_object<E>(self, found: &str) -> Result<(), E> {
         self.0
-            .error(None, "expected a JSON object, found a string".into());
+            .error(None, format!("expected a JSON object, found {found}"));
         Ok(())
     }
 }
