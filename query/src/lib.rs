@@ -154,7 +154,8 @@ impl QueryEngine {
         let mut state = state;
         // Fixes now() for the whole query, as SessionContext does for each statement;
         // without a start time the planner cannot fold now() into a constant.
-        state.execution_props_mut().start_execution();
+        let options = state.config_options().clone();
+        state.execution_props_mut().mark_start_execution(options);
         let plan = state
             .statement_to_plan(statement)
             .await
