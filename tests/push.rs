@@ -582,26 +582,49 @@ async fn shutdown_lets_in_flight_pushes_commit() {
     let server = TestServer::spawn().await;
     let dataset = server.events_dataset("gongan").await;
     let producer = server.token("gongan", Role::Producer).await;
-    let body: String = (0..20_000)
-        .map(|i| format!("{{\"id\": {i}, \"kind\": \"bulk\"}}\n"))
+    let rows: Vec<Vec<u8>> = (0..20)
+        .map(|chunk| {
+            (0..1000)
+                .map(|i| format!("{{\"id\": {}, \"kind\": \"bulk\"}}\n", chunk * 1000 + i))
+                .collect::<String>()
+                .into_bytes()
+        })
         .collect();
+    // The body is streamed through a one-slot channel, so the push is provably in flight
+    // (headers sent, body being read) when shutdown is asked for.
+    let (sender, receiver) = tokio::sync::mpsc::channel::<Vec<u8>>(1);
+    let body = futures::stream::unfold(receiver, |mut receiver| async move {
+        receiver
+            .recv()
+            .await
+            .map(|chunk| (Ok::<_, std::io::Error>(chunk), receiver))
+    });
     let request = server
         .client
         .post(server.url(&format!("/api/v1/datasets/{dataset}/rows")))
         .bearer_auth(&producer)
         .header("content-type", NDJSON)
-        .body(body)
+        .body(reqwest::Body::wrap_stream(body))
         .send();
     let in_flight = tokio::spawn(request);
-    // Give the request time to be accepted, then ask the server to stop.
-    tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    let mut chunks = rows.into_iter();
+    for chunk in chunks.by_ref().take(2) {
+        sender.send(chunk).await.expect("send");
+    }
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     let state = server.state.clone();
-    let _data_dir = server.stop().await;
+    let stopping = tokio::spawn(server.stop());
+    tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    for chunk in chunks {
+        sender.send(chunk).await.expect("send");
+    }
+    drop(sender);
     let response = in_flight
         .await
         .expect("join")
         .expect("the push was answered");
     assert_eq!(response.status(), 201);
+    let _data_dir = stopping.await.expect("server stopped");
     assert_eq!(row_count(&read_rows(&state, &dataset).await), 20_000);
 }
 
