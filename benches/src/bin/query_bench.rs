@@ -190,8 +190,10 @@ async fn hub_query(hub: &Hub, sql: &str) -> anyhow::Result<usize> {
 /// files (the same files the hub reads; the hub writes no others there).
 async fn plain_datafusion(hub: &Hub) -> anyhow::Result<SessionContext> {
     // Files sit in date folders under each dataset's folder: list them recursively.
-    let config = datafusion::prelude::SessionConfig::new()
-        .set_bool("datafusion.execution.listing_table_ignore_subdirectory", false);
+    let config = datafusion::prelude::SessionConfig::new().set_bool(
+        "datafusion.execution.listing_table_ignore_subdirectory",
+        false,
+    );
     let ctx = SessionContext::new_with_config(config);
     let objects = hub.state.config.storage_url();
     let root = objects
