@@ -7,7 +7,7 @@ use std::sync::Arc;
 use async_trait::async_trait;
 use cityhub_catalog::{ColumnType, DataFile};
 use datafusion::arrow::array::{ArrayRef, BooleanArray, UInt64Array};
-use datafusion::arrow::datatypes::{DataType, SchemaRef, TimeUnit};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::pruning::PruningStatistics;
 use datafusion::common::stats::Precision;
@@ -33,6 +33,25 @@ pub struct SnapshotTable {
     column_types: Vec<ColumnType>,
     files: Arc<Vec<DataFile>>,
     store_url: ObjectStoreUrl,
+}
+
+/// The schema a table shows DataFusion: strings and binaries as view types, which is how
+/// DataFusion reads Parquet by default (`schema_force_view_types`) and what its string
+/// kernels (group-by, joins, comparisons) are fastest on. Files keep the plain types.
+pub fn scan_schema(stored: &SchemaRef) -> SchemaRef {
+    let fields: Vec<Field> = stored
+        .fields()
+        .iter()
+        .map(|field| {
+            let data_type = match field.data_type() {
+                DataType::Utf8 => DataType::Utf8View,
+                DataType::Binary => DataType::BinaryView,
+                other => other.clone(),
+            };
+            field.as_ref().clone().with_data_type(data_type)
+        })
+        .collect();
+    Arc::new(Schema::new_with_metadata(fields, stored.metadata().clone()))
 }
 
 impl SnapshotTable {
@@ -96,7 +115,7 @@ impl SnapshotTable {
                 let stats = file.stats.get(field.name());
                 let bound = |value: Option<&serde_json::Value>| {
                     value
-                        .and_then(|v| scalar(self.column_types[index], v))
+                        .and_then(|v| scalar(self.column_types[index], field.data_type(), v))
                         .map(Precision::Inexact)
                         .unwrap_or(Precision::Absent)
                 };
@@ -119,8 +138,15 @@ impl SnapshotTable {
     }
 }
 
-/// A catalog statistic (JSON) as a scalar of the column's type.
-fn scalar(column_type: ColumnType, value: &serde_json::Value) -> Option<ScalarValue> {
+/// A catalog statistic (JSON) as a scalar of the column's type as the table declares it.
+fn scalar(
+    column_type: ColumnType,
+    data_type: &DataType,
+    value: &serde_json::Value,
+) -> Option<ScalarValue> {
+    if matches!(data_type, DataType::Utf8View) {
+        return Some(ScalarValue::Utf8View(Some(value.as_str()?.to_string())));
+    }
     Some(match column_type {
         ColumnType::Int32 => ScalarValue::Int32(Some(i32::try_from(value.as_i64()?).ok()?)),
         ColumnType::Int64 => ScalarValue::Int64(Some(value.as_i64()?)),
@@ -151,15 +177,16 @@ impl FileStatistics<'_> {
             file.stats
                 .get(&column.name)
                 .and_then(|s| if min { s.min.as_ref() } else { s.max.as_ref() })
-                .and_then(|v| scalar(column_type, v))
+                .and_then(|v| scalar(column_type, &data_type, v))
                 .unwrap_or_else(|| null_scalar(&data_type))
         });
         let array = ScalarValue::iter_to_array(values).ok()?;
-        // Timestamps must carry the table's time zone to compare with the predicate.
-        if matches!(data_type, DataType::Timestamp(TimeUnit::Microsecond, _)) {
-            datafusion::arrow::compute::cast(&array, &data_type).ok()
-        } else {
+        // The bounds must have exactly the table's type (time zone, string view) to be
+        // compared with the predicate.
+        if array.data_type() == &data_type {
             Some(array)
+        } else {
+            datafusion::arrow::compute::cast(&array, &data_type).ok()
         }
     }
 }
@@ -316,7 +343,7 @@ mod tests {
             HubColumn::new("note", ColumnType::String, true),
         ];
         SnapshotTable::new(
-            arrow_schema(&columns),
+            scan_schema(&arrow_schema(&columns)),
             columns.iter().map(|c| c.column_type).collect(),
             Arc::new(vec![
                 file("a", 0, 9, (1_000, 2_000)),

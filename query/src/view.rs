@@ -16,7 +16,7 @@ use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 
-use crate::table::SnapshotTable;
+use crate::table::{SnapshotTable, scan_schema};
 
 /// The catalog name the hub's tables live in (`cityhub.gongan.alarms`); queries name
 /// tables as `department.table`.
@@ -188,7 +188,7 @@ impl SchemaProvider for DepartmentSchema {
         };
         let files = self.view.files.files(&self.view.catalog, dataset).await?;
         let table: Arc<dyn TableProvider> = Arc::new(SnapshotTable::new(
-            dataset.arrow_schema(),
+            scan_schema(&dataset.arrow_schema()),
             dataset.columns.iter().map(|c| c.column_type).collect(),
             files,
             self.view.store_url.clone(),
