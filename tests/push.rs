@@ -185,6 +185,17 @@ async fn bad_rows_are_all_reported_and_nothing_is_committed() {
     let (status, body) = server.push(&producer, &dataset, NDJSON, body).await;
     assert_eq!(status, 422, "{body}");
     assert_eq!(body["error"]["code"], "rows_rejected");
+    // Line 3 lacks the non-nullable id; a row with a bad value elsewhere and no id names both.
+    let (_, both) = server
+        .push(&producer, &dataset, NDJSON, "{\"score\": \"high\"}\n")
+        .await;
+    let columns: Vec<&str> = both["rejected"]
+        .as_array()
+        .expect("rejected")
+        .iter()
+        .filter_map(|r| r["column"].as_str())
+        .collect();
+    assert_eq!(columns, vec!["score", "id"], "{both}");
     assert_eq!(body["rows_accepted"], 0);
     assert_eq!(body["rows_rejected"], 9);
     assert_eq!(body["snapshot_id"], Value::Null);

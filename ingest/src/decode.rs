@@ -156,15 +156,28 @@ impl Assembler {
 
     /// Ends a row: appends it if every cell was valid, otherwise records why not.
     fn end_row(&mut self, line: u64, row: u64) {
+        // Every missing or null non-nullable column is reported, except one whose value was
+        // already refused (its cell is null because it was bad, not because it was absent).
+        let whole_row_refused = self.row_errors.iter().any(|(column, _)| column.is_none());
         for (i, column) in self.columns.iter().enumerate() {
-            if !column.nullable && self.scratch[i] == Cell::Null && self.row_errors.is_empty() {
-                let message = if self.seen[i] {
-                    "is null but the column is not nullable".to_string()
-                } else {
-                    "is missing and the column is not nullable".to_string()
-                };
-                self.row_errors.push((Some(column.name.clone()), message));
+            let already_reported = self
+                .row_errors
+                .iter()
+                .any(|(name, _)| name.as_deref() == Some(column.name.as_str()));
+            if column.nullable
+                || self.scratch[i] != Cell::Null
+                || already_reported
+                || whole_row_refused
+            {
+                continue;
             }
+            let message = if self.seen[i] {
+                "is null but the column is not nullable"
+            } else {
+                "is missing and the column is not nullable"
+            };
+            self.row_errors
+                .push((Some(column.name.clone()), message.to_string()));
         }
         if self.row_errors.is_empty() {
             for (builder, cell) in self.builders.iter_mut().zip(self.scratch.iter_mut()) {
