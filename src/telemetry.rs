@@ -77,6 +77,10 @@ fn describe_metrics() {
         "cityhub_commit_retries_total",
         "Commits retried after losing a race to a concurrent writer."
     );
+    metrics::describe_gauge!(
+        "cityhub_queries_running",
+        "SQL queries whose result stream is still open."
+    );
 }
 
 /// Middleware: counts requests by matched route (never the raw path, which would explode
