@@ -15,8 +15,8 @@ use arrow::array::{
 use cityhub_catalog::region::{Region, counties_of};
 use cityhub_catalog::token::Token;
 use cityhub_catalog::{
-    CatalogError, Classification, Column, ColumnType, Dataset, DatasetName, NewDataset,
-    NewPrincipal, Role, Sensitivity, Sharing,
+    CatalogError, Classification, Column, ColumnType, DatasetName, NewDataset, NewPrincipal, Role,
+    Sensitivity, Sharing,
 };
 use rand::rngs::StdRng;
 use rand::seq::IndexedRandom;
@@ -112,7 +112,7 @@ pub async fn load_scaled(state: &AppState, scale: f64) -> anyhow::Result<DemoCit
         loads.push(tokio::spawn(async move {
             let batches = tokio::task::spawn_blocking(move || {
                 let mut rng = StdRng::seed_from_u64(28181 + index as u64);
-                generate(&dataset_columns(&dataset), rows, now, &mut rng).map(|b| (dataset, b))
+                generate(&dataset.columns, rows, now, &mut rng).map(|b| (dataset, b))
             })
             .await??;
             let (dataset, batches) = batches;
@@ -180,10 +180,6 @@ struct DemoDataset {
     new: NewDataset,
     rows: usize,
     generate: Generator,
-}
-
-fn dataset_columns(dataset: &Dataset) -> Vec<Column> {
-    dataset.columns.clone()
 }
 
 fn text(name: &str, nullable: bool) -> Column {

@@ -189,14 +189,6 @@ impl Config {
         }
     }
 
-    /// The listen address (validated at load time).
-    pub fn bind_addr(&self) -> SocketAddr {
-        self.server
-            .bind
-            .parse()
-            .unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 8080)))
-    }
-
     /// Checks values that have the right type but a wrong meaning; one entry per problem,
     /// as (dotted key, message).
     fn semantic_problems(&self) -> Vec<(String, String)> {

@@ -58,7 +58,6 @@ impl Format {
             "csv" => Format::Csv,
             "ndjson" | "jsonl" | "json" => Format::NdJson,
             "parquet" => Format::Parquet,
-            "arrow" | "arrows" => Format::ArrowIpc,
             _ => return None,
         })
     }
@@ -407,8 +406,6 @@ pub struct NdJsonDecoder<R> {
     row: u64,
     buffer: Vec<u8>,
     done: bool,
-    /// Bytes consumed so far, for progress reporting.
-    pub bytes_read: u64,
 }
 
 impl<R: BufRead> NdJsonDecoder<R> {
@@ -421,7 +418,6 @@ impl<R: BufRead> NdJsonDecoder<R> {
             row: 0,
             buffer: Vec::new(),
             done: false,
-            bytes_read: 0,
         }
     }
 }
@@ -441,8 +437,7 @@ impl<R: BufRead> Iterator for NdJsonDecoder<R> {
                     self.done = true;
                     break;
                 }
-                Ok(n) => {
-                    self.bytes_read += n as u64;
+                Ok(_) => {
                     self.line += 1;
                     if self.buffer.iter().all(u8::is_ascii_whitespace) {
                         continue;
@@ -573,11 +568,6 @@ impl<R: Read> CsvDecoder<R> {
             record: csv::StringRecord::new(),
             done: false,
         })
-    }
-
-    /// Bytes consumed so far, for progress reporting.
-    pub fn bytes_read(&self) -> u64 {
-        self.reader.position().byte()
     }
 }
 
@@ -884,24 +874,17 @@ pub fn parquet_batches<T: parquet::file::reader::ChunkReader + 'static>(
         .map_err(malformed)?;
     let conformer = Conformer::new(columns, Format::Parquet, report_limit);
     conformer.check_schema(builder.schema())?;
-    let total_rows = builder.metadata().file_metadata().num_rows().max(0) as u64;
     let reader = builder
         .with_batch_size(batch_rows.max(1))
         .build()
         .map_err(malformed)?;
-    Ok(ParquetDecoder {
-        reader,
-        conformer,
-        total_rows,
-    })
+    Ok(ParquetDecoder { reader, conformer })
 }
 
 /// Conformed batches of a Parquet source.
 pub struct ParquetDecoder {
     reader: parquet::arrow::arrow_reader::ParquetRecordBatchReader,
     conformer: Conformer,
-    /// Rows the file says it holds, for progress reporting.
-    pub total_rows: u64,
 }
 
 impl Iterator for ParquetDecoder {

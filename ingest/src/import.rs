@@ -133,11 +133,17 @@ impl Ingest {
                         CHUNK_ROWS,
                         report_limit,
                     )),
-                    Format::Parquet | Format::ArrowIpc => {
+                    Format::Parquet => {
                         let file = std::fs::File::open(&path).map_err(|err| {
                             IngestError::Read(format!("cannot open {}: {err}", path.display()))
                         })?;
                         Box::new(parquet_batches(file, columns, CHUNK_ROWS, report_limit)?)
+                    }
+                    Format::ArrowIpc => {
+                        return Err(IngestError::Invalid {
+                            field: "file".into(),
+                            message: "imports read CSV, NDJSON or Parquet files".into(),
+                        });
                     }
                 };
                 for chunk in chunks {

@@ -8,7 +8,7 @@ use bytes::Bytes;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::arrow::ipc::writer::StreamWriter;
-use datafusion::arrow::json::writer::{JsonArray, LineDelimited, WriterBuilder};
+use datafusion::arrow::json::writer::{JsonArray, JsonFormat, LineDelimited, WriterBuilder};
 use datafusion::parquet::arrow::ArrowWriter;
 use futures::{Stream, StreamExt};
 
@@ -142,14 +142,7 @@ impl Encoder {
                 if batch.num_rows() == 0 {
                     return Ok(Vec::new());
                 }
-                let mut out = Vec::new();
-                {
-                    let mut writer = WriterBuilder::new()
-                        .with_explicit_nulls(true)
-                        .build::<_, JsonArray>(&mut out);
-                    writer.write(batch).map_err(encoding_error)?;
-                    writer.finish().map_err(encoding_error)?;
-                }
+                let out = json_rows::<JsonArray>(batch)?;
                 // The writer frames each batch as its own array: keep only the rows.
                 let inner = out
                     .strip_prefix(b"[")
@@ -163,17 +156,7 @@ impl Encoder {
                 *first = false;
                 Ok(rows)
             }
-            Encoder::NdJson => {
-                let mut out = Vec::new();
-                {
-                    let mut writer = WriterBuilder::new()
-                        .with_explicit_nulls(true)
-                        .build::<_, LineDelimited>(&mut out);
-                    writer.write(batch).map_err(encoding_error)?;
-                    writer.finish().map_err(encoding_error)?;
-                }
-                Ok(out)
-            }
+            Encoder::NdJson => json_rows::<LineDelimited>(batch),
             Encoder::Csv { header, .. } => {
                 let mut out = Vec::new();
                 {
@@ -227,6 +210,18 @@ impl Encoder {
             }
         }
     }
+}
+
+/// One batch as JSON in the given framing, with nulls written out.
+fn json_rows<F: JsonFormat>(batch: &RecordBatch) -> Result<Vec<u8>, QueryError> {
+    let mut out = Vec::new();
+    let mut writer = WriterBuilder::new()
+        .with_explicit_nulls(true)
+        .build::<_, F>(&mut out);
+    writer.write(batch).map_err(encoding_error)?;
+    writer.finish().map_err(encoding_error)?;
+    drop(writer);
+    Ok(out)
 }
 
 /// Encodes a batch stream as bytes. A failure mid-stream ends the byte stream with an error,

@@ -46,14 +46,13 @@ impl QueryError {
     }
 
     /// Sorts a DataFusion error into what the caller did wrong and what the hub did.
-    pub fn from_datafusion(err: DataFusionError, sql: &str) -> Self {
+    pub fn from_datafusion(err: DataFusionError) -> Self {
         let position = err
             .diagnostic()
             .and_then(|d| d.span)
             .filter(|span| span.start.line > 0)
             .map(|span| (span.start.line, span.start.column));
         let message = err.strip_backtrace();
-        let _ = sql;
         match err.find_root() {
             DataFusionError::ResourcesExhausted(_) => QueryError::MemoryLimit(format!(
                 "the query needs more memory than its limit (query.memory_limit_bytes): {message}"

@@ -18,7 +18,7 @@ const ALLOWED_TABLE_FUNCTIONS: &[&str] = &["generate_series", "range", "unnest"]
 /// Parses `sql` and checks that it is a single read-only statement.
 pub fn check(sql: &str) -> Result<DFStatement, QueryError> {
     let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
-        .map_err(|err| QueryError::from_datafusion(err, sql))?;
+        .map_err(QueryError::from_datafusion)?;
     if statements.len() != 1 {
         return Err(QueryError::Forbidden(format!(
             "send exactly one SQL statement per request (this request has {})",

@@ -141,7 +141,7 @@ impl QueryEngine {
                 self.store_url.clone(),
             )
             .await
-            .map_err(|err| QueryError::from_datafusion(err, sql))?,
+            .map_err(QueryError::from_datafusion)?,
         );
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         catalogs.register_catalog(CATALOG_NAME.to_string(), view.catalog_provider());
@@ -159,7 +159,7 @@ impl QueryEngine {
         let plan = state
             .statement_to_plan(statement)
             .await
-            .map_err(|err| QueryError::from_datafusion(err, sql))?;
+            .map_err(QueryError::from_datafusion)?;
         SQLOptions::new()
             .with_allow_ddl(false)
             .with_allow_dml(false)
@@ -170,18 +170,17 @@ impl QueryEngine {
             plan
         } else {
             plan.with_param_values(ParamValues::from(params))
-                .map_err(|err| QueryError::from_datafusion(err, sql))?
+                .map_err(QueryError::from_datafusion)?
         };
         let frame = DataFrame::new(state, plan);
         let stream = frame
             .execute_stream()
             .await
-            .map_err(|err| QueryError::from_datafusion(err, sql))?;
+            .map_err(QueryError::from_datafusion)?;
         let schema = stream.schema();
         let deadline = Duration::from_secs(self.config.timeout_secs);
-        let sql = sql.to_string();
         let batches = WithDeadline::new(stream, deadline, Running::start(&self.running))
-            .map(move |batch| batch.map_err(|err| QueryError::from_datafusion(err, &sql)));
+            .map(move |batch| batch.map_err(QueryError::from_datafusion));
         Ok(QueryResult {
             schema,
             batches: Box::pin(batches),
