@@ -190,6 +190,7 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
                         department,
                         role,
                         expires_at,
+                        rate_limit_per_second: None,
                     },
                     &token.hash,
                 )

@@ -45,6 +45,7 @@ impl Hub {
                     department: "admin".into(),
                     role: Role::Admin,
                     expires_at: None,
+                    rate_limit_per_second: None,
                 },
                 &token.hash,
             )

@@ -28,6 +28,11 @@ pub enum CatalogError {
     )]
     IdempotencyMismatch { key: String },
 
+    /// The thing exists but is not in a state that allows the change (a request already
+    /// decided, a grant already revoked).
+    #[error("{0}")]
+    WrongState(String),
+
     /// The underlying database failed; not the caller's fault.
     #[error("catalog storage failed: {0}")]
     Storage(String),

@@ -6,6 +6,7 @@
 //! - [`store`]: the [`CatalogStore`] trait, the only way the rest of the hub reads or
 //!   changes metadata.
 //! - [`sqlite`]: the embedded implementation (numbered migrations in `migrations/`).
+//! - [`sharing`]: share requests, grants, who may read what, and audit events.
 //! - [`token`]: bearer tokens, stored only as hashes.
 //!
 //! The catalog knows nothing of DataFusion, Parquet or HTTP: it records which files make up
@@ -14,6 +15,7 @@
 pub mod error;
 pub mod model;
 pub mod region;
+pub mod sharing;
 pub mod sqlite;
 pub mod store;
 pub mod token;
@@ -22,6 +24,7 @@ use std::sync::Arc;
 
 pub use error::{CatalogError, Result};
 pub use model::*;
+pub use sharing::{Access, AuditEntry, AuditEvent, AuditFilter, Grant, ShareRequest, ShareStatus};
 pub use sqlite::SqliteStore;
 pub use store::CatalogStore;
 
@@ -36,3 +39,5 @@ pub fn open(config: &cityhub_config::Config) -> Result<Catalog> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_sharing;

@@ -114,6 +114,8 @@ pub struct Principal {
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,
     pub revoked_at: Option<DateTime<Utc>>,
+    /// This token's own request rate limit; `None` uses the configured default.
+    pub rate_limit_per_second: Option<u32>,
 }
 
 impl Principal {
@@ -143,6 +145,7 @@ pub struct NewPrincipal {
     pub department: String,
     pub role: Role,
     pub expires_at: Option<DateTime<Utc>>,
+    pub rate_limit_per_second: Option<u32>,
 }
 
 /// `department.table`, both parts lowercase identifiers.

@@ -21,10 +21,20 @@ use crate::model::{
     NewDataset, NewPrincipal, Operation, Principal, SchemaVersion, Snapshot, validate_columns,
     validate_department_code,
 };
+use crate::sharing::{
+    AuditEntry, AuditEvent, AuditFilter, Decision, Grant, NewShareRequest, ShareRequest,
+    ShareStatus,
+};
 use crate::store::CatalogStore;
 
+#[path = "sqlite_sharing.rs"]
+mod sharing_sql;
+
 /// Numbered migrations; the database's `user_version` is the last one applied.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../migrations/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../migrations/0001_init.sql")),
+    (2, include_str!("../migrations/0002_sharing_audit.sql")),
+];
 
 const READERS: usize = 4;
 
@@ -148,15 +158,15 @@ fn migrate(conn: &Connection) -> Result<()> {
 
 /// Now, at the microsecond precision the catalog stores, so that a value returned from a
 /// write equals the same value read back.
-fn now() -> DateTime<Utc> {
+pub(crate) fn now() -> DateTime<Utc> {
     Utc::now().trunc_subsecs(6)
 }
 
-fn time_text(time: DateTime<Utc>) -> String {
+pub(crate) fn time_text(time: DateTime<Utc>) -> String {
     time.to_rfc3339_opts(SecondsFormat::Micros, true)
 }
 
-fn parse_time(text: String) -> rusqlite::Result<DateTime<Utc>> {
+pub(crate) fn parse_time(text: String) -> rusqlite::Result<DateTime<Utc>> {
     DateTime::parse_from_rfc3339(&text)
         .map(|t| t.with_timezone(&Utc))
         .map_err(|err| {
@@ -164,11 +174,11 @@ fn parse_time(text: String) -> rusqlite::Result<DateTime<Utc>> {
         })
 }
 
-fn parse_optional_time(text: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
+pub(crate) fn parse_optional_time(text: Option<String>) -> rusqlite::Result<Option<DateTime<Utc>>> {
     text.map(parse_time).transpose()
 }
 
-fn parse_text<T: std::str::FromStr>(text: String) -> rusqlite::Result<T>
+pub(crate) fn parse_text<T: std::str::FromStr>(text: String) -> rusqlite::Result<T>
 where
     T::Err: std::error::Error + Send + Sync + 'static,
 {
@@ -177,7 +187,7 @@ where
     })
 }
 
-fn parse_json<T: serde::de::DeserializeOwned>(text: String) -> rusqlite::Result<T> {
+pub(crate) fn parse_json<T: serde::de::DeserializeOwned>(text: String) -> rusqlite::Result<T> {
     serde_json::from_str(&text).map_err(|err| {
         rusqlite::Error::FromSqlConversionFailure(0, rusqlite::types::Type::Text, Box::new(err))
     })
@@ -191,9 +201,10 @@ fn department_from_row(row: &Row<'_>) -> rusqlite::Result<Department> {
     })
 }
 
-const PRINCIPAL_COLUMNS: &str = "id, name, department, role, created_at, expires_at, revoked_at";
+pub(crate) const PRINCIPAL_COLUMNS: &str =
+    "id, name, department, role, created_at, expires_at, revoked_at, rate_limit_per_second";
 
-fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Principal> {
+pub(crate) fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Principal> {
     Ok(Principal {
         id: row.get(0)?,
         name: row.get(1)?,
@@ -202,6 +213,7 @@ fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Principal> {
         created_at: parse_time(row.get(4)?)?,
         expires_at: parse_optional_time(row.get(5)?)?,
         revoked_at: parse_optional_time(row.get(6)?)?,
+        rate_limit_per_second: row.get(7)?,
     })
 }
 
@@ -358,15 +370,16 @@ impl CatalogStore for SqliteStore {
             }
             let created_at = now();
             conn.execute(
-                "INSERT INTO principals (name, department, role, token_hash, created_at, expires_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                "INSERT INTO principals (name, department, role, token_hash, created_at, \
+                 expires_at, rate_limit_per_second) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
                 params![
                     new.name,
                     new.department,
                     new.role.as_str(),
                     token_hash,
                     time_text(created_at),
-                    new.expires_at.map(time_text)
+                    new.expires_at.map(time_text),
+                    new.rate_limit_per_second
                 ],
             )?;
             Ok(Principal {
@@ -377,6 +390,7 @@ impl CatalogStore for SqliteStore {
                 created_at,
                 expires_at: new.expires_at,
                 revoked_at: None,
+                rate_limit_per_second: new.rate_limit_per_second,
             })
         })
         .await
@@ -602,6 +616,80 @@ impl CatalogStore for SqliteStore {
     ) -> Result<Option<IdempotencyRecord>> {
         let key = key.to_string();
         self.read(move |conn| Ok(load_idempotency(conn, dataset_id, &key)?))
+            .await
+    }
+
+    async fn list_principals(&self) -> Result<Vec<Principal>> {
+        self.read(sharing_sql::list_principals).await
+    }
+
+    async fn revoke_principal(&self, id: i64) -> Result<Principal> {
+        self.write(move |conn| sharing_sql::revoke_principal(conn, id))
+            .await
+    }
+
+    async fn create_share_request(&self, new: NewShareRequest) -> Result<ShareRequest> {
+        self.write(move |conn| sharing_sql::create_share_request(conn, new))
+            .await
+    }
+
+    async fn share_request(&self, id: i64) -> Result<Option<ShareRequest>> {
+        self.read(move |conn| sharing_sql::share_request(conn, id))
+            .await
+    }
+
+    async fn list_share_requests(
+        &self,
+        department: Option<&str>,
+        status: Option<ShareStatus>,
+    ) -> Result<Vec<ShareRequest>> {
+        let department = department.map(str::to_string);
+        self.read(move |conn| sharing_sql::list_share_requests(conn, department.as_deref(), status))
+            .await
+    }
+
+    async fn decide_share_request(
+        &self,
+        decision: Decision,
+    ) -> Result<(ShareRequest, Option<Grant>)> {
+        self.write(move |conn| sharing_sql::decide_share_request(conn, decision))
+            .await
+    }
+
+    async fn grants_held_by(&self, department: Option<&str>) -> Result<Vec<Grant>> {
+        let department = department.map(str::to_string);
+        self.read(move |conn| sharing_sql::grants_held_by(conn, department.as_deref()))
+            .await
+    }
+
+    async fn grants_given_by(&self, owner: &str) -> Result<Vec<Grant>> {
+        let owner = owner.to_string();
+        self.read(move |conn| sharing_sql::grants_given_by(conn, &owner))
+            .await
+    }
+
+    async fn grant(&self, id: i64) -> Result<Option<Grant>> {
+        self.read(move |conn| sharing_sql::grant(conn, id)).await
+    }
+
+    async fn revoke_grant(&self, id: i64, by: i64, reason: &str) -> Result<Grant> {
+        let reason = reason.to_string();
+        self.write(move |conn| sharing_sql::revoke_grant(conn, id, by, &reason))
+            .await
+    }
+
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<()> {
+        self.write(move |conn| sharing_sql::append_audit(conn, &events))
+            .await
+    }
+
+    async fn audit_entries(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>> {
+        self.read(move |conn| sharing_sql::audit_entries(conn, &filter))
+            .await
+    }
+
+    async fn purge_audit(&self, cutoff: DateTime<Utc>, purge: AuditEvent) -> Result<u64> {
+        self.write(move |conn| sharing_sql::purge_audit(conn, cutoff, purge))
             .await
     }
 }

@@ -10,6 +10,10 @@ use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
     NewDataset, NewPrincipal, Principal, SchemaVersion, Snapshot,
 };
+use crate::sharing::{
+    AuditEntry, AuditEvent, AuditFilter, Decision, Grant, NewShareRequest, ShareRequest,
+    ShareStatus,
+};
 
 /// The catalog's storage. All methods are transactional on their own.
 #[async_trait]
@@ -53,4 +57,44 @@ pub trait CatalogStore: Send + Sync + 'static {
         dataset_id: i64,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>>;
+
+    /// Every principal, newest first (tokens are never returned, only their metadata).
+    async fn list_principals(&self) -> Result<Vec<Principal>>;
+    /// Revokes a principal's token at once; `WrongState` if it already is.
+    async fn revoke_principal(&self, id: i64) -> Result<Principal>;
+
+    /// Files a share request; `answer_due_at` is computed by the caller from its settings.
+    async fn create_share_request(&self, new: NewShareRequest) -> Result<ShareRequest>;
+    async fn share_request(&self, id: i64) -> Result<Option<ShareRequest>>;
+    /// Requests made by or addressed to `department` (all when `None`), newest first.
+    async fn list_share_requests(
+        &self,
+        department: Option<&str>,
+        status: Option<ShareStatus>,
+    ) -> Result<Vec<ShareRequest>>;
+    /// Approves (creating the grant) or rejects a pending request in one transaction;
+    /// `WrongState` if it was already decided.
+    async fn decide_share_request(
+        &self,
+        decision: Decision,
+    ) -> Result<(ShareRequest, Option<Grant>)>;
+
+    /// Grants held by `department` (all when `None`), including lapsed ones.
+    async fn grants_held_by(&self, department: Option<&str>) -> Result<Vec<Grant>>;
+    /// Grants given on datasets owned by `owner`.
+    async fn grants_given_by(&self, owner: &str) -> Result<Vec<Grant>>;
+    async fn grant(&self, id: i64) -> Result<Option<Grant>>;
+    /// Revokes a grant at once; `WrongState` if it already is.
+    async fn revoke_grant(&self, id: i64, by: i64, reason: &str) -> Result<Grant>;
+
+    /// Appends entries to the audit log, all in one transaction.
+    async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<()>;
+    async fn audit_entries(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>>;
+    /// Deletes entries older than `cutoff` and records the purge (as `purge`, with the
+    /// count) in the same transaction. Returns how many were deleted.
+    async fn purge_audit(
+        &self,
+        cutoff: chrono::DateTime<chrono::Utc>,
+        purge: AuditEvent,
+    ) -> Result<u64>;
 }

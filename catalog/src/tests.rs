@@ -100,6 +100,7 @@ async fn principals_are_found_by_token_hash_only() {
                 department: "admin".into(),
                 role: Role::Admin,
                 expires_at: None,
+                rate_limit_per_second: None,
             },
             &token.hash,
         )
@@ -126,6 +127,7 @@ async fn principals_are_found_by_token_hash_only() {
                 department: "nosuch".into(),
                 role: Role::Analyst,
                 expires_at: None,
+                rate_limit_per_second: None,
             },
             "hash",
         )
