@@ -259,9 +259,18 @@ fn unconditional_datasets_are_read_masked_and_none_datasets_are_hidden() {
 #[test]
 fn deadlines_count_working_days() {
     // Friday 2026-11-27 + 1 working day = Monday 2026-11-30; + 5 = Friday 2026-12-04.
-    let friday = Utc.with_ymd_and_hms(2026, 11, 27, 9, 0, 0).unwrap();
-    let monday = Utc.with_ymd_and_hms(2026, 11, 30, 9, 0, 0).unwrap();
-    let next_friday = Utc.with_ymd_and_hms(2026, 12, 4, 9, 0, 0).unwrap();
+    let friday = Utc
+        .with_ymd_and_hms(2026, 11, 27, 9, 0, 0)
+        .single()
+        .expect("date");
+    let monday = Utc
+        .with_ymd_and_hms(2026, 11, 30, 9, 0, 0)
+        .single()
+        .expect("date");
+    let next_friday = Utc
+        .with_ymd_and_hms(2026, 12, 4, 9, 0, 0)
+        .single()
+        .expect("date");
     assert_eq!(sharing::working_days_after(friday, 1), monday);
     assert_eq!(sharing::working_days_after(friday, 5), next_friday);
     assert_eq!(sharing::working_days_after(friday, 0), friday);
@@ -289,15 +298,25 @@ async fn the_audit_log_is_append_only_and_purged_only_with_a_record() {
     // Nobody can change or delete entries through the database either.
     let conn = rusqlite::Connection::open(dir.path().join("catalog.db")).expect("open");
     let update = conn.execute("UPDATE audit_log SET outcome = 'forged'", []);
-    assert!(update.unwrap_err().to_string().contains("append-only"));
+    assert!(
+        update
+            .expect_err("must fail")
+            .to_string()
+            .contains("append-only")
+    );
     let delete = conn.execute("DELETE FROM audit_log", []);
-    assert!(delete.unwrap_err().to_string().contains("retention"));
+    assert!(
+        delete
+            .expect_err("must fail")
+            .to_string()
+            .contains("retention")
+    );
     let rewind = conn.execute("UPDATE audit_retention SET cutoff = '9999'", []);
     assert!(rewind.is_ok(), "moving the cutoff forward is allowed");
     let rewind = conn.execute("UPDATE audit_retention SET cutoff = '0000'", []);
     assert!(
         rewind
-            .unwrap_err()
+            .expect_err("must fail")
             .to_string()
             .contains("only moves forward")
     );
@@ -401,18 +420,22 @@ fn requests_may_only_name_known_columns_and_unmask_sensitive_ones() {
     assert!(check(Some(&["id", "phone"]), &["phone"]).is_ok());
     assert!(
         check(Some(&["nope"]), &[])
-            .unwrap_err()
+            .expect_err("must fail")
             .starts_with("columns[0]")
     );
     assert!(
         check(None, &["id"])
-            .unwrap_err()
+            .expect_err("must fail")
             .contains("no sensitivity tag")
     );
     assert!(
         check(Some(&["id"]), &["phone"])
-            .unwrap_err()
+            .expect_err("must fail")
             .contains("not among")
     );
-    assert!(check(Some(&[]), &[]).unwrap_err().starts_with("columns"));
+    assert!(
+        check(Some(&[]), &[])
+            .expect_err("must fail")
+            .starts_with("columns")
+    );
 }
