@@ -59,6 +59,13 @@ impl FromRequestParts<AppState> for Caller {
         {
             return Err(ApiError::unauthorized("the token has expired"));
         }
+        if let Err(wait) = state
+            .limiter
+            .check(principal.id, principal.rate_limit_per_second)
+        {
+            metrics::counter!("cityhub_rate_limited_total").increment(1);
+            return Err(ApiError::too_many_requests(wait));
+        }
         Ok(Caller(principal))
     }
 }

@@ -29,15 +29,7 @@ pub async fn run(
 /// files anyway).
 async fn local(config: Config, sql: &str, format: &str) -> anyhow::Result<()> {
     let state = AppState::open(config)?;
-    let operator = Principal {
-        id: 0,
-        name: "local operator".into(),
-        department: ADMIN_DEPARTMENT.into(),
-        role: Role::Admin,
-        created_at: chrono::Utc::now(),
-        expires_at: None,
-        revoked_at: None,
-    };
+    let operator = local_operator();
     let result = state
         .query
         .execute(&operator, sql, &[])
@@ -48,7 +40,24 @@ async fn local(config: Config, sql: &str, format: &str) -> anyhow::Result<()> {
     while let Some(batch) = stream.next().await {
         batches.push(batch.map_err(|err| anyhow::anyhow!("{err}"))?);
     }
+    // The query's audit entry is written when its stream ends; store it before exiting.
+    drop(stream);
+    state.audit.flush().await;
     print_batches(&result.schema, &batches, format)
+}
+
+/// Whoever runs the CLI on the data folder: an admin, recorded as such in the audit log.
+pub fn local_operator() -> Principal {
+    Principal {
+        id: 0,
+        name: "local operator".into(),
+        department: ADMIN_DEPARTMENT.into(),
+        role: Role::Admin,
+        created_at: chrono::Utc::now(),
+        expires_at: None,
+        revoked_at: None,
+        rate_limit_per_second: None,
+    }
 }
 
 async fn remote(server: &str, token: &str, sql: &str, format: &str) -> anyhow::Result<()> {

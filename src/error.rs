@@ -19,6 +19,8 @@ pub struct ApiError {
     pub message: String,
     /// Extra top-level fields (the push answer of a 422).
     pub extra: Option<Value>,
+    /// Seconds a client should wait before retrying (429).
+    pub retry_after_secs: Option<u64>,
 }
 
 impl ApiError {
@@ -28,7 +30,22 @@ impl ApiError {
             code,
             message: message.into(),
             extra: None,
+            retry_after_secs: None,
         }
+    }
+
+    pub fn too_many_requests(wait: std::time::Duration) -> Self {
+        let seconds = wait.as_secs_f64().ceil().max(1.0) as u64;
+        let mut error = Self::new(
+            StatusCode::TOO_MANY_REQUESTS,
+            "rate_limited",
+            format!(
+                "this token is over its request rate (server.rate_limit_per_second); retry in \
+                 {seconds} s"
+            ),
+        );
+        error.retry_after_secs = Some(seconds);
+        error
     }
 
     pub fn bad_request(message: impl Into<String>) -> Self {
@@ -50,6 +67,10 @@ impl ApiError {
     pub fn internal(message: impl Into<String>) -> Self {
         Self::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
     }
+
+    pub fn internal_from(err: impl std::fmt::Display) -> Self {
+        Self::internal(err.to_string())
+    }
 }
 
 impl IntoResponse for ApiError {
@@ -62,6 +83,11 @@ impl IntoResponse for ApiError {
             object.extend(extra);
         }
         let mut response = (self.status, Json(body)).into_response();
+        if let Some(seconds) = self.retry_after_secs {
+            response
+                .headers_mut()
+                .insert(header::RETRY_AFTER, HeaderValue::from(seconds));
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             response.headers_mut().insert(
                 header::WWW_AUTHENTICATE,
@@ -89,6 +115,7 @@ impl From<CatalogError> for ApiError {
             CatalogError::IdempotencyMismatch { .. } => {
                 Self::new(StatusCode::CONFLICT, "idempotency_key_reused", message)
             }
+            CatalogError::WrongState(_) => Self::new(StatusCode::CONFLICT, "wrong_state", message),
             CatalogError::Storage(_) => Self::internal(message),
         }
     }

@@ -10,8 +10,10 @@
 pub mod auth;
 pub mod demo;
 pub mod error;
+pub mod ratelimit;
 pub mod routes;
 pub mod server;
+pub mod sharing;
 pub mod sql;
 pub mod state;
 pub mod telemetry;

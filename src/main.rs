@@ -7,7 +7,7 @@ use std::time::Instant;
 use anyhow::Context;
 use cityhub::{AppState, demo, server, telemetry};
 use cityhub_catalog::token::Token;
-use cityhub_catalog::{DatasetName, NewPrincipal, Role};
+use cityhub_catalog::{AuditEvent, DatasetName, NewPrincipal, Role};
 use cityhub_config::{Config, Loaded};
 use cityhub_ingest::IngestError;
 use cityhub_ingest::import::ImportProgress;
@@ -165,7 +165,10 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&config.server.bind)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.server.bind))?;
-            server::run(listener, state, server::shutdown_signal()).await?;
+            let purger = tokio::spawn(purge_audit_daily(state.clone()));
+            server::run(listener, state.clone(), server::shutdown_signal()).await?;
+            purger.abort();
+            state.audit.flush().await;
             Ok(())
         }
         Command::Token {
@@ -183,7 +186,7 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
             let token = Token::generate();
             let expires_at = expires_in_days
                 .map(|days| chrono::Utc::now() + chrono::Duration::days(i64::from(days)));
-            catalog
+            let principal = catalog
                 .create_principal(
                     NewPrincipal {
                         name: name.unwrap_or_else(|| format!("{department}-{role}")),
@@ -194,6 +197,18 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
                     },
                     &token.hash,
                 )
+                .await?;
+            let operator = cli_sql::local_operator();
+            catalog
+                .append_audit(vec![
+                    AuditEvent::by(&operator, "token_create", "ok").detail(serde_json::json!({
+                        "token_id": principal.id,
+                        "name": principal.name,
+                        "department": principal.department,
+                        "role": principal.role,
+                        "via": "cli",
+                    })),
+                ])
                 .await?;
             println!("{}", token.plaintext);
             Ok(())
@@ -214,6 +229,17 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
         } => {
             telemetry::init_logging(&config.log.level, &config.log.format);
             import(config, &dataset, &file, create).await
+        }
+    }
+}
+
+/// Deletes audit entries past `audit.retention_days` once at start and then daily.
+async fn purge_audit_daily(state: AppState) {
+    let mut every_day = tokio::time::interval(std::time::Duration::from_secs(24 * 3600));
+    loop {
+        every_day.tick().await;
+        if let Err(err) = cityhub::sharing::purge_expired_audit(&state).await {
+            tracing::error!(error = %err, "Could not purge expired audit entries; will retry tomorrow.");
         }
     }
 }
@@ -248,6 +274,17 @@ async fn import(
         .import_file(&name, file, create, progress)
         .await;
     bar.finish_and_clear();
+    let event = match &result {
+        Ok(outcome) => AuditEvent::by(&cli_sql::local_operator(), "import", "ok").detail(
+            serde_json::json!({"rows": outcome.rows, "snapshot_id": outcome.snapshot_id,
+                "file": file.display().to_string(), "created": outcome.created}),
+        ),
+        Err(err) => AuditEvent::by(&cli_sql::local_operator(), "import", "failed").detail(
+            serde_json::json!({"error": err.to_string(), "file": file.display().to_string()}),
+        ),
+    };
+    state.audit.record(event.dataset(name.to_string()));
+    state.audit.flush().await;
     match result {
         Ok(outcome) => {
             let seconds = started.elapsed().as_secs_f64();

@@ -6,15 +6,17 @@ use axum::extract::rejection::JsonRejection;
 use axum::extract::{DefaultBodyLimit, FromRequest, Path, Query, Request, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use axum::routing::{get, post};
+use axum::routing::{delete, get, post};
 use axum::{Json, Router};
-use cityhub_catalog::{Dataset, DatasetName, NewDataset, Role};
+use cityhub_catalog::sharing::access;
+use cityhub_catalog::{AuditEvent, Dataset, DatasetName, NewDataset, Role};
 use cityhub_ingest::{Format, IngestError, PushRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
+use crate::sharing;
 use crate::state::AppState;
 use crate::telemetry;
 
@@ -34,6 +36,19 @@ pub fn router(state: AppState) -> Router {
             post(push_rows).layer(DefaultBodyLimit::disable()),
         )
         .route("/sql", post(crate::sql::run_sql))
+        .route("/datasets/{name}/share-requests", post(sharing::apply))
+        .route("/share-requests", get(sharing::list_requests))
+        .route("/share-requests/{id}", get(sharing::get_request))
+        .route("/share-requests/{id}/approve", post(sharing::approve))
+        .route("/share-requests/{id}/reject", post(sharing::reject))
+        .route("/grants", get(sharing::list_grants))
+        .route("/grants/{id}/revoke", post(sharing::revoke_grant))
+        .route(
+            "/tokens",
+            get(sharing::list_tokens).post(sharing::create_token),
+        )
+        .route("/tokens/{id}", delete(sharing::revoke_token))
+        .route("/audit", get(sharing::read_audit))
         .fallback(api_not_found);
     Router::new()
         .route("/healthz", get(healthz))
@@ -85,6 +100,7 @@ async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 async fn metrics(State(state): State<AppState>) -> Response {
+    sharing::update_share_gauges(&state).await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
         state.metrics.render(),
@@ -116,6 +132,10 @@ async fn create_department(
         .catalog
         .create_department(&body.code, &body.name)
         .await?;
+    state.audit.record(
+        AuditEvent::by(&caller.0, "department_create", "ok")
+            .detail(json!({"code": department.code, "name": department.name})),
+    );
     tracing::info!(code = %department.code, by = %caller.0.name, "Created a department.");
     Ok((StatusCode::CREATED, Json(department)).into_response())
 }
@@ -131,7 +151,7 @@ async fn list_departments(
 // Datasets
 
 /// Looks a dataset up for a caller; invisible datasets answer exactly like missing ones.
-async fn visible_dataset(
+pub(crate) async fn visible_dataset(
     state: &AppState,
     caller: &Caller,
     name: &str,
@@ -157,21 +177,37 @@ async fn create_dataset(
         )));
     }
     let dataset = state.catalog.create_dataset(new).await?;
+    state.audit.record(
+        AuditEvent::by(&caller.0, "dataset_create", "ok")
+            .dataset(dataset.name.to_string())
+            .detail(json!({"sharing": dataset.sharing, "classification": dataset.classification})),
+    );
     tracing::info!(dataset = %dataset.name, by = %caller.0.name, "Registered a dataset.");
     Ok((StatusCode::CREATED, Json(dataset)).into_response())
 }
 
+/// The shared catalogue: every dataset the caller may know of, each with `access`: `owner`
+/// (yours, or you are an admin), `read` (unconditional: masked), `granted` (through an
+/// active grant) or `apply` (conditional: apply with a share request).
 async fn list_datasets(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let datasets: Vec<Dataset> = state
+    let grants = state
         .catalog
-        .list_datasets()
-        .await?
-        .into_iter()
-        .filter(|dataset| caller.0.may_see(dataset))
-        .collect();
+        .grants_held_by(Some(&caller.0.department))
+        .await?;
+    let now = chrono::Utc::now();
+    let mut datasets = Vec::new();
+    for dataset in state.catalog.list_datasets().await? {
+        let how = access(&caller.0, &dataset, &grants, now);
+        if !caller.0.may_see(&dataset) {
+            continue;
+        }
+        let mut value = serde_json::to_value(&dataset).map_err(ApiError::internal_from)?;
+        value["access"] = how.label().into();
+        datasets.push(value);
+    }
     Ok(Json(datasets).into_response())
 }
 
@@ -237,15 +273,43 @@ async fn push_rows(
     // between the file write and the commit (the commit either happens or it does not).
     let ingest = state.ingest.clone();
     let principal = caller.0.clone();
-    let outcome = tokio::spawn(async move { ingest.push(&principal, &name, request).await })
+    let dataset = name.clone();
+    let result = tokio::spawn(async move { ingest.push(&principal, &dataset, request).await })
         .await
-        .map_err(|err| ApiError::internal(format!("the push task failed: {err}")))??;
+        .map_err(|err| ApiError::internal(format!("the push task failed: {err}")))?;
+    audit_push(&state, &caller, &name, &result);
+    let outcome = result?;
     let status = if outcome.replayed {
         StatusCode::OK
     } else {
         StatusCode::CREATED
     };
     Ok((status, Json(outcome)).into_response())
+}
+
+/// Records a push in the audit log: what was committed, or why nothing was.
+fn audit_push(
+    state: &AppState,
+    caller: &Caller,
+    dataset: &str,
+    result: &Result<cityhub_ingest::PushOutcome, IngestError>,
+) {
+    let event = match result {
+        Ok(outcome) => AuditEvent::by(&caller.0, "push", "ok").detail(json!({
+            "rows_accepted": outcome.rows_accepted,
+            "rows_rejected": outcome.rows_rejected,
+            "snapshot_id": outcome.snapshot_id,
+            "replayed": outcome.replayed,
+        })),
+        Err(err) => {
+            let outcome = match err {
+                IngestError::Forbidden(_) | IngestError::DatasetNotFound(_) => "refused",
+                _ => "failed",
+            };
+            AuditEvent::by(&caller.0, "push", outcome).detail(json!({"error": err.to_string()}))
+        }
+    };
+    state.audit.record(event.dataset(dataset));
 }
 
 /// Reads a request body up to `limit` bytes, answering 413 beyond it.

@@ -2,12 +2,13 @@
 
 use std::sync::Arc;
 
-use cityhub_catalog::Catalog;
+use cityhub_catalog::{AuditLog, Catalog};
 use cityhub_config::Config;
 use cityhub_ingest::{Ingest, Storage};
 use cityhub_query::QueryEngine;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::ratelimit::RateLimiter;
 use crate::telemetry;
 
 /// Shared state of a running hub.
@@ -18,14 +19,28 @@ pub struct AppState {
     pub ingest: Ingest,
     pub query: QueryEngine,
     pub metrics: PrometheusHandle,
+    /// Where every query, push, share decision and token change is recorded.
+    pub audit: AuditLog,
+    pub limiter: Arc<RateLimiter>,
 }
 
 impl AppState {
-    /// Opens the catalog and the object store the configuration names.
+    /// Opens the catalog and the object store the configuration names, and starts the
+    /// audit writer (so it must run inside a tokio runtime).
     pub fn open(config: Config) -> anyhow::Result<Self> {
         let catalog = cityhub_catalog::open(&config)?;
         let storage = Storage::open(&config.storage_url())?;
-        let query = QueryEngine::new(catalog.clone(), storage.store(), config.query.clone())?;
+        let audit = AuditLog::start(catalog.clone());
+        let query = QueryEngine::new(
+            catalog.clone(),
+            storage.store(),
+            config.query.clone(),
+            audit.clone(),
+        )?;
+        let limiter = Arc::new(RateLimiter::new(
+            config.server.rate_limit_per_second,
+            config.server.rate_limit_burst,
+        ));
         let ingest = Ingest::new(catalog.clone(), storage, config.ingest.clone());
         Ok(Self {
             config: Arc::new(config),
@@ -33,6 +48,8 @@ impl AppState {
             ingest,
             query,
             metrics: telemetry::metrics_handle(),
+            audit,
+            limiter,
         })
     }
 }

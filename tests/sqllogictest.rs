@@ -13,7 +13,9 @@ use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
 use cityhub::AppState;
-use cityhub_catalog::{Principal, Role};
+use cityhub_catalog::sharing::{Decision, NewShareRequest};
+use cityhub_catalog::token::Token;
+use cityhub_catalog::{DatasetName, NewPrincipal, Principal, Role};
 use cityhub_ingest::{Format, PushRequest};
 use futures::StreamExt;
 use serde_json::json;
@@ -122,6 +124,7 @@ async fn fixture(state: &AppState) {
         ("gongan", "公安局"),
         ("jiaotong", "交通局"),
         ("zhili", "社会治理中心"),
+        ("minzheng", "民政局"),
     ] {
         state
             .catalog
@@ -144,6 +147,19 @@ async fn fixture(state: &AppState) {
             {"name": "id", "type": "int64", "nullable": false},
             {"name": "region_code", "type": "string"},
             {"name": "category", "type": "string"}]}),
+        json!({"name": "gongan.residents", "sharing": "conditional", "columns": [
+            {"name": "id", "type": "int64", "nullable": false},
+            {"name": "name", "type": "string", "sensitivity": "person_name"},
+            {"name": "id_card", "type": "string", "sensitivity": "id_card"},
+            {"name": "phone", "type": "string", "sensitivity": "phone"},
+            {"name": "address", "type": "string", "sensitivity": "address"},
+            {"name": "plate", "type": "string", "sensitivity": "plate_no"},
+            {"name": "photo", "type": "string", "sensitivity": "face_image"},
+            {"name": "region_code", "type": "string"},
+            {"name": "age", "type": "int32"}]}),
+        json!({"name": "gongan.informants", "sharing": "none", "columns": [
+            {"name": "id", "type": "int64", "nullable": false},
+            {"name": "alias", "type": "string"}]}),
         json!({"name": "zhili.events", "sharing": "unconditional", "columns": [
             {"name": "id", "type": "int64", "nullable": false},
             {"name": "region_code", "type": "string"},
@@ -153,7 +169,21 @@ async fn fixture(state: &AppState) {
         let new = serde_json::from_value(spec).expect("dataset spec");
         state.catalog.create_dataset(new).await.expect("dataset");
     }
-    let pushes: [(&str, &str); 7] = [
+    let pushes: [(&str, &str); 9] = [
+        (
+            "gongan.residents",
+            concat!(
+                r#"{"id":1,"name":"张小明","id_card":"51102519900101123X","phone":"18012341999","address":"四川省内江市市中区玉溪路12号","plate":"川K12345","photo":"https://img.example/1.jpg","region_code":"511002","age":36}"#,
+                "\n",
+                r#"{"id":2,"name":"欧阳娜娜","id_card":"511028198505052222","phone":"13900002222","address":"内江市隆昌市金鹅街道古湖路8号","plate":"川K88888","photo":"https://img.example/2.jpg","region_code":"511083","age":41}"#,
+                "\n",
+                r#"{"id":3,"name":"李四","id_card":"511011200001013333","phone":"13700003333","address":"内江市东兴区汉渝大道1号","plate":"川KA1234","region_code":"511011","age":26}"#,
+                "\n",
+                r#"{"id":4,"name":"王五","id_card":"511024197003034444","address":"内江市威远县严陵镇建设路3号","region_code":"511024","age":56}"#,
+                "\n"
+            ),
+        ),
+        ("gongan.informants", "{\"id\":1,\"alias\":\"老鹰\"}\n"),
         (
             "gongan.alarms",
             concat!(
@@ -232,6 +262,100 @@ async fn fixture(state: &AppState) {
             .await
             .expect("fixture push");
     }
+    grants(state).await;
+}
+
+/// Grants on `gongan.residents`: zhili may read some columns, all masked (the trusted tier);
+/// minzheng may read every column with names unmasked; jiaotong's grant has expired.
+async fn grants(state: &AppState) {
+    let residents = state
+        .catalog
+        .dataset(&DatasetName::parse("gongan.residents").expect("name"))
+        .await
+        .expect("lookup")
+        .expect("residents");
+    let owner = real_principal(state, "gongan", Role::Producer).await;
+    let now = chrono::Utc::now();
+    let plans: [(
+        &str,
+        Option<Vec<&str>>,
+        Vec<&str>,
+        chrono::DateTime<chrono::Utc>,
+    ); 3] = [
+        (
+            "zhili",
+            Some(vec![
+                "id",
+                "name",
+                "id_card",
+                "phone",
+                "address",
+                "region_code",
+                "age",
+            ]),
+            vec![],
+            now + chrono::Duration::days(30),
+        ),
+        (
+            "minzheng",
+            None,
+            vec!["name"],
+            now + chrono::Duration::days(30),
+        ),
+        (
+            "jiaotong",
+            None,
+            vec!["name"],
+            now - chrono::Duration::seconds(1),
+        ),
+    ];
+    for (department, columns, unmasked, expires_at) in plans {
+        let applicant = real_principal(state, department, Role::Analyst).await;
+        let request = state
+            .catalog
+            .create_share_request(NewShareRequest {
+                dataset_id: residents.id,
+                department: department.into(),
+                requested_by: applicant.id,
+                purpose: "fixture".into(),
+                columns: columns.map(|c| c.into_iter().map(String::from).collect()),
+                unmasked: unmasked.into_iter().map(String::from).collect(),
+                until: None,
+                answer_due_at: now + chrono::Duration::days(7),
+            })
+            .await
+            .expect("request");
+        state
+            .catalog
+            .decide_share_request(Decision {
+                request_id: request.id,
+                decided_by: owner.id,
+                approve: true,
+                reason: None,
+                columns: None,
+                unmasked: None,
+                expires_at: Some(expires_at),
+            })
+            .await
+            .expect("approve");
+    }
+}
+
+async fn real_principal(state: &AppState, department: &str, role: Role) -> Principal {
+    state
+        .catalog
+        .create_principal(
+            NewPrincipal {
+                name: format!("slt-{department}-{role}"),
+                department: department.into(),
+                role,
+                expires_at: None,
+                rate_limit_per_second: None,
+            },
+            &Token::generate().hash,
+        )
+        .await
+        .expect("principal")
 }
 
 fn principal(department: &str, role: Role) -> Principal {
@@ -243,6 +367,7 @@ fn principal(department: &str, role: Role) -> Principal {
         created_at: chrono::Utc::now(),
         expires_at: None,
         revoked_at: None,
+        rate_limit_per_second: None,
     }
 }
 

@@ -12,6 +12,7 @@
 //! The catalog knows nothing of DataFusion, Parquet or HTTP: it records which files make up
 //! which snapshot, and commits a new snapshot in one transaction guarded by its parent.
 
+pub mod audit;
 pub mod error;
 pub mod model;
 pub mod region;
@@ -22,6 +23,7 @@ pub mod token;
 
 use std::sync::Arc;
 
+pub use audit::AuditLog;
 pub use error::{CatalogError, Result};
 pub use model::*;
 pub use sharing::{Access, AuditEntry, AuditEvent, AuditFilter, Grant, ShareRequest, ShareStatus};

@@ -28,6 +28,8 @@ pub struct Config {
     pub catalog: CatalogConfig,
     pub ingest: IngestConfig,
     pub query: QueryConfig,
+    pub sharing: SharingConfig,
+    pub audit: AuditConfig,
     pub log: LogConfig,
 }
 
@@ -41,6 +43,11 @@ pub struct ServerConfig {
     pub max_body_bytes: u64,
     /// How long a graceful shutdown waits for in-flight requests before giving up.
     pub shutdown_grace_secs: u64,
+    /// Requests per second one token may make on `/api/v1` (a token may carry its own);
+    /// 0 turns the limit off.
+    pub rate_limit_per_second: u64,
+    /// Requests a token may make at once above its rate before it is answered 429.
+    pub rate_limit_burst: u64,
 }
 
 impl Default for ServerConfig {
@@ -49,6 +56,8 @@ impl Default for ServerConfig {
             bind: "127.0.0.1:8080".into(),
             max_body_bytes: 256 * 1024 * 1024,
             shutdown_grace_secs: 30,
+            rate_limit_per_second: 100,
+            rate_limit_burst: 200,
         }
     }
 }
@@ -136,6 +145,39 @@ impl Default for QueryConfig {
             memory_limit_bytes: 2 * 1024 * 1024 * 1024,
             timeout_secs: 300,
             target_partitions: 0,
+        }
+    }
+}
+
+/// Sharing between departments.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct SharingConfig {
+    /// Working days (Monday to Friday) an owner has to answer a share request before it is
+    /// flagged overdue; the national rule is 10, many cities use 5.
+    pub answer_within_working_days: u64,
+}
+
+impl Default for SharingConfig {
+    fn default() -> Self {
+        Self {
+            answer_within_working_days: 5,
+        }
+    }
+}
+
+/// The audit log.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct AuditConfig {
+    /// Entries older than this are deleted (by a daily purge that is itself audited).
+    pub retention_days: u64,
+}
+
+impl Default for AuditConfig {
+    fn default() -> Self {
+        Self {
+            retention_days: 365,
         }
     }
 }
@@ -245,6 +287,21 @@ impl Config {
             "query.timeout_secs",
             self.query.timeout_secs > 0,
             "must be greater than 0",
+        );
+        check(
+            "server.rate_limit_burst",
+            self.server.rate_limit_per_second == 0 || self.server.rate_limit_burst > 0,
+            "must be greater than 0 while server.rate_limit_per_second is set",
+        );
+        check(
+            "sharing.answer_within_working_days",
+            (1..=60).contains(&self.sharing.answer_within_working_days),
+            "must be between 1 and 60 working days",
+        );
+        check(
+            "audit.retention_days",
+            self.audit.retention_days >= 1,
+            "must be at least 1 day",
         );
         check(
             "log.format",

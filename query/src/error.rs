@@ -5,6 +5,17 @@ use datafusion::error::DataFusionError;
 /// Prefix of the timeout error raised by the engine's deadline.
 pub(crate) const TIMEOUT_MARKER: &str = "the query ran longer than the limit of ";
 
+/// A query named a conditional dataset without holding a grant.
+#[derive(Debug, thiserror::Error)]
+#[error(
+    "{dataset} is shared on condition and your department holds no active grant for it; \
+     apply with POST /api/v1/datasets/{dataset}/share-requests {{\"purpose\": \"...\"}} \
+     and query it once its owner approves"
+)]
+pub struct NeedsGrant {
+    pub dataset: String,
+}
+
 /// What can go wrong with a query.
 #[derive(Debug, thiserror::Error)]
 pub enum QueryError {
@@ -53,7 +64,13 @@ impl QueryError {
             .filter(|span| span.start.line > 0)
             .map(|span| (span.start.line, span.start.column));
         let message = err.strip_backtrace();
-        match err.find_root() {
+        let root = err.find_root();
+        if let DataFusionError::External(inner) = root
+            && let Some(needs) = inner.downcast_ref::<NeedsGrant>()
+        {
+            return QueryError::Forbidden(needs.to_string());
+        }
+        match root {
             DataFusionError::ResourcesExhausted(_) => QueryError::MemoryLimit(format!(
                 "the query needs more memory than its limit (query.memory_limit_bytes): {message}"
             )),

@@ -13,6 +13,8 @@
 pub mod encode;
 pub mod error;
 pub mod guard;
+pub mod mask;
+pub mod reader;
 pub mod table;
 pub mod view;
 
@@ -21,9 +23,9 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use cityhub_catalog::{Catalog, Principal};
+use cityhub_catalog::{AuditEvent, AuditLog, Catalog, Principal};
 use cityhub_config::QueryConfig;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -40,6 +42,7 @@ use object_store::ObjectStore;
 
 pub use encode::ResultFormat;
 pub use error::QueryError;
+use reader::ReadLog;
 use view::{CATALOG_NAME, FileListCache, RequestView, SYSTEM_SCHEMA};
 
 /// Where the engine finds Parquet files: the hub's object store, registered under this URL.
@@ -54,6 +57,7 @@ pub struct QueryEngine {
     store_url: ObjectStoreUrl,
     config: QueryConfig,
     running: Arc<AtomicUsize>,
+    audit: AuditLog,
 }
 
 /// A running query: its schema and its batches, ready to be encoded.
@@ -63,11 +67,13 @@ pub struct QueryResult {
 }
 
 impl QueryEngine {
-    /// Creates the engine over the catalog and the object store holding the files.
+    /// Creates the engine over the catalog and the object store holding the files; every
+    /// query is recorded in `audit`.
     pub fn new(
         catalog: Catalog,
         store: Arc<dyn ObjectStore>,
         config: QueryConfig,
+        audit: AuditLog,
     ) -> Result<Self, QueryError> {
         let store_url = ObjectStoreUrl::parse(STORE_URL).map_err(QueryError::internal)?;
         let runtime = RuntimeEnvBuilder::new()
@@ -81,6 +87,7 @@ impl QueryEngine {
             store_url,
             config,
             running: Arc::new(AtomicUsize::new(0)),
+            audit,
         })
     }
 
@@ -121,11 +128,53 @@ impl QueryEngine {
     }
 
     /// Plans `sql` for `principal` and starts it. Parameters bind `$1`, `$2`, ... as values.
+    /// The query is audited when its result stream ends (or is dropped), or at once when it
+    /// fails before producing one.
     pub async fn execute(
         &self,
         principal: &Principal,
         sql: &str,
         params: &[serde_json::Value],
+    ) -> Result<QueryResult, QueryError> {
+        let trail = AuditTrail {
+            audit: self.audit.clone(),
+            principal: principal.clone(),
+            sql: sql.to_string(),
+            params: params.to_vec(),
+            reads: Arc::default(),
+            started: Instant::now(),
+        };
+        match self
+            .start(principal, sql, params, trail.reads.clone())
+            .await
+        {
+            Ok(result) => Ok(QueryResult {
+                schema: result.schema,
+                batches: Box::pin(Audited {
+                    inner: result.batches,
+                    trail: Some(trail),
+                    rows: 0,
+                    error: None,
+                    finished: false,
+                }),
+            }),
+            Err(err) => {
+                let outcome = match err {
+                    QueryError::Forbidden(_) => "refused",
+                    _ => "failed",
+                };
+                trail.finish(outcome, 0, Some(&err.to_string()));
+                Err(err)
+            }
+        }
+    }
+
+    async fn start(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        params: &[serde_json::Value],
+        reads: Arc<ReadLog>,
     ) -> Result<QueryResult, QueryError> {
         let statement = guard::check(sql)?;
         let params = params
@@ -139,6 +188,8 @@ impl QueryEngine {
                 principal.clone(),
                 self.files.clone(),
                 self.store_url.clone(),
+                reads,
+                self.audit.clone(),
             )
             .await
             .map_err(QueryError::from_datafusion)?,
@@ -205,6 +256,88 @@ fn parameter(index: usize, value: &serde_json::Value) -> Result<ScalarValue, Que
             return Err(bad("must be a string, number, boolean or null"));
         }
     })
+}
+
+/// What a query's audit entry needs, carried until the query ends.
+struct AuditTrail {
+    audit: AuditLog,
+    principal: Principal,
+    sql: String,
+    params: Vec<serde_json::Value>,
+    reads: Arc<ReadLog>,
+    started: Instant,
+}
+
+impl AuditTrail {
+    fn finish(self, outcome: &str, rows: u64, error: Option<&str>) {
+        let reads = self.reads.reads();
+        let datasets: Vec<&String> = reads.keys().collect();
+        let sensitive: Vec<serde_json::Value> = reads
+            .iter()
+            .flat_map(|(dataset, columns)| {
+                columns.iter().map(move |(column, read)| {
+                    serde_json::json!({
+                        "dataset": dataset,
+                        "column": column,
+                        "sensitivity": read.sensitivity,
+                        "masked": read.masked,
+                    })
+                })
+            })
+            .collect();
+        let mut detail = serde_json::json!({
+            "sql": self.sql,
+            "params": self.params,
+            "datasets": datasets,
+            "sensitive_columns": sensitive,
+            "rows": rows,
+            "duration_ms": self.started.elapsed().as_secs_f64() * 1e3,
+        });
+        if let Some(error) = error {
+            detail["error"] = error.into();
+        }
+        let mut event = AuditEvent::by(&self.principal, "query", outcome).detail(detail);
+        event.dataset = datasets.first().map(|d| d.to_string());
+        self.audit.record(event);
+    }
+}
+
+/// A result stream that counts its rows and writes the query's audit entry when it ends:
+/// `ok` after the last batch, `failed` after an error, `cancelled` when dropped early.
+struct Audited {
+    inner: Pin<Box<dyn Stream<Item = Result<RecordBatch, QueryError>> + Send>>,
+    trail: Option<AuditTrail>,
+    rows: u64,
+    error: Option<String>,
+    finished: bool,
+}
+
+impl Stream for Audited {
+    type Item = Result<RecordBatch, QueryError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let next = self.inner.poll_next_unpin(cx);
+        match &next {
+            Poll::Ready(Some(Ok(batch))) => self.rows += batch.num_rows() as u64,
+            Poll::Ready(Some(Err(err))) => self.error = Some(err.to_string()),
+            Poll::Ready(None) => self.finished = true,
+            Poll::Pending => {}
+        }
+        next
+    }
+}
+
+impl Drop for Audited {
+    fn drop(&mut self) {
+        if let Some(trail) = self.trail.take() {
+            let outcome = match (&self.error, self.finished) {
+                (Some(_), _) => "failed",
+                (None, true) => "ok",
+                (None, false) => "cancelled",
+            };
+            trail.finish(outcome, self.rows, self.error.as_deref());
+        }
+    }
 }
 
 /// Counts a query as running until its stream is dropped: dropping the stream (a client

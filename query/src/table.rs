@@ -5,7 +5,7 @@ use std::collections::HashSet;
 use std::sync::Arc;
 
 use async_trait::async_trait;
-use cityhub_catalog::{ColumnType, DataFile};
+use cityhub_catalog::{ColumnStats, ColumnType, DataFile};
 use datafusion::arrow::array::{ArrayRef, BooleanArray, UInt64Array};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
@@ -33,6 +33,8 @@ pub struct SnapshotTable {
     column_types: Vec<ColumnType>,
     files: Arc<Vec<DataFile>>,
     store_url: ObjectStoreUrl,
+    /// Columns whose catalog statistics must not be used (masked for this reader).
+    hidden_statistics: Vec<bool>,
 }
 
 /// The schema a table shows DataFusion: strings and binaries as view types, which is how
@@ -61,12 +63,34 @@ impl SnapshotTable {
         files: Arc<Vec<DataFile>>,
         store_url: ObjectStoreUrl,
     ) -> Self {
+        let hidden_statistics = vec![false; schema.fields().len()];
         Self {
             schema,
             column_types,
             files,
             store_url,
+            hidden_statistics,
         }
+    }
+
+    /// The same table, never using the statistics of `columns`: their min/max are raw
+    /// values, which a reader who sees the columns masked must not learn through pruning,
+    /// `EXPLAIN VERBOSE` or statistics-answered aggregates.
+    pub fn without_statistics_of(mut self, columns: &[usize]) -> Self {
+        for &index in columns {
+            if let Some(hidden) = self.hidden_statistics.get_mut(index) {
+                *hidden = true;
+            }
+        }
+        self
+    }
+
+    /// The catalog statistics of `name`'s column in `file`, unless hidden.
+    fn column_stats<'a>(&self, file: &'a DataFile, index: usize) -> Option<&'a ColumnStats> {
+        if self.hidden_statistics[index] {
+            return None;
+        }
+        file.stats.get(self.schema.field(index).name())
     }
 
     /// The files whose min/max can satisfy `filters` (all of them when nothing prunes).
@@ -112,7 +136,7 @@ impl SnapshotTable {
             .iter()
             .enumerate()
             .map(|(index, field)| {
-                let stats = file.stats.get(field.name());
+                let stats = self.column_stats(file, index);
                 let bound = |value: Option<&serde_json::Value>| {
                     value
                         .and_then(|v| scalar(self.column_types[index], field.data_type(), v))
@@ -174,8 +198,8 @@ impl FileStatistics<'_> {
         let column_type = self.table.column_types[index];
         let data_type = self.table.schema.field(index).data_type().clone();
         let values = self.table.files.iter().map(|file| {
-            file.stats
-                .get(&column.name)
+            self.table
+                .column_stats(file, index)
                 .and_then(|s| if min { s.min.as_ref() } else { s.max.as_ref() })
                 .and_then(|v| scalar(column_type, &data_type, v))
                 .unwrap_or_else(|| null_scalar(&data_type))
@@ -205,14 +229,14 @@ impl PruningStatistics for FileStatistics<'_> {
     }
 
     fn null_counts(&self, column: &Column) -> Option<ArrayRef> {
-        self.table.column_index(column)?;
+        let index = self.table.column_index(column)?;
         let counts: UInt64Array = self
             .table
             .files
             .iter()
             .map(|file| {
-                file.stats
-                    .get(&column.name)
+                self.table
+                    .column_stats(file, index)
                     .and_then(|s| s.null_count)
                     .map(|n| n.max(0) as u64)
             })
@@ -305,7 +329,7 @@ impl TableProvider for SnapshotTable {
 mod tests {
     use std::collections::BTreeMap;
 
-    use cityhub_catalog::{Column as HubColumn, ColumnStats, arrow_schema};
+    use cityhub_catalog::{Column as HubColumn, arrow_schema};
     use datafusion::prelude::{SessionContext, col, lit};
 
     use super::*;

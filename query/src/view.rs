@@ -6,7 +6,8 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use cityhub_catalog::{Catalog, DataFile, Dataset, Principal};
+use cityhub_catalog::sharing::access;
+use cityhub_catalog::{Access, AuditFilter, AuditLog, Catalog, DataFile, Dataset, Principal, Role};
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,
 };
@@ -16,6 +17,9 @@ use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 
+use crate::error::NeedsGrant;
+use crate::mask::Mask;
+use crate::reader::{ReadLog, ReaderTable, ShownColumn};
 use crate::table::{SnapshotTable, scan_schema};
 
 /// The catalog name the hub's tables live in (`cityhub.gongan.alarms`); queries name
@@ -66,13 +70,20 @@ impl FileListCache {
 /// Everything one request may see, resolved at its start.
 pub struct RequestView {
     pub principal: Principal,
-    /// Datasets whose rows the principal may read, by department and table.
-    readable: BTreeMap<String, BTreeMap<String, Dataset>>,
+    /// Datasets whose rows the principal may read, by department and table, with how.
+    readable: BTreeMap<String, BTreeMap<String, (Dataset, Access)>>,
+    /// Conditional datasets the principal could apply for: naming one in SQL answers 403
+    /// saying how to apply, while listings (`SHOW TABLES`, `information_schema`) omit them.
+    applicable: BTreeMap<String, BTreeMap<String, Dataset>>,
     /// Datasets whose metadata the principal may see (the shared catalogue).
     visible: Vec<Dataset>,
     catalog: Catalog,
     files: Arc<FileListCache>,
     store_url: ObjectStoreUrl,
+    /// What the request read, for its audit entry.
+    pub reads: Arc<ReadLog>,
+    /// Flushed before `hub.audit_log` is read, so that it shows everything until now.
+    audit: AuditLog,
 }
 
 impl RequestView {
@@ -81,31 +92,53 @@ impl RequestView {
         principal: Principal,
         files: Arc<FileListCache>,
         store_url: ObjectStoreUrl,
+        reads: Arc<ReadLog>,
+        audit: AuditLog,
     ) -> Result<Self> {
-        let all = catalog
-            .list_datasets()
-            .await
-            .map_err(|err| DataFusionError::External(Box::new(err)))?;
-        let mut readable: BTreeMap<String, BTreeMap<String, Dataset>> = BTreeMap::new();
+        let external = |err| DataFusionError::External(Box::new(err));
+        let all = catalog.list_datasets().await.map_err(external)?;
+        let grants = if principal.role == Role::Admin {
+            Vec::new()
+        } else {
+            catalog
+                .grants_held_by(Some(&principal.department))
+                .await
+                .map_err(external)?
+        };
+        let now = chrono::Utc::now();
+        let mut readable: BTreeMap<String, BTreeMap<String, (Dataset, Access)>> = BTreeMap::new();
+        let mut applicable: BTreeMap<String, BTreeMap<String, Dataset>> = BTreeMap::new();
         let mut visible = Vec::new();
         for dataset in all {
-            if principal.may_read(&dataset) {
-                readable
-                    .entry(dataset.owner.clone())
-                    .or_default()
-                    .insert(dataset.name.table().to_string(), dataset.clone());
+            let owner = dataset.owner.clone();
+            let table = dataset.name.table().to_string();
+            match access(&principal, &dataset, &grants, now) {
+                Access::Hidden => continue,
+                Access::Apply => {
+                    applicable
+                        .entry(owner)
+                        .or_default()
+                        .insert(table, dataset.clone());
+                }
+                how => {
+                    readable
+                        .entry(owner)
+                        .or_default()
+                        .insert(table, (dataset.clone(), how));
+                }
             }
-            if principal.may_see(&dataset) {
-                visible.push(dataset);
-            }
+            visible.push(dataset);
         }
         Ok(Self {
             principal,
             readable,
+            applicable,
             visible,
             catalog,
             files,
             store_url,
+            reads,
+            audit,
         })
     }
 
@@ -114,9 +147,13 @@ impl RequestView {
         Arc::new(ViewCatalog { view: self.clone() })
     }
 
-    /// Datasets (readable ones) that a query plan named, for the caller's records.
-    pub fn readable(&self, department: &str, table: &str) -> Option<&Dataset> {
+    /// A dataset the principal may read, with how.
+    pub fn readable(&self, department: &str, table: &str) -> Option<&(Dataset, Access)> {
         self.readable.get(department)?.get(table)
+    }
+
+    fn applicable(&self, department: &str, table: &str) -> Option<&Dataset> {
+        self.applicable.get(department)?.get(table)
     }
 }
 
@@ -144,7 +181,9 @@ impl CatalogProvider for ViewCatalog {
                 view: self.view.clone(),
             }));
         }
-        self.view.readable.contains_key(name).then(|| {
+        let known =
+            self.view.readable.contains_key(name) || self.view.applicable.contains_key(name);
+        known.then(|| {
             Arc::new(DepartmentSchema {
                 view: self.view.clone(),
                 department: name.to_string(),
@@ -183,15 +222,26 @@ impl SchemaProvider for DepartmentSchema {
         if let Some(table) = self.pinned_table(name)? {
             return Ok(Some(table));
         }
-        let Some(dataset) = self.view.readable(&self.department, name) else {
+        let Some((dataset, how)) = self.view.readable(&self.department, name) else {
+            if let Some(dataset) = self.view.applicable(&self.department, name) {
+                return Err(DataFusionError::External(Box::new(NeedsGrant {
+                    dataset: dataset.name.to_string(),
+                })));
+            }
             return Ok(None);
         };
         let files = self.view.files.files(&self.view.catalog, dataset).await?;
-        let table: Arc<dyn TableProvider> = Arc::new(SnapshotTable::new(
+        let snapshot = SnapshotTable::new(
             scan_schema(&dataset.arrow_schema()),
             dataset.columns.iter().map(|c| c.column_type).collect(),
             files,
             self.view.store_url.clone(),
+        );
+        let table: Arc<dyn TableProvider> = Arc::new(ReaderTable::new(
+            dataset.name.to_string(),
+            snapshot,
+            shown_columns(dataset, how),
+            self.view.reads.clone(),
         ));
         self.pinned
             .lock()
@@ -203,6 +253,42 @@ impl SchemaProvider for DepartmentSchema {
     fn table_exist(&self, name: &str) -> bool {
         self.view.readable(&self.department, name).is_some()
     }
+}
+
+/// The columns a reader sees, in the dataset's order, each with its mask.
+fn shown_columns(dataset: &Dataset, how: &Access) -> Vec<ShownColumn> {
+    let all = |index, column: &cityhub_catalog::Column, mask| ShownColumn {
+        index,
+        sensitivity: column.sensitivity,
+        mask,
+    };
+    let Access::Read {
+        columns,
+        unmasked,
+        trusted,
+    } = how
+    else {
+        // Owners and admins: everything as stored.
+        return dataset
+            .columns
+            .iter()
+            .enumerate()
+            .map(|(index, column)| all(index, column, None))
+            .collect();
+    };
+    dataset
+        .columns
+        .iter()
+        .enumerate()
+        .filter(|(_, column)| columns.as_ref().is_none_or(|c| c.contains(&column.name)))
+        .map(|(index, column)| {
+            let mask = column
+                .sensitivity
+                .filter(|_| !unmasked.contains(&column.name))
+                .map(|sensitivity| Mask::for_column(sensitivity, *trusted));
+            all(index, column, mask)
+        })
+        .collect()
 }
 
 impl DepartmentSchema {
@@ -228,11 +314,17 @@ impl std::fmt::Debug for SystemSchema {
 }
 
 const SYSTEM_TABLES: &[&str] = &["datasets", "regions", "snapshots"];
+/// System tables for admins only; to everyone else they do not exist.
+const ADMIN_TABLES: &[&str] = &["audit_log"];
 
 #[async_trait]
 impl SchemaProvider for SystemSchema {
     fn table_names(&self) -> Vec<String> {
-        SYSTEM_TABLES.iter().map(|s| s.to_string()).collect()
+        let mut names: Vec<String> = SYSTEM_TABLES.iter().map(|s| s.to_string()).collect();
+        if self.admin() {
+            names.extend(ADMIN_TABLES.iter().map(|s| s.to_string()));
+        }
+        names
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
@@ -240,6 +332,7 @@ impl SchemaProvider for SystemSchema {
             "datasets" => datasets_batch(&self.view.visible)?,
             "regions" => regions_batch()?,
             "snapshots" => self.snapshots_batch().await?,
+            "audit_log" if self.admin() => self.audit_batch().await?,
             _ => return Ok(None),
         };
         Ok(Some(Arc::new(MemTable::try_new(
@@ -249,7 +342,7 @@ impl SchemaProvider for SystemSchema {
     }
 
     fn table_exist(&self, name: &str) -> bool {
-        SYSTEM_TABLES.contains(&name)
+        SYSTEM_TABLES.contains(&name) || (self.admin() && ADMIN_TABLES.contains(&name))
     }
 }
 
@@ -343,6 +436,52 @@ fn regions_batch() -> Result<RecordBatch> {
 }
 
 impl SystemSchema {
+    fn admin(&self) -> bool {
+        self.view.principal.role == Role::Admin
+    }
+
+    /// The audit log within its retention, oldest first.
+    async fn audit_batch(&self) -> Result<RecordBatch> {
+        self.view.audit.flush().await;
+        let entries = self
+            .view
+            .catalog
+            .audit_entries(AuditFilter {
+                limit: usize::MAX >> 1,
+                ..Default::default()
+            })
+            .await
+            .map_err(|err| DataFusionError::External(Box::new(err)))?;
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("at", utc_micros(), false),
+            Field::new("principal", DataType::Utf8, true),
+            Field::new("department", DataType::Utf8, true),
+            Field::new("action", DataType::Utf8, false),
+            Field::new("outcome", DataType::Utf8, false),
+            Field::new("dataset", DataType::Utf8, true),
+            Field::new("detail", DataType::Utf8, false),
+        ]));
+        let details: Vec<String> = entries.iter().map(|e| e.event.detail.to_string()).collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(entries.iter().map(|e| e.id).collect::<Int64Array>()),
+            Arc::new(
+                entries
+                    .iter()
+                    .map(|e| Some(e.event.at.timestamp_micros()))
+                    .collect::<TimestampMicrosecondArray>()
+                    .with_timezone("UTC"),
+            ),
+            strings(entries.iter().map(|e| e.event.principal.as_deref())),
+            strings(entries.iter().map(|e| e.event.department.as_deref())),
+            strings(entries.iter().map(|e| Some(e.event.action.as_str()))),
+            strings(entries.iter().map(|e| Some(e.event.outcome.as_str()))),
+            strings(entries.iter().map(|e| e.event.dataset.as_deref())),
+            strings(details.iter().map(|d| Some(d.as_str()))),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
     async fn snapshots_batch(&self) -> Result<RecordBatch> {
         let mut dataset_names = Vec::new();
         let mut snapshots = Vec::new();

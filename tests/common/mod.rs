@@ -66,6 +66,7 @@ impl TestServer {
                     department: department.into(),
                     role,
                     expires_at: None,
+                    rate_limit_per_second: None,
                 },
                 &token.hash,
             )

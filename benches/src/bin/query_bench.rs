@@ -265,6 +265,7 @@ async fn planning(hub: &Hub, files: usize) -> anyhow::Result<()> {
         created_at: chrono_now(),
         expires_at: None,
         revoked_at: None,
+        rate_limit_per_second: None,
     };
     for (label, sql) in [
         (
