@@ -389,14 +389,14 @@ async fn check_narrowing(
     let columns_given = columns.as_ref().or(request.columns.as_ref());
     let unmasked_given = unmasked.as_ref().unwrap_or(&request.unmasked);
     validate_columns_asked(&dataset, columns_given.map(Vec::as_slice), unmasked_given)?;
-    if let (Some(asked), Some(given)) = (&request.columns, columns) {
-        if let Some(extra) = given.iter().find(|c| !asked.contains(c)) {
-            return Err(CatalogError::invalid(
-                "columns",
-                format!("{extra:?} was not asked for; an approval can only narrow the columns"),
-            )
-            .into());
-        }
+    if let (Some(asked), Some(given)) = (&request.columns, columns)
+        && let Some(extra) = given.iter().find(|c| !asked.contains(c))
+    {
+        return Err(CatalogError::invalid(
+            "columns",
+            format!("{extra:?} was not asked for; an approval can only narrow the columns"),
+        )
+        .into());
     }
     if let Some(extra) = unmasked_given
         .iter()

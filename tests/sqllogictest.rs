@@ -276,12 +276,14 @@ async fn grants(state: &AppState) {
         .expect("residents");
     let owner = real_principal(state, "gongan", Role::Producer).await;
     let now = chrono::Utc::now();
-    let plans: [(
-        &str,
-        Option<Vec<&str>>,
-        Vec<&str>,
+    // (department, columns granted, columns unmasked, expiry)
+    type Plan<'a> = (
+        &'a str,
+        Option<Vec<&'a str>>,
+        Vec<&'a str>,
         chrono::DateTime<chrono::Utc>,
-    ); 3] = [
+    );
+    let plans: [Plan; 3] = [
         (
             "zhili",
             Some(vec![

@@ -90,6 +90,17 @@ impl TestServer {
         split(response).await
     }
 
+    pub async fn delete(&self, token: &str, path: &str) -> (u16, Value) {
+        let response = self
+            .client
+            .delete(self.url(path))
+            .bearer_auth(token)
+            .send()
+            .await
+            .expect("request");
+        split(response).await
+    }
+
     pub async fn post_json(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
         let response = self
             .client
