@@ -59,6 +59,16 @@ impl FromRequestParts<AppState> for Caller {
         {
             return Err(ApiError::unauthorized("the token has expired"));
         }
+        // Dashboard tokens sit in screens on walls: they read dashboard endpoints and
+        // nothing else, so a leaked one exposes only what those endpoints show.
+        let path = parts.uri.path();
+        let path = path.strip_prefix("/api/v1").unwrap_or(path);
+        if principal.role == Role::Dashboard && !path.starts_with("/endpoints") {
+            return Err(ApiError::forbidden(
+                "a dashboard token reads dashboard endpoints (/api/v1/endpoints/...) only; \
+                 use an analyst token for SQL and the catalogue",
+            ));
+        }
         if let Err(wait) = state
             .limiter
             .check(principal.id, principal.rate_limit_per_second)

@@ -652,3 +652,90 @@ async fn the_audit_log_records_every_action_exactly_once() {
         assert_eq!(response.status(), 405, "{method} /api/v1/audit");
     }
 }
+
+/// Each role reaches what it needs and nothing else.
+#[tokio::test]
+async fn roles_are_enforced_on_every_route() {
+    let (server, dataset, _owner, _analyst) = parties().await;
+    let push_body = "{\"id\":9,\"name\":\"赵六\"}\n";
+    let cases: [(Role, &str, &str, u16); 18] = [
+        // (role of a gongan token, method, path, expected status)
+        (Role::Admin, "POST", "/api/v1/departments", 201),
+        (Role::Producer, "POST", "/api/v1/departments", 403),
+        (Role::Analyst, "POST", "/api/v1/departments", 403),
+        (Role::Dashboard, "GET", "/api/v1/departments", 403),
+        (Role::Producer, "PUSH", "", 201),
+        (Role::Analyst, "PUSH", "", 403),
+        (Role::Dashboard, "PUSH", "", 403),
+        (Role::Admin, "SQL", "", 200),
+        (Role::Analyst, "SQL", "", 200),
+        (Role::Producer, "SQL", "", 403),
+        (Role::Dashboard, "SQL", "", 403),
+        (Role::Producer, "GET", "/api/v1/tokens", 403),
+        (Role::Analyst, "GET", "/api/v1/audit", 403),
+        (Role::Admin, "GET", "/api/v1/audit", 200),
+        (Role::Dashboard, "GET", "/api/v1/datasets", 403),
+        (Role::Analyst, "GET", "/api/v1/datasets", 200),
+        (Role::Producer, "GET", "/api/v1/share-requests", 200),
+        (Role::Dashboard, "GET", "/api/v1/share-requests", 403),
+    ];
+    for (index, (role, method, path, expected)) in cases.into_iter().enumerate() {
+        let token = server.token("gongan", role).await;
+        let status = match method {
+            "PUSH" => {
+                server
+                    .push(&token, &dataset, "application/x-ndjson", push_body)
+                    .await
+                    .0
+            }
+            "SQL" => {
+                sql(&server, &token, "SELECT count(*) FROM gongan.people")
+                    .await
+                    .0
+            }
+            "POST" => {
+                let code = format!("dept{index}");
+                server
+                    .post_json(&token, path, json!({"code": code, "name": "新部门"}))
+                    .await
+                    .0
+            }
+            _ => server.get(&token, path).await.0,
+        };
+        assert_eq!(status, expected, "{role} {method} {path}");
+    }
+}
+
+#[tokio::test]
+async fn audit_entries_past_retention_are_purged_and_the_purge_is_recorded() {
+    let server = TestServer::spawn_with(|config| config.audit.retention_days = 30).await;
+    let old = cityhub_catalog::AuditEvent {
+        at: chrono::Utc::now() - chrono::Duration::days(31),
+        principal_id: None,
+        principal: Some("someone".into()),
+        department: None,
+        action: "query".into(),
+        outcome: "ok".into(),
+        dataset: None,
+        detail: json!({}),
+    };
+    server
+        .state
+        .catalog
+        .append_audit(vec![old])
+        .await
+        .expect("append");
+    let deleted = cityhub::sharing::purge_expired_audit(&server.state)
+        .await
+        .expect("purge");
+    assert_eq!(deleted, 1);
+    let (_, entries) = server
+        .get(&server.admin, "/api/v1/audit?action=audit_purge")
+        .await;
+    assert_eq!(entries[0]["detail"]["deleted"], 1, "{entries}");
+    assert_eq!(entries[0]["detail"]["retention_days"], 30);
+    let (_, old) = server
+        .get(&server.admin, "/api/v1/audit?principal=someone")
+        .await;
+    assert_eq!(old, json!([]));
+}
