@@ -133,6 +133,7 @@ pub async fn load_scaled(state: &AppState, scale: f64) -> anyhow::Result<DemoCit
         Some(tokens) => tokens,
         None => {
             let mut tokens = Vec::new();
+            let mut principals = std::collections::HashMap::new();
             for (department, role) in [
                 ("admin", Role::Admin),
                 ("zhili", Role::Producer),
@@ -144,7 +145,7 @@ pub async fn load_scaled(state: &AppState, scale: f64) -> anyhow::Result<DemoCit
                 ("zhili", Role::Dashboard),
             ] {
                 let token = Token::generate();
-                catalog
+                let principal = catalog
                     .create_principal(
                         NewPrincipal {
                             name: format!("demo-{department}-{role}"),
@@ -157,12 +158,14 @@ pub async fn load_scaled(state: &AppState, scale: f64) -> anyhow::Result<DemoCit
                         &token.hash,
                     )
                     .await?;
+                principals.insert((department, role), principal.id);
                 tokens.push(DemoToken {
                     department: department.into(),
                     role,
                     token: token.plaintext,
                 });
             }
+            demo_sharing(state, &principals).await?;
             std::fs::create_dir_all(state.config.data_dir())?;
             std::fs::write(&token_file, serde_json::to_vec_pretty(&tokens)?)
                 .with_context(|| format!("writing {}", token_file.display()))?;
@@ -174,6 +177,72 @@ pub async fn load_scaled(state: &AppState, scale: f64) -> anyhow::Result<DemoCit
         rows_loaded,
         tokens,
     })
+}
+
+/// Sharing in the demo city: jiaotong holds a grant on gongan's traffic violations (plates
+/// masked), and gongan has asked zhili for hotline cases, still pending.
+async fn demo_sharing(
+    state: &AppState,
+    principals: &std::collections::HashMap<(&str, Role), i64>,
+) -> anyhow::Result<()> {
+    use cityhub_catalog::sharing::{Decision, NewShareRequest, working_days_after};
+    let catalog = &state.catalog;
+    let dataset = |name: &str| {
+        let name = DatasetName::parse(name);
+        async move {
+            catalog
+                .dataset(&name?)
+                .await?
+                .context("a demo dataset vanished")
+        }
+    };
+    let id = |key: (&str, Role)| principals.get(&key).copied().context("a demo principal");
+    let now = chrono::Utc::now();
+    let due = working_days_after(now, state.config.sharing.answer_within_working_days as u32);
+    let violations = dataset("gongan.traffic_violations").await?;
+    let request = catalog
+        .create_share_request(NewShareRequest {
+            dataset_id: violations.id,
+            department: "jiaotong".into(),
+            requested_by: id(("jiaotong", Role::Analyst))?,
+            purpose: "路口信号配时优化：按卡口统计违法时段".into(),
+            columns: None,
+            unmasked: vec![],
+            until: None,
+            answer_due_at: due,
+        })
+        .await?;
+    catalog
+        .decide_share_request(Decision {
+            request_id: request.id,
+            decided_by: id(("gongan", Role::Producer))?,
+            approve: true,
+            reason: Some("同意，车牌脱敏".into()),
+            columns: None,
+            unmasked: None,
+            expires_at: Some(now + chrono::Duration::days(365)),
+        })
+        .await?;
+    let hotline = dataset("zhili.hotline_cases").await?;
+    catalog
+        .create_share_request(NewShareRequest {
+            dataset_id: hotline.id,
+            department: "gongan".into(),
+            requested_by: id(("gongan", Role::Analyst))?,
+            purpose: "矛盾纠纷排查：12345 热线中的治安类诉求".into(),
+            columns: Some(vec![
+                "case_id".into(),
+                "received_at".into(),
+                "region_code".into(),
+                "category".into(),
+                "caller_phone".into(),
+            ]),
+            unmasked: vec!["caller_phone".into()],
+            until: Some(now + chrono::Duration::days(90)),
+            answer_due_at: due,
+        })
+        .await?;
+    Ok(())
 }
 
 type Generator = fn(&[Column], usize, i64, &mut StdRng) -> anyhow::Result<Vec<RecordBatch>>;

@@ -7,6 +7,7 @@
 //!   changes metadata.
 //! - [`sqlite`]: the embedded implementation (numbered migrations in `migrations/`).
 //! - [`sharing`]: share requests, grants, who may read what, and audit events.
+//! - [`gb28181`]: GB/T 28181 device and channel ids, validated and decoded.
 //! - [`token`]: bearer tokens, stored only as hashes.
 //!
 //! The catalog knows nothing of DataFusion, Parquet or HTTP: it records which files make up
@@ -14,6 +15,7 @@
 
 pub mod audit;
 pub mod error;
+pub mod gb28181;
 pub mod model;
 pub mod region;
 pub mod sharing;
