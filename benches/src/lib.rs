@@ -12,6 +12,62 @@ use cityhub_config::Config;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};
 
+/// The analytical query suite over the demo city: (name, SQL).
+pub const ANALYTICAL_QUERIES: &[(&str, &str)] = &[
+    ("count", "SELECT count(*) FROM zhili.hotline_cases"),
+    (
+        "group by category",
+        "SELECT category, count(*) AS n FROM zhili.hotline_cases GROUP BY category ORDER BY n DESC",
+    ),
+    (
+        "filter + group",
+        "SELECT region_code, count(*) AS n FROM zhili.hotline_cases WHERE status = '已办结' GROUP BY region_code ORDER BY region_code",
+    ),
+    (
+        "fines by type",
+        "SELECT violation_type, sum(fine_yuan) AS fines, avg(points) AS points FROM gongan.traffic_violations GROUP BY violation_type ORDER BY fines DESC",
+    ),
+    (
+        "violations per hour",
+        "SELECT date_trunc('hour', occurred_at) AS hour, count(*) AS n FROM gongan.traffic_violations GROUP BY hour ORDER BY hour",
+    ),
+    (
+        "top plates",
+        "SELECT plate_no, count(*) AS n FROM gongan.traffic_violations GROUP BY plate_no ORDER BY n DESC, plate_no LIMIT 10",
+    ),
+    (
+        "join per region",
+        "WITH h AS (SELECT region_code, count(*) AS cases FROM zhili.hotline_cases GROUP BY region_code), \
+         g AS (SELECT region_code, count(*) AS open_events FROM zhili.grid_events WHERE status = 'open' GROUP BY region_code) \
+         SELECT h.region_code, cases, open_events FROM h JOIN g ON h.region_code = g.region_code ORDER BY h.region_code",
+    ),
+    (
+        "window rank",
+        "SELECT region_code, incident_type, n, rank() OVER (PARTITION BY region_code ORDER BY n DESC) AS r \
+         FROM (SELECT region_code, incident_type, count(*) AS n FROM yingji.incidents GROUP BY region_code, incident_type) t \
+         ORDER BY region_code, r",
+    ),
+    (
+        "top-k speeding",
+        "SELECT violation_id, plate_no, speed_kmh FROM gongan.traffic_violations WHERE speed_kmh > 100 ORDER BY speed_kmh DESC, violation_id LIMIT 100",
+    ),
+    (
+        "distinct callers",
+        "SELECT count(DISTINCT caller_phone) FROM zhili.hotline_cases",
+    ),
+    (
+        "handling hours",
+        "SELECT category, avg(date_part('epoch', closed_at) - date_part('epoch', received_at)) / 3600 AS hours \
+         FROM zhili.hotline_cases WHERE closed_at IS NOT NULL GROUP BY category ORDER BY category",
+    ),
+    (
+        "violations x checkpoints",
+        "SELECT v.region_code, count(*) AS n FROM gongan.traffic_violations v \
+         JOIN (SELECT DISTINCT checkpoint_id FROM gongan.traffic_violations WHERE violation_type = '闯红灯') c \
+         ON v.checkpoint_id = c.checkpoint_id GROUP BY v.region_code ORDER BY v.region_code",
+    ),
+];
+
 /// A hub serving on 127.0.0.1 with its own temporary data folder.
 pub struct Hub {
     pub base: String,
@@ -29,6 +85,8 @@ impl Hub {
         let mut config = Config::default();
         config.storage.data_dir = data_dir.path().display().to_string();
         config.log.level = "warn".into();
+        // Benchmarks measure throughput; per-token rate limits would measure the limit.
+        config.server.rate_limit_per_second = 0;
         let state = AppState::open(config)?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
@@ -64,6 +122,39 @@ impl Hub {
             task,
             _data_dir: data_dir,
         })
+    }
+
+    /// Runs a query over HTTP as `token` with Arrow output and returns the row count.
+    pub async fn sql_rows(&self, token: &str, sql: &str) -> anyhow::Result<usize> {
+        Ok(self
+            .sql_batches(token, sql)
+            .await?
+            .iter()
+            .map(|b| b.num_rows())
+            .sum())
+    }
+
+    /// Runs a query over HTTP as `token` with Arrow output and returns its batches.
+    pub async fn sql_batches(
+        &self,
+        token: &str,
+        sql: &str,
+    ) -> anyhow::Result<Vec<arrow::record_batch::RecordBatch>> {
+        let response = self
+            .client
+            .post(format!("{}/api/v1/sql", self.base))
+            .bearer_auth(token)
+            .header("accept", "application/vnd.apache.arrow.stream")
+            .body(sql.to_string())
+            .send()
+            .await?;
+        let status = response.status();
+        let bytes = response.bytes().await?;
+        if !status.is_success() {
+            bail!("{status}: {}", String::from_utf8_lossy(&bytes));
+        }
+        let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
+        Ok(reader.collect::<Result<Vec<_>, _>>()?)
     }
 
     /// Registers a dataset from a JSON column list.

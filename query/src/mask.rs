@@ -54,30 +54,54 @@ impl Mask {
 
     /// The masked text of `value`; `None` when the value is withheld altogether.
     pub fn apply(self, value: &str) -> Option<String> {
+        let mut out = String::new();
+        self.apply_into(value, &mut out).then_some(out)
+    }
+
+    /// Writes the masked text of `value` into `out` (cleared first), reusing its buffer;
+    /// false when the value is withheld altogether. This is the per-row path of a scan.
+    pub fn apply_into(self, value: &str, out: &mut String) -> bool {
+        out.clear();
         match self {
-            Mask::Phone => Some(keep_ends(value, 3, 4, 8)),
-            Mask::IdCardWide => Some(keep_ends(value, 1, 2, 8)),
-            Mask::IdCardTrusted => Some(keep_ends(value, 6, 4, 12)),
-            Mask::PersonName => Some(person_name(value)),
-            Mask::Address => Some(address(value)),
-            Mask::PlateNo => Some(keep_ends(value, 1, 2, 4)),
-            Mask::Withheld => None,
+            Mask::Phone => keep_ends(value, 3, 4, 8, out),
+            Mask::IdCardWide => keep_ends(value, 1, 2, 8, out),
+            Mask::IdCardTrusted => keep_ends(value, 6, 4, 12, out),
+            Mask::PersonName => out.push_str(&person_name(value)),
+            Mask::Address => out.push_str(&address(value)),
+            Mask::PlateNo => keep_ends(value, 1, 2, 4, out),
+            Mask::Withheld => return false,
         }
+        true
     }
 }
 
 /// Keeps `head` leading and `tail` trailing characters and stars the rest; values shorter
 /// than `shortest` are starred completely.
-fn keep_ends(value: &str, head: usize, tail: usize, shortest: usize) -> String {
-    let chars: Vec<char> = value.chars().collect();
-    if chars.len() < shortest {
-        return "*".repeat(chars.len());
+fn keep_ends(value: &str, head: usize, tail: usize, shortest: usize, out: &mut String) {
+    // Phone and ID numbers are ASCII: slice bytes instead of walking characters.
+    if value.is_ascii() {
+        let count = value.len();
+        if count < shortest {
+            out.extend(std::iter::repeat_n('*', count));
+        } else {
+            out.push_str(&value[..head]);
+            out.extend(std::iter::repeat_n('*', count - head - tail));
+            out.push_str(&value[count - tail..]);
+        }
+        return;
     }
-    let mut out = String::with_capacity(value.len());
-    out.extend(&chars[..head]);
-    out.extend(std::iter::repeat_n('*', chars.len() - head - tail));
-    out.extend(&chars[chars.len() - tail..]);
-    out
+    let count = value.chars().count();
+    if count < shortest {
+        out.extend(std::iter::repeat_n('*', count));
+        return;
+    }
+    for (index, c) in value.chars().enumerate() {
+        out.push(if index < head || index >= count - tail {
+            c
+        } else {
+            '*'
+        });
+    }
 }
 
 /// Two-character surnames (复姓) in common use; the rest are one character.

@@ -14,18 +14,23 @@ use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
 use cityhub_catalog::Sensitivity;
-use datafusion::arrow::array::{Array, ArrayRef, RecordBatch, StringViewBuilder, new_null_array};
+use datafusion::arrow::array::{
+    Array, ArrayRef, RecordBatch, RecordBatchOptions, StringViewBuilder, new_null_array,
+};
 use datafusion::arrow::compute::cast;
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
-use datafusion::common::Statistics;
 use datafusion::common::tree_node::TreeNodeRecursion;
+use datafusion::common::tree_node::{Transformed, TreeNode};
+use datafusion::common::{Column, DFSchema, Statistics};
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
+use datafusion::logical_expr::utils::conjunction;
 use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
+use datafusion::physical_plan::filter::FilterExecBuilder;
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
@@ -147,7 +152,10 @@ impl TableProvider for ReaderTable {
         filters: &[&Expr],
     ) -> Result<Vec<TableProviderFilterPushDown>> {
         // A filter naming a masked column must see masked values, so it stays above the
-        // scan; others prune files like on the owner's table.
+        // scan. On a table with masks the others are applied exactly, below the masking,
+        // so that only the rows they keep are masked; on a table without masks they prune
+        // files and DataFusion filters the rows as usual.
+        let has_masks = self.columns.iter().any(|c| c.mask.is_some());
         Ok(filters
             .iter()
             .map(|filter| {
@@ -157,6 +165,8 @@ impl TableProvider for ReaderTable {
                     .any(|column| self.is_masked(&column.name))
                 {
                     TableProviderFilterPushDown::Unsupported
+                } else if has_masks {
+                    TableProviderFilterPushDown::Exact
                 } else {
                     TableProviderFilterPushDown::Inexact
                 }
@@ -198,31 +208,106 @@ impl TableProvider for ReaderTable {
                 })
             }),
         );
-        let inner_projection: Vec<usize> = shown.iter().map(|&i| self.columns[i].index).collect();
+        let has_masks = shown.iter().any(|&i| self.columns[i].mask.is_some());
+        if !has_masks && self.columns.iter().all(|c| c.mask.is_none()) {
+            let projection: Vec<usize> = shown.iter().map(|&i| self.columns[i].index).collect();
+            return self
+                .inner
+                .scan(state, Some(&projection), filters, limit)
+                .await;
+        }
+        // Scan the shown columns plus those the (exact) filters need, filter raw rows on
+        // unmasked columns, then mask and keep the shown columns.
+        let mut scanned = shown.clone();
+        for filter in filters {
+            for column in filter.column_refs() {
+                if let Ok(index) = self.schema.index_of(&column.name)
+                    && !scanned.contains(&index)
+                {
+                    scanned.push(index);
+                }
+            }
+        }
+        let inner_projection: Vec<usize> = scanned.iter().map(|&i| self.columns[i].index).collect();
+        // A limit can go to the scan only when no filter of ours comes after it.
+        let scan_limit = if filters.is_empty() { limit } else { None };
         let scan = self
             .inner
-            .scan(state, Some(&inner_projection), filters, limit)
+            .scan(state, Some(&inner_projection), filters, scan_limit)
             .await?;
-        let masks: Vec<Option<Mask>> = shown.iter().map(|&i| self.columns[i].mask).collect();
-        if masks.iter().all(Option::is_none) {
-            return Ok(scan);
+        let Some(predicate) = conjunction(filters.iter().map(unqualified)) else {
+            // Without filters `scanned` is `shown`.
+            return self.mask(scan, &shown);
+        };
+        let schema = DFSchema::try_from(scan.schema().as_ref().clone())?;
+        let predicate = state.create_physical_expr(predicate, &schema)?;
+        let filter = FilterExecBuilder::new(predicate, scan).with_fetch(limit);
+        if has_masks {
+            self.mask(Arc::new(filter.build()?), &shown)
+        } else {
+            // Nothing shown is masked: a plain filter that also drops the filter-only
+            // columns, so that join and TopK filters can still reach the scan.
+            let shown_positions: Vec<usize> = (0..shown.len()).collect();
+            Ok(Arc::new(
+                filter.apply_projection(Some(shown_positions))?.build()?,
+            ))
         }
-        let schema = Arc::new(self.schema.project(&shown)?);
-        Ok(Arc::new(MaskExec::new(scan, masks, schema)))
     }
+}
+
+impl ReaderTable {
+    /// `MaskExec` over `input`, whose first columns are `shown` (table indices), keeping
+    /// just those; the input itself when that changes nothing.
+    fn mask(
+        &self,
+        input: Arc<dyn ExecutionPlan>,
+        shown: &[usize],
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let columns: Vec<(usize, Option<Mask>)> = shown
+            .iter()
+            .enumerate()
+            .map(|(position, &i)| (position, self.columns[i].mask))
+            .collect();
+        if input.schema().fields().len() == shown.len() && columns.iter().all(|c| c.1.is_none()) {
+            return Ok(input);
+        }
+        let schema = Arc::new(self.schema.project(shown)?);
+        Ok(Arc::new(MaskExec::new(input, columns, schema)))
+    }
+}
+
+/// A filter with its columns unqualified, to be planned against the scan's own schema.
+fn unqualified(filter: &Expr) -> Expr {
+    filter
+        .clone()
+        .transform(|expr| {
+            Ok(match expr {
+                Expr::Column(column) => {
+                    Transformed::yes(Expr::Column(Column::new_unqualified(column.name)))
+                }
+                other => Transformed::no(other),
+            })
+        })
+        .map(|t| t.data)
+        .unwrap_or_else(|_| filter.clone())
 }
 
 /// Masks columns of every batch that passes; the first node above a masked table's scan.
 #[derive(Debug)]
 pub struct MaskExec {
     input: Arc<dyn ExecutionPlan>,
-    masks: Arc<Vec<Option<Mask>>>,
+    /// Output column i is input column `columns[i].0`, masked with `columns[i].1`.
+    columns: Arc<Vec<(usize, Option<Mask>)>>,
     schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
 
 impl MaskExec {
-    fn new(input: Arc<dyn ExecutionPlan>, masks: Vec<Option<Mask>>, schema: SchemaRef) -> Self {
+    fn new(
+        input: Arc<dyn ExecutionPlan>,
+        columns: Vec<(usize, Option<Mask>)>,
+        schema: SchemaRef,
+    ) -> Self {
         let properties = PlanProperties::new(
             EquivalenceProperties::new(schema.clone()),
             input.output_partitioning().clone(),
@@ -231,7 +316,7 @@ impl MaskExec {
         );
         Self {
             input,
-            masks: Arc::new(masks),
+            columns: Arc::new(columns),
             schema,
             properties: Arc::new(properties),
         }
@@ -241,10 +326,10 @@ impl MaskExec {
 impl DisplayAs for MaskExec {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         let masked: Vec<String> = self
-            .masks
+            .columns
             .iter()
             .zip(self.schema.fields())
-            .filter_map(|(mask, field)| mask.map(|m| format!("{}={}", field.name(), m.name())))
+            .filter_map(|((_, mask), field)| mask.map(|m| format!("{}={}", field.name(), m.name())))
             .collect();
         write!(f, "MaskExec: {}", masked.join(", "))
     }
@@ -281,7 +366,7 @@ impl ExecutionPlan for MaskExec {
             .ok_or_else(|| DataFusionError::Internal("MaskExec takes exactly one input".into()))?;
         Ok(Arc::new(MaskExec::new(
             input,
-            self.masks.as_ref().clone(),
+            self.columns.as_ref().clone(),
             self.schema.clone(),
         )))
     }
@@ -302,32 +387,39 @@ impl ExecutionPlan for MaskExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let input = self.input.execute(partition, context)?;
-        let masks = self.masks.clone();
+        let columns = self.columns.clone();
         let schema = self.schema.clone();
         let out = schema.clone();
         Ok(Box::pin(RecordBatchStreamAdapter::new(
             out,
-            input.map(move |batch| mask_batch(&batch?, &masks, &schema)),
+            input.map(move |batch| mask_batch(&batch?, &columns, &schema)),
         )))
     }
 }
 
 fn mask_batch(
     batch: &RecordBatch,
-    masks: &[Option<Mask>],
+    columns: &[(usize, Option<Mask>)],
     schema: &SchemaRef,
 ) -> Result<RecordBatch> {
-    let columns = batch
-        .columns()
+    let arrays = columns
         .iter()
-        .zip(masks)
         .zip(schema.fields())
-        .map(|((array, mask), field)| match mask {
-            None => Ok(array.clone()),
-            Some(mask) => mask_array(array, *mask, field.data_type()),
+        .map(|((index, mask), field)| {
+            let array = batch.column(*index);
+            match mask {
+                None => Ok(array.clone()),
+                Some(mask) => mask_array(array, *mask, field.data_type()),
+            }
         })
         .collect::<Result<Vec<_>>>()?;
-    Ok(RecordBatch::try_new(schema.clone(), columns)?)
+    // A batch of no columns (count(*)) still has its rows.
+    let options = RecordBatchOptions::new().with_row_count(Some(batch.num_rows()));
+    Ok(RecordBatch::try_new_with_options(
+        schema.clone(),
+        arrays,
+        &options,
+    )?)
 }
 
 fn mask_array(array: &ArrayRef, mask: Mask, data_type: &DataType) -> Result<ArrayRef> {
@@ -340,8 +432,12 @@ fn mask_array(array: &ArrayRef, mask: Mask, data_type: &DataType) -> Result<Arra
         .downcast_ref::<datafusion::arrow::array::StringViewArray>()
         .ok_or_else(|| DataFusionError::Internal("masking expects text".into()))?;
     let mut out = StringViewBuilder::with_capacity(text.len());
+    let mut masked = String::new();
     for value in text.iter() {
-        out.append_option(value.and_then(|v| mask.apply(v)));
+        match value {
+            Some(value) if mask.apply_into(value, &mut masked) => out.append_value(&masked),
+            _ => out.append_null(),
+        }
     }
     Ok(Arc::new(out.finish()))
 }

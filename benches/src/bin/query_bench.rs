@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use cityhub_benches::{Hub, percentile};
+use cityhub_benches::{ANALYTICAL_QUERIES as QUERIES, Hub, percentile};
 use cityhub_catalog::{Column, ColumnType, DatasetName, NewDataset, Principal, Role};
 use clap::Parser;
 use datafusion::prelude::{ParquetReadOptions, SessionContext};
@@ -37,61 +37,6 @@ struct Args {
     #[arg(long, default_value_t = 10)]
     per_analyst: usize,
 }
-
-const QUERIES: &[(&str, &str)] = &[
-    ("count", "SELECT count(*) FROM zhili.hotline_cases"),
-    (
-        "group by category",
-        "SELECT category, count(*) AS n FROM zhili.hotline_cases GROUP BY category ORDER BY n DESC",
-    ),
-    (
-        "filter + group",
-        "SELECT region_code, count(*) AS n FROM zhili.hotline_cases WHERE status = '已办结' GROUP BY region_code ORDER BY region_code",
-    ),
-    (
-        "fines by type",
-        "SELECT violation_type, sum(fine_yuan) AS fines, avg(points) AS points FROM gongan.traffic_violations GROUP BY violation_type ORDER BY fines DESC",
-    ),
-    (
-        "violations per hour",
-        "SELECT date_trunc('hour', occurred_at) AS hour, count(*) AS n FROM gongan.traffic_violations GROUP BY hour ORDER BY hour",
-    ),
-    (
-        "top plates",
-        "SELECT plate_no, count(*) AS n FROM gongan.traffic_violations GROUP BY plate_no ORDER BY n DESC, plate_no LIMIT 10",
-    ),
-    (
-        "join per region",
-        "WITH h AS (SELECT region_code, count(*) AS cases FROM zhili.hotline_cases GROUP BY region_code), \
-         g AS (SELECT region_code, count(*) AS open_events FROM zhili.grid_events WHERE status = 'open' GROUP BY region_code) \
-         SELECT h.region_code, cases, open_events FROM h JOIN g ON h.region_code = g.region_code ORDER BY h.region_code",
-    ),
-    (
-        "window rank",
-        "SELECT region_code, incident_type, n, rank() OVER (PARTITION BY region_code ORDER BY n DESC) AS r \
-         FROM (SELECT region_code, incident_type, count(*) AS n FROM yingji.incidents GROUP BY region_code, incident_type) t \
-         ORDER BY region_code, r",
-    ),
-    (
-        "top-k speeding",
-        "SELECT violation_id, plate_no, speed_kmh FROM gongan.traffic_violations WHERE speed_kmh > 100 ORDER BY speed_kmh DESC, violation_id LIMIT 100",
-    ),
-    (
-        "distinct callers",
-        "SELECT count(DISTINCT caller_phone) FROM zhili.hotline_cases",
-    ),
-    (
-        "handling hours",
-        "SELECT category, avg(date_part('epoch', closed_at) - date_part('epoch', received_at)) / 3600 AS hours \
-         FROM zhili.hotline_cases WHERE closed_at IS NOT NULL GROUP BY category ORDER BY category",
-    ),
-    (
-        "violations x checkpoints",
-        "SELECT v.region_code, count(*) AS n FROM gongan.traffic_violations v \
-         JOIN (SELECT DISTINCT checkpoint_id FROM gongan.traffic_violations WHERE violation_type = '闯红灯') c \
-         ON v.checkpoint_id = c.checkpoint_id GROUP BY v.region_code ORDER BY v.region_code",
-    ),
-];
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
@@ -163,27 +108,8 @@ async fn main() -> anyhow::Result<()> {
     Ok(())
 }
 
-/// Runs a query over HTTP with Arrow output and returns the row count.
 async fn hub_query(hub: &Hub, sql: &str) -> anyhow::Result<usize> {
-    let response = hub
-        .client
-        .post(format!("{}/api/v1/sql", hub.base))
-        .bearer_auth(&hub.admin)
-        .header("accept", "application/vnd.apache.arrow.stream")
-        .body(sql.to_string())
-        .send()
-        .await?;
-    let status = response.status();
-    let bytes = response.bytes().await?;
-    if !status.is_success() {
-        bail!("{status}: {}", String::from_utf8_lossy(&bytes));
-    }
-    let reader = arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None)?;
-    let mut rows = 0;
-    for batch in reader {
-        rows += batch?.num_rows();
-    }
-    Ok(rows)
+    hub.sql_rows(&hub.admin, sql).await
 }
 
 /// A plain DataFusion context with each demo dataset registered over its folder of Parquet
