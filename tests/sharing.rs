@@ -611,6 +611,10 @@ async fn the_audit_log_records_every_action_exactly_once() {
             .as_str()
             .is_some_and(|e| e.contains("shared on condition"))
     );
+    assert_eq!(
+        entries[9]["dataset"], "gongan.people",
+        "a refused read names its dataset"
+    );
 
     // Filters: by dataset (also matching queries that read it) and by principal.
     let (_, about) = server
@@ -619,7 +623,7 @@ async fn the_audit_log_records_every_action_exactly_once() {
             "/api/v1/audit?dataset=gongan.people&action=query",
         )
         .await;
-    assert_eq!(about.as_array().map(Vec::len), Some(1), "{about}");
+    assert_eq!(about.as_array().map(Vec::len), Some(2), "{about}");
     let (_, by) = server
         .get(
             &server.admin,

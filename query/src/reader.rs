@@ -65,6 +65,11 @@ pub struct DatasetColumnRead {
 }
 
 impl ReadLog {
+    /// Notes a dataset the query named but was refused, so its audit entry names it.
+    pub fn record_refused(&self, dataset: &str) {
+        self.record(dataset, std::iter::empty());
+    }
+
     fn record(&self, dataset: &str, columns: impl Iterator<Item = (String, DatasetColumnRead)>) {
         if let Ok(mut reads) = self.reads.lock() {
             reads

@@ -224,6 +224,7 @@ impl SchemaProvider for DepartmentSchema {
         }
         let Some((dataset, how)) = self.view.readable(&self.department, name) else {
             if let Some(dataset) = self.view.applicable(&self.department, name) {
+                self.view.reads.record_refused(&dataset.name.to_string());
                 return Err(DataFusionError::External(Box::new(NeedsGrant {
                     dataset: dataset.name.to_string(),
                 })));
