@@ -116,6 +116,9 @@ impl From<CatalogError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "idempotency_key_reused", message)
             }
             CatalogError::WrongState(_) => Self::new(StatusCode::CONFLICT, "wrong_state", message),
+            CatalogError::OffsetConflict { .. } => {
+                Self::new(StatusCode::CONFLICT, "offset_conflict", message)
+            }
             CatalogError::Storage(_) => Self::internal(message),
         }
     }

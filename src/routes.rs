@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{delete, get, post};
 use axum::{Json, Router};
 use cityhub_catalog::sharing::access;
-use cityhub_catalog::{AuditEvent, Dataset, DatasetName, NewDataset, Role};
+use cityhub_catalog::{Access, AuditEvent, Dataset, DatasetName, NewDataset, Role};
 use cityhub_ingest::{Format, IngestError, PushRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -201,7 +201,7 @@ async fn list_datasets(
     let mut datasets = Vec::new();
     for dataset in state.catalog.list_datasets().await? {
         let how = access(&caller.0, &dataset, &grants, now);
-        if !caller.0.may_see(&dataset) {
+        if how == Access::Hidden {
             continue;
         }
         let mut value = serde_json::to_value(&dataset).map_err(ApiError::internal_from)?;

@@ -28,6 +28,18 @@ pub enum CatalogError {
     )]
     IdempotencyMismatch { key: String },
 
+    /// A stream partition's stored offset is not what the committer expected: another
+    /// worker consumed it since (after a rebalance). The committer must re-read and seek.
+    #[error(
+        "partition {partition} of {topic} is at offset {actual:?} in the catalog, not {expected:?}: another worker took it over"
+    )]
+    OffsetConflict {
+        topic: String,
+        partition: i32,
+        expected: Option<i64>,
+        actual: Option<i64>,
+    },
+
     /// The thing exists but is not in a state that allows the change (a request already
     /// decided, a grant already revoked).
     #[error("{0}")]

@@ -127,14 +127,9 @@ impl Principal {
     /// Whether this principal may know that a dataset exists: its owner and admins always;
     /// everybody for shared (unconditional or conditional) datasets, so that departments
     /// can browse what they may apply for. A `none` dataset is invisible to everyone else.
+    /// What the principal may read of it is [`crate::sharing::access`].
     pub fn may_see(&self, dataset: &Dataset) -> bool {
         self.acts_for(&dataset.owner) || dataset.sharing != Sharing::None
-    }
-
-    /// Whether this principal may read a dataset's rows: its owner and admins, and every
-    /// department for unconditional datasets. (Conditional datasets need a grant.)
-    pub fn may_read(&self, dataset: &Dataset) -> bool {
-        self.acts_for(&dataset.owner) || dataset.sharing == Sharing::Unconditional
     }
 }
 
@@ -634,6 +629,57 @@ pub struct Commit {
     /// Paths of files this snapshot no longer includes.
     pub removed: Vec<String>,
     pub idempotency: Option<IdempotencyRecord>,
+    /// Stream progress committed with the snapshot (Kafka offsets, dead letters).
+    pub stream: Option<StreamProgress>,
+}
+
+/// What a stream consumer commits together with its rows: where each partition continues,
+/// and the messages it could not turn into rows.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct StreamProgress {
+    pub offsets: Vec<OffsetAdvance>,
+    pub rejected: Vec<RejectedRecord>,
+}
+
+/// One partition moving from `expected` (the committer's view of the stored next offset;
+/// `None` when it believes none is stored) to `next`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OffsetAdvance {
+    pub topic: String,
+    pub partition: i32,
+    pub expected: Option<i64>,
+    pub next: i64,
+}
+
+/// A message kept in the dead-letter table.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct RejectedRecord {
+    pub topic: String,
+    pub partition: i32,
+    pub offset: i64,
+    pub key: Option<Vec<u8>>,
+    pub payload: Vec<u8>,
+    pub error: String,
+}
+
+/// A stored offset of a dataset's stream.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StreamOffset {
+    pub topic: String,
+    pub partition: i32,
+    pub next_offset: i64,
+    pub snapshot_id: Option<i64>,
+    pub updated_at: DateTime<Utc>,
+}
+
+/// A stored dead letter.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct StoredRejection {
+    pub id: i64,
+    pub dataset: String,
+    #[serde(flatten)]
+    pub record: RejectedRecord,
+    pub at: DateTime<Utc>,
 }
 
 /// How a commit ended.
@@ -642,4 +688,6 @@ pub enum CommitOutcome {
     Committed(Snapshot),
     /// The idempotency key was already used for the same request: nothing new committed.
     Replayed(IdempotencyRecord),
+    /// No files: only stream progress (offsets, dead letters) was committed.
+    Progressed,
 }

@@ -18,8 +18,8 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use crate::error::{CatalogError, Result};
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
-    NewDataset, NewPrincipal, Operation, Principal, SchemaVersion, Snapshot, validate_columns,
-    validate_department_code,
+    NewDataset, NewPrincipal, Operation, Principal, SchemaVersion, Snapshot, StoredRejection,
+    StreamOffset, StreamProgress, validate_columns, validate_department_code,
 };
 use crate::sharing::{
     AuditEntry, AuditEvent, AuditFilter, Decision, Grant, NewShareRequest, ShareRequest,
@@ -34,6 +34,7 @@ mod sharing_sql;
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_sharing_audit.sql")),
+    (3, include_str!("../migrations/0003_streams.sql")),
 ];
 
 const READERS: usize = 4;
@@ -619,6 +620,59 @@ impl CatalogStore for SqliteStore {
             .await
     }
 
+    async fn stream_offsets(&self, dataset_id: i64) -> Result<Vec<StreamOffset>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT topic, partition, next_offset, snapshot_id, updated_at \
+                 FROM stream_offsets WHERE dataset_id = ?1 ORDER BY topic, partition",
+            )?;
+            let rows = stmt.query_map([dataset_id], |row| {
+                Ok(StreamOffset {
+                    topic: row.get(0)?,
+                    partition: row.get(1)?,
+                    next_offset: row.get(2)?,
+                    snapshot_id: row.get(3)?,
+                    updated_at: parse_time(row.get(4)?)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn rejected_records(
+        &self,
+        dataset_id: i64,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredRejection>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT r.id, d.department || '.' || d.name, r.topic, r.partition, r.\"offset\", \
+                 r.key, r.payload, r.error, r.at FROM rejected_records r \
+                 JOIN datasets d ON d.id = r.dataset_id \
+                 WHERE r.dataset_id = ?1 AND r.id > ?2 ORDER BY r.id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![dataset_id, after_id, limit as i64], |row| {
+                Ok(StoredRejection {
+                    id: row.get(0)?,
+                    dataset: row.get(1)?,
+                    record: crate::model::RejectedRecord {
+                        topic: row.get(2)?,
+                        partition: row.get(3)?,
+                        offset: row.get(4)?,
+                        key: row.get(5)?,
+                        payload: row.get(6)?,
+                        error: row.get(7)?,
+                    },
+                    at: parse_time(row.get(8)?)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn list_principals(&self) -> Result<Vec<Principal>> {
         self.read(sharing_sql::list_principals).await
     }
@@ -694,6 +748,74 @@ impl CatalogStore for SqliteStore {
     }
 }
 
+/// Refuses a stream commit whose expected offsets are not the stored ones.
+fn check_offsets(conn: &Connection, dataset_id: i64, stream: &StreamProgress) -> Result<()> {
+    let mut select = conn.prepare_cached(
+        "SELECT next_offset FROM stream_offsets WHERE dataset_id = ?1 AND topic = ?2 \
+         AND partition = ?3",
+    )?;
+    for advance in &stream.offsets {
+        let actual: Option<i64> = select
+            .query_row(
+                params![dataset_id, advance.topic, advance.partition],
+                |row| row.get(0),
+            )
+            .optional()?;
+        if actual != advance.expected {
+            return Err(CatalogError::OffsetConflict {
+                topic: advance.topic.clone(),
+                partition: advance.partition,
+                expected: advance.expected,
+                actual,
+            });
+        }
+    }
+    Ok(())
+}
+
+fn write_progress(
+    conn: &Connection,
+    dataset_id: i64,
+    stream: &StreamProgress,
+    snapshot_id: Option<i64>,
+) -> Result<()> {
+    let at = time_text(now());
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO stream_offsets (dataset_id, topic, partition, next_offset, snapshot_id, \
+         updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (dataset_id, topic, partition) \
+         DO UPDATE SET next_offset = excluded.next_offset, \
+         snapshot_id = coalesce(excluded.snapshot_id, stream_offsets.snapshot_id), \
+         updated_at = excluded.updated_at",
+    )?;
+    for advance in &stream.offsets {
+        upsert.execute(params![
+            dataset_id,
+            advance.topic,
+            advance.partition,
+            advance.next,
+            snapshot_id,
+            at
+        ])?;
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO rejected_records (dataset_id, topic, partition, \"offset\", key, payload, \
+         error, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for record in &stream.rejected {
+        insert.execute(params![
+            dataset_id,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.payload,
+            record.error,
+            at
+        ])?;
+    }
+    Ok(())
+}
+
 /// The commit transaction. Order matters: the idempotency check comes before the parent
 /// check, so a retry of an already committed push is answered from the record even if
 /// other commits have happened since.
@@ -706,6 +828,15 @@ fn commit_in(conn: &mut Connection, commit: Commit) -> Result<CommitOutcome> {
             return Err(CatalogError::IdempotencyMismatch { key: existing.key });
         }
         return Ok(CommitOutcome::Replayed(existing));
+    }
+    if let Some(stream) = &commit.stream {
+        check_offsets(&tx, commit.dataset_id, stream)?;
+        if commit.added.is_empty() && commit.removed.is_empty() {
+            // Only progress (e.g. a batch of nothing but bad messages): no new snapshot.
+            write_progress(&tx, commit.dataset_id, stream, None)?;
+            tx.commit()?;
+            return Ok(CommitOutcome::Progressed);
+        }
     }
     let current = tx
         .query_row(
@@ -815,6 +946,9 @@ fn commit_in(conn: &mut Connection, commit: Commit) -> Result<CommitOutcome> {
             commit.dataset_id
         ],
     )?;
+    if let Some(stream) = &commit.stream {
+        write_progress(&tx, commit.dataset_id, stream, Some(snapshot_id))?;
+    }
     if let Some(record) = &commit.idempotency {
         tx.execute(
             "INSERT INTO idempotency_keys (dataset_id, key, request_hash, response, \

@@ -8,7 +8,7 @@ use async_trait::async_trait;
 use crate::error::Result;
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
-    NewDataset, NewPrincipal, Principal, SchemaVersion, Snapshot,
+    NewDataset, NewPrincipal, Principal, SchemaVersion, Snapshot, StoredRejection, StreamOffset,
 };
 use crate::sharing::{
     AuditEntry, AuditEvent, AuditFilter, Decision, Grant, NewShareRequest, ShareRequest,
@@ -57,6 +57,16 @@ pub trait CatalogStore: Send + Sync + 'static {
         dataset_id: i64,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>>;
+
+    /// The stored next offsets of a dataset's stream partitions.
+    async fn stream_offsets(&self, dataset_id: i64) -> Result<Vec<StreamOffset>>;
+    /// Dead letters of a dataset after `after_id`, oldest first.
+    async fn rejected_records(
+        &self,
+        dataset_id: i64,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredRejection>>;
 
     /// Every principal, newest first (tokens are never returned, only their metadata).
     async fn list_principals(&self) -> Result<Vec<Principal>>;

@@ -42,6 +42,7 @@ fn append(dataset: &Dataset, parent: Option<i64>, files: Vec<DataFile>) -> Commi
         added: files,
         removed: vec![],
         idempotency: None,
+        stream: None,
     }
 }
 
@@ -474,4 +475,117 @@ async fn only_datasets_without_data_can_be_dropped() {
         .expect("commit");
     assert!(store.drop_unused_dataset(full.id).await.is_err());
     assert!(store.dataset(&full.name).await.expect("q").is_some());
+}
+
+fn stream_commit(
+    dataset: &Dataset,
+    parent: Option<i64>,
+    files: Vec<DataFile>,
+    expected: Option<i64>,
+    next: i64,
+    rejected: Vec<RejectedRecord>,
+) -> Commit {
+    Commit {
+        stream: Some(StreamProgress {
+            offsets: vec![OffsetAdvance {
+                topic: "alarms".into(),
+                partition: 0,
+                expected,
+                next,
+            }],
+            rejected,
+        }),
+        ..append(dataset, parent, files)
+    }
+}
+
+#[tokio::test]
+async fn stream_offsets_advance_with_the_snapshot_and_refuse_a_zombie() {
+    let (_dir, store) = store();
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    let dataset = store
+        .create_dataset(new_dataset("gongan.alarms"))
+        .await
+        .expect("dataset");
+    let bad = RejectedRecord {
+        topic: "alarms".into(),
+        partition: 0,
+        offset: 3,
+        key: Some(b"k".to_vec()),
+        payload: b"{not json".to_vec(),
+        error: "line 1: expected value".into(),
+    };
+    let first = committed(
+        store
+            .commit(stream_commit(
+                &dataset,
+                None,
+                vec![file("a", 9)],
+                None,
+                10,
+                vec![bad.clone()],
+            ))
+            .await
+            .expect("first"),
+    );
+    let offsets = store.stream_offsets(dataset.id).await.expect("offsets");
+    assert_eq!(offsets.len(), 1);
+    assert_eq!(offsets[0].next_offset, 10);
+    assert_eq!(offsets[0].snapshot_id, Some(first.id));
+    let dead = store
+        .rejected_records(dataset.id, 0, 10)
+        .await
+        .expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].record, bad);
+
+    // A worker that still believes the partition is new (a zombie after a rebalance) cannot
+    // commit, and leaves nothing behind.
+    let zombie = store
+        .commit(stream_commit(
+            &dataset,
+            Some(first.id),
+            vec![file("z", 5)],
+            None,
+            15,
+            vec![],
+        ))
+        .await;
+    assert!(matches!(
+        zombie,
+        Err(CatalogError::OffsetConflict {
+            actual: Some(10),
+            ..
+        })
+    ));
+    assert_eq!(store.snapshots(dataset.id).await.expect("log").len(), 1);
+
+    // A batch of only bad messages advances the offset without a snapshot.
+    let progressed = store
+        .commit(stream_commit(
+            &dataset,
+            Some(first.id),
+            vec![],
+            Some(10),
+            12,
+            vec![RejectedRecord { offset: 11, ..bad }],
+        ))
+        .await
+        .expect("progress");
+    assert_eq!(progressed, CommitOutcome::Progressed);
+    let offsets = store.stream_offsets(dataset.id).await.expect("offsets");
+    assert_eq!(offsets[0].next_offset, 12);
+    assert_eq!(offsets[0].snapshot_id, Some(first.id));
+    assert_eq!(store.snapshots(dataset.id).await.expect("log").len(), 1);
+    assert_eq!(
+        store
+            .rejected_records(dataset.id, dead[0].id, 10)
+            .await
+            .expect("dead letters")
+            .len(),
+        1
+    );
 }

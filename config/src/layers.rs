@@ -177,6 +177,21 @@ impl Layers {
     }
 
     fn apply_value(&mut self, key: &str, value: Value, source: Source) {
+        if key == "ingest.kafka"
+            && let Value::Array(feeds) = &value
+        {
+            // Each feed is checked on its own so that a problem names the feed.
+            let mut ok = true;
+            for (index, feed) in feeds.iter().enumerate() {
+                if let Err(err) = feed.clone().try_into::<crate::KafkaFeed>() {
+                    self.problem(&format!("{key}[{index}]"), source.clone(), err.message());
+                    ok = false;
+                }
+            }
+            if !ok {
+                return;
+            }
+        }
         let Some(default) = self.values.get(key) else {
             let hint = self.closest_key(key);
             self.problem(key, source, format!("unknown key{hint}"));

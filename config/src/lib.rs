@@ -113,6 +113,8 @@ pub struct IngestConfig {
     pub file_rows: u64,
     /// Parquet compression: `zstd`, `snappy` or `none`.
     pub compression: String,
+    /// Kafka feeds consumed into datasets (`[[ingest.kafka]]` tables).
+    pub kafka: Vec<KafkaFeed>,
 }
 
 impl Default for IngestConfig {
@@ -122,6 +124,88 @@ impl Default for IngestConfig {
             max_rejected_reported: 1000,
             file_rows: 1_000_000,
             compression: "zstd".into(),
+            kafka: Vec::new(),
+        }
+    }
+}
+
+/// One Kafka topic consumed into one dataset (`[[ingest.kafka]]`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct KafkaFeed {
+    /// `host:port[,host:port...]`
+    pub bootstrap_servers: String,
+    pub topic: String,
+    /// The target dataset, `department.table`.
+    pub dataset: String,
+    /// `json` (one object per message) or `csv` (one line per message, in column order).
+    #[serde(default = "KafkaFeed::default_format")]
+    pub format: String,
+    #[serde(default = "KafkaFeed::default_group")]
+    pub group_id: String,
+    /// Where a dataset with no stored offsets starts: `earliest` or `latest`.
+    #[serde(default = "KafkaFeed::default_start")]
+    pub start: String,
+    /// A batch is committed when it holds this many rows, this many bytes, or is this old,
+    /// whichever comes first.
+    #[serde(default = "KafkaFeed::default_flush_rows")]
+    pub flush_rows: u64,
+    #[serde(default = "KafkaFeed::default_flush_bytes")]
+    pub flush_bytes: u64,
+    #[serde(default = "KafkaFeed::default_flush_age_ms")]
+    pub flush_age_ms: u64,
+    /// Consumers of this feed in each process (they share the partitions).
+    #[serde(default = "KafkaFeed::default_workers")]
+    pub workers: u64,
+    /// Messages larger than this go to the dead-letter table.
+    #[serde(default = "KafkaFeed::default_max_message_bytes")]
+    pub max_message_bytes: u64,
+    /// Passed to librdkafka as they are (security settings and the like).
+    #[serde(default)]
+    pub properties: std::collections::BTreeMap<String, String>,
+}
+
+impl KafkaFeed {
+    fn default_format() -> String {
+        "json".into()
+    }
+    fn default_group() -> String {
+        "cityhub".into()
+    }
+    fn default_start() -> String {
+        "earliest".into()
+    }
+    fn default_flush_rows() -> u64 {
+        100_000
+    }
+    fn default_flush_bytes() -> u64 {
+        64 * 1024 * 1024
+    }
+    fn default_flush_age_ms() -> u64 {
+        1_000
+    }
+    fn default_workers() -> u64 {
+        1
+    }
+    fn default_max_message_bytes() -> u64 {
+        1024 * 1024
+    }
+
+    /// The settings of a feed with only the required keys given.
+    pub fn new(bootstrap_servers: &str, topic: &str, dataset: &str) -> Self {
+        Self {
+            bootstrap_servers: bootstrap_servers.into(),
+            topic: topic.into(),
+            dataset: dataset.into(),
+            format: Self::default_format(),
+            group_id: Self::default_group(),
+            start: Self::default_start(),
+            flush_rows: Self::default_flush_rows(),
+            flush_bytes: Self::default_flush_bytes(),
+            flush_age_ms: Self::default_flush_age_ms(),
+            workers: Self::default_workers(),
+            max_message_bytes: Self::default_max_message_bytes(),
+            properties: Default::default(),
         }
     }
 }
@@ -308,6 +392,60 @@ impl Config {
             ["text", "json"].contains(&self.log.format.as_str()),
             "must be text or json",
         );
+        for (index, feed) in self.ingest.kafka.iter().enumerate() {
+            let mut check = |field: &str, ok: bool, message: &str| {
+                if !ok {
+                    problems.push((
+                        format!("ingest.kafka[{index}].{field}"),
+                        message.to_string(),
+                    ));
+                }
+            };
+            check(
+                "bootstrap_servers",
+                !feed.bootstrap_servers.trim().is_empty(),
+                "must name at least one broker, e.g. 127.0.0.1:9092",
+            );
+            check("topic", !feed.topic.trim().is_empty(), "must name a topic");
+            check(
+                "dataset",
+                feed.dataset
+                    .split_once('.')
+                    .is_some_and(|(d, t)| !d.is_empty() && !t.is_empty()),
+                "must be department.table",
+            );
+            check(
+                "format",
+                ["json", "csv"].contains(&feed.format.as_str()),
+                "must be json or csv",
+            );
+            check(
+                "start",
+                ["earliest", "latest"].contains(&feed.start.as_str()),
+                "must be earliest or latest",
+            );
+            check("flush_rows", feed.flush_rows > 0, "must be greater than 0");
+            check(
+                "flush_bytes",
+                feed.flush_bytes > 0,
+                "must be greater than 0",
+            );
+            check(
+                "flush_age_ms",
+                feed.flush_age_ms > 0,
+                "must be greater than 0",
+            );
+            check(
+                "workers",
+                (1..=64).contains(&feed.workers),
+                "must be between 1 and 64",
+            );
+            check(
+                "group_id",
+                !feed.group_id.trim().is_empty(),
+                "must name a consumer group",
+            );
+        }
         problems
     }
 }

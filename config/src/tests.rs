@@ -151,3 +151,64 @@ fn negative_size_is_refused_not_wrapped() {
         .expect_err("must fail");
     assert!(err.to_string().contains("invalid value"), "{err}");
 }
+
+#[test]
+fn kafka_feeds_load_with_defaults_and_each_problem_names_its_feed() {
+    let file = toml_file(
+        r#"
+[[ingest.kafka]]
+bootstrap_servers = "127.0.0.1:9092"
+topic = "gongan.alarms"
+dataset = "gongan.alarms"
+flush_rows = 5000
+[ingest.kafka.properties]
+"security.protocol" = "plaintext"
+
+[[ingest.kafka]]
+bootstrap_servers = "127.0.0.1:9092"
+topic = "zhili.events"
+dataset = "zhili.events"
+format = "xml"
+start = "middle"
+"#,
+    );
+    let problems = Config::load(Some(file.path()), env(&[]), &[])
+        .expect_err("bad second feed")
+        .problems;
+    let keys: Vec<&str> = problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(keys, ["ingest.kafka[1].format", "ingest.kafka[1].start"]);
+
+    let file = toml_file(
+        r#"
+[[ingest.kafka]]
+bootstrap_servers = "127.0.0.1:9092"
+topic = "gongan.alarms"
+dataset = "gongan.alarms"
+flush_rows = 5000
+[ingest.kafka.properties]
+"security.protocol" = "plaintext"
+"#,
+    );
+    let loaded = Config::load(Some(file.path()), env(&[]), &[]).expect("valid feed");
+    let feed = &loaded.config.ingest.kafka[0];
+    assert_eq!(feed.flush_rows, 5000);
+    assert_eq!(feed.flush_age_ms, 1000);
+    assert_eq!(feed.group_id, "cityhub");
+    assert_eq!(feed.start, "earliest");
+    assert_eq!(feed.properties["security.protocol"], "plaintext");
+
+    let file = toml_file(
+        r#"
+[[ingest.kafka]]
+bootstrap_servers = "127.0.0.1:9092"
+topci = "gongan.alarms"
+dataset = "gongan.alarms"
+"#,
+    );
+    let problems = Config::load(Some(file.path()), env(&[]), &[])
+        .expect_err("misspelt key")
+        .problems;
+    assert_eq!(problems.len(), 1, "{problems:?}");
+    assert_eq!(problems[0].key, "ingest.kafka[0]");
+    assert!(problems[0].message.contains("topci"), "{}", problems[0]);
+}

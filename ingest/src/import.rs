@@ -237,8 +237,8 @@ impl Ingest {
                 files,
                 snapshot_id: snapshot.id,
             }),
-            CommitOutcome::Replayed(_) => Err(IngestError::Internal(
-                "an import without idempotency key was answered as a replay".into(),
+            CommitOutcome::Replayed(_) | CommitOutcome::Progressed => Err(IngestError::Internal(
+                "an import commit with files was answered without a snapshot".into(),
             )),
         }
     }

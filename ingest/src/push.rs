@@ -161,6 +161,9 @@ impl Ingest {
             }
             // A concurrent retry with the same key won the race: answer as it did.
             CommitOutcome::Replayed(done) => replay(done, &request_hash.unwrap_or_default()),
+            CommitOutcome::Progressed => Err(IngestError::Internal(
+                "a push commit with a file was answered without a snapshot".into(),
+            )),
         }
     }
 }

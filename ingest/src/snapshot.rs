@@ -141,6 +141,7 @@ impl Ingest {
                 added: files.clone(),
                 removed: Vec::new(),
                 idempotency: idempotency.clone(),
+                stream: None,
             };
             match self.catalog.commit(commit).await {
                 Ok(outcome) => {
