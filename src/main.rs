@@ -165,9 +165,18 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(&config.server.bind)
                 .await
                 .with_context(|| format!("cannot listen on {}", config.server.bind))?;
+            let feeds = cityhub_ingest::kafka::KafkaFeeds::start(
+                &state.ingest,
+                &config.ingest.kafka,
+                state.kafka.clone(),
+            )
+            .await
+            .context("starting the Kafka feeds")?;
             let purger = tokio::spawn(purge_audit_daily(state.clone()));
             server::run(listener, state.clone(), server::shutdown_signal()).await?;
             purger.abort();
+            // Commit what the feeds consumed before the process ends.
+            feeds.stop().await;
             state.audit.flush().await;
             Ok(())
         }

@@ -49,6 +49,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/tokens/{id}", delete(sharing::revoke_token))
         .route("/audit", get(sharing::read_audit))
+        .route("/ingest/status", get(ingest_status))
         .fallback(api_not_found);
     Router::new()
         .route("/healthz", get(healthz))
@@ -285,6 +286,29 @@ async fn push_rows(
         StatusCode::CREATED
     };
     Ok((status, Json(outcome)).into_response())
+}
+
+/// `GET /api/v1/ingest/status`: the Kafka feeds' partitions whose datasets the caller may
+/// see, with catalog offset, high watermark, lag, last flush, rows/s and dead letters.
+async fn ingest_status(
+    State(state): State<AppState>,
+    caller: Caller,
+) -> Result<Response, ApiError> {
+    let mut partitions = Vec::new();
+    for status in state.kafka.snapshot() {
+        let visible = match DatasetName::parse(&status.dataset) {
+            Ok(name) => state
+                .catalog
+                .dataset(&name)
+                .await?
+                .is_some_and(|d| caller.0.may_see(&d)),
+            Err(_) => false,
+        };
+        if visible {
+            partitions.push(status);
+        }
+    }
+    Ok(Json(json!({ "partitions": partitions })).into_response())
 }
 
 /// Records a push in the audit log: what was committed, or why nothing was.

@@ -4,6 +4,7 @@ use std::sync::Arc;
 
 use cityhub_catalog::{AuditLog, Catalog};
 use cityhub_config::Config;
+use cityhub_ingest::kafka::StatusBoard;
 use cityhub_ingest::{Ingest, Storage};
 use cityhub_query::QueryEngine;
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -22,6 +23,8 @@ pub struct AppState {
     /// Where every query, push, share decision and token change is recorded.
     pub audit: AuditLog,
     pub limiter: Arc<RateLimiter>,
+    /// Offsets, lag and rates of the Kafka feeds this process runs.
+    pub kafka: StatusBoard,
 }
 
 impl AppState {
@@ -50,6 +53,7 @@ impl AppState {
             metrics: telemetry::metrics_handle(),
             audit,
             limiter,
+            kafka: StatusBoard::default(),
         })
     }
 }

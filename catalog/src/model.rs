@@ -383,6 +383,10 @@ impl Column {
     }
 }
 
+/// Columns a Kafka feed fills from message metadata; the only names that may start with `_`.
+pub const STREAM_METADATA_COLUMNS: &[&str] =
+    &["_topic", "_partition", "_offset", "_key", "_timestamp"];
+
 /// Validates a column list: names are identifiers and unique, at least one column.
 pub fn validate_columns(columns: &[Column]) -> Result<(), CatalogError> {
     if columns.is_empty() {
@@ -394,18 +398,20 @@ pub fn validate_columns(columns: &[Column]) -> Result<(), CatalogError> {
     let mut seen = std::collections::HashSet::new();
     for (index, column) in columns.iter().enumerate() {
         let name = &column.name;
-        let ok = !name.is_empty()
-            && name.len() <= 64
-            && name.as_bytes()[0].is_ascii_lowercase()
-            && name
-                .bytes()
-                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        let ok = STREAM_METADATA_COLUMNS.contains(&name.as_str())
+            || (!name.is_empty()
+                && name.len() <= 64
+                && name.as_bytes()[0].is_ascii_lowercase()
+                && name
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_'));
         if !ok {
             return Err(CatalogError::invalid(
                 format!("columns[{index}].name"),
                 format!(
                     "{name:?} is not a column name: use 1-64 lowercase ASCII letters, digits or \
-                     underscores, starting with a letter"
+                     underscores, starting with a letter (or a Kafka metadata column: _topic, \
+                     _partition, _offset, _key, _timestamp)"
                 ),
             ));
         }

@@ -9,6 +9,7 @@
 //! - [`snapshot`]: writing files and committing them as a snapshot, retrying lost races.
 //! - [`push`]: the HTTP push operation (validation, idempotency, all-or-nothing).
 //! - [`import`]: streaming bulk loads of local files, with schema inference.
+//! - [`kafka`]: department topics consumed into datasets exactly once, with dead letters.
 //!
 //! The order of a write never changes: files first (`PutMode::Create`, synced), then one
 //! catalog transaction. A crash in between leaves an orphan file that no snapshot names,
@@ -18,6 +19,8 @@ pub mod decode;
 pub mod error;
 pub mod import;
 pub mod infer;
+#[cfg(feature = "kafka")]
+pub mod kafka;
 pub mod parquet_file;
 pub mod push;
 pub mod snapshot;

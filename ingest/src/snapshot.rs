@@ -7,6 +7,7 @@ use std::time::{Duration, Instant};
 use arrow::record_batch::RecordBatch;
 use cityhub_catalog::{
     Catalog, CatalogError, Commit, CommitOutcome, DataFile, Dataset, IdempotencyRecord, Operation,
+    StreamProgress,
 };
 use cityhub_config::IngestConfig;
 use rand::Rng;
@@ -62,8 +63,19 @@ impl Ingest {
     /// the one the file is expected to land in; the UUID keeps keys unique when a race
     /// moves it to a later snapshot.
     pub fn new_file_key(dataset: &Dataset) -> String {
+        Self::new_file_key_labelled(dataset, "")
+    }
+
+    /// Like [`Self::new_file_key`], with a label saying where the rows came from
+    /// (`{seq}-{label}-{uuid}.parquet`), e.g. a Kafka topic, partition and offset range.
+    pub fn new_file_key_labelled(dataset: &Dataset, label: &str) -> String {
+        let label = if label.is_empty() {
+            String::new()
+        } else {
+            format!("{label}-")
+        };
         format!(
-            "datasets/{}/{}/{:08}-{}.parquet",
+            "datasets/{}/{}/{:08}-{label}{}.parquet",
             dataset.id,
             chrono::Utc::now().format("%Y-%m-%d"),
             dataset.snapshot_seq + 1,
@@ -78,6 +90,16 @@ impl Ingest {
         dataset: &Dataset,
         batches: Vec<RecordBatch>,
     ) -> Result<DataFile, IngestError> {
+        self.write_file_labelled(dataset, batches, "").await
+    }
+
+    /// [`Self::write_file`] under a key carrying `label` (see [`Self::new_file_key_labelled`]).
+    pub async fn write_file_labelled(
+        &self,
+        dataset: &Dataset,
+        batches: Vec<RecordBatch>,
+        label: &str,
+    ) -> Result<DataFile, IngestError> {
         let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let compression = self.config.compression.clone();
         let (bytes, stats) = tokio::task::spawn_blocking(move || {
@@ -86,7 +108,7 @@ impl Ingest {
         })
         .await
         .map_err(|err| IngestError::Internal(format!("encoding task failed: {err}")))??;
-        let key = Self::new_file_key(dataset);
+        let key = Self::new_file_key_labelled(dataset, label);
         let size = bytes.len() as i64;
         self.storage.put_new(&key, bytes.into()).await?;
         Ok(DataFile {
@@ -107,8 +129,34 @@ impl Ingest {
         files: Vec<DataFile>,
         idempotency: Option<IdempotencyRecord>,
     ) -> Result<CommitOutcome, IngestError> {
+        self.commit_files(dataset, files, idempotency, None).await
+    }
+
+    /// Commits `files` (possibly none) of a stream together with its progress: the
+    /// partitions' next offsets and the dead letters. A lost race with another writer is
+    /// rebased and retried like an append; an offset conflict (another worker took the
+    /// partition over) is not, and removes the files.
+    pub async fn commit_stream(
+        &self,
+        dataset: &Dataset,
+        files: Vec<DataFile>,
+        progress: StreamProgress,
+    ) -> Result<CommitOutcome, IngestError> {
+        self.commit_files(dataset, files, None, Some(progress))
+            .await
+    }
+
+    async fn commit_files(
+        &self,
+        dataset: &Dataset,
+        files: Vec<DataFile>,
+        idempotency: Option<IdempotencyRecord>,
+        stream: Option<StreamProgress>,
+    ) -> Result<CommitOutcome, IngestError> {
         let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
-        let result = self.commit_with_retries(dataset, files, idempotency).await;
+        let result = self
+            .commit_with_retries(dataset, files, idempotency, stream)
+            .await;
         let keep_files = matches!(result, Ok(CommitOutcome::Committed(_)));
         if !keep_files {
             for path in &paths {
@@ -123,6 +171,7 @@ impl Ingest {
         dataset: &Dataset,
         files: Vec<DataFile>,
         idempotency: Option<IdempotencyRecord>,
+        stream: Option<StreamProgress>,
     ) -> Result<CommitOutcome, IngestError> {
         let started = Instant::now();
         let queue = self.commit_queue(dataset.id);
@@ -141,7 +190,7 @@ impl Ingest {
                 added: files.clone(),
                 removed: Vec::new(),
                 idempotency: idempotency.clone(),
-                stream: None,
+                stream: stream.clone(),
             };
             match self.catalog.commit(commit).await {
                 Ok(outcome) => {
