@@ -242,9 +242,13 @@ async fn a_crashed_worker_resumes_from_the_catalog_without_loss_or_duplicates() 
         flush_age_ms: 600_000,
         ..feed(&bootstrap)
     };
-    let feeds = KafkaFeeds::start(&server.state.ingest, &[slow.clone()], Default::default())
-        .await
-        .expect("start");
+    let feeds = KafkaFeeds::start(
+        &server.state.ingest,
+        std::slice::from_ref(&slow),
+        Default::default(),
+    )
+    .await
+    .expect("start");
     let deadline = Instant::now() + Duration::from_secs(30);
     while server
         .state

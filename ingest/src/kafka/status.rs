@@ -28,11 +28,13 @@ pub struct PartitionStatus {
     pub rows_per_second: f64,
 }
 
-/// The statuses of every partition this process has seen, keyed by (dataset, topic,
-/// partition).
+/// (dataset, topic, partition)
+type PartitionKey = (String, String, i32);
+
+/// The statuses of every partition this process has seen.
 #[derive(Clone, Default)]
 pub struct StatusBoard {
-    partitions: Arc<Mutex<BTreeMap<(String, String, i32), PartitionStatus>>>,
+    partitions: Arc<Mutex<BTreeMap<PartitionKey, PartitionStatus>>>,
 }
 
 impl StatusBoard {
