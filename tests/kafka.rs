@@ -173,7 +173,7 @@ async fn every_good_message_lands_once_and_bad_ones_become_dead_letters() {
     let feeds = KafkaFeeds::start(
         &server.state.ingest,
         &[feed(&bootstrap)],
-        Default::default(),
+        server.state.kafka.clone(),
     )
     .await
     .expect("start");
@@ -229,6 +229,43 @@ async fn every_good_message_lands_once_and_bad_ones_become_dead_letters() {
         assert!(Instant::now() < deadline, "{status:?}");
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+
+    // The same over HTTP and in /metrics; dead letters in SQL for the owner only.
+    let (status, body) = server.get(&server.admin, "/api/v1/ingest/status").await;
+    assert_eq!(status, 200, "{body}");
+    let partitions = body["partitions"].as_array().expect("partitions");
+    assert_eq!(partitions.len(), 3);
+    assert!(
+        partitions
+            .iter()
+            .all(|p| p["lag"] == 0 && p["last_flush_at"].is_string())
+    );
+    let metrics = server
+        .client
+        .get(server.url("/metrics"))
+        .send()
+        .await
+        .expect("metrics")
+        .text()
+        .await
+        .expect("text");
+    assert!(metrics.contains("cityhub_kafka_lag{"), "{metrics}");
+    assert!(metrics.contains("cityhub_kafka_rejected_total{"));
+    let owner = server.token("gongan", cityhub_catalog::Role::Analyst).await;
+    let dead_sql = "SELECT count(*) AS n, min(\"offset\") AS first FROM hub.rejected_records";
+    let (status, rows) = server
+        .post_json(&owner, "/api/v1/sql", json!({ "sql": dead_sql }))
+        .await;
+    assert_eq!(status, 200, "{rows}");
+    assert_eq!(rows[0]["n"], 60);
+    server.department("jiaotong").await;
+    let other = server
+        .token("jiaotong", cityhub_catalog::Role::Analyst)
+        .await;
+    let (_, rows) = server
+        .post_json(&other, "/api/v1/sql", json!({ "sql": dead_sql }))
+        .await;
+    assert_eq!(rows[0]["n"], 0, "dead letters are the owner's to read");
     feeds.stop().await;
 }
 

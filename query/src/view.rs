@@ -314,7 +314,7 @@ impl std::fmt::Debug for SystemSchema {
     }
 }
 
-const SYSTEM_TABLES: &[&str] = &["datasets", "regions", "snapshots"];
+const SYSTEM_TABLES: &[&str] = &["datasets", "regions", "snapshots", "rejected_records"];
 /// System tables for admins only; to everyone else they do not exist.
 const ADMIN_TABLES: &[&str] = &["audit_log"];
 
@@ -333,6 +333,7 @@ impl SchemaProvider for SystemSchema {
             "datasets" => datasets_batch(&self.view.visible)?,
             "regions" => regions_batch()?,
             "snapshots" => self.snapshots_batch().await?,
+            "rejected_records" => self.rejected_batch().await?,
             "audit_log" if self.admin() => self.audit_batch().await?,
             _ => return Ok(None),
         };
@@ -479,6 +480,73 @@ impl SystemSchema {
             strings(entries.iter().map(|e| Some(e.event.outcome.as_str()))),
             strings(entries.iter().map(|e| e.event.dataset.as_deref())),
             strings(details.iter().map(|d| Some(d.as_str()))),
+        ];
+        Ok(RecordBatch::try_new(schema, columns)?)
+    }
+
+    /// Dead letters of the Kafka feeds of datasets the caller owns (admins: all).
+    async fn rejected_batch(&self) -> Result<RecordBatch> {
+        let mut rows = Vec::new();
+        for dataset in &self.view.visible {
+            if !self.view.principal.acts_for(&dataset.owner) {
+                continue;
+            }
+            let mut after = 0;
+            loop {
+                let page = self
+                    .view
+                    .catalog
+                    .rejected_records(dataset.id, after, 10_000)
+                    .await
+                    .map_err(|err| DataFusionError::External(Box::new(err)))?;
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                rows.extend(page);
+            }
+        }
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("dataset", DataType::Utf8, false),
+            Field::new("topic", DataType::Utf8, false),
+            Field::new("partition", DataType::Int32, false),
+            Field::new("offset", DataType::Int64, false),
+            Field::new("key", DataType::Utf8, true),
+            Field::new("payload", DataType::Utf8, false),
+            Field::new("error", DataType::Utf8, false),
+            Field::new("at", utc_micros(), false),
+        ]));
+        let keys: Vec<Option<String>> = rows
+            .iter()
+            .map(|r| {
+                r.record
+                    .key
+                    .as_deref()
+                    .map(|k| String::from_utf8_lossy(k).into_owned())
+            })
+            .collect();
+        let payloads: Vec<String> = rows
+            .iter()
+            .map(|r| String::from_utf8_lossy(&r.record.payload).into_owned())
+            .collect();
+        let columns: Vec<ArrayRef> = vec![
+            Arc::new(rows.iter().map(|r| r.id).collect::<Int64Array>()),
+            strings(rows.iter().map(|r| Some(r.dataset.as_str()))),
+            strings(rows.iter().map(|r| Some(r.record.topic.as_str()))),
+            Arc::new(
+                rows.iter()
+                    .map(|r| r.record.partition)
+                    .collect::<datafusion::arrow::array::Int32Array>(),
+            ),
+            Arc::new(rows.iter().map(|r| r.record.offset).collect::<Int64Array>()),
+            strings(keys.iter().map(|k| k.as_deref())),
+            strings(payloads.iter().map(|p| Some(p.as_str()))),
+            strings(rows.iter().map(|r| Some(r.record.error.as_str()))),
+            Arc::new(
+                rows.iter()
+                    .map(|r| Some(r.at.timestamp_micros()))
+                    .collect::<TimestampMicrosecondArray>()
+                    .with_timezone("UTC"),
+            ),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }
