@@ -191,14 +191,20 @@ impl Drop for Worker {
 
 fn consumer_config(feed: &KafkaFeed) -> ClientConfig {
     let mut config = ClientConfig::new();
+    config
+        .set("statistics.interval.ms", "1000")
+        // Answer fetches after at most 100 ms without data (librdkafka waits 500 ms), so a
+        // quiet topic's messages reach the hub about one flush age after they are produced.
+        .set("fetch.wait.max.ms", "100");
+    // The feed's own librdkafka settings (security, tuning) override those defaults ...
     for (key, value) in &feed.properties {
         config.set(key, value);
     }
+    // ... but not what exactly-once rests on.
     config
         .set("bootstrap.servers", &feed.bootstrap_servers)
         .set("group.id", &feed.group_id)
         .set("auto.offset.reset", &feed.start)
-        .set("statistics.interval.ms", "1000")
         // Offsets are the catalog's business; Kafka's copy is written after each commit.
         .set("enable.auto.commit", "false")
         .set("enable.auto.offset.store", "false")
