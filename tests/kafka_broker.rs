@@ -146,7 +146,10 @@ async fn wait_for_rows(client: &reqwest::Client, base: &str, token: &str, expect
         if rows == expected {
             return;
         }
-        assert!(rows < expected, "{rows} rows, more than the {expected} produced");
+        assert!(
+            rows < expected,
+            "{rows} rows, more than the {expected} produced"
+        );
         assert!(
             Instant::now() < deadline,
             "only {rows} of {expected} rows arrived"
@@ -175,7 +178,10 @@ async fn the_hub_consumes_a_topic_of_a_separate_broker_and_resumes_after_a_resta
             .args(["--storage-engine", "memory://tansu/"])
             .args(["--kafka-listener-url", &broker_url])
             .args(["--kafka-advertised-listener-url", &broker_url])
-            .args(["--prometheus-listener-url", &format!("tcp://127.0.0.1:{}", free_port())])
+            .args([
+                "--prometheus-listener-url",
+                &format!("tcp://127.0.0.1:{}", free_port()),
+            ])
             .stdout(Stdio::null())
             .stderr(broker_log)
             .spawn()
@@ -200,7 +206,15 @@ async fn the_hub_consumes_a_topic_of_a_separate_broker_and_resumes_after_a_resta
     let data_dir = dir.path().join("data");
     std::fs::create_dir_all(&data_dir).expect("data dir");
     let token = Command::new(env!("CARGO_BIN_EXE_cityhub"))
-        .args(["token", "create", "--department", "admin", "--role", "admin", "--data-dir"])
+        .args([
+            "token",
+            "create",
+            "--department",
+            "admin",
+            "--role",
+            "admin",
+            "--data-dir",
+        ])
         .arg(&data_dir)
         .output()
         .expect("token create");
@@ -210,7 +224,10 @@ async fn the_hub_consumes_a_topic_of_a_separate_broker_and_resumes_after_a_resta
     let base = format!("http://127.0.0.1:{port}");
     let hub = serve(&data_dir, port, None);
     for (path, body) in [
-        ("/api/v1/departments", json!({"code": "gongan", "name": "公安局"})),
+        (
+            "/api/v1/departments",
+            json!({"code": "gongan", "name": "公安局"}),
+        ),
         (
             "/api/v1/datasets",
             json!({"name": "gongan.alarms", "sharing": "unconditional", "columns": [

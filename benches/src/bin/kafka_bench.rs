@@ -73,7 +73,9 @@ async fn main() -> anyhow::Result<()> {
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
-        args.bootstrap.as_deref().unwrap_or("librdkafka mock cluster (in-process)")
+        args.bootstrap
+            .as_deref()
+            .unwrap_or("librdkafka mock cluster (in-process)")
     );
 
     let started = Instant::now();
@@ -116,7 +118,9 @@ async fn main() -> anyhow::Result<()> {
     wait_committed(&hub, dataset.id, total, Duration::from_secs(600)).await?;
     let seconds = started.elapsed().as_secs_f64();
     let rate = args.messages as f64 / seconds;
-    let rows = hub.sql_rows(&hub.admin, "SELECT id FROM bench.events").await?;
+    let rows = hub
+        .sql_rows(&hub.admin, "SELECT id FROM bench.events")
+        .await?;
     if rows != args.messages {
         bail!("{rows} rows queryable, {} produced", args.messages);
     }
@@ -142,11 +146,20 @@ async fn main() -> anyhow::Result<()> {
         let partition = (sample as i32) % args.partitions;
         let sent = Instant::now();
         producer
-            .send(BaseRecord::<(), str>::to(TOPIC).partition(partition).payload(payload))
+            .send(
+                BaseRecord::<(), str>::to(TOPIC)
+                    .partition(partition)
+                    .payload(payload),
+            )
             .map_err(|(err, _)| err)?;
         producer.flush(Duration::from_secs(10))?;
-        wait_committed(&hub, dataset.id, total + sample as i64 + 1, Duration::from_secs(30))
-            .await?;
+        wait_committed(
+            &hub,
+            dataset.id,
+            total + sample as i64 + 1,
+            Duration::from_secs(30),
+        )
+        .await?;
         latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
         next_id += 1;
     }

@@ -36,6 +36,8 @@ use crate::{Ingest, IngestError};
 
 /// How long a rebalance waits for the flush of revoked partitions.
 const REVOKE_FLUSH_WAIT: Duration = Duration::from_secs(30);
+/// How long a stopping worker keeps retrying a commit that fails.
+const STOP_RETRY_LIMIT: Duration = Duration::from_secs(10);
 
 /// A running worker.
 pub struct Worker {
@@ -507,6 +509,7 @@ impl ConsumerContext for FeedContext {
 fn flush_loop(shared: &Arc<Shared>, consumer: &FeedConsumer, receiver: Receiver<FlushRequest>) {
     for request in receiver {
         let mut pause = Duration::from_millis(100);
+        let mut giving_up: Option<Instant> = None;
         loop {
             match flush(shared, consumer, &request.batch) {
                 Ok(()) => {
@@ -521,8 +524,18 @@ fn flush_loop(shared: &Arc<Shared>, consumer: &FeedConsumer, receiver: Receiver<
                 }
                 Err(err) => {
                     shared.troubled("committing a batch", &err.to_string());
-                    if shared.abandon.load(Ordering::SeqCst) {
+                    // A stopping worker keeps trying for a while, then leaves the batch to
+                    // be consumed again from the catalog's offset after the restart.
+                    let stopping = shared.stop.load(Ordering::SeqCst);
+                    let stop_since = *giving_up.get_or_insert_with(Instant::now);
+                    if shared.abandon.load(Ordering::SeqCst)
+                        || (stopping && stop_since.elapsed() > STOP_RETRY_LIMIT)
+                    {
+                        tracing::warn!(worker = %shared.name, topic = %request.batch.topic, partition = request.batch.partition, "Stopping without committing a batch; it will be consumed again.");
                         break;
+                    }
+                    if !stopping {
+                        giving_up = None;
                     }
                     std::thread::sleep(pause);
                     pause = (pause * 2).min(Duration::from_secs(5));
