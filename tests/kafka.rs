@@ -319,7 +319,7 @@ async fn a_crashed_worker_resumes_from_the_catalog_without_loss_or_duplicates() 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn two_consumers_share_the_partitions_and_a_rebalance_loses_and_duplicates_nothing() {
+async fn two_hubs_share_the_partitions_and_a_rebalance_loses_and_duplicates_nothing() {
     let (server, dataset) = hub().await;
     let (_cluster, bootstrap) = cluster(4);
     let mut good = produce(&bootstrap, 4, 1..401);
@@ -331,15 +331,12 @@ async fn two_consumers_share_the_partitions_and_a_rebalance_loses_and_duplicates
     .await
     .expect("first");
     tokio::time::sleep(Duration::from_millis(300)).await;
-    // A second consumer in the same group (another process would do the same): the
-    // partitions are split between them.
-    let second = KafkaFeeds::start(
-        &server.state.ingest,
-        &[feed(&bootstrap)],
-        Default::default(),
-    )
-    .await
-    .expect("second");
+    // A second hub on the same data folder, with its own catalog connections and commit
+    // queues (as a second process has), joins the group: the partitions are split.
+    let other_hub = cityhub::AppState::open((*server.state.config).clone()).expect("a second hub");
+    let second = KafkaFeeds::start(&other_hub.ingest, &[feed(&bootstrap)], Default::default())
+        .await
+        .expect("second");
     good.extend(produce(&bootstrap, 4, 401..801));
     wait_for_offsets(&server, &dataset, 800).await;
     good.sort_unstable();
