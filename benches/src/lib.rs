@@ -124,6 +124,21 @@ impl Hub {
         })
     }
 
+    /// A hub with the demo city loaded; prints the machine and the loading time.
+    pub async fn start_with_demo() -> anyhow::Result<Self> {
+        let hub = Self::start().await?;
+        let started = Instant::now();
+        cityhub::demo::load(&hub.state).await?;
+        println!(
+            "machine: {} cores; demo city loaded in {:.1} s",
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0),
+            started.elapsed().as_secs_f64()
+        );
+        Ok(hub)
+    }
+
     /// Runs a query over HTTP as `token` with Arrow output and returns the row count.
     pub async fn sql_rows(&self, token: &str, sql: &str) -> anyhow::Result<usize> {
         Ok(self

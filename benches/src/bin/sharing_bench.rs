@@ -28,16 +28,7 @@ struct Args {
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let hub = Hub::start().await?;
-    let started = Instant::now();
-    cityhub::demo::load(&hub.state).await?;
-    println!(
-        "machine: {} cores; demo city loaded in {:.1} s",
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(0),
-        started.elapsed().as_secs_f64()
-    );
+    let hub = Hub::start_with_demo().await?;
     let analyst = analyst_with_grants(&hub).await?;
 
     // The analyst really reads masked values.
