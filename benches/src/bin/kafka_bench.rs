@@ -139,9 +139,8 @@ async fn main() -> anyhow::Result<()> {
         .set("linger.ms", "0")
         .create()?;
     let mut latencies = Vec::new();
-    let mut next_id = args.messages;
     for sample in 0..args.latency_samples {
-        let payload = rows_ndjson(next_id, 1);
+        let payload = rows_ndjson(args.messages + sample, 1);
         let payload = payload.trim_end();
         let partition = (sample as i32) % args.partitions;
         let sent = Instant::now();
@@ -161,7 +160,6 @@ async fn main() -> anyhow::Result<()> {
         )
         .await?;
         latencies.push(sent.elapsed().as_secs_f64() * 1000.0);
-        next_id += 1;
     }
     println!(
         "produce -> queryable latency at the default flush policy ({} samples): p50 {:.0} ms, p99 {:.0} ms, max {:.0} ms",
