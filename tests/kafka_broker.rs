@@ -178,10 +178,6 @@ async fn the_hub_consumes_a_topic_of_a_separate_broker_and_resumes_after_a_resta
             .args(["--storage-engine", "memory://tansu/"])
             .args(["--kafka-listener-url", &broker_url])
             .args(["--kafka-advertised-listener-url", &broker_url])
-            .args([
-                "--prometheus-listener-url",
-                &format!("tcp://127.0.0.1:{}", free_port()),
-            ])
             .stdout(Stdio::null())
             .stderr(broker_log)
             .spawn()
