@@ -435,3 +435,32 @@ async fn broker_outages_and_errors_are_retried() {
     assert_eq!(ids(&server).await, good);
     feeds.stop().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_locked_catalog_slows_the_feed_down_and_loses_nothing() {
+    let (server, dataset) = hub().await;
+    let (_cluster, bootstrap) = cluster(2);
+    // Another process holds the catalog's write lock for two seconds; commits fail fast
+    // (a short busy timeout) and are retried with backoff until the lock is gone.
+    let catalog_path = server.data_dir.path().join("catalog.db");
+    let locker = std::thread::spawn(move || {
+        let conn = rusqlite::Connection::open(catalog_path).expect("open");
+        conn.execute_batch("BEGIN IMMEDIATE").expect("lock");
+        std::thread::sleep(Duration::from_secs(2));
+        conn.execute_batch("COMMIT").expect("unlock");
+    });
+    std::thread::sleep(Duration::from_millis(100));
+    let mut good = produce(&bootstrap, 2, 1..301);
+    let feeds = KafkaFeeds::start(
+        &server.state.ingest,
+        &[feed(&bootstrap)],
+        Default::default(),
+    )
+    .await
+    .expect("start");
+    wait_for_offsets(&server, &dataset, 300).await;
+    locker.join().expect("locker");
+    good.sort_unstable();
+    assert_eq!(ids(&server).await, good);
+    feeds.stop().await;
+}
