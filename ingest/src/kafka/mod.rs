@@ -76,10 +76,6 @@ impl KafkaFeeds {
         self.board.snapshot()
     }
 
-    pub fn board(&self) -> &StatusBoard {
-        &self.board
-    }
-
     /// Stops every worker after committing what it consumed.
     pub async fn stop(self) {
         let workers = self.workers;

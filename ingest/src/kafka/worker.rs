@@ -375,7 +375,7 @@ impl Shared {
         {
             let _ = assignment.set_partition_offset(&topic, partition, self.start_offset(next));
         }
-        tracing::info!(worker = %self.name, topic = %topic, partitions = ?stored_keys(assignment), "Took partitions over at the catalog's offsets.");
+        tracing::info!(worker = %self.name, topic = %topic, partitions = ?partitions_of(assignment), "Took partitions over at the catalog's offsets.");
         if let Err(err) = consumer.assign(assignment) {
             self.troubled("taking partitions over", &err.to_string());
         }
@@ -447,7 +447,7 @@ impl Shared {
     }
 }
 
-fn stored_keys(assignment: &TopicPartitionList) -> Vec<i32> {
+fn partitions_of(assignment: &TopicPartitionList) -> Vec<i32> {
     assignment
         .elements()
         .iter()
