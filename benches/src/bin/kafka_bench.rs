@@ -132,6 +132,13 @@ async fn main() -> anyhow::Result<()> {
         rate / baseline
     );
 
+    // The hub's own ceiling: the same messages, already in memory, decoded, written and
+    // committed batch by batch on one thread, with no broker in the way.
+    let ceiling = pipeline_ceiling(&hub, args.messages.min(1_000_000)).await?;
+    println!(
+        "hub pipeline without a broker (decode, Parquet, commit; 1 thread): {ceiling:.0} messages/s"
+    );
+
     // Latency at the default flush policy: one message at a time, from send to the commit
     // that makes it queryable.
     let producer: BaseProducer = ClientConfig::new()
@@ -171,6 +178,70 @@ async fn main() -> anyhow::Result<()> {
     feeds.stop().await;
     hub.stop().await;
     Ok(())
+}
+
+/// Decodes, writes and commits `messages` messages in batches of 100,000 straight from
+/// memory, as a feed's committing thread does; returns messages/s.
+async fn pipeline_ceiling(hub: &Hub, messages: usize) -> anyhow::Result<f64> {
+    use cityhub_catalog::{OffsetAdvance, StreamProgress};
+    use cityhub_ingest::kafka::batch::{Batch, Message, MessageFormat, decode_batch};
+    hub.register("bench.ceiling", schema_json()).await?;
+    let dataset = hub
+        .state
+        .catalog
+        .dataset(&DatasetName::parse("bench.ceiling")?)
+        .await?
+        .context("dataset")?;
+    let batch_size = 100_000;
+    let mut batches = Vec::new();
+    for first in (0..messages).step_by(batch_size) {
+        let mut batch = Batch::new("ceiling", 0, (first > 0).then_some(first as i64));
+        for (i, line) in rows_ndjson(first, batch_size.min(messages - first))
+            .lines()
+            .enumerate()
+        {
+            batch.push(Message {
+                offset: (first + i) as i64,
+                key: None,
+                payload: Some(line.as_bytes().to_vec()),
+                timestamp_ms: Some(0),
+            });
+        }
+        batches.push(batch);
+    }
+    let started = Instant::now();
+    for batch in &batches {
+        let current = hub
+            .state
+            .catalog
+            .dataset(&dataset.name)
+            .await?
+            .context("dataset")?;
+        let decoded = decode_batch(&current, batch, MessageFormat::Json, 1 << 20)?;
+        let rows = decoded.rows.context("rows")?;
+        let file = hub
+            .state
+            .ingest
+            .write_file_labelled(&current, vec![rows], "ceiling")
+            .await?;
+        hub.state
+            .ingest
+            .commit_stream(
+                &current,
+                vec![file],
+                StreamProgress {
+                    offsets: vec![OffsetAdvance {
+                        topic: "ceiling".into(),
+                        partition: 0,
+                        expected: batch.expected,
+                        next: batch.next_offset().context("offsets")?,
+                    }],
+                    rejected: decoded.rejected,
+                },
+            )
+            .await?;
+    }
+    Ok(messages as f64 / started.elapsed().as_secs_f64())
 }
 
 /// Fills the topic round-robin; returns the payload bytes written.
@@ -215,6 +286,10 @@ fn bare_consume(bootstrap: &str, total: usize) -> anyhow::Result<f64> {
         .set("group.id", format!("bare-{}", std::process::id()))
         .set("auto.offset.reset", "earliest")
         .set("enable.auto.commit", "false")
+        // The fetch sizes the hub's consumers use, so that both read alike.
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("fetch.max.bytes", "104857600")
+        .set("fetch.wait.max.ms", "100")
         .create()?;
     consumer.subscribe(&[TOPIC])?;
     // Timed from the subscription, like the hub's feed (both include joining the group).

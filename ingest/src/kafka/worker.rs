@@ -197,7 +197,11 @@ fn consumer_config(feed: &KafkaFeed) -> ClientConfig {
         .set("statistics.interval.ms", "1000")
         // Answer fetches after at most 100 ms without data (librdkafka waits 500 ms), so a
         // quiet topic's messages reach the hub about one flush age after they are produced.
-        .set("fetch.wait.max.ms", "100");
+        .set("fetch.wait.max.ms", "100")
+        // Large fetches: at hundreds of thousands of small messages a second, the default
+        // 1 MiB per partition makes the broker answer far more requests than it needs to.
+        .set("max.partition.fetch.bytes", "16777216")
+        .set("fetch.max.bytes", "104857600");
     // The feed's own librdkafka settings (security, tuning) override those defaults ...
     for (key, value) in &feed.properties {
         config.set(key, value);
