@@ -294,20 +294,16 @@ async fn ingest_status(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let mut partitions = Vec::new();
-    for status in state.kafka.snapshot() {
-        let visible = match DatasetName::parse(&status.dataset) {
-            Ok(name) => state
-                .catalog
-                .dataset(&name)
-                .await?
-                .is_some_and(|d| caller.0.may_see(&d)),
-            Err(_) => false,
-        };
-        if visible {
-            partitions.push(status);
-        }
-    }
+    let visible: std::collections::HashSet<String> = state
+        .catalog
+        .list_datasets()
+        .await?
+        .into_iter()
+        .filter(|d| caller.0.may_see(d))
+        .map(|d| d.name.to_string())
+        .collect();
+    let mut partitions = state.kafka.snapshot();
+    partitions.retain(|status| visible.contains(&status.dataset));
     Ok(Json(json!({ "partitions": partitions })).into_response())
 }
 

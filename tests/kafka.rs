@@ -116,6 +116,13 @@ fn feed(bootstrap: &str) -> KafkaFeed {
     }
 }
 
+/// Starts one feed with a status board of its own.
+async fn start(hub: &cityhub::AppState, feed: KafkaFeed) -> KafkaFeeds {
+    KafkaFeeds::start(&hub.ingest, &[feed], Default::default())
+        .await
+        .expect("the feed starts")
+}
+
 /// Waits until the catalog's offsets add up to `total` messages.
 async fn wait_for_offsets(server: &TestServer, dataset: &Dataset, total: i64) {
     let deadline = Instant::now() + Duration::from_secs(60);
@@ -279,13 +286,7 @@ async fn a_crashed_worker_resumes_from_the_catalog_without_loss_or_duplicates() 
         flush_age_ms: 600_000,
         ..feed(&bootstrap)
     };
-    let feeds = KafkaFeeds::start(
-        &server.state.ingest,
-        std::slice::from_ref(&slow),
-        Default::default(),
-    )
-    .await
-    .expect("start");
+    let feeds = start(&server.state, slow).await;
     let deadline = Instant::now() + Duration::from_secs(30);
     while server
         .state
@@ -304,13 +305,7 @@ async fn a_crashed_worker_resumes_from_the_catalog_without_loss_or_duplicates() 
     feeds.abandon().await;
     good.extend(produce(&bootstrap, 2, 401..601));
 
-    let feeds = KafkaFeeds::start(
-        &server.state.ingest,
-        &[feed(&bootstrap)],
-        Default::default(),
-    )
-    .await
-    .expect("restart");
+    let feeds = start(&server.state, feed(&bootstrap)).await;
     wait_for_offsets(&server, &dataset, 600).await;
     good.sort_unstable();
     assert_eq!(ids(&server).await, good, "each good message exactly once");
@@ -323,20 +318,12 @@ async fn two_hubs_share_the_partitions_and_a_rebalance_loses_and_duplicates_noth
     let (server, dataset) = hub().await;
     let (_cluster, bootstrap) = cluster(4);
     let mut good = produce(&bootstrap, 4, 1..401);
-    let first = KafkaFeeds::start(
-        &server.state.ingest,
-        &[feed(&bootstrap)],
-        Default::default(),
-    )
-    .await
-    .expect("first");
+    let first = start(&server.state, feed(&bootstrap)).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A second hub on the same data folder, with its own catalog connections and commit
     // queues (as a second process has), joins the group: the partitions are split.
     let other_hub = cityhub::AppState::open((*server.state.config).clone()).expect("a second hub");
-    let second = KafkaFeeds::start(&other_hub.ingest, &[feed(&bootstrap)], Default::default())
-        .await
-        .expect("second");
+    let second = start(&other_hub, feed(&bootstrap)).await;
     good.extend(produce(&bootstrap, 4, 401..801));
     wait_for_offsets(&server, &dataset, 800).await;
     good.sort_unstable();
@@ -362,13 +349,7 @@ async fn a_worker_whose_partition_moved_on_cannot_commit_and_resumes_from_the_ca
     let (server, dataset) = hub().await;
     let (_cluster, bootstrap) = cluster(1);
     let mut good = produce(&bootstrap, 1, 1..101);
-    let feeds = KafkaFeeds::start(
-        &server.state.ingest,
-        &[feed(&bootstrap)],
-        Default::default(),
-    )
-    .await
-    .expect("start");
+    let feeds = start(&server.state, feed(&bootstrap)).await;
     wait_for_offsets(&server, &dataset, 100).await;
     // Another worker (say in a process that got the partition in a rebalance this one has
     // not seen yet) commits offsets 100..150 as having been dead letters only.
@@ -414,13 +395,7 @@ async fn broker_outages_and_errors_are_retried() {
     cluster.broker_down(1).expect("down");
     cluster.broker_down(2).expect("down");
     cluster.broker_down(3).expect("down");
-    let feeds = KafkaFeeds::start(
-        &server.state.ingest,
-        &[feed(&bootstrap)],
-        Default::default(),
-    )
-    .await
-    .expect("start");
+    let feeds = start(&server.state, feed(&bootstrap)).await;
     tokio::time::sleep(Duration::from_secs(2)).await;
     for broker in 1..=3 {
         cluster.broker_up(broker).expect("up");
@@ -451,13 +426,7 @@ async fn a_locked_catalog_slows_the_feed_down_and_loses_nothing() {
     });
     std::thread::sleep(Duration::from_millis(100));
     let mut good = produce(&bootstrap, 2, 1..301);
-    let feeds = KafkaFeeds::start(
-        &server.state.ingest,
-        &[feed(&bootstrap)],
-        Default::default(),
-    )
-    .await
-    .expect("start");
+    let feeds = start(&server.state, feed(&bootstrap)).await;
     wait_for_offsets(&server, &dataset, 300).await;
     locker.join().expect("locker");
     good.sort_unstable();

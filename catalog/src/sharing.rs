@@ -179,7 +179,7 @@ pub fn access(
     if principal.acts_for(&dataset.owner) {
         return Access::Full;
     }
-    if dataset.sharing == Sharing::None {
+    if !principal.may_see(dataset) {
         return Access::Hidden;
     }
     // Several active grants of one dataset add up: the union of their columns.

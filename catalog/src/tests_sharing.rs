@@ -62,6 +62,30 @@ async fn dataset(store: &Catalog, sharing: Sharing) -> Dataset {
         .expect("dataset")
 }
 
+/// `gongan.people` as a value, without a catalog.
+fn dataset_value(sharing: Sharing, columns: Vec<Column>) -> Dataset {
+    Dataset {
+        id: 1,
+        name: DatasetName::parse("gongan.people").expect("name"),
+        owner: "gongan".into(),
+        description: String::new(),
+        classification: Classification::General,
+        sharing,
+        resource_code: None,
+        update_cycle: None,
+        tags: vec![],
+        columns,
+        schema_version: 1,
+        snapshot_id: None,
+        snapshot_seq: 0,
+        rows: 0,
+        bytes: 0,
+        files: 0,
+        created_at: Utc::now(),
+        updated_at: Utc::now(),
+    }
+}
+
 fn request(dataset: &Dataset, by: &Principal, columns: Option<&[&str]>) -> NewShareRequest {
     NewShareRequest {
         dataset_id: dataset.id,
@@ -217,26 +241,7 @@ fn unconditional_datasets_are_read_masked_and_none_datasets_are_hidden() {
         revoked_at: None,
         rate_limit_per_second: None,
     };
-    let mut data = Dataset {
-        id: 1,
-        name: DatasetName::parse("gongan.people").expect("name"),
-        owner: "gongan".into(),
-        description: String::new(),
-        classification: Classification::General,
-        sharing: Sharing::Unconditional,
-        resource_code: None,
-        update_cycle: None,
-        tags: vec![],
-        columns: vec![],
-        schema_version: 1,
-        snapshot_id: None,
-        snapshot_seq: 0,
-        rows: 0,
-        bytes: 0,
-        files: 0,
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
-    };
+    let mut data = dataset_value(Sharing::Unconditional, vec![]);
     let now = Utc::now();
     assert_eq!(
         sharing::access(&reader, &data, &[], now),
@@ -386,29 +391,13 @@ async fn revoked_tokens_are_listed_as_revoked() {
 
 #[test]
 fn requests_may_only_name_known_columns_and_unmask_sensitive_ones() {
-    let data = Dataset {
-        id: 1,
-        name: DatasetName::parse("gongan.people").expect("name"),
-        owner: "gongan".into(),
-        description: String::new(),
-        classification: Classification::General,
-        sharing: Sharing::Conditional,
-        resource_code: None,
-        update_cycle: None,
-        tags: vec![],
-        columns: vec![
+    let data = dataset_value(
+        Sharing::Conditional,
+        vec![
             Column::new("id", ColumnType::Int64, false),
             Column::new("phone", ColumnType::String, true).sensitive(Sensitivity::Phone),
         ],
-        schema_version: 1,
-        snapshot_id: None,
-        snapshot_seq: 0,
-        rows: 0,
-        bytes: 0,
-        files: 0,
-        created_at: Utc::now(),
-        updated_at: Utc::now(),
-    };
+    );
     let check = |columns: Option<&[&str]>, unmasked: &[&str]| {
         let columns: Option<Vec<String>> =
             columns.map(|c| c.iter().map(|s| s.to_string()).collect());

@@ -214,7 +214,7 @@ impl TableProvider for ReaderTable {
             }),
         );
         let has_masks = shown.iter().any(|&i| self.columns[i].mask.is_some());
-        if !has_masks && self.columns.iter().all(|c| c.mask.is_none()) {
+        if self.columns.iter().all(|c| c.mask.is_none()) {
             let projection: Vec<usize> = shown.iter().map(|&i| self.columns[i].index).collect();
             return self
                 .inner
