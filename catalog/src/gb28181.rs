@@ -326,4 +326,68 @@ mod tests {
             }
         }
     }
+
+    mod properties {
+        use super::super::*;
+        use proptest::prelude::*;
+
+        const KNOWN: &[&str] = &[
+            "510000", "511000", "511002", "511011", "511024", "511025", "511083", "511028",
+        ];
+
+        proptest! {
+            /// Every valid id decodes to the fields its digits spell.
+            #[test]
+            fn valid_ids_decode_their_digits(
+                region in proptest::sample::select(KNOWN),
+                industry in 0u8..100,
+                type_code in proptest::sample::select(&[111u16, 118, 121, 131, 132, 200, 503][..]),
+                network in 0u8..10,
+                serial in 1u32..1_000_000,
+            ) {
+                let text = format!("{region}00{industry:02}{type_code}{network}{serial:06}");
+                let id = parse(&text).expect("valid");
+                prop_assert_eq!(id.region_code, region);
+                prop_assert_eq!(id.industry, industry);
+                prop_assert_eq!(id.type_code, type_code);
+                prop_assert_eq!(id.network, network);
+                prop_assert_eq!(id.serial, serial);
+            }
+
+            /// Any length but 20 is refused for its length.
+            #[test]
+            fn wrong_lengths_name_the_length(digits in "[0-9]{0,40}") {
+                prop_assume!(digits.len() != 20);
+                prop_assert_eq!(parse(&digits), Err(IdError::Length(digits.len())));
+            }
+
+            /// A non-digit anywhere is refused at its position.
+            #[test]
+            fn a_non_digit_is_named_with_its_position(
+                position in 0usize..20,
+                found in proptest::char::range('!', '~').prop_filter("not a digit", |c| !c.is_ascii_digit()),
+            ) {
+                let mut text: Vec<char> = "51102500001320000017".chars().collect();
+                text[position] = found;
+                let text: String = text.into_iter().collect();
+                prop_assert_eq!(parse(&text), Err(IdError::NotDigit { position: position + 1, found }));
+            }
+
+            /// A centre code outside the known regions is refused for its region.
+            #[test]
+            fn unknown_regions_are_refused(region in "[0-9]{6}") {
+                prop_assume!(!KNOWN.contains(&region.as_str()));
+                let text = format!("{region}00001320000017");
+                prop_assert_eq!(parse(&text), Err(IdError::UnknownRegion(region)));
+            }
+
+            /// A type outside the table is refused for its type.
+            #[test]
+            fn unknown_types_are_refused(type_code in 0u16..1000) {
+                prop_assume!(type_name(type_code).is_none());
+                let text = format!("5110250000{type_code:03}0000017");
+                prop_assert_eq!(parse(&text), Err(IdError::UnknownType(type_code)));
+            }
+        }
+    }
 }

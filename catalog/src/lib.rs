@@ -8,12 +8,16 @@
 //! - [`sqlite`]: the embedded implementation (numbered migrations in `migrations/`).
 //! - [`sharing`]: share requests, grants, who may read what, and audit events.
 //! - [`gb28181`]: GB/T 28181 device and channel ids, validated and decoded.
+//! - [`camera`] and [`camera_status`]: the camera registry's records and the live-status
+//!   state machine (keepalives, NOTIFY events, history).
 //! - [`token`]: bearer tokens, stored only as hashes.
 //!
 //! The catalog knows nothing of DataFusion, Parquet or HTTP: it records which files make up
 //! which snapshot, and commits a new snapshot in one transaction guarded by its parent.
 
 pub mod audit;
+pub mod camera;
+pub mod camera_status;
 pub mod error;
 pub mod gb28181;
 pub mod model;
@@ -43,5 +47,7 @@ pub fn open(config: &cityhub_config::Config) -> Result<Catalog> {
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_cameras;
 #[cfg(test)]
 mod tests_sharing;

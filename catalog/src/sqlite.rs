@@ -15,6 +15,11 @@ use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
+use crate::camera::{
+    CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats, ChannelFields,
+    ChannelReport, FieldError, Registered, StatsGroup, StatusEvent,
+};
+use crate::camera_status::Liveness;
 use crate::error::{CatalogError, Result};
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
@@ -30,11 +35,15 @@ use crate::store::CatalogStore;
 #[path = "sqlite_sharing.rs"]
 mod sharing_sql;
 
+#[path = "sqlite_cameras.rs"]
+pub(crate) mod cameras_sql;
+
 /// Numbered migrations; the database's `user_version` is the last one applied.
 const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../migrations/0001_init.sql")),
     (2, include_str!("../migrations/0002_sharing_audit.sql")),
     (3, include_str!("../migrations/0003_streams.sql")),
+    (4, include_str!("../migrations/0004_cameras.sql")),
 ];
 
 const READERS: usize = 4;
@@ -744,6 +753,74 @@ impl CatalogStore for SqliteStore {
 
     async fn purge_audit(&self, cutoff: DateTime<Utc>, purge: AuditEvent) -> Result<u64> {
         self.write(move |conn| sharing_sql::purge_audit(conn, cutoff, purge))
+            .await
+    }
+
+    async fn register_cameras(
+        &self,
+        reports: Vec<ChannelReport>,
+        acting_for: Option<String>,
+        at: i64,
+    ) -> Result<Vec<Result<Registered, FieldError>>> {
+        self.write(move |conn| cameras_sql::register(conn, reports, acting_for, at))
+            .await
+    }
+
+    async fn curate_camera(
+        &self,
+        id: String,
+        curated: ChannelFields,
+        acting_for: Option<String>,
+        at: i64,
+    ) -> Result<()> {
+        self.write(move |conn| cameras_sql::curate(conn, id, curated, acting_for, at))
+            .await
+    }
+
+    async fn camera_signals(
+        &self,
+        signals: Vec<CameraSignal>,
+        acting_for: Option<String>,
+        liveness: Liveness,
+    ) -> Result<Vec<Result<usize, FieldError>>> {
+        self.write(move |conn| cameras_sql::signals(conn, signals, acting_for, liveness))
+            .await
+    }
+
+    async fn sweep_cameras(&self, now: i64, liveness: Liveness) -> Result<usize> {
+        self.write(move |conn| cameras_sql::sweep(conn, now, liveness))
+            .await
+    }
+
+    async fn camera(&self, id: &str) -> Result<Option<(CameraRecord, CameraSources)>> {
+        let id = id.to_string();
+        self.read(move |conn| cameras_sql::camera(conn, &id)).await
+    }
+
+    async fn search_cameras(
+        &self,
+        query: CameraQuery,
+        now: i64,
+        liveness: Liveness,
+    ) -> Result<Vec<CameraRecord>> {
+        self.read(move |conn| cameras_sql::search(conn, &query, now, liveness))
+            .await
+    }
+
+    async fn camera_stats(
+        &self,
+        group: StatsGroup,
+        since: i64,
+        now: i64,
+        liveness: Liveness,
+    ) -> Result<Vec<CameraStats>> {
+        self.sweep_cameras(now, liveness).await?;
+        self.read(move |conn| cameras_sql::stats(conn, group, since, now, liveness))
+            .await
+    }
+
+    async fn camera_status_events(&self, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>> {
+        self.read(move |conn| cameras_sql::status_events(conn, after_seq, limit))
             .await
     }
 }

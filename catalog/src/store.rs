@@ -5,6 +5,11 @@
 
 use async_trait::async_trait;
 
+use crate::camera::{
+    CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats, ChannelFields,
+    ChannelReport, FieldError, Registered, StatsGroup, StatusEvent,
+};
+use crate::camera_status::Liveness;
 use crate::error::Result;
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
@@ -107,4 +112,50 @@ pub trait CatalogStore: Send + Sync + 'static {
         cutoff: chrono::DateTime<chrono::Utc>,
         purge: AuditEvent,
     ) -> Result<u64>;
+
+    /// Registers or updates channels' reported values in one transaction. `acting_for` is
+    /// the caller's department when it may only touch its own channels (`None`: an admin).
+    /// Times are Unix milliseconds.
+    async fn register_cameras(
+        &self,
+        reports: Vec<ChannelReport>,
+        acting_for: Option<String>,
+        at: i64,
+    ) -> Result<Vec<Result<Registered, FieldError>>>;
+    /// Replaces a channel's curated overrides.
+    async fn curate_camera(
+        &self,
+        id: String,
+        curated: ChannelFields,
+        acting_for: Option<String>,
+        at: i64,
+    ) -> Result<()>;
+    /// Applies keepalives and NOTIFY events in order, in one transaction; each item answers
+    /// how many channels it marked or why it was refused.
+    async fn camera_signals(
+        &self,
+        signals: Vec<CameraSignal>,
+        acting_for: Option<String>,
+        liveness: Liveness,
+    ) -> Result<Vec<Result<usize, FieldError>>>;
+    /// Appends the offline transitions of channels whose keepalives stopped before `now`.
+    async fn sweep_cameras(&self, now: i64, liveness: Liveness) -> Result<usize>;
+    /// A registered (not deleted) channel with both sources of its values.
+    async fn camera(&self, id: &str) -> Result<Option<(CameraRecord, CameraSources)>>;
+    async fn search_cameras(
+        &self,
+        query: CameraQuery,
+        now: i64,
+        liveness: Liveness,
+    ) -> Result<Vec<CameraRecord>>;
+    /// Statistics per group; availability over `[since, now)`. Sweeps first.
+    async fn camera_stats(
+        &self,
+        group: StatsGroup,
+        since: i64,
+        now: i64,
+        liveness: Liveness,
+    ) -> Result<Vec<CameraStats>>;
+    /// The status history after `after_seq`, oldest first.
+    async fn camera_status_events(&self, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>>;
 }

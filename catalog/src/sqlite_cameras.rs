@@ -1,0 +1,862 @@
+//! SQLite statements of the camera registry: registration, curated overrides, keepalives and
+//! NOTIFY events with their status history, searches and statistics.
+//!
+//! Every write of a batch runs in one transaction; an item refused for its own reasons
+//! (unknown camera, another department's channel) is reported and the others still apply.
+
+use std::collections::HashMap;
+
+use rusqlite::{
+    Connection, OptionalExtension, Row, Transaction, TransactionBehavior, named_params,
+};
+
+use crate::camera::{
+    CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats, ChannelFields,
+    ChannelReport, FieldError, Registered, SignalKind, StatsGroup, StatusEvent, Streams,
+};
+use crate::camera_status::{Event, LiveState, Liveness, Notified, Signal, Status, Transition};
+use crate::error::{CatalogError, Result};
+use crate::gb28181;
+
+/// The status at `:now` from the evidence columns; the same rule as
+/// [`LiveState::status_at`] (a test holds the two together).
+const STATUS_SQL: &str = "CASE WHEN notified IN ('OFF', 'VLOST', 'DEFECT') THEN 'offline' \
+     WHEN last_seen_at IS NULL THEN 'unknown' \
+     WHEN :now < last_seen_at + :timeout THEN 'online' ELSE 'offline' END";
+
+const CAMERA_COLUMNS: &str = "id, parent_id, name, department, civil_code, address, longitude, \
+     latitude, manufacturer, model, ptz_type, position_type, room_type, use_type, \
+     supply_light_type, resolution, streams, tags, complete, notified, notified_at, \
+     last_seen_at, recorded_status, recorded_since, registered_at, updated_at";
+
+/// How deep a keepalive reaches below the id it names (platform → device → channel).
+const MAX_DEPTH: usize = 3;
+
+fn json_column<T: serde::de::DeserializeOwned>(
+    row: &Row<'_>,
+    index: usize,
+) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(index)?;
+    text.map(super::parse_json).transpose()
+}
+
+fn live_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<LiveState> {
+    let notified: Option<String> = row.get(first)?;
+    let recorded: Option<String> = row.get(first + 3)?;
+    Ok(LiveState {
+        notified: notified.as_deref().and_then(Notified::parse),
+        notified_at: row.get(first + 1)?,
+        last_seen_at: row.get(first + 2)?,
+        recorded: recorded.as_deref().and_then(Status::parse),
+        recorded_since: row.get(first + 4)?,
+    })
+}
+
+fn camera_from_row(row: &Row<'_>) -> rusqlite::Result<CameraRecord> {
+    let id: String = row.get(0)?;
+    let device = gb28181::parse(&id).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            Box::new(FieldError::from(err)),
+        )
+    })?;
+    Ok(CameraRecord {
+        id: device,
+        fields: ChannelFields {
+            parent_id: row.get(1)?,
+            name: row.get(2)?,
+            department: row.get(3)?,
+            civil_code: row.get(4)?,
+            address: row.get(5)?,
+            longitude: row.get(6)?,
+            latitude: row.get(7)?,
+            manufacturer: row.get(8)?,
+            model: row.get(9)?,
+            ptz_type: row.get(10)?,
+            position_type: row.get(11)?,
+            room_type: row.get(12)?,
+            use_type: row.get(13)?,
+            supply_light_type: row.get(14)?,
+            resolution: row.get(15)?,
+            streams: json_column::<Streams>(row, 16)?,
+            tags: json_column::<Vec<String>>(row, 17)?,
+        },
+        complete: row.get(18)?,
+        live: live_from_row(row, 19)?,
+        registered_at: row.get(24)?,
+        updated_at: row.get(25)?,
+    })
+}
+
+/// The stored state of a channel a write needs.
+struct Existing {
+    department: Option<String>,
+    reported: ChannelFields,
+    curated: ChannelFields,
+    deleted: bool,
+    live: LiveState,
+}
+
+fn existing(tx: &Transaction<'_>, id: &str) -> Result<Option<Existing>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT department, reported, curated, deleted_at IS NOT NULL, notified, notified_at, \
+         last_seen_at, recorded_status, recorded_since FROM cameras WHERE id = ?1",
+    )?;
+    Ok(stmt
+        .query_row([id], |row| {
+            Ok(Existing {
+                department: row.get(0)?,
+                reported: super::parse_json(row.get(1)?)?,
+                curated: super::parse_json(row.get(2)?)?,
+                deleted: row.get(3)?,
+                live: live_from_row(row, 4)?,
+            })
+        })
+        .optional()?)
+}
+
+fn department_exists(tx: &Transaction<'_>, code: &str) -> Result<bool> {
+    let mut stmt = tx.prepare_cached("SELECT 1 FROM departments WHERE code = ?1")?;
+    Ok(stmt.exists([code])?)
+}
+
+fn not_yours(id: &str, owner: Option<&str>, acting_for: &str) -> FieldError {
+    FieldError::new(
+        "id",
+        format!(
+            "channel {id} belongs to department {}; {acting_for} may change only its own \
+             channels (an admin may change any)",
+            owner.unwrap_or("(none)")
+        ),
+    )
+}
+
+/// Writes the shown values computed from both sources.
+fn store_values(
+    tx: &Transaction<'_>,
+    id: &gb28181::DeviceId,
+    reported: &ChannelFields,
+    curated: &ChannelFields,
+    at: i64,
+) -> Result<()> {
+    let shown = curated.over(reported);
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO cameras (id, parent_id, name, department, civil_code, address, longitude, \
+         latitude, manufacturer, model, ptz_type, position_type, room_type, use_type, \
+         supply_light_type, resolution, streams, tags, region_code, industry, type_code, \
+         network, complete, reported, curated, registered_at, updated_at) \
+         VALUES (:id, :parent_id, :name, :department, :civil_code, :address, :longitude, \
+         :latitude, :manufacturer, :model, :ptz_type, :position_type, :room_type, :use_type, \
+         :supply_light_type, :resolution, :streams, :tags, :region_code, :industry, :type_code, \
+         :network, :complete, :reported, :curated, :at, :at) \
+         ON CONFLICT (id) DO UPDATE SET parent_id = excluded.parent_id, name = excluded.name, \
+         department = excluded.department, civil_code = excluded.civil_code, \
+         address = excluded.address, longitude = excluded.longitude, \
+         latitude = excluded.latitude, manufacturer = excluded.manufacturer, \
+         model = excluded.model, ptz_type = excluded.ptz_type, \
+         position_type = excluded.position_type, room_type = excluded.room_type, \
+         use_type = excluded.use_type, supply_light_type = excluded.supply_light_type, \
+         resolution = excluded.resolution, streams = excluded.streams, tags = excluded.tags, \
+         complete = excluded.complete, reported = excluded.reported, \
+         curated = excluded.curated, updated_at = excluded.updated_at, deleted_at = NULL",
+    )?;
+    let streams = shown
+        .streams
+        .as_ref()
+        .filter(|s| !s.is_empty())
+        .map(serde_json::to_string)
+        .transpose()?;
+    let tags = shown.tags.as_ref().map(serde_json::to_string).transpose()?;
+    stmt.execute(named_params! {
+        ":id": id.id,
+        ":parent_id": shown.parent_id,
+        ":name": shown.name,
+        ":department": shown.department,
+        ":civil_code": shown.civil_code,
+        ":address": shown.address,
+        ":longitude": shown.longitude,
+        ":latitude": shown.latitude,
+        ":manufacturer": shown.manufacturer,
+        ":model": shown.model,
+        ":ptz_type": shown.ptz_type,
+        ":position_type": shown.position_type,
+        ":room_type": shown.room_type,
+        ":use_type": shown.use_type,
+        ":supply_light_type": shown.supply_light_type,
+        ":resolution": shown.resolution,
+        ":streams": streams,
+        ":tags": tags,
+        ":region_code": id.current_region_code,
+        ":industry": id.industry,
+        ":type_code": id.type_code,
+        ":network": id.network,
+        ":complete": shown.is_complete(),
+        ":reported": serde_json::to_string(reported)?,
+        ":curated": serde_json::to_string(curated)?,
+        ":at": at,
+    })?;
+    Ok(())
+}
+
+/// Registers or updates one channel's reported values inside `tx`.
+fn register_one(
+    tx: &Transaction<'_>,
+    report: ChannelReport,
+    acting_for: Option<&str>,
+    at: i64,
+) -> Result<Result<Registered, FieldError>> {
+    let ChannelReport { id, mut fields } = report;
+    if let Some(acting) = acting_for {
+        match fields.department.as_deref() {
+            None => fields.department = Some(acting.to_string()),
+            Some(named) if named != acting => {
+                return Ok(Err(FieldError::new(
+                    "department",
+                    format!(
+                        "{acting} registers its own channels; {named}'s are registered by {named}"
+                    ),
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(department) = &fields.department
+        && !department_exists(tx, department)?
+    {
+        return Ok(Err(FieldError::new(
+            "department",
+            format!("{department} is not a department of this hub (GET /api/v1/departments)"),
+        )));
+    }
+    let before = existing(tx, &id.id)?;
+    let outcome = match &before {
+        None => Registered::Created,
+        Some(old) => {
+            if let Some(acting) = acting_for
+                && old.department.as_deref() != Some(acting)
+                && !old.deleted
+            {
+                return Ok(Err(not_yours(&id.id, old.department.as_deref(), acting)));
+            }
+            if old.deleted {
+                Registered::Restored
+            } else {
+                Registered::Updated
+            }
+        }
+    };
+    let curated = before
+        .as_ref()
+        .map(|old| old.curated.clone())
+        .unwrap_or_default();
+    store_values(tx, &id, &fields, &curated, at)?;
+    Ok(Ok(outcome))
+}
+
+pub fn register(
+    conn: &mut Connection,
+    reports: Vec<ChannelReport>,
+    acting_for: Option<String>,
+    at: i64,
+) -> Result<Vec<Result<Registered, FieldError>>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(reports.len());
+    for report in reports {
+        outcomes.push(register_one(&tx, report, acting_for.as_deref(), at)?);
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// Replaces a channel's curated overrides (an empty set removes them all).
+pub fn curate(
+    conn: &mut Connection,
+    id: String,
+    curated: ChannelFields,
+    acting_for: Option<String>,
+    at: i64,
+) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let old = existing(&tx, &id)?
+        .filter(|old| !old.deleted)
+        .ok_or_else(|| CatalogError::NotFound {
+            what: "camera",
+            name: id.clone(),
+        })?;
+    if let Some(acting) = acting_for.as_deref() {
+        if old.department.as_deref() != Some(acting) {
+            let err = not_yours(&id, old.department.as_deref(), acting);
+            return Err(CatalogError::invalid(err.field, err.message));
+        }
+        if let Some(named) = curated.department.as_deref()
+            && named != acting
+        {
+            return Err(CatalogError::invalid(
+                "department",
+                format!("only an admin may hand a channel to another department ({named})"),
+            ));
+        }
+    }
+    if let Some(department) = &curated.department
+        && !department_exists(&tx, department)?
+    {
+        return Err(CatalogError::invalid(
+            "department",
+            format!("{department} is not a department of this hub"),
+        ));
+    }
+    let device = gb28181::parse(&id).map_err(|err| CatalogError::invalid("id", err.to_string()))?;
+    store_values(&tx, &device, &old.reported, &curated, at)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn write_live(
+    tx: &Transaction<'_>,
+    id: &str,
+    live: &LiveState,
+    transitions: &[Transition],
+) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE cameras SET notified = ?2, notified_at = ?3, last_seen_at = ?4, \
+         recorded_status = ?5, recorded_since = ?6 WHERE id = ?1",
+    )?;
+    stmt.execute(rusqlite::params![
+        id,
+        live.notified.map(Notified::as_str),
+        live.notified_at,
+        live.last_seen_at,
+        live.recorded.map(Status::as_str),
+        live.recorded_since,
+    ])?;
+    append_transitions(tx, id, transitions)
+}
+
+fn append_transitions(tx: &Transaction<'_>, id: &str, transitions: &[Transition]) -> Result<()> {
+    if transitions.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO camera_status_events (camera_id, at, previous, status, cause) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for t in transitions {
+        stmt.execute(rusqlite::params![
+            id,
+            t.at,
+            t.from.as_str(),
+            t.to.as_str(),
+            t.cause
+        ])?;
+    }
+    Ok(())
+}
+
+/// Applies one signal to one stored channel (its evidence and history).
+fn apply_signal(
+    tx: &Transaction<'_>,
+    id: &str,
+    mut live: LiveState,
+    signal: Signal,
+    at: i64,
+    liveness: Liveness,
+) -> Result<()> {
+    let transitions = live.apply(signal, at, liveness);
+    write_live(tx, id, &live, &transitions)
+}
+
+/// A keepalive for one stored channel. The common case (online, still within its timeout)
+/// is one UPDATE that cannot change the status; anything else goes through the state machine.
+fn keepalive_one(tx: &Transaction<'_>, id: &str, at: i64, liveness: Liveness) -> Result<()> {
+    let refreshed = tx
+        .prepare_cached(
+            "UPDATE cameras SET last_seen_at = max(last_seen_at, :at) \
+             WHERE id = :id AND recorded_status = 'online' AND notified IS NOT 'OFF' \
+             AND notified IS NOT 'VLOST' AND notified IS NOT 'DEFECT' \
+             AND :at < last_seen_at + :timeout",
+        )?
+        .execute(named_params! {":id": id, ":at": at, ":timeout": liveness.timeout_ms()})?;
+    if refreshed == 1 {
+        return Ok(());
+    }
+    let Some(old) = existing(tx, id)? else {
+        return Ok(());
+    };
+    apply_signal(tx, id, old.live, Signal::Keepalive, at, liveness)
+}
+
+/// The channels below `id` (its children, their children...), at most [`MAX_DEPTH`] deep.
+fn descendants(tx: &Transaction<'_>, id: &str) -> Result<Vec<(String, Option<String>)>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT id, department FROM cameras WHERE parent_id = ?1 AND deleted_at IS NULL",
+    )?;
+    let mut found = Vec::new();
+    let mut level = vec![id.to_string()];
+    for _ in 0..MAX_DEPTH {
+        let mut next = Vec::new();
+        for parent in &level {
+            let rows = stmt.query_map([parent], |row| Ok((row.get(0)?, row.get(1)?)))?;
+            for row in rows {
+                let (child, department): (String, Option<String>) = row?;
+                next.push(child.clone());
+                found.push((child, department));
+            }
+        }
+        if next.is_empty() {
+            break;
+        }
+        level = next;
+    }
+    Ok(found)
+}
+
+fn unknown_camera(id: &str) -> FieldError {
+    FieldError::new(
+        "id",
+        format!(
+            "{id} is not a registered channel or device; register it first (PUT /api/v1/cameras/{id})"
+        ),
+    )
+}
+
+fn signal_one(
+    tx: &Transaction<'_>,
+    signal: CameraSignal,
+    acting_for: Option<&str>,
+    liveness: Liveness,
+) -> Result<Result<usize, FieldError>> {
+    let CameraSignal { id, at, kind } = signal;
+    let old = existing(tx, &id)?.filter(|old| !old.deleted);
+    if let (Some(acting), Some(old)) = (acting_for, &old)
+        && old.department.as_deref() != Some(acting)
+        && !matches!(kind, SignalKind::Keepalive)
+    {
+        return Ok(Err(not_yours(&id, old.department.as_deref(), acting)));
+    }
+    match kind {
+        SignalKind::Keepalive => {
+            let mut marked = 0;
+            if let Some(old) = &old {
+                if let Some(acting) = acting_for
+                    && old.department.as_deref() != Some(acting)
+                {
+                    return Ok(Err(not_yours(&id, old.department.as_deref(), acting)));
+                }
+                keepalive_one(tx, &id, at, liveness)?;
+                marked += 1;
+            }
+            // A device's keepalive marks its channels; those of other departments are not
+            // the caller's to mark and are left alone.
+            for (child, department) in descendants(tx, &id)? {
+                if acting_for.is_none_or(|acting| department.as_deref() == Some(acting)) {
+                    keepalive_one(tx, &child, at, liveness)?;
+                    marked += 1;
+                }
+            }
+            if marked == 0 && old.is_none() {
+                return Ok(Err(unknown_camera(&id)));
+            }
+            Ok(Ok(marked))
+        }
+        SignalKind::Event(event, fields) => {
+            let parsed = gb28181::parse(&id).map_err(FieldError::from);
+            match (event, old, fields) {
+                (Event::Add | Event::Update, _, Some(fields)) => {
+                    let device = match parsed {
+                        Ok(device) => device,
+                        Err(err) => return Ok(Err(err)),
+                    };
+                    let report = ChannelReport {
+                        id: device,
+                        fields: *fields,
+                    };
+                    Ok(register_one(tx, report, acting_for, at)?.map(|_| 1))
+                }
+                (Event::Add, None, None) => {
+                    // ADD of a channel deleted earlier brings it back with its known values.
+                    let deleted = existing(tx, &id)?.filter(|old| old.deleted);
+                    match (deleted, parsed) {
+                        (Some(old), Ok(device)) => {
+                            if let Some(acting) = acting_for
+                                && old.department.as_deref() != Some(acting)
+                            {
+                                return Ok(Err(not_yours(&id, old.department.as_deref(), acting)));
+                            }
+                            let report = ChannelReport {
+                                id: device,
+                                fields: old.reported,
+                            };
+                            Ok(register_one(tx, report, acting_for, at)?.map(|_| 1))
+                        }
+                        _ => Ok(Err(FieldError::new(
+                            "channel",
+                            format!(
+                                "{id} is not registered; an ADD of a new channel carries its \
+                                 fields (\"channel\": {{\"name\": ...}})"
+                            ),
+                        ))),
+                    }
+                }
+                (Event::Add, Some(_), None) => Ok(Ok(0)),
+                (Event::Update, Some(_), None) => Ok(Err(FieldError::new(
+                    "channel",
+                    "UPDATE carries the channel's new fields (\"channel\": {...})",
+                ))),
+                (_, None, _) => Ok(Err(unknown_camera(&id))),
+                (Event::Del, Some(old), _) => {
+                    apply_signal(tx, &id, old.live, Signal::Deleted, at, liveness)?;
+                    tx.prepare_cached("UPDATE cameras SET deleted_at = ?2 WHERE id = ?1")?
+                        .execute(rusqlite::params![id, at])?;
+                    Ok(Ok(1))
+                }
+                (event, Some(old), _) => {
+                    let Some(notified) = event.notified() else {
+                        return Ok(Err(FieldError::new("event", "not a status event")));
+                    };
+                    apply_signal(tx, &id, old.live, Signal::Notify(notified), at, liveness)?;
+                    Ok(Ok(1))
+                }
+            }
+        }
+    }
+}
+
+/// Applies keepalives and NOTIFY events in order, in one transaction. Each item answers how
+/// many channels it marked, or why it was refused.
+pub fn signals(
+    conn: &mut Connection,
+    signals: Vec<CameraSignal>,
+    acting_for: Option<String>,
+    liveness: Liveness,
+) -> Result<Vec<Result<usize, FieldError>>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(signals.len());
+    for signal in signals {
+        outcomes.push(signal_one(&tx, signal, acting_for.as_deref(), liveness)?);
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// Appends the "went offline" transitions of channels whose keepalives stopped before `now`.
+pub fn sweep(conn: &mut Connection, now: i64, liveness: Liveness) -> Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let due: Vec<(String, LiveState)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, notified, notified_at, last_seen_at, recorded_status, recorded_since \
+             FROM cameras WHERE recorded_status = 'online' AND last_seen_at <= :cutoff \
+             AND deleted_at IS NULL",
+        )?;
+        let rows = stmt.query_map(
+            named_params! {":cutoff": now - liveness.timeout_ms()},
+            |row| Ok((row.get(0)?, live_from_row(row, 1)?)),
+        )?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut swept = 0;
+    for (id, mut live) in due {
+        if let Some(transition) = live.catch_up(now, liveness) {
+            write_live(&tx, &id, &live, &[transition])?;
+            swept += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(swept)
+}
+
+pub fn camera(conn: &Connection, id: &str) -> Result<Option<(CameraRecord, CameraSources)>> {
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT {CAMERA_COLUMNS}, reported, curated FROM cameras \
+         WHERE id = ?1 AND deleted_at IS NULL"
+    ))?;
+    Ok(stmt
+        .query_row([id], |row| {
+            let record = camera_from_row(row)?;
+            let sources = CameraSources {
+                reported: super::parse_json(row.get(26)?)?,
+                curated: super::parse_json(row.get(27)?)?,
+            };
+            Ok((record, sources))
+        })
+        .optional()?)
+}
+
+pub fn search(
+    conn: &Connection,
+    query: &CameraQuery,
+    now: i64,
+    liveness: Liveness,
+) -> Result<Vec<CameraRecord>> {
+    let mut conditions = vec!["deleted_at IS NULL".to_string()];
+    let mut values: Vec<(&str, rusqlite::types::Value)> = Vec::new();
+    if let Some(region) = &query.region {
+        conditions.push("region_code >= :region_low AND region_code < :region_high".into());
+        let prefix = CameraQuery::region_prefix(region);
+        values.push((":region_low", prefix.clone().into()));
+        values.push((":region_high", format!("{prefix}\u{7f}").into()));
+    }
+    if let Some(status) = query.status {
+        conditions.push(format!("({STATUS_SQL}) = :status"));
+        values.push((":status", status.as_str().to_string().into()));
+    }
+    if let Some(industry) = query.industry {
+        conditions.push("industry = :industry".into());
+        values.push((":industry", i64::from(industry).into()));
+    }
+    if let Some(type_code) = query.type_code {
+        conditions.push("type_code = :type_code".into());
+        values.push((":type_code", i64::from(type_code).into()));
+    }
+    if let Some(department) = &query.department {
+        conditions.push("department = :department".into());
+        values.push((":department", department.clone().into()));
+    }
+    if let Some([min_lon, min_lat, max_lon, max_lat]) = query.bbox {
+        conditions.push(
+            "longitude BETWEEN :min_lon AND :max_lon AND latitude BETWEEN :min_lat AND :max_lat"
+                .into(),
+        );
+        values.push((":min_lon", min_lon.into()));
+        values.push((":min_lat", min_lat.into()));
+        values.push((":max_lon", max_lon.into()));
+        values.push((":max_lat", max_lat.into()));
+    }
+    if let Some(after) = &query.after {
+        conditions.push("id > :after".into());
+        values.push((":after", after.clone().into()));
+    }
+    let sql = format!(
+        "SELECT {CAMERA_COLUMNS} FROM cameras WHERE {} ORDER BY id LIMIT :limit",
+        conditions.join(" AND ")
+    );
+    values.push((":limit", (query.limit.min(i64::MAX as usize) as i64).into()));
+    if query.status.is_some() {
+        values.push((":now", now.into()));
+        values.push((":timeout", liveness.timeout_ms().into()));
+    }
+    let mut stmt = conn.prepare_cached(&sql)?;
+    let params: Vec<(&str, &dyn rusqlite::ToSql)> = values
+        .iter()
+        .map(|(name, value)| (*name, value as &dyn rusqlite::ToSql))
+        .collect();
+    let rows = stmt.query_map(params.as_slice(), camera_from_row)?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Counts, online rate, completeness and availability over `[since, now)` per group. The
+/// caller sweeps first so that the history holds every transition up to `now`.
+pub fn stats(
+    conn: &Connection,
+    group: StatsGroup,
+    since: i64,
+    now: i64,
+    liveness: Liveness,
+) -> Result<Vec<CameraStats>> {
+    let column = group.column();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT CAST({column} AS TEXT), status, count(*), sum(complete) FROM \
+         (SELECT {column}, {STATUS_SQL} AS status, complete FROM cameras \
+          WHERE deleted_at IS NULL) GROUP BY 1, 2 ORDER BY 1"
+    ))?;
+    let mut groups: Vec<CameraStats> = Vec::new();
+    let rows = stmt.query_map(
+        named_params! {":now": now, ":timeout": liveness.timeout_ms()},
+        |row| {
+            Ok((
+                row.get::<_, Option<String>>(0)?,
+                row.get::<_, String>(1)?,
+                row.get::<_, i64>(2)?,
+                row.get::<_, i64>(3)?,
+            ))
+        },
+    )?;
+    for row in rows {
+        let (key, status, count, complete) = row?;
+        if groups.last().is_none_or(|last| last.key != key) {
+            groups.push(CameraStats {
+                key: key.clone(),
+                total: 0,
+                online: 0,
+                offline: 0,
+                unknown: 0,
+                online_rate: 0.0,
+                availability: 0.0,
+                complete: 0,
+                completeness: 0.0,
+            });
+        }
+        let Some(entry) = groups.last_mut() else {
+            continue;
+        };
+        let count = count as u64;
+        entry.total += count;
+        entry.complete += complete as u64;
+        match Status::parse(&status) {
+            Some(Status::Online) => entry.online += count,
+            Some(Status::Offline) => entry.offline += count,
+            _ => entry.unknown += count,
+        }
+    }
+    let availability = availability(conn, group, since, now)?;
+    for entry in &mut groups {
+        let total = entry.total.max(1) as f64;
+        entry.online_rate = entry.online as f64 / total;
+        entry.completeness = entry.complete as f64 / total;
+        entry.availability = availability.get(&entry.key).copied().unwrap_or(0.0);
+    }
+    Ok(groups)
+}
+
+/// 完好率 per group: online time over observed time of the group's channels in the window,
+/// from the status history (a channel is observed from its registration on).
+fn availability(
+    conn: &Connection,
+    group: StatsGroup,
+    since: i64,
+    now: i64,
+) -> Result<HashMap<Option<String>, f64>> {
+    let column = group.column();
+    // Per channel: its group, when observation starts, and its status at the end (after the
+    // sweep, the recorded status is the status now).
+    struct Channel {
+        key: Option<String>,
+        from: i64,
+        status: Status,
+    }
+    let mut channels: HashMap<String, Channel> = HashMap::new();
+    {
+        let mut stmt = conn.prepare_cached(&format!(
+            "SELECT id, CAST({column} AS TEXT), registered_at, recorded_status FROM cameras \
+             WHERE deleted_at IS NULL AND registered_at < :now"
+        ))?;
+        let rows = stmt.query_map(named_params! {":now": now}, |row| {
+            let status: Option<String> = row.get(3)?;
+            Ok((
+                row.get::<_, String>(0)?,
+                Channel {
+                    key: row.get(1)?,
+                    from: row.get::<_, i64>(2)?.max(since),
+                    status: status
+                        .as_deref()
+                        .and_then(Status::parse)
+                        .unwrap_or(Status::Unknown),
+                },
+            ))
+        })?;
+        for row in rows {
+            let (id, channel) = row?;
+            channels.insert(id, channel);
+        }
+    }
+    // Online milliseconds per channel: walk its transitions in the window, in order.
+    // Before its first transition in the window a channel was in that transition's
+    // `previous` status; after its last, in the last one's `status` until now.
+    let mut online_ms: HashMap<String, i64> = HashMap::new();
+    let mut stmt = conn.prepare_cached(
+        "SELECT camera_id, at, previous, status FROM camera_status_events \
+         WHERE at >= :since AND at < :now ORDER BY camera_id, at, seq",
+    )?;
+    let mut rows = stmt.query(named_params! {":since": since, ":now": now})?;
+    // (channel, status since, status)
+    let mut walk: Option<(String, i64, Status)> = None;
+    let finish = |walk: Option<(String, i64, Status)>, online_ms: &mut HashMap<String, i64>| {
+        if let Some((id, start, status)) = walk {
+            let online = if status == Status::Online {
+                now - start
+            } else {
+                0
+            };
+            *online_ms.entry(id).or_default() += online.max(0);
+        }
+    };
+    while let Some(row) = rows.next()? {
+        let id: String = row.get(0)?;
+        let at: i64 = row.get(1)?;
+        let previous = Status::parse(&row.get::<_, String>(2)?).unwrap_or(Status::Unknown);
+        let status = Status::parse(&row.get::<_, String>(3)?).unwrap_or(Status::Unknown);
+        let from = channels.get(&id).map_or(since, |c| c.from);
+        let (start, was) = match walk.take() {
+            Some((walk_id, start, was)) if walk_id == id => (start, was),
+            other => {
+                finish(other, &mut online_ms);
+                (from, previous)
+            }
+        };
+        let at = at.max(from);
+        if was == Status::Online {
+            *online_ms.entry(id.clone()).or_default() += (at - start).max(0);
+        } else {
+            online_ms.entry(id.clone()).or_default();
+        }
+        walk = Some((id, at, status));
+    }
+    finish(walk, &mut online_ms);
+    // Channels without a transition in the window held one status throughout.
+    let mut totals: HashMap<Option<String>, (i64, i64)> = HashMap::new();
+    for (id, channel) in &channels {
+        let observed = (now - channel.from).max(0);
+        let online = if let Some(online) = online_ms.get(id) {
+            *online
+        } else if channel.status == Status::Online {
+            observed
+        } else {
+            0
+        };
+        let entry = totals.entry(channel.key.clone()).or_default();
+        entry.0 += online.min(observed);
+        entry.1 += observed;
+    }
+    Ok(totals
+        .into_iter()
+        .map(|(key, (online, observed))| {
+            let rate = if observed > 0 {
+                online as f64 / observed as f64
+            } else {
+                0.0
+            };
+            (key, rate)
+        })
+        .collect())
+}
+
+pub fn status_events(conn: &Connection, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>> {
+    let mut stmt = conn.prepare_cached(
+        "SELECT seq, camera_id, at, previous, status, cause FROM camera_status_events \
+         WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+    )?;
+    let rows = stmt.query_map(rusqlite::params![after_seq, limit as i64], |row| {
+        let previous: String = row.get(3)?;
+        let status: String = row.get(4)?;
+        Ok(StatusEvent {
+            seq: row.get(0)?,
+            camera_id: row.get(1)?,
+            at: row.get(2)?,
+            previous: Status::parse(&previous).unwrap_or(Status::Unknown),
+            status: Status::parse(&status).unwrap_or(Status::Unknown),
+            cause: row.get(5)?,
+        })
+    })?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+/// Evaluates [`STATUS_SQL`] on given evidence (for the test that holds it to the Rust rule).
+#[cfg(test)]
+pub fn status_in_sql(conn: &Connection, live: &LiveState, now: i64, liveness: Liveness) -> Status {
+    let sql = format!(
+        "SELECT {STATUS_SQL} FROM (SELECT :notified AS notified, :last_seen_at AS last_seen_at)"
+    );
+    let text: String = conn
+        .query_row(
+            &sql,
+            named_params! {
+                ":notified": live.notified.map(Notified::as_str),
+                ":last_seen_at": live.last_seen_at,
+                ":now": now,
+                ":timeout": liveness.timeout_ms(),
+            },
+            |row| row.get(0),
+        )
+        .expect("status SQL runs");
+    Status::parse(&text).expect("a status")
+}
