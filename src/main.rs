@@ -173,8 +173,10 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
             .await
             .context("starting the Kafka feeds")?;
             let purger = tokio::spawn(purge_audit_daily(state.clone()));
+            let sweeper = tokio::spawn(cityhub::cameras::sweep_loop(state.clone()));
             server::run(listener, state.clone(), server::shutdown_signal()).await?;
             purger.abort();
+            sweeper.abort();
             // Commit what the feeds consumed before the process ends.
             feeds.stop().await;
             state.audit.flush().await;

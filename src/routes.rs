@@ -15,6 +15,7 @@ use serde::Deserialize;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
+use crate::cameras;
 use crate::error::ApiError;
 use crate::sharing;
 use crate::state::AppState;
@@ -50,6 +51,28 @@ pub fn router(state: AppState) -> Router {
         .route("/tokens/{id}", delete(sharing::revoke_token))
         .route("/audit", get(sharing::read_audit))
         .route("/ingest/status", get(ingest_status))
+        .route("/cameras", get(cameras::search))
+        .route("/cameras/stats", get(cameras::stats))
+        .route(
+            "/cameras/batch",
+            post(cameras::register_batch).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/cameras/keepalive",
+            post(cameras::keepalive).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/cameras/events",
+            post(cameras::events).layer(DefaultBodyLimit::disable()),
+        )
+        .route(
+            "/cameras/{id}",
+            get(cameras::get_camera).put(cameras::put_camera),
+        )
+        .route(
+            "/cameras/{id}/curated",
+            axum::routing::put(cameras::put_curated).delete(cameras::delete_curated),
+        )
         .fallback(api_not_found);
     Router::new()
         .route("/healthz", get(healthz))
@@ -59,6 +82,26 @@ pub fn router(state: AppState) -> Router {
         .fallback(api_not_found)
         .layer(axum::middleware::from_fn(telemetry::record_request))
         .with_state(state)
+}
+
+/// Query parameters whose rejections (an unknown or malformed parameter) use the hub's
+/// error shape.
+pub struct QueryParams<T>(pub T);
+
+impl<T: serde::de::DeserializeOwned, S: Send + Sync> axum::extract::FromRequestParts<S>
+    for QueryParams<T>
+{
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, ApiError> {
+        Query::<T>::from_request_parts(parts, state)
+            .await
+            .map(|Query(value)| QueryParams(value))
+            .map_err(|rejection| ApiError::bad_request(rejection.body_text()))
+    }
 }
 
 /// A JSON body whose rejections use the hub's error shape.
@@ -245,7 +288,7 @@ async fn push_rows(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    Query(params): Query<PushParams>,
+    QueryParams(params): QueryParams<PushParams>,
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
@@ -333,7 +376,7 @@ fn audit_push(
 }
 
 /// Reads a request body up to `limit` bytes, answering 413 beyond it.
-async fn read_limited(
+pub(crate) async fn read_limited(
     body: Body,
     headers: &HeaderMap,
     limit: u64,

@@ -2,7 +2,7 @@
 //! the audit log. Every change here is audited.
 
 use axum::Json;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
@@ -18,7 +18,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::error::ApiError;
-use crate::routes::{JsonBody, visible_dataset};
+use crate::routes::{JsonBody, QueryParams, visible_dataset};
 use crate::state::AppState;
 
 // ----------------------------------------------------------------------------------------
@@ -223,7 +223,7 @@ pub struct RequestFilter {
 pub async fn list_requests(
     State(state): State<AppState>,
     caller: Caller,
-    Query(filter): Query<RequestFilter>,
+    QueryParams(filter): QueryParams<RequestFilter>,
 ) -> Result<Response, ApiError> {
     let status = filter
         .status
@@ -526,7 +526,7 @@ pub struct AuditQuery {
 pub async fn read_audit(
     State(state): State<AppState>,
     caller: Caller,
-    Query(query): Query<AuditQuery>,
+    QueryParams(query): QueryParams<AuditQuery>,
 ) -> Result<Response, ApiError> {
     caller.require(&[Role::Admin], "reading the audit log")?;
     state.audit.flush().await;

@@ -9,7 +9,7 @@
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
 
-use crate::camera_status::{Event, LiveState, Status};
+use crate::camera_status::{Event, LiveState, Liveness, Status};
 use crate::gb28181::{self, DeviceId};
 
 /// Stream URLs of a channel, explicit or derived from the media-server template.
@@ -104,6 +104,8 @@ pub struct ChannelFields {
 pub struct FieldError {
     pub field: String,
     pub message: String,
+    /// The item is well-formed but not the caller's to change (another department's).
+    pub forbidden: bool,
 }
 
 impl FieldError {
@@ -111,6 +113,14 @@ impl FieldError {
         Self {
             field: field.into(),
             message: message.into(),
+            forbidden: false,
+        }
+    }
+
+    pub fn forbidden(field: impl Into<String>, message: impl Into<String>) -> Self {
+        Self {
+            forbidden: true,
+            ..Self::new(field, message)
         }
     }
 }
@@ -424,6 +434,65 @@ impl StreamTemplates {
             webrtc: fill(&t.webrtc),
         }
     }
+}
+
+/// PositionType names (`shared/domain/gb28181.md`).
+pub fn position_type_name(code: u8) -> Option<&'static str> {
+    Some(match code {
+        1 => "省际检查站 inter-provincial checkpoint",
+        2 => "党政机关 party/government organs",
+        3 => "车站码头 stations and docks",
+        4 => "中心广场 central square",
+        5 => "体育场馆 stadium",
+        6 => "商业中心 commercial centre",
+        7 => "宗教场所 religious site",
+        8 => "校园周边 school surroundings",
+        9 => "治安复杂区域 complex public-order area",
+        10 => "交通干线 traffic artery",
+        _ => return None,
+    })
+}
+
+/// How the registry judges liveness and derives stream URLs, from `[cameras]`.
+#[derive(Debug, Clone, Default)]
+pub struct CameraSettings {
+    pub liveness: Liveness,
+    pub templates: StreamTemplates,
+}
+
+impl CameraSettings {
+    pub fn from_config(config: &cityhub_config::CamerasConfig) -> Self {
+        let template = |text: &str| (!text.is_empty()).then(|| text.to_string());
+        Self {
+            liveness: Liveness {
+                interval_ms: config.keepalive_interval_secs as i64 * 1000,
+                missed: config.offline_after_missed as i64,
+            },
+            templates: StreamTemplates(Streams {
+                rtsp: template(&config.rtsp_template),
+                rtmp: template(&config.rtmp_template),
+                flv: template(&config.flv_template),
+                hls: template(&config.hls_template),
+                webrtc: template(&config.webrtc_template),
+            }),
+        }
+    }
+
+    /// A channel's stream URLs: explicit ones, else derived from the media-server template.
+    pub fn streams(&self, record: &CameraRecord) -> Streams {
+        let derived = self
+            .templates
+            .derive(&record.id.id, record.fields.parent_id.as_deref());
+        match &record.fields.streams {
+            Some(explicit) => explicit.or(&derived),
+            None => derived,
+        }
+    }
+}
+
+/// Now, in the Unix milliseconds the registry keeps.
+pub fn now_ms() -> i64 {
+    chrono::Utc::now().timestamp_millis()
 }
 
 /// A channel as the registry holds it: shown values, decoded id and liveness evidence.

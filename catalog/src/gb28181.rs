@@ -145,7 +145,7 @@ fn current_code(region: &'static Region) -> &'static str {
         .unwrap_or(region.code)
 }
 
-fn industry_name(code: u8) -> &'static str {
+pub fn industry_name(code: u8) -> &'static str {
     match code {
         0 => "社会治安路面 public-security roads",
         1 => "社区 community",
@@ -167,7 +167,7 @@ fn industry_name(code: u8) -> &'static str {
     }
 }
 
-fn type_name(code: u16) -> Option<&'static str> {
+pub fn type_name(code: u16) -> Option<&'static str> {
     Some(match code {
         111 => "DVR",
         112 => "video server",

@@ -813,7 +813,7 @@ impl CatalogStore for SqliteStore {
         since: i64,
         now: i64,
         liveness: Liveness,
-    ) -> Result<Vec<CameraStats>> {
+    ) -> Result<(Vec<CameraStats>, CameraStats)> {
         self.sweep_cameras(now, liveness).await?;
         self.read(move |conn| cameras_sql::stats(conn, group, since, now, liveness))
             .await

@@ -122,7 +122,7 @@ fn department_exists(tx: &Transaction<'_>, code: &str) -> Result<bool> {
 }
 
 fn not_yours(id: &str, owner: Option<&str>, acting_for: &str) -> FieldError {
-    FieldError::new(
+    FieldError::forbidden(
         "id",
         format!(
             "channel {id} belongs to department {}; {acting_for} may change only its own \
@@ -211,7 +211,7 @@ fn register_one(
         match fields.department.as_deref() {
             None => fields.department = Some(acting.to_string()),
             Some(named) if named != acting => {
-                return Ok(Err(FieldError::new(
+                return Ok(Err(FieldError::forbidden(
                     "department",
                     format!(
                         "{acting} registers its own channels; {named}'s are registered by {named}"
@@ -652,7 +652,7 @@ pub fn stats(
     since: i64,
     now: i64,
     liveness: Liveness,
-) -> Result<Vec<CameraStats>> {
+) -> Result<(Vec<CameraStats>, CameraStats)> {
     let column = group.column();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT CAST({column} AS TEXT), status, count(*), sum(complete) FROM \
@@ -698,24 +698,54 @@ pub fn stats(
             _ => entry.unknown += count,
         }
     }
-    let availability = availability(conn, group, since, now)?;
+    let times = availability(conn, group, since, now)?;
+    let mut overall = CameraStats {
+        key: None,
+        total: 0,
+        online: 0,
+        offline: 0,
+        unknown: 0,
+        online_rate: 0.0,
+        availability: 0.0,
+        complete: 0,
+        completeness: 0.0,
+    };
+    let (mut online_ms, mut observed_ms) = (0, 0);
     for entry in &mut groups {
-        let total = entry.total.max(1) as f64;
-        entry.online_rate = entry.online as f64 / total;
-        entry.completeness = entry.complete as f64 / total;
-        entry.availability = availability.get(&entry.key).copied().unwrap_or(0.0);
+        let (online, observed) = times.get(&entry.key).copied().unwrap_or((0, 0));
+        online_ms += online;
+        observed_ms += observed;
+        entry.availability = ratio(online as u64, observed as u64);
+        overall.total += entry.total;
+        overall.online += entry.online;
+        overall.offline += entry.offline;
+        overall.unknown += entry.unknown;
+        overall.complete += entry.complete;
     }
-    Ok(groups)
+    overall.availability = ratio(online_ms as u64, observed_ms as u64);
+    for entry in groups.iter_mut().chain(std::iter::once(&mut overall)) {
+        entry.online_rate = ratio(entry.online, entry.total);
+        entry.completeness = ratio(entry.complete, entry.total);
+    }
+    Ok((groups, overall))
 }
 
-/// 完好率 per group: online time over observed time of the group's channels in the window,
+fn ratio(part: u64, whole: u64) -> f64 {
+    if whole == 0 {
+        0.0
+    } else {
+        part as f64 / whole as f64
+    }
+}
+
+/// 完好率 per group as (online, observed) milliseconds of the group's channels in the window,
 /// from the status history (a channel is observed from its registration on).
 fn availability(
     conn: &Connection,
     group: StatsGroup,
     since: i64,
     now: i64,
-) -> Result<HashMap<Option<String>, f64>> {
+) -> Result<HashMap<Option<String>, (i64, i64)>> {
     let column = group.column();
     // Per channel: its group, when observation starts, and its status at the end (after the
     // sweep, the recorded status is the status now).
@@ -807,17 +837,7 @@ fn availability(
         entry.0 += online.min(observed);
         entry.1 += observed;
     }
-    Ok(totals
-        .into_iter()
-        .map(|(key, (online, observed))| {
-            let rate = if observed > 0 {
-                online as f64 / observed as f64
-            } else {
-                0.0
-            };
-            (key, rate)
-        })
-        .collect())
+    Ok(totals)
 }
 
 pub fn status_events(conn: &Connection, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>> {

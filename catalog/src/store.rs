@@ -148,14 +148,15 @@ pub trait CatalogStore: Send + Sync + 'static {
         now: i64,
         liveness: Liveness,
     ) -> Result<Vec<CameraRecord>>;
-    /// Statistics per group; availability over `[since, now)`. Sweeps first.
+    /// Statistics per group and over all channels; availability over `[since, now)`.
+    /// Sweeps first, so that the history holds every transition up to `now`.
     async fn camera_stats(
         &self,
         group: StatsGroup,
         since: i64,
         now: i64,
         liveness: Liveness,
-    ) -> Result<Vec<CameraStats>>;
+    ) -> Result<(Vec<CameraStats>, CameraStats)>;
     /// The status history after `after_seq`, oldest first.
     async fn camera_status_events(&self, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>>;
 }

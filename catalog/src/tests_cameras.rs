@@ -545,10 +545,15 @@ async fn stats_count_rates_completeness_and_availability_from_the_history() {
         .camera_signals(signals, None, LIVENESS)
         .await
         .expect("signals");
-    let stats = catalog
+    let (stats, overall) = catalog
         .camera_stats(StatsGroup::Region, start, T0, LIVENESS)
         .await
         .expect("stats");
+    assert_eq!(overall.total, 5);
+    assert_eq!(
+        overall.online, 1,
+        "CAM_A; CAM_LEGACY and CAM_WEIYUAN never heard of"
+    );
     let zizhong = stats
         .iter()
         .find(|s| s.key.as_deref() == Some("511025"))
@@ -580,7 +585,7 @@ async fn stats_count_rates_completeness_and_availability_from_the_history() {
         .find(|s| s.key.as_deref() == Some("511083"))
         .expect("隆昌 group, from the retired code");
     assert_eq!(longchang.total, 1);
-    let by_position = catalog
+    let (by_position, _) = catalog
         .camera_stats(StatsGroup::PositionType, start, T0, LIVENESS)
         .await
         .expect("stats");

@@ -30,6 +30,7 @@ pub struct Config {
     pub query: QueryConfig,
     pub sharing: SharingConfig,
     pub audit: AuditConfig,
+    pub cameras: CamerasConfig,
     pub log: LogConfig,
 }
 
@@ -266,6 +267,43 @@ impl Default for AuditConfig {
     }
 }
 
+/// The camera registry.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CamerasConfig {
+    /// The keepalive interval devices are configured with (GB/T 28181 default 60 s).
+    pub keepalive_interval_secs: u64,
+    /// A channel is offline once this many keepalives in a row are missing.
+    pub offline_after_missed: u64,
+    /// How often the sweeper appends "went offline" transitions to the status history.
+    /// Reads never wait for it: the status is computed from the evidence when read.
+    pub sweep_interval_secs: u64,
+    /// Media-server URL templates for channels without explicit stream URLs; `{device}` is
+    /// the parent device id, `{channel}` the channel id. Empty: no derived URL. ZLMediaKit
+    /// plays a GB/T 28181 stream as app `rtp`, stream `{device}_{channel}`, e.g.
+    /// `rtsp://media.example:554/rtp/{device}_{channel}`.
+    pub rtsp_template: String,
+    pub rtmp_template: String,
+    pub flv_template: String,
+    pub hls_template: String,
+    pub webrtc_template: String,
+}
+
+impl Default for CamerasConfig {
+    fn default() -> Self {
+        Self {
+            keepalive_interval_secs: 60,
+            offline_after_missed: 3,
+            sweep_interval_secs: 30,
+            rtsp_template: String::new(),
+            rtmp_template: String::new(),
+            flv_template: String::new(),
+            hls_template: String::new(),
+            webrtc_template: String::new(),
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -387,6 +425,34 @@ impl Config {
             self.audit.retention_days >= 1,
             "must be at least 1 day",
         );
+        check(
+            "cameras.keepalive_interval_secs",
+            (1..=86_400).contains(&self.cameras.keepalive_interval_secs),
+            "must be between 1 and 86400 seconds",
+        );
+        check(
+            "cameras.offline_after_missed",
+            (1..=100).contains(&self.cameras.offline_after_missed),
+            "must be between 1 and 100 keepalives",
+        );
+        check(
+            "cameras.sweep_interval_secs",
+            self.cameras.sweep_interval_secs >= 1,
+            "must be at least 1 second",
+        );
+        for (key, template) in [
+            ("cameras.rtsp_template", &self.cameras.rtsp_template),
+            ("cameras.rtmp_template", &self.cameras.rtmp_template),
+            ("cameras.flv_template", &self.cameras.flv_template),
+            ("cameras.hls_template", &self.cameras.hls_template),
+            ("cameras.webrtc_template", &self.cameras.webrtc_template),
+        ] {
+            check(
+                key,
+                template.is_empty() || template.contains("://"),
+                "must be empty or a URL template such as rtsp://host:554/rtp/{device}_{channel}",
+            );
+        }
         check(
             "log.format",
             ["text", "json"].contains(&self.log.format.as_str()),

@@ -113,6 +113,18 @@ impl TestServer {
         split(response).await
     }
 
+    pub async fn put_json(&self, token: &str, path: &str, body: Value) -> (u16, Value) {
+        let response = self
+            .client
+            .put(self.url(path))
+            .bearer_auth(token)
+            .json(&body)
+            .send()
+            .await
+            .expect("request");
+        split(response).await
+    }
+
     /// Pushes a body with a content type to a dataset.
     pub async fn push(
         &self,
