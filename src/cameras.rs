@@ -121,10 +121,7 @@ type BatchItem = (Option<usize>, Result<Value, FieldError>);
 
 /// The items of a batch body: a JSON array, or NDJSON (one object per line). A line that
 /// is not JSON is that item's error; a body that is not an array is the request's.
-fn batch_items(
-    headers: &HeaderMap,
-    body: &[u8],
-) -> Result<Vec<BatchItem>, ApiError> {
+fn batch_items(headers: &HeaderMap, body: &[u8]) -> Result<Vec<BatchItem>, ApiError> {
     let content_type = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())

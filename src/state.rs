@@ -39,6 +39,7 @@ impl AppState {
             storage.store(),
             config.query.clone(),
             audit.clone(),
+            cityhub_catalog::camera::CameraSettings::from_config(&config.cameras),
         )?;
         let limiter = Arc::new(RateLimiter::new(
             config.server.rate_limit_per_second,

@@ -164,12 +164,46 @@ async fn fixture(state: &AppState) {
             {"name": "id", "type": "int64", "nullable": false},
             {"name": "region_code", "type": "string"},
             {"name": "status", "type": "string"}]}),
+        json!({"name": "jiaotong.violations", "sharing": "unconditional", "columns": [
+            {"name": "id", "type": "int64", "nullable": false},
+            {"name": "camera_id", "type": "string", "nullable": false},
+            {"name": "plate", "type": "string", "sensitivity": "plate_no"},
+            {"name": "kind", "type": "string"}]}),
+        json!({"name": "zhili.hotline", "sharing": "unconditional", "columns": [
+            {"name": "id", "type": "int64", "nullable": false},
+            {"name": "category", "type": "string"},
+            {"name": "longitude", "type": "float64"},
+            {"name": "latitude", "type": "float64"}]}),
     ];
     for spec in datasets {
         let new = serde_json::from_value(spec).expect("dataset spec");
         state.catalog.create_dataset(new).await.expect("dataset");
     }
-    let pushes: [(&str, &str); 9] = [
+    let pushes: [(&str, &str); 11] = [
+        (
+            "jiaotong.violations",
+            concat!(
+                r#"{"id":1,"camera_id":"51102800051210000001","plate":"川K12345","kind":"speeding"}"#,
+                "\n",
+                r#"{"id":2,"camera_id":"51102800051210000001","plate":"川K88888","kind":"speeding"}"#,
+                "\n",
+                r#"{"id":3,"camera_id":"51102400041320000002","plate":"川KA1234","kind":"red light"}"#,
+                "\n",
+                r#"{"id":4,"camera_id":"51102500001320000099","plate":"川K00001","kind":"parking"}"#,
+                "\n"
+            ),
+        ),
+        (
+            "zhili.hotline",
+            concat!(
+                r#"{"id":1,"category":"路灯不亮","longitude":104.8501,"latitude":29.7702}"#,
+                "\n",
+                r#"{"id":2,"category":"噪音扰民","longitude":105.0600,"latitude":29.5800}"#,
+                "\n",
+                r#"{"id":3,"category":"占道经营","longitude":105.2801,"latitude":29.3401}"#,
+                "\n"
+            ),
+        ),
         (
             "gongan.residents",
             concat!(
@@ -263,6 +297,69 @@ async fn fixture(state: &AppState) {
             .expect("fixture push");
     }
     grants(state).await;
+    cameras(state).await;
+}
+
+/// The fixture's camera registry, with statuses that hold for the hours a test run takes
+/// (the fixture hub counts a channel offline after 3 missed hourly keepalives):
+/// online, offline by timeout, offline by VLOST, never heard of, and a deleted one.
+async fn cameras(state: &AppState) {
+    use cityhub_catalog::camera::{CameraSignal, ChannelReport, SignalKind};
+    use cityhub_catalog::camera_status::Event;
+    let now = cityhub_catalog::camera::now_ms();
+    let day = 86_400_000;
+    let reports = [
+        json!({"id": "51102800051210000001", "name": "隆昌 G85 卡口", "department": "jiaotong",
+               "longitude": 105.28, "latitude": 29.34, "ptz_type": 3, "position_type": 10}),
+        json!({"id": "51102400041320000002", "name": "威远 严陵路口", "department": "jiaotong",
+               "longitude": 104.67, "latitude": 29.53, "ptz_type": 3, "position_type": 10}),
+        json!({"id": "51102500001320000003", "name": "资中 北街口", "department": "gongan",
+               "longitude": 104.85, "latitude": 29.77, "ptz_type": 1, "position_type": 4}),
+        json!({"id": "51100200001320000004", "name": "市中 大千广场", "department": "gongan",
+               "longitude": 105.06, "latitude": 29.58, "ptz_type": 1, "position_type": 4}),
+        json!({"id": "51101100011320000005", "department": "gongan"}),
+        json!({"id": "51101100011320000006", "name": "已拆除", "department": "gongan"}),
+    ];
+    let reports = reports
+        .into_iter()
+        .map(|r| ChannelReport::from_json(r, None).expect("fixture camera"))
+        .collect();
+    let outcomes = state
+        .catalog
+        .register_cameras(reports, None, now - 2 * day)
+        .await
+        .expect("register cameras");
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    let signal = |id: &str, at: i64, kind: SignalKind| CameraSignal {
+        id: id.into(),
+        at,
+        kind,
+    };
+    let signals = vec![
+        signal("51102800051210000001", now, SignalKind::Keepalive),
+        signal("51102400041320000002", now - day, SignalKind::Keepalive),
+        signal("51102500001320000003", now - day, SignalKind::Keepalive),
+        signal("51102500001320000003", now - day / 2, SignalKind::Keepalive),
+        signal("51100200001320000004", now - 60_000, SignalKind::Keepalive),
+        signal(
+            "51100200001320000004",
+            now,
+            SignalKind::Event(Event::Vlost, None),
+        ),
+        signal(
+            "51101100011320000006",
+            now,
+            SignalKind::Event(Event::Del, None),
+        ),
+    ];
+    let liveness =
+        cityhub_catalog::camera::CameraSettings::from_config(&state.config.cameras).liveness;
+    let outcomes = state
+        .catalog
+        .camera_signals(signals, None, liveness)
+        .await
+        .expect("camera signals");
+    assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
 }
 
 /// Grants on `gongan.residents`: zhili may read some columns, all masked (the trusted tier);
@@ -394,6 +491,7 @@ async fn sqllogictest_files() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = cityhub_config::Config::default();
     config.storage.data_dir = dir.path().display().to_string();
+    config.cameras.keepalive_interval_secs = 3600;
     let state = AppState::open(config).expect("open");
     fixture(&state).await;
 

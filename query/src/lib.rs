@@ -10,6 +10,7 @@
 //! - [`guard`]: the closed, read-only SQL surface.
 //! - [`encode`]: streaming result encoders (JSON, NDJSON, CSV, Arrow IPC, Parquet).
 
+pub mod cameras;
 pub mod encode;
 pub mod error;
 pub mod guard;
@@ -18,6 +19,7 @@ pub mod reader;
 pub mod table;
 pub mod view;
 
+use cityhub_catalog::camera::CameraSettings;
 use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -58,6 +60,7 @@ pub struct QueryEngine {
     config: QueryConfig,
     running: Arc<AtomicUsize>,
     audit: AuditLog,
+    cameras: CameraSettings,
 }
 
 /// A running query: its schema and its batches, ready to be encoded.
@@ -68,12 +71,13 @@ pub struct QueryResult {
 
 impl QueryEngine {
     /// Creates the engine over the catalog and the object store holding the files; every
-    /// query is recorded in `audit`.
+    /// query is recorded in `audit`; `cameras` tells how `hub.cameras` judges liveness.
     pub fn new(
         catalog: Catalog,
         store: Arc<dyn ObjectStore>,
         config: QueryConfig,
         audit: AuditLog,
+        cameras: CameraSettings,
     ) -> Result<Self, QueryError> {
         let store_url = ObjectStoreUrl::parse(STORE_URL).map_err(QueryError::internal)?;
         let runtime = RuntimeEnvBuilder::new()
@@ -88,6 +92,7 @@ impl QueryEngine {
             config,
             running: Arc::new(AtomicUsize::new(0)),
             audit,
+            cameras,
         })
     }
 
@@ -190,6 +195,7 @@ impl QueryEngine {
                 self.store_url.clone(),
                 reads,
                 self.audit.clone(),
+                self.cameras.clone(),
             )
             .await
             .map_err(QueryError::from_datafusion)?,

@@ -2,6 +2,7 @@
 //! principal may read, each table pinned to the snapshot that was current when the request
 //! started, plus the `hub` system tables.
 
+use cityhub_catalog::camera::CameraSettings;
 use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
@@ -84,6 +85,8 @@ pub struct RequestView {
     pub reads: Arc<ReadLog>,
     /// Flushed before `hub.audit_log` is read, so that it shows everything until now.
     audit: AuditLog,
+    /// Liveness and stream templates of `hub.cameras`.
+    cameras: CameraSettings,
 }
 
 impl RequestView {
@@ -94,6 +97,7 @@ impl RequestView {
         store_url: ObjectStoreUrl,
         reads: Arc<ReadLog>,
         audit: AuditLog,
+        cameras: CameraSettings,
     ) -> Result<Self> {
         let external = |err| DataFusionError::External(Box::new(err));
         let all = catalog.list_datasets().await.map_err(external)?;
@@ -139,6 +143,7 @@ impl RequestView {
             store_url,
             reads,
             audit,
+            cameras,
         })
     }
 
@@ -314,7 +319,14 @@ impl std::fmt::Debug for SystemSchema {
     }
 }
 
-const SYSTEM_TABLES: &[&str] = &["datasets", "regions", "snapshots", "rejected_records"];
+const SYSTEM_TABLES: &[&str] = &[
+    "datasets",
+    "regions",
+    "snapshots",
+    "rejected_records",
+    "cameras",
+    "camera_status_events",
+];
 /// System tables for admins only; to everyone else they do not exist.
 const ADMIN_TABLES: &[&str] = &["audit_log"];
 
@@ -334,6 +346,13 @@ impl SchemaProvider for SystemSchema {
             "regions" => regions_batch()?,
             "snapshots" => self.snapshots_batch().await?,
             "rejected_records" => self.rejected_batch().await?,
+            "cameras" => {
+                let now = cityhub_catalog::camera::now_ms();
+                crate::cameras::cameras_batch(&self.view.catalog, &self.view.cameras, now).await?
+            }
+            "camera_status_events" => {
+                crate::cameras::status_events_batch(&self.view.catalog).await?
+            }
             "audit_log" if self.admin() => self.audit_batch().await?,
             _ => return Ok(None),
         };

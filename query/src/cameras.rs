@@ -1,0 +1,231 @@
+//! `hub.cameras` and `hub.camera_status_events`: the camera registry as SQL tables, so
+//! that channels join with any department's data (violations per checkpoint, hotline cases
+//! near offline cameras).
+//!
+//! Both are built from the catalog when a query names them; the status is computed at that
+//! moment from the liveness evidence, like every other answer about cameras.
+
+use std::sync::Arc;
+
+use cityhub_catalog::Catalog;
+use cityhub_catalog::camera::{
+    CameraQuery, CameraRecord, CameraSettings, position_type_name, wgs84_to_gcj02,
+};
+use cityhub_catalog::region;
+use datafusion::arrow::array::{
+    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    TimestampMillisecondArray, UInt8Array, UInt16Array, UInt32Array,
+};
+use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
+use datafusion::error::{DataFusionError, Result};
+
+fn utc_millis() -> DataType {
+    DataType::Timestamp(TimeUnit::Millisecond, Some("UTC".into()))
+}
+
+fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
+    Arc::new(values.collect::<StringArray>())
+}
+
+fn owned_strings(values: impl Iterator<Item = Option<String>>) -> ArrayRef {
+    Arc::new(values.collect::<StringArray>())
+}
+
+fn times(values: impl Iterator<Item = Option<i64>>) -> ArrayRef {
+    Arc::new(
+        values
+            .collect::<TimestampMillisecondArray>()
+            .with_timezone("UTC"),
+    )
+}
+
+fn external(err: cityhub_catalog::CatalogError) -> DataFusionError {
+    DataFusionError::External(Box::new(err))
+}
+
+/// Every registered channel with decoded id fields, region names, GCJ-02 coordinates,
+/// stream URLs and the status now.
+pub async fn cameras_batch(
+    catalog: &Catalog,
+    settings: &CameraSettings,
+    now: i64,
+) -> Result<RecordBatch> {
+    let records = catalog
+        .search_cameras(
+            CameraQuery {
+                limit: usize::MAX,
+                ..CameraQuery::default()
+            },
+            now,
+            settings.liveness,
+        )
+        .await
+        .map_err(external)?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("id", DataType::Utf8, false),
+        Field::new("parent_id", DataType::Utf8, true),
+        Field::new("name", DataType::Utf8, true),
+        Field::new("department", DataType::Utf8, true),
+        Field::new("region_code", DataType::Utf8, false),
+        Field::new("region_name", DataType::Utf8, false),
+        Field::new("county_code", DataType::Utf8, false),
+        Field::new("county_name", DataType::Utf8, true),
+        Field::new("industry", DataType::UInt8, false),
+        Field::new("industry_name", DataType::Utf8, false),
+        Field::new("type_code", DataType::UInt16, false),
+        Field::new("type_name", DataType::Utf8, false),
+        Field::new("network", DataType::UInt8, false),
+        Field::new("serial", DataType::UInt32, false),
+        Field::new("civil_code", DataType::Utf8, true),
+        Field::new("address", DataType::Utf8, true),
+        Field::new("longitude", DataType::Float64, true),
+        Field::new("latitude", DataType::Float64, true),
+        Field::new("gcj02_longitude", DataType::Float64, true),
+        Field::new("gcj02_latitude", DataType::Float64, true),
+        Field::new("manufacturer", DataType::Utf8, true),
+        Field::new("model", DataType::Utf8, true),
+        Field::new("ptz_type", DataType::UInt8, true),
+        Field::new("position_type", DataType::UInt8, true),
+        Field::new("position_type_name", DataType::Utf8, true),
+        Field::new("room_type", DataType::UInt8, true),
+        Field::new("use_type", DataType::UInt8, true),
+        Field::new("supply_light_type", DataType::UInt8, true),
+        Field::new("resolution", DataType::Utf8, true),
+        Field::new("rtsp_url", DataType::Utf8, true),
+        Field::new("flv_url", DataType::Utf8, true),
+        Field::new("hls_url", DataType::Utf8, true),
+        Field::new("webrtc_url", DataType::Utf8, true),
+        Field::new("tags", DataType::Utf8, true),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("status_since", utc_millis(), true),
+        Field::new("last_keepalive_at", utc_millis(), true),
+        Field::new("notified", DataType::Utf8, true),
+        Field::new("complete", DataType::Boolean, false),
+        Field::new("registered_at", utc_millis(), false),
+        Field::new("updated_at", utc_millis(), false),
+    ]));
+    let r = &records;
+    let fields = |f: fn(&CameraRecord) -> Option<&str>| strings(r.iter().map(f));
+    let codes = |f: fn(&CameraRecord) -> Option<u8>| -> ArrayRef {
+        Arc::new(r.iter().map(f).collect::<UInt8Array>())
+    };
+    let gcj: Vec<Option<(f64, f64)>> = r
+        .iter()
+        .map(|c| match (c.fields.longitude, c.fields.latitude) {
+            (Some(lon), Some(lat)) => Some(wgs84_to_gcj02(lon, lat)),
+            _ => None,
+        })
+        .collect();
+    let streams: Vec<_> = r.iter().map(|c| settings.streams(c)).collect();
+    let statuses: Vec<_> = r
+        .iter()
+        .map(|c| c.live.status_and_since(now, settings.liveness))
+        .collect();
+    let columns: Vec<ArrayRef> = vec![
+        strings(r.iter().map(|c| Some(c.id.id.as_str()))),
+        fields(|c| c.fields.parent_id.as_deref()),
+        fields(|c| c.fields.name.as_deref()),
+        fields(|c| c.fields.department.as_deref()),
+        strings(r.iter().map(|c| Some(c.id.region_code))),
+        strings(r.iter().map(|c| Some(c.id.region_name))),
+        strings(r.iter().map(|c| Some(c.id.current_region_code))),
+        strings(
+            r.iter()
+                .map(|c| region::region(c.id.current_region_code).map(|r| r.name)),
+        ),
+        Arc::new(
+            r.iter()
+                .map(|c| Some(c.id.industry))
+                .collect::<UInt8Array>(),
+        ),
+        strings(r.iter().map(|c| Some(c.id.industry_name))),
+        Arc::new(
+            r.iter()
+                .map(|c| Some(c.id.type_code))
+                .collect::<UInt16Array>(),
+        ),
+        strings(r.iter().map(|c| Some(c.id.type_name))),
+        Arc::new(r.iter().map(|c| Some(c.id.network)).collect::<UInt8Array>()),
+        Arc::new(r.iter().map(|c| Some(c.id.serial)).collect::<UInt32Array>()),
+        fields(|c| c.fields.civil_code.as_deref()),
+        fields(|c| c.fields.address.as_deref()),
+        Arc::new(
+            r.iter()
+                .map(|c| c.fields.longitude)
+                .collect::<Float64Array>(),
+        ),
+        Arc::new(
+            r.iter()
+                .map(|c| c.fields.latitude)
+                .collect::<Float64Array>(),
+        ),
+        Arc::new(gcj.iter().map(|g| g.map(|g| g.0)).collect::<Float64Array>()),
+        Arc::new(gcj.iter().map(|g| g.map(|g| g.1)).collect::<Float64Array>()),
+        fields(|c| c.fields.manufacturer.as_deref()),
+        fields(|c| c.fields.model.as_deref()),
+        codes(|c| c.fields.ptz_type),
+        codes(|c| c.fields.position_type),
+        strings(
+            r.iter()
+                .map(|c| c.fields.position_type.and_then(position_type_name)),
+        ),
+        codes(|c| c.fields.room_type),
+        codes(|c| c.fields.use_type),
+        codes(|c| c.fields.supply_light_type),
+        fields(|c| c.fields.resolution.as_deref()),
+        strings(streams.iter().map(|s| s.rtsp.as_deref())),
+        strings(streams.iter().map(|s| s.flv.as_deref())),
+        strings(streams.iter().map(|s| s.hls.as_deref())),
+        strings(streams.iter().map(|s| s.webrtc.as_deref())),
+        owned_strings(
+            r.iter()
+                .map(|c| c.fields.tags.as_ref().map(|t| t.join(","))),
+        ),
+        strings(statuses.iter().map(|(s, _)| Some(s.as_str()))),
+        times(statuses.iter().map(|(_, since)| *since)),
+        times(r.iter().map(|c| c.live.last_seen_at)),
+        strings(r.iter().map(|c| c.live.notified.map(|n| n.as_str()))),
+        Arc::new(r.iter().map(|c| Some(c.complete)).collect::<BooleanArray>()),
+        times(r.iter().map(|c| Some(c.registered_at))),
+        times(r.iter().map(|c| Some(c.updated_at))),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The status history: every transition with its time, previous and new status and cause.
+pub async fn status_events_batch(catalog: &Catalog) -> Result<RecordBatch> {
+    let mut events = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = catalog
+            .camera_status_events(after, 100_000)
+            .await
+            .map_err(external)?;
+        let Some(last) = page.last() else { break };
+        after = last.seq;
+        events.extend(page);
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("seq", DataType::Int64, false),
+        Field::new("camera_id", DataType::Utf8, false),
+        Field::new("county_code", DataType::Utf8, true),
+        Field::new("at", utc_millis(), false),
+        Field::new("previous", DataType::Utf8, false),
+        Field::new("status", DataType::Utf8, false),
+        Field::new("cause", DataType::Utf8, false),
+    ]));
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(events.iter().map(|e| Some(e.seq)).collect::<Int64Array>()),
+        strings(events.iter().map(|e| Some(e.camera_id.as_str()))),
+        strings(events.iter().map(|e| {
+            cityhub_catalog::gb28181::parse(&e.camera_id)
+                .ok()
+                .map(|id| id.current_region_code)
+        })),
+        times(events.iter().map(|e| Some(e.at))),
+        strings(events.iter().map(|e| Some(e.previous.as_str()))),
+        strings(events.iter().map(|e| Some(e.status.as_str()))),
+        strings(events.iter().map(|e| Some(e.cause.as_str()))),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
