@@ -8,6 +8,7 @@
 //! - `cityhub-query`: SQL over the snapshots (DataFusion).
 
 pub mod auth;
+pub mod camera_import;
 pub mod cameras;
 pub mod demo;
 pub mod error;

@@ -44,15 +44,20 @@ enum Command {
         #[arg(long)]
         demo: bool,
     },
-    /// Bulk-load a CSV, NDJSON or Parquet file into a dataset.
+    /// Bulk-load a CSV, NDJSON or Parquet file into a dataset, or (with `cameras` as the
+    /// dataset) a CSV of GB/T 28181 channels into the camera registry.
     Import {
-        /// Dataset name, department.table.
+        /// Dataset name, department.table; or `cameras` for the camera registry.
         dataset: String,
         /// The file; its extension (.csv, .ndjson/.jsonl, .parquet) gives the format.
         file: PathBuf,
         /// Register the dataset from the file's inferred schema if it does not exist.
         #[arg(long)]
         create: bool,
+        /// Cameras only: register the good lines even if some are bad (which are reported).
+        /// Without it, a file with a bad line changes nothing.
+        #[arg(long)]
+        skip_bad: bool,
     },
     /// Manage bearer tokens.
     Token {
@@ -237,8 +242,18 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
             dataset,
             file,
             create,
+            skip_bad,
         } => {
             telemetry::init_logging(&config.log.level, &config.log.format);
+            if dataset == "cameras" {
+                return import_cameras(config, &file, skip_bad).await;
+            }
+            if skip_bad {
+                anyhow::bail!(
+                    "--skip-bad is for `import cameras`; a dataset import is all or nothing \
+                     (push with ?partial=true to keep good rows)"
+                );
+            }
             import(config, &dataset, &file, create).await
         }
     }
@@ -253,6 +268,84 @@ async fn purge_audit_daily(state: AppState) {
             tracing::error!(error = %err, "Could not purge expired audit entries; will retry tomorrow.");
         }
     }
+}
+
+/// `cityhub import cameras FILE.csv [--skip-bad]`.
+async fn import_cameras(
+    config: Config,
+    file: &std::path::Path,
+    skip_bad: bool,
+) -> anyhow::Result<()> {
+    use cityhub::camera_import;
+    let state = AppState::open(config)?;
+    let departments = state
+        .catalog
+        .list_departments()
+        .await?
+        .into_iter()
+        .map(|d| d.code)
+        .collect();
+    let started = Instant::now();
+    let checked = camera_import::read_file(file, &departments)?;
+    let report_bad = |errors: &[camera_import::LineError]| {
+        for error in errors.iter().take(100) {
+            eprintln!("  {error}");
+        }
+        if errors.len() > 100 {
+            eprintln!("  ... and {} more", errors.len() - 100);
+        }
+    };
+    if !checked.errors.is_empty() && !skip_bad {
+        eprintln!(
+            "Nothing was imported: {} of {} line(s) are bad (fix them, or import the good \
+             ones with --skip-bad):",
+            checked.errors.len(),
+            checked.errors.len() + checked.channels.len()
+        );
+        report_bad(&checked.errors);
+        anyhow::bail!("{} bad line(s) in {}", checked.errors.len(), file.display());
+    }
+    let bar = ProgressBar::new(checked.channels.len() as u64);
+    bar.set_style(
+        ProgressStyle::with_template(
+            "{spinner} [{elapsed_precise}] {wide_bar} {pos}/{len} channels  {msg}",
+        )
+        .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    let bad_lines = checked.errors.len();
+    let summary = {
+        let bar = bar.clone();
+        camera_import::register(&state.catalog, checked.channels, move |done| {
+            bar.set_position(done);
+            let rate = done as f64 / started.elapsed().as_secs_f64().max(0.001);
+            bar.set_message(format!("{rate:.0}/s"));
+        })
+        .await?
+    };
+    bar.finish_and_clear();
+    state.audit.record(camera_import::audit_event(
+        &cli_sql::local_operator(),
+        file,
+        &summary,
+        bad_lines,
+    ));
+    state.audit.flush().await;
+    println!(
+        "Registered {} channel(s) from {} in {:.1} s: {} new, {} updated, {} restored.",
+        summary.created + summary.updated + summary.restored,
+        file.display(),
+        started.elapsed().as_secs_f64(),
+        summary.created,
+        summary.updated,
+        summary.restored
+    );
+    let mut skipped = checked.errors;
+    skipped.extend(summary.refused);
+    if !skipped.is_empty() {
+        eprintln!("Skipped {} bad line(s):", skipped.len());
+        report_bad(&skipped);
+    }
+    Ok(())
 }
 
 async fn import(

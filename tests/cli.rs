@@ -441,3 +441,113 @@ async fn sql_runs_locally_and_against_a_server() {
     assert!(local.status.success(), "{}", text(&local.stderr));
     assert_eq!(text(&local.stdout).trim(), "[{\"id\":7}]");
 }
+
+#[tokio::test]
+async fn import_cameras_reports_every_bad_line_and_loads_a_clean_file() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let state = state_for(dir.path());
+    state
+        .catalog
+        .create_department("gongan", "公安局")
+        .await
+        .expect("department");
+    drop(state);
+    let bad = dir.path().join("bad.csv");
+    std::fs::write(
+        &bad,
+        concat!(
+            "id,parent_id,name,department,longitude,latitude,ptz_type,rtsp,tags\n",
+            "51102500001320000001,51102500001180000001,北街口,gongan,104.85,29.77,1,rtsp://nvr/1,卡口;重点\n",
+            "5110250000132000000,,短,gongan,,,,,\n",
+            "51102500001320000003,,经度错,gongan,200,29.7,,,\n",
+            "51102500001320000004,,类型错,gongan,104.8,29.7,dome,,\n",
+            "51102500001320000001,,重复,gongan,,,,,\n",
+            "51102500001320000005,,无此部门,nosuch,,,,,\n",
+            "51102500001320000006,,列少\n",
+            "99999900001320000007,,区划错,gongan,,,,,\n",
+        ),
+    )
+    .expect("write");
+    let output = cityhub(
+        dir.path(),
+        &["import", "cameras", bad.to_str().expect("path")],
+    );
+    assert!(!output.status.success());
+    let stderr = text(&output.stderr);
+    for expected in [
+        "Nothing was imported: 7 of 8 line(s) are bad",
+        "line 3, id:",
+        "line 4, longitude:",
+        "line 5, ptz_type:",
+        "line 6, id: duplicate of line 2",
+        "line 7, department:",
+        "line 8, line:",
+        "line 9, id: centre code",
+    ] {
+        assert!(stderr.contains(expected), "{expected:?} not in {stderr}");
+    }
+    let state = state_for(dir.path());
+    assert!(
+        state
+            .catalog
+            .camera("51102500001320000001")
+            .await
+            .expect("read")
+            .is_none()
+    );
+    drop(state);
+
+    // With --skip-bad the good line goes in and the bad ones are listed.
+    let output = cityhub(
+        dir.path(),
+        &[
+            "import",
+            "cameras",
+            bad.to_str().expect("path"),
+            "--skip-bad",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("Registered 1 channel(s)"),
+        "{}",
+        text(&output.stdout)
+    );
+    assert!(text(&output.stderr).contains("Skipped 7 bad line(s)"));
+    let state = state_for(dir.path());
+    let (camera, _) = state
+        .catalog
+        .camera("51102500001320000001")
+        .await
+        .expect("read")
+        .expect("imported");
+    assert_eq!(
+        camera.fields.tags,
+        Some(vec!["卡口".to_string(), "重点".to_string()])
+    );
+    assert_eq!(
+        camera.fields.streams.and_then(|s| s.rtsp).as_deref(),
+        Some("rtsp://nvr/1")
+    );
+    let audit = state
+        .catalog
+        .audit_entries(cityhub_catalog::AuditFilter {
+            action: Some("camera_import".into()),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("audit");
+    assert_eq!(audit.len(), 1);
+    drop(state);
+
+    // An unknown column is refused before anything is read.
+    let odd = dir.path().join("odd.csv");
+    std::fs::write(&odd, "id,colour\n51102500001320000009,red\n").expect("write");
+    let output = cityhub(
+        dir.path(),
+        &["import", "cameras", odd.to_str().expect("path")],
+    );
+    assert!(!output.status.success());
+    assert!(text(&output.stderr).contains("\"colour\" is not a camera field"));
+}
