@@ -54,6 +54,8 @@ pub struct DemoCity {
     /// False when the demo was already loaded and only reused.
     pub fresh: bool,
     pub rows_loaded: u64,
+    /// Camera channels registered by this load (0 when the registry already had some).
+    pub cameras_loaded: usize,
     pub tokens: Vec<DemoToken>,
 }
 
@@ -124,6 +126,7 @@ pub async fn load_scaled(state: &AppState, scale: f64) -> anyhow::Result<DemoCit
     for load in loads {
         load.await??;
     }
+    let cameras_loaded = crate::demo_cameras::load(state, scale).await?;
 
     let token_file = state.config.data_dir().join("demo-tokens.json");
     let existing: Option<Vec<DemoToken>> = std::fs::read(&token_file)
@@ -173,8 +176,9 @@ pub async fn load_scaled(state: &AppState, scale: f64) -> anyhow::Result<DemoCit
         }
     };
     Ok(DemoCity {
-        fresh: rows_loaded > 0,
+        fresh: rows_loaded > 0 || cameras_loaded > 0,
         rows_loaded,
+        cameras_loaded,
         tokens,
     })
 }

@@ -11,6 +11,7 @@ pub mod auth;
 pub mod camera_import;
 pub mod cameras;
 pub mod demo;
+pub mod demo_cameras;
 pub mod error;
 pub mod ratelimit;
 pub mod routes;

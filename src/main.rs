@@ -179,9 +179,15 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
             .context("starting the Kafka feeds")?;
             let purger = tokio::spawn(purge_audit_daily(state.clone()));
             let sweeper = tokio::spawn(cityhub::cameras::sweep_loop(state.clone()));
+            // The demo city's cameras stay alive only while something sends keepalives.
+            let platform =
+                demo.then(|| tokio::spawn(cityhub::demo_cameras::simulate(state.clone())));
             server::run(listener, state.clone(), server::shutdown_signal()).await?;
             purger.abort();
             sweeper.abort();
+            if let Some(platform) = platform {
+                platform.abort();
+            }
             // Commit what the feeds consumed before the process ends.
             feeds.stop().await;
             state.audit.flush().await;

@@ -274,11 +274,60 @@ async fn the_demo_city_loads_once_and_keeps_its_tokens() {
         vec!["511002", "511011", "511024", "511025", "511083"]
     );
 
+    // The video network: channels in all five counties, a few percent offline, a week of
+    // history, and checkpoints whose ids the traffic violations carry.
+    assert!(first.cameras_loaded >= 940, "{}", first.cameras_loaded);
+    let now = cityhub_catalog::camera::now_ms();
+    let liveness = cityhub_catalog::camera_status::Liveness::default();
+    let (counties, overall) = state
+        .catalog
+        .camera_stats(
+            cityhub_catalog::camera::StatsGroup::Region,
+            now - 7 * 86_400_000,
+            now,
+            liveness,
+        )
+        .await
+        .expect("stats");
+    let keys: Vec<&str> = counties.iter().filter_map(|c| c.key.as_deref()).collect();
+    assert_eq!(keys, vec!["511002", "511011", "511024", "511025", "511083"]);
+    assert!(
+        (0.9..0.995).contains(&overall.online_rate),
+        "{}",
+        overall.online_rate
+    );
+    assert!(
+        (0.9..0.999).contains(&overall.availability),
+        "{}",
+        overall.availability
+    );
+    assert!(
+        (0.85..1.0).contains(&overall.completeness),
+        "{}",
+        overall.completeness
+    );
+    let history = state
+        .catalog
+        .camera_status_events(0, 100_000)
+        .await
+        .expect("history");
+    assert!(history.iter().any(|e| e.at < now - 6 * 86_400_000));
+    assert!(
+        state
+            .catalog
+            .camera("51102500051210000001")
+            .await
+            .expect("read")
+            .is_some(),
+        "checkpoint 1 of 资中 exists"
+    );
+
     let second = cityhub::demo::load_scaled(&state, 0.01)
         .await
         .expect("demo again");
     assert!(!second.fresh);
     assert_eq!(second.rows_loaded, 0);
+    assert_eq!(second.cameras_loaded, 0);
     let tokens = |city: &cityhub::demo::DemoCity| {
         city.tokens
             .iter()

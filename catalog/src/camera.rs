@@ -622,6 +622,18 @@ pub struct CameraStats {
     pub completeness: f64,
 }
 
+/// A channel's status history brought in whole (from the platform the hub replaces, or the
+/// demo city), with the evidence that holds at its end.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ImportedHistory {
+    pub id: String,
+    /// In order; each starts where the previous ended, the first from the channel's
+    /// recorded status.
+    pub transitions: Vec<crate::camera_status::Transition>,
+    /// The evidence after the last transition; its recorded status must be the last one's.
+    pub live: LiveState,
+}
+
 /// One line of the status history.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct StatusEvent {

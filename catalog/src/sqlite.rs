@@ -17,7 +17,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::camera::{
     CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats, ChannelFields,
-    ChannelReport, FieldError, Registered, StatsGroup, StatusEvent,
+    ChannelReport, FieldError, ImportedHistory, Registered, StatsGroup, StatusEvent,
 };
 use crate::camera_status::Liveness;
 use crate::error::{CatalogError, Result};
@@ -784,6 +784,11 @@ impl CatalogStore for SqliteStore {
         liveness: Liveness,
     ) -> Result<Vec<Result<usize, FieldError>>> {
         self.write(move |conn| cameras_sql::signals(conn, signals, acting_for, liveness))
+            .await
+    }
+
+    async fn import_camera_history(&self, histories: Vec<ImportedHistory>) -> Result<()> {
+        self.write(move |conn| cameras_sql::import_history(conn, histories))
             .await
     }
 

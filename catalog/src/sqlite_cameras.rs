@@ -12,7 +12,8 @@ use rusqlite::{
 
 use crate::camera::{
     CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats, ChannelFields,
-    ChannelReport, FieldError, Registered, SignalKind, StatsGroup, StatusEvent, Streams,
+    ChannelReport, FieldError, ImportedHistory, Registered, SignalKind, StatsGroup, StatusEvent,
+    Streams,
 };
 use crate::camera_status::{Event, LiveState, Liveness, Notified, Signal, Status, Transition};
 use crate::error::{CatalogError, Result};
@@ -24,13 +25,15 @@ const STATUS_SQL: &str = "CASE WHEN notified IN ('OFF', 'VLOST', 'DEFECT') THEN 
      WHEN last_seen_at IS NULL THEN 'unknown' \
      WHEN :now < last_seen_at + :timeout THEN 'online' ELSE 'offline' END";
 
+/// The types statistics count as video channels: checkpoints, multi-lens devices and
+/// cameras. NVRs, encoders and platforms are registered (their keepalives mark their
+/// channels) but are not channels of the video network themselves.
+const VIDEO_TYPES: &str = "(121, 122, 131, 132)";
+
 const CAMERA_COLUMNS: &str = "id, parent_id, name, department, civil_code, address, longitude, \
      latitude, manufacturer, model, ptz_type, position_type, room_type, use_type, \
      supply_light_type, resolution, streams, tags, complete, notified, notified_at, \
      last_seen_at, recorded_status, recorded_since, registered_at, updated_at";
-
-/// How deep a keepalive reaches below the id it names (platform → device → channel).
-const MAX_DEPTH: usize = 3;
 
 fn json_column<T: serde::de::DeserializeOwned>(
     row: &Row<'_>,
@@ -386,29 +389,15 @@ fn keepalive_one(tx: &Transaction<'_>, id: &str, at: i64, liveness: Liveness) ->
     apply_signal(tx, id, old.live, Signal::Keepalive, at, liveness)
 }
 
-/// The channels below `id` (its children, their children...), at most [`MAX_DEPTH`] deep.
-fn descendants(tx: &Transaction<'_>, id: &str) -> Result<Vec<(String, Option<String>)>> {
+/// The channels directly under `id`: a device's keepalive speaks for its own channels.
+/// (A platform's keepalive does not: channels behind a cascaded platform report their
+/// status with NOTIFY, or through their own device's keepalives.)
+fn children(tx: &Transaction<'_>, id: &str) -> Result<Vec<(String, Option<String>)>> {
     let mut stmt = tx.prepare_cached(
         "SELECT id, department FROM cameras WHERE parent_id = ?1 AND deleted_at IS NULL",
     )?;
-    let mut found = Vec::new();
-    let mut level = vec![id.to_string()];
-    for _ in 0..MAX_DEPTH {
-        let mut next = Vec::new();
-        for parent in &level {
-            let rows = stmt.query_map([parent], |row| Ok((row.get(0)?, row.get(1)?)))?;
-            for row in rows {
-                let (child, department): (String, Option<String>) = row?;
-                next.push(child.clone());
-                found.push((child, department));
-            }
-        }
-        if next.is_empty() {
-            break;
-        }
-        level = next;
-    }
-    Ok(found)
+    let rows = stmt.query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
 fn unknown_camera(id: &str) -> FieldError {
@@ -448,7 +437,7 @@ fn signal_one(
             }
             // A device's keepalive marks its channels; those of other departments are not
             // the caller's to mark and are left alone.
-            for (child, department) in descendants(tx, &id)? {
+            for (child, department) in children(tx, &id)? {
                 if acting_for.is_none_or(|acting| department.as_deref() == Some(acting)) {
                     keepalive_one(tx, &child, at, liveness)?;
                     marked += 1;
@@ -537,6 +526,48 @@ pub fn signals(
     }
     tx.commit()?;
     Ok(outcomes)
+}
+
+/// Brings in whole histories (see [`ImportedHistory`]), checking that each continues the
+/// channel's recorded history and ends where its evidence says.
+pub fn import_history(conn: &mut Connection, histories: Vec<ImportedHistory>) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for history in histories {
+        let id = history.id;
+        let old = existing(&tx, &id)?
+            .filter(|old| !old.deleted)
+            .ok_or_else(|| CatalogError::NotFound {
+                what: "camera",
+                name: id.clone(),
+            })?;
+        let mut status = old.live.recorded.unwrap_or(Status::Unknown);
+        let mut since = old.live.recorded_since.unwrap_or(i64::MIN);
+        for transition in &history.transitions {
+            if transition.from != status
+                || transition.at < since
+                || transition.from == transition.to
+            {
+                return Err(CatalogError::invalid(
+                    "transitions",
+                    format!(
+                        "{id}: {:?} at {} does not continue the history ({status:?} since {since})",
+                        transition.to, transition.at
+                    ),
+                ));
+            }
+            status = transition.to;
+            since = transition.at;
+        }
+        if history.live.recorded.unwrap_or(Status::Unknown) != status {
+            return Err(CatalogError::invalid(
+                "live",
+                format!("{id}: the evidence's recorded status is not the history's last"),
+            ));
+        }
+        write_live(&tx, &id, &history.live, &history.transitions)?;
+    }
+    tx.commit()?;
+    Ok(())
 }
 
 /// Appends the "went offline" transitions of channels whose keepalives stopped before `now`.
@@ -657,7 +688,7 @@ pub fn stats(
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT CAST({column} AS TEXT), status, count(*), sum(complete) FROM \
          (SELECT {column}, {STATUS_SQL} AS status, complete FROM cameras \
-          WHERE deleted_at IS NULL) GROUP BY 1, 2 ORDER BY 1"
+          WHERE deleted_at IS NULL AND type_code IN {VIDEO_TYPES}) GROUP BY 1, 2 ORDER BY 1"
     ))?;
     let mut groups: Vec<CameraStats> = Vec::new();
     let rows = stmt.query_map(
@@ -758,7 +789,7 @@ fn availability(
     {
         let mut stmt = conn.prepare_cached(&format!(
             "SELECT id, CAST({column} AS TEXT), registered_at, recorded_status FROM cameras \
-             WHERE deleted_at IS NULL AND registered_at < :now"
+             WHERE deleted_at IS NULL AND registered_at < :now AND type_code IN {VIDEO_TYPES}"
         ))?;
         let rows = stmt.query_map(named_params! {":now": now}, |row| {
             let status: Option<String> = row.get(3)?;

@@ -7,7 +7,7 @@ use async_trait::async_trait;
 
 use crate::camera::{
     CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats, ChannelFields,
-    ChannelReport, FieldError, Registered, StatsGroup, StatusEvent,
+    ChannelReport, FieldError, ImportedHistory, Registered, StatsGroup, StatusEvent,
 };
 use crate::camera_status::Liveness;
 use crate::error::Result;
@@ -138,6 +138,9 @@ pub trait CatalogStore: Send + Sync + 'static {
         acting_for: Option<String>,
         liveness: Liveness,
     ) -> Result<Vec<Result<usize, FieldError>>>;
+    /// Brings in whole status histories with their final evidence, in one transaction;
+    /// each must continue the channel's recorded history.
+    async fn import_camera_history(&self, histories: Vec<ImportedHistory>) -> Result<()>;
     /// Appends the offline transitions of channels whose keepalives stopped before `now`.
     async fn sweep_cameras(&self, now: i64, liveness: Liveness) -> Result<usize>;
     /// A registered (not deleted) channel with both sources of its values.

@@ -549,7 +549,10 @@ async fn stats_count_rates_completeness_and_availability_from_the_history() {
         .camera_stats(StatsGroup::Region, start, T0, LIVENESS)
         .await
         .expect("stats");
-    assert_eq!(overall.total, 5);
+    assert_eq!(
+        overall.total, 4,
+        "video channels only: the NVR is not counted"
+    );
     assert_eq!(
         overall.online, 1,
         "CAM_A; CAM_LEGACY and CAM_WEIYUAN never heard of"
@@ -565,16 +568,16 @@ async fn stats_count_rates_completeness_and_availability_from_the_history() {
             zizhong.offline,
             zizhong.unknown
         ),
-        (3, 1, 1, 1)
+        (2, 1, 1, 0)
     );
-    assert!((zizhong.online_rate - 1.0 / 3.0).abs() < 1e-9);
+    assert!((zizhong.online_rate - 0.5).abs() < 1e-9);
     assert_eq!(
         zizhong.complete, 1,
         "only CAM_A has name, position, type and owner"
     );
-    // CAM_A 2 h - 0 online... exact: A online from start to T0 (2 h); B from start to
-    // start + 59 min + 3 min; the NVR never. Observed: 3 channels × 2 h.
-    let expected = (2.0 * 60.0 + 62.0) / (3.0 * 120.0);
+    // A online from start to T0 (120 min); B from start to its last keepalive at minute 59
+    // plus the 3-minute timeout. Observed: 2 channels × 120 min (the NVR is not a channel).
+    let expected = (120.0 + 62.0) / (2.0 * 120.0);
     assert!(
         (zizhong.availability - expected).abs() < 1e-9,
         "{}",
@@ -624,4 +627,72 @@ fn status_sql_agrees_with_the_state_machine() {
             "{live:?} at {now}"
         );
     }
+}
+
+#[tokio::test]
+async fn imported_histories_must_continue_the_recorded_one() {
+    use crate::camera::ImportedHistory;
+    use crate::camera_status::Transition;
+    let (_dir, catalog) = store().await;
+    register_city(&catalog).await;
+    let online = |at| Transition {
+        at,
+        from: Status::Unknown,
+        to: Status::Online,
+        cause: "keepalive",
+    };
+    let offline = |at| Transition {
+        at,
+        from: Status::Online,
+        to: Status::Offline,
+        cause: "VLOST",
+    };
+    let live = LiveState {
+        notified: Some(Notified::Vlost),
+        notified_at: Some(T0 - HOUR),
+        last_seen_at: Some(T0),
+        recorded: Some(Status::Offline),
+        recorded_since: Some(T0 - HOUR),
+    };
+    let broken = catalog
+        .import_camera_history(vec![ImportedHistory {
+            id: CAM_A.into(),
+            transitions: vec![offline(T0 - HOUR)],
+            live,
+        }])
+        .await
+        .expect_err("starts from online, but CAM_A is unknown");
+    assert!(broken.to_string().contains("does not continue"), "{broken}");
+    let mismatched = catalog
+        .import_camera_history(vec![ImportedHistory {
+            id: CAM_A.into(),
+            transitions: vec![online(T0 - 2 * HOUR)],
+            live,
+        }])
+        .await
+        .expect_err("evidence says offline, history ends online");
+    assert!(mismatched.to_string().contains("live"), "{mismatched}");
+    assert!(
+        history(&catalog).await.is_empty(),
+        "nothing of a refused import is kept"
+    );
+    catalog
+        .import_camera_history(vec![ImportedHistory {
+            id: CAM_A.into(),
+            transitions: vec![online(T0 - 2 * HOUR), offline(T0 - HOUR)],
+            live,
+        }])
+        .await
+        .expect("import");
+    assert_eq!(history(&catalog).await.len(), 2);
+    assert_eq!(status_of(&catalog, CAM_A, T0).await, Status::Offline);
+    // Going on from there through the state machine: ON brings it back.
+    catalog
+        .camera_signals(vec![event(CAM_A, T0 + MINUTE, Event::On)], None, LIVENESS)
+        .await
+        .expect("on");
+    assert_eq!(
+        status_of(&catalog, CAM_A, T0 + MINUTE).await,
+        Status::Online
+    );
 }
