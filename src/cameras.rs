@@ -11,11 +11,11 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use cityhub_catalog::camera::{
-    CameraQuery, CameraRecord, CameraSettings, CameraSignal, CameraSources, CameraStats,
-    ChannelFields, ChannelReport, FieldError, Registered, SignalKind, StatsGroup, now_ms,
+    CameraQuery, CameraRecord, CameraSettings, CameraSources, CameraStats, ChannelFields,
+    ChannelReport, FieldError, Registered, SignalKind, StatsGroup, now_ms, parse_signal,
     position_type_name, wgs84_to_gcj02,
 };
-use cityhub_catalog::camera_status::{Event, Status};
+use cityhub_catalog::camera_status::Status;
 use cityhub_catalog::{AuditEvent, Role, gb28181, region};
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -26,8 +26,6 @@ use crate::error::ApiError;
 use crate::routes::{JsonBody, QueryParams, read_limited};
 use crate::state::AppState;
 
-/// How far in the future a device clock may be before its `at` is refused.
-const CLOCK_SKEW_MS: i64 = 5 * 60_000;
 const DEFAULT_PAGE: usize = 100;
 const MAX_PAGE: usize = 1_000;
 
@@ -171,113 +169,6 @@ fn id_of(value: &Result<Value, FieldError>) -> Option<String> {
         .and_then(|v| v.get("id"))
         .and_then(Value::as_str)
         .map(str::to_string)
-}
-
-/// The time of a keepalive or event: RFC 3339 text or Unix milliseconds; now if absent.
-fn signal_time(value: Option<&Value>, now: i64) -> Result<i64, FieldError> {
-    let at = match value {
-        None | Some(Value::Null) => return Ok(now),
-        Some(Value::String(text)) => DateTime::parse_from_rfc3339(text)
-            .map(|t| t.timestamp_millis())
-            .map_err(|err| {
-                FieldError::new(
-                    "at",
-                    format!(
-                        "{text:?} is not an RFC 3339 time ({err}); e.g. 2026-11-28T08:00:00+08:00"
-                    ),
-                )
-            })?,
-        Some(Value::Number(n)) => n
-            .as_i64()
-            .ok_or_else(|| FieldError::new("at", format!("{n} is not Unix milliseconds")))?,
-        Some(other) => {
-            return Err(FieldError::new(
-                "at",
-                format!("{other} is neither an RFC 3339 time nor Unix milliseconds"),
-            ));
-        }
-    };
-    if at > now + CLOCK_SKEW_MS {
-        return Err(FieldError::new(
-            "at",
-            format!(
-                "{} is more than 5 minutes in the future; check the device's clock",
-                time_text(at).unwrap_or_default()
-            ),
-        ));
-    }
-    if at < 0 {
-        return Err(FieldError::new("at", "before 1970"));
-    }
-    Ok(at)
-}
-
-/// Reads one keepalive or event item.
-fn signal_item(value: Value, now: i64, keepalive: bool) -> Result<CameraSignal, FieldError> {
-    let Value::Object(mut object) = value else {
-        return Err(FieldError::new("item", "each item is a JSON object"));
-    };
-    let id = match object.remove("id") {
-        Some(Value::String(id)) => id,
-        Some(other) => {
-            return Err(FieldError::new("id", format!("{other} is not a string")));
-        }
-        None => return Err(FieldError::new("id", "missing")),
-    };
-    gb28181::parse(&id)?;
-    let at = signal_time(object.remove("at").as_ref(), now)?;
-    let kind = if keepalive {
-        SignalKind::Keepalive
-    } else {
-        let event = match object.remove("event") {
-            Some(Value::String(name)) => {
-                Event::parse(&name.to_ascii_uppercase()).ok_or_else(|| {
-                    FieldError::new(
-                        "event",
-                        format!("{name:?} is not a catalog event; use {}", Event::NAMES),
-                    )
-                })?
-            }
-            _ => {
-                return Err(FieldError::new(
-                    "event",
-                    format!("missing; use {}", Event::NAMES),
-                ));
-            }
-        };
-        let fields = match object.remove("channel") {
-            None | Some(Value::Null) => None,
-            Some(Value::Object(channel)) => {
-                let mut report = channel;
-                report.insert("id".into(), Value::String(id.clone()));
-                let report =
-                    ChannelReport::from_json(Value::Object(report), None).map_err(|err| {
-                        FieldError::new(format!("channel.{}", err.field), err.message)
-                    })?;
-                if !matches!(event, Event::Add | Event::Update) {
-                    return Err(FieldError::new(
-                        "channel",
-                        "only ADD and UPDATE carry a channel",
-                    ));
-                }
-                Some(Box::new(report.fields))
-            }
-            Some(_) => return Err(FieldError::new("channel", "must be a JSON object")),
-        };
-        SignalKind::Event(event, fields)
-    };
-    if let Some(unknown) = object.keys().next() {
-        let allowed = if keepalive {
-            "id, at"
-        } else {
-            "id, event, at, channel"
-        };
-        return Err(FieldError::new(
-            unknown.clone(),
-            format!("unknown field; an item has {allowed}"),
-        ));
-    }
-    Ok(CameraSignal { id, at, kind })
 }
 
 fn single_error(err: FieldError) -> ApiError {
@@ -498,7 +389,7 @@ async fn signals(
     let mut positions = Vec::with_capacity(items.len());
     for (item, (line, value)) in items.into_iter().enumerate() {
         let id = id_of(&value);
-        match value.and_then(|value| signal_item(value, now, keepalive)) {
+        match value.and_then(|value| parse_signal(value, now, keepalive)) {
             Ok(signal) => {
                 positions.push((item, line, signal.id.clone()));
                 signals.push(signal);

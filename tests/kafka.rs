@@ -118,7 +118,7 @@ fn feed(bootstrap: &str) -> KafkaFeed {
 
 /// Starts one feed with a status board of its own.
 async fn start(hub: &cityhub::AppState, feed: KafkaFeed) -> KafkaFeeds {
-    KafkaFeeds::start(&hub.ingest, &[feed], Default::default())
+    KafkaFeeds::start(&hub.ingest, &[feed], Default::default(), Default::default())
         .await
         .expect("the feed starts")
 }
@@ -181,6 +181,7 @@ async fn every_good_message_lands_once_and_bad_ones_become_dead_letters() {
         &server.state.ingest,
         &[feed(&bootstrap)],
         server.state.kafka.clone(),
+        Default::default(),
     )
     .await
     .expect("start");

@@ -71,3 +71,17 @@ CREATE TABLE camera_stream_offsets (
     updated_at   TEXT NOT NULL,
     PRIMARY KEY (feed, topic, partition)
 );
+
+-- Messages of those feeds that could not be applied (undecodable, invalid, or refused by
+-- the registry), with their raw payload and why; readable by admins as hub.rejected_records.
+CREATE TABLE camera_rejected_records (
+    id          INTEGER PRIMARY KEY,
+    feed        TEXT NOT NULL,
+    topic       TEXT NOT NULL,
+    partition   INTEGER NOT NULL,
+    "offset"    INTEGER NOT NULL,
+    key         BLOB,
+    payload     BLOB NOT NULL,
+    error       TEXT NOT NULL,
+    at          TEXT NOT NULL
+);

@@ -383,6 +383,119 @@ impl ChannelReport {
     }
 }
 
+/// How far in the future a device clock may be before its `at` is refused.
+const CLOCK_SKEW_MS: i64 = 5 * 60_000;
+
+/// The time of a keepalive or event: RFC 3339 text or Unix milliseconds; now if absent.
+fn signal_time(value: Option<&Value>, now: i64) -> Result<i64, FieldError> {
+    let at = match value {
+        None | Some(Value::Null) => return Ok(now),
+        Some(Value::String(text)) => chrono::DateTime::parse_from_rfc3339(text)
+            .map(|t| t.timestamp_millis())
+            .map_err(|err| {
+                FieldError::new(
+                    "at",
+                    format!(
+                        "{text:?} is not an RFC 3339 time ({err}); e.g. 2026-11-28T08:00:00+08:00"
+                    ),
+                )
+            })?,
+        Some(Value::Number(n)) => n
+            .as_i64()
+            .ok_or_else(|| FieldError::new("at", format!("{n} is not Unix milliseconds")))?,
+        Some(other) => {
+            return Err(FieldError::new(
+                "at",
+                format!("{other} is neither an RFC 3339 time nor Unix milliseconds"),
+            ));
+        }
+    };
+    if at > now + CLOCK_SKEW_MS {
+        return Err(FieldError::new(
+            "at",
+            format!(
+                "{} is more than 5 minutes in the future; check the device's clock",
+                chrono::DateTime::<chrono::Utc>::from_timestamp_millis(at)
+                    .map(|t| t.to_rfc3339())
+                    .unwrap_or_default()
+            ),
+        ));
+    }
+    if at < 0 {
+        return Err(FieldError::new("at", "before 1970"));
+    }
+    Ok(at)
+}
+
+/// Reads one keepalive (`{id, at?}`) or NOTIFY event (`{id, event, at?, channel?}`) as an
+/// API batch item or a Kafka message carries it.
+pub fn parse_signal(value: Value, now: i64, keepalive: bool) -> Result<CameraSignal, FieldError> {
+    let Value::Object(mut object) = value else {
+        return Err(FieldError::new("item", "each item is a JSON object"));
+    };
+    let id = match object.remove("id") {
+        Some(Value::String(id)) => id,
+        Some(other) => {
+            return Err(FieldError::new("id", format!("{other} is not a string")));
+        }
+        None => return Err(FieldError::new("id", "missing")),
+    };
+    gb28181::parse(&id)?;
+    let at = signal_time(object.remove("at").as_ref(), now)?;
+    let kind = if keepalive {
+        SignalKind::Keepalive
+    } else {
+        let event = match object.remove("event") {
+            Some(Value::String(name)) => {
+                Event::parse(&name.to_ascii_uppercase()).ok_or_else(|| {
+                    FieldError::new(
+                        "event",
+                        format!("{name:?} is not a catalog event; use {}", Event::NAMES),
+                    )
+                })?
+            }
+            _ => {
+                return Err(FieldError::new(
+                    "event",
+                    format!("missing; use {}", Event::NAMES),
+                ));
+            }
+        };
+        let fields = match object.remove("channel") {
+            None | Some(Value::Null) => None,
+            Some(Value::Object(channel)) => {
+                let mut report = channel;
+                report.insert("id".into(), Value::String(id.clone()));
+                let report =
+                    ChannelReport::from_json(Value::Object(report), None).map_err(|err| {
+                        FieldError::new(format!("channel.{}", err.field), err.message)
+                    })?;
+                if !matches!(event, Event::Add | Event::Update) {
+                    return Err(FieldError::new(
+                        "channel",
+                        "only ADD and UPDATE carry a channel",
+                    ));
+                }
+                Some(Box::new(report.fields))
+            }
+            Some(_) => return Err(FieldError::new("channel", "must be a JSON object")),
+        };
+        SignalKind::Event(event, fields)
+    };
+    if let Some(unknown) = object.keys().next() {
+        let allowed = if keepalive {
+            "id, at"
+        } else {
+            "id, event, at, channel"
+        };
+        return Err(FieldError::new(
+            unknown.clone(),
+            format!("unknown field; an item has {allowed}"),
+        ));
+    }
+    Ok(CameraSignal { id, at, kind })
+}
+
 /// WGS-84 → GCJ-02 (the offset coordinate system Chinese web maps expect). Points outside
 /// China are returned unchanged, as the maps themselves do.
 pub fn wgs84_to_gcj02(longitude: f64, latitude: f64) -> (f64, f64) {
@@ -632,6 +745,81 @@ pub struct ImportedHistory {
     pub transitions: Vec<crate::camera_status::Transition>,
     /// The evidence after the last transition; its recorded status must be the last one's.
     pub live: LiveState,
+}
+
+/// What a Kafka feed into the registry carries; its `dataset` in the configuration is
+/// `hub.cameras`, `hub.camera_keepalives` or `hub.camera_events`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum CameraFeed {
+    /// Channel records, as `PUT /api/v1/cameras/{id}` takes them (with `id`).
+    Registrations,
+    /// `{id, at?}`
+    Keepalives,
+    /// `{id, event, at?, channel?}`
+    Events,
+}
+
+impl CameraFeed {
+    pub const DATASETS: &'static str = "hub.cameras, hub.camera_keepalives or hub.camera_events";
+
+    /// The feed a configured `dataset` names, if it is one of the registry's.
+    pub fn of_dataset(dataset: &str) -> Option<Self> {
+        match dataset {
+            "hub.cameras" => Some(CameraFeed::Registrations),
+            "hub.camera_keepalives" => Some(CameraFeed::Keepalives),
+            "hub.camera_events" => Some(CameraFeed::Events),
+            _ => None,
+        }
+    }
+
+    pub fn dataset(self) -> &'static str {
+        match self {
+            CameraFeed::Registrations => "hub.cameras",
+            CameraFeed::Keepalives => "hub.camera_keepalives",
+            CameraFeed::Events => "hub.camera_events",
+        }
+    }
+
+    /// Reads one message's JSON into the operation it asks for.
+    pub fn parse(self, value: Value, now: i64) -> Result<CameraOp, FieldError> {
+        match self {
+            CameraFeed::Registrations => {
+                ChannelReport::from_json(value, None).map(|r| CameraOp::Register(Box::new(r)))
+            }
+            CameraFeed::Keepalives => parse_signal(value, now, true).map(CameraOp::Signal),
+            CameraFeed::Events => parse_signal(value, now, false).map(CameraOp::Signal),
+        }
+    }
+}
+
+/// One change to the registry.
+#[derive(Debug, Clone, PartialEq)]
+pub enum CameraOp {
+    Register(Box<ChannelReport>),
+    Signal(CameraSignal),
+}
+
+/// A Kafka batch of one partition applied to the registry: the decoded operations with the
+/// message each came from, the messages that did not decode, and where the partition
+/// continues. All of it commits in one transaction, guarded by the expected offset.
+#[derive(Debug, Clone, PartialEq)]
+pub struct CameraStreamCommit {
+    pub feed: CameraFeed,
+    /// Each operation with its message (its `error` is filled in if the registry refuses it).
+    pub items: Vec<(crate::model::RejectedRecord, CameraOp)>,
+    pub rejected: Vec<crate::model::RejectedRecord>,
+    pub offset: crate::model::OffsetAdvance,
+    pub liveness: Liveness,
+    /// When the batch is applied (registrations' time), Unix milliseconds.
+    pub at: i64,
+}
+
+/// What a committed camera batch did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct CameraStreamOutcome {
+    pub applied: usize,
+    /// Messages kept as dead letters: undecodable ones and ones the registry refused.
+    pub rejected: usize,
 }
 
 /// One line of the status history.

@@ -16,8 +16,9 @@ use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use crate::camera::{
-    CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats, ChannelFields,
-    ChannelReport, FieldError, ImportedHistory, Registered, StatsGroup, StatusEvent,
+    CameraFeed, CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats,
+    CameraStreamCommit, CameraStreamOutcome, ChannelFields, ChannelReport, FieldError,
+    ImportedHistory, Registered, StatsGroup, StatusEvent,
 };
 use crate::camera_status::Liveness;
 use crate::error::{CatalogError, Result};
@@ -784,6 +785,28 @@ impl CatalogStore for SqliteStore {
         liveness: Liveness,
     ) -> Result<Vec<Result<usize, FieldError>>> {
         self.write(move |conn| cameras_sql::signals(conn, signals, acting_for, liveness))
+            .await
+    }
+
+    async fn camera_stream_offsets(&self, feed: CameraFeed) -> Result<Vec<(String, i32, i64)>> {
+        self.read(move |conn| cameras_sql::stream_offsets(conn, feed))
+            .await
+    }
+
+    async fn commit_camera_stream(
+        &self,
+        commit: CameraStreamCommit,
+    ) -> Result<CameraStreamOutcome> {
+        self.write(move |conn| cameras_sql::commit_stream(conn, commit))
+            .await
+    }
+
+    async fn camera_rejected_records(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredRejection>> {
+        self.read(move |conn| cameras_sql::rejected_records(conn, after_id, limit))
             .await
     }
 

@@ -6,8 +6,9 @@
 use async_trait::async_trait;
 
 use crate::camera::{
-    CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats, ChannelFields,
-    ChannelReport, FieldError, ImportedHistory, Registered, StatsGroup, StatusEvent,
+    CameraFeed, CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats,
+    CameraStreamCommit, CameraStreamOutcome, ChannelFields, ChannelReport, FieldError,
+    ImportedHistory, Registered, StatsGroup, StatusEvent,
 };
 use crate::camera_status::Liveness;
 use crate::error::Result;
@@ -138,6 +139,19 @@ pub trait CatalogStore: Send + Sync + 'static {
         acting_for: Option<String>,
         liveness: Liveness,
     ) -> Result<Vec<Result<usize, FieldError>>>;
+    /// The stored next offsets of a camera feed: (topic, partition, next offset).
+    async fn camera_stream_offsets(&self, feed: CameraFeed) -> Result<Vec<(String, i32, i64)>>;
+    /// Applies a Kafka batch to the registry, keeps its dead letters (undecodable messages
+    /// and ones the registry refuses) and advances the offset, in one transaction;
+    /// `OffsetConflict` if the stored offset is not the expected one.
+    async fn commit_camera_stream(&self, commit: CameraStreamCommit)
+    -> Result<CameraStreamOutcome>;
+    /// Dead letters of the camera feeds after `after_id` (their `dataset` is the feed's).
+    async fn camera_rejected_records(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredRejection>>;
     /// Brings in whole status histories with their final evidence, in one transaction;
     /// each must continue the channel's recorded history.
     async fn import_camera_history(&self, histories: Vec<ImportedHistory>) -> Result<()>;

@@ -478,7 +478,7 @@ impl Config {
                 feed.dataset
                     .split_once('.')
                     .is_some_and(|(d, t)| !d.is_empty() && !t.is_empty()),
-                "must be department.table",
+                "must be department.table, or hub.cameras, hub.camera_keepalives or hub.camera_events for the camera registry",
             );
             check(
                 "format",

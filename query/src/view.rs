@@ -503,8 +503,11 @@ impl SystemSchema {
         Ok(RecordBatch::try_new(schema, columns)?)
     }
 
-    /// Dead letters of the Kafka feeds of datasets the caller owns (admins: all).
+    /// Dead letters of the Kafka feeds of datasets the caller owns; admins also see those
+    /// of the camera registry's feeds (dataset `hub.cameras`, `hub.camera_keepalives`,
+    /// `hub.camera_events`).
     async fn rejected_batch(&self) -> Result<RecordBatch> {
+        let external = |err| DataFusionError::External(Box::new(err));
         let mut rows = Vec::new();
         for dataset in &self.view.visible {
             if !self.view.principal.acts_for(&dataset.owner) {
@@ -517,7 +520,21 @@ impl SystemSchema {
                     .catalog
                     .rejected_records(dataset.id, after, 10_000)
                     .await
-                    .map_err(|err| DataFusionError::External(Box::new(err)))?;
+                    .map_err(external)?;
+                let Some(last) = page.last() else { break };
+                after = last.id;
+                rows.extend(page);
+            }
+        }
+        if self.admin() {
+            let mut after = 0;
+            loop {
+                let page = self
+                    .view
+                    .catalog
+                    .camera_rejected_records(after, 10_000)
+                    .await
+                    .map_err(external)?;
                 let Some(last) = page.last() else { break };
                 after = last.id;
                 rows.extend(page);

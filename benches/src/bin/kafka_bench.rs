@@ -113,7 +113,13 @@ async fn main() -> anyhow::Result<()> {
         ..KafkaFeed::new(&bootstrap, TOPIC, "bench.events")
     };
     let started = Instant::now();
-    let feeds = KafkaFeeds::start(&hub.state.ingest, &[feed], hub.state.kafka.clone()).await?;
+    let feeds = KafkaFeeds::start(
+        &hub.state.ingest,
+        &[feed],
+        hub.state.kafka.clone(),
+        Default::default(),
+    )
+    .await?;
     let total = args.messages as i64;
     wait_committed(&hub, dataset.id, total, Duration::from_secs(600)).await?;
     let seconds = started.elapsed().as_secs_f64();

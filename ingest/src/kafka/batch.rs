@@ -18,6 +18,7 @@ use crate::decode::{CsvDecoder, Decoded, NdJsonDecoder, merge};
 
 /// Dataset columns filled from Kafka metadata when a dataset declares them.
 pub use cityhub_catalog::STREAM_METADATA_COLUMNS as METADATA_COLUMNS;
+use cityhub_catalog::camera::{CameraFeed, CameraOp};
 
 /// How message payloads are read.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -87,6 +88,50 @@ pub struct DecodedBatch {
     /// The good rows in the dataset's schema (`None` when there are none).
     pub rows: Option<RecordBatch>,
     pub rejected: Vec<RejectedRecord>,
+}
+
+/// Reads a batch of a camera-registry feed: one JSON object per message. Messages that do
+/// not decode are dead letters; the others become operations, each with its message (the
+/// registry may still refuse one, which then becomes a dead letter too).
+pub fn decode_camera_batch(
+    feed: CameraFeed,
+    batch: &Batch,
+    max_message_bytes: usize,
+    now: i64,
+) -> (Vec<(RejectedRecord, CameraOp)>, Vec<RejectedRecord>) {
+    let mut items = Vec::with_capacity(batch.messages.len());
+    let mut rejected = Vec::new();
+    for message in &batch.messages {
+        let payload = message.payload.as_deref().unwrap_or_default();
+        let mut record = RejectedRecord {
+            topic: batch.topic.clone(),
+            partition: batch.partition,
+            offset: message.offset,
+            key: message.key.clone(),
+            payload: payload[..payload.len().min(max_message_bytes)].to_vec(),
+            error: String::new(),
+        };
+        if payload.len() > max_message_bytes {
+            record.error = format!(
+                "the message has {} bytes, more than ingest.kafka max_message_bytes \
+                 ({max_message_bytes}); only its start is kept here",
+                payload.len()
+            );
+            rejected.push(record);
+            continue;
+        }
+        let parsed = serde_json::from_slice::<serde_json::Value>(payload)
+            .map_err(|err| format!("not a JSON object: {err}"))
+            .and_then(|value| feed.parse(value, now).map_err(|err| err.to_string()));
+        match parsed {
+            Ok(op) => items.push((record, op)),
+            Err(error) => {
+                record.error = error;
+                rejected.push(record);
+            }
+        }
+    }
+    (items, rejected)
 }
 
 /// Decodes a batch against `dataset`'s columns.

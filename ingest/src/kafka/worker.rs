@@ -19,6 +19,8 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use cityhub_catalog::camera::{CameraFeed, CameraStreamCommit};
+use cityhub_catalog::camera_status::Liveness;
 use cityhub_catalog::{CatalogError, DatasetName, OffsetAdvance, StreamProgress};
 use cityhub_config::KafkaFeed;
 use rdkafka::Message as _;
@@ -30,7 +32,7 @@ use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
 
-use super::batch::{Batch, Message, MessageFormat, decode_batch};
+use super::batch::{Batch, Message, MessageFormat, decode_batch, decode_camera_batch};
 use super::status::StatusBoard;
 use crate::{Ingest, IngestError};
 
@@ -61,11 +63,22 @@ struct PartitionState {
     batch: Batch,
 }
 
+/// Where a feed's messages go.
+#[derive(Debug, Clone)]
+pub enum Sink {
+    /// Rows of a dataset, committed as snapshots.
+    Dataset { name: DatasetName, id: i64 },
+    /// Registrations, keepalives or events of the camera registry.
+    Cameras {
+        feed: CameraFeed,
+        liveness: Liveness,
+    },
+}
+
 struct Shared {
     ingest: Ingest,
     feed: KafkaFeed,
-    dataset: DatasetName,
-    dataset_id: i64,
+    sink: Sink,
     format: MessageFormat,
     name: String,
     runtime: tokio::runtime::Handle,
@@ -93,12 +106,11 @@ impl Worker {
     pub fn start(
         ingest: Ingest,
         feed: KafkaFeed,
-        dataset_id: i64,
+        sink: Sink,
         name: String,
         board: StatusBoard,
         runtime: tokio::runtime::Handle,
     ) -> Result<Self, IngestError> {
-        let dataset = DatasetName::parse(&feed.dataset)?;
         let format = match feed.format.as_str() {
             "csv" => MessageFormat::Csv,
             _ => MessageFormat::Json,
@@ -107,8 +119,7 @@ impl Worker {
         let shared = Arc::new(Shared {
             ingest,
             feed,
-            dataset,
-            dataset_id,
+            sink,
             format,
             name,
             runtime,
@@ -151,7 +162,7 @@ impl Worker {
                 .spawn(move || consume_loop(&shared, consumer))
                 .map_err(|err| IngestError::Internal(format!("cannot start a thread: {err}")))?
         };
-        tracing::info!(worker = %shared.name, topic = %shared.feed.topic, dataset = %shared.dataset, "Started a Kafka worker.");
+        tracing::info!(worker = %shared.name, topic = %shared.feed.topic, dataset = %shared.feed.dataset, "Started a Kafka worker.");
         Ok(Self {
             shared,
             consumer_thread: Some(consumer_thread),
@@ -313,16 +324,25 @@ impl Shared {
     fn stored_offsets(&self) -> Option<HashMap<i32, i64>> {
         let mut pause = Duration::from_millis(100);
         while !self.stop.load(Ordering::SeqCst) {
-            let read = self
-                .runtime
-                .block_on(self.ingest.catalog.stream_offsets(self.dataset_id));
+            let catalog = &self.ingest.catalog;
+            let read = self.runtime.block_on(async {
+                match &self.sink {
+                    Sink::Dataset { id, .. } => catalog.stream_offsets(*id).await.map(|offsets| {
+                        offsets
+                            .into_iter()
+                            .map(|o| (o.topic, o.partition, o.next_offset))
+                            .collect::<Vec<_>>()
+                    }),
+                    Sink::Cameras { feed, .. } => catalog.camera_stream_offsets(*feed).await,
+                }
+            });
             match read {
                 Ok(offsets) => {
                     return Some(
                         offsets
                             .into_iter()
-                            .filter(|o| o.topic == self.feed.topic)
-                            .map(|o| (o.partition, o.next_offset))
+                            .filter(|(topic, _, _)| *topic == self.feed.topic)
+                            .map(|(_, partition, next)| (partition, next))
                             .collect(),
                     );
                 }
@@ -552,46 +572,41 @@ fn flush_loop(shared: &Arc<Shared>, consumer: &FeedConsumer, receiver: Receiver<
     }
 }
 
-/// Decodes, writes and commits one batch with its offset and dead letters.
+/// Decodes and commits one batch with its offset and dead letters.
 fn flush(shared: &Shared, consumer: &FeedConsumer, batch: &Batch) -> Result<(), IngestError> {
     let (Some(first), Some(next)) = (batch.first_offset(), batch.next_offset()) else {
         return Ok(());
     };
     let started = Instant::now();
-    let ingest = &shared.ingest;
-    let dataset = shared
-        .runtime
-        .block_on(ingest.catalog.dataset(&shared.dataset))?
-        .ok_or_else(|| IngestError::DatasetNotFound(shared.dataset.to_string()))?;
-    let decoded = decode_batch(
-        &dataset,
-        batch,
-        shared.format,
-        shared.feed.max_message_bytes as usize,
-    )?;
-    let rows = decoded.rows.as_ref().map_or(0, |r| r.num_rows());
-    let rejected = decoded.rejected.len();
-    let mut files = Vec::new();
-    if let Some(rows) = decoded.rows {
-        let label = format!("{}.{}.{first}-{}", batch.topic, batch.partition, next - 1);
-        files.push(shared.runtime.block_on(ingest.write_file_labelled(
-            &dataset,
-            vec![rows],
-            &label,
-        ))?);
-    }
-    let progress = StreamProgress {
-        offsets: vec![OffsetAdvance {
-            topic: batch.topic.clone(),
-            partition: batch.partition,
-            expected: batch.expected,
-            next,
-        }],
-        rejected: decoded.rejected,
+    let advance = OffsetAdvance {
+        topic: batch.topic.clone(),
+        partition: batch.partition,
+        expected: batch.expected,
+        next,
     };
-    shared
-        .runtime
-        .block_on(ingest.commit_stream(&dataset, files, progress))?;
+    let (rows, rejected) =
+        match &shared.sink {
+            Sink::Dataset { name, .. } => flush_rows(shared, name, batch, first, advance)?,
+            Sink::Cameras { feed, liveness } => {
+                let max = shared.feed.max_message_bytes as usize;
+                let now = cityhub_catalog::camera::now_ms();
+                let (items, rejected) = decode_camera_batch(*feed, batch, max, now);
+                let outcome =
+                    shared
+                        .runtime
+                        .block_on(shared.ingest.catalog.commit_camera_stream(
+                            CameraStreamCommit {
+                                feed: *feed,
+                                items,
+                                rejected,
+                                offset: advance,
+                                liveness: *liveness,
+                                at: now,
+                            },
+                        ))?;
+                (outcome.applied, outcome.rejected)
+            }
+        };
 
     // Kafka's copy of the offset, for monitoring tools; the catalog's is the one that counts.
     let mut offsets = TopicPartitionList::new();
@@ -621,4 +636,45 @@ fn flush(shared: &Shared, consumer: &FeedConsumer, batch: &Batch) -> Result<(), 
     );
     tracing::debug!(worker = %shared.name, topic = %batch.topic, partition = batch.partition, first, next, rows, rejected, seconds, "Committed a Kafka batch.");
     Ok(())
+}
+
+/// Writes a dataset batch's rows as a file and commits it with the offset and dead letters.
+fn flush_rows(
+    shared: &Shared,
+    name: &DatasetName,
+    batch: &Batch,
+    first: i64,
+    advance: OffsetAdvance,
+) -> Result<(usize, usize), IngestError> {
+    let next = advance.next;
+    let ingest = &shared.ingest;
+    let dataset = shared
+        .runtime
+        .block_on(ingest.catalog.dataset(name))?
+        .ok_or_else(|| IngestError::DatasetNotFound(name.to_string()))?;
+    let decoded = decode_batch(
+        &dataset,
+        batch,
+        shared.format,
+        shared.feed.max_message_bytes as usize,
+    )?;
+    let rows = decoded.rows.as_ref().map_or(0, |r| r.num_rows());
+    let rejected = decoded.rejected.len();
+    let mut files = Vec::new();
+    if let Some(rows) = decoded.rows {
+        let label = format!("{}.{}.{first}-{}", batch.topic, batch.partition, next - 1);
+        files.push(shared.runtime.block_on(ingest.write_file_labelled(
+            &dataset,
+            vec![rows],
+            &label,
+        ))?);
+    }
+    let progress = StreamProgress {
+        offsets: vec![advance],
+        rejected: decoded.rejected,
+    };
+    shared
+        .runtime
+        .block_on(ingest.commit_stream(&dataset, files, progress))?;
+    Ok((rows, rejected))
 }
