@@ -1,8 +1,8 @@
 -- cityhub catalog, version 4: the camera registry and its status history.
 
--- One row per GB/T 28181 channel (or device, or platform). The shown (effective) values are
--- columns so that searches and statistics read no JSON; `reported` and `curated` keep the
--- two sources apart (the curated value wins), and every write recomputes the columns.
+-- One row per GB/T 28181 channel (or device, or platform): what it is. The shown
+-- (effective) values are columns so that searches read no JSON; `reported` and `curated`
+-- keep the two sources apart (the curated value wins), and every write recomputes the columns.
 CREATE TABLE cameras (
     id                 TEXT PRIMARY KEY,
     parent_id          TEXT,
@@ -30,20 +30,35 @@ CREATE TABLE cameras (
     complete           INTEGER NOT NULL, -- 建档: name, location, camera type and owner filled
     reported           TEXT NOT NULL,    -- JSON: what the platform reported
     curated            TEXT NOT NULL,    -- JSON: operators' overrides
+    updated_at         INTEGER NOT NULL
+);
+CREATE INDEX cameras_parent ON cameras (parent_id);
+CREATE INDEX cameras_region ON cameras (region_code, id);
+
+-- One narrow row per channel: whether it is alive. Keepalives (tens of thousands a second)
+-- and statistics (every channel at once) touch only this table, so they read and write a
+-- few dozen bytes per channel instead of the whole record. The grouping columns of the
+-- statistics are copied here from `cameras` by every registration.
+CREATE TABLE camera_live (
+    id                 TEXT PRIMARY KEY,
+    type_code          INTEGER NOT NULL,
+    region_code        TEXT NOT NULL,
+    industry           INTEGER NOT NULL,
+    position_type      INTEGER,
+    department         TEXT,
+    complete           INTEGER NOT NULL,
+    registered_at      INTEGER NOT NULL,
+    deleted_at         INTEGER,
     -- Liveness evidence (Unix milliseconds); the status is computed from it when read.
     notified           TEXT,             -- ON | OFF | VLOST | DEFECT
     notified_at        INTEGER,
     last_seen_at       INTEGER,
     recorded_status    TEXT,             -- the last status appended to the history
-    recorded_since     INTEGER,
-    deleted_at         INTEGER,
-    registered_at      INTEGER NOT NULL,
-    updated_at         INTEGER NOT NULL
-);
-CREATE INDEX cameras_parent ON cameras (parent_id);
-CREATE INDEX cameras_region ON cameras (region_code, id);
+    recorded_since     INTEGER
+) WITHOUT ROWID;
 -- The sweeper looks for channels recorded online whose evidence has timed out.
-CREATE INDEX cameras_recorded_online ON cameras (last_seen_at) WHERE recorded_status = 'online';
+CREATE INDEX camera_live_recorded_online ON camera_live (last_seen_at)
+    WHERE recorded_status = 'online';
 
 -- Every status transition, appended and never changed.
 CREATE TABLE camera_status_events (

@@ -31,10 +31,14 @@ const STATUS_SQL: &str = "CASE WHEN notified IN ('OFF', 'VLOST', 'DEFECT') THEN 
 /// channels) but are not channels of the video network themselves.
 const VIDEO_TYPES: &str = "(121, 122, 131, 132)";
 
-const CAMERA_COLUMNS: &str = "id, parent_id, name, department, civil_code, address, longitude, \
-     latitude, manufacturer, model, ptz_type, position_type, room_type, use_type, \
-     supply_light_type, resolution, streams, tags, complete, notified, notified_at, \
-     last_seen_at, recorded_status, recorded_since, registered_at, updated_at";
+const CAMERA_COLUMNS: &str = "c.id, c.parent_id, c.name, c.department, c.civil_code, c.address, \
+     c.longitude, c.latitude, c.manufacturer, c.model, c.ptz_type, c.position_type, \
+     c.room_type, c.use_type, c.supply_light_type, c.resolution, c.streams, c.tags, c.complete, \
+     l.notified, l.notified_at, l.last_seen_at, l.recorded_status, l.recorded_since, \
+     l.registered_at, c.updated_at";
+
+/// A channel's record beside its liveness.
+const CAMERAS_JOINED: &str = "cameras c JOIN camera_live l ON l.id = c.id";
 
 fn json_column<T: serde::de::DeserializeOwned>(
     row: &Row<'_>,
@@ -104,8 +108,9 @@ struct Existing {
 
 fn existing(tx: &Transaction<'_>, id: &str) -> Result<Option<Existing>> {
     let mut stmt = tx.prepare_cached(
-        "SELECT department, reported, curated, deleted_at IS NOT NULL, notified, notified_at, \
-         last_seen_at, recorded_status, recorded_since FROM cameras WHERE id = ?1",
+        "SELECT c.department, c.reported, c.curated, l.deleted_at IS NOT NULL, l.notified, \
+         l.notified_at, l.last_seen_at, l.recorded_status, l.recorded_since \
+         FROM cameras c JOIN camera_live l ON l.id = c.id WHERE c.id = ?1",
     )?;
     Ok(stmt
         .query_row([id], |row| {
@@ -149,11 +154,11 @@ fn store_values(
         "INSERT INTO cameras (id, parent_id, name, department, civil_code, address, longitude, \
          latitude, manufacturer, model, ptz_type, position_type, room_type, use_type, \
          supply_light_type, resolution, streams, tags, region_code, industry, type_code, \
-         network, complete, reported, curated, registered_at, updated_at) \
+         network, complete, reported, curated, updated_at) \
          VALUES (:id, :parent_id, :name, :department, :civil_code, :address, :longitude, \
          :latitude, :manufacturer, :model, :ptz_type, :position_type, :room_type, :use_type, \
          :supply_light_type, :resolution, :streams, :tags, :region_code, :industry, :type_code, \
-         :network, :complete, :reported, :curated, :at, :at) \
+         :network, :complete, :reported, :curated, :at) \
          ON CONFLICT (id) DO UPDATE SET parent_id = excluded.parent_id, name = excluded.name, \
          department = excluded.department, civil_code = excluded.civil_code, \
          address = excluded.address, longitude = excluded.longitude, \
@@ -163,7 +168,7 @@ fn store_values(
          use_type = excluded.use_type, supply_light_type = excluded.supply_light_type, \
          resolution = excluded.resolution, streams = excluded.streams, tags = excluded.tags, \
          complete = excluded.complete, reported = excluded.reported, \
-         curated = excluded.curated, updated_at = excluded.updated_at, deleted_at = NULL",
+         curated = excluded.curated, updated_at = excluded.updated_at",
     )?;
     let streams = shown
         .streams
@@ -198,6 +203,23 @@ fn store_values(
         ":complete": shown.is_complete(),
         ":reported": serde_json::to_string(reported)?,
         ":curated": serde_json::to_string(curated)?,
+        ":at": at,
+    })?;
+    tx.prepare_cached(
+        "INSERT INTO camera_live (id, type_code, region_code, industry, position_type, \
+         department, complete, registered_at) VALUES (:id, :type_code, :region_code, :industry, \
+         :position_type, :department, :complete, :at) \
+         ON CONFLICT (id) DO UPDATE SET position_type = excluded.position_type, \
+         department = excluded.department, complete = excluded.complete, deleted_at = NULL",
+    )?
+    .execute(named_params! {
+        ":id": id.id,
+        ":type_code": id.type_code,
+        ":region_code": id.current_region_code,
+        ":industry": id.industry,
+        ":position_type": shown.position_type,
+        ":department": shown.department,
+        ":complete": shown.is_complete(),
         ":at": at,
     })?;
     Ok(())
@@ -323,7 +345,7 @@ fn write_live(
     transitions: &[Transition],
 ) -> Result<()> {
     let mut stmt = tx.prepare_cached(
-        "UPDATE cameras SET notified = ?2, notified_at = ?3, last_seen_at = ?4, \
+        "UPDATE camera_live SET notified = ?2, notified_at = ?3, last_seen_at = ?4, \
          recorded_status = ?5, recorded_since = ?6 WHERE id = ?1",
     )?;
     stmt.execute(rusqlite::params![
@@ -375,7 +397,7 @@ fn apply_signal(
 fn keepalive_one(tx: &Transaction<'_>, id: &str, at: i64, liveness: Liveness) -> Result<()> {
     let refreshed = tx
         .prepare_cached(
-            "UPDATE cameras SET last_seen_at = max(last_seen_at, :at) \
+            "UPDATE camera_live SET last_seen_at = max(last_seen_at, :at) \
              WHERE id = :id AND recorded_status = 'online' AND notified IS NOT 'OFF' \
              AND notified IS NOT 'VLOST' AND notified IS NOT 'DEFECT' \
              AND :at < last_seen_at + :timeout",
@@ -384,10 +406,25 @@ fn keepalive_one(tx: &Transaction<'_>, id: &str, at: i64, liveness: Liveness) ->
     if refreshed == 1 {
         return Ok(());
     }
-    let Some(old) = existing(tx, id)? else {
-        return Ok(());
-    };
-    apply_signal(tx, id, old.live, Signal::Keepalive, at, liveness)
+    let live = tx
+        .prepare_cached(
+            "SELECT notified, notified_at, last_seen_at, recorded_status, recorded_since \
+             FROM camera_live WHERE id = ?1",
+        )?
+        .query_row([id], |row| live_from_row(row, 0))
+        .optional()?;
+    match live {
+        Some(live) => apply_signal(tx, id, live, Signal::Keepalive, at, liveness),
+        None => Ok(()),
+    }
+}
+
+/// Who owns a registered, not deleted channel (`None`: no such channel).
+fn owner(tx: &Transaction<'_>, id: &str) -> Result<Option<Option<String>>> {
+    Ok(tx
+        .prepare_cached("SELECT department FROM camera_live WHERE id = ?1 AND deleted_at IS NULL")?
+        .query_row([id], |row| row.get(0))
+        .optional()?)
 }
 
 /// The channels directly under `id`: a device's keepalive speaks for its own channels.
@@ -395,7 +432,8 @@ fn keepalive_one(tx: &Transaction<'_>, id: &str, at: i64, liveness: Liveness) ->
 /// status with NOTIFY, or through their own device's keepalives.)
 fn children(tx: &Transaction<'_>, id: &str) -> Result<Vec<(String, Option<String>)>> {
     let mut stmt = tx.prepare_cached(
-        "SELECT id, department FROM cameras WHERE parent_id = ?1 AND deleted_at IS NULL",
+        "SELECT c.id, c.department FROM cameras c JOIN camera_live l ON l.id = c.id \
+         WHERE c.parent_id = ?1 AND l.deleted_at IS NULL",
     )?;
     let rows = stmt.query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
@@ -417,38 +455,40 @@ fn signal_one(
     liveness: Liveness,
 ) -> Result<Result<usize, FieldError>> {
     let CameraSignal { id, at, kind } = signal;
+    if let SignalKind::Keepalive = kind {
+        // The hot path: a few narrow-row statements, no record read.
+        let owner = owner(tx, &id)?;
+        let mut marked = 0;
+        if let Some(department) = &owner {
+            if let Some(acting) = acting_for
+                && department.as_deref() != Some(acting)
+            {
+                return Ok(Err(not_yours(&id, department.as_deref(), acting)));
+            }
+            keepalive_one(tx, &id, at, liveness)?;
+            marked += 1;
+        }
+        // A device's keepalive marks its channels; those of other departments are not
+        // the caller's to mark and are left alone.
+        for (child, department) in children(tx, &id)? {
+            if acting_for.is_none_or(|acting| department.as_deref() == Some(acting)) {
+                keepalive_one(tx, &child, at, liveness)?;
+                marked += 1;
+            }
+        }
+        if marked == 0 && owner.is_none() {
+            return Ok(Err(unknown_camera(&id)));
+        }
+        return Ok(Ok(marked));
+    }
     let old = existing(tx, &id)?.filter(|old| !old.deleted);
     if let (Some(acting), Some(old)) = (acting_for, &old)
         && old.department.as_deref() != Some(acting)
-        && !matches!(kind, SignalKind::Keepalive)
     {
         return Ok(Err(not_yours(&id, old.department.as_deref(), acting)));
     }
     match kind {
-        SignalKind::Keepalive => {
-            let mut marked = 0;
-            if let Some(old) = &old {
-                if let Some(acting) = acting_for
-                    && old.department.as_deref() != Some(acting)
-                {
-                    return Ok(Err(not_yours(&id, old.department.as_deref(), acting)));
-                }
-                keepalive_one(tx, &id, at, liveness)?;
-                marked += 1;
-            }
-            // A device's keepalive marks its channels; those of other departments are not
-            // the caller's to mark and are left alone.
-            for (child, department) in children(tx, &id)? {
-                if acting_for.is_none_or(|acting| department.as_deref() == Some(acting)) {
-                    keepalive_one(tx, &child, at, liveness)?;
-                    marked += 1;
-                }
-            }
-            if marked == 0 && old.is_none() {
-                return Ok(Err(unknown_camera(&id)));
-            }
-            Ok(Ok(marked))
-        }
+        SignalKind::Keepalive => Ok(Ok(0)),
         SignalKind::Event(event, fields) => {
             let parsed = gb28181::parse(&id).map_err(FieldError::from);
             match (event, old, fields) {
@@ -496,7 +536,7 @@ fn signal_one(
                 (_, None, _) => Ok(Err(unknown_camera(&id))),
                 (Event::Del, Some(old), _) => {
                     apply_signal(tx, &id, old.live, Signal::Deleted, at, liveness)?;
-                    tx.prepare_cached("UPDATE cameras SET deleted_at = ?2 WHERE id = ?1")?
+                    tx.prepare_cached("UPDATE camera_live SET deleted_at = ?2 WHERE id = ?1")?
                         .execute(rusqlite::params![id, at])?;
                     Ok(Ok(1))
                 }
@@ -696,7 +736,7 @@ pub fn sweep(conn: &mut Connection, now: i64, liveness: Liveness) -> Result<usiz
     let due: Vec<(String, LiveState)> = {
         let mut stmt = tx.prepare_cached(
             "SELECT id, notified, notified_at, last_seen_at, recorded_status, recorded_since \
-             FROM cameras WHERE recorded_status = 'online' AND last_seen_at <= :cutoff \
+             FROM camera_live WHERE recorded_status = 'online' AND last_seen_at <= :cutoff \
              AND deleted_at IS NULL",
         )?;
         let rows = stmt.query_map(
@@ -718,8 +758,8 @@ pub fn sweep(conn: &mut Connection, now: i64, liveness: Liveness) -> Result<usiz
 
 pub fn camera(conn: &Connection, id: &str) -> Result<Option<(CameraRecord, CameraSources)>> {
     let mut stmt = conn.prepare_cached(&format!(
-        "SELECT {CAMERA_COLUMNS}, reported, curated FROM cameras \
-         WHERE id = ?1 AND deleted_at IS NULL"
+        "SELECT {CAMERA_COLUMNS}, c.reported, c.curated FROM {CAMERAS_JOINED} \
+         WHERE c.id = ?1 AND l.deleted_at IS NULL"
     ))?;
     Ok(stmt
         .query_row([id], |row| {
@@ -739,10 +779,10 @@ pub fn search(
     now: i64,
     liveness: Liveness,
 ) -> Result<Vec<CameraRecord>> {
-    let mut conditions = vec!["deleted_at IS NULL".to_string()];
+    let mut conditions = vec!["l.deleted_at IS NULL".to_string()];
     let mut values: Vec<(&str, rusqlite::types::Value)> = Vec::new();
     if let Some(region) = &query.region {
-        conditions.push("region_code >= :region_low AND region_code < :region_high".into());
+        conditions.push("c.region_code >= :region_low AND c.region_code < :region_high".into());
         let prefix = CameraQuery::region_prefix(region);
         values.push((":region_low", prefix.clone().into()));
         values.push((":region_high", format!("{prefix}\u{7f}").into()));
@@ -752,20 +792,20 @@ pub fn search(
         values.push((":status", status.as_str().to_string().into()));
     }
     if let Some(industry) = query.industry {
-        conditions.push("industry = :industry".into());
+        conditions.push("c.industry = :industry".into());
         values.push((":industry", i64::from(industry).into()));
     }
     if let Some(type_code) = query.type_code {
-        conditions.push("type_code = :type_code".into());
+        conditions.push("c.type_code = :type_code".into());
         values.push((":type_code", i64::from(type_code).into()));
     }
     if let Some(department) = &query.department {
-        conditions.push("department = :department".into());
+        conditions.push("c.department = :department".into());
         values.push((":department", department.clone().into()));
     }
     if let Some([min_lon, min_lat, max_lon, max_lat]) = query.bbox {
         conditions.push(
-            "longitude BETWEEN :min_lon AND :max_lon AND latitude BETWEEN :min_lat AND :max_lat"
+            "c.longitude BETWEEN :min_lon AND :max_lon AND c.latitude BETWEEN :min_lat AND :max_lat"
                 .into(),
         );
         values.push((":min_lon", min_lon.into()));
@@ -774,11 +814,11 @@ pub fn search(
         values.push((":max_lat", max_lat.into()));
     }
     if let Some(after) = &query.after {
-        conditions.push("id > :after".into());
+        conditions.push("c.id > :after".into());
         values.push((":after", after.clone().into()));
     }
     let sql = format!(
-        "SELECT {CAMERA_COLUMNS} FROM cameras WHERE {} ORDER BY id LIMIT :limit",
+        "SELECT {CAMERA_COLUMNS} FROM {CAMERAS_JOINED} WHERE {} ORDER BY c.id LIMIT :limit",
         conditions.join(" AND ")
     );
     values.push((":limit", (query.limit.min(i64::MAX as usize) as i64).into()));
@@ -795,8 +835,68 @@ pub fn search(
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-/// Counts, online rate, completeness and availability over `[since, now)` per group. The
-/// caller sweeps first so that the history holds every transition up to `now`.
+/// A channel's walk through its transitions in the statistics window.
+struct Walk {
+    first_at: i64,
+    /// The status before the first transition in the window.
+    before: Status,
+    /// Online milliseconds between the first and the last transition.
+    online_between: i64,
+    last_at: i64,
+    last: Status,
+}
+
+fn status_of(value: rusqlite::types::ValueRef<'_>) -> Status {
+    value
+        .as_str()
+        .ok()
+        .and_then(Status::parse)
+        .unwrap_or(Status::Unknown)
+}
+
+/// A 20-digit id as a number: no allocation per row for the hundreds of thousands of rows
+/// a statistic reads, and a key that hashes in a multiplication.
+fn id_key(value: rusqlite::types::ValueRef<'_>) -> Option<u128> {
+    let bytes = value.as_bytes().ok()?;
+    if bytes.len() != 20 {
+        return None;
+    }
+    bytes.iter().try_fold(0u128, |n, b| {
+        b.is_ascii_digit().then(|| n * 10 + u128::from(b - b'0'))
+    })
+}
+
+/// Hashes the numeric ids of [`id_key`]: they are unique and well spread in their low
+/// digits (the serial), so mixing them with one multiplication is enough.
+#[derive(Default)]
+struct IdHasher(u64);
+
+impl std::hash::Hasher for IdHasher {
+    fn finish(&self) -> u64 {
+        self.0
+    }
+
+    fn write(&mut self, bytes: &[u8]) {
+        for byte in bytes {
+            self.0 = (self.0.rotate_left(8) ^ u64::from(*byte)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        }
+    }
+
+    fn write_u128(&mut self, n: u128) {
+        self.0 =
+            ((n as u64) ^ ((n >> 64) as u64).rotate_left(32)).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+    }
+}
+
+type IdMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<IdHasher>>;
+
+/// Counts, online rate, completeness and availability over `[since, now)` per group and
+/// over all video channels. The caller sweeps first so that the history holds every
+/// transition up to `now`.
+///
+/// Two passes, no sorting: the window's transitions (in time order, from their index), then
+/// every channel's narrow liveness row. A channel without transitions in the window held
+/// its recorded status throughout.
 pub fn stats(
     conn: &Connection,
     group: StatsGroup,
@@ -804,54 +904,146 @@ pub fn stats(
     now: i64,
     liveness: Liveness,
 ) -> Result<(Vec<CameraStats>, CameraStats)> {
-    let column = group.column();
-    let mut stmt = conn.prepare_cached(&format!(
-        "SELECT CAST({column} AS TEXT), status, count(*), sum(complete) FROM \
-         (SELECT {column}, {STATUS_SQL} AS status, complete FROM cameras \
-          WHERE deleted_at IS NULL AND type_code IN {VIDEO_TYPES}) GROUP BY 1, 2 ORDER BY 1"
-    ))?;
-    let mut groups: Vec<CameraStats> = Vec::new();
-    let rows = stmt.query_map(
-        named_params! {":now": now, ":timeout": liveness.timeout_ms()},
-        |row| {
-            Ok((
-                row.get::<_, Option<String>>(0)?,
-                row.get::<_, String>(1)?,
-                row.get::<_, i64>(2)?,
-                row.get::<_, i64>(3)?,
-            ))
-        },
-    )?;
-    for row in rows {
-        let (key, status, count, complete) = row?;
-        if groups.last().is_none_or(|last| last.key != key) {
-            groups.push(CameraStats {
-                key: key.clone(),
-                total: 0,
-                online: 0,
-                offline: 0,
-                unknown: 0,
-                online_rate: 0.0,
-                availability: 0.0,
-                complete: 0,
-                completeness: 0.0,
-            });
-        }
-        let Some(entry) = groups.last_mut() else {
-            continue;
-        };
-        let count = count as u64;
-        entry.total += count;
-        entry.complete += complete as u64;
-        match Status::parse(&status) {
-            Some(Status::Online) => entry.online += count,
-            Some(Status::Offline) => entry.offline += count,
-            _ => entry.unknown += count,
+    let mut walks: IdMap<Walk> = IdMap::default();
+    {
+        let mut stmt = conn.prepare_cached(
+            "SELECT camera_id, at, previous, status FROM camera_status_events \
+             WHERE at >= :since AND at < :now ORDER BY at, seq",
+        )?;
+        let mut rows = stmt.query(named_params! {":since": since, ":now": now})?;
+        while let Some(row) = rows.next()? {
+            let Some(key) = id_key(row.get_ref(0)?) else {
+                continue;
+            };
+            let at: i64 = row.get(1)?;
+            let previous = status_of(row.get_ref(2)?);
+            let status = status_of(row.get_ref(3)?);
+            walks
+                .entry(key)
+                .and_modify(|walk| {
+                    if walk.last == Status::Online {
+                        walk.online_between += at - walk.last_at;
+                    }
+                    walk.last_at = at;
+                    walk.last = status;
+                })
+                .or_insert(Walk {
+                    first_at: at,
+                    before: previous,
+                    online_between: 0,
+                    last_at: at,
+                    last: status,
+                });
         }
     }
-    let times = availability(conn, group, since, now)?;
-    let mut overall = CameraStats {
-        key: None,
+
+    struct Group {
+        value: GroupValue,
+        stats: CameraStats,
+        online_ms: i64,
+        observed_ms: i64,
+    }
+    let mut groups: Vec<Group> = Vec::new();
+    let column = group.column();
+    let mut stmt = conn.prepare_cached(&format!(
+        "SELECT id, {column}, notified, last_seen_at, complete, registered_at, recorded_status, \
+         recorded_since FROM camera_live WHERE deleted_at IS NULL AND type_code IN {VIDEO_TYPES}"
+    ))?;
+    let mut rows = stmt.query([])?;
+    while let Some(row) = rows.next()? {
+        let key_value = row.get_ref(1)?;
+        let index = match groups.iter().position(|g| g.value.matches(key_value)) {
+            Some(index) => index,
+            None => {
+                groups.push(Group {
+                    value: GroupValue::of(key_value),
+                    stats: empty_stats(key_text(key_value)),
+                    online_ms: 0,
+                    observed_ms: 0,
+                });
+                groups.len() - 1
+            }
+        };
+        let entry = &mut groups[index];
+        let live = LiveState {
+            notified: row.get_ref(2)?.as_str().ok().and_then(Notified::parse),
+            last_seen_at: row.get_ref(3)?.as_i64_or_null().unwrap_or(None),
+            ..LiveState::default()
+        };
+        entry.stats.total += 1;
+        match live.status_at(now, liveness) {
+            Status::Online => entry.stats.online += 1,
+            Status::Offline => entry.stats.offline += 1,
+            Status::Unknown => entry.stats.unknown += 1,
+        }
+        if row.get_ref(4)?.as_i64().unwrap_or(0) != 0 {
+            entry.stats.complete += 1;
+        }
+        let registered_at = row.get_ref(5)?.as_i64().unwrap_or(i64::MAX);
+        if registered_at >= now {
+            continue;
+        }
+        let from = registered_at.max(since);
+        let observed = now - from;
+        // The last transition is at `recorded_since`: a channel recorded since before the
+        // window has no walk to look up.
+        let recent = row
+            .get_ref(7)?
+            .as_i64_or_null()
+            .unwrap_or(None)
+            .is_some_and(|at| at >= since);
+        let walk = if recent {
+            id_key(row.get_ref(0)?).and_then(|key| walks.get(&key))
+        } else {
+            None
+        };
+        let online = match walk {
+            Some(walk) => {
+                let first = walk.first_at.max(from);
+                let last = walk.last_at.max(from);
+                let before = if walk.before == Status::Online {
+                    first - from
+                } else {
+                    0
+                };
+                let after = if walk.last == Status::Online {
+                    now - last
+                } else {
+                    0
+                };
+                before + walk.online_between + after
+            }
+            None if status_of(row.get_ref(6)?) == Status::Online => observed,
+            None => 0,
+        };
+        entry.online_ms += online.clamp(0, observed);
+        entry.observed_ms += observed;
+    }
+    groups.sort_by(|a, b| a.stats.key.cmp(&b.stats.key));
+    let mut overall = empty_stats(None);
+    let (mut online_ms, mut observed_ms) = (0i64, 0i64);
+    for group in &mut groups {
+        group.stats.availability = ratio(group.online_ms as u64, group.observed_ms as u64);
+        online_ms += group.online_ms;
+        observed_ms += group.observed_ms;
+        overall.total += group.stats.total;
+        overall.online += group.stats.online;
+        overall.offline += group.stats.offline;
+        overall.unknown += group.stats.unknown;
+        overall.complete += group.stats.complete;
+    }
+    overall.availability = ratio(online_ms as u64, observed_ms as u64);
+    let mut groups: Vec<CameraStats> = groups.into_iter().map(|g| g.stats).collect();
+    for entry in groups.iter_mut().chain(std::iter::once(&mut overall)) {
+        entry.online_rate = ratio(entry.online, entry.total);
+        entry.completeness = ratio(entry.complete, entry.total);
+    }
+    Ok((groups, overall))
+}
+
+fn empty_stats(key: Option<String>) -> CameraStats {
+    CameraStats {
+        key,
         total: 0,
         online: 0,
         offline: 0,
@@ -860,25 +1052,47 @@ pub fn stats(
         availability: 0.0,
         complete: 0,
         completeness: 0.0,
-    };
-    let (mut online_ms, mut observed_ms) = (0, 0);
-    for entry in &mut groups {
-        let (online, observed) = times.get(&entry.key).copied().unwrap_or((0, 0));
-        online_ms += online;
-        observed_ms += observed;
-        entry.availability = ratio(online as u64, observed as u64);
-        overall.total += entry.total;
-        overall.online += entry.online;
-        overall.offline += entry.offline;
-        overall.unknown += entry.unknown;
-        overall.complete += entry.complete;
     }
-    overall.availability = ratio(online_ms as u64, observed_ms as u64);
-    for entry in groups.iter_mut().chain(std::iter::once(&mut overall)) {
-        entry.online_rate = ratio(entry.online, entry.total);
-        entry.completeness = ratio(entry.complete, entry.total);
+}
+
+/// A group column's value as the text statistics show (`511025`, `5`, `gongan`).
+fn key_text(value: rusqlite::types::ValueRef<'_>) -> Option<String> {
+    use rusqlite::types::ValueRef;
+    match value {
+        ValueRef::Null => None,
+        ValueRef::Integer(n) => Some(n.to_string()),
+        ValueRef::Real(n) => Some(n.to_string()),
+        ValueRef::Text(t) | ValueRef::Blob(t) => Some(String::from_utf8_lossy(t).into_owned()),
     }
-    Ok((groups, overall))
+}
+
+/// A group column's value, compared without allocating.
+#[derive(PartialEq)]
+enum GroupValue {
+    Null,
+    Integer(i64),
+    Text(Vec<u8>),
+}
+
+impl GroupValue {
+    fn of(value: rusqlite::types::ValueRef<'_>) -> Self {
+        use rusqlite::types::ValueRef;
+        match value {
+            ValueRef::Integer(n) => GroupValue::Integer(n),
+            ValueRef::Text(t) | ValueRef::Blob(t) => GroupValue::Text(t.to_vec()),
+            ValueRef::Null | ValueRef::Real(_) => GroupValue::Null,
+        }
+    }
+
+    fn matches(&self, value: rusqlite::types::ValueRef<'_>) -> bool {
+        use rusqlite::types::ValueRef;
+        match (self, value) {
+            (GroupValue::Null, ValueRef::Null) => true,
+            (GroupValue::Integer(a), ValueRef::Integer(b)) => *a == b,
+            (GroupValue::Text(a), ValueRef::Text(b)) => a.as_slice() == b,
+            _ => false,
+        }
+    }
 }
 
 fn ratio(part: u64, whole: u64) -> f64 {
@@ -887,108 +1101,6 @@ fn ratio(part: u64, whole: u64) -> f64 {
     } else {
         part as f64 / whole as f64
     }
-}
-
-/// 完好率 per group as (online, observed) milliseconds of the group's channels in the window,
-/// from the status history (a channel is observed from its registration on).
-fn availability(
-    conn: &Connection,
-    group: StatsGroup,
-    since: i64,
-    now: i64,
-) -> Result<HashMap<Option<String>, (i64, i64)>> {
-    let column = group.column();
-    // Per channel: its group, when observation starts, and its status at the end (after the
-    // sweep, the recorded status is the status now).
-    struct Channel {
-        key: Option<String>,
-        from: i64,
-        status: Status,
-    }
-    let mut channels: HashMap<String, Channel> = HashMap::new();
-    {
-        let mut stmt = conn.prepare_cached(&format!(
-            "SELECT id, CAST({column} AS TEXT), registered_at, recorded_status FROM cameras \
-             WHERE deleted_at IS NULL AND registered_at < :now AND type_code IN {VIDEO_TYPES}"
-        ))?;
-        let rows = stmt.query_map(named_params! {":now": now}, |row| {
-            let status: Option<String> = row.get(3)?;
-            Ok((
-                row.get::<_, String>(0)?,
-                Channel {
-                    key: row.get(1)?,
-                    from: row.get::<_, i64>(2)?.max(since),
-                    status: status
-                        .as_deref()
-                        .and_then(Status::parse)
-                        .unwrap_or(Status::Unknown),
-                },
-            ))
-        })?;
-        for row in rows {
-            let (id, channel) = row?;
-            channels.insert(id, channel);
-        }
-    }
-    // Online milliseconds per channel: walk its transitions in the window, in order.
-    // Before its first transition in the window a channel was in that transition's
-    // `previous` status; after its last, in the last one's `status` until now.
-    let mut online_ms: HashMap<String, i64> = HashMap::new();
-    let mut stmt = conn.prepare_cached(
-        "SELECT camera_id, at, previous, status FROM camera_status_events \
-         WHERE at >= :since AND at < :now ORDER BY camera_id, at, seq",
-    )?;
-    let mut rows = stmt.query(named_params! {":since": since, ":now": now})?;
-    // (channel, status since, status)
-    let mut walk: Option<(String, i64, Status)> = None;
-    let finish = |walk: Option<(String, i64, Status)>, online_ms: &mut HashMap<String, i64>| {
-        if let Some((id, start, status)) = walk {
-            let online = if status == Status::Online {
-                now - start
-            } else {
-                0
-            };
-            *online_ms.entry(id).or_default() += online.max(0);
-        }
-    };
-    while let Some(row) = rows.next()? {
-        let id: String = row.get(0)?;
-        let at: i64 = row.get(1)?;
-        let previous = Status::parse(&row.get::<_, String>(2)?).unwrap_or(Status::Unknown);
-        let status = Status::parse(&row.get::<_, String>(3)?).unwrap_or(Status::Unknown);
-        let from = channels.get(&id).map_or(since, |c| c.from);
-        let (start, was) = match walk.take() {
-            Some((walk_id, start, was)) if walk_id == id => (start, was),
-            other => {
-                finish(other, &mut online_ms);
-                (from, previous)
-            }
-        };
-        let at = at.max(from);
-        if was == Status::Online {
-            *online_ms.entry(id.clone()).or_default() += (at - start).max(0);
-        } else {
-            online_ms.entry(id.clone()).or_default();
-        }
-        walk = Some((id, at, status));
-    }
-    finish(walk, &mut online_ms);
-    // Channels without a transition in the window held one status throughout.
-    let mut totals: HashMap<Option<String>, (i64, i64)> = HashMap::new();
-    for (id, channel) in &channels {
-        let observed = (now - channel.from).max(0);
-        let online = if let Some(online) = online_ms.get(id) {
-            *online
-        } else if channel.status == Status::Online {
-            observed
-        } else {
-            0
-        };
-        let entry = totals.entry(channel.key.clone()).or_default();
-        entry.0 += online.min(observed);
-        entry.1 += observed;
-    }
-    Ok(totals)
 }
 
 pub fn status_events(conn: &Connection, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>> {

@@ -696,3 +696,77 @@ async fn imported_histories_must_continue_the_recorded_one() {
         Status::Online
     );
 }
+
+/// Timing of the registry's statements at city size, for tuning (not a pass/fail test;
+/// the figures that count are `camera_bench`'s): `cargo test --release -p cityhub-catalog
+/// -- --ignored --nocapture registry_timings`.
+#[tokio::test]
+#[ignore]
+async fn registry_timings() {
+    use std::time::Instant;
+    let (_dir, catalog) = store().await;
+    let reports: Vec<ChannelReport> = (1..=100_000u32)
+        .map(|serial| {
+            report(json!({"id": format!("51102500001320{serial:06}"), "name": "x",
+                          "department": "gongan", "longitude": 104.8, "latitude": 29.7,
+                          "ptz_type": 1, "position_type": 1 + serial % 10,
+                          "manufacturer": "海康威视", "model": "DS-2CD3T47", "address": "四川省内江市资中县"}))
+        })
+        .collect();
+    let started = Instant::now();
+    catalog
+        .register_cameras(reports, None, T0 - 2 * HOUR)
+        .await
+        .expect("register");
+    println!("register 100k: {:?}", started.elapsed());
+    let started = Instant::now();
+    let signals: Vec<CameraSignal> = (1..=100_000u32)
+        .map(|serial| keepalive(&format!("51102500001320{serial:06}"), T0 - HOUR))
+        .collect();
+    catalog
+        .camera_signals(signals, None, LIVENESS)
+        .await
+        .expect("keepalives");
+    println!(
+        "first keepalives 100k (transitions): {:?}",
+        started.elapsed()
+    );
+    let started = Instant::now();
+    let signals: Vec<CameraSignal> = (1..=100_000u32)
+        .map(|serial| keepalive(&format!("51102500001320{serial:06}"), T0 - HOUR + MINUTE))
+        .collect();
+    catalog
+        .camera_signals(signals, None, LIVENESS)
+        .await
+        .expect("keepalives");
+    println!(
+        "steady keepalives 100k (fast path): {:?}",
+        started.elapsed()
+    );
+    for _ in 0..3 {
+        let started = Instant::now();
+        catalog
+            .camera_stats(
+                StatsGroup::Region,
+                T0 - 24 * HOUR,
+                T0 - HOUR + 2 * MINUTE,
+                LIVENESS,
+            )
+            .await
+            .expect("stats");
+        println!("stats: {:?}", started.elapsed());
+    }
+    let started = Instant::now();
+    catalog
+        .search_cameras(
+            CameraQuery {
+                limit: usize::MAX,
+                ..CameraQuery::default()
+            },
+            T0,
+            LIVENESS,
+        )
+        .await
+        .expect("all");
+    println!("read all 100k: {:?}", started.elapsed());
+}
