@@ -45,11 +45,19 @@ impl FromRequestParts<AppState> for Caller {
             .ok_or_else(|| {
                 ApiError::unauthorized("the Authorization header must be Bearer <token>")
             })?;
-        let principal = state
-            .catalog
-            .principal_by_token_hash(&hash_token(token))
-            .await?
-            .ok_or_else(|| ApiError::unauthorized("the token is not valid"))?;
+        let token_hash = hash_token(token);
+        let principal = match state.principals.get(&token_hash) {
+            Some(principal) => principal,
+            None => {
+                let principal = state
+                    .catalog
+                    .principal_by_token_hash(&token_hash)
+                    .await?
+                    .ok_or_else(|| ApiError::unauthorized("the token is not valid"))?;
+                state.principals.insert(token_hash, principal.clone());
+                principal
+            }
+        };
         if principal.revoked_at.is_some() {
             return Err(ApiError::unauthorized("the token has been revoked"));
         }

@@ -415,14 +415,15 @@ async fn signals(
             Ok(channels) => {
                 accepted += 1;
                 marked += channels as u64;
-                if keepalive {
-                    metrics::counter!("cityhub_camera_keepalives_total").increment(1);
-                } else {
+                if !keepalive {
                     metrics::counter!("cityhub_camera_events_total", "event" => event).increment(1);
                 }
             }
             Err(err) => errors.push(item_error(&err, item, line, Some(&id))),
         }
+    }
+    if keepalive {
+        metrics::counter!("cityhub_camera_keepalives_total").increment(accepted);
     }
     errors.sort_by_key(|e| e["item"].as_u64());
     Ok(Json(json!({

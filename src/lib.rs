@@ -13,6 +13,7 @@ pub mod cameras;
 pub mod demo;
 pub mod demo_cameras;
 pub mod error;
+pub mod principals;
 pub mod ratelimit;
 pub mod routes;
 pub mod server;

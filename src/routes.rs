@@ -332,7 +332,8 @@ async fn push_rows(
 }
 
 /// `GET /api/v1/ingest/status`: the Kafka feeds' partitions whose datasets the caller may
-/// see, with catalog offset, high watermark, lag, last flush, rows/s and dead letters.
+/// see (admins: the camera registry's feeds too), with catalog offset, high watermark, lag,
+/// last flush, rows/s and dead letters.
 async fn ingest_status(
     State(state): State<AppState>,
     caller: Caller,
@@ -346,7 +347,12 @@ async fn ingest_status(
         .map(|d| d.name.to_string())
         .collect();
     let mut partitions = state.kafka.snapshot();
-    partitions.retain(|status| visible.contains(&status.dataset));
+    // The camera registry's feeds (`hub.cameras`, ...) are the operators' business.
+    let admin = caller.0.role == Role::Admin;
+    partitions.retain(|status| {
+        visible.contains(&status.dataset)
+            || (admin && cityhub_catalog::camera::CameraFeed::of_dataset(&status.dataset).is_some())
+    });
     Ok(Json(json!({ "partitions": partitions })).into_response())
 }
 

@@ -24,6 +24,13 @@ pub async fn run(
         shutdown.await;
         let _ = stopping.send(());
     };
+    // Answers are small and clients wait for them: send each at once, not after Nagle's
+    // delay.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        if let Err(err) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %err, "Could not set TCP_NODELAY on a connection.");
+        }
+    });
     let serving = axum::serve(listener, router(state))
         .with_graceful_shutdown(signal)
         .into_future();

@@ -122,6 +122,7 @@ pub async fn revoke_token(
         ));
     }
     let principal = state.catalog.revoke_principal(id).await?;
+    state.principals.forget(id);
     state.audit.record(
         AuditEvent::by(&caller.0, "token_revoke", "ok").detail(json!({
             "token_id": principal.id,

@@ -9,6 +9,7 @@ use cityhub_ingest::{Ingest, Storage};
 use cityhub_query::QueryEngine;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::principals::PrincipalCache;
 use crate::ratelimit::RateLimiter;
 use crate::telemetry;
 
@@ -23,6 +24,8 @@ pub struct AppState {
     /// Where every query, push, share decision and token change is recorded.
     pub audit: AuditLog,
     pub limiter: Arc<RateLimiter>,
+    /// Principals of recently seen tokens (revocations here forget them at once).
+    pub principals: Arc<PrincipalCache>,
     /// Offsets, lag and rates of the Kafka feeds this process runs.
     pub kafka: StatusBoard,
 }
@@ -54,6 +57,7 @@ impl AppState {
             metrics: telemetry::metrics_handle(),
             audit,
             limiter,
+            principals: Arc::default(),
             kafka: StatusBoard::default(),
         })
     }

@@ -215,7 +215,7 @@ async fn camera_topics_feed_the_registry_exactly_once() {
     let notify = KafkaFeeds::start(
         &server.state.ingest,
         &[feed(&bootstrap, EVENTS, "hub.camera_events")],
-        Default::default(),
+        server.state.kafka.clone(),
         Liveness::default(),
     )
     .await
@@ -276,6 +276,16 @@ async fn camera_topics_feed_the_registry_exactly_once() {
             {"dataset": "hub.camera_keepalives", "n": 2},
             {"dataset": "hub.cameras", "n": 15}
         ])
+    );
+    // The feeds' partitions are in the ingest status, for admins.
+    let (code, status) = server.get(&server.admin, "/api/v1/ingest/status").await;
+    assert_eq!(code, 200, "{status}");
+    let partitions = status["partitions"].as_array().expect("partitions");
+    assert!(
+        partitions
+            .iter()
+            .any(|p| p["dataset"] == "hub.camera_events"),
+        "{status}"
     );
     for feeds in [channels, signals, notify] {
         feeds.stop().await;
