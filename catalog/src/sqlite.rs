@@ -849,8 +849,12 @@ impl CatalogStore for SqliteStore {
         liveness: Liveness,
     ) -> Result<(Vec<CameraStats>, CameraStats)> {
         self.sweep_cameras(now, liveness).await?;
-        self.read(move |conn| cameras_sql::stats(conn, group, since, now, liveness))
-            .await
+        // The two passes read different tables: run them at once on two connections.
+        let (channels, walks) = tokio::join!(
+            self.read(move |conn| cameras_sql::channel_pass(conn, group, since, now, liveness)),
+            self.read(move |conn| cameras_sql::transition_pass(conn, since, now)),
+        );
+        Ok(cameras_sql::combine(channels?, &walks?, now))
     }
 
     async fn camera_status_events(&self, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>> {

@@ -836,7 +836,7 @@ pub fn search(
 }
 
 /// A channel's walk through its transitions in the statistics window.
-struct Walk {
+pub struct Walk {
     first_at: i64,
     /// The status before the first transition in the window.
     before: Status,
@@ -869,7 +869,7 @@ fn id_key(value: rusqlite::types::ValueRef<'_>) -> Option<u128> {
 /// Hashes the numeric ids of [`id_key`]: they are unique and well spread in their low
 /// digits (the serial), so mixing them with one multiplication is enough.
 #[derive(Default)]
-struct IdHasher(u64);
+pub struct IdHasher(u64);
 
 impl std::hash::Hasher for IdHasher {
     fn finish(&self) -> u64 {
@@ -888,62 +888,76 @@ impl std::hash::Hasher for IdHasher {
     }
 }
 
-type IdMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<IdHasher>>;
+pub type IdMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<IdHasher>>;
 
-/// Counts, online rate, completeness and availability over `[since, now)` per group and
-/// over all video channels. The caller sweeps first so that the history holds every
-/// transition up to `now`.
-///
-/// Two passes, no sorting: the window's transitions (in time order, from their index), then
-/// every channel's narrow liveness row. A channel without transitions in the window held
-/// its recorded status throughout.
-pub fn stats(
+/// The window's transitions, walked per channel in time order (their index gives that
+/// order; no sorting).
+pub fn transition_pass(conn: &Connection, since: i64, now: i64) -> Result<Walks> {
+    let mut walks: Walks = IdMap::default();
+    let mut stmt = conn.prepare_cached(
+        "SELECT camera_id, at, previous, status FROM camera_status_events \
+         WHERE at >= :since AND at < :now ORDER BY at, seq",
+    )?;
+    let mut rows = stmt.query(named_params! {":since": since, ":now": now})?;
+    while let Some(row) = rows.next()? {
+        let Some(key) = id_key(row.get_ref(0)?) else {
+            continue;
+        };
+        let at: i64 = row.get(1)?;
+        let previous = status_of(row.get_ref(2)?);
+        let status = status_of(row.get_ref(3)?);
+        walks
+            .entry(key)
+            .and_modify(|walk| {
+                if walk.last == Status::Online {
+                    walk.online_between += at - walk.last_at;
+                }
+                walk.last_at = at;
+                walk.last = status;
+            })
+            .or_insert(Walk {
+                first_at: at,
+                before: previous,
+                online_between: 0,
+                last_at: at,
+                last: status,
+            });
+    }
+    Ok(walks)
+}
+
+/// Per channel transitions in the statistics window.
+pub type Walks = IdMap<Walk>;
+
+/// One group's figures while they are being added up.
+pub struct GroupTally {
+    value: GroupValue,
+    stats: CameraStats,
+    online_ms: i64,
+    observed_ms: i64,
+}
+
+/// What the pass over every channel found: the groups' counts, and the channels whose last
+/// transition is inside the window (their online time comes from their walk).
+pub struct ChannelPass {
+    groups: Vec<GroupTally>,
+    /// (id, group, observed from)
+    recent: Vec<(u128, usize, i64)>,
+}
+
+/// Every video channel's narrow liveness row: group, status now, completeness, and the
+/// online time of the channels whose status held throughout the window.
+pub fn channel_pass(
     conn: &Connection,
     group: StatsGroup,
     since: i64,
     now: i64,
     liveness: Liveness,
-) -> Result<(Vec<CameraStats>, CameraStats)> {
-    let mut walks: IdMap<Walk> = IdMap::default();
-    {
-        let mut stmt = conn.prepare_cached(
-            "SELECT camera_id, at, previous, status FROM camera_status_events \
-             WHERE at >= :since AND at < :now ORDER BY at, seq",
-        )?;
-        let mut rows = stmt.query(named_params! {":since": since, ":now": now})?;
-        while let Some(row) = rows.next()? {
-            let Some(key) = id_key(row.get_ref(0)?) else {
-                continue;
-            };
-            let at: i64 = row.get(1)?;
-            let previous = status_of(row.get_ref(2)?);
-            let status = status_of(row.get_ref(3)?);
-            walks
-                .entry(key)
-                .and_modify(|walk| {
-                    if walk.last == Status::Online {
-                        walk.online_between += at - walk.last_at;
-                    }
-                    walk.last_at = at;
-                    walk.last = status;
-                })
-                .or_insert(Walk {
-                    first_at: at,
-                    before: previous,
-                    online_between: 0,
-                    last_at: at,
-                    last: status,
-                });
-        }
-    }
-
-    struct Group {
-        value: GroupValue,
-        stats: CameraStats,
-        online_ms: i64,
-        observed_ms: i64,
-    }
-    let mut groups: Vec<Group> = Vec::new();
+) -> Result<ChannelPass> {
+    let mut pass = ChannelPass {
+        groups: Vec::new(),
+        recent: Vec::new(),
+    };
     let column = group.column();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT id, {column}, notified, last_seen_at, complete, registered_at, recorded_status, \
@@ -952,19 +966,19 @@ pub fn stats(
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {
         let key_value = row.get_ref(1)?;
-        let index = match groups.iter().position(|g| g.value.matches(key_value)) {
+        let index = match pass.groups.iter().position(|g| g.value.matches(key_value)) {
             Some(index) => index,
             None => {
-                groups.push(Group {
+                pass.groups.push(GroupTally {
                     value: GroupValue::of(key_value),
                     stats: empty_stats(key_text(key_value)),
                     online_ms: 0,
                     observed_ms: 0,
                 });
-                groups.len() - 1
+                pass.groups.len() - 1
             }
         };
-        let entry = &mut groups[index];
+        let entry = &mut pass.groups[index];
         let live = LiveState {
             notified: row.get_ref(2)?.as_str().ok().and_then(Notified::parse),
             last_seen_at: row.get_ref(3)?.as_i64_or_null().unwrap_or(None),
@@ -984,20 +998,30 @@ pub fn stats(
             continue;
         }
         let from = registered_at.max(since);
-        let observed = now - from;
+        entry.observed_ms += now - from;
         // The last transition is at `recorded_since`: a channel recorded since before the
-        // window has no walk to look up.
+        // window held its recorded status throughout it.
         let recent = row
             .get_ref(7)?
             .as_i64_or_null()
             .unwrap_or(None)
             .is_some_and(|at| at >= since);
-        let walk = if recent {
-            id_key(row.get_ref(0)?).and_then(|key| walks.get(&key))
-        } else {
-            None
-        };
-        let online = match walk {
+        if recent && let Some(key) = id_key(row.get_ref(0)?) {
+            pass.recent.push((key, index, from));
+        } else if status_of(row.get_ref(6)?) == Status::Online {
+            entry.online_ms += now - from;
+        }
+    }
+    Ok(pass)
+}
+
+/// Counts, online rate, completeness and availability over `[since, now)` per group and
+/// over all video channels, from the two passes (which may run at once, on two
+/// connections). The history must hold every transition up to `now` (sweep first).
+pub fn combine(pass: ChannelPass, walks: &Walks, now: i64) -> (Vec<CameraStats>, CameraStats) {
+    let ChannelPass { mut groups, recent } = pass;
+    for (key, index, from) in recent {
+        let online = match walks.get(&key) {
             Some(walk) => {
                 let first = walk.first_at.max(from);
                 let last = walk.last_at.max(from);
@@ -1013,11 +1037,11 @@ pub fn stats(
                 };
                 before + walk.online_between + after
             }
-            None if status_of(row.get_ref(6)?) == Status::Online => observed,
+            // Recorded since inside the window but no transition found: the history was
+            // imported without one; count it as not online rather than guess.
             None => 0,
         };
-        entry.online_ms += online.clamp(0, observed);
-        entry.observed_ms += observed;
+        groups[index].online_ms += online.clamp(0, now - from);
     }
     groups.sort_by(|a, b| a.stats.key.cmp(&b.stats.key));
     let mut overall = empty_stats(None);
@@ -1038,7 +1062,7 @@ pub fn stats(
         entry.online_rate = ratio(entry.online, entry.total);
         entry.completeness = ratio(entry.complete, entry.total);
     }
-    Ok((groups, overall))
+    (groups, overall)
 }
 
 fn empty_stats(key: Option<String>) -> CameraStats {
@@ -1068,7 +1092,7 @@ fn key_text(value: rusqlite::types::ValueRef<'_>) -> Option<String> {
 
 /// A group column's value, compared without allocating.
 #[derive(PartialEq)]
-enum GroupValue {
+pub enum GroupValue {
     Null,
     Integer(i64),
     Text(Vec<u8>),
