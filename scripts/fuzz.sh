@@ -23,7 +23,7 @@ else
     export RUSTC_BOOTSTRAP=1
 fi
 
-for target in push_decoders camera_id; do
+for target in push_decoders camera_id camera_messages; do
     mkdir -p "corpus/$target"
     echo "Fuzzing $target for $seconds s ..."
     cargo "${toolchain[@]}" fuzz run "$target" "corpus/$target" "seeds/$target" -- \
