@@ -743,6 +743,24 @@ async fn registry_timings() {
         "steady keepalives 100k (fast path): {:?}",
         started.elapsed()
     );
+    // In transactions of 1,000 random channels, as a platform's batches arrive.
+    let started = Instant::now();
+    for batch in 0..100u32 {
+        let signals: Vec<CameraSignal> = (0..1_000u32)
+            .map(|i| {
+                let serial = (batch * 1_000 + i) * 7_919 % 100_000 + 1;
+                keepalive(
+                    &format!("51102500001320{serial:06}"),
+                    T0 - HOUR + 2 * MINUTE,
+                )
+            })
+            .collect();
+        catalog
+            .camera_signals(signals, None, LIVENESS)
+            .await
+            .expect("keepalives");
+    }
+    println!("keepalives 100 x 1,000 random: {:?}", started.elapsed());
     for _ in 0..3 {
         let started = Instant::now();
         catalog
