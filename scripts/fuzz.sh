@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes the push decoders and the GB/T 28181 id parser for a bounded time.
+# Fuzzes the push decoders, the GB/T 28181 id parser and the camera registry's message
+# readers for a bounded time.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]     (default 60)
 #
@@ -23,10 +24,11 @@ else
     export RUSTC_BOOTSTRAP=1
 fi
 
-for target in push_decoders camera_id camera_messages; do
+targets=(push_decoders camera_id camera_messages)
+for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     echo "Fuzzing $target for $seconds s ..."
     cargo "${toolchain[@]}" fuzz run "$target" "corpus/$target" "seeds/$target" -- \
         -max_total_time="$seconds" -max_len=65536 -rss_limit_mb=4096 -print_final_stats=1
 done
-echo "No crash in $(( seconds * 2 )) s of fuzzing."
+echo "No crash in $(( seconds * ${#targets[@]} )) s of fuzzing."

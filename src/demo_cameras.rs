@@ -492,7 +492,12 @@ pub async fn simulate(state: AppState) {
     }
 }
 
-async fn tick(state: &AppState, settings: &CameraSettings, rng: &mut StdRng) -> anyhow::Result<()> {
+/// One round of the demo platform: keepalives of every NVR that is up, and a little churn.
+pub async fn tick(
+    state: &AppState,
+    settings: &CameraSettings,
+    rng: &mut StdRng,
+) -> anyhow::Result<()> {
     let now = now_ms();
     let nvrs = state
         .catalog

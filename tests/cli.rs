@@ -322,6 +322,43 @@ async fn the_demo_city_loads_once_and_keeps_its_tokens() {
         "checkpoint 1 of 资中 exists"
     );
 
+    // The demo platform's round: NVRs that are up refresh their channels, down ones do not.
+    let before = cityhub_catalog::camera::now_ms();
+    let settings = cityhub_catalog::camera::CameraSettings::from_config(&state.config.cameras);
+    let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
+    cityhub::demo_cameras::tick(&state, &settings, &mut rng)
+        .await
+        .expect("tick");
+    let nvrs = state
+        .catalog
+        .search_cameras(
+            cityhub_catalog::camera::CameraQuery {
+                type_code: Some(118),
+                limit: 10_000,
+                ..Default::default()
+            },
+            before,
+            liveness,
+        )
+        .await
+        .expect("nvrs");
+    let (down, up): (Vec<_>, Vec<_>) = nvrs
+        .iter()
+        .partition(|nvr| cityhub::demo_cameras::nvr_is_down(&nvr.id.id));
+    assert!(!up.is_empty());
+    for nvr in &up {
+        assert!(
+            nvr.live.last_seen_at.is_some_and(|seen| seen >= before),
+            "{nvr:?}"
+        );
+    }
+    for nvr in &down {
+        assert!(
+            nvr.live.last_seen_at.is_none_or(|seen| seen < before),
+            "{nvr:?}"
+        );
+    }
+
     let second = cityhub::demo::load_scaled(&state, 0.01)
         .await
         .expect("demo again");
