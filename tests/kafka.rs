@@ -89,19 +89,11 @@ fn produce(bootstrap: &str, partitions: i32, ids: std::ops::Range<i64>) -> Vec<i
         };
         let key = format!("key-{id}");
         let partition = (id % i64::from(partitions)) as i32;
-        let mut record = BaseRecord::to(TOPIC)
+        let record = BaseRecord::to(TOPIC)
             .partition(partition)
             .key(&key)
             .payload(&payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    producer.poll(Duration::from_millis(10));
-                    record = back;
-                }
-            }
-        }
+        common::send(&producer, record);
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
     good

@@ -7,6 +7,8 @@
 //! passes, unless `CITYHUB_REQUIRE_BROKER=1` (set by `.ci/run`, which installs tansu), in
 //! which case its absence is a failure.
 
+mod common;
+
 use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -107,18 +109,10 @@ fn produce(bootstrap: &str, ids: std::ops::Range<i64>) -> usize {
             good += 1;
             format!(r#"{{"id":{id},"kind":"theft"}}"#)
         };
-        let mut record = BaseRecord::<(), str>::to(TOPIC)
+        let record = BaseRecord::<(), str>::to(TOPIC)
             .partition((id % 2) as i32)
             .payload(&payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    producer.poll(Duration::from_millis(10));
-                    record = back;
-                }
-            }
-        }
+        common::send(&producer, record);
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
     good

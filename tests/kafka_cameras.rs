@@ -31,19 +31,11 @@ fn produce(bootstrap: &str, topic: &str, payloads: &[String]) {
         .expect("producer");
     for (index, payload) in payloads.iter().enumerate() {
         let key = format!("k{index}");
-        let mut record = BaseRecord::to(topic)
+        let record = BaseRecord::to(topic)
             .partition((index % 2) as i32)
             .key(&key)
             .payload(payload);
-        loop {
-            match producer.send(record) {
-                Ok(()) => break,
-                Err((_, back)) => {
-                    producer.poll(Duration::from_millis(10));
-                    record = back;
-                }
-            }
-        }
+        common::send(&producer, record);
     }
     producer.flush(Duration::from_secs(30)).expect("flush");
 }
@@ -84,6 +76,17 @@ fn feed(bootstrap: &str, topic: &str, dataset: &str) -> KafkaFeed {
         properties,
         ..KafkaFeed::new(bootstrap, topic, dataset)
     }
+}
+
+/// Starts one feed, reporting on `board`.
+async fn start(
+    server: &TestServer,
+    feed: KafkaFeed,
+    board: cityhub_ingest::kafka::StatusBoard,
+) -> KafkaFeeds {
+    KafkaFeeds::start(&server.state.ingest, &[feed], board, Liveness::default())
+        .await
+        .expect("the feed starts")
 }
 
 async fn wait_for(server: &TestServer, feed: CameraFeed, total: i64) {
@@ -147,14 +150,12 @@ async fn camera_topics_feed_the_registry_exactly_once() {
     // 100 channels and 10 bad registration messages.
     let first = registrations(1..=100);
     produce(&bootstrap, CHANNELS, &first);
-    let channels = KafkaFeeds::start(
-        &server.state.ingest,
-        &[feed(&bootstrap, CHANNELS, "hub.cameras")],
+    let channels = start(
+        &server,
+        feed(&bootstrap, CHANNELS, "hub.cameras"),
         Default::default(),
-        Liveness::default(),
     )
-    .await
-    .expect("start");
+    .await;
     wait_for(&server, CameraFeed::Registrations, first.len() as i64).await;
     assert_eq!(registered(&server).await, 100);
     assert_eq!(dead_letters(&server).await.len(), 10);
@@ -163,14 +164,12 @@ async fn camera_topics_feed_the_registry_exactly_once() {
     channels.abandon().await;
     let second = registrations(101..=150);
     produce(&bootstrap, CHANNELS, &second);
-    let channels = KafkaFeeds::start(
-        &server.state.ingest,
-        &[feed(&bootstrap, CHANNELS, "hub.cameras")],
+    let channels = start(
+        &server,
+        feed(&bootstrap, CHANNELS, "hub.cameras"),
         Default::default(),
-        Liveness::default(),
     )
-    .await
-    .expect("restart");
+    .await;
     wait_for(
         &server,
         CameraFeed::Registrations,
@@ -202,24 +201,20 @@ async fn camera_topics_feed_the_registry_exactly_once() {
         })
         .collect();
     events.push(format!(r#"{{"id":"{}","event":"EXPLODE"}}"#, id(6)));
-    let signals = KafkaFeeds::start(
-        &server.state.ingest,
-        &[feed(&bootstrap, KEEPALIVES, "hub.camera_keepalives")],
+    let signals = start(
+        &server,
+        feed(&bootstrap, KEEPALIVES, "hub.camera_keepalives"),
         Default::default(),
-        Liveness::default(),
     )
-    .await
-    .expect("keepalive feed");
+    .await;
     wait_for(&server, CameraFeed::Keepalives, keepalives.len() as i64).await;
     produce(&bootstrap, EVENTS, &events);
-    let notify = KafkaFeeds::start(
-        &server.state.ingest,
-        &[feed(&bootstrap, EVENTS, "hub.camera_events")],
+    let notify = start(
+        &server,
+        feed(&bootstrap, EVENTS, "hub.camera_events"),
         server.state.kafka.clone(),
-        Liveness::default(),
     )
-    .await
-    .expect("event feed");
+    .await;
     wait_for(&server, CameraFeed::Events, events.len() as i64).await;
 
     let status = |serial: u32| {

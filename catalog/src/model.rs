@@ -657,6 +657,23 @@ pub struct OffsetAdvance {
     pub next: i64,
 }
 
+impl OffsetAdvance {
+    /// Refuses the advance when the stored offset (`actual`) is not the one the committer
+    /// started from: another worker has consumed the partition since.
+    pub fn check_stored(&self, actual: Option<i64>) -> Result<(), CatalogError> {
+        if actual == self.expected {
+            Ok(())
+        } else {
+            Err(CatalogError::OffsetConflict {
+                topic: self.topic.clone(),
+                partition: self.partition,
+                expected: self.expected,
+                actual,
+            })
+        }
+    }
+}
+
 /// A message kept in the dead-letter table.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct RejectedRecord {

@@ -880,14 +880,7 @@ fn check_offsets(conn: &Connection, dataset_id: i64, stream: &StreamProgress) ->
                 |row| row.get(0),
             )
             .optional()?;
-        if actual != advance.expected {
-            return Err(CatalogError::OffsetConflict {
-                topic: advance.topic.clone(),
-                partition: advance.partition,
-                expected: advance.expected,
-                actual,
-            });
-        }
+        advance.check_stored(actual)?;
     }
     Ok(())
 }

@@ -280,19 +280,31 @@ fn register_one(
     Ok(Ok(outcome))
 }
 
+/// Applies `apply` to every item in one transaction: an item's own refusal is its outcome,
+/// a storage error rolls the whole batch back.
+fn each_in_one_transaction<T, O>(
+    conn: &mut Connection,
+    items: Vec<T>,
+    mut apply: impl FnMut(&Transaction<'_>, T) -> Result<Result<O, FieldError>>,
+) -> Result<Vec<Result<O, FieldError>>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        outcomes.push(apply(&tx, item)?);
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
 pub fn register(
     conn: &mut Connection,
     reports: Vec<ChannelReport>,
     acting_for: Option<String>,
     at: i64,
 ) -> Result<Vec<Result<Registered, FieldError>>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut outcomes = Vec::with_capacity(reports.len());
-    for report in reports {
-        outcomes.push(register_one(&tx, report, acting_for.as_deref(), at)?);
-    }
-    tx.commit()?;
-    Ok(outcomes)
+    each_in_one_transaction(conn, reports, |tx, report| {
+        register_one(tx, report, acting_for.as_deref(), at)
+    })
 }
 
 /// Replaces a channel's curated overrides (an empty set removes them all).
@@ -455,100 +467,111 @@ fn signal_one(
     liveness: Liveness,
 ) -> Result<Result<usize, FieldError>> {
     let CameraSignal { id, at, kind } = signal;
-    if let SignalKind::Keepalive = kind {
-        // The hot path: a few narrow-row statements, no record read.
-        let owner = owner(tx, &id)?;
-        let mut marked = 0;
-        if let Some(department) = &owner {
-            if let Some(acting) = acting_for
-                && department.as_deref() != Some(acting)
-            {
-                return Ok(Err(not_yours(&id, department.as_deref(), acting)));
-            }
-            keepalive_one(tx, &id, at, liveness)?;
+    match kind {
+        SignalKind::Keepalive => keepalive_signal(tx, &id, at, acting_for, liveness),
+        SignalKind::Event(event, fields) => {
+            event_signal(tx, &id, at, event, fields, acting_for, liveness)
+        }
+    }
+}
+
+/// A keepalive marks the id and the channels registered under it. The hot path: a few
+/// narrow-row statements, no record read.
+fn keepalive_signal(
+    tx: &Transaction<'_>,
+    id: &str,
+    at: i64,
+    acting_for: Option<&str>,
+    liveness: Liveness,
+) -> Result<Result<usize, FieldError>> {
+    let owner = owner(tx, id)?;
+    let mut marked = 0;
+    if let Some(department) = &owner {
+        if let Some(acting) = acting_for
+            && department.as_deref() != Some(acting)
+        {
+            return Ok(Err(not_yours(id, department.as_deref(), acting)));
+        }
+        keepalive_one(tx, id, at, liveness)?;
+        marked += 1;
+    }
+    // Channels of other departments are not the caller's to mark and are left alone.
+    for (child, department) in children(tx, id)? {
+        if acting_for.is_none_or(|acting| department.as_deref() == Some(acting)) {
+            keepalive_one(tx, &child, at, liveness)?;
             marked += 1;
         }
-        // A device's keepalive marks its channels; those of other departments are not
-        // the caller's to mark and are left alone.
-        for (child, department) in children(tx, &id)? {
-            if acting_for.is_none_or(|acting| department.as_deref() == Some(acting)) {
-                keepalive_one(tx, &child, at, liveness)?;
-                marked += 1;
-            }
-        }
-        if marked == 0 && owner.is_none() {
-            return Ok(Err(unknown_camera(&id)));
-        }
-        return Ok(Ok(marked));
     }
-    let old = existing(tx, &id)?.filter(|old| !old.deleted);
-    if let (Some(acting), Some(old)) = (acting_for, &old)
+    if marked == 0 && owner.is_none() {
+        return Ok(Err(unknown_camera(id)));
+    }
+    Ok(Ok(marked))
+}
+
+/// A catalog NOTIFY event for one channel.
+fn event_signal(
+    tx: &Transaction<'_>,
+    id: &str,
+    at: i64,
+    event: Event,
+    fields: Option<Box<ChannelFields>>,
+    acting_for: Option<&str>,
+    liveness: Liveness,
+) -> Result<Result<usize, FieldError>> {
+    let stored = existing(tx, id)?;
+    let registered = stored.as_ref().filter(|old| !old.deleted);
+    if let (Some(acting), Some(old)) = (acting_for, registered)
         && old.department.as_deref() != Some(acting)
     {
-        return Ok(Err(not_yours(&id, old.department.as_deref(), acting)));
+        return Ok(Err(not_yours(id, old.department.as_deref(), acting)));
     }
-    match kind {
-        SignalKind::Keepalive => Ok(Ok(0)),
-        SignalKind::Event(event, fields) => {
-            let parsed = gb28181::parse(&id).map_err(FieldError::from);
-            match (event, old, fields) {
-                (Event::Add | Event::Update, _, Some(fields)) => {
-                    let device = match parsed {
-                        Ok(device) => device,
-                        Err(err) => return Ok(Err(err)),
-                    };
-                    let report = ChannelReport {
-                        id: device,
-                        fields: *fields,
-                    };
-                    Ok(register_one(tx, report, acting_for, at)?.map(|_| 1))
+    let register = |fields: ChannelFields| -> Result<Result<usize, FieldError>> {
+        let device = match gb28181::parse(id) {
+            Ok(device) => device,
+            Err(err) => return Ok(Err(err.into())),
+        };
+        let report = ChannelReport { id: device, fields };
+        Ok(register_one(tx, report, acting_for, at)?.map(|_| 1))
+    };
+    match (event, registered, fields) {
+        (Event::Add | Event::Update, _, Some(fields)) => register(*fields),
+        // ADD of a channel deleted earlier brings it back with its known values.
+        (Event::Add, None, None) => match stored {
+            Some(old) => {
+                if let Some(acting) = acting_for
+                    && old.department.as_deref() != Some(acting)
+                {
+                    return Ok(Err(not_yours(id, old.department.as_deref(), acting)));
                 }
-                (Event::Add, None, None) => {
-                    // ADD of a channel deleted earlier brings it back with its known values.
-                    let deleted = existing(tx, &id)?.filter(|old| old.deleted);
-                    match (deleted, parsed) {
-                        (Some(old), Ok(device)) => {
-                            if let Some(acting) = acting_for
-                                && old.department.as_deref() != Some(acting)
-                            {
-                                return Ok(Err(not_yours(&id, old.department.as_deref(), acting)));
-                            }
-                            let report = ChannelReport {
-                                id: device,
-                                fields: old.reported,
-                            };
-                            Ok(register_one(tx, report, acting_for, at)?.map(|_| 1))
-                        }
-                        _ => Ok(Err(FieldError::new(
-                            "channel",
-                            format!(
-                                "{id} is not registered; an ADD of a new channel carries its \
-                                 fields (\"channel\": {{\"name\": ...}})"
-                            ),
-                        ))),
-                    }
-                }
-                (Event::Add, Some(_), None) => Ok(Ok(0)),
-                (Event::Update, Some(_), None) => Ok(Err(FieldError::new(
-                    "channel",
-                    "UPDATE carries the channel's new fields (\"channel\": {...})",
-                ))),
-                (_, None, _) => Ok(Err(unknown_camera(&id))),
-                (Event::Del, Some(old), _) => {
-                    apply_signal(tx, &id, old.live, Signal::Deleted, at, liveness)?;
-                    tx.prepare_cached("UPDATE camera_live SET deleted_at = ?2 WHERE id = ?1")?
-                        .execute(rusqlite::params![id, at])?;
-                    Ok(Ok(1))
-                }
-                (event, Some(old), _) => {
-                    let Some(notified) = event.notified() else {
-                        return Ok(Err(FieldError::new("event", "not a status event")));
-                    };
-                    apply_signal(tx, &id, old.live, Signal::Notify(notified), at, liveness)?;
-                    Ok(Ok(1))
-                }
+                register(old.reported)
             }
+            None => Ok(Err(FieldError::new(
+                "channel",
+                format!(
+                    "{id} is not registered; an ADD of a new channel carries its fields \
+                     (\"channel\": {{\"name\": ...}})"
+                ),
+            ))),
+        },
+        (Event::Add, Some(_), None) => Ok(Ok(0)),
+        (Event::Update, Some(_), None) => Ok(Err(FieldError::new(
+            "channel",
+            "UPDATE carries the channel's new fields (\"channel\": {...})",
+        ))),
+        (_, None, _) => Ok(Err(unknown_camera(id))),
+        (Event::Del, Some(old), _) => {
+            apply_signal(tx, id, old.live, Signal::Deleted, at, liveness)?;
+            tx.prepare_cached("UPDATE camera_live SET deleted_at = ?2 WHERE id = ?1")?
+                .execute(rusqlite::params![id, at])?;
+            Ok(Ok(1))
         }
+        (event, Some(old), _) => match event.notified() {
+            Some(notified) => {
+                apply_signal(tx, id, old.live, Signal::Notify(notified), at, liveness)?;
+                Ok(Ok(1))
+            }
+            None => Ok(Err(FieldError::new("event", "not a status event"))),
+        },
     }
 }
 
@@ -560,13 +583,9 @@ pub fn signals(
     acting_for: Option<String>,
     liveness: Liveness,
 ) -> Result<Vec<Result<usize, FieldError>>> {
-    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    let mut outcomes = Vec::with_capacity(signals.len());
-    for signal in signals {
-        outcomes.push(signal_one(&tx, signal, acting_for.as_deref(), liveness)?);
-    }
-    tx.commit()?;
-    Ok(outcomes)
+    each_in_one_transaction(conn, signals, |tx, signal| {
+        signal_one(tx, signal, acting_for.as_deref(), liveness)
+    })
 }
 
 /// Brings in whole histories (see [`ImportedHistory`]), checking that each continues the
@@ -659,14 +678,7 @@ pub fn commit_stream(
             |row| row.get(0),
         )
         .optional()?;
-    if actual != advance.expected {
-        return Err(CatalogError::OffsetConflict {
-            topic: advance.topic.clone(),
-            partition: advance.partition,
-            expected: advance.expected,
-            actual,
-        });
-    }
+    advance.check_stored(actual)?;
     let mut outcome = CameraStreamOutcome::default();
     for (mut origin, op) in commit.items {
         let result = match op {

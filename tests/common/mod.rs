@@ -243,3 +243,22 @@ pub async fn read_rows(state: &AppState, dataset: &str) -> Vec<arrow::record_bat
 pub fn row_count(batches: &[arrow::record_batch::RecordBatch]) -> usize {
     batches.iter().map(|b| b.num_rows()).sum()
 }
+
+/// Sends a record to Kafka, waiting while the producer's queue is full.
+pub fn send<K, P>(
+    producer: &rdkafka::producer::BaseProducer,
+    mut record: rdkafka::producer::BaseRecord<'_, K, P>,
+) where
+    K: rdkafka::message::ToBytes + ?Sized,
+    P: rdkafka::message::ToBytes + ?Sized,
+{
+    loop {
+        match producer.send(record) {
+            Ok(()) => return,
+            Err((_, back)) => {
+                producer.poll(std::time::Duration::from_millis(10));
+                record = back;
+            }
+        }
+    }
+}
