@@ -167,7 +167,12 @@ impl ChannelFields {
         serde_path_to_error::deserialize(value).map_err(|err| {
             let path = err.path().to_string();
             let message = err.into_inner().to_string();
-            let field = if path == "." { "channel" } else { &path };
+            // Unknown keys are named by the path; the empty key as the JSON that wrote it.
+            let field = match path.as_str() {
+                "." => "channel",
+                "" => "\"\"",
+                path => path,
+            };
             FieldError::new(field, message)
         })
     }
@@ -488,8 +493,14 @@ pub fn parse_signal(value: Value, now: i64, keepalive: bool) -> Result<CameraSig
         } else {
             "id, event, at, channel"
         };
+        // An empty key is still named, as the JSON that wrote it ("").
+        let field = if unknown.is_empty() {
+            "\"\"".to_string()
+        } else {
+            unknown.clone()
+        };
         return Err(FieldError::new(
-            unknown.clone(),
+            field,
             format!("unknown field; an item has {allowed}"),
         ));
     }
@@ -908,6 +919,31 @@ mod tests {
             ChannelReport::from_json(json!({"id": CAMERA}), Some("51102500001320000018"))
                 .expect_err("refused");
         assert_eq!(mismatch.field, "id");
+    }
+
+    /// Found by the `camera_messages` fuzz target: an unknown empty key made an error that
+    /// named no field.
+    #[test]
+    fn every_refused_signal_names_a_field() {
+        let refused = parse_signal(
+            json!({"id": "51102800051310000003", "at": "2026-11-28T0928T09::0", "": "x"}),
+            0,
+            true,
+        )
+        .expect_err("bad time");
+        assert_eq!(refused.field, "at");
+        let refused = parse_signal(json!({"id": "51102800051310000003", "": 1}), 0, true)
+            .expect_err("unknown key");
+        assert_eq!(refused.field, "\"\"");
+        let refused = ChannelReport::from_json(
+            json!({"id": "51102800051310000003", "at": "x", "": "y"}),
+            None,
+        )
+        .expect_err("unknown keys");
+        assert!(!refused.field.is_empty(), "{refused:?}");
+        let refused = parse_signal(json!({"id": "51102800051310000003", "x": 1}), 0, false)
+            .expect_err("no event");
+        assert_eq!(refused.field, "event");
     }
 
     #[test]
