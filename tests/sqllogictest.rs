@@ -314,7 +314,9 @@ async fn cameras(state: &AppState) {
         json!({"id": "51102400041320000002", "name": "威远 严陵路口", "department": "jiaotong",
                "longitude": 104.67, "latitude": 29.53, "ptz_type": 3, "position_type": 10}),
         json!({"id": "51102500001320000003", "name": "资中 北街口", "department": "gongan",
-               "longitude": 104.85, "latitude": 29.77, "ptz_type": 1, "position_type": 4}),
+               "longitude": 104.85, "latitude": 29.77, "ptz_type": 1, "position_type": 4,
+               "parent_id": "51102500001180000001",
+               "streams": {"flv": "http://nvr.zizhong/ch3.live.flv"}}),
         json!({"id": "51100200001320000004", "name": "市中 大千广场", "department": "gongan",
                "longitude": 105.06, "latitude": 29.58, "ptz_type": 1, "position_type": 4}),
         json!({"id": "51101100011320000005", "department": "gongan"}),
@@ -492,6 +494,7 @@ async fn sqllogictest_files() {
     let mut config = cityhub_config::Config::default();
     config.storage.data_dir = dir.path().display().to_string();
     config.cameras.keepalive_interval_secs = 3600;
+    config.cameras.rtsp_template = "rtsp://media.neijiang:554/rtp/{device}_{channel}".into();
     let state = AppState::open(config).expect("open");
     fixture(&state).await;
 
