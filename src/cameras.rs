@@ -35,10 +35,6 @@ fn acting_for(caller: &Caller, doing: &str) -> Result<Option<String>, ApiError> 
     Ok((caller.0.role != Role::Admin).then(|| caller.0.department.clone()))
 }
 
-fn settings(state: &AppState) -> CameraSettings {
-    CameraSettings::from_config(&state.config.cameras)
-}
-
 fn time_text(ms: i64) -> Option<String> {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
@@ -214,7 +210,7 @@ async fn camera_answer(state: &AppState, id: &str) -> Result<Value, ApiError> {
         state.catalog.camera(id).await?.ok_or_else(|| {
             ApiError::not_found(format!("camera {id} is not registered (or was deleted)"))
         })?;
-    let mut answer = camera_json(&record, &settings(state), now_ms());
+    let mut answer = camera_json(&record, &state.cameras, now_ms());
     answer["reported"] = json!(reported);
     answer["curated"] = json!(curated);
     Ok(answer)
@@ -406,7 +402,7 @@ async fn signals(
         .collect();
     let outcomes = state
         .catalog
-        .camera_signals(signals, acting, settings(&state).liveness)
+        .camera_signals(signals, acting, state.cameras.liveness)
         .await?;
     let mut accepted = 0u64;
     let mut marked = 0u64;
@@ -555,7 +551,7 @@ pub async fn search(
     let limit = query.limit;
     // One more than asked tells whether there is a next page.
     query.limit = limit + 1;
-    let settings = settings(&state);
+    let settings = &state.cameras;
     let now = now_ms();
     let mut records = state
         .catalog
@@ -569,7 +565,7 @@ pub async fn search(
     };
     let cameras: Vec<Value> = records
         .iter()
-        .map(|r| camera_json(r, &settings, now))
+        .map(|r| camera_json(r, settings, now))
         .collect();
     Ok(Json(json!({"cameras": cameras, "next_cursor": next_cursor})).into_response())
 }
@@ -637,7 +633,7 @@ pub async fn stats(
     let since = now - hours * 3_600_000;
     let (groups, overall) = state
         .catalog
-        .camera_stats(group, since, now, settings(&state).liveness)
+        .camera_stats(group, since, now, state.cameras.liveness)
         .await?;
     let groups: Vec<Value> = groups.iter().map(|g| stats_json(group, g)).collect();
     let mut overall = json!(overall);
@@ -658,12 +654,14 @@ pub async fn stats(
 /// computed when read).
 pub async fn sweep_loop(state: AppState) {
     let interval = std::time::Duration::from_secs(state.config.cameras.sweep_interval_secs);
-    let liveness = settings(&state).liveness;
+    let liveness = state.cameras.liveness;
     loop {
         let now = now_ms();
+        // The gauges need the counts, not availability: an empty window skips reading
+        // the history (the sweep before the statistics is the point of the call).
         match state
             .catalog
-            .camera_stats(StatsGroup::Region, now - 3_600_000, now, liveness)
+            .camera_stats(StatsGroup::Region, now, now, liveness)
             .await
         {
             Ok((groups, _)) => {

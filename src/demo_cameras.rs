@@ -481,7 +481,7 @@ pub async fn load(state: &AppState, scale: f64) -> anyhow::Result<usize> {
 /// (NVRs that are down send none), and now and then a channel loses its video or gets it
 /// back, so dashboards have something to show. Runs until aborted.
 pub async fn simulate(state: AppState) {
-    let settings = CameraSettings::from_config(&state.config.cameras);
+    let settings = state.cameras.clone();
     let interval = std::time::Duration::from_millis(settings.liveness.interval_ms as u64);
     let mut rng = StdRng::seed_from_u64(now_ms() as u64);
     loop {

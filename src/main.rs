@@ -174,7 +174,7 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
                 &state.ingest,
                 &config.ingest.kafka,
                 state.kafka.clone(),
-                cityhub_catalog::camera::CameraSettings::from_config(&config.cameras).liveness,
+                state.cameras.liveness,
             )
             .await
             .context("starting the Kafka feeds")?;

@@ -2,6 +2,7 @@
 
 use std::sync::Arc;
 
+use cityhub_catalog::camera::CameraSettings;
 use cityhub_catalog::{AuditLog, Catalog};
 use cityhub_config::Config;
 use cityhub_ingest::kafka::StatusBoard;
@@ -28,6 +29,8 @@ pub struct AppState {
     pub principals: Arc<PrincipalCache>,
     /// Offsets, lag and rates of the Kafka feeds this process runs.
     pub kafka: StatusBoard,
+    /// Liveness rule and stream templates of the camera registry, read once from `[cameras]`.
+    pub cameras: Arc<CameraSettings>,
 }
 
 impl AppState {
@@ -37,12 +40,13 @@ impl AppState {
         let catalog = cityhub_catalog::open(&config)?;
         let storage = Storage::open(&config.storage_url())?;
         let audit = AuditLog::start(catalog.clone());
+        let cameras = Arc::new(CameraSettings::from_config(&config.cameras));
         let query = QueryEngine::new(
             catalog.clone(),
             storage.store(),
             config.query.clone(),
             audit.clone(),
-            cityhub_catalog::camera::CameraSettings::from_config(&config.cameras),
+            (*cameras).clone(),
         )?;
         let limiter = Arc::new(RateLimiter::new(
             config.server.rate_limit_per_second,
@@ -59,6 +63,7 @@ impl AppState {
             limiter,
             principals: Arc::default(),
             kafka: StatusBoard::default(),
+            cameras,
         })
     }
 }

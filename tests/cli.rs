@@ -324,7 +324,7 @@ async fn the_demo_city_loads_once_and_keeps_its_tokens() {
 
     // The demo platform's round: NVRs that are up refresh their channels, down ones do not.
     let before = cityhub_catalog::camera::now_ms();
-    let settings = cityhub_catalog::camera::CameraSettings::from_config(&state.config.cameras);
+    let settings = state.cameras.clone();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
     cityhub::demo_cameras::tick(&state, &settings, &mut rng)
         .await

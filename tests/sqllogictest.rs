@@ -354,8 +354,7 @@ async fn cameras(state: &AppState) {
             SignalKind::Event(Event::Del, None),
         ),
     ];
-    let liveness =
-        cityhub_catalog::camera::CameraSettings::from_config(&state.config.cameras).liveness;
+    let liveness = state.cameras.liveness;
     let outcomes = state
         .catalog
         .camera_signals(signals, None, liveness)

@@ -337,6 +337,18 @@ impl ChannelFields {
     }
 }
 
+/// Takes the `id` out of a message object: a string, or absent (`null` counts as absent).
+fn take_id(object: &mut Map<String, Value>) -> Result<Option<String>, FieldError> {
+    match object.remove("id") {
+        None | Some(Value::Null) => Ok(None),
+        Some(Value::String(id)) => Ok(Some(id)),
+        Some(other) => Err(FieldError::new(
+            "id",
+            format!("{other} is not a string; write the 20 digits in quotes"),
+        )),
+    }
+}
+
 /// One channel record as a platform sends it: `{id, ...fields}`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChannelReport {
@@ -354,16 +366,7 @@ impl ChannelReport {
                 "a channel is a JSON object {\"id\": \"20 digits\", ...}",
             ));
         };
-        let body_id = match object.remove("id") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(id)) => Some(id),
-            Some(other) => {
-                return Err(FieldError::new(
-                    "id",
-                    format!("{other} is not a string; write the 20 digits in quotes"),
-                ));
-            }
-        };
+        let body_id = take_id(&mut object)?;
         let id = match (url_id, body_id) {
             (Some(url), Some(body)) if url != body => {
                 return Err(FieldError::new(
@@ -438,13 +441,7 @@ pub fn parse_signal(value: Value, now: i64, keepalive: bool) -> Result<CameraSig
     let Value::Object(mut object) = value else {
         return Err(FieldError::new("item", "each item is a JSON object"));
     };
-    let id = match object.remove("id") {
-        Some(Value::String(id)) => id,
-        Some(other) => {
-            return Err(FieldError::new("id", format!("{other} is not a string")));
-        }
-        None => return Err(FieldError::new("id", "missing")),
-    };
+    let id = take_id(&mut object)?.ok_or_else(|| FieldError::new("id", "missing"))?;
     gb28181::parse(&id)?;
     let at = signal_time(object.remove("at").as_ref(), now)?;
     let kind = if keepalive {

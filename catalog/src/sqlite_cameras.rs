@@ -1049,8 +1049,9 @@ pub fn combine(pass: ChannelPass, walks: &Walks, now: i64) -> (Vec<CameraStats>,
                 };
                 before + walk.online_between + after
             }
-            // Recorded since inside the window but no transition found: the history was
-            // imported without one; count it as not online rather than guess.
+            // Recorded since inside the window without a transition in it: a channel that
+            // was deleted while offline (no transition) and registered again; it was not
+            // online since.
             None => 0,
         };
         groups[index].online_ms += online.clamp(0, now - from);
