@@ -10,6 +10,9 @@
 //! - [`gb28181`]: GB/T 28181 device and channel ids, validated and decoded.
 //! - [`camera`] and [`camera_status`]: the camera registry's records and the live-status
 //!   state machine (keepalives, NOTIFY events, history).
+//! - [`endpoint`]: dashboard endpoints (saved, parameterised SQL) and typed parameters.
+//! - [`versions`]: each dataset's current snapshot as this process knows it, and news of
+//!   commits, for caches keyed by snapshot.
 //! - [`token`]: bearer tokens, stored only as hashes.
 //!
 //! The catalog knows nothing of DataFusion, Parquet or HTTP: it records which files make up
@@ -18,6 +21,7 @@
 pub mod audit;
 pub mod camera;
 pub mod camera_status;
+pub mod endpoint;
 pub mod error;
 pub mod gb28181;
 pub mod model;
@@ -26,6 +30,7 @@ pub mod sharing;
 pub mod sqlite;
 pub mod store;
 pub mod token;
+pub mod versions;
 
 use std::sync::Arc;
 

@@ -21,6 +21,7 @@ use crate::camera::{
     ImportedHistory, Registered, StatsGroup, StatusEvent,
 };
 use crate::camera_status::Liveness;
+use crate::endpoint::{Endpoint, EndpointSpec, Saved};
 use crate::error::{CatalogError, Result};
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
@@ -36,6 +37,9 @@ use crate::store::CatalogStore;
 #[path = "sqlite_sharing.rs"]
 mod sharing_sql;
 
+#[path = "sqlite_endpoints.rs"]
+pub(crate) mod endpoints_sql;
+
 #[path = "sqlite_cameras.rs"]
 pub(crate) mod cameras_sql;
 
@@ -45,6 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (2, include_str!("../migrations/0002_sharing_audit.sql")),
     (3, include_str!("../migrations/0003_streams.sql")),
     (4, include_str!("../migrations/0004_cameras.sql")),
+    (5, include_str!("../migrations/0005_endpoints.sql")),
 ];
 
 const READERS: usize = 4;
@@ -864,6 +869,48 @@ impl CatalogStore for SqliteStore {
     async fn camera_status_events(&self, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>> {
         self.read(move |conn| cameras_sql::status_events(conn, after_seq, limit))
             .await
+    }
+
+    async fn current_snapshots(&self) -> Result<Vec<(i64, Option<i64>)>> {
+        self.read(endpoints_sql::current_snapshots).await
+    }
+
+    async fn save_endpoint(
+        &self,
+        name: &str,
+        owner: &str,
+        spec: EndpointSpec,
+        created_by: Option<i64>,
+        acting_for: Option<String>,
+    ) -> Result<(Endpoint, Saved)> {
+        let (name, owner) = (name.to_string(), owner.to_string());
+        self.write(move |conn| {
+            endpoints_sql::save(
+                conn,
+                &name,
+                &owner,
+                &spec,
+                created_by,
+                acting_for.as_deref(),
+            )
+        })
+        .await
+    }
+
+    async fn endpoint(&self, name: &str) -> Result<Option<Endpoint>> {
+        let name = name.to_string();
+        self.read(move |conn| endpoints_sql::latest(conn, &name))
+            .await
+    }
+
+    async fn endpoint_history(&self, name: &str) -> Result<Vec<Endpoint>> {
+        let name = name.to_string();
+        self.read(move |conn| endpoints_sql::history(conn, &name))
+            .await
+    }
+
+    async fn list_endpoints(&self) -> Result<Vec<Endpoint>> {
+        self.read(endpoints_sql::list).await
     }
 }
 

@@ -11,6 +11,7 @@ use crate::camera::{
     ImportedHistory, Registered, StatsGroup, StatusEvent,
 };
 use crate::camera_status::Liveness;
+use crate::endpoint::{Endpoint, EndpointSpec, Saved};
 use crate::error::Result;
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
@@ -176,4 +177,26 @@ pub trait CatalogStore: Send + Sync + 'static {
     ) -> Result<(Vec<CameraStats>, CameraStats)>;
     /// The status history after `after_seq`, oldest first.
     async fn camera_status_events(&self, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>>;
+
+    /// Every dataset's current snapshot id (`None` before its first commit): what the
+    /// endpoint cache polls to see commits made by other processes.
+    async fn current_snapshots(&self) -> Result<Vec<(i64, Option<i64>)>>;
+
+    /// Saves an endpoint definition as its next version (or answers `Unchanged` when it
+    /// equals the current one). `acting_for` is the caller's department when it may only
+    /// change its own department's endpoints (`None`: an admin).
+    async fn save_endpoint(
+        &self,
+        name: &str,
+        owner: &str,
+        spec: EndpointSpec,
+        created_by: Option<i64>,
+        acting_for: Option<String>,
+    ) -> Result<(Endpoint, Saved)>;
+    /// The current version of an endpoint.
+    async fn endpoint(&self, name: &str) -> Result<Option<Endpoint>>;
+    /// Every version of an endpoint, newest first.
+    async fn endpoint_history(&self, name: &str) -> Result<Vec<Endpoint>>;
+    /// The current version of every endpoint, by name.
+    async fn list_endpoints(&self) -> Result<Vec<Endpoint>>;
 }

@@ -589,3 +589,88 @@ async fn stream_offsets_advance_with_the_snapshot_and_refuse_a_zombie() {
         1
     );
 }
+
+#[tokio::test]
+async fn endpoints_are_versioned_and_owned() {
+    use crate::endpoint::{EndpointSpec, Saved};
+    let (_dir, store) = store();
+    store
+        .create_department("zhili", "治理")
+        .await
+        .expect("dept");
+    store
+        .create_department("gongan", "公安")
+        .await
+        .expect("dept");
+    let spec = |sql: &str| -> EndpointSpec {
+        serde_json::from_value(serde_json::json!({"sql": sql, "allowed_departments": ["gongan"]}))
+            .expect("spec")
+    };
+    let zhili = Some("zhili".to_string());
+    let (first, saved) = store
+        .save_endpoint("cases", "zhili", spec("SELECT 1"), None, zhili.clone())
+        .await
+        .expect("save");
+    assert_eq!((first.version, saved), (1, Saved::Created));
+    let (same, saved) = store
+        .save_endpoint("cases", "zhili", spec("SELECT 1"), None, zhili.clone())
+        .await
+        .expect("save again");
+    assert_eq!((same.version, saved), (1, Saved::Unchanged));
+    let (second, saved) = store
+        .save_endpoint("cases", "zhili", spec("SELECT 2"), None, zhili.clone())
+        .await
+        .expect("update");
+    assert_eq!((second.version, saved), (2, Saved::Updated));
+
+    // Another department cannot take it over; an admin can hand it on.
+    let err = store
+        .save_endpoint(
+            "cases",
+            "gongan",
+            spec("SELECT 3"),
+            None,
+            Some("gongan".into()),
+        )
+        .await
+        .expect_err("not the owner");
+    assert!(matches!(err, CatalogError::WrongState(_)), "{err}");
+    let (third, _) = store
+        .save_endpoint("cases", "gongan", spec("SELECT 2"), None, None)
+        .await
+        .expect("admin");
+    assert_eq!((third.version, third.owner.as_str()), (3, "gongan"));
+
+    let err = store
+        .save_endpoint(
+            "other",
+            "zhili",
+            serde_json::from_value(
+                serde_json::json!({"sql": "SELECT 1", "allowed_departments": ["nobody"]}),
+            )
+            .expect("spec"),
+            None,
+            zhili.clone(),
+        )
+        .await
+        .expect_err("unknown department");
+    assert!(
+        matches!(&err, CatalogError::Invalid { field, .. } if field == "allowed_departments[0]"),
+        "{err}"
+    );
+    assert!(store.endpoint("other").await.expect("read").is_none());
+
+    let history = store.endpoint_history("cases").await.expect("history");
+    assert_eq!(
+        history.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![3, 2, 1]
+    );
+    assert_eq!(history[2].spec.sql, "SELECT 1");
+    let current = store
+        .endpoint("cases")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(current, third);
+    assert_eq!(store.list_endpoints().await.expect("list"), vec![third]);
+}

@@ -31,6 +31,7 @@ pub struct Config {
     pub sharing: SharingConfig,
     pub audit: AuditConfig,
     pub cameras: CamerasConfig,
+    pub endpoints: EndpointsConfig,
     pub log: LogConfig,
 }
 
@@ -304,6 +305,41 @@ impl Default for CamerasConfig {
     }
 }
 
+/// Dashboard endpoints: saved queries served from a cache.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EndpointsConfig {
+    /// Memory the cached results may take, in bytes (least recently used go first).
+    pub cache_bytes: u64,
+    /// How often the hub looks for commits made by other processes on the same catalog
+    /// (commits of this process are seen at once).
+    pub poll_interval_ms: u64,
+    /// Server-sent events wait this long after a change before recomputing, so that a
+    /// burst of commits sends one update.
+    pub debounce_ms: u64,
+    /// Server-sent events send a comment this often, so that proxies keep the stream open.
+    pub heartbeat_secs: u64,
+    /// Results that read live tables (`hub.cameras` and the other registry tables) or the
+    /// clock (`now()`) are recomputed at most this often unless the endpoint says otherwise.
+    pub live_refresh_secs: u64,
+    /// The city's offset from UTC in minutes (China: +480), for the `today` default of date
+    /// parameters.
+    pub utc_offset_minutes: i32,
+}
+
+impl Default for EndpointsConfig {
+    fn default() -> Self {
+        Self {
+            cache_bytes: 256 * 1024 * 1024,
+            poll_interval_ms: 1000,
+            debounce_ms: 100,
+            heartbeat_secs: 15,
+            live_refresh_secs: 10,
+            utc_offset_minutes: 480,
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -439,6 +475,36 @@ impl Config {
             "cameras.sweep_interval_secs",
             self.cameras.sweep_interval_secs >= 1,
             "must be at least 1 second",
+        );
+        check(
+            "endpoints.cache_bytes",
+            self.endpoints.cache_bytes >= 1024 * 1024,
+            "must be at least 1 MiB (1048576)",
+        );
+        check(
+            "endpoints.poll_interval_ms",
+            (10..=3_600_000).contains(&self.endpoints.poll_interval_ms),
+            "must be between 10 ms and one hour",
+        );
+        check(
+            "endpoints.debounce_ms",
+            self.endpoints.debounce_ms <= 60_000,
+            "must be at most 60000 ms",
+        );
+        check(
+            "endpoints.heartbeat_secs",
+            (1..=3600).contains(&self.endpoints.heartbeat_secs),
+            "must be between 1 and 3600 seconds",
+        );
+        check(
+            "endpoints.live_refresh_secs",
+            (1..=86_400).contains(&self.endpoints.live_refresh_secs),
+            "must be between 1 and 86400 seconds",
+        );
+        check(
+            "endpoints.utc_offset_minutes",
+            (-720..=840).contains(&self.endpoints.utc_offset_minutes),
+            "must be between -720 and 840 minutes",
         );
         for (key, template) in [
             ("cameras.rtsp_template", &self.cameras.rtsp_template),
