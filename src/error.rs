@@ -12,7 +12,7 @@ use cityhub_query::QueryError;
 use serde_json::{Value, json};
 
 /// An error answer.
-#[derive(Debug)]
+#[derive(Debug, Clone)]
 pub struct ApiError {
     pub status: StatusCode,
     pub code: &'static str,

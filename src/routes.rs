@@ -16,6 +16,7 @@ use serde_json::{Value, json};
 
 use crate::auth::Caller;
 use crate::cameras;
+use crate::endpoints;
 use crate::error::ApiError;
 use crate::sharing;
 use crate::state::AppState;
@@ -73,6 +74,13 @@ pub fn router(state: AppState) -> Router {
             "/cameras/{id}/curated",
             axum::routing::put(cameras::put_curated).delete(cameras::delete_curated),
         )
+        .route("/endpoints", get(endpoints::list))
+        .route(
+            "/endpoints/{name}",
+            get(endpoints::result).put(endpoints::save),
+        )
+        .route("/endpoints/{name}/events", get(endpoints::events))
+        .route("/endpoints/{name}/definition", get(endpoints::definition))
         .fallback(api_not_found);
     Router::new()
         .route("/healthz", get(healthz))

@@ -361,6 +361,8 @@ async fn decide(
             expires_at: body.expires_at,
         })
         .await?;
+    // Endpoints owned by the applicant may now read more: their cache keys change.
+    state.endpoints.poke();
     state.audit.record(
         AuditEvent::by(&caller.0, "share_decision", "ok")
             .dataset(&request.dataset)
@@ -488,6 +490,8 @@ pub async fn revoke_grant(
         .catalog
         .revoke_grant(id, caller.0.id, body.reason.trim())
         .await?;
+    // Endpoints of the holder must stop showing what the grant gave, now.
+    state.endpoints.poke();
     state.audit.record(
         AuditEvent::by(&caller.0, "grant_revoke", "ok")
             .dataset(&grant.dataset)

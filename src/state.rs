@@ -1,4 +1,4 @@
-//! What every request handler shares: configuration, catalog, ingest and metrics.
+//! What every request handler shares: configuration, catalog, ingest, endpoints and metrics.
 
 use std::sync::Arc;
 
@@ -10,6 +10,7 @@ use cityhub_ingest::{Ingest, Storage};
 use cityhub_query::QueryEngine;
 use metrics_exporter_prometheus::PrometheusHandle;
 
+use crate::endpoint_service::Endpoints;
 use crate::principals::PrincipalCache;
 use crate::ratelimit::RateLimiter;
 use crate::telemetry;
@@ -31,6 +32,8 @@ pub struct AppState {
     pub kafka: StatusBoard,
     /// Liveness rule and stream templates of the camera registry, read once from `[cameras]`.
     pub cameras: Arc<CameraSettings>,
+    /// Dashboard endpoints and their result cache.
+    pub endpoints: Arc<Endpoints>,
 }
 
 impl AppState {
@@ -53,6 +56,14 @@ impl AppState {
             config.server.rate_limit_burst,
         ));
         let ingest = Ingest::new(catalog.clone(), storage, config.ingest.clone());
+        let endpoints = Arc::new(Endpoints::new(
+            query.clone(),
+            audit.clone(),
+            ingest.versions().clone(),
+            config.endpoints.clone(),
+        ));
+        // Watches the catalog for commits, grants and definitions of other processes.
+        tokio::spawn(endpoints.clone().run());
         Ok(Self {
             config: Arc::new(config),
             catalog,
@@ -64,6 +75,7 @@ impl AppState {
             principals: Arc::default(),
             kafka: StatusBoard::default(),
             cameras,
+            endpoints,
         })
     }
 }

@@ -5,6 +5,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
+use cityhub_catalog::versions::DataVersions;
 use cityhub_catalog::{
     Catalog, CatalogError, Commit, CommitOutcome, DataFile, Dataset, IdempotencyRecord, Operation,
     StreamProgress,
@@ -30,6 +31,8 @@ pub struct Ingest {
     /// same parent and each lose O(N) times; with it, commits in one process follow each
     /// other and only other processes' commits cause a retry.
     commit_queues: Arc<Mutex<HashMap<i64, CommitQueue>>>,
+    /// Told of every snapshot this process commits, for the caches keyed by snapshot.
+    versions: Arc<DataVersions>,
 }
 
 impl Ingest {
@@ -39,7 +42,14 @@ impl Ingest {
             storage,
             config,
             commit_queues: Arc::default(),
+            versions: Arc::default(),
         }
+    }
+
+    /// The current snapshots as this process knows them: updated by its own commits at
+    /// once, and by whoever polls the catalog for other processes' commits.
+    pub fn versions(&self) -> &Arc<DataVersions> {
+        &self.versions
     }
 
     fn commit_queue(&self, dataset_id: i64) -> CommitQueue {
@@ -196,6 +206,7 @@ impl Ingest {
                 Ok(outcome) => {
                     if let CommitOutcome::Committed(snapshot) = &outcome {
                         *last_seen = Some(snapshot.id);
+                        self.versions.committed(dataset.id, snapshot.id);
                     }
                     metrics::histogram!("cityhub_commit_seconds")
                         .record(started.elapsed().as_secs_f64());
@@ -206,7 +217,11 @@ impl Ingest {
                     return Ok(outcome);
                 }
                 Err(CatalogError::Conflict { actual, .. }) => {
-                    // Another process committed: rebase onto its snapshot.
+                    // Another process committed: rebase onto its snapshot (and let the
+                    // caches know before their poller would).
+                    if let Some(actual) = actual {
+                        self.versions.committed(dataset.id, actual);
+                    }
                     parent = actual;
                     *last_seen = actual;
                     // Back off with jitter once it is clear that many writers contend, so

@@ -8,10 +8,13 @@
 //!   snapshot current at the request's start; `hub.*` system tables.
 //! - [`table`]: a snapshot as a table: exactly its files, pruned by catalog statistics.
 //! - [`guard`]: the closed, read-only SQL surface.
+//! - [`endpoint`]: dashboard endpoints: the tables a saved query reads, and running it
+//!   with named, typed parameters on given snapshots.
 //! - [`encode`]: streaming result encoders (JSON, NDJSON, CSV, Arrow IPC, Parquet).
 
 pub mod cameras;
 pub mod encode;
+pub mod endpoint;
 pub mod error;
 pub mod guard;
 pub mod mask;
@@ -34,18 +37,19 @@ use datafusion::arrow::datatypes::SchemaRef;
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::SendableRecordBatchStream;
-use datafusion::execution::SessionStateBuilder;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{SessionState, SessionStateBuilder};
+use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig};
 use futures::{Stream, StreamExt};
 use object_store::ObjectStore;
 
 pub use encode::ResultFormat;
 pub use error::QueryError;
-use reader::ReadLog;
-use view::{CATALOG_NAME, FileListCache, RequestView, SYSTEM_SCHEMA};
+pub use reader::ReadLog;
+use view::{CATALOG_NAME, FileListCache, Pins, RequestView, SYSTEM_SCHEMA, ViewContext};
 
 /// Where the engine finds Parquet files: the hub's object store, registered under this URL.
 const STORE_URL: &str = "cityhub://objects";
@@ -67,6 +71,8 @@ pub struct QueryEngine {
 pub struct QueryResult {
     pub schema: SchemaRef,
     pub batches: Pin<Box<dyn Stream<Item = Result<RecordBatch, QueryError>> + Send>>,
+    /// The sensitive columns the query read, complete once the batches have ended.
+    pub reads: Arc<ReadLog>,
 }
 
 impl QueryEngine {
@@ -118,6 +124,16 @@ impl QueryEngine {
         })
     }
 
+    fn view_context(&self) -> ViewContext {
+        ViewContext {
+            catalog: self.catalog.clone(),
+            files: self.files.clone(),
+            store_url: self.store_url.clone(),
+            audit: self.audit.clone(),
+            cameras: self.cameras.clone(),
+        }
+    }
+
     fn session_config(&self) -> SessionConfig {
         let mut config = SessionConfig::new()
             .with_information_schema(true)
@@ -141,20 +157,46 @@ impl QueryEngine {
         sql: &str,
         params: &[serde_json::Value],
     ) -> Result<QueryResult, QueryError> {
+        let values = params
+            .iter()
+            .enumerate()
+            .map(|(index, value)| parameter(index, value))
+            .collect::<Result<Vec<_>, _>>();
+        let bindings = (!params.is_empty()).then(|| values.map(ParamValues::from));
+        let audited = serde_json::Value::Array(params.to_vec());
+        self.run(principal, sql, bindings, audited, &Pins::default())
+            .await
+    }
+
+    /// Runs one statement with its audit trail: `bindings` are the parameter values (or
+    /// the error reading them), `pins` fixes tables to given snapshots.
+    async fn run(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        bindings: Option<Result<ParamValues, QueryError>>,
+        audited_params: serde_json::Value,
+        pins: &Pins,
+    ) -> Result<QueryResult, QueryError> {
         let trail = AuditTrail {
             audit: self.audit.clone(),
             principal: principal.clone(),
             sql: sql.to_string(),
-            params: params.to_vec(),
+            params: audited_params,
             reads: Arc::default(),
             started: Instant::now(),
         };
-        match self
-            .start(principal, sql, params, trail.reads.clone())
-            .await
-        {
+        let started = match bindings.transpose() {
+            Ok(bindings) => {
+                self.start(principal, sql, bindings, trail.reads.clone(), pins)
+                    .await
+            }
+            Err(err) => Err(err),
+        };
+        match started {
             Ok(result) => Ok(QueryResult {
                 schema: result.schema,
+                reads: trail.reads.clone(),
                 batches: Box::pin(Audited {
                     inner: result.batches,
                     trail: Some(trail),
@@ -174,41 +216,28 @@ impl QueryEngine {
         }
     }
 
-    async fn start(
+    /// Plans a statement for `principal` in a fresh session over its view of the catalog.
+    async fn plan(
         &self,
         principal: &Principal,
         sql: &str,
-        params: &[serde_json::Value],
         reads: Arc<ReadLog>,
-    ) -> Result<QueryResult, QueryError> {
+        pins: &Pins,
+    ) -> Result<(SessionState, LogicalPlan, Arc<RequestView>), QueryError> {
         let statement = guard::check(sql)?;
-        let params = params
-            .iter()
-            .enumerate()
-            .map(|(index, value)| parameter(index, value))
-            .collect::<Result<Vec<_>, _>>()?;
         let view = Arc::new(
-            RequestView::load(
-                self.catalog.clone(),
-                principal.clone(),
-                self.files.clone(),
-                self.store_url.clone(),
-                reads,
-                self.audit.clone(),
-                self.cameras.clone(),
-            )
-            .await
-            .map_err(QueryError::from_datafusion)?,
+            RequestView::load(&self.view_context(), principal.clone(), reads, pins)
+                .await
+                .map_err(QueryError::from_datafusion)?,
         );
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         catalogs.register_catalog(CATALOG_NAME.to_string(), view.catalog_provider());
-        let state = SessionStateBuilder::new()
+        let mut state = SessionStateBuilder::new()
             .with_default_features()
             .with_config(self.session_config())
             .with_runtime_env(self.query_runtime())
             .with_catalog_list(catalogs as Arc<dyn CatalogProviderList>)
             .build();
-        let mut state = state;
         // Fixes now() for the whole query, as SessionContext does for each statement;
         // without a start time the planner cannot fold now() into a constant.
         let options = state.config_options().clone();
@@ -223,11 +252,23 @@ impl QueryEngine {
             .with_allow_statements(false)
             .verify_plan(&plan)
             .map_err(|err| QueryError::Forbidden(err.strip_backtrace()))?;
-        let plan = if params.is_empty() {
-            plan
-        } else {
-            plan.with_param_values(ParamValues::from(params))
-                .map_err(QueryError::from_datafusion)?
+        Ok((state, plan, view))
+    }
+
+    async fn start(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        bindings: Option<ParamValues>,
+        reads: Arc<ReadLog>,
+        pins: &Pins,
+    ) -> Result<QueryResult, QueryError> {
+        let (state, plan, _view) = self.plan(principal, sql, reads, pins).await?;
+        let plan = match bindings {
+            None => plan,
+            Some(values) => plan
+                .with_param_values(values)
+                .map_err(QueryError::from_datafusion)?,
         };
         let frame = DataFrame::new(state, plan);
         let stream = frame
@@ -241,6 +282,7 @@ impl QueryEngine {
         Ok(QueryResult {
             schema,
             batches: Box::pin(batches),
+            reads: Arc::default(),
         })
     }
 }
@@ -269,7 +311,7 @@ struct AuditTrail {
     audit: AuditLog,
     principal: Principal,
     sql: String,
-    params: Vec<serde_json::Value>,
+    params: serde_json::Value,
     reads: Arc<ReadLog>,
     started: Instant,
 }

@@ -68,6 +68,22 @@ impl FileListCache {
     }
 }
 
+/// What every view of one engine shares.
+#[derive(Clone)]
+pub struct ViewContext {
+    pub catalog: Catalog,
+    pub files: Arc<FileListCache>,
+    pub store_url: ObjectStoreUrl,
+    /// Flushed before `hub.audit_log` is read.
+    pub audit: AuditLog,
+    /// Liveness and stream templates of `hub.cameras`.
+    pub cameras: CameraSettings,
+}
+
+/// Snapshots some tables must be read at (dataset id → snapshot id, `None`: empty, as
+/// before its first commit), instead of the current ones.
+pub type Pins = HashMap<i64, Option<i64>>;
+
 /// Everything one request may see, resolved at its start.
 pub struct RequestView {
     pub principal: Principal,
@@ -90,17 +106,28 @@ pub struct RequestView {
 }
 
 impl RequestView {
+    /// Resolves what `principal` may read, with the tables of `pins` fixed at the given
+    /// snapshots.
     pub async fn load(
-        catalog: Catalog,
+        context: &ViewContext,
         principal: Principal,
-        files: Arc<FileListCache>,
-        store_url: ObjectStoreUrl,
         reads: Arc<ReadLog>,
-        audit: AuditLog,
-        cameras: CameraSettings,
+        pins: &Pins,
     ) -> Result<Self> {
+        let ViewContext {
+            catalog,
+            files,
+            store_url,
+            audit,
+            cameras,
+        } = context.clone();
         let external = |err| DataFusionError::External(Box::new(err));
-        let all = catalog.list_datasets().await.map_err(external)?;
+        let mut all = catalog.list_datasets().await.map_err(external)?;
+        for dataset in &mut all {
+            if let Some(pinned) = pins.get(&dataset.id) {
+                dataset.snapshot_id = *pinned;
+            }
+        }
         let grants = if principal.role == Role::Admin {
             Vec::new()
         } else {

@@ -1,0 +1,476 @@
+//! Dashboard endpoints: saved definitions in memory, cache keys, computation and change news.
+//!
+//! A call's key is computed without touching the database: the endpoint's definition and
+//! its sources are held here (learned once per version by planning its SQL), the source
+//! datasets' snapshot ids come from [`DataVersions`], and the owner's grants from a
+//! fingerprint the poller keeps. Everything a result depends on goes into its key, so the
+//! `ETag` (the key's hash) changes exactly when the answer may have.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, RwLock};
+use std::time::Duration;
+
+use cityhub_catalog::camera::now_ms;
+use cityhub_catalog::endpoint::{Endpoint, EndpointSpec, ParamValue, Saved};
+use cityhub_catalog::versions::DataVersions;
+use cityhub_catalog::{AuditEvent, AuditLog, Catalog, Principal, Role};
+use cityhub_config::EndpointsConfig;
+use cityhub_query::QueryEngine;
+use cityhub_query::endpoint::Source;
+use futures::StreamExt;
+use sha2::{Digest, Sha256};
+use tokio::sync::{Notify, watch};
+
+use crate::endpoint_cache::{CachedResult, Dep, Key, ResultCache};
+use crate::error::ApiError;
+
+/// An endpoint version ready to serve.
+pub struct Loaded {
+    pub endpoint: Endpoint,
+    pub sources: Vec<Source>,
+    /// Who the query runs as: the owning department, with an analyst's rights.
+    runner: Principal,
+    /// Executions of this endpoint (all versions) in this process.
+    executions: Arc<AtomicU64>,
+}
+
+impl Loaded {
+    pub fn executions(&self) -> u64 {
+        self.executions.load(Ordering::Relaxed)
+    }
+}
+
+/// One call of an endpoint: its parameter values and the key of its result.
+pub struct Call {
+    pub loaded: Arc<Loaded>,
+    pub params: Vec<(String, ParamValue)>,
+    pub key: Key,
+    /// The key in hex: the `ETag` without its quotes and format suffix.
+    pub tag: String,
+    /// When a live source's time bucket ends (Unix ms): the result may change then.
+    pub live_until: Option<i64>,
+    deps: Vec<Dep>,
+    pins: cityhub_query::view::Pins,
+}
+
+/// The endpoints of one hub process.
+pub struct Endpoints {
+    query: QueryEngine,
+    catalog: Catalog,
+    audit: AuditLog,
+    versions: Arc<DataVersions>,
+    config: EndpointsConfig,
+    loaded: RwLock<HashMap<String, Arc<Loaded>>>,
+    executions: RwLock<HashMap<String, Arc<AtomicU64>>>,
+    pub cache: ResultCache,
+    /// Department → fingerprint of its active grants.
+    access: RwLock<HashMap<String, u64>>,
+    /// Incremented when a definition is saved or grants change: news besides commits.
+    news: watch::Sender<u64>,
+    /// Wakes the poller early (after a sharing decision in this process).
+    poke: Notify,
+}
+
+impl Endpoints {
+    pub fn new(
+        query: QueryEngine,
+        audit: AuditLog,
+        versions: Arc<DataVersions>,
+        config: EndpointsConfig,
+    ) -> Self {
+        Self {
+            catalog: query.catalog().clone(),
+            cache: ResultCache::new(config.cache_bytes),
+            query,
+            audit,
+            versions,
+            config,
+            loaded: RwLock::default(),
+            executions: RwLock::default(),
+            access: RwLock::default(),
+            news: watch::Sender::new(0),
+            poke: Notify::new(),
+        }
+    }
+
+    pub fn config(&self) -> &EndpointsConfig {
+        &self.config
+    }
+
+    /// Receivers that wake on commits and on other news (definitions, grants).
+    pub fn subscribe(&self) -> (watch::Receiver<u64>, watch::Receiver<u64>) {
+        (self.versions.subscribe(), self.news.subscribe())
+    }
+
+    /// Asks the poller to look at the catalog now (grants changed in this process).
+    pub fn poke(&self) {
+        self.poke.notify_one();
+    }
+
+    /// The current version of an endpoint: from memory, else from the catalog (saved by
+    /// another process, or not loaded since the start).
+    pub async fn get(&self, name: &str) -> Result<Option<Arc<Loaded>>, ApiError> {
+        if let Some(loaded) = read(&self.loaded).get(name) {
+            return Ok(Some(loaded.clone()));
+        }
+        match self.catalog.endpoint(name).await? {
+            Some(endpoint) => Ok(Some(self.load(endpoint).await?)),
+            None => Ok(None),
+        }
+    }
+
+    /// Plans a version's SQL to learn its sources and keeps it.
+    async fn load(&self, endpoint: Endpoint) -> Result<Arc<Loaded>, ApiError> {
+        let runner = runner(&endpoint);
+        let sources = self
+            .query
+            .endpoint_sources(&runner, &endpoint.spec)
+            .await
+            .map_err(|err| {
+                let mut err = ApiError::from(err);
+                err.message = format!("endpoint {}: {}", endpoint.name, err.message);
+                err
+            })?;
+        let executions = write(&self.executions)
+            .entry(endpoint.name.clone())
+            .or_default()
+            .clone();
+        let loaded = Arc::new(Loaded {
+            endpoint,
+            sources,
+            runner,
+            executions,
+        });
+        let mut all = write(&self.loaded);
+        // A newer version loaded meanwhile wins.
+        let keep = match all.get(&loaded.endpoint.name) {
+            Some(known) if known.endpoint.version > loaded.endpoint.version => known.clone(),
+            _ => {
+                all.insert(loaded.endpoint.name.clone(), loaded.clone());
+                loaded
+            }
+        };
+        Ok(keep)
+    }
+
+    /// Checks and saves a definition as a new version, for `caller`; the owner is the
+    /// caller's department (an admin names it).
+    pub async fn save(
+        &self,
+        caller: &Principal,
+        name: &str,
+        owner: &str,
+        spec: EndpointSpec,
+    ) -> Result<(Arc<Loaded>, Saved), ApiError> {
+        // Plan it as the future owner before saving, so that a definition that cannot run
+        // (unknown table, no grant, undeclared parameter) is refused and never stored.
+        let draft = Endpoint {
+            name: name.to_string(),
+            version: 0,
+            owner: owner.to_string(),
+            spec: spec.clone(),
+            created_by: Some(caller.id),
+            created_at: chrono::Utc::now(),
+        };
+        self.query
+            .endpoint_sources(&runner(&draft), &spec)
+            .await
+            .map_err(|err| match err {
+                cityhub_query::QueryError::Parameter(message) => ApiError::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "invalid_field",
+                    message,
+                ),
+                other => ApiError::from(other),
+            })?;
+        let acting_for = (caller.role != Role::Admin).then(|| caller.department.clone());
+        let (endpoint, saved) = self
+            .catalog
+            .save_endpoint(name, owner, spec, Some(caller.id), acting_for)
+            .await?;
+        let loaded = self.load(endpoint).await?;
+        if saved != Saved::Unchanged {
+            self.news.send_modify(|n| *n += 1);
+            self.audit
+                .record(
+                    AuditEvent::by(caller, "endpoint_saved", "ok").detail(serde_json::json!({
+                        "endpoint": name,
+                        "version": loaded.endpoint.version,
+                        "owner": owner,
+                        "sql": loaded.endpoint.spec.sql,
+                    })),
+                );
+        }
+        Ok((loaded, saved))
+    }
+
+    /// Reads a call's parameters from the query string and computes its key.
+    pub fn call(&self, loaded: Arc<Loaded>, query: &[(String, String)]) -> Result<Call, ApiError> {
+        let spec = &loaded.endpoint.spec;
+        let mut given: HashMap<&str, &str> = HashMap::new();
+        for (name, value) in query {
+            if !spec.params.iter().any(|p| &p.name == name) {
+                let known: Vec<&str> = spec.params.iter().map(|p| p.name.as_str()).collect();
+                return Err(ApiError::bad_request(format!(
+                    "{name}: endpoint {} takes no such parameter; it takes: {}",
+                    loaded.endpoint.name,
+                    if known.is_empty() {
+                        "none".to_string()
+                    } else {
+                        known.join(", ")
+                    }
+                )));
+            }
+            if given.insert(name, value).is_some() {
+                return Err(ApiError::bad_request(format!(
+                    "{name}: given more than once"
+                )));
+            }
+        }
+        let today = (chrono::Utc::now()
+            + chrono::Duration::minutes(i64::from(self.config.utc_offset_minutes)))
+        .date_naive();
+        let mut params = Vec::with_capacity(spec.params.len());
+        for param in &spec.params {
+            let value = param
+                .value(given.get(param.name.as_str()).copied(), today)
+                .map_err(|message| {
+                    ApiError::bad_request(format!(
+                        "{} ({}): {message}",
+                        param.name, param.param_type
+                    ))
+                })?;
+            params.push((param.name.clone(), value));
+        }
+
+        let endpoint = &loaded.endpoint;
+        let mut deps = vec![
+            Dep::Endpoint(endpoint.name.clone(), endpoint.version),
+            Dep::Access(endpoint.owner.clone(), self.access_of(&endpoint.owner)),
+        ];
+        let mut pins = cityhub_query::view::Pins::new();
+        let mut live_until = None;
+        for source in &loaded.sources {
+            match source {
+                Source::Dataset { id, .. } => {
+                    let snapshot = self.versions.snapshot_of(*id);
+                    pins.insert(*id, snapshot);
+                    deps.push(Dep::Dataset(*id, snapshot));
+                }
+                Source::Catalog => deps.push(Dep::Catalog(self.versions.generation())),
+                Source::Live(_) => {
+                    let refresh = i64::from(spec.refresh_s.unwrap_or(
+                        u32::try_from(self.config.live_refresh_secs).unwrap_or(u32::MAX),
+                    ))
+                    .max(1)
+                        * 1000;
+                    let until = (now_ms() / refresh + 1) * refresh;
+                    if live_until.is_none() {
+                        deps.push(Dep::LiveUntil(until));
+                    }
+                    live_until = Some(until);
+                }
+            }
+        }
+        let mut hasher = Sha256::new();
+        hasher.update(b"cityhub endpoint result v1\0");
+        for dep in &deps {
+            hasher.update(format!("{dep:?}\0").as_bytes());
+        }
+        for (name, value) in &params {
+            hasher.update(format!("{name}={value:?}\0").as_bytes());
+        }
+        let digest = hasher.finalize();
+        let mut key = [0u8; 16];
+        key.copy_from_slice(&digest[..16]);
+        Ok(Call {
+            tag: hex::encode(key),
+            loaded,
+            params,
+            key,
+            live_until,
+            deps,
+            pins,
+        })
+    }
+
+    /// The cached result of a call, computing it once if nobody has.
+    pub async fn result(&self, call: &Call) -> Result<Arc<CachedResult>, ApiError> {
+        self.cache
+            .get_or_compute(call.key, call.deps.clone(), || self.compute(call))
+            .await
+    }
+
+    async fn compute(&self, call: &Call) -> Result<Arc<CachedResult>, ApiError> {
+        let loaded = &call.loaded;
+        loaded.executions.fetch_add(1, Ordering::Relaxed);
+        metrics::counter!("cityhub_endpoint_executions_total", "endpoint" => loaded.endpoint.name.clone())
+            .increment(1);
+        let started = std::time::Instant::now();
+        let result = self
+            .query
+            .execute_endpoint(
+                &loaded.runner,
+                &loaded.endpoint.spec.sql,
+                &call.params,
+                &call.pins,
+            )
+            .await?;
+        let mut batches = Vec::new();
+        let mut stream = result.batches;
+        while let Some(batch) = stream.next().await {
+            batches.push(batch?);
+        }
+        let sensitive = !result.reads.reads().values().all(|c| c.is_empty());
+        let cached = CachedResult::new(call.key, result.schema, batches, sensitive).await?;
+        tracing::info!(
+            endpoint = %loaded.endpoint.name,
+            version = loaded.endpoint.version,
+            rows = cached.rows,
+            ms = started.elapsed().as_secs_f64() * 1e3,
+            "Computed a dashboard endpoint's result for the cache."
+        );
+        Ok(Arc::new(cached))
+    }
+
+    /// Records that `caller` received a result holding personal data.
+    pub fn audit_delivery(&self, caller: &Principal, call: &Call, result: &CachedResult) {
+        if result.sensitive {
+            self.audit
+                .record(
+                    AuditEvent::by(caller, "endpoint_read", "ok").detail(serde_json::json!({
+                        "endpoint": call.loaded.endpoint.name,
+                        "version": call.loaded.endpoint.version,
+                        "params": call.params.iter().map(|(n, v)| (n.clone(), v.to_string().into()))
+                            .collect::<serde_json::Map<String, serde_json::Value>>(),
+                        "rows": result.rows,
+                    })),
+                );
+        }
+    }
+
+    fn access_of(&self, department: &str) -> u64 {
+        read(&self.access).get(department).copied().unwrap_or(0)
+    }
+
+    /// Whether a cached result's dependency still holds.
+    fn is_current(&self, dep: &Dep) -> bool {
+        match dep {
+            Dep::Dataset(id, snapshot) => self.versions.snapshot_of(*id) == *snapshot,
+            Dep::Catalog(generation) => self.versions.generation() == *generation,
+            Dep::LiveUntil(until) => now_ms() < *until,
+            Dep::Access(department, fingerprint) => self.access_of(department) == *fingerprint,
+            Dep::Endpoint(name, version) => read(&self.loaded)
+                .get(name)
+                .is_none_or(|l| l.endpoint.version == *version),
+        }
+    }
+
+    /// Looks for what other processes changed (commits, definitions) and for grants that
+    /// changed or lapsed; drops cache entries that are no longer current.
+    pub async fn poll(&self) -> Result<(), ApiError> {
+        let snapshots = self.catalog.current_snapshots().await?;
+        self.versions.observe(&snapshots);
+
+        let now = chrono::Utc::now();
+        let mut fingerprints: HashMap<String, Sha256> = HashMap::new();
+        for grant in self.catalog.grants_held_by(None).await? {
+            if grant.active(now) {
+                fingerprints
+                    .entry(grant.department.clone())
+                    .or_default()
+                    .update(grant.id.to_le_bytes());
+            }
+        }
+        let access: HashMap<String, u64> = fingerprints
+            .into_iter()
+            .map(|(department, hasher)| {
+                let digest = hasher.finalize();
+                let mut bytes = [0u8; 8];
+                bytes.copy_from_slice(&digest[..8]);
+                (department, u64::from_le_bytes(bytes))
+            })
+            .collect();
+        let mut news = false;
+        {
+            let mut known = write(&self.access);
+            if *known != access {
+                *known = access;
+                news = true;
+            }
+        }
+        for endpoint in self.catalog.list_endpoints().await? {
+            let stale = read(&self.loaded)
+                .get(&endpoint.name)
+                .is_some_and(|l| l.endpoint.version < endpoint.version);
+            if stale {
+                let name = endpoint.name.clone();
+                match self.load(endpoint).await {
+                    Ok(_) => news = true,
+                    Err(err) => tracing::warn!(endpoint = %name, error = %err.message,
+                        "An endpoint saved by another process does not plan here; keeping the version before it."),
+                }
+            }
+        }
+        if news {
+            self.news.send_modify(|n| *n += 1);
+        }
+        self.sweep();
+        Ok(())
+    }
+
+    /// Drops the cache entries that are no longer current.
+    pub fn sweep(&self) -> usize {
+        self.cache.retain_current(|dep| self.is_current(dep))
+    }
+
+    /// Polls the catalog every `poll_interval_ms` (or when poked), and drops stale cache
+    /// entries after every commit of this process, until the process ends.
+    pub async fn run(self: Arc<Self>) {
+        let mut commits = self.versions.subscribe();
+        let interval = Duration::from_millis(self.config.poll_interval_ms);
+        if let Err(err) = self.poll().await {
+            tracing::warn!(error = %err.message, "Could not read the catalog's snapshots and grants at start; will try again.");
+        }
+        loop {
+            tokio::select! {
+                changed = commits.changed() => {
+                    if changed.is_err() {
+                        return;
+                    }
+                    self.sweep();
+                    continue;
+                }
+                _ = tokio::time::sleep(interval) => {}
+                _ = self.poke.notified() => {}
+            }
+            if let Err(err) = self.poll().await {
+                tracing::warn!(error = %err.message, "Could not poll the catalog for changes; the endpoint cache keeps what it knows.");
+            }
+        }
+    }
+}
+
+/// The principal an endpoint's query runs as.
+fn runner(endpoint: &Endpoint) -> Principal {
+    Principal {
+        id: endpoint.created_by.unwrap_or(0),
+        name: format!("endpoint {} v{}", endpoint.name, endpoint.version),
+        department: endpoint.owner.clone(),
+        role: Role::Analyst,
+        created_at: endpoint.created_at,
+        expires_at: None,
+        revoked_at: None,
+        rate_limit_per_second: None,
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|poisoned| poisoned.into_inner())
+}
+
+fn write<T>(lock: &RwLock<T>) -> std::sync::RwLockWriteGuard<'_, T> {
+    lock.write()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
+}
