@@ -72,6 +72,13 @@ impl DemoCity {
                 token.token
             ));
         }
+        text.push_str("Dashboard endpoints (zhili tokens): ");
+        let names: Vec<String> = crate::demo_endpoints::definitions()
+            .iter()
+            .map(|(name, _)| format!("/api/v1/endpoints/{name}"))
+            .collect();
+        text.push_str(&names.join(", "));
+        text.push('\n');
         text
     }
 }
@@ -175,6 +182,9 @@ pub async fn load_scaled(state: &AppState, scale: f64) -> anyhow::Result<DemoCit
             tokens
         }
     };
+    crate::demo_endpoints::load(state)
+        .await
+        .context("saving the demo's dashboard endpoints")?;
     Ok(DemoCity {
         fresh: rows_loaded > 0 || cameras_loaded > 0,
         rows_loaded,

@@ -12,6 +12,7 @@ pub mod camera_import;
 pub mod cameras;
 pub mod demo;
 pub mod demo_cameras;
+pub mod demo_endpoints;
 pub mod endpoint_cache;
 pub mod endpoint_service;
 pub mod endpoints;

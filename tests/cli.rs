@@ -359,9 +359,64 @@ async fn the_demo_city_loads_once_and_keeps_its_tokens() {
         );
     }
 
+    // The governance centre's dashboard endpoints answer on the demo data.
+    let demo_endpoint = |name: &'static str, query: Vec<(String, String)>| {
+        let endpoints = state.endpoints.clone();
+        async move {
+            let loaded = endpoints.get(name).await.expect("read").expect(name);
+            assert_eq!(loaded.endpoint.owner, "zhili");
+            let call = endpoints.call(loaded, &query).expect("call");
+            let result = endpoints.result(&call).await.expect(name);
+            serde_json::from_slice::<serde_json::Value>(result.json()).expect("json")
+        }
+    };
+    let rates = demo_endpoint("camera-online-rate", vec![]).await;
+    let rates = rates.as_array().expect("rows");
+    assert_eq!(rates.len(), 5, "{rates:?}");
+    let channels: u64 = rates.iter().filter_map(|r| r["channels"].as_u64()).sum();
+    assert!((900..=94_000).contains(&channels), "{channels}");
+    for rate in rates {
+        let online = rate["online_rate"].as_f64().expect("rate");
+        assert!((0.5..1.0).contains(&online), "{rate}");
+    }
+    let today = demo_endpoint("hotline-today", vec![]).await;
+    assert!(!today.as_array().expect("rows").is_empty(), "{today}");
+    let old_day = demo_endpoint("hotline-today", vec![("day".into(), "2020-01-01".into())]).await;
+    assert_eq!(old_day, serde_json::json!([]));
+    let hours = demo_endpoint("violations-per-hour", vec![("hours".into(), "48".into())]).await;
+    let hours = hours.as_array().expect("rows");
+    assert!((40..=49).contains(&hours.len()), "{}", hours.len());
+    let county = demo_endpoint(
+        "violations-per-hour",
+        vec![("region".into(), "511025".into())],
+    )
+    .await;
+    let total = |rows: &serde_json::Value| -> u64 {
+        rows.as_array()
+            .expect("rows")
+            .iter()
+            .filter_map(|r| r["violations"].as_u64())
+            .sum()
+    };
+    let all = demo_endpoint("violations-per-hour", vec![]).await;
+    assert!(0 < total(&county) && total(&county) < total(&all));
+    let grid = demo_endpoint("grid-events-open", vec![]).await;
+    let grid = grid.as_array().expect("rows");
+    assert!(
+        !grid.is_empty() && grid.iter().all(|r| r["region_name"].is_string()),
+        "{grid:?}"
+    );
+
     let second = cityhub::demo::load_scaled(&state, 0.01)
         .await
         .expect("demo again");
+    for (name, _) in cityhub::demo_endpoints::definitions() {
+        let loaded = state.endpoints.get(name).await.expect("read").expect(name);
+        assert_eq!(
+            loaded.endpoint.version, 1,
+            "a second load keeps {name} as it is"
+        );
+    }
     assert!(!second.fresh);
     assert_eq!(second.rows_loaded, 0);
     assert_eq!(second.cameras_loaded, 0);

@@ -725,3 +725,74 @@ async fn endpoints_run_with_the_owners_rights_and_follow_its_grants() {
         String::from_utf8_lossy(&refused.body)
     );
 }
+
+#[tokio::test]
+async fn live_tables_refresh_on_a_timer_and_other_processes_commits_are_seen() {
+    let server = TestServer::spawn_with(|config| config.endpoints.poll_interval_ms = 50).await;
+    server.events_dataset("zhili").await;
+    let analyst = server.token("zhili", Role::Analyst).await;
+    let spec = json!({
+        "sql": "SELECT count(*) AS cameras, (SELECT count(*) FROM zhili.events) AS events FROM hub.cameras",
+        "refresh_s": 1
+    });
+    let (status, body) = save(&server, &analyst, "live", spec).await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        body["sources"],
+        json!(["zhili.events", "live: hub.cameras"])
+    );
+    let path = "/api/v1/endpoints/live";
+    let first = call(&server, &analyst, path, &[]).await;
+    let etag = first.etag.expect("etag");
+    // Without any commit, the live table's result is recomputed once its second is over.
+    let mut changed = false;
+    for _ in 0..40 {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let answer = call(&server, &analyst, path, &[("if-none-match", &etag)]).await;
+        if answer.status == 200 {
+            changed = true;
+            break;
+        }
+    }
+    assert!(changed, "a live source refreshes after refresh_s");
+
+    // A commit by another process on the same catalog (its own ingest, its own news) is
+    // seen by the poller.
+    let other_process = cityhub_ingest::Ingest::new(
+        server.state.catalog.clone(),
+        server.state.ingest.storage().clone(),
+        server.state.config.ingest.clone(),
+    );
+    let admin = server
+        .state
+        .catalog
+        .list_principals()
+        .await
+        .expect("principals")
+        .into_iter()
+        .find(|p| p.role == Role::Admin)
+        .expect("admin");
+    other_process
+        .push(
+            &admin,
+            "zhili.events",
+            cityhub_ingest::PushRequest {
+                format: cityhub_ingest::Format::NdJson,
+                body: bytes::Bytes::from_static(b"{\"id\": 1}\n{\"id\": 2}\n"),
+                partial: false,
+                idempotency_key: None,
+            },
+        )
+        .await
+        .expect("push from another process");
+    let mut seen = false;
+    for _ in 0..40 {
+        let answer = call(&server, &analyst, path, &[]).await;
+        if answer.json()[0]["events"] == 2 {
+            seen = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    assert!(seen, "the poller saw the other process's commit");
+}
