@@ -70,6 +70,8 @@ pub struct Endpoints {
     news: watch::Sender<u64>,
     /// Wakes the poller early (after a sharing decision in this process).
     poke: Notify,
+    /// Set when the hub shuts down: event streams end so that connections can close.
+    closing: watch::Sender<bool>,
 }
 
 impl Endpoints {
@@ -91,7 +93,18 @@ impl Endpoints {
             access: RwLock::default(),
             news: watch::Sender::new(0),
             poke: Notify::new(),
+            closing: watch::Sender::new(false),
         }
+    }
+
+    /// Ends every event stream (the hub is shutting down).
+    pub fn close_streams(&self) {
+        self.closing.send_replace(true);
+    }
+
+    /// A receiver that turns `true` when the hub shuts down.
+    pub fn closing(&self) -> watch::Receiver<bool> {
+        self.closing.subscribe()
     }
 
     pub fn config(&self) -> &EndpointsConfig {

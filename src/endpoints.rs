@@ -323,6 +323,7 @@ struct Listener {
     query: Vec<(String, String)>,
     commits: tokio::sync::watch::Receiver<u64>,
     news: tokio::sync::watch::Receiver<u64>,
+    closing: tokio::sync::watch::Receiver<bool>,
     last_tag: Option<String>,
     last_content: Option<u64>,
     live_until: Option<i64>,
@@ -341,7 +342,9 @@ fn result_events(
     let (mut commits, mut news) = endpoints.subscribe();
     commits.mark_unchanged();
     news.mark_unchanged();
+    let closing = endpoints.closing();
     let listener = Listener {
+        closing,
         endpoints,
         caller,
         name,
@@ -365,7 +368,7 @@ impl Listener {
     /// Waits for the next result worth sending (or an error to report); `None` ends the
     /// stream.
     async fn next_event(&mut self) -> Option<Event> {
-        if self.ended {
+        if self.ended || *self.closing.borrow() {
             return None;
         }
         loop {
@@ -424,6 +427,7 @@ impl Listener {
         tokio::select! {
             changed = self.commits.changed() => if changed.is_err() { return false },
             changed = self.news.changed() => if changed.is_err() { return false },
+            _ = self.closing.wait_for(|closing| *closing) => return false,
             _ = live => {}
         }
         let pause = Duration::from_millis(self.endpoints.config().debounce_ms);

@@ -20,8 +20,11 @@ pub async fn run(
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
     tracing::info!(%address, "cityhub is listening on http://{address}.");
     let (stopping, stop_requested) = oneshot::channel::<()>();
+    let endpoints = state.endpoints.clone();
     let signal = async move {
         shutdown.await;
+        // Event streams never end by themselves: end them, or shutdown waits out its grace.
+        endpoints.close_streams();
         let _ = stopping.send(());
     };
     // Answers are small and clients wait for them: send each at once, not after Nagle's

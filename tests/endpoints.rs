@@ -574,6 +574,14 @@ async fn events_carry_the_result_then_each_change() {
     // Bad parameters are refused before the stream opens.
     let (status, body) = server.get(&analyst, &format!("{path}?min_id=-1")).await;
     assert_eq!(status, 400, "{body}");
+
+    // Shutting down ends open streams instead of waiting out the grace period (30 s).
+    let started = std::time::Instant::now();
+    tokio::time::timeout(Duration::from_secs(10), server.stop())
+        .await
+        .expect("the hub stops with streams open");
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert!(again.next(Duration::from_secs(2)).await.is_none());
 }
 
 #[tokio::test]
