@@ -3,7 +3,9 @@
 //!
 //! 1. 1,000 concurrent clients polling one endpoint with `If-None-Match` (`oha`, closed
 //!    loop, a separate process), against `oha` on `/healthz` with the same clients;
-//! 2. the same clients without `If-None-Match` (every answer a cached body);
+//!    and without `If-None-Match` (every answer a cached body);
+//! 2. the same clients paced at a fixed total rate (the latency a fleet of screens sees),
+//!    against `/healthz` at the same rate;
 //! 3. 1,000 clients polling across a commit to the endpoint's source: how many times the
 //!    query ran;
 //! 4. 5,000 open server-sent event streams (held by a child process): the time from a
@@ -30,6 +32,9 @@ struct Args {
     /// Seconds of each polling phase.
     #[arg(long, default_value_t = 10)]
     seconds: u64,
+    /// Requests per second of the paced runs (all clients together).
+    #[arg(long, default_value_t = 30_000)]
+    paced_rate: u64,
     /// Open event streams.
     #[arg(long, default_value_t = 5_000)]
     streams: usize,
@@ -114,7 +119,20 @@ async fn main() -> anyhow::Result<()> {
         not_modified.rate / health.rate.max(1.0)
     );
     let bodies = oha(&args, &url, &[auth.as_str()])?;
-    println!("2. GET endpoint, cached body:          {bodies}");
+    println!("   GET endpoint, cached body:          {bodies}");
+
+    println!(
+        "2. {} clients paced at {} req/s together (oha --latency-correction), {} s each:",
+        args.clients, args.paced_rate, args.seconds
+    );
+    let health = oha_paced(&args, &format!("{}/healthz", hub.base), &[])?;
+    println!("   GET /healthz (baseline):            {health}");
+    let not_modified = oha_paced(
+        &args,
+        &url,
+        &[auth.as_str(), &format!("If-None-Match: {etag}")],
+    )?;
+    println!("   GET endpoint with If-None-Match:    {not_modified}");
 
     println!("3. {} clients polling across a commit:", args.clients);
     let before = executions(&hub, &args.endpoint).await?;
@@ -285,6 +303,18 @@ fn oha_command(args: &Args, url: &str, headers: &[&str]) -> std::process::Comman
 fn oha(args: &Args, url: &str, headers: &[&str]) -> anyhow::Result<Report> {
     let mut command = oha_command(args, url, headers);
     command.arg("-z").arg(format!("{}s", args.seconds));
+    let output = command.output()?;
+    Report::from_oha(&output.stdout)
+}
+
+fn oha_paced(args: &Args, url: &str, headers: &[&str]) -> anyhow::Result<Report> {
+    let mut command = oha_command(args, url, headers);
+    command
+        .arg("-z")
+        .arg(format!("{}s", args.seconds))
+        .arg("-q")
+        .arg(args.paced_rate.to_string())
+        .arg("--latency-correction");
     let output = command.output()?;
     Report::from_oha(&output.stdout)
 }
