@@ -15,9 +15,21 @@ use crate::principals::PrincipalCache;
 use crate::ratelimit::RateLimiter;
 use crate::telemetry;
 
-/// Shared state of a running hub.
+/// Shared state of a running hub: one allocation, so that handing it to each request costs
+/// one reference count rather than one per part (axum clones the state for every request).
 #[derive(Clone)]
-pub struct AppState {
+pub struct AppState(Arc<Parts>);
+
+impl std::ops::Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+/// What the handlers share.
+pub struct Parts {
     pub config: Arc<Config>,
     pub catalog: Catalog,
     pub ingest: Ingest,
@@ -64,7 +76,7 @@ impl AppState {
         ));
         // Watches the catalog for commits, grants and definitions of other processes.
         tokio::spawn(endpoints.clone().run());
-        Ok(Self {
+        Ok(Self(Arc::new(Parts {
             config: Arc::new(config),
             catalog,
             ingest,
@@ -76,6 +88,6 @@ impl AppState {
             kafka: StatusBoard::default(),
             cameras,
             endpoints,
-        })
+        })))
     }
 }
