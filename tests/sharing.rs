@@ -10,50 +10,11 @@ use cityhub_catalog::sharing::NewShareRequest;
 use common::TestServer;
 use serde_json::{Value, json};
 
-/// `gongan.people`: conditional, with a name and a phone column.
-async fn people(server: &TestServer) -> String {
-    server.department("gongan").await;
-    server.department("minzheng").await;
-    let (status, body) = server
-        .post_json(
-            &server.admin,
-            "/api/v1/datasets",
-            json!({
-                "name": "gongan.people",
-                "sharing": "conditional",
-                "classification": "important",
-                "columns": [
-                    {"name": "id", "type": "int64", "nullable": false},
-                    {"name": "name", "type": "string", "sensitivity": "person_name"},
-                    {"name": "phone", "type": "string", "sensitivity": "phone"},
-                    {"name": "town", "type": "string"}
-                ]
-            }),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    let (status, body) = server
-        .push(
-            &server.admin,
-            "gongan.people",
-            "application/x-ndjson",
-            concat!(
-                r#"{"id":1,"name":"张小明","phone":"18012341999","town":"椑木镇"}"#,
-                "\n",
-                r#"{"id":2,"name":"李四","phone":"13700003333","town":"史家镇"}"#,
-                "\n"
-            ),
-        )
-        .await;
-    assert_eq!(status, 201, "{body}");
-    "gongan.people".into()
-}
-
 /// A hub with `gongan.people`, and tokens of its owner (a gongan producer) and of a
 /// minzheng analyst who will apply for it.
 async fn parties() -> (TestServer, String, String, String) {
     let server = TestServer::spawn().await;
-    let dataset = people(&server).await;
+    let dataset = common::people(&server).await;
     let owner = server.token("gongan", Role::Producer).await;
     let analyst = server.token("minzheng", Role::Analyst).await;
     (server, dataset, owner, analyst)
@@ -292,7 +253,7 @@ async fn grants_lapse_at_their_expiry() {
 #[tokio::test]
 async fn overdue_requests_are_flagged_in_the_listing_and_in_metrics() {
     let server = TestServer::spawn().await;
-    let dataset = people(&server).await;
+    let dataset = common::people(&server).await;
     let analyst = server.token("minzheng", Role::Analyst).await;
     let (_, request) = server
         .post_json(

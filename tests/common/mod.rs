@@ -182,6 +182,45 @@ impl TestServer {
     }
 }
 
+/// `gongan.people`: conditional, with a name and a phone column.
+pub async fn people(server: &TestServer) -> String {
+    server.department("gongan").await;
+    server.department("minzheng").await;
+    let (status, body) = server
+        .post_json(
+            &server.admin,
+            "/api/v1/datasets",
+            json!({
+                "name": "gongan.people",
+                "sharing": "conditional",
+                "classification": "important",
+                "columns": [
+                    {"name": "id", "type": "int64", "nullable": false},
+                    {"name": "name", "type": "string", "sensitivity": "person_name"},
+                    {"name": "phone", "type": "string", "sensitivity": "phone"},
+                    {"name": "town", "type": "string"}
+                ]
+            }),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server
+        .push(
+            &server.admin,
+            "gongan.people",
+            "application/x-ndjson",
+            concat!(
+                r#"{"id":1,"name":"张小明","phone":"18012341999","town":"椑木镇"}"#,
+                "\n",
+                r#"{"id":2,"name":"李四","phone":"13700003333","town":"史家镇"}"#,
+                "\n"
+            ),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    "gongan.people".into()
+}
+
 /// A dataset with one column of most types, non-null `id`.
 pub fn events_spec(name: &str) -> Value {
     json!({
