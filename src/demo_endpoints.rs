@@ -132,7 +132,7 @@ pub async fn load(state: &AppState) -> anyhow::Result<()> {
             serde_json::from_value(definition).with_context(|| format!("demo endpoint {name}"))?;
         state
             .endpoints
-            .save(&analyst, name, "zhili", spec)
+            .save(&analyst, name, Some("zhili".into()), spec)
             .await
             .map_err(|err| anyhow::anyhow!("demo endpoint {name}: {}", err.message))?;
     }

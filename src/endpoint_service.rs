@@ -167,15 +167,43 @@ impl Endpoints {
         Ok(keep)
     }
 
-    /// Checks and saves a definition as a new version, for `caller`; the owner is the
-    /// caller's department (an admin names it).
+    /// Checks and saves a definition as a new version, for `caller`. The owner is the
+    /// caller's department; an admin names it for a new endpoint and may hand one over.
     pub async fn save(
         &self,
         caller: &Principal,
         name: &str,
-        owner: &str,
+        requested_owner: Option<String>,
         spec: EndpointSpec,
     ) -> Result<(Arc<Loaded>, Saved), ApiError> {
+        let current = self.catalog.endpoint(name).await?;
+        let owner = match (caller.role, requested_owner, &current) {
+            (Role::Admin, Some(owner), _) => owner,
+            (Role::Admin, None, Some(current)) => current.owner.clone(),
+            (Role::Admin, None, None) => {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::BAD_REQUEST,
+                    "invalid_field",
+                    "owner: an admin saving a new endpoint names the department that owns it",
+                ));
+            }
+            (_, Some(owner), _) if owner != caller.department => {
+                return Err(ApiError::forbidden(format!(
+                    "only an admin may save an endpoint for another department ({owner})"
+                )));
+            }
+            _ => caller.department.clone(),
+        };
+        if let Some(current) = &current
+            && caller.role != Role::Admin
+            && current.owner != caller.department
+        {
+            return Err(ApiError::forbidden(format!(
+                "endpoint {name} belongs to department {}; only it or an admin may change it",
+                current.owner
+            )));
+        }
+        let owner = owner.as_str();
         // Plan it as the future owner before saving, so that a definition that cannot run
         // (unknown table, no grant, undeclared parameter) is refused and never stored.
         let draft = Endpoint {
