@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
-# Fuzzes the push decoders, the GB/T 28181 id parser and the camera registry's message
-# readers for a bounded time.
+# Fuzzes the push decoders, the GB/T 28181 id parser, the camera registry's message
+# readers and the dashboard endpoints' definitions and parameters for a bounded time.
 #
 #   scripts/fuzz.sh [SECONDS_PER_TARGET]     (default 60)
 #
@@ -24,7 +24,7 @@ else
     export RUSTC_BOOTSTRAP=1
 fi
 
-targets=(push_decoders camera_id camera_messages)
+targets=(push_decoders camera_id camera_messages endpoint_params)
 for target in "${targets[@]}"; do
     mkdir -p "corpus/$target"
     echo "Fuzzing $target for $seconds s ..."
