@@ -152,7 +152,13 @@ struct Slot {
     cell: Arc<OnceCell<Outcome>>,
     deps: Arc<Vec<Dep>>,
     last_used: AtomicU64,
+    /// For a failed computation: when the next call may try again.
+    retry_after: Option<std::time::Instant>,
 }
+
+/// How long a failure is answered from the cache: a thousand screens polling an endpoint
+/// whose query fails (a revoked grant, a dropped column) must not each re-plan it.
+const FAILURE_KEPT: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Results by key, bounded in bytes, least recently used evicted first.
 pub struct ResultCache {
@@ -185,8 +191,8 @@ impl ResultCache {
     }
 
     /// The result under `key`, computing it with `compute` if nobody has; concurrent
-    /// callers for one key share one computation. Failures are shared by the callers that
-    /// waited for them but not kept: the next call computes again.
+    /// callers for one key share one computation. A failure is the answer for a second
+    /// ([`FAILURE_KEPT`]); the first call after that computes again.
     pub async fn get_or_compute<F, Fut>(&self, key: Key, deps: Vec<Dep>, compute: F) -> Outcome
     where
         F: FnOnce() -> Fut,
@@ -195,11 +201,20 @@ impl ResultCache {
         let cell = {
             let mut slots = self.lock();
             let tick = self.tick.fetch_add(1, Ordering::Relaxed);
-            let slot = slots.entry(key).or_insert_with(|| Slot {
+            let mut deps = Some(deps);
+            let mut fresh = || Slot {
                 cell: Arc::new(OnceCell::new()),
-                deps: Arc::new(deps),
+                deps: Arc::new(deps.take().unwrap_or_default()),
                 last_used: AtomicU64::new(tick),
-            });
+                retry_after: None,
+            };
+            let slot = slots.entry(key).or_insert_with(&mut fresh);
+            if slot
+                .retry_after
+                .is_some_and(|at| std::time::Instant::now() >= at)
+            {
+                *slot = fresh();
+            }
             slot.last_used.store(tick, Ordering::Relaxed);
             slot.cell.clone()
         };
@@ -224,8 +239,10 @@ impl ResultCache {
             Ok(_) => self.evict(Some(&key)),
             Err(_) => {
                 let mut slots = self.lock();
-                if slots.get(&key).is_some_and(|s| Arc::ptr_eq(&s.cell, &cell)) {
-                    slots.remove(&key);
+                if let Some(slot) = slots.get_mut(&key)
+                    && Arc::ptr_eq(&slot.cell, &cell)
+                {
+                    slot.retry_after = Some(std::time::Instant::now() + FAILURE_KEPT);
                 }
             }
         }
@@ -369,7 +386,7 @@ mod tests {
     }
 
     #[tokio::test]
-    async fn failures_are_shared_but_not_kept() {
+    async fn failures_are_shared_and_kept_for_a_second() {
         let cache = ResultCache::new(1 << 20);
         let runs = AtomicUsize::new(0);
         let failing = || async {
@@ -383,9 +400,21 @@ mod tests {
         );
         assert!(a.is_err() && b.is_err());
         assert_eq!(runs.load(Ordering::Relaxed), 1, "one run for both callers");
-        assert_eq!(cache.usage().0, 0, "the failure is not kept");
+        let again = cache.get_or_compute([9; 16], vec![], failing).await;
+        assert!(again.is_err());
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            1,
+            "the failure is the answer for now"
+        );
+        assert_eq!(cache.usage(), (1, 0), "a failure holds no bytes");
+        tokio::time::sleep(FAILURE_KEPT).await;
         let _ = cache.get_or_compute([9; 16], vec![], failing).await;
-        assert_eq!(runs.load(Ordering::Relaxed), 2);
+        assert_eq!(
+            runs.load(Ordering::Relaxed),
+            2,
+            "tried again after a second"
+        );
     }
 
     #[tokio::test]
