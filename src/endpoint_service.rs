@@ -42,6 +42,7 @@ impl Loaded {
 }
 
 /// One call of an endpoint: its parameter values and the key of its result.
+#[derive(Clone)]
 pub struct Call {
     pub loaded: Arc<Loaded>,
     pub params: Vec<(String, ParamValue)>,
@@ -50,6 +51,9 @@ pub struct Call {
     pub tag: String,
     /// When a live source's time bucket ends (Unix ms): the result may change then.
     pub live_until: Option<i64>,
+    /// The endpoint version and parameter values without the data versions: what a stale
+    /// answer must have in common with the call.
+    family: Key,
     deps: Vec<Dep>,
     pins: cityhub_query::view::Pins,
 }
@@ -72,6 +76,20 @@ pub struct Endpoints {
     poke: Notify,
     /// Set when the hub shuts down: event streams end so that connections can close.
     closing: watch::Sender<bool>,
+    /// The newest result of each call family of endpoints that allow stale answers.
+    recent: std::sync::Mutex<HashMap<Key, Recent>>,
+}
+
+/// Call families whose newest result is kept for stale answers, at most.
+const RECENT_FAMILIES: usize = 4096;
+
+/// The newest result of a call family, for stale-while-revalidate.
+struct Recent {
+    result: Arc<CachedResult>,
+    /// When a call first found it superseded (its data changed).
+    stale_since: Option<std::time::Instant>,
+    /// Whether a recomputation runs in the background.
+    refreshing: bool,
 }
 
 impl Endpoints {
@@ -94,6 +112,7 @@ impl Endpoints {
             news: watch::Sender::new(0),
             poke: Notify::new(),
             closing: watch::Sender::new(false),
+            recent: std::sync::Mutex::default(),
         }
     }
 
@@ -314,33 +333,78 @@ impl Endpoints {
                 }
             }
         }
-        let mut hasher = Sha256::new();
-        hasher.update(b"cityhub endpoint result v1\0");
+        let mut family = Sha256::new();
+        family.update(b"cityhub endpoint result v1\0");
+        family.update(format!("{}\0{}\0", endpoint.name, endpoint.version).as_bytes());
+        for (name, value) in &params {
+            family.update(format!("{name}={value:?}\0").as_bytes());
+        }
+        let mut hasher = family.clone();
         for dep in &deps {
             hasher.update(format!("{dep:?}\0").as_bytes());
         }
-        for (name, value) in &params {
-            hasher.update(format!("{name}={value:?}\0").as_bytes());
-        }
-        let digest = hasher.finalize();
-        let mut key = [0u8; 16];
-        key.copy_from_slice(&digest[..16]);
+        let key = first_128_bits(hasher.finalize().as_slice());
+        let family = first_128_bits(family.finalize().as_slice());
         Ok(Call {
             tag: hex::encode(key),
             loaded,
             params,
             key,
             live_until,
+            family,
             deps,
             pins,
         })
     }
 
-    /// The cached result of a call, computing it once if nobody has.
-    pub async fn result(&self, call: &Call) -> Result<Arc<CachedResult>, ApiError> {
+    /// The cached result of a call, computing it once if nobody has. An endpoint that
+    /// allows stale answers gets its previous result at once while the new one is computed
+    /// in the background (within its window after the data changed).
+    pub async fn result(self: &Arc<Self>, call: &Call) -> Result<Arc<CachedResult>, ApiError> {
+        if let Some(window) = call.loaded.endpoint.spec.stale_while_revalidate_s
+            && self.cache.peek(&call.key).is_none()
+            && let Some((stale, refresh)) = self.stale(call, window)
+        {
+            if refresh {
+                let (endpoints, call) = (self.clone(), call.clone());
+                tokio::spawn(async move {
+                    let _ = endpoints.fresh(&call).await;
+                    if let Some(recent) = lock(&endpoints.recent).get_mut(&call.family) {
+                        recent.refreshing = false;
+                    }
+                });
+            }
+            metrics::counter!("cityhub_endpoint_stale_answers_total").increment(1);
+            return Ok(stale);
+        }
+        self.fresh(call).await
+    }
+
+    /// The current result of a call, computed once if nobody has (never a stale one: event
+    /// streams wait for it).
+    pub async fn fresh(&self, call: &Call) -> Result<Arc<CachedResult>, ApiError> {
         self.cache
             .get_or_compute(call.key, call.deps.clone(), || self.compute(call))
             .await
+    }
+
+    /// A superseded result of the call's family still within `window` seconds of the first
+    /// call that found it superseded, and whether this call should start the recomputation.
+    fn stale(&self, call: &Call, window: u32) -> Option<(Arc<CachedResult>, bool)> {
+        let mut recent = lock(&self.recent);
+        let entry = recent.get_mut(&call.family)?;
+        if entry.result.key == call.key {
+            return None;
+        }
+        let since = *entry
+            .stale_since
+            .get_or_insert_with(std::time::Instant::now);
+        if since.elapsed() > Duration::from_secs(u64::from(window)) {
+            return None;
+        }
+        let refresh = !entry.refreshing;
+        entry.refreshing = true;
+        Some((entry.result.clone(), refresh))
     }
 
     async fn compute(&self, call: &Call) -> Result<Arc<CachedResult>, ApiError> {
@@ -364,7 +428,26 @@ impl Endpoints {
             batches.push(batch?);
         }
         let sensitive = !result.reads.reads().values().all(|c| c.is_empty());
-        let cached = CachedResult::new(call.key, result.schema, batches, sensitive).await?;
+        let cached =
+            Arc::new(CachedResult::new(call.key, result.schema, batches, sensitive).await?);
+        if let Some(window) = loaded.endpoint.spec.stale_while_revalidate_s {
+            let mut recent = lock(&self.recent);
+            // Families nobody asked for within their window are of no use any more.
+            let window = Duration::from_secs(u64::from(window));
+            recent.retain(|_, r| r.stale_since.is_none_or(|since| since.elapsed() <= window));
+            // They are held beside the cache's byte bound, so their number is bounded too.
+            if recent.len() >= RECENT_FAMILIES {
+                recent.clear();
+            }
+            recent.insert(
+                call.family,
+                Recent {
+                    result: cached.clone(),
+                    stale_since: None,
+                    refreshing: false,
+                },
+            );
+        }
         tracing::info!(
             endpoint = %loaded.endpoint.name,
             version = loaded.endpoint.version,
@@ -372,7 +455,7 @@ impl Endpoints {
             ms = started.elapsed().as_secs_f64() * 1e3,
             "Computed a dashboard endpoint's result for the cache."
         );
-        Ok(Arc::new(cached))
+        Ok(cached)
     }
 
     /// Records that `caller` received a result holding personal data.
@@ -505,6 +588,18 @@ fn runner(endpoint: &Endpoint) -> Principal {
         revoked_at: None,
         rate_limit_per_second: None,
     }
+}
+
+fn first_128_bits(digest: &[u8]) -> Key {
+    let mut key = [0u8; 16];
+    key.copy_from_slice(&digest[..16]);
+    key
+}
+
+fn lock<T>(mutex: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    mutex
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner())
 }
 
 fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {

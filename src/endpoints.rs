@@ -103,6 +103,7 @@ fn definition_json(loaded: &Loaded) -> Value {
         "max_age_s": endpoint.spec.max_age_s,
         "refresh_s": endpoint.spec.refresh_s,
         "allowed_departments": endpoint.spec.allowed_departments,
+        "stale_while_revalidate_s": endpoint.spec.stale_while_revalidate_s,
         "sources": loaded.sources.iter().map(|s| match s {
             cityhub_query::endpoint::Source::Dataset { name, .. } => name.clone(),
             cityhub_query::endpoint::Source::Catalog => "catalog".to_string(),
@@ -210,11 +211,17 @@ pub async fn result(
     let loaded = callable(endpoints, &caller.0, &name).await?;
     let (format, suffix) = endpoint_format(&headers)?;
     let call = endpoints.call(loaded, &query)?;
-    let etag = format!("\"{}-{suffix}\"", call.tag);
-    let cache_control = format!("private, max-age={}", call.loaded.endpoint.spec.max_age_s);
-    let headers_of = |response: &mut Response| -> Result<(), ApiError> {
+    let spec = &call.loaded.endpoint.spec;
+    let cache_control = match spec.stale_while_revalidate_s {
+        Some(window) => format!(
+            "private, max-age={}, stale-while-revalidate={window}",
+            spec.max_age_s
+        ),
+        None => format!("private, max-age={}", spec.max_age_s),
+    };
+    let headers_of = |response: &mut Response, etag: &str| -> Result<(), ApiError> {
         let h = response.headers_mut();
-        h.insert(header::ETAG, header_value(&etag)?);
+        h.insert(header::ETAG, header_value(etag)?);
         h.insert(header::CACHE_CONTROL, header_value(&cache_control)?);
         h.insert(
             header::VARY,
@@ -222,13 +229,27 @@ pub async fn result(
         );
         Ok(())
     };
-    if matches(&headers, &etag) {
+    let not_modified = |etag: &str| -> Result<Response, ApiError> {
         metrics::counter!("cityhub_endpoint_not_modified_total").increment(1);
         let mut response = StatusCode::NOT_MODIFIED.into_response();
-        headers_of(&mut response)?;
-        return Ok(response);
+        headers_of(&mut response, etag)?;
+        Ok(response)
+    };
+    let etag = format!("\"{}-{suffix}\"", call.tag);
+    if matches(&headers, &etag) {
+        return not_modified(&etag);
     }
     let result = endpoints.result(&call).await?;
+    // A stale answer (stale-while-revalidate) carries the ETag of what it is.
+    let etag = if result.key == call.key {
+        etag
+    } else {
+        let stale = format!("\"{}-{suffix}\"", hex::encode(result.key));
+        if matches(&headers, &stale) {
+            return not_modified(&stale);
+        }
+        stale
+    };
     let (body, grew) = result.body(format).await?;
     if grew {
         endpoints.cache.grew();
@@ -239,7 +260,7 @@ pub async fn result(
         Body::from(body),
     )
         .into_response();
-    headers_of(&mut response)?;
+    headers_of(&mut response, &etag)?;
     Ok(response)
 }
 
@@ -361,7 +382,7 @@ impl Listener {
             if self.last_tag.as_deref() == Some(call.tag.as_str()) {
                 continue;
             }
-            match self.endpoints.result(&call).await {
+            match self.endpoints.fresh(&call).await {
                 Ok(result) => {
                     self.last_tag = Some(call.tag.clone());
                     if self.last_content == Some(result.content_hash) {

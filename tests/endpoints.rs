@@ -161,6 +161,10 @@ async fn definitions_are_checked_versioned_and_owned() {
             "params[0].default: must be at least 5",
         ),
         (bad(json!({"max_age_s": 100000})), "max_age_s"),
+        (
+            bad(json!({"stale_while_revalidate_s": 0})),
+            "stale_while_revalidate_s",
+        ),
         (bad(json!({"colour": "red"})), "colour"),
         (
             bad(json!({"allowed_departments": ["nobody"]})),
@@ -781,4 +785,64 @@ async fn live_tables_refresh_on_a_timer_and_other_processes_commits_are_seen() {
         tokio::time::sleep(Duration::from_millis(25)).await;
     }
     assert!(seen, "the poller saw the other process's commit");
+}
+
+#[tokio::test]
+async fn stale_while_revalidate_answers_the_previous_result_while_recomputing() {
+    let (server, analyst) = hub().await;
+    let spec = json!({
+        "sql": "SELECT count(*) AS n FROM zhili.events",
+        "max_age_s": 2,
+        "stale_while_revalidate_s": 60
+    });
+    let (status, body) = save(&server, &analyst, "count", spec).await;
+    assert_eq!(status, 201, "{body}");
+    let path = "/api/v1/endpoints/count";
+    let first = call(&server, &analyst, path, &[]).await;
+    assert_eq!(first.json(), json!([{"n": 3}]));
+    assert_eq!(
+        first.cache_control.as_deref(),
+        Some("private, max-age=2, stale-while-revalidate=60")
+    );
+    let etag1 = first.etag.expect("etag");
+
+    // The first call after a commit gets the previous result at once, with its own ETag.
+    push(&server, "zhili.events", &[(4, "fire")]).await;
+    let stale = call(&server, &analyst, path, &[]).await;
+    assert_eq!(stale.status, 200);
+    assert_eq!(stale.json(), json!([{"n": 3}]));
+    assert_eq!(stale.etag.as_deref(), Some(etag1.as_str()));
+    // ... while the new one is computed in the background, once.
+    let fresh = wait_for(&server, &analyst, path, json!([{"n": 4}])).await;
+    let etag2 = fresh.etag.expect("etag");
+    assert_ne!(etag2, etag1);
+    assert_eq!(executions(&server, &analyst, "count").await, 2);
+
+    // A client holding the previous ETag is told 304 while the new result is computed.
+    push(&server, "zhili.events", &[(5, "fire")]).await;
+    let held = call(&server, &analyst, path, &[("if-none-match", &etag2)]).await;
+    assert_eq!(held.status, 304);
+    assert_eq!(held.etag.as_deref(), Some(etag2.as_str()));
+    wait_for(&server, &analyst, path, json!([{"n": 5}])).await;
+    assert_eq!(executions(&server, &analyst, "count").await, 3);
+
+    // Event streams never get stale results: they wait for the new one.
+    let mut events = EventReader::open(&server, &analyst, &format!("{path}/events"), None).await;
+    let (_, _, data) = events.next(Duration::from_secs(5)).await.expect("first");
+    assert_eq!(data, r#"[{"n":5}]"#);
+    push(&server, "zhili.events", &[(6, "fire")]).await;
+    let (_, _, data) = events.next(Duration::from_secs(5)).await.expect("update");
+    assert_eq!(data, r#"[{"n":6}]"#);
+}
+
+/// Polls an endpoint until it answers `expected` (at most 5 s).
+async fn wait_for(server: &TestServer, token: &str, path: &str, expected: Value) -> Answer {
+    for _ in 0..100 {
+        let answer = call(server, token, path, &[]).await;
+        if answer.json() == expected {
+            return answer;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("{path} never answered {expected}");
 }

@@ -30,6 +30,10 @@ pub struct EndpointSpec {
     /// Departments whose principals may call the endpoint besides the owner's own.
     #[serde(default)]
     pub allowed_departments: Vec<String>,
+    /// For this many seconds after its data changed, the previous result is answered at
+    /// once while the new one is computed (and `Cache-Control` says so to HTTP caches).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stale_while_revalidate_s: Option<u32>,
 }
 
 fn default_max_age() -> u32 {
@@ -283,6 +287,14 @@ impl EndpointSpec {
         {
             return bad(
                 "refresh_s".into(),
+                "must be between 1 and 86400 seconds".into(),
+            );
+        }
+        if let Some(window) = self.stale_while_revalidate_s
+            && !(1..=86_400).contains(&window)
+        {
+            return bad(
+                "stale_while_revalidate_s".into(),
                 "must be between 1 and 86400 seconds".into(),
             );
         }
