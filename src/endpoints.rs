@@ -5,7 +5,7 @@ use std::convert::Infallible;
 use std::sync::Arc;
 use std::time::Duration;
 
-use axum::body::{Body, Bytes};
+use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::sse::{Event, KeepAlive, Sse};
@@ -19,7 +19,7 @@ use serde_json::{Value, json};
 use crate::auth::Caller;
 use crate::endpoint_service::{Call, Endpoints, Loaded};
 use crate::error::ApiError;
-use crate::routes::QueryParams;
+use crate::routes::{JsonBody, QueryParams};
 use crate::state::AppState;
 
 /// `PUT /api/v1/endpoints/{name}`: the definition as JSON; an admin adds `owner`.
@@ -27,31 +27,13 @@ pub async fn save(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
-    headers: HeaderMap,
-    body: Bytes,
+    JsonBody(mut object): JsonBody<serde_json::Map<String, Value>>,
 ) -> Result<Response, ApiError> {
     caller.require(
         &[Role::Admin, Role::Producer, Role::Analyst],
         "saving a dashboard endpoint",
     )?;
     check_name(&name).map_err(|err| ApiError::bad_request(err.to_string()))?;
-    let is_json = headers
-        .get(header::CONTENT_TYPE)
-        .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| {
-            v.trim()
-                .to_ascii_lowercase()
-                .starts_with("application/json")
-        });
-    if !is_json {
-        return Err(ApiError::new(
-            StatusCode::UNSUPPORTED_MEDIA_TYPE,
-            "unsupported_media_type",
-            "send the definition as JSON with Content-Type: application/json",
-        ));
-    }
-    let mut object: serde_json::Map<String, Value> = serde_json::from_slice(&body)
-        .map_err(|err| ApiError::bad_request(format!("the body must be a JSON object: {err}")))?;
     let owner = match object.remove("owner") {
         None => None,
         Some(Value::String(owner)) => Some(owner),

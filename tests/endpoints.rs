@@ -204,6 +204,17 @@ async fn definitions_are_checked_versioned_and_owned() {
     assert_eq!(status, 400, "{body}");
     let (status, body) = save(&server, &analyst, "bad.name", by_kind()).await;
     assert_eq!(status, 400, "{body}");
+    let response = server
+        .client
+        .put(server.url("/api/v1/endpoints/plain"))
+        .bearer_auth(&analyst)
+        .body(by_kind().to_string())
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 415, "the definition is JSON");
+    let (status, body) = save(&server, &analyst, "array", json!([by_kind()])).await;
+    assert_eq!(status, 400, "{body}");
 
     // Owners: another department cannot change it, a dashboard token cannot save, an
     // admin must name the owner of a new endpoint and may hand one over.
@@ -580,11 +591,9 @@ async fn events_carry_the_result_then_each_change() {
     assert_eq!(status, 400, "{body}");
 
     // Shutting down ends open streams instead of waiting out the grace period (30 s).
-    let started = std::time::Instant::now();
     tokio::time::timeout(Duration::from_secs(10), server.stop())
         .await
         .expect("the hub stops with streams open");
-    assert!(started.elapsed() < Duration::from_secs(10));
     assert!(again.next(Duration::from_secs(2)).await.is_none());
 }
 
@@ -845,4 +854,55 @@ async fn wait_for(server: &TestServer, token: &str, path: &str, expected: Value)
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
     panic!("{path} never answered {expected}");
+}
+
+#[tokio::test]
+async fn a_result_reads_exactly_the_snapshots_its_key_names() {
+    let (server, _) = hub().await;
+    let name = cityhub_catalog::DatasetName::parse("zhili.events").expect("name");
+    let catalog = &server.state.catalog;
+    let dataset = catalog
+        .dataset(&name)
+        .await
+        .expect("read")
+        .expect("dataset");
+    let first = dataset.snapshot_id.expect("a snapshot");
+    push(&server, "zhili.events", &[(4, "storm")]).await;
+    let second = catalog
+        .dataset(&name)
+        .await
+        .expect("read")
+        .expect("dataset")
+        .snapshot_id
+        .expect("a snapshot");
+    assert_ne!(first, second);
+    let owner = catalog
+        .list_principals()
+        .await
+        .expect("principals")
+        .into_iter()
+        .find(|p| p.department == "zhili")
+        .expect("a zhili principal");
+    let count = |pinned: Option<i64>| {
+        let query = server.state.query.clone();
+        let owner = owner.clone();
+        async move {
+            let pins = std::collections::HashMap::from([(dataset.id, pinned)]);
+            let result = query
+                .execute_endpoint(&owner, "SELECT count(*) AS n FROM zhili.events", &[], &pins)
+                .await
+                .expect("query");
+            let batches: Vec<_> = result.batches.collect().await;
+            let batch = batches[0].as_ref().expect("batch");
+            arrow::array::AsArray::as_primitive::<arrow::datatypes::Int64Type>(batch.column(0))
+                .value(0)
+        }
+    };
+    assert_eq!(count(Some(first)).await, 3);
+    assert_eq!(count(Some(second)).await, 4);
+    assert_eq!(
+        count(None).await,
+        0,
+        "before the first commit the table is empty"
+    );
 }
