@@ -155,36 +155,60 @@ impl Endpoints {
 
     /// Plans a version's SQL to learn its sources and keeps it.
     async fn load(&self, endpoint: Endpoint) -> Result<Arc<Loaded>, ApiError> {
-        let runner = runner(&endpoint);
         let sources = self
             .query
-            .endpoint_sources(&runner, &endpoint.spec)
+            .endpoint_sources(&runner(&endpoint), &endpoint.spec)
             .await
             .map_err(|err| {
                 let mut err = ApiError::from(err);
                 err.message = format!("endpoint {}: {}", endpoint.name, err.message);
                 err
             })?;
+        Ok(self.keep(endpoint, sources))
+    }
+
+    /// Keeps a version with its sources, unless a newer one was kept meanwhile.
+    fn keep(&self, endpoint: Endpoint, sources: Vec<Source>) -> Arc<Loaded> {
         let executions = write(&self.executions)
             .entry(endpoint.name.clone())
             .or_default()
             .clone();
         let loaded = Arc::new(Loaded {
+            runner: runner(&endpoint),
             endpoint,
             sources,
-            runner,
             executions,
         });
         let mut all = write(&self.loaded);
-        // A newer version loaded meanwhile wins.
-        let keep = match all.get(&loaded.endpoint.name) {
+        match all.get(&loaded.endpoint.name) {
             Some(known) if known.endpoint.version > loaded.endpoint.version => known.clone(),
             _ => {
                 all.insert(loaded.endpoint.name.clone(), loaded.clone());
                 loaded
             }
-        };
-        Ok(keep)
+        }
+    }
+
+    /// The current versions of the endpoints `caller` may call (admins: all), loading those
+    /// this process has not served yet.
+    pub async fn list(&self, caller: &Principal) -> Result<Vec<Arc<Loaded>>, ApiError> {
+        let mut callable = Vec::new();
+        for endpoint in self.catalog.list_endpoints().await? {
+            if caller.role != Role::Admin && !endpoint.callable_by(&caller.department) {
+                continue;
+            }
+            let known = read(&self.loaded)
+                .get(&endpoint.name)
+                .filter(|l| l.endpoint.version >= endpoint.version)
+                .cloned();
+            match known {
+                Some(loaded) => callable.push(loaded),
+                // A version that no longer plans (a revoked grant) is left out of the list;
+                // calling it answers why.
+                None => callable.extend(self.load(endpoint).await.ok()),
+            }
+        }
+        Ok(callable)
     }
 
     /// Checks and saves a definition as a new version, for `caller`. The owner is the
@@ -234,7 +258,8 @@ impl Endpoints {
             created_by: Some(caller.id),
             created_at: chrono::Utc::now(),
         };
-        self.query
+        let sources = self
+            .query
             .endpoint_sources(&runner(&draft), &spec)
             .await
             .map_err(|err| match err {
@@ -250,7 +275,7 @@ impl Endpoints {
             .catalog
             .save_endpoint(name, owner, spec, Some(caller.id), acting_for)
             .await?;
-        let loaded = self.load(endpoint).await?;
+        let loaded = self.keep(endpoint, sources);
         if saved != Saved::Unchanged {
             self.news.send_modify(|n| *n += 1);
             self.audit
@@ -311,7 +336,6 @@ impl Endpoints {
             Dep::Access(endpoint.owner.clone(), self.access_of(&endpoint.owner)),
         ];
         let mut pins = cityhub_query::view::Pins::new();
-        let mut live_until = None;
         for source in &loaded.sources {
             match source {
                 Source::Dataset { id, .. } => {
@@ -320,20 +344,20 @@ impl Endpoints {
                     deps.push(Dep::Dataset(*id, snapshot));
                 }
                 Source::Catalog => deps.push(Dep::Catalog(self.versions.generation())),
-                Source::Live(_) => {
-                    let refresh = i64::from(spec.refresh_s.unwrap_or(
-                        u32::try_from(self.config.live_refresh_secs).unwrap_or(u32::MAX),
-                    ))
-                    .max(1)
-                        * 1000;
-                    let until = (now_ms() / refresh + 1) * refresh;
-                    if live_until.is_none() {
-                        deps.push(Dep::LiveUntil(until));
-                    }
-                    live_until = Some(until);
-                }
+                Source::Live(_) => {}
             }
         }
+        // Live sources change without commits: the result is current until the end of
+        // its time bucket.
+        let live = loaded.sources.iter().any(|s| matches!(s, Source::Live(_)));
+        let live_until = live.then(|| {
+            let refresh_secs = spec
+                .refresh_s
+                .map_or(self.config.live_refresh_secs, u64::from);
+            let refresh_ms = i64::try_from(refresh_secs.max(1) * 1000).unwrap_or(i64::MAX);
+            (now_ms() / refresh_ms + 1) * refresh_ms
+        });
+        deps.extend(live_until.map(Dep::LiveUntil));
         // Hashed through `fmt::Write`, so that a call allocates nothing for its key.
         let mut family = HashWriter(Sha256::new());
         let _ = write!(
@@ -351,7 +375,7 @@ impl Endpoints {
         let key = first_128_bits(hasher.0.finalize().as_slice());
         let family = first_128_bits(family.0.finalize().as_slice());
         Ok(Call {
-            tag: hex::encode(key),
+            tag: tag_of(&key),
             loaded,
             params,
             key,
@@ -593,6 +617,11 @@ fn runner(endpoint: &Endpoint) -> Principal {
         revoked_at: None,
         rate_limit_per_second: None,
     }
+}
+
+/// A key as text: the `ETag` without its quotes and format suffix, and the `id` of events.
+pub fn tag_of(key: &Key) -> String {
+    hex::encode(key)
 }
 
 /// Feeds formatted text to a hash.

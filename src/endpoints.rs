@@ -17,7 +17,7 @@ use futures::Stream;
 use serde_json::{Value, json};
 
 use crate::auth::Caller;
-use crate::endpoint_service::{Call, Endpoints, Loaded};
+use crate::endpoint_service::{Call, Endpoints, Loaded, tag_of};
 use crate::error::ApiError;
 use crate::routes::{JsonBody, QueryParams};
 use crate::state::AppState;
@@ -118,14 +118,13 @@ async fn callable(
 
 /// `GET /api/v1/endpoints`: the endpoints the caller may call (admins: all).
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    let mut answer = Vec::new();
-    for endpoint in state.catalog.list_endpoints().await? {
-        if (caller.0.role == Role::Admin || endpoint.callable_by(&caller.0.department))
-            && let Some(loaded) = state.endpoints.get(&endpoint.name).await.ok().flatten()
-        {
-            answer.push(definition_json(&loaded));
-        }
-    }
+    let answer: Vec<Value> = state
+        .endpoints
+        .list(&caller.0)
+        .await?
+        .iter()
+        .map(|loaded| definition_json(loaded))
+        .collect();
     Ok(axum::Json(json!({ "endpoints": answer })).into_response())
 }
 
@@ -226,7 +225,7 @@ pub async fn result(
     let etag = if result.key == call.key {
         etag
     } else {
-        let stale = format!("\"{}-{suffix}\"", hex::encode(result.key));
+        let stale = format!("\"{}-{suffix}\"", tag_of(&result.key));
         if matches(&headers, &stale) {
             return not_modified(&stale);
         }

@@ -496,6 +496,8 @@ async fn concurrent_misses_run_the_query_once() {
 struct EventReader {
     body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
     buffer: String,
+    /// Comment lines seen (the server's heartbeats).
+    comments: usize,
 }
 
 impl EventReader {
@@ -516,6 +518,7 @@ impl EventReader {
         Self {
             body: Box::pin(response.bytes_stream()),
             buffer: String::new(),
+            comments: 0,
         }
     }
 
@@ -528,6 +531,9 @@ impl EventReader {
                     let (mut event, mut id, mut data) =
                         (String::new(), String::new(), String::new());
                     for line in block.lines() {
+                        if line.starts_with(':') {
+                            self.comments += 1;
+                        }
                         if let Some(v) = line.strip_prefix("event: ") {
                             event = v.into();
                         } else if let Some(v) = line.strip_prefix("id: ") {
@@ -585,6 +591,25 @@ async fn events_carry_the_result_then_each_change() {
     push(&server, "zhili.events", &[(5, "storm")]).await;
     let (_, _, data) = again.next(Duration::from_secs(5)).await.expect("update");
     assert!(data.contains(r#""kind":"storm","n":2"#), "{data}");
+
+    // A change of a source that leaves the result as it was sends nothing; heartbeats
+    // (every second here) keep the stream open meanwhile.
+    let none = json!({"sql": "SELECT count(*) AS n FROM zhili.other WHERE id > 100"});
+    let (status, body) = save(&server, &analyst, "none_yet", none).await;
+    assert_eq!(status, 201, "{body}");
+    let mut quiet =
+        EventReader::open(&server, &analyst, "/api/v1/endpoints/none_yet/events", None).await;
+    let (_, first_id, data) = quiet.next(Duration::from_secs(5)).await.expect("first");
+    assert_eq!(data, r#"[{"n":0}]"#);
+    push(&server, "zhili.other", &[(7, "storm")]).await;
+    let polled = call(&server, &analyst, "/api/v1/endpoints/none_yet", &[]).await;
+    assert_ne!(
+        polled.etag,
+        Some(format!("\"{first_id}-json\"")),
+        "the key moved"
+    );
+    assert!(quiet.next(Duration::from_millis(1500)).await.is_none());
+    assert!(quiet.comments >= 1, "a heartbeat within 1.5 s");
 
     // Bad parameters are refused before the stream opens.
     let (status, body) = server.get(&analyst, &format!("{path}?min_id=-1")).await;

@@ -220,12 +220,13 @@ impl ParamSpec {
             return Err(format!("must be at most {max}, not {value}"));
         }
         if let Some(allowed) = &self.allowed {
-            let allowed: Vec<ParamValue> = allowed
-                .iter()
-                .filter_map(|a| self.param_type.from_json(a).ok())
-                .collect();
-            if !allowed.contains(value) {
-                let list: Vec<String> = allowed.iter().map(|a| a.to_string()).collect();
+            let is_allowed = |a: &Value| self.param_type.from_json(a).is_ok_and(|a| &a == value);
+            if !allowed.iter().any(is_allowed) {
+                let list: Vec<String> = allowed
+                    .iter()
+                    .filter_map(|a| self.param_type.from_json(a).ok())
+                    .map(|a| a.to_string())
+                    .collect();
                 return Err(format!("must be one of {}, not {value}", list.join(", ")));
             }
         }

@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::sync::RwLock;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use tokio::sync::watch;
 
@@ -17,7 +18,7 @@ pub struct DataVersions {
     /// Dataset id → current snapshot id; absent before the dataset's first commit.
     snapshots: RwLock<HashMap<i64, i64>>,
     /// Datasets known, committed or not (a new dataset changes the catalog listing).
-    datasets: RwLock<usize>,
+    datasets: AtomicUsize,
     /// Incremented on every change; waiters see the newest value.
     generation: watch::Sender<u64>,
 }
@@ -26,7 +27,7 @@ impl Default for DataVersions {
     fn default() -> Self {
         Self {
             snapshots: RwLock::default(),
-            datasets: RwLock::default(),
+            datasets: AtomicUsize::new(0),
             generation: watch::Sender::new(0),
         }
     }
@@ -82,16 +83,7 @@ impl DataVersions {
                 }
             }
         }
-        {
-            let mut datasets = self
-                .datasets
-                .write()
-                .unwrap_or_else(|poisoned| poisoned.into_inner());
-            if *datasets != current.len() {
-                moved |= *datasets != 0 || !current.is_empty();
-                *datasets = current.len();
-            }
-        }
+        moved |= self.datasets.swap(current.len(), Ordering::Relaxed) != current.len();
         if moved {
             self.generation.send_modify(|g| *g += 1);
         }

@@ -81,17 +81,18 @@ impl QueryEngine {
             if let LogicalPlan::TableScan(scan) = node {
                 let name = scan.table_name.clone().resolve(CATALOG_NAME, SYSTEM_SCHEMA);
                 let (schema, table) = (name.schema.as_ref(), name.table.as_ref());
-                if let Some((dataset, _)) = view.readable(schema, table) {
-                    sources.insert(Source::Dataset {
+                let source = match view.readable(schema, table) {
+                    Some((dataset, _)) => Some(Source::Dataset {
                         id: dataset.id,
                         name: dataset.name.to_string(),
-                    });
-                } else if schema == SYSTEM_SCHEMA && STATIC_TABLES.contains(&table) {
-                } else if schema == SYSTEM_SCHEMA && !CATALOG_TABLES.contains(&table) {
-                    sources.insert(Source::Live(format!("{schema}.{table}")));
-                } else {
-                    sources.insert(Source::Catalog);
-                }
+                    }),
+                    None if schema != SYSTEM_SCHEMA || CATALOG_TABLES.contains(&table) => {
+                        Some(Source::Catalog)
+                    }
+                    None if STATIC_TABLES.contains(&table) => None,
+                    None => Some(Source::Live(format!("{schema}.{table}"))),
+                };
+                sources.extend(source);
             }
             node.apply_expressions(|expr| {
                 expr.apply(|e| {

@@ -67,10 +67,13 @@ pub struct QueryEngine {
     cameras: CameraSettings,
 }
 
+/// A query's stream of batches.
+pub type Batches = Pin<Box<dyn Stream<Item = Result<RecordBatch, QueryError>> + Send>>;
+
 /// A running query: its schema and its batches, ready to be encoded.
 pub struct QueryResult {
     pub schema: SchemaRef,
-    pub batches: Pin<Box<dyn Stream<Item = Result<RecordBatch, QueryError>> + Send>>,
+    pub batches: Batches,
     /// The sensitive columns the query read, complete once the batches have ended.
     pub reads: Arc<ReadLog>,
 }
@@ -194,11 +197,11 @@ impl QueryEngine {
             Err(err) => Err(err),
         };
         match started {
-            Ok(result) => Ok(QueryResult {
-                schema: result.schema,
+            Ok((schema, batches)) => Ok(QueryResult {
+                schema,
                 reads: trail.reads.clone(),
                 batches: Box::pin(Audited {
-                    inner: result.batches,
+                    inner: batches,
                     trail: Some(trail),
                     rows: 0,
                     error: None,
@@ -255,6 +258,7 @@ impl QueryEngine {
         Ok((state, plan, view))
     }
 
+    /// Plans, binds and starts a statement: its schema and its batches.
     async fn start(
         &self,
         principal: &Principal,
@@ -262,7 +266,7 @@ impl QueryEngine {
         bindings: Option<ParamValues>,
         reads: Arc<ReadLog>,
         pins: &Pins,
-    ) -> Result<QueryResult, QueryError> {
+    ) -> Result<(SchemaRef, Batches), QueryError> {
         let (state, plan, _view) = self.plan(principal, sql, reads, pins).await?;
         let plan = match bindings {
             None => plan,
@@ -279,11 +283,7 @@ impl QueryEngine {
         let deadline = Duration::from_secs(self.config.timeout_secs);
         let batches = WithDeadline::new(stream, deadline, Running::start(&self.running))
             .map(move |batch| batch.map_err(QueryError::from_datafusion));
-        Ok(QueryResult {
-            schema,
-            batches: Box::pin(batches),
-            reads: Arc::default(),
-        })
+        Ok((schema, Box::pin(batches)))
     }
 }
 
@@ -353,7 +353,7 @@ impl AuditTrail {
 /// A result stream that counts its rows and writes the query's audit entry when it ends:
 /// `ok` after the last batch, `failed` after an error, `cancelled` when dropped early.
 struct Audited {
-    inner: Pin<Box<dyn Stream<Item = Result<RecordBatch, QueryError>> + Send>>,
+    inner: Batches,
     trail: Option<AuditTrail>,
     rows: u64,
     error: Option<String>,
