@@ -1,29 +1,12 @@
 //! cityhub: the data-sharing and video-resource hub of a city.
 //!
-//! This crate is the glue: the CLI (`main.rs`), HTTP routes, wiring and shutdown. The
-//! work happens in the library crates:
+//! This crate is the binary: the command line ([`cli`]) and the demo city ([`demo`]). The
+//! work happens in the library crates, in one direction:
 //! - `cityhub-config`: layered configuration;
-//! - `cityhub-catalog`: the metadata catalog (SQLite);
-//! - `cityhub-ingest`: decoding, validation, Parquet files and snapshot commits;
-//! - `cityhub-query`: SQL over the snapshots (DataFusion).
+//! - `cityhub-catalog`: the metadata catalog (SQLite), access rules, audit, cameras;
+//! - `cityhub-ingest`: decoding, validation, Parquet files, commits, Kafka feeds;
+//! - `cityhub-query`: SQL over the snapshots (DataFusion), masking, dashboard endpoints;
+//! - `cityhub-server`: the HTTP API and background tasks.
 
-pub mod auth;
-pub mod camera_import;
-pub mod cameras;
+pub mod cli;
 pub mod demo;
-pub mod demo_cameras;
-pub mod demo_endpoints;
-pub mod endpoint_cache;
-pub mod endpoint_service;
-pub mod endpoints;
-pub mod error;
-pub mod principals;
-pub mod ratelimit;
-pub mod routes;
-pub mod server;
-pub mod sharing;
-pub mod sql;
-pub mod state;
-pub mod telemetry;
-
-pub use state::AppState;

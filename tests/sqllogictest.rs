@@ -2,21 +2,24 @@
 //! fixture datasets are pushed through the ingest path (several snapshots, several files).
 //!
 //! A file's first line may name who runs it: `# principal: <department> <role>`; the default
-//! is an admin. Errors read `<code>: <message>` so that `statement error forbidden` and
-//! `query error invalid_sql` assert the kind of refusal.
-
-mod common;
+//! is an admin. Errors read `<code>: <message>`, with the code the HTTP API would answer,
+//! so that `statement error forbidden` and `query error invalid_sql` assert the kind of
+//! refusal.
+//!
+//! Its own runner (`harness = false`): `cargo test --test sqllogictest -- cameras` runs the
+//! files whose names contain `cameras`; each file is reported as one test.
 
 use std::path::{Path, PathBuf};
 
 use arrow::array::RecordBatch;
 use arrow::datatypes::DataType;
 use arrow::util::display::{ArrayFormatter, FormatOptions};
-use cityhub::AppState;
 use cityhub_catalog::sharing::{Decision, NewShareRequest};
 use cityhub_catalog::token::Token;
 use cityhub_catalog::{DatasetName, NewPrincipal, Principal, Role};
 use cityhub_ingest::{Format, PushRequest};
+use cityhub_server::AppState;
+use cityhub_server::http::ApiError;
 use futures::StreamExt;
 use serde_json::json;
 use sqllogictest::{DBOutput, DefaultColumnType};
@@ -44,13 +47,8 @@ impl sqllogictest::AsyncDB for HubDb {
 
     async fn run(&mut self, sql: &str) -> Result<DBOutput<DefaultColumnType>, SqlError> {
         let describe = |err: cityhub_query::QueryError| {
-            let code = match &err {
-                cityhub_query::QueryError::Forbidden(_) => "forbidden",
-                cityhub_query::QueryError::Invalid { .. } => "invalid_sql",
-                cityhub_query::QueryError::MemoryLimit(_) => "memory_limit_exceeded",
-                _ => "error",
-            };
-            SqlError(format!("{code}: {err}"))
+            let answer = ApiError::from(err);
+            SqlError(format!("{}: {}", answer.code, answer.message))
         };
         let result = self
             .state
@@ -304,8 +302,8 @@ async fn fixture(state: &AppState) {
 /// (the fixture hub counts a channel offline after 3 missed hourly keepalives):
 /// online, offline by timeout, offline by VLOST, never heard of, and a deleted one.
 async fn cameras(state: &AppState) {
+    use cityhub_catalog::camera::status::Event;
     use cityhub_catalog::camera::{CameraSignal, ChannelReport, SignalKind};
-    use cityhub_catalog::camera_status::Event;
     let now = cityhub_catalog::camera::now_ms();
     let day = 86_400_000;
     let reports = [
@@ -354,7 +352,7 @@ async fn cameras(state: &AppState) {
             SignalKind::Event(Event::Del, None),
         ),
     ];
-    let liveness = state.cameras.liveness;
+    let liveness = state.cameras.settings().liveness;
     let outcomes = state
         .catalog
         .camera_signals(signals, None, liveness)
@@ -487,8 +485,55 @@ fn principal_of(path: &Path) -> Principal {
     }
 }
 
-#[tokio::test]
-async fn sqllogictest_files() {
+/// The files whose names contain one of `filters` (all without filters), sorted.
+fn slt_files(filters: &[String]) -> Vec<PathBuf> {
+    let mut files: Vec<PathBuf> =
+        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt"))
+            .expect("tests/slt")
+            .filter_map(|e| e.ok().map(|e| e.path()))
+            .filter(|p| p.extension().is_some_and(|x| x == "slt"))
+            .filter(|p| {
+                let name = p.file_name().unwrap_or_default().to_string_lossy();
+                filters.is_empty() || filters.iter().any(|f| name.contains(f.as_str()))
+            })
+            .collect();
+    files.sort();
+    files
+}
+
+fn main() -> std::process::ExitCode {
+    // cargo passes libtest's flags (`--nocapture`, `--test-threads=2`, ...): words that
+    // are not flags are file filters.
+    let filters: Vec<String> = std::env::args()
+        .skip(1)
+        .filter(|arg| !arg.starts_with('-'))
+        .collect();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime");
+    let (passed, failed, filtered) = runtime.block_on(run(&filters));
+    // The closing line in libtest's words, so that tools summing test results count these.
+    println!(
+        "\ntest result: {}. {passed} passed; {failed} failed; 0 ignored; 0 measured; {filtered} filtered out\n",
+        if failed == 0 { "ok" } else { "FAILED" }
+    );
+    if failed == 0 {
+        std::process::ExitCode::SUCCESS
+    } else {
+        std::process::ExitCode::FAILURE
+    }
+}
+
+/// Runs the matching files against one hub with the fixture; (passed, failed, filtered).
+async fn run(filters: &[String]) -> (usize, usize, usize) {
+    let all = slt_files(&[]).len();
+    let files = slt_files(filters);
+    assert!(all > 0, "no .slt files found in tests/slt");
+    println!("\nrunning {} sqllogictest files", files.len());
+    if files.is_empty() {
+        return (0, 0, all);
+    }
     let dir = tempfile::tempdir().expect("tempdir");
     let mut config = cityhub_config::Config::default();
     config.storage.data_dir = dir.path().display().to_string();
@@ -497,14 +542,6 @@ async fn sqllogictest_files() {
     let state = AppState::open(config).expect("open");
     fixture(&state).await;
 
-    let mut files: Vec<PathBuf> =
-        std::fs::read_dir(Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/slt"))
-            .expect("tests/slt")
-            .filter_map(|e| e.ok().map(|e| e.path()))
-            .filter(|p| p.extension().is_some_and(|x| x == "slt"))
-            .collect();
-    files.sort();
-    assert!(!files.is_empty(), "no .slt files found");
     let mut failures = Vec::new();
     for file in &files {
         let principal = principal_of(file);
@@ -516,10 +553,21 @@ async fn sqllogictest_files() {
             };
             async move { Ok::<_, SqlError>(db) }
         });
-        if let Err(err) = runner.run_file_async(file).await {
-            failures.push(format!("{}:\n{err}", file.display()));
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        match runner.run_file_async(file).await {
+            Ok(()) => println!("test {name} ... ok"),
+            Err(err) => {
+                println!("test {name} ... FAILED");
+                failures.push(format!("{}:\n{err}", file.display()));
+            }
         }
     }
-    assert!(failures.is_empty(), "{}", failures.join("\n\n"));
-    println!("{} sqllogictest files passed", files.len());
+    for failure in &failures {
+        println!("\n---- {failure}");
+    }
+    (
+        files.len() - failures.len(),
+        failures.len(),
+        all - files.len(),
+    )
 }

@@ -5,10 +5,10 @@ use std::sync::Arc;
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use cityhub::AppState;
 use cityhub_catalog::token::Token;
 use cityhub_catalog::{Column, ColumnType, NewPrincipal, Role};
 use cityhub_config::Config;
+use cityhub_server::AppState;
 use serde_json::{Value, json};
 use tokio::sync::{Semaphore, oneshot};
 
@@ -91,7 +91,7 @@ impl Hub {
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();
-        let task = tokio::spawn(cityhub::server::run(listener, state.clone(), async {
+        let task = tokio::spawn(cityhub_server::serve::run(listener, state.clone(), async {
             let _ = stopped.await;
         }));
         let token = Token::generate();

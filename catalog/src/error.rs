@@ -1,7 +1,7 @@
 //! Catalog errors: each variant is a distinct answer a caller can act on.
 
 /// What can go wrong in the catalog.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum CatalogError {
     /// A field of a request is not acceptable; `field` names it.
     #[error("{field}: {message}")]
@@ -39,6 +39,14 @@ pub enum CatalogError {
         expected: Option<i64>,
         actual: Option<i64>,
     },
+
+    /// No valid token came with the request; the message says what was wrong with it.
+    #[error("{0}")]
+    Unauthenticated(String),
+
+    /// The caller may not do this; the message says who may.
+    #[error("{0}")]
+    Forbidden(String),
 
     /// The thing exists but is not in a state that allows the change (a request already
     /// decided, a grant already revoked).

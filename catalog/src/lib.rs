@@ -3,28 +3,35 @@
 //! Layout:
 //! - [`model`]: departments, principals and roles, datasets with their columns, schema
 //!   versions, snapshots and files: plain data with validation.
-//! - [`store`]: the [`CatalogStore`] trait, the only way the rest of the hub reads or
-//!   changes metadata.
-//! - [`sqlite`]: the embedded implementation (numbered migrations in `migrations/`).
-//! - [`sharing`]: share requests, grants, who may read what, and audit events.
+//! - [`access`]: every access rule (who may see, read, push, register, act for whom).
+//! - [`audit`]: audit events with a closed set of actions and outcomes, and the writer.
+//! - [`store`]: one store trait per domain (datasets, sharing, audit, cameras, endpoints);
+//!   [`CatalogStore`] is all of them, the only way the hub reads or changes metadata.
+//! - [`sqlite`]: the embedded implementation, one file per domain (numbered migrations in
+//!   `migrations/`).
+//! - [`sharing`]: share requests and grants, and [`SharingService`]: departments, tokens,
+//!   applications, decisions, revocations and audit retention, each checked and audited.
 //! - [`gb28181`]: GB/T 28181 device and channel ids, validated and decoded.
-//! - [`camera`] and [`camera_status`]: the camera registry's records and the live-status
-//!   state machine (keepalives, NOTIFY events, history).
+//! - [`camera`]: the camera registry's records, status state machine, signals, streams.
 //! - [`endpoint`]: dashboard endpoints (saved, parameterised SQL) and typed parameters.
 //! - [`versions`]: each dataset's current snapshot as this process knows it, and news of
-//!   commits, for caches keyed by snapshot.
-//! - [`token`]: bearer tokens, stored only as hashes.
+//!   commits and of rights, for caches keyed by snapshot.
+//! - [`token`] and [`principals`]: bearer tokens, stored only as hashes, and a short-lived
+//!   cache of their principals.
+//! - [`clock`]: where the time of day is read, so tests choose the hour.
 //!
 //! The catalog knows nothing of DataFusion, Parquet or HTTP: it records which files make up
 //! which snapshot, and commits a new snapshot in one transaction guarded by its parent.
 
+pub mod access;
 pub mod audit;
 pub mod camera;
-pub mod camera_status;
+pub mod clock;
 pub mod endpoint;
 pub mod error;
 pub mod gb28181;
 pub mod model;
+pub mod principals;
 pub mod region;
 pub mod sharing;
 pub mod sqlite;
@@ -34,12 +41,14 @@ pub mod versions;
 
 use std::sync::Arc;
 
-pub use audit::AuditLog;
+pub use access::Access;
+pub use audit::{Action, AuditEntry, AuditEvent, AuditFilter, AuditLog, Outcome};
 pub use error::{CatalogError, Result};
 pub use model::*;
-pub use sharing::{Access, AuditEntry, AuditEvent, AuditFilter, Grant, ShareRequest, ShareStatus};
+pub use sharing::SharingService;
+pub use sharing::{Grant, ShareRequest, ShareStatus};
 pub use sqlite::SqliteStore;
-pub use store::CatalogStore;
+pub use store::{AuditStore, CameraStore, CatalogStore, DatasetStore, EndpointStore, SharingStore};
 
 /// A shared handle on the catalog store.
 pub type Catalog = Arc<dyn CatalogStore>;
@@ -52,7 +61,3 @@ pub fn open(config: &cityhub_config::Config) -> Result<Catalog> {
 
 #[cfg(test)]
 mod tests;
-#[cfg(test)]
-mod tests_cameras;
-#[cfg(test)]
-mod tests_sharing;

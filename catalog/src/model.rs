@@ -119,17 +119,29 @@ pub struct Principal {
 }
 
 impl Principal {
-    /// Whether this principal may act for `department` as owner (admins may act for all).
-    pub fn acts_for(&self, department: &str) -> bool {
-        self.role == Role::Admin || self.department == department
+    /// Whoever runs the CLI on the data folder: an admin, recorded as such in the audit log.
+    pub fn local_operator() -> Self {
+        Principal {
+            id: 0,
+            name: "local operator".into(),
+            department: ADMIN_DEPARTMENT.into(),
+            role: Role::Admin,
+            created_at: Utc::now(),
+            expires_at: None,
+            revoked_at: None,
+            rate_limit_per_second: None,
+        }
     }
 
-    /// Whether this principal may know that a dataset exists: its owner and admins always;
-    /// everybody for shared (unconditional or conditional) datasets, so that departments
-    /// can browse what they may apply for. A `none` dataset is invisible to everyone else.
-    /// What the principal may read of it is [`crate::sharing::access`].
-    pub fn may_see(&self, dataset: &Dataset) -> bool {
-        self.acts_for(&dataset.owner) || dataset.sharing != Sharing::None
+    /// `active`, `revoked` or `expired` at `now`.
+    pub fn token_status(&self, now: DateTime<Utc>) -> &'static str {
+        if self.revoked_at.is_some() {
+            "revoked"
+        } else if self.expires_at.is_some_and(|at| at <= now) {
+            "expired"
+        } else {
+            "active"
+        }
     }
 }
 

@@ -1,51 +1,60 @@
-//! The store trait: everything the hub asks of its metadata database.
+//! The store traits: everything the hub asks of its metadata database, one trait per
+//! domain, and [`CatalogStore`], all of them together.
 //!
-//! SQLite implements it for the embedded default; PostgreSQL will implement the same trait
-//! for multi-node deployments, so nothing above this trait may assume a particular database.
+//! SQLite implements them for the embedded default (`sqlite/`, one file per domain);
+//! PostgreSQL will implement the same traits for multi-node deployments, so nothing above
+//! these traits may assume a particular database. Every method is a transaction of its own.
 
 use async_trait::async_trait;
 
+use crate::audit::{AuditEntry, AuditEvent, AuditFilter};
+use crate::camera::status::Liveness;
 use crate::camera::{
     CameraFeed, CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats,
     CameraStreamCommit, CameraStreamOutcome, ChannelFields, ChannelReport, FieldError,
     ImportedHistory, Registered, StatsGroup, StatusEvent,
 };
-use crate::camera_status::Liveness;
 use crate::endpoint::{Endpoint, EndpointSpec, Saved};
 use crate::error::Result;
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
     NewDataset, NewPrincipal, Principal, SchemaVersion, Snapshot, StoredRejection, StreamOffset,
 };
-use crate::sharing::{
-    AuditEntry, AuditEvent, AuditFilter, Decision, Grant, NewShareRequest, ShareRequest,
-    ShareStatus,
-};
+use crate::sharing::{Decision, Grant, NewShareRequest, ShareRequest, ShareStatus};
 
-/// The catalog's storage. All methods are transactional on their own.
+/// Departments, principals and their tokens, datasets, schema versions, snapshots and
+/// their files, commits with idempotency keys and stream offsets, dead letters.
 #[async_trait]
-pub trait CatalogStore: Send + Sync + 'static {
+pub trait DatasetStore: Send + Sync + 'static {
     /// Creates a department; `AlreadyExists` if the code is taken.
     async fn create_department(&self, code: &str, name: &str) -> Result<Department>;
+
     async fn list_departments(&self) -> Result<Vec<Department>>;
+
     async fn department(&self, code: &str) -> Result<Option<Department>>;
 
     /// Creates a principal that authenticates with the token whose hash is given.
     async fn create_principal(&self, new: NewPrincipal, token_hash: &str) -> Result<Principal>;
+
     /// The principal holding a token, if any, whether or not it is expired or revoked.
     async fn principal_by_token_hash(&self, token_hash: &str) -> Result<Option<Principal>>;
 
     /// Registers a dataset with schema version 1 and no snapshot.
     async fn create_dataset(&self, new: NewDataset) -> Result<Dataset>;
+
     async fn dataset(&self, name: &DatasetName) -> Result<Option<Dataset>>;
+
     async fn list_datasets(&self) -> Result<Vec<Dataset>>;
+
     async fn schema_versions(&self, dataset_id: i64) -> Result<Vec<SchemaVersion>>;
+
     /// Removes a dataset that has never had a commit (an import that created it and then
     /// failed); refuses, with `Invalid`, once it has data. Returns whether it was removed.
     async fn drop_unused_dataset(&self, dataset_id: i64) -> Result<bool>;
 
     /// The snapshot log, newest first.
     async fn snapshots(&self, dataset_id: i64) -> Result<Vec<Snapshot>>;
+
     /// The files of a snapshot (the current one when `snapshot_id` is `None`).
     async fn snapshot_files(
         &self,
@@ -67,6 +76,7 @@ pub trait CatalogStore: Send + Sync + 'static {
 
     /// The stored next offsets of a dataset's stream partitions.
     async fn stream_offsets(&self, dataset_id: i64) -> Result<Vec<StreamOffset>>;
+
     /// Dead letters of a dataset after `after_id`, oldest first.
     async fn rejected_records(
         &self,
@@ -75,20 +85,32 @@ pub trait CatalogStore: Send + Sync + 'static {
         limit: usize,
     ) -> Result<Vec<StoredRejection>>;
 
+    /// Every dataset's current snapshot id (`None` before its first commit): what the
+    /// endpoint cache polls to see commits made by other processes.
+    async fn current_snapshots(&self) -> Result<Vec<(i64, Option<i64>)>>;
+}
+
+/// Principals' lifecycle, share requests and their decisions, grants.
+#[async_trait]
+pub trait SharingStore: Send + Sync + 'static {
     /// Every principal, newest first (tokens are never returned, only their metadata).
     async fn list_principals(&self) -> Result<Vec<Principal>>;
+
     /// Revokes a principal's token at once; `WrongState` if it already is.
     async fn revoke_principal(&self, id: i64) -> Result<Principal>;
 
     /// Files a share request; `answer_due_at` is computed by the caller from its settings.
     async fn create_share_request(&self, new: NewShareRequest) -> Result<ShareRequest>;
+
     async fn share_request(&self, id: i64) -> Result<Option<ShareRequest>>;
+
     /// Requests made by or addressed to `department` (all when `None`), newest first.
     async fn list_share_requests(
         &self,
         department: Option<&str>,
         status: Option<ShareStatus>,
     ) -> Result<Vec<ShareRequest>>;
+
     /// Approves (creating the grant) or rejects a pending request in one transaction;
     /// `WrongState` if it was already decided.
     async fn decide_share_request(
@@ -98,15 +120,24 @@ pub trait CatalogStore: Send + Sync + 'static {
 
     /// Grants held by `department` (all when `None`), including lapsed ones.
     async fn grants_held_by(&self, department: Option<&str>) -> Result<Vec<Grant>>;
+
     /// Grants given on datasets owned by `owner`.
     async fn grants_given_by(&self, owner: &str) -> Result<Vec<Grant>>;
+
     async fn grant(&self, id: i64) -> Result<Option<Grant>>;
+
     /// Revokes a grant at once; `WrongState` if it already is.
     async fn revoke_grant(&self, id: i64, by: i64, reason: &str) -> Result<Grant>;
+}
 
+/// The append-only audit log.
+#[async_trait]
+pub trait AuditStore: Send + Sync + 'static {
     /// Appends entries to the audit log, all in one transaction.
     async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<()>;
+
     async fn audit_entries(&self, filter: AuditFilter) -> Result<Vec<AuditEntry>>;
+
     /// Deletes entries older than `cutoff` and records the purge (as `purge`, with the
     /// count) in the same transaction. Returns how many were deleted.
     async fn purge_audit(
@@ -114,7 +145,11 @@ pub trait CatalogStore: Send + Sync + 'static {
         cutoff: chrono::DateTime<chrono::Utc>,
         purge: AuditEvent,
     ) -> Result<u64>;
+}
 
+/// The camera registry: channel records, liveness, status history, Kafka feeds.
+#[async_trait]
+pub trait CameraStore: Send + Sync + 'static {
     /// Registers or updates channels' reported values in one transaction. `acting_for` is
     /// the caller's department when it may only touch its own channels (`None`: an admin).
     /// Times are Unix milliseconds.
@@ -124,6 +159,7 @@ pub trait CatalogStore: Send + Sync + 'static {
         acting_for: Option<String>,
         at: i64,
     ) -> Result<Vec<Result<Registered, FieldError>>>;
+
     /// Replaces a channel's curated overrides.
     async fn curate_camera(
         &self,
@@ -132,6 +168,7 @@ pub trait CatalogStore: Send + Sync + 'static {
         acting_for: Option<String>,
         at: i64,
     ) -> Result<()>;
+
     /// Applies keepalives and NOTIFY events in order, in one transaction; each item answers
     /// how many channels it marked or why it was refused.
     async fn camera_signals(
@@ -140,32 +177,40 @@ pub trait CatalogStore: Send + Sync + 'static {
         acting_for: Option<String>,
         liveness: Liveness,
     ) -> Result<Vec<Result<usize, FieldError>>>;
+
     /// The stored next offsets of a camera feed: (topic, partition, next offset).
     async fn camera_stream_offsets(&self, feed: CameraFeed) -> Result<Vec<(String, i32, i64)>>;
+
     /// Applies a Kafka batch to the registry, keeps its dead letters (undecodable messages
     /// and ones the registry refuses) and advances the offset, in one transaction;
     /// `OffsetConflict` if the stored offset is not the expected one.
     async fn commit_camera_stream(&self, commit: CameraStreamCommit)
     -> Result<CameraStreamOutcome>;
+
     /// Dead letters of the camera feeds after `after_id` (their `dataset` is the feed's).
     async fn camera_rejected_records(
         &self,
         after_id: i64,
         limit: usize,
     ) -> Result<Vec<StoredRejection>>;
+
     /// Brings in whole status histories with their final evidence, in one transaction;
     /// each must continue the channel's recorded history.
     async fn import_camera_history(&self, histories: Vec<ImportedHistory>) -> Result<()>;
+
     /// Appends the offline transitions of channels whose keepalives stopped before `now`.
     async fn sweep_cameras(&self, now: i64, liveness: Liveness) -> Result<usize>;
+
     /// A registered (not deleted) channel with both sources of its values.
     async fn camera(&self, id: &str) -> Result<Option<(CameraRecord, CameraSources)>>;
+
     async fn search_cameras(
         &self,
         query: CameraQuery,
         now: i64,
         liveness: Liveness,
     ) -> Result<Vec<CameraRecord>>;
+
     /// Statistics per group and over all channels; availability over `[since, now)`.
     /// Sweeps first, so that the history holds every transition up to `now`.
     async fn camera_stats(
@@ -175,13 +220,14 @@ pub trait CatalogStore: Send + Sync + 'static {
         now: i64,
         liveness: Liveness,
     ) -> Result<(Vec<CameraStats>, CameraStats)>;
+
     /// The status history after `after_seq`, oldest first.
     async fn camera_status_events(&self, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>>;
+}
 
-    /// Every dataset's current snapshot id (`None` before its first commit): what the
-    /// endpoint cache polls to see commits made by other processes.
-    async fn current_snapshots(&self) -> Result<Vec<(i64, Option<i64>)>>;
-
+/// Dashboard endpoint definitions, versioned per name.
+#[async_trait]
+pub trait EndpointStore: Send + Sync + 'static {
     /// Saves an endpoint definition as its next version (or answers `Unchanged` when it
     /// equals the current one). `acting_for` is the caller's department when it may only
     /// change its own department's endpoints (`None`: an admin).
@@ -193,10 +239,25 @@ pub trait CatalogStore: Send + Sync + 'static {
         created_by: Option<i64>,
         acting_for: Option<String>,
     ) -> Result<(Endpoint, Saved)>;
+
     /// The current version of an endpoint.
     async fn endpoint(&self, name: &str) -> Result<Option<Endpoint>>;
+
     /// Every version of an endpoint, newest first.
     async fn endpoint_history(&self, name: &str) -> Result<Vec<Endpoint>>;
+
     /// The current version of every endpoint, by name.
     async fn list_endpoints(&self) -> Result<Vec<Endpoint>>;
+}
+
+/// The whole catalog: every domain's store, implemented for anything that implements all
+/// of them.
+pub trait CatalogStore:
+    DatasetStore + SharingStore + AuditStore + CameraStore + EndpointStore
+{
+}
+
+impl<T> CatalogStore for T where
+    T: DatasetStore + SharingStore + AuditStore + CameraStore + EndpointStore
+{
 }

@@ -1,4 +1,5 @@
-//! Each dataset's current snapshot, as this process knows it, and news of changes.
+//! Each dataset's current snapshot, as this process knows it, and news of changes of data
+//! and of rights.
 //!
 //! Result caches key their entries by the snapshot ids of the tables a query read, so they
 //! need those ids on every request without asking the database. Commits made by this
@@ -21,6 +22,9 @@ pub struct DataVersions {
     datasets: AtomicUsize,
     /// Incremented on every change; waiters see the newest value.
     generation: watch::Sender<u64>,
+    /// Incremented when this process changes who may read what (a share decision, a
+    /// revoked grant): caches keyed by a department's rights look again at once.
+    access: watch::Sender<u64>,
 }
 
 impl Default for DataVersions {
@@ -29,6 +33,7 @@ impl Default for DataVersions {
             snapshots: RwLock::default(),
             datasets: AtomicUsize::new(0),
             generation: watch::Sender::new(0),
+            access: watch::Sender::new(0),
         }
     }
 }
@@ -52,6 +57,16 @@ impl DataVersions {
     /// A receiver that wakes up after each change.
     pub fn subscribe(&self) -> watch::Receiver<u64> {
         self.generation.subscribe()
+    }
+
+    /// A receiver that wakes up after each change of rights made by this process.
+    pub fn subscribe_access(&self) -> watch::Receiver<u64> {
+        self.access.subscribe()
+    }
+
+    /// This process changed grants (approved a request, revoked a grant).
+    pub fn access_changed(&self) {
+        self.access.send_modify(|g| *g += 1);
     }
 
     /// This process committed `snapshot_id` to the dataset.

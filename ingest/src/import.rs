@@ -7,14 +7,18 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use arrow::record_batch::RecordBatch;
-use cityhub_catalog::{Classification, Column, CommitOutcome, DatasetName, NewDataset, Sharing};
+use cityhub_catalog::{
+    Action, AuditEvent, Classification, Column, CommitOutcome, DatasetName, NewDataset, Outcome,
+    Principal, Sharing,
+};
+use serde_json::json;
 use tokio::sync::mpsc;
 
+use crate::Ingest;
 use crate::IngestError;
 use crate::decode::{CsvDecoder, Decoded, Format, NdJsonDecoder, parquet_batches};
 use crate::infer::infer_columns;
 use crate::push::PushOutcome;
-use crate::snapshot::Ingest;
 
 /// Rows decoded per chunk.
 const CHUNK_ROWS: usize = 65_536;
@@ -58,10 +62,36 @@ impl<R: Read> Read for CountingReader<R> {
 }
 
 impl Ingest {
-    /// Imports `path` into `name`, registering the dataset from the file's inferred schema
-    /// when `create` is set and it does not exist yet. `progress` is called after each chunk.
+    /// Imports `path` into `name` for `by`, registering the dataset from the file's
+    /// inferred schema when `create` is set and it does not exist yet. `progress` is called
+    /// after each chunk. Audited, whether it worked or not.
     pub async fn import_file(
         &self,
+        by: &Principal,
+        name: &DatasetName,
+        path: &Path,
+        create: bool,
+        progress: impl FnMut(ImportProgress) + Send,
+    ) -> Result<ImportOutcome, IngestError> {
+        let result = self
+            .import_unaudited(by, name, path, create, progress)
+            .await;
+        let file = path.display().to_string();
+        let event = match &result {
+            Ok(outcome) => AuditEvent::by(by, Action::Import, Outcome::Ok).detail(json!({
+                "rows": outcome.rows, "snapshot_id": outcome.snapshot_id, "file": file,
+                "created": outcome.created,
+            })),
+            Err(err) => AuditEvent::by(by, Action::Import, Outcome::Failed)
+                .detail(json!({"error": err.to_string(), "file": file})),
+        };
+        self.audit.record(event.dataset(name.to_string()));
+        result
+    }
+
+    async fn import_unaudited(
+        &self,
+        by: &Principal,
         name: &DatasetName,
         path: &Path,
         create: bool,
@@ -93,7 +123,7 @@ impl Ingest {
                     update_cycle: None,
                     tags: vec!["imported".into()],
                 };
-                (self.catalog.create_dataset(new).await?, true)
+                (self.register_dataset(by, new).await?, true)
             }
             None => {
                 return Err(IngestError::DatasetNotFound(format!(

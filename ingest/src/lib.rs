@@ -6,15 +6,21 @@
 //! - [`value`]: one field of text input to one typed cell (types, timestamps, decimals).
 //! - [`parquet_file`]: Parquet encoding and the per-file statistics the catalog keeps.
 //! - [`storage`]: the object store, with durable local writes.
-//! - [`snapshot`]: writing files and committing them as a snapshot, retrying lost races.
-//! - [`push`]: the HTTP push operation (validation, idempotency, all-or-nothing).
+//! - [`Ingest`] (this file): the service every front door writes through.
+//! - [`commit`]: writing files and committing them as a snapshot, retrying lost races; the
+//!   one commit path of every write.
+//! - [`push`]: the push operation (validation, idempotency, all-or-nothing).
+//! - [`register`]: registering a dataset.
 //! - [`import`]: streaming bulk loads of local files, with schema inference.
 //! - [`kafka`]: department topics consumed into datasets exactly once, with dead letters.
+//!
+//! Every write is audited here, whichever front door made it.
 //!
 //! The order of a write never changes: files first (`PutMode::Create`, synced), then one
 //! catalog transaction. A crash in between leaves an orphan file that no snapshot names,
 //! never a half-visible snapshot.
 
+pub mod commit;
 pub mod decode;
 pub mod error;
 pub mod import;
@@ -23,12 +29,81 @@ pub mod infer;
 pub mod kafka;
 pub mod parquet_file;
 pub mod push;
-pub mod snapshot;
+pub mod register;
 pub mod storage;
 pub mod value;
 
 pub use decode::{Format, RowError};
 pub use error::IngestError;
 pub use push::{PushOutcome, PushRequest};
-pub use snapshot::Ingest;
 pub use storage::Storage;
+
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex};
+
+use cityhub_catalog::versions::DataVersions;
+use cityhub_catalog::{AuditLog, Catalog};
+use cityhub_config::IngestConfig;
+
+/// Commits of one dataset in this process, one at a time, with the last snapshot id seen.
+type CommitQueue = Arc<tokio::sync::Mutex<Option<i64>>>;
+
+/// The ingest service: the catalog, the object store and the ingest settings.
+#[derive(Clone)]
+pub struct Ingest {
+    pub(crate) catalog: Catalog,
+    pub(crate) storage: Storage,
+    pub(crate) config: IngestConfig,
+    /// Where every write (push, import, Kafka flush, registration) is recorded.
+    pub(crate) audit: AuditLog,
+    /// One queue per dataset for this process's commits, holding the last snapshot id this
+    /// process saw. Without it, N concurrent pushes to one dataset would all race for the
+    /// same parent and each lose O(N) times; with it, commits in one process follow each
+    /// other and only other processes' commits cause a retry.
+    commit_queues: Arc<Mutex<HashMap<i64, CommitQueue>>>,
+    /// Told of every snapshot this process commits, for the caches keyed by snapshot.
+    versions: Arc<DataVersions>,
+}
+
+impl Ingest {
+    /// The ingest service over `catalog` and `storage`; every write it makes is recorded in
+    /// `audit`, and every commit announced to `versions`.
+    pub fn new(
+        catalog: Catalog,
+        storage: Storage,
+        config: IngestConfig,
+        audit: AuditLog,
+        versions: Arc<DataVersions>,
+    ) -> Self {
+        Self {
+            catalog,
+            storage,
+            config,
+            audit,
+            commit_queues: Arc::default(),
+            versions,
+        }
+    }
+
+    /// The current snapshots as this process knows them: updated by its own commits at
+    /// once, and by whoever polls the catalog for other processes' commits.
+    pub fn versions(&self) -> &Arc<DataVersions> {
+        &self.versions
+    }
+
+    pub(crate) fn commit_queue(&self, dataset_id: i64) -> CommitQueue {
+        let mut queues = self
+            .commit_queues
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        queues.entry(dataset_id).or_default().clone()
+    }
+
+    pub fn catalog(&self) -> &Catalog {
+        &self.catalog
+    }
+
+    pub fn storage(&self) -> &Storage {
+        &self.storage
+    }
+}

@@ -3,13 +3,17 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cityhub_catalog::{CommitOutcome, Dataset, DatasetName, IdempotencyRecord, Principal, Role};
+use cityhub_catalog::access::{PushRefusal, may_push};
+use cityhub_catalog::{
+    Action, AuditEvent, CommitOutcome, Dataset, DatasetName, IdempotencyRecord, Outcome, Principal,
+};
 use serde::{Deserialize, Serialize};
+use serde_json::json;
 use sha2::{Digest, Sha256};
 
+use crate::Ingest;
 use crate::IngestError;
 use crate::decode::{Format, RowError, decode_body};
-use crate::snapshot::Ingest;
 
 /// One push as the HTTP layer received it.
 #[derive(Debug, Clone)]
@@ -34,25 +38,12 @@ pub struct PushOutcome {
     pub replayed: bool,
 }
 
-/// Who may push to a dataset: admins anywhere, producers into their own department. A
-/// dataset shared with nobody answers as if it did not exist to other departments.
-pub fn check_may_push(principal: &Principal, dataset: &Dataset) -> Result<(), IngestError> {
-    if !principal.may_see(dataset) {
-        return Err(IngestError::DatasetNotFound(dataset.name.to_string()));
-    }
-    match principal.role {
-        Role::Admin => Ok(()),
-        Role::Producer if principal.department == dataset.owner => Ok(()),
-        Role::Producer => Err(IngestError::Forbidden(format!(
-            "dataset {} belongs to department {}; producers of {} may push only to their own \
-             department's datasets",
-            dataset.name, dataset.owner, principal.department
-        ))),
-        role => Err(IngestError::Forbidden(format!(
-            "the {role} role cannot write; pushes need a producer token of department {}",
-            dataset.owner
-        ))),
-    }
+/// Who may push to a dataset ([`cityhub_catalog::access::may_push`]), as an ingest error.
+fn check_may_push(principal: &Principal, dataset: &Dataset) -> Result<(), IngestError> {
+    may_push(principal, dataset).map_err(|refusal| match refusal {
+        PushRefusal::Hidden => IngestError::DatasetNotFound(dataset.name.to_string()),
+        PushRefusal::Forbidden(message) => IngestError::Forbidden(message),
+    })
 }
 
 fn validate_idempotency_key(key: &str) -> Result<(), IngestError> {
@@ -78,8 +69,35 @@ fn request_hash(request: &PushRequest) -> String {
 impl Ingest {
     /// Validates and commits a push. All-or-nothing unless `partial`: with any bad row the
     /// answer is `Rejected` and nothing is written. The rows are durable when this returns
-    /// `Ok`.
+    /// `Ok`. Recorded in the audit log: what was committed, or why nothing was.
     pub async fn push(
+        &self,
+        principal: &Principal,
+        dataset_name: &str,
+        request: PushRequest,
+    ) -> Result<PushOutcome, IngestError> {
+        let result = self.push_unaudited(principal, dataset_name, request).await;
+        let event = match &result {
+            Ok(outcome) => AuditEvent::by(principal, Action::Push, Outcome::Ok).detail(json!({
+                "rows_accepted": outcome.rows_accepted,
+                "rows_rejected": outcome.rows_rejected,
+                "snapshot_id": outcome.snapshot_id,
+                "replayed": outcome.replayed,
+            })),
+            Err(err) => {
+                let outcome = match err {
+                    IngestError::Forbidden(_) | IngestError::DatasetNotFound(_) => Outcome::Refused,
+                    _ => Outcome::Failed,
+                };
+                AuditEvent::by(principal, Action::Push, outcome)
+                    .detail(json!({"error": err.to_string()}))
+            }
+        };
+        self.audit.record(event.dataset(dataset_name));
+        result
+    }
+
+    async fn push_unaudited(
         &self,
         principal: &Principal,
         dataset_name: &str,

@@ -1,6 +1,7 @@
 //! Query errors, each with the HTTP status the server gives it.
 
 use datafusion::error::DataFusionError;
+use datafusion::sql::sqlparser::parser::ParserError;
 
 /// Prefix of the timeout error raised by the engine's deadline.
 pub(crate) const TIMEOUT_MARKER: &str = "the query ran longer than the limit of ";
@@ -17,7 +18,7 @@ pub struct NeedsGrant {
 }
 
 /// What can go wrong with a query.
-#[derive(Debug, thiserror::Error)]
+#[derive(Debug, Clone, thiserror::Error)]
 pub enum QueryError {
     /// Not allowed on this surface (DDL, DML, settings, file tables, several statements).
     #[error("{0}")]
@@ -70,6 +71,9 @@ impl QueryError {
         {
             return QueryError::Forbidden(needs.to_string());
         }
+        if let DataFusionError::SQL(parser, _) = root {
+            return syntax_error(parser, position);
+        }
         match root {
             DataFusionError::ResourcesExhausted(_) => QueryError::MemoryLimit(format!(
                 "the query needs more memory than its limit (query.memory_limit_bytes): {message}"
@@ -97,6 +101,60 @@ impl QueryError {
                 }
             }
             _ => QueryError::Internal(message),
+        }
+    }
+}
+
+/// A parser's complaint as a sentence, with the place it names (`... at Line: 1, Column: 1`)
+/// moved into `line` and `column`.
+fn syntax_error(parser: &ParserError, position: Option<(u64, u64)>) -> QueryError {
+    let text = match parser {
+        ParserError::TokenizerError(text) | ParserError::ParserError(text) => text.as_str(),
+        ParserError::RecursionLimitExceeded => "the query nests too deeply",
+    };
+    let (text, place) = match text.rsplit_once(" at Line: ") {
+        Some((before, place)) => {
+            let place = place.split_once(", Column: ").and_then(|(line, column)| {
+                Some((line.trim().parse().ok()?, column.trim().parse().ok()?))
+            });
+            (before, place)
+        }
+        None => (text, None),
+    };
+    let position = position.or(place);
+    let text = text.replacen("Expected: ", "expected ", 1);
+    let mut message = format!("the SQL does not parse: {text}");
+    if let Some((line, column)) = position {
+        message.push_str(&format!(" (line {line}, column {column})"));
+    }
+    QueryError::Invalid {
+        message,
+        line: position.map(|p| p.0),
+        column: position.map(|p| p.1),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_syntax_error_is_a_sentence_with_its_place() {
+        let err = datafusion::sql::parser::DFParser::parse_sql("SELEC 1").expect_err("bad SQL");
+        match QueryError::from_datafusion(err) {
+            QueryError::Invalid {
+                message,
+                line,
+                column,
+            } => {
+                assert_eq!(
+                    message,
+                    "the SQL does not parse: expected an SQL statement, found: SELEC (line 1, column 1)"
+                );
+                assert!(!message.contains("ParserError"), "{message}");
+                assert_eq!((line, column), (Some(1), Some(1)));
+            }
+            other => panic!("{other:?}"),
         }
     }
 }

@@ -8,8 +8,8 @@
 //!   snapshot current at the request's start; `hub.*` system tables.
 //! - [`table`]: a snapshot as a table: exactly its files, pruned by catalog statistics.
 //! - [`guard`]: the closed, read-only SQL surface.
-//! - [`endpoint`]: dashboard endpoints: the tables a saved query reads, and running it
-//!   with named, typed parameters on given snapshots.
+//! - [`endpoint`]: dashboard endpoints: their sources, typed parameters, the result cache
+//!   and its invalidation, and streams of new results.
 //! - [`encode`]: streaming result encoders (JSON, NDJSON, CSV, Arrow IPC, Parquet).
 
 pub mod cameras;
@@ -30,7 +30,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
-use cityhub_catalog::{AuditEvent, AuditLog, Catalog, Principal};
+use cityhub_catalog::{Action, AuditEvent, AuditLog, Catalog, Outcome, Principal};
 use cityhub_config::QueryConfig;
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::SchemaRef;
@@ -210,8 +210,8 @@ impl QueryEngine {
             }),
             Err(err) => {
                 let outcome = match err {
-                    QueryError::Forbidden(_) => "refused",
-                    _ => "failed",
+                    QueryError::Forbidden(_) => Outcome::Refused,
+                    _ => Outcome::Failed,
                 };
                 trail.finish(outcome, 0, Some(&err.to_string()));
                 Err(err)
@@ -317,7 +317,7 @@ struct AuditTrail {
 }
 
 impl AuditTrail {
-    fn finish(self, outcome: &str, rows: u64, error: Option<&str>) {
+    fn finish(self, outcome: Outcome, rows: u64, error: Option<&str>) {
         let reads = self.reads.reads();
         let datasets: Vec<&String> = reads.keys().collect();
         let sensitive: Vec<serde_json::Value> = reads
@@ -344,7 +344,7 @@ impl AuditTrail {
         if let Some(error) = error {
             detail["error"] = error.into();
         }
-        let mut event = AuditEvent::by(&self.principal, "query", outcome).detail(detail);
+        let mut event = AuditEvent::by(&self.principal, Action::Query, outcome).detail(detail);
         event.dataset = datasets.first().map(|d| d.to_string());
         self.audit.record(event);
     }
@@ -379,9 +379,9 @@ impl Drop for Audited {
     fn drop(&mut self) {
         if let Some(trail) = self.trail.take() {
             let outcome = match (&self.error, self.finished) {
-                (Some(_), _) => "failed",
-                (None, true) => "ok",
-                (None, false) => "cancelled",
+                (Some(_), _) => Outcome::Failed,
+                (None, true) => Outcome::Ok,
+                (None, false) => Outcome::Cancelled,
             };
             trail.finish(outcome, self.rows, self.error.as_deref());
         }

@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, HashMap};
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use cityhub_catalog::sharing::access;
+use cityhub_catalog::access::access;
 use cityhub_catalog::{Access, AuditFilter, AuditLog, Catalog, DataFile, Dataset, Principal, Role};
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Int64Array, RecordBatch, StringArray, TimestampMicrosecondArray,

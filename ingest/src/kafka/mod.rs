@@ -13,7 +13,7 @@ pub mod worker;
 
 use cityhub_catalog::DatasetName;
 use cityhub_catalog::camera::CameraFeed;
-use cityhub_catalog::camera_status::Liveness;
+use cityhub_catalog::camera::status::Liveness;
 use cityhub_config::KafkaFeed;
 
 pub use status::{PartitionStatus, StatusBoard};

@@ -19,9 +19,11 @@ use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use cityhub_catalog::camera::status::Liveness;
 use cityhub_catalog::camera::{CameraFeed, CameraStreamCommit};
-use cityhub_catalog::camera_status::Liveness;
-use cityhub_catalog::{CatalogError, DatasetName, OffsetAdvance, StreamProgress};
+use cityhub_catalog::{
+    Action, AuditEvent, CatalogError, DatasetName, OffsetAdvance, Outcome, StreamProgress,
+};
 use cityhub_config::KafkaFeed;
 use rdkafka::Message as _;
 use rdkafka::client::ClientContext;
@@ -607,6 +609,21 @@ fn flush(shared: &Shared, consumer: &FeedConsumer, batch: &Batch) -> Result<(), 
                 (outcome.applied, outcome.rejected)
             }
         };
+
+    // Acknowledged writes are audited whichever door they came through.
+    shared.ingest.audit.record(
+        AuditEvent::by_hub(Action::KafkaFlush, Outcome::Ok)
+            .dataset(shared.feed.dataset.clone())
+            .detail(serde_json::json!({
+                "feed": shared.name,
+                "topic": batch.topic,
+                "partition": batch.partition,
+                "first_offset": first,
+                "next_offset": next,
+                "rows": rows,
+                "rejected": rejected,
+            })),
+    );
 
     // Kafka's copy of the offset, for monitoring tools; the catalog's is the one that counts.
     let mut offsets = TopicPartitionList::new();

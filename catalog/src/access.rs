@@ -1,0 +1,189 @@
+//! Every access rule of the hub in one place: who may see a dataset, read it (and how
+//! masked), push to it, act for a department, and hold a role for an action.
+//!
+//! Front doors and services ask here; none decides access on its own.
+
+use std::collections::BTreeSet;
+
+use chrono::{DateTime, Utc};
+
+use crate::Catalog;
+use crate::error::{CatalogError, Result};
+use crate::model::{Dataset, DatasetName, Principal, Role, Sharing};
+use crate::sharing::Grant;
+
+impl Principal {
+    /// Whether this principal may act for `department` as owner (admins may act for all).
+    pub fn acts_for(&self, department: &str) -> bool {
+        self.role == Role::Admin || self.department == department
+    }
+
+    /// Whether this principal may know that a dataset exists: its owner and admins always;
+    /// everybody for shared (unconditional or conditional) datasets, so that departments
+    /// can browse what they may apply for. A `none` dataset is invisible to everyone else.
+    /// What the principal may read of it is [`crate::sharing::access`].
+    pub fn may_see(&self, dataset: &Dataset) -> bool {
+        self.acts_for(&dataset.owner) || dataset.sharing != Sharing::None
+    }
+}
+
+/// Looks a dataset up for `principal`; one it may not see answers exactly like a missing
+/// one, so that its existence is not revealed.
+pub async fn visible_dataset(
+    catalog: &Catalog,
+    principal: &Principal,
+    name: &str,
+) -> Result<Dataset> {
+    let parsed = DatasetName::parse(name)?;
+    match catalog.dataset(&parsed).await? {
+        Some(dataset) if principal.may_see(&dataset) => Ok(dataset),
+        _ => Err(CatalogError::NotFound {
+            what: "dataset",
+            name: name.to_string(),
+        }),
+    }
+}
+
+/// Refuses `principal` unless it holds one of `roles`; `doing` says what for.
+pub fn require_role(principal: &Principal, roles: &[Role], doing: &str) -> Result<()> {
+    if roles.contains(&principal.role) {
+        Ok(())
+    } else {
+        let allowed: Vec<&str> = roles.iter().map(|r| r.as_str()).collect();
+        Err(CatalogError::Forbidden(format!(
+            "{doing} needs the {} role; this token has the {} role",
+            allowed.join(" or "),
+            principal.role
+        )))
+    }
+}
+
+/// Why a principal may not push to a dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PushRefusal {
+    /// The dataset must look as if it did not exist.
+    Hidden,
+    /// It may know of the dataset but not write to it; the message says who may.
+    Forbidden(String),
+}
+
+/// Whether `principal` may push rows to `dataset`: admins, and producers of its owner.
+pub fn may_push(principal: &Principal, dataset: &Dataset) -> std::result::Result<(), PushRefusal> {
+    if !principal.may_see(dataset) {
+        return Err(PushRefusal::Hidden);
+    }
+    match principal.role {
+        Role::Admin => Ok(()),
+        Role::Producer if principal.department == dataset.owner => Ok(()),
+        Role::Producer => Err(PushRefusal::Forbidden(format!(
+            "dataset {} belongs to department {}; producers of {} may push only to their own \
+             department's datasets",
+            dataset.name, dataset.owner, principal.department
+        ))),
+        role => Err(PushRefusal::Forbidden(format!(
+            "the {role} role cannot write; pushes need a producer token of department {}",
+            dataset.owner
+        ))),
+    }
+}
+
+/// Whether `principal` may register a dataset named in `department`.
+pub fn may_register(principal: &Principal, department: &str) -> Result<()> {
+    require_role(
+        principal,
+        &[Role::Admin, Role::Producer],
+        "registering a dataset",
+    )?;
+    if principal.acts_for(department) {
+        Ok(())
+    } else {
+        Err(CatalogError::Forbidden(format!(
+            "a producer of {} can register datasets only in its own department, not in {department}",
+            principal.department
+        )))
+    }
+}
+
+/// What one principal may do with one dataset.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Access {
+    /// Owner or admin: every column, unmasked.
+    Full,
+    /// A reader: `columns` (all when `None`); sensitive columns masked except `unmasked`.
+    /// `trusted` readers hold a grant and get the milder masks of the trusted tier.
+    Read {
+        columns: Option<BTreeSet<String>>,
+        unmasked: BTreeSet<String>,
+        trusted: bool,
+    },
+    /// Visible in the shared catalogue, readable after an approved share request.
+    Apply,
+    /// Not even its existence may be revealed.
+    Hidden,
+}
+
+impl Access {
+    pub fn readable(&self) -> bool {
+        matches!(self, Access::Full | Access::Read { .. })
+    }
+
+    /// How the catalogue describes the caller's access.
+    pub fn label(&self) -> &'static str {
+        match self {
+            Access::Full => "owner",
+            Access::Read { trusted: true, .. } => "granted",
+            Access::Read { .. } => "read",
+            Access::Apply => "apply",
+            Access::Hidden => "none",
+        }
+    }
+}
+
+/// What `principal` may do with `dataset`, given the active and inactive grants held by the
+/// principal's department (grants of other datasets are ignored).
+pub fn access(
+    principal: &Principal,
+    dataset: &Dataset,
+    grants: &[Grant],
+    now: DateTime<Utc>,
+) -> Access {
+    if principal.acts_for(&dataset.owner) {
+        return Access::Full;
+    }
+    if !principal.may_see(dataset) {
+        return Access::Hidden;
+    }
+    // Several active grants of one dataset add up: the union of their columns.
+    let mut columns: Option<BTreeSet<String>> = Some(BTreeSet::new());
+    let mut unmasked = BTreeSet::new();
+    let mut granted = false;
+    for grant in grants.iter().filter(|g| {
+        g.dataset_id == dataset.id && g.department == principal.department && g.active(now)
+    }) {
+        granted = true;
+        match (&mut columns, &grant.columns) {
+            (Some(set), Some(more)) => set.extend(more.iter().cloned()),
+            (_, None) => columns = None,
+            (None, Some(_)) => {}
+        }
+        unmasked.extend(grant.unmasked.iter().cloned());
+    }
+    match (granted, dataset.sharing) {
+        (true, _) => Access::Read {
+            // An unconditional dataset is readable in full; a grant on it only unmasks.
+            columns: if dataset.sharing == Sharing::Unconditional {
+                None
+            } else {
+                columns
+            },
+            unmasked,
+            trusted: true,
+        },
+        (false, Sharing::Unconditional) => Access::Read {
+            columns: None,
+            unmasked,
+            trusted: false,
+        },
+        (false, _) => Access::Apply,
+    }
+}

@@ -1,0 +1,195 @@
+//! Sharing between departments: share requests, the grants an approval creates, what a
+//! principal may read of a dataset, and the audit log that records it all.
+//!
+//! The rules (DESIGN §5, `shared/domain/sharing-and-masking.md`):
+//! - the owner department and admins read everything, unmasked;
+//! - `unconditional` datasets: every department reads every column, sensitive ones masked;
+//! - `conditional` datasets: only departments holding an active grant, limited to the
+//!   grant's columns; sensitive columns masked unless the grant names them unmasked;
+//! - `none` datasets: the owner only; everyone else cannot tell them from missing ones.
+
+pub mod service;
+
+pub use service::{Application, NewToken, ShareAnswer, SharingService};
+
+use chrono::{DateTime, Datelike, Duration, Utc, Weekday};
+use serde::{Deserialize, Serialize};
+
+use crate::CatalogError;
+use crate::model::Dataset;
+
+/// Where a share request stands.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ShareStatus {
+    Pending,
+    Approved,
+    Rejected,
+}
+
+impl ShareStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ShareStatus::Pending => "pending",
+            ShareStatus::Approved => "approved",
+            ShareStatus::Rejected => "rejected",
+        }
+    }
+}
+
+impl std::str::FromStr for ShareStatus {
+    type Err = CatalogError;
+    fn from_str(text: &str) -> Result<Self, Self::Err> {
+        match text {
+            "pending" => Ok(ShareStatus::Pending),
+            "approved" => Ok(ShareStatus::Approved),
+            "rejected" => Ok(ShareStatus::Rejected),
+            other => Err(CatalogError::invalid(
+                "status",
+                format!("{other:?} is not a request status: use pending, approved or rejected"),
+            )),
+        }
+    }
+}
+
+/// A department's application to read a dataset.
+#[derive(Debug, Clone)]
+pub struct NewShareRequest {
+    pub dataset_id: i64,
+    pub department: String,
+    pub requested_by: i64,
+    pub purpose: String,
+    /// The columns wanted; `None` for all.
+    pub columns: Option<Vec<String>>,
+    /// Sensitive columns wanted unmasked.
+    pub unmasked: Vec<String>,
+    pub until: Option<DateTime<Utc>>,
+    pub answer_due_at: DateTime<Utc>,
+}
+
+/// A share request as stored.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct ShareRequest {
+    pub id: i64,
+    pub dataset: String,
+    /// The owner of the dataset, who decides.
+    pub owner: String,
+    /// The department applying.
+    pub department: String,
+    pub requested_by: String,
+    pub purpose: String,
+    pub columns: Option<Vec<String>>,
+    pub unmasked: Vec<String>,
+    pub until: Option<DateTime<Utc>>,
+    pub status: ShareStatus,
+    pub created_at: DateTime<Utc>,
+    pub answer_due_at: DateTime<Utc>,
+    pub decided_by: Option<String>,
+    pub decided_at: Option<DateTime<Utc>>,
+    pub reason: Option<String>,
+    pub grant_id: Option<i64>,
+}
+
+impl ShareRequest {
+    /// A pending request past its answer deadline.
+    pub fn overdue(&self, now: DateTime<Utc>) -> bool {
+        self.status == ShareStatus::Pending && now > self.answer_due_at
+    }
+}
+
+/// The owner's answer to a share request.
+#[derive(Debug, Clone)]
+pub struct Decision {
+    pub request_id: i64,
+    pub decided_by: i64,
+    pub approve: bool,
+    pub reason: Option<String>,
+    /// Approvals may narrow the columns (never widen them).
+    pub columns: Option<Vec<String>>,
+    pub unmasked: Option<Vec<String>>,
+    pub expires_at: Option<DateTime<Utc>>,
+}
+
+/// A department's right to read a dataset.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Grant {
+    pub id: i64,
+    pub dataset: String,
+    #[serde(skip)]
+    pub dataset_id: i64,
+    pub department: String,
+    pub request_id: Option<i64>,
+    pub columns: Option<Vec<String>>,
+    pub unmasked: Vec<String>,
+    pub created_by: String,
+    pub created_at: DateTime<Utc>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub revoked_at: Option<DateTime<Utc>>,
+    pub revoke_reason: Option<String>,
+}
+
+impl Grant {
+    /// Neither revoked nor expired at `now`.
+    pub fn active(&self, now: DateTime<Utc>) -> bool {
+        self.revoked_at.is_none() && self.expires_at.is_none_or(|expires| expires > now)
+    }
+}
+
+/// The deadline `working_days` working days (Monday to Friday) after `from`. Public holidays
+/// are not known to the hub; a city that needs them can lengthen the setting.
+pub fn working_days_after(from: DateTime<Utc>, working_days: u32) -> DateTime<Utc> {
+    let mut at = from;
+    let mut left = working_days;
+    while left > 0 {
+        at += Duration::days(1);
+        if !matches!(at.weekday(), Weekday::Sat | Weekday::Sun) {
+            left -= 1;
+        }
+    }
+    at
+}
+
+/// Checks what a share request or an approval names against the dataset: known columns,
+/// and only sensitive columns asked for unmasked. Problems name the field.
+pub fn validate_columns_asked(
+    dataset: &Dataset,
+    columns: Option<&[String]>,
+    unmasked: &[String],
+) -> Result<(), CatalogError> {
+    let known = |name: &String| dataset.columns.iter().find(|c| &c.name == name);
+    for (index, name) in columns.unwrap_or_default().iter().enumerate() {
+        if known(name).is_none() {
+            return Err(CatalogError::invalid(
+                format!("columns[{index}]"),
+                format!("{name:?} is not a column of {}", dataset.name),
+            ));
+        }
+    }
+    if columns.is_some_and(|c| c.is_empty()) {
+        return Err(CatalogError::invalid(
+            "columns",
+            "name at least one column, or leave columns out for all of them",
+        ));
+    }
+    for (index, name) in unmasked.iter().enumerate() {
+        let Some(column) = known(name) else {
+            return Err(CatalogError::invalid(
+                format!("unmasked[{index}]"),
+                format!("{name:?} is not a column of {}", dataset.name),
+            ));
+        };
+        if column.sensitivity.is_none() {
+            return Err(CatalogError::invalid(
+                format!("unmasked[{index}]"),
+                format!("{name:?} carries no sensitivity tag, so it is never masked"),
+            ));
+        }
+        if columns.is_some_and(|c| !c.contains(name)) {
+            return Err(CatalogError::invalid(
+                format!("unmasked[{index}]"),
+                format!("{name:?} is not among the columns asked for"),
+            ));
+        }
+    }
+    Ok(())
+}

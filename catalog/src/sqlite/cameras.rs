@@ -1,0 +1,761 @@
+//! SQLite statements of the camera registry: registration, curated overrides, keepalives and
+//! NOTIFY events with their status history, searches and statistics.
+//!
+//! Every write of a batch runs in one transaction; an item refused for its own reasons
+//! (unknown camera, another department's channel) is reported and the others still apply.
+
+use rusqlite::{
+    Connection, OptionalExtension, Row, Transaction, TransactionBehavior, named_params,
+};
+
+use crate::camera::status::{Event, LiveState, Liveness, Notified, Signal, Status, Transition};
+use crate::camera::{
+    CameraFeed, CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats,
+    CameraStreamCommit, CameraStreamOutcome, ChannelFields, ChannelReport, FieldError,
+    ImportedHistory, Registered, SignalKind, StatsGroup, StatusEvent, Streams,
+};
+use crate::error::{CatalogError, Result};
+use crate::gb28181;
+use crate::model::StoredRejection;
+use crate::store::CameraStore;
+
+use super::SqliteStore;
+use super::camera_feeds::{commit_stream, rejected_records, stream_offsets};
+use super::camera_search::{camera, search};
+use super::camera_stats::{channel_pass, combine, status_events, transition_pass};
+use async_trait::async_trait;
+
+/// The status at `:now` from the evidence columns; the same rule as
+/// [`LiveState::status_at`] (a test holds the two together).
+pub(crate) const STATUS_SQL: &str = "CASE WHEN notified IN ('OFF', 'VLOST', 'DEFECT') THEN 'offline' \
+     WHEN last_seen_at IS NULL THEN 'unknown' \
+     WHEN :now < last_seen_at + :timeout THEN 'online' ELSE 'offline' END";
+
+/// The types statistics count as video channels: checkpoints, multi-lens devices and
+/// cameras. NVRs, encoders and platforms are registered (their keepalives mark their
+/// channels) but are not channels of the video network themselves.
+pub(crate) const VIDEO_TYPES: &str = "(121, 122, 131, 132)";
+
+pub(crate) const CAMERA_COLUMNS: &str = "c.id, c.parent_id, c.name, c.department, c.civil_code, c.address, \
+     c.longitude, c.latitude, c.manufacturer, c.model, c.ptz_type, c.position_type, \
+     c.room_type, c.use_type, c.supply_light_type, c.resolution, c.streams, c.tags, c.complete, \
+     l.notified, l.notified_at, l.last_seen_at, l.recorded_status, l.recorded_since, \
+     l.registered_at, c.updated_at";
+
+/// A channel's record beside its liveness.
+pub(crate) const CAMERAS_JOINED: &str = "cameras c JOIN camera_live l ON l.id = c.id";
+
+pub(crate) fn json_column<T: serde::de::DeserializeOwned>(
+    row: &Row<'_>,
+    index: usize,
+) -> rusqlite::Result<Option<T>> {
+    let text: Option<String> = row.get(index)?;
+    text.map(super::parse_json).transpose()
+}
+
+pub(crate) fn live_from_row(row: &Row<'_>, first: usize) -> rusqlite::Result<LiveState> {
+    let notified: Option<String> = row.get(first)?;
+    let recorded: Option<String> = row.get(first + 3)?;
+    Ok(LiveState {
+        notified: notified.as_deref().and_then(Notified::parse),
+        notified_at: row.get(first + 1)?,
+        last_seen_at: row.get(first + 2)?,
+        recorded: recorded.as_deref().and_then(Status::parse),
+        recorded_since: row.get(first + 4)?,
+    })
+}
+
+pub(crate) fn camera_from_row(row: &Row<'_>) -> rusqlite::Result<CameraRecord> {
+    let id: String = row.get(0)?;
+    let device = gb28181::parse(&id).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(
+            0,
+            rusqlite::types::Type::Text,
+            Box::new(FieldError::from(err)),
+        )
+    })?;
+    Ok(CameraRecord {
+        id: device,
+        fields: ChannelFields {
+            parent_id: row.get(1)?,
+            name: row.get(2)?,
+            department: row.get(3)?,
+            civil_code: row.get(4)?,
+            address: row.get(5)?,
+            longitude: row.get(6)?,
+            latitude: row.get(7)?,
+            manufacturer: row.get(8)?,
+            model: row.get(9)?,
+            ptz_type: row.get(10)?,
+            position_type: row.get(11)?,
+            room_type: row.get(12)?,
+            use_type: row.get(13)?,
+            supply_light_type: row.get(14)?,
+            resolution: row.get(15)?,
+            streams: json_column::<Streams>(row, 16)?,
+            tags: json_column::<Vec<String>>(row, 17)?,
+        },
+        complete: row.get(18)?,
+        live: live_from_row(row, 19)?,
+        registered_at: row.get(24)?,
+        updated_at: row.get(25)?,
+    })
+}
+
+/// The stored state of a channel a write needs.
+struct Existing {
+    department: Option<String>,
+    reported: ChannelFields,
+    curated: ChannelFields,
+    deleted: bool,
+    live: LiveState,
+}
+
+fn existing(tx: &Transaction<'_>, id: &str) -> Result<Option<Existing>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT c.department, c.reported, c.curated, l.deleted_at IS NOT NULL, l.notified, \
+         l.notified_at, l.last_seen_at, l.recorded_status, l.recorded_since \
+         FROM cameras c JOIN camera_live l ON l.id = c.id WHERE c.id = ?1",
+    )?;
+    Ok(stmt
+        .query_row([id], |row| {
+            Ok(Existing {
+                department: row.get(0)?,
+                reported: super::parse_json(row.get(1)?)?,
+                curated: super::parse_json(row.get(2)?)?,
+                deleted: row.get(3)?,
+                live: live_from_row(row, 4)?,
+            })
+        })
+        .optional()?)
+}
+
+fn department_exists(tx: &Transaction<'_>, code: &str) -> Result<bool> {
+    let mut stmt = tx.prepare_cached("SELECT 1 FROM departments WHERE code = ?1")?;
+    Ok(stmt.exists([code])?)
+}
+
+fn not_yours(id: &str, owner: Option<&str>, acting_for: &str) -> FieldError {
+    FieldError::forbidden(
+        "id",
+        format!(
+            "channel {id} belongs to department {}; {acting_for} may change only its own \
+             channels (an admin may change any)",
+            owner.unwrap_or("(none)")
+        ),
+    )
+}
+
+/// Writes the shown values computed from both sources.
+fn store_values(
+    tx: &Transaction<'_>,
+    id: &gb28181::DeviceId,
+    reported: &ChannelFields,
+    curated: &ChannelFields,
+    at: i64,
+) -> Result<()> {
+    let shown = curated.over(reported);
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO cameras (id, parent_id, name, department, civil_code, address, longitude, \
+         latitude, manufacturer, model, ptz_type, position_type, room_type, use_type, \
+         supply_light_type, resolution, streams, tags, region_code, industry, type_code, \
+         network, complete, reported, curated, updated_at) \
+         VALUES (:id, :parent_id, :name, :department, :civil_code, :address, :longitude, \
+         :latitude, :manufacturer, :model, :ptz_type, :position_type, :room_type, :use_type, \
+         :supply_light_type, :resolution, :streams, :tags, :region_code, :industry, :type_code, \
+         :network, :complete, :reported, :curated, :at) \
+         ON CONFLICT (id) DO UPDATE SET parent_id = excluded.parent_id, name = excluded.name, \
+         department = excluded.department, civil_code = excluded.civil_code, \
+         address = excluded.address, longitude = excluded.longitude, \
+         latitude = excluded.latitude, manufacturer = excluded.manufacturer, \
+         model = excluded.model, ptz_type = excluded.ptz_type, \
+         position_type = excluded.position_type, room_type = excluded.room_type, \
+         use_type = excluded.use_type, supply_light_type = excluded.supply_light_type, \
+         resolution = excluded.resolution, streams = excluded.streams, tags = excluded.tags, \
+         complete = excluded.complete, reported = excluded.reported, \
+         curated = excluded.curated, updated_at = excluded.updated_at",
+    )?;
+    let streams = shown
+        .streams
+        .as_ref()
+        .filter(|s| !s.is_empty())
+        .map(serde_json::to_string)
+        .transpose()?;
+    let tags = shown.tags.as_ref().map(serde_json::to_string).transpose()?;
+    stmt.execute(named_params! {
+        ":id": id.id,
+        ":parent_id": shown.parent_id,
+        ":name": shown.name,
+        ":department": shown.department,
+        ":civil_code": shown.civil_code,
+        ":address": shown.address,
+        ":longitude": shown.longitude,
+        ":latitude": shown.latitude,
+        ":manufacturer": shown.manufacturer,
+        ":model": shown.model,
+        ":ptz_type": shown.ptz_type,
+        ":position_type": shown.position_type,
+        ":room_type": shown.room_type,
+        ":use_type": shown.use_type,
+        ":supply_light_type": shown.supply_light_type,
+        ":resolution": shown.resolution,
+        ":streams": streams,
+        ":tags": tags,
+        ":region_code": id.current_region_code,
+        ":industry": id.industry,
+        ":type_code": id.type_code,
+        ":network": id.network,
+        ":complete": shown.is_complete(),
+        ":reported": serde_json::to_string(reported)?,
+        ":curated": serde_json::to_string(curated)?,
+        ":at": at,
+    })?;
+    tx.prepare_cached(
+        "INSERT INTO camera_live (id, type_code, region_code, industry, position_type, \
+         department, complete, registered_at) VALUES (:id, :type_code, :region_code, :industry, \
+         :position_type, :department, :complete, :at) \
+         ON CONFLICT (id) DO UPDATE SET position_type = excluded.position_type, \
+         department = excluded.department, complete = excluded.complete, deleted_at = NULL",
+    )?
+    .execute(named_params! {
+        ":id": id.id,
+        ":type_code": id.type_code,
+        ":region_code": id.current_region_code,
+        ":industry": id.industry,
+        ":position_type": shown.position_type,
+        ":department": shown.department,
+        ":complete": shown.is_complete(),
+        ":at": at,
+    })?;
+    Ok(())
+}
+
+/// Registers or updates one channel's reported values inside `tx`.
+pub(crate) fn register_one(
+    tx: &Transaction<'_>,
+    report: ChannelReport,
+    acting_for: Option<&str>,
+    at: i64,
+) -> Result<Result<Registered, FieldError>> {
+    let ChannelReport { id, mut fields } = report;
+    if let Some(acting) = acting_for {
+        match fields.department.as_deref() {
+            None => fields.department = Some(acting.to_string()),
+            Some(named) if named != acting => {
+                return Ok(Err(FieldError::forbidden(
+                    "department",
+                    format!(
+                        "{acting} registers its own channels; {named}'s are registered by {named}"
+                    ),
+                )));
+            }
+            Some(_) => {}
+        }
+    }
+    if let Some(department) = &fields.department
+        && !department_exists(tx, department)?
+    {
+        return Ok(Err(FieldError::new(
+            "department",
+            format!("{department} is not a department of this hub (GET /api/v1/departments)"),
+        )));
+    }
+    let before = existing(tx, &id.id)?;
+    let outcome = match &before {
+        None => Registered::Created,
+        Some(old) => {
+            if let Some(acting) = acting_for
+                && old.department.as_deref() != Some(acting)
+                && !old.deleted
+            {
+                return Ok(Err(not_yours(&id.id, old.department.as_deref(), acting)));
+            }
+            if old.deleted {
+                Registered::Restored
+            } else {
+                Registered::Updated
+            }
+        }
+    };
+    let curated = before
+        .as_ref()
+        .map(|old| old.curated.clone())
+        .unwrap_or_default();
+    store_values(tx, &id, &fields, &curated, at)?;
+    Ok(Ok(outcome))
+}
+
+/// Applies `apply` to every item in one transaction: an item's own refusal is its outcome,
+/// a storage error rolls the whole batch back.
+fn each_in_one_transaction<T, O>(
+    conn: &mut Connection,
+    items: Vec<T>,
+    mut apply: impl FnMut(&Transaction<'_>, T) -> Result<Result<O, FieldError>>,
+) -> Result<Vec<Result<O, FieldError>>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(items.len());
+    for item in items {
+        outcomes.push(apply(&tx, item)?);
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+pub fn register(
+    conn: &mut Connection,
+    reports: Vec<ChannelReport>,
+    acting_for: Option<String>,
+    at: i64,
+) -> Result<Vec<Result<Registered, FieldError>>> {
+    each_in_one_transaction(conn, reports, |tx, report| {
+        register_one(tx, report, acting_for.as_deref(), at)
+    })
+}
+
+/// Replaces a channel's curated overrides (an empty set removes them all).
+pub fn curate(
+    conn: &mut Connection,
+    id: String,
+    curated: ChannelFields,
+    acting_for: Option<String>,
+    at: i64,
+) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let old = existing(&tx, &id)?
+        .filter(|old| !old.deleted)
+        .ok_or_else(|| CatalogError::NotFound {
+            what: "camera",
+            name: id.clone(),
+        })?;
+    if let Some(acting) = acting_for.as_deref() {
+        if old.department.as_deref() != Some(acting) {
+            let err = not_yours(&id, old.department.as_deref(), acting);
+            return Err(CatalogError::invalid(err.field, err.message));
+        }
+        if let Some(named) = curated.department.as_deref()
+            && named != acting
+        {
+            return Err(CatalogError::invalid(
+                "department",
+                format!("only an admin may hand a channel to another department ({named})"),
+            ));
+        }
+    }
+    if let Some(department) = &curated.department
+        && !department_exists(&tx, department)?
+    {
+        return Err(CatalogError::invalid(
+            "department",
+            format!("{department} is not a department of this hub"),
+        ));
+    }
+    let device = gb28181::parse(&id).map_err(|err| CatalogError::invalid("id", err.to_string()))?;
+    store_values(&tx, &device, &old.reported, &curated, at)?;
+    tx.commit()?;
+    Ok(())
+}
+
+fn write_live(
+    tx: &Transaction<'_>,
+    id: &str,
+    live: &LiveState,
+    transitions: &[Transition],
+) -> Result<()> {
+    let mut stmt = tx.prepare_cached(
+        "UPDATE camera_live SET notified = ?2, notified_at = ?3, last_seen_at = ?4, \
+         recorded_status = ?5, recorded_since = ?6 WHERE id = ?1",
+    )?;
+    stmt.execute(rusqlite::params![
+        id,
+        live.notified.map(Notified::as_str),
+        live.notified_at,
+        live.last_seen_at,
+        live.recorded.map(Status::as_str),
+        live.recorded_since,
+    ])?;
+    append_transitions(tx, id, transitions)
+}
+
+fn append_transitions(tx: &Transaction<'_>, id: &str, transitions: &[Transition]) -> Result<()> {
+    if transitions.is_empty() {
+        return Ok(());
+    }
+    let mut stmt = tx.prepare_cached(
+        "INSERT INTO camera_status_events (camera_id, at, previous, status, cause) \
+         VALUES (?1, ?2, ?3, ?4, ?5)",
+    )?;
+    for t in transitions {
+        stmt.execute(rusqlite::params![
+            id,
+            t.at,
+            t.from.as_str(),
+            t.to.as_str(),
+            t.cause
+        ])?;
+    }
+    Ok(())
+}
+
+/// Applies one signal to one stored channel (its evidence and history).
+fn apply_signal(
+    tx: &Transaction<'_>,
+    id: &str,
+    mut live: LiveState,
+    signal: Signal,
+    at: i64,
+    liveness: Liveness,
+) -> Result<()> {
+    let transitions = live.apply(signal, at, liveness);
+    write_live(tx, id, &live, &transitions)
+}
+
+/// A keepalive for one stored channel. The common case (online, still within its timeout)
+/// is one UPDATE that cannot change the status; anything else goes through the state machine.
+fn keepalive_one(tx: &Transaction<'_>, id: &str, at: i64, liveness: Liveness) -> Result<()> {
+    let refreshed = tx
+        .prepare_cached(
+            "UPDATE camera_live SET last_seen_at = max(last_seen_at, :at) \
+             WHERE id = :id AND recorded_status = 'online' AND notified IS NOT 'OFF' \
+             AND notified IS NOT 'VLOST' AND notified IS NOT 'DEFECT' \
+             AND :at < last_seen_at + :timeout",
+        )?
+        .execute(named_params! {":id": id, ":at": at, ":timeout": liveness.timeout_ms()})?;
+    if refreshed == 1 {
+        return Ok(());
+    }
+    let live = tx
+        .prepare_cached(
+            "SELECT notified, notified_at, last_seen_at, recorded_status, recorded_since \
+             FROM camera_live WHERE id = ?1",
+        )?
+        .query_row([id], |row| live_from_row(row, 0))
+        .optional()?;
+    match live {
+        Some(live) => apply_signal(tx, id, live, Signal::Keepalive, at, liveness),
+        None => Ok(()),
+    }
+}
+
+/// Who owns a registered, not deleted channel (`None`: no such channel).
+fn owner(tx: &Transaction<'_>, id: &str) -> Result<Option<Option<String>>> {
+    Ok(tx
+        .prepare_cached("SELECT department FROM camera_live WHERE id = ?1 AND deleted_at IS NULL")?
+        .query_row([id], |row| row.get(0))
+        .optional()?)
+}
+
+/// The channels directly under `id`: a device's keepalive speaks for its own channels.
+/// (A platform's keepalive does not: channels behind a cascaded platform report their
+/// status with NOTIFY, or through their own device's keepalives.)
+fn children(tx: &Transaction<'_>, id: &str) -> Result<Vec<(String, Option<String>)>> {
+    let mut stmt = tx.prepare_cached(
+        "SELECT c.id, c.department FROM cameras c JOIN camera_live l ON l.id = c.id \
+         WHERE c.parent_id = ?1 AND l.deleted_at IS NULL",
+    )?;
+    let rows = stmt.query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?;
+    Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+}
+
+fn unknown_camera(id: &str) -> FieldError {
+    FieldError::new(
+        "id",
+        format!(
+            "{id} is not a registered channel or device; register it first (PUT /api/v1/cameras/{id})"
+        ),
+    )
+}
+
+pub(crate) fn signal_one(
+    tx: &Transaction<'_>,
+    signal: CameraSignal,
+    acting_for: Option<&str>,
+    liveness: Liveness,
+) -> Result<Result<usize, FieldError>> {
+    let CameraSignal { id, at, kind } = signal;
+    match kind {
+        SignalKind::Keepalive => keepalive_signal(tx, &id, at, acting_for, liveness),
+        SignalKind::Event(event, fields) => {
+            event_signal(tx, &id, at, event, fields, acting_for, liveness)
+        }
+    }
+}
+
+/// A keepalive marks the id and the channels registered under it. The hot path: a few
+/// narrow-row statements, no record read.
+fn keepalive_signal(
+    tx: &Transaction<'_>,
+    id: &str,
+    at: i64,
+    acting_for: Option<&str>,
+    liveness: Liveness,
+) -> Result<Result<usize, FieldError>> {
+    let owner = owner(tx, id)?;
+    let mut marked = 0;
+    if let Some(department) = &owner {
+        if let Some(acting) = acting_for
+            && department.as_deref() != Some(acting)
+        {
+            return Ok(Err(not_yours(id, department.as_deref(), acting)));
+        }
+        keepalive_one(tx, id, at, liveness)?;
+        marked += 1;
+    }
+    // Channels of other departments are not the caller's to mark and are left alone.
+    for (child, department) in children(tx, id)? {
+        if acting_for.is_none_or(|acting| department.as_deref() == Some(acting)) {
+            keepalive_one(tx, &child, at, liveness)?;
+            marked += 1;
+        }
+    }
+    if marked == 0 && owner.is_none() {
+        return Ok(Err(unknown_camera(id)));
+    }
+    Ok(Ok(marked))
+}
+
+/// A catalog NOTIFY event for one channel.
+fn event_signal(
+    tx: &Transaction<'_>,
+    id: &str,
+    at: i64,
+    event: Event,
+    fields: Option<Box<ChannelFields>>,
+    acting_for: Option<&str>,
+    liveness: Liveness,
+) -> Result<Result<usize, FieldError>> {
+    let stored = existing(tx, id)?;
+    let registered = stored.as_ref().filter(|old| !old.deleted);
+    if let (Some(acting), Some(old)) = (acting_for, registered)
+        && old.department.as_deref() != Some(acting)
+    {
+        return Ok(Err(not_yours(id, old.department.as_deref(), acting)));
+    }
+    let register = |fields: ChannelFields| -> Result<Result<usize, FieldError>> {
+        let device = match gb28181::parse(id) {
+            Ok(device) => device,
+            Err(err) => return Ok(Err(err.into())),
+        };
+        let report = ChannelReport { id: device, fields };
+        Ok(register_one(tx, report, acting_for, at)?.map(|_| 1))
+    };
+    match (event, registered, fields) {
+        (Event::Add | Event::Update, _, Some(fields)) => register(*fields),
+        // ADD of a channel deleted earlier brings it back with its known values.
+        (Event::Add, None, None) => match stored {
+            Some(old) => {
+                if let Some(acting) = acting_for
+                    && old.department.as_deref() != Some(acting)
+                {
+                    return Ok(Err(not_yours(id, old.department.as_deref(), acting)));
+                }
+                register(old.reported)
+            }
+            None => Ok(Err(FieldError::new(
+                "channel",
+                format!(
+                    "{id} is not registered; an ADD of a new channel carries its fields \
+                     (\"channel\": {{\"name\": ...}})"
+                ),
+            ))),
+        },
+        (Event::Add, Some(_), None) => Ok(Ok(0)),
+        (Event::Update, Some(_), None) => Ok(Err(FieldError::new(
+            "channel",
+            "UPDATE carries the channel's new fields (\"channel\": {...})",
+        ))),
+        (_, None, _) => Ok(Err(unknown_camera(id))),
+        (Event::Del, Some(old), _) => {
+            apply_signal(tx, id, old.live, Signal::Deleted, at, liveness)?;
+            tx.prepare_cached("UPDATE camera_live SET deleted_at = ?2 WHERE id = ?1")?
+                .execute(rusqlite::params![id, at])?;
+            Ok(Ok(1))
+        }
+        (event, Some(old), _) => match event.notified() {
+            Some(notified) => {
+                apply_signal(tx, id, old.live, Signal::Notify(notified), at, liveness)?;
+                Ok(Ok(1))
+            }
+            None => Ok(Err(FieldError::new("event", "not a status event"))),
+        },
+    }
+}
+
+/// Applies keepalives and NOTIFY events in order, in one transaction. Each item answers how
+/// many channels it marked, or why it was refused.
+pub fn signals(
+    conn: &mut Connection,
+    signals: Vec<CameraSignal>,
+    acting_for: Option<String>,
+    liveness: Liveness,
+) -> Result<Vec<Result<usize, FieldError>>> {
+    each_in_one_transaction(conn, signals, |tx, signal| {
+        signal_one(tx, signal, acting_for.as_deref(), liveness)
+    })
+}
+
+/// Brings in whole histories (see [`ImportedHistory`]), checking that each continues the
+/// channel's recorded history and ends where its evidence says.
+pub fn import_history(conn: &mut Connection, histories: Vec<ImportedHistory>) -> Result<()> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    for history in histories {
+        let id = history.id;
+        let old = existing(&tx, &id)?
+            .filter(|old| !old.deleted)
+            .ok_or_else(|| CatalogError::NotFound {
+                what: "camera",
+                name: id.clone(),
+            })?;
+        let mut status = old.live.recorded.unwrap_or(Status::Unknown);
+        let mut since = old.live.recorded_since.unwrap_or(i64::MIN);
+        for transition in &history.transitions {
+            if transition.from != status
+                || transition.at < since
+                || transition.from == transition.to
+            {
+                return Err(CatalogError::invalid(
+                    "transitions",
+                    format!(
+                        "{id}: {:?} at {} does not continue the history ({status:?} since {since})",
+                        transition.to, transition.at
+                    ),
+                ));
+            }
+            status = transition.to;
+            since = transition.at;
+        }
+        if history.live.recorded.unwrap_or(Status::Unknown) != status {
+            return Err(CatalogError::invalid(
+                "live",
+                format!("{id}: the evidence's recorded status is not the history's last"),
+            ));
+        }
+        write_live(&tx, &id, &history.live, &history.transitions)?;
+    }
+    tx.commit()?;
+    Ok(())
+}
+
+/// Appends the "went offline" transitions of channels whose keepalives stopped before `now`.
+pub fn sweep(conn: &mut Connection, now: i64, liveness: Liveness) -> Result<usize> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let due: Vec<(String, LiveState)> = {
+        let mut stmt = tx.prepare_cached(
+            "SELECT id, notified, notified_at, last_seen_at, recorded_status, recorded_since \
+             FROM camera_live WHERE recorded_status = 'online' AND last_seen_at <= :cutoff \
+             AND deleted_at IS NULL",
+        )?;
+        let rows = stmt.query_map(
+            named_params! {":cutoff": now - liveness.timeout_ms()},
+            |row| Ok((row.get(0)?, live_from_row(row, 1)?)),
+        )?;
+        rows.collect::<rusqlite::Result<_>>()?
+    };
+    let mut swept = 0;
+    for (id, mut live) in due {
+        if let Some(transition) = live.catch_up(now, liveness) {
+            write_live(&tx, &id, &live, &[transition])?;
+            swept += 1;
+        }
+    }
+    tx.commit()?;
+    Ok(swept)
+}
+
+#[async_trait]
+impl CameraStore for SqliteStore {
+    async fn register_cameras(
+        &self,
+        reports: Vec<ChannelReport>,
+        acting_for: Option<String>,
+        at: i64,
+    ) -> Result<Vec<Result<Registered, FieldError>>> {
+        self.write(move |conn| register(conn, reports, acting_for, at))
+            .await
+    }
+
+    async fn curate_camera(
+        &self,
+        id: String,
+        curated: ChannelFields,
+        acting_for: Option<String>,
+        at: i64,
+    ) -> Result<()> {
+        self.write(move |conn| curate(conn, id, curated, acting_for, at))
+            .await
+    }
+
+    async fn camera_signals(
+        &self,
+        signals: Vec<CameraSignal>,
+        acting_for: Option<String>,
+        liveness: Liveness,
+    ) -> Result<Vec<Result<usize, FieldError>>> {
+        self.write(move |conn| super::cameras::signals(conn, signals, acting_for, liveness))
+            .await
+    }
+
+    async fn camera_stream_offsets(&self, feed: CameraFeed) -> Result<Vec<(String, i32, i64)>> {
+        self.read(move |conn| stream_offsets(conn, feed)).await
+    }
+
+    async fn commit_camera_stream(
+        &self,
+        commit: CameraStreamCommit,
+    ) -> Result<CameraStreamOutcome> {
+        self.write(move |conn| commit_stream(conn, commit)).await
+    }
+
+    async fn camera_rejected_records(
+        &self,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredRejection>> {
+        self.read(move |conn| rejected_records(conn, after_id, limit))
+            .await
+    }
+
+    async fn import_camera_history(&self, histories: Vec<ImportedHistory>) -> Result<()> {
+        self.write(move |conn| import_history(conn, histories))
+            .await
+    }
+
+    async fn sweep_cameras(&self, now: i64, liveness: Liveness) -> Result<usize> {
+        self.write(move |conn| sweep(conn, now, liveness)).await
+    }
+
+    async fn camera(&self, id: &str) -> Result<Option<(CameraRecord, CameraSources)>> {
+        let id = id.to_string();
+        self.read(move |conn| camera(conn, &id)).await
+    }
+
+    async fn search_cameras(
+        &self,
+        query: CameraQuery,
+        now: i64,
+        liveness: Liveness,
+    ) -> Result<Vec<CameraRecord>> {
+        self.read(move |conn| search(conn, &query, now, liveness))
+            .await
+    }
+
+    async fn camera_stats(
+        &self,
+        group: StatsGroup,
+        since: i64,
+        now: i64,
+        liveness: Liveness,
+    ) -> Result<(Vec<CameraStats>, CameraStats)> {
+        self.sweep_cameras(now, liveness).await?;
+        // The two passes read different tables: run them at once on two connections.
+        let (channels, walks) = tokio::join!(
+            self.read(move |conn| channel_pass(conn, group, since, now, liveness)),
+            self.read(move |conn| transition_pass(conn, since, now)),
+        );
+        Ok(combine(channels?, &walks?, now))
+    }
+
+    async fn camera_status_events(&self, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>> {
+        self.read(move |conn| status_events(conn, after_seq, limit))
+            .await
+    }
+}

@@ -1,0 +1,705 @@
+//! Departments, principals, datasets, snapshots and commits in SQLite.
+
+use async_trait::async_trait;
+use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
+
+use super::*;
+use crate::store::DatasetStore;
+
+fn department_from_row(row: &Row<'_>) -> rusqlite::Result<Department> {
+    Ok(Department {
+        code: row.get(0)?,
+        name: row.get(1)?,
+        created_at: parse_time(row.get(2)?)?,
+    })
+}
+
+pub(crate) const PRINCIPAL_COLUMNS: &str =
+    "id, name, department, role, created_at, expires_at, revoked_at, rate_limit_per_second";
+
+pub(crate) fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Principal> {
+    Ok(Principal {
+        id: row.get(0)?,
+        name: row.get(1)?,
+        department: row.get(2)?,
+        role: parse_text(row.get(3)?)?,
+        created_at: parse_time(row.get(4)?)?,
+        expires_at: parse_optional_time(row.get(5)?)?,
+        revoked_at: parse_optional_time(row.get(6)?)?,
+        rate_limit_per_second: row.get(7)?,
+    })
+}
+
+const DATASET_COLUMNS: &str = "d.id, d.department, d.name, d.description, d.classification, \
+     d.sharing, d.resource_code, d.update_cycle, d.tags, d.schema_version, d.snapshot_id, \
+     d.snapshot_seq, d.rows, d.bytes, d.files, d.created_at, d.updated_at, s.columns";
+
+const DATASET_FROM: &str = "datasets d JOIN schema_versions s \
+     ON s.dataset_id = d.id AND s.version = d.schema_version";
+
+fn dataset_from_row(row: &Row<'_>) -> rusqlite::Result<Dataset> {
+    let department: String = row.get(1)?;
+    let table: String = row.get(2)?;
+    let name = DatasetName::parse(&format!("{department}.{table}")).map_err(|err| {
+        rusqlite::Error::FromSqlConversionFailure(1, rusqlite::types::Type::Text, Box::new(err))
+    })?;
+    Ok(Dataset {
+        id: row.get(0)?,
+        name,
+        owner: department,
+        description: row.get(3)?,
+        classification: parse_text(row.get(4)?)?,
+        sharing: parse_text(row.get(5)?)?,
+        resource_code: row.get(6)?,
+        update_cycle: row.get(7)?,
+        tags: parse_json(row.get(8)?)?,
+        schema_version: row.get(9)?,
+        snapshot_id: row.get(10)?,
+        snapshot_seq: row.get(11)?,
+        rows: row.get(12)?,
+        bytes: row.get(13)?,
+        files: row.get(14)?,
+        created_at: parse_time(row.get(15)?)?,
+        updated_at: parse_time(row.get(16)?)?,
+        columns: parse_json(row.get(17)?)?,
+    })
+}
+
+const SNAPSHOT_COLUMNS: &str = "id, dataset_id, seq, parent_id, created_at, operation, \
+     schema_version, added_rows, added_bytes, added_files, rows, bytes, files";
+
+fn snapshot_from_row(row: &Row<'_>) -> rusqlite::Result<Snapshot> {
+    Ok(Snapshot {
+        id: row.get(0)?,
+        dataset_id: row.get(1)?,
+        seq: row.get(2)?,
+        parent_id: row.get(3)?,
+        created_at: parse_time(row.get(4)?)?,
+        operation: parse_text::<Operation>(row.get(5)?)?,
+        schema_version: row.get(6)?,
+        added_rows: row.get(7)?,
+        added_bytes: row.get(8)?,
+        added_files: row.get(9)?,
+        rows: row.get(10)?,
+        bytes: row.get(11)?,
+        files: row.get(12)?,
+    })
+}
+
+fn idempotency_from_row(row: &Row<'_>) -> rusqlite::Result<IdempotencyRecord> {
+    Ok(IdempotencyRecord {
+        key: row.get(0)?,
+        request_hash: row.get(1)?,
+        response: row.get(2)?,
+        snapshot_id: row.get(3)?,
+    })
+}
+
+fn load_idempotency(
+    conn: &Connection,
+    dataset_id: i64,
+    key: &str,
+) -> rusqlite::Result<Option<IdempotencyRecord>> {
+    conn.query_row(
+        "SELECT key, request_hash, response, snapshot_id FROM idempotency_keys \
+         WHERE dataset_id = ?1 AND key = ?2",
+        params![dataset_id, key],
+        idempotency_from_row,
+    )
+    .optional()
+}
+
+#[async_trait]
+impl DatasetStore for SqliteStore {
+    async fn create_department(&self, code: &str, name: &str) -> Result<Department> {
+        validate_department_code(code)?;
+        if name.trim().is_empty() {
+            return Err(CatalogError::invalid(
+                "name",
+                "a department needs a display name such as 公安局",
+            ));
+        }
+        let department = Department {
+            code: code.to_string(),
+            name: name.trim().to_string(),
+            created_at: now(),
+        };
+        let row = department.clone();
+        self.write(move |conn| {
+            let inserted = conn.execute(
+                "INSERT INTO departments (code, name, created_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (code) DO NOTHING",
+                params![row.code, row.name, time_text(row.created_at)],
+            )?;
+            if inserted == 0 {
+                return Err(CatalogError::AlreadyExists {
+                    what: "department",
+                    name: row.code,
+                });
+            }
+            Ok(())
+        })
+        .await?;
+        Ok(department)
+    }
+
+    async fn list_departments(&self) -> Result<Vec<Department>> {
+        self.read(|conn| {
+            let mut stmt = conn
+                .prepare_cached("SELECT code, name, created_at FROM departments ORDER BY code")?;
+            let rows = stmt.query_map([], department_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn department(&self, code: &str) -> Result<Option<Department>> {
+        let code = code.to_string();
+        self.read(move |conn| {
+            Ok(conn
+                .query_row(
+                    "SELECT code, name, created_at FROM departments WHERE code = ?1",
+                    [code],
+                    department_from_row,
+                )
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn create_principal(&self, new: NewPrincipal, token_hash: &str) -> Result<Principal> {
+        let token_hash = token_hash.to_string();
+        self.write(move |conn| {
+            let exists: bool = conn.query_row(
+                "SELECT EXISTS (SELECT 1 FROM departments WHERE code = ?1)",
+                [&new.department],
+                |row| row.get(0),
+            )?;
+            if !exists {
+                return Err(CatalogError::NotFound {
+                    what: "department",
+                    name: new.department,
+                });
+            }
+            let created_at = now();
+            conn.execute(
+                "INSERT INTO principals (name, department, role, token_hash, created_at, \
+                 expires_at, rate_limit_per_second) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                params![
+                    new.name,
+                    new.department,
+                    new.role.as_str(),
+                    token_hash,
+                    time_text(created_at),
+                    new.expires_at.map(time_text),
+                    new.rate_limit_per_second
+                ],
+            )?;
+            Ok(Principal {
+                id: conn.last_insert_rowid(),
+                name: new.name,
+                department: new.department,
+                role: new.role,
+                created_at,
+                expires_at: new.expires_at,
+                revoked_at: None,
+                rate_limit_per_second: new.rate_limit_per_second,
+            })
+        })
+        .await
+    }
+
+    async fn principal_by_token_hash(&self, token_hash: &str) -> Result<Option<Principal>> {
+        let token_hash = token_hash.to_string();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {PRINCIPAL_COLUMNS} FROM principals WHERE token_hash = ?1"
+            ))?;
+            Ok(stmt
+                .query_row([token_hash], principal_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn create_dataset(&self, new: NewDataset) -> Result<Dataset> {
+        validate_columns(&new.columns)?;
+        let name = new.name.clone();
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let department_exists: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM departments WHERE code = ?1)",
+                [new.name.department()],
+                |row| row.get(0),
+            )?;
+            if !department_exists {
+                return Err(CatalogError::NotFound {
+                    what: "department",
+                    name: new.name.department().to_string(),
+                });
+            }
+            let taken: bool = tx.query_row(
+                "SELECT EXISTS (SELECT 1 FROM datasets WHERE department = ?1 AND name = ?2)",
+                params![new.name.department(), new.name.table()],
+                |row| row.get(0),
+            )?;
+            if taken {
+                return Err(CatalogError::AlreadyExists {
+                    what: "dataset",
+                    name: new.name.to_string(),
+                });
+            }
+            let created = time_text(now());
+            tx.execute(
+                "INSERT INTO datasets (department, name, description, classification, sharing, \
+                 resource_code, update_cycle, tags, schema_version, created_at, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9)",
+                params![
+                    new.name.department(),
+                    new.name.table(),
+                    new.description,
+                    new.classification.as_str(),
+                    new.sharing.as_str(),
+                    new.resource_code,
+                    new.update_cycle,
+                    serde_json::to_string(&new.tags)?,
+                    created
+                ],
+            )?;
+            let id = tx.last_insert_rowid();
+            tx.execute(
+                "INSERT INTO schema_versions (dataset_id, version, columns, created_at) \
+                 VALUES (?1, 1, ?2, ?3)",
+                params![id, serde_json::to_string(&new.columns)?, created],
+            )?;
+            tx.commit()?;
+            Ok(())
+        })
+        .await?;
+        self.dataset(&name).await?.ok_or_else(|| {
+            CatalogError::Storage("a dataset vanished right after it was created".into())
+        })
+    }
+
+    async fn dataset(&self, name: &DatasetName) -> Result<Option<Dataset>> {
+        let name = name.clone();
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {DATASET_COLUMNS} FROM {DATASET_FROM} \
+                 WHERE d.department = ?1 AND d.name = ?2"
+            ))?;
+            Ok(stmt
+                .query_row(params![name.department(), name.table()], dataset_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
+    async fn list_datasets(&self) -> Result<Vec<Dataset>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {DATASET_COLUMNS} FROM {DATASET_FROM} ORDER BY d.department, d.name"
+            ))?;
+            let rows = stmt.query_map([], dataset_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn schema_versions(&self, dataset_id: i64) -> Result<Vec<SchemaVersion>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT version, columns, created_at FROM schema_versions \
+                 WHERE dataset_id = ?1 ORDER BY version",
+            )?;
+            let rows = stmt.query_map([dataset_id], |row| {
+                Ok(SchemaVersion {
+                    version: row.get(0)?,
+                    columns: parse_json(row.get(1)?)?,
+                    created_at: parse_time(row.get(2)?)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn drop_unused_dataset(&self, dataset_id: i64) -> Result<bool> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let snapshot: Option<Option<i64>> = tx
+                .query_row(
+                    "SELECT snapshot_id FROM datasets WHERE id = ?1",
+                    [dataset_id],
+                    |row| row.get(0),
+                )
+                .optional()?;
+            match snapshot {
+                None => Ok(false),
+                Some(Some(_)) => Err(CatalogError::invalid(
+                    "dataset",
+                    "the dataset has committed data and cannot be dropped this way",
+                )),
+                Some(None) => {
+                    tx.execute(
+                        "DELETE FROM idempotency_keys WHERE dataset_id = ?1",
+                        [dataset_id],
+                    )?;
+                    tx.execute(
+                        "DELETE FROM schema_versions WHERE dataset_id = ?1",
+                        [dataset_id],
+                    )?;
+                    tx.execute("DELETE FROM datasets WHERE id = ?1", [dataset_id])?;
+                    tx.commit()?;
+                    Ok(true)
+                }
+            }
+        })
+        .await
+    }
+
+    async fn snapshots(&self, dataset_id: i64) -> Result<Vec<Snapshot>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE dataset_id = ?1 ORDER BY seq DESC"
+            ))?;
+            let rows = stmt.query_map([dataset_id], snapshot_from_row)?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn snapshot_files(
+        &self,
+        dataset_id: i64,
+        snapshot_id: Option<i64>,
+    ) -> Result<Vec<DataFile>> {
+        self.read(move |conn| {
+            // Resolve the snapshot to its sequence number inside one read transaction, so
+            // the file list belongs to exactly that snapshot even while writers commit.
+            let tx = conn.unchecked_transaction()?;
+            let seq: Option<i64> = match snapshot_id {
+                Some(id) => tx
+                    .query_row(
+                        "SELECT seq FROM snapshots WHERE id = ?1 AND dataset_id = ?2",
+                        params![id, dataset_id],
+                        |row| row.get(0),
+                    )
+                    .optional()?,
+                None => tx
+                    .query_row(
+                        "SELECT snapshot_seq FROM datasets WHERE id = ?1",
+                        [dataset_id],
+                        |row| row.get(0),
+                    )
+                    .optional()?,
+            };
+            let Some(seq) = seq else {
+                return Err(CatalogError::NotFound {
+                    what: "snapshot",
+                    name: format!("{snapshot_id:?} of dataset {dataset_id}"),
+                });
+            };
+            let mut stmt = tx.prepare_cached(
+                "SELECT path, rows, bytes, stats FROM files WHERE dataset_id = ?1 \
+                 AND added_seq <= ?2 AND (removed_seq IS NULL OR removed_seq > ?2) \
+                 ORDER BY added_seq, path",
+            )?;
+            let rows = stmt.query_map(params![dataset_id, seq], |row| {
+                Ok(DataFile {
+                    path: row.get(0)?,
+                    rows: row.get(1)?,
+                    bytes: row.get(2)?,
+                    stats: parse_json(row.get(3)?)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn commit(&self, commit: Commit) -> Result<CommitOutcome> {
+        self.write(move |conn| commit_in(conn, commit)).await
+    }
+
+    async fn idempotency_record(
+        &self,
+        dataset_id: i64,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>> {
+        let key = key.to_string();
+        self.read(move |conn| Ok(load_idempotency(conn, dataset_id, &key)?))
+            .await
+    }
+
+    async fn stream_offsets(&self, dataset_id: i64) -> Result<Vec<StreamOffset>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT topic, partition, next_offset, snapshot_id, updated_at \
+                 FROM stream_offsets WHERE dataset_id = ?1 ORDER BY topic, partition",
+            )?;
+            let rows = stmt.query_map([dataset_id], |row| {
+                Ok(StreamOffset {
+                    topic: row.get(0)?,
+                    partition: row.get(1)?,
+                    next_offset: row.get(2)?,
+                    snapshot_id: row.get(3)?,
+                    updated_at: parse_time(row.get(4)?)?,
+                })
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn rejected_records(
+        &self,
+        dataset_id: i64,
+        after_id: i64,
+        limit: usize,
+    ) -> Result<Vec<StoredRejection>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT r.id, d.department || '.' || d.name, r.topic, r.partition, r.\"offset\", \
+                 r.key, r.payload, r.error, r.at FROM rejected_records r \
+                 JOIN datasets d ON d.id = r.dataset_id \
+                 WHERE r.dataset_id = ?1 AND r.id > ?2 ORDER BY r.id LIMIT ?3",
+            )?;
+            let rows = stmt.query_map(params![dataset_id, after_id, limit as i64], |row| {
+                rejection_from_row(row)
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
+    async fn current_snapshots(&self) -> Result<Vec<(i64, Option<i64>)>> {
+        self.read(endpoints::current_snapshots).await
+    }
+}
+
+/// Refuses a stream commit whose expected offsets are not the stored ones.
+fn check_offsets(conn: &Connection, dataset_id: i64, stream: &StreamProgress) -> Result<()> {
+    let mut select = conn.prepare_cached(
+        "SELECT next_offset FROM stream_offsets WHERE dataset_id = ?1 AND topic = ?2 \
+         AND partition = ?3",
+    )?;
+    for advance in &stream.offsets {
+        let actual: Option<i64> = select
+            .query_row(
+                params![dataset_id, advance.topic, advance.partition],
+                |row| row.get(0),
+            )
+            .optional()?;
+        advance.check_stored(actual)?;
+    }
+    Ok(())
+}
+
+fn write_progress(
+    conn: &Connection,
+    dataset_id: i64,
+    stream: &StreamProgress,
+    snapshot_id: Option<i64>,
+) -> Result<()> {
+    let at = time_text(now());
+    let mut upsert = conn.prepare_cached(
+        "INSERT INTO stream_offsets (dataset_id, topic, partition, next_offset, snapshot_id, \
+         updated_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6) ON CONFLICT (dataset_id, topic, partition) \
+         DO UPDATE SET next_offset = excluded.next_offset, \
+         snapshot_id = coalesce(excluded.snapshot_id, stream_offsets.snapshot_id), \
+         updated_at = excluded.updated_at",
+    )?;
+    for advance in &stream.offsets {
+        upsert.execute(params![
+            dataset_id,
+            advance.topic,
+            advance.partition,
+            advance.next,
+            snapshot_id,
+            at
+        ])?;
+    }
+    let mut insert = conn.prepare_cached(
+        "INSERT INTO rejected_records (dataset_id, topic, partition, \"offset\", key, payload, \
+         error, at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+    )?;
+    for record in &stream.rejected {
+        insert.execute(params![
+            dataset_id,
+            record.topic,
+            record.partition,
+            record.offset,
+            record.key,
+            record.payload,
+            record.error,
+            at
+        ])?;
+    }
+    Ok(())
+}
+
+/// The commit transaction. Order matters: the idempotency check comes before the parent
+/// check, so a retry of an already committed push is answered from the record even if
+/// other commits have happened since.
+fn commit_in(conn: &mut Connection, commit: Commit) -> Result<CommitOutcome> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    if let Some(record) = &commit.idempotency
+        && let Some(existing) = load_idempotency(&tx, commit.dataset_id, &record.key)?
+    {
+        if existing.request_hash != record.request_hash {
+            return Err(CatalogError::IdempotencyMismatch { key: existing.key });
+        }
+        return Ok(CommitOutcome::Replayed(existing));
+    }
+    if let Some(stream) = &commit.stream {
+        check_offsets(&tx, commit.dataset_id, stream)?;
+        if commit.added.is_empty() && commit.removed.is_empty() {
+            // Only progress (e.g. a batch of nothing but bad messages): no new snapshot.
+            write_progress(&tx, commit.dataset_id, stream, None)?;
+            tx.commit()?;
+            return Ok(CommitOutcome::Progressed);
+        }
+    }
+    let current = tx
+        .query_row(
+            "SELECT snapshot_id, snapshot_seq, rows, bytes, files, schema_version \
+             FROM datasets WHERE id = ?1",
+            [commit.dataset_id],
+            |row| {
+                Ok((
+                    row.get::<_, Option<i64>>(0)?,
+                    row.get::<_, i64>(1)?,
+                    row.get::<_, i64>(2)?,
+                    row.get::<_, i64>(3)?,
+                    row.get::<_, i64>(4)?,
+                    row.get::<_, i64>(5)?,
+                ))
+            },
+        )
+        .optional()?;
+    let Some((current_id, current_seq, rows, bytes, files, schema_version)) = current else {
+        return Err(CatalogError::NotFound {
+            what: "dataset",
+            name: commit.dataset_id.to_string(),
+        });
+    };
+    if current_id != commit.expected_parent {
+        return Err(CatalogError::Conflict {
+            dataset_id: commit.dataset_id,
+            expected: commit.expected_parent,
+            actual: current_id,
+        });
+    }
+    let seq = current_seq + 1;
+    let added_rows: i64 = commit.added.iter().map(|f| f.rows).sum();
+    let added_bytes: i64 = commit.added.iter().map(|f| f.bytes).sum();
+    let added_files = commit.added.len() as i64;
+
+    let mut removed_rows = 0;
+    let mut removed_bytes = 0;
+    for path in &commit.removed {
+        let removed = tx
+            .query_row(
+                "UPDATE files SET removed_seq = ?1 WHERE dataset_id = ?2 AND path = ?3 \
+                 AND removed_seq IS NULL RETURNING rows, bytes",
+                params![seq, commit.dataset_id, path],
+                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
+            )
+            .optional()?;
+        let Some((r, b)) = removed else {
+            return Err(CatalogError::invalid(
+                "removed",
+                format!("{path:?} is not a live file of this dataset"),
+            ));
+        };
+        removed_rows += r;
+        removed_bytes += b;
+    }
+    let created_at = now();
+    let total_rows = rows + added_rows - removed_rows;
+    let total_bytes = bytes + added_bytes - removed_bytes;
+    let total_files = files + added_files - commit.removed.len() as i64;
+    tx.execute(
+        "INSERT INTO snapshots (dataset_id, seq, parent_id, created_at, operation, \
+         schema_version, added_rows, added_bytes, added_files, rows, bytes, files) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+        params![
+            commit.dataset_id,
+            seq,
+            current_id,
+            time_text(created_at),
+            commit.operation.as_str(),
+            schema_version,
+            added_rows,
+            added_bytes,
+            added_files,
+            total_rows,
+            total_bytes,
+            total_files
+        ],
+    )?;
+    let snapshot_id = tx.last_insert_rowid();
+    {
+        let mut insert = tx.prepare_cached(
+            "INSERT INTO files (dataset_id, path, rows, bytes, stats, added_seq) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+        )?;
+        for file in &commit.added {
+            insert.execute(params![
+                commit.dataset_id,
+                file.path,
+                file.rows,
+                file.bytes,
+                serde_json::to_string(&file.stats)?,
+                seq
+            ])?;
+        }
+    }
+    tx.execute(
+        "UPDATE datasets SET snapshot_id = ?1, snapshot_seq = ?2, rows = ?3, bytes = ?4, \
+         files = ?5, updated_at = ?6 WHERE id = ?7",
+        params![
+            snapshot_id,
+            seq,
+            total_rows,
+            total_bytes,
+            total_files,
+            time_text(created_at),
+            commit.dataset_id
+        ],
+    )?;
+    if let Some(stream) = &commit.stream {
+        write_progress(&tx, commit.dataset_id, stream, Some(snapshot_id))?;
+    }
+    if let Some(record) = &commit.idempotency {
+        tx.execute(
+            "INSERT INTO idempotency_keys (dataset_id, key, request_hash, response, \
+             snapshot_id, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![
+                commit.dataset_id,
+                record.key,
+                record.request_hash,
+                record.response,
+                snapshot_id,
+                time_text(created_at)
+            ],
+        )?;
+    }
+    tx.commit()?;
+    Ok(CommitOutcome::Committed(Snapshot {
+        id: snapshot_id,
+        dataset_id: commit.dataset_id,
+        seq,
+        parent_id: current_id,
+        created_at,
+        operation: commit.operation,
+        schema_version,
+        added_rows,
+        added_bytes,
+        added_files,
+        rows: total_rows,
+        bytes: total_bytes,
+        files: total_files,
+    }))
+}

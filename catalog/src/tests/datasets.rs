@@ -1,0 +1,676 @@
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use crate::*;
+
+fn store() -> (tempfile::TempDir, Catalog) {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let store = SqliteStore::open(&dir.path().join("catalog.db"), 5_000).expect("open");
+    (dir, Arc::new(store))
+}
+
+fn new_dataset(name: &str) -> NewDataset {
+    NewDataset {
+        name: DatasetName::parse(name).expect("valid name"),
+        description: "test".into(),
+        columns: vec![
+            Column::new("id", ColumnType::Int64, false),
+            Column::new("phone", ColumnType::String, true).sensitive(Sensitivity::Phone),
+        ],
+        classification: Classification::Important,
+        sharing: Sharing::Conditional,
+        resource_code: Some("511000-GA-0001".into()),
+        update_cycle: Some("daily".into()),
+        tags: vec!["test".into()],
+    }
+}
+
+fn file(path: &str, rows: i64) -> DataFile {
+    DataFile {
+        path: path.into(),
+        rows,
+        bytes: rows * 10,
+        stats: BTreeMap::new(),
+    }
+}
+
+fn append(dataset: &Dataset, parent: Option<i64>, files: Vec<DataFile>) -> Commit {
+    Commit {
+        dataset_id: dataset.id,
+        expected_parent: parent,
+        operation: Operation::Append,
+        added: files,
+        removed: vec![],
+        idempotency: None,
+        stream: None,
+    }
+}
+
+fn committed(outcome: CommitOutcome) -> Snapshot {
+    match outcome {
+        CommitOutcome::Committed(snapshot) => snapshot,
+        other => panic!("expected a commit, got {other:?}"),
+    }
+}
+
+#[tokio::test]
+async fn admin_department_exists_after_migration() {
+    let (_dir, store) = store();
+    let admin = store.department(ADMIN_DEPARTMENT).await.expect("query");
+    assert!(admin.is_some());
+}
+
+#[tokio::test]
+async fn departments_are_validated_and_unique() {
+    let (_dir, store) = store();
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("create");
+    let again = store.create_department("gongan", "公安局").await;
+    assert!(matches!(again, Err(CatalogError::AlreadyExists { .. })));
+    for bad in [
+        "GongAn",
+        "g",
+        "hub",
+        "gong an",
+        "gong-an",
+        "x'; DROP TABLE x;--",
+    ] {
+        let err = store.create_department(bad, "x").await.expect_err(bad);
+        assert!(matches!(err, CatalogError::Invalid { .. }), "{bad}: {err}");
+    }
+    let codes: Vec<String> = store
+        .list_departments()
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|d| d.code)
+        .collect();
+    assert_eq!(codes, vec!["admin", "gongan"]);
+}
+
+#[tokio::test]
+async fn principals_are_found_by_token_hash_only() {
+    let (_dir, store) = store();
+    let token = token::Token::generate();
+    let principal = store
+        .create_principal(
+            NewPrincipal {
+                name: "ops".into(),
+                department: "admin".into(),
+                role: Role::Admin,
+                expires_at: None,
+                rate_limit_per_second: None,
+            },
+            &token.hash,
+        )
+        .await
+        .expect("create");
+    let found = store
+        .principal_by_token_hash(&token::hash_token(&token.plaintext))
+        .await
+        .expect("lookup")
+        .expect("present");
+    assert_eq!(found, principal);
+    let missing = store
+        .principal_by_token_hash(&token.plaintext)
+        .await
+        .expect("lookup");
+    assert!(
+        missing.is_none(),
+        "the plaintext must not be what is stored"
+    );
+    let no_department = store
+        .create_principal(
+            NewPrincipal {
+                name: "x".into(),
+                department: "nosuch".into(),
+                role: Role::Analyst,
+                expires_at: None,
+                rate_limit_per_second: None,
+            },
+            "hash",
+        )
+        .await;
+    assert!(matches!(no_department, Err(CatalogError::NotFound { .. })));
+}
+
+#[tokio::test]
+async fn datasets_round_trip_and_refuse_duplicates() {
+    let (_dir, store) = store();
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    let created = store
+        .create_dataset(new_dataset("gongan.alarms"))
+        .await
+        .expect("create");
+    assert_eq!(created.name.to_string(), "gongan.alarms");
+    assert_eq!(created.owner, "gongan");
+    assert_eq!(created.schema_version, 1);
+    assert_eq!(created.snapshot_id, None);
+    assert_eq!(created.columns[1].sensitivity, Some(Sensitivity::Phone));
+    let again = store.create_dataset(new_dataset("gongan.alarms")).await;
+    assert!(matches!(again, Err(CatalogError::AlreadyExists { .. })));
+    let orphan = store.create_dataset(new_dataset("nosuch.alarms")).await;
+    assert!(matches!(orphan, Err(CatalogError::NotFound { .. })));
+    let versions = store.schema_versions(created.id).await.expect("versions");
+    assert_eq!(versions.len(), 1);
+    assert_eq!(versions[0].columns, created.columns);
+}
+
+#[test]
+fn dataset_names_refuse_hostile_text() {
+    for bad in [
+        "gongan",
+        "gongan.",
+        ".alarms",
+        "gongan/alarms",
+        "gongan.al/arms",
+        "../etc.passwd",
+        "gongan..alarms",
+        "gongan.alarms.x",
+        "gongan.\"alarms\"",
+        "gongan.alarms;drop",
+        "gongan.al arms",
+        "hub.cameras",
+        "Gongan.alarms",
+    ] {
+        assert!(DatasetName::parse(bad).is_err(), "{bad} must be refused");
+    }
+    let name = DatasetName::parse("gongan.alarms_2024").expect("valid");
+    assert_eq!(name.department(), "gongan");
+    assert_eq!(name.table(), "alarms_2024");
+}
+
+#[test]
+fn column_types_parse_and_print() {
+    for text in [
+        "bool",
+        "int32",
+        "int64",
+        "float64",
+        "string",
+        "date",
+        "timestamp",
+        "binary",
+        "decimal(10,2)",
+    ] {
+        let parsed: ColumnType = text.parse().expect(text);
+        assert_eq!(parsed.to_string(), text);
+    }
+    for bad in [
+        "decimal(0,0)",
+        "decimal(39,2)",
+        "decimal(5,6)",
+        "varchar",
+        "decimal(5)",
+    ] {
+        assert!(bad.parse::<ColumnType>().is_err(), "{bad}");
+    }
+}
+
+#[tokio::test]
+async fn commits_chain_snapshots_and_track_live_files() {
+    let (_dir, store) = store();
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    let dataset = store
+        .create_dataset(new_dataset("gongan.alarms"))
+        .await
+        .expect("create");
+
+    let first = committed(
+        store
+            .commit(append(&dataset, None, vec![file("a", 10)]))
+            .await
+            .expect("first"),
+    );
+    assert_eq!(
+        (first.seq, first.parent_id, first.rows, first.files),
+        (1, None, 10, 1)
+    );
+    let second = committed(
+        store
+            .commit(append(
+                &dataset,
+                Some(first.id),
+                vec![file("b", 5), file("c", 1)],
+            ))
+            .await
+            .expect("second"),
+    );
+    assert_eq!(
+        (second.seq, second.parent_id, second.rows, second.files),
+        (2, Some(first.id), 16, 3)
+    );
+
+    // A compaction replaces a and b with d; old snapshots still list their own files.
+    let compact = Commit {
+        operation: Operation::Compact,
+        removed: vec!["a".into(), "b".into()],
+        ..append(&dataset, Some(second.id), vec![file("d", 15)])
+    };
+    let third = committed(store.commit(compact).await.expect("compact"));
+    assert_eq!((third.rows, third.files), (16, 2));
+    let paths = |files: Vec<DataFile>| files.into_iter().map(|f| f.path).collect::<Vec<_>>();
+    assert_eq!(
+        paths(store.snapshot_files(dataset.id, None).await.expect("files")),
+        vec!["c", "d"]
+    );
+    assert_eq!(
+        paths(
+            store
+                .snapshot_files(dataset.id, Some(second.id))
+                .await
+                .expect("files")
+        ),
+        vec!["a", "b", "c"]
+    );
+    assert_eq!(
+        paths(
+            store
+                .snapshot_files(dataset.id, Some(first.id))
+                .await
+                .expect("files")
+        ),
+        vec!["a"]
+    );
+
+    let log = store.snapshots(dataset.id).await.expect("log");
+    assert_eq!(log.iter().map(|s| s.seq).collect::<Vec<_>>(), vec![3, 2, 1]);
+    let reloaded = store
+        .dataset(&dataset.name)
+        .await
+        .expect("q")
+        .expect("present");
+    assert_eq!(
+        (reloaded.snapshot_id, reloaded.rows, reloaded.files),
+        (Some(third.id), 16, 2)
+    );
+}
+
+#[tokio::test]
+async fn a_stale_parent_is_a_conflict_and_changes_nothing() {
+    let (_dir, store) = store();
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    let dataset = store
+        .create_dataset(new_dataset("gongan.alarms"))
+        .await
+        .expect("create");
+    let first = committed(
+        store
+            .commit(append(&dataset, None, vec![file("a", 1)]))
+            .await
+            .expect("c"),
+    );
+    let stale = store
+        .commit(append(&dataset, None, vec![file("b", 1)]))
+        .await;
+    match stale {
+        Err(CatalogError::Conflict {
+            expected, actual, ..
+        }) => {
+            assert_eq!((expected, actual), (None, Some(first.id)));
+        }
+        other => panic!("expected a conflict, got {other:?}"),
+    }
+    let files = store.snapshot_files(dataset.id, None).await.expect("files");
+    assert_eq!(
+        files.len(),
+        1,
+        "the losing commit must leave nothing behind"
+    );
+    let bad_remove = Commit {
+        removed: vec!["nosuch".into()],
+        ..append(&dataset, Some(first.id), vec![file("z", 1)])
+    };
+    assert!(store.commit(bad_remove).await.is_err());
+    assert_eq!(store.snapshots(dataset.id).await.expect("log").len(), 1);
+}
+
+#[tokio::test]
+async fn idempotency_keys_replay_and_refuse_different_bodies() {
+    let (_dir, store) = store();
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    let dataset = store
+        .create_dataset(new_dataset("gongan.alarms"))
+        .await
+        .expect("create");
+    let record = IdempotencyRecord {
+        key: "k1".into(),
+        request_hash: "h1".into(),
+        response: "{\"rows_accepted\":1}".into(),
+        snapshot_id: None,
+    };
+    let first = committed(
+        store
+            .commit(Commit {
+                idempotency: Some(record.clone()),
+                ..append(&dataset, None, vec![file("a", 1)])
+            })
+            .await
+            .expect("first"),
+    );
+    // The retry was prepared against an old parent: still answered from the record.
+    let replay = store
+        .commit(Commit {
+            idempotency: Some(record.clone()),
+            ..append(&dataset, None, vec![file("b", 1)])
+        })
+        .await
+        .expect("replay");
+    match replay {
+        CommitOutcome::Replayed(stored) => {
+            assert_eq!(stored.snapshot_id, Some(first.id));
+            assert_eq!(stored.response, record.response);
+        }
+        other => panic!("expected a replay, got {other:?}"),
+    }
+    let different = store
+        .commit(Commit {
+            idempotency: Some(IdempotencyRecord {
+                request_hash: "h2".into(),
+                ..record
+            }),
+            ..append(&dataset, Some(first.id), vec![file("c", 1)])
+        })
+        .await;
+    assert!(matches!(
+        different,
+        Err(CatalogError::IdempotencyMismatch { .. })
+    ));
+    assert_eq!(store.snapshots(dataset.id).await.expect("log").len(), 1);
+}
+
+#[tokio::test]
+async fn concurrent_writers_never_lose_a_commit() {
+    let (_dir, store) = store();
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    let dataset = store
+        .create_dataset(new_dataset("gongan.alarms"))
+        .await
+        .expect("create");
+    let mut tasks = Vec::new();
+    for writer in 0..16 {
+        let store = store.clone();
+        let name = dataset.name.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut attempts = 0;
+            loop {
+                attempts += 1;
+                let current = store.dataset(&name).await.expect("q").expect("present");
+                let commit = append(
+                    &current,
+                    current.snapshot_id,
+                    vec![file(&format!("w{writer}"), 1)],
+                );
+                match store.commit(commit).await {
+                    Ok(_) => return attempts,
+                    Err(CatalogError::Conflict { .. }) => continue,
+                    Err(other) => panic!("{other}"),
+                }
+            }
+        }));
+    }
+    for task in tasks {
+        task.await.expect("join");
+    }
+    let files = store.snapshot_files(dataset.id, None).await.expect("files");
+    assert_eq!(files.len(), 16);
+    let log = store.snapshots(dataset.id).await.expect("log");
+    assert_eq!(log.len(), 16);
+    assert_eq!(log[0].rows, 16);
+}
+
+#[tokio::test]
+async fn reopening_keeps_everything_and_does_not_remigrate() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("catalog.db");
+    {
+        let store = SqliteStore::open(&path, 1000).expect("open");
+        store
+            .create_department("gongan", "公安局")
+            .await
+            .expect("dept");
+    }
+    let store = SqliteStore::open(&path, 1000).expect("reopen");
+    assert!(store.department("gongan").await.expect("q").is_some());
+}
+
+#[tokio::test]
+async fn only_datasets_without_data_can_be_dropped() {
+    let (_dir, store) = store();
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    let empty = store
+        .create_dataset(new_dataset("gongan.empty"))
+        .await
+        .expect("create");
+    assert!(store.drop_unused_dataset(empty.id).await.expect("drop"));
+    assert!(store.dataset(&empty.name).await.expect("q").is_none());
+    assert!(!store.drop_unused_dataset(empty.id).await.expect("again"));
+    let full = store
+        .create_dataset(new_dataset("gongan.full"))
+        .await
+        .expect("create");
+    store
+        .commit(append(&full, None, vec![file("a", 1)]))
+        .await
+        .expect("commit");
+    assert!(store.drop_unused_dataset(full.id).await.is_err());
+    assert!(store.dataset(&full.name).await.expect("q").is_some());
+}
+
+fn stream_commit(
+    dataset: &Dataset,
+    parent: Option<i64>,
+    files: Vec<DataFile>,
+    expected: Option<i64>,
+    next: i64,
+    rejected: Vec<RejectedRecord>,
+) -> Commit {
+    Commit {
+        stream: Some(StreamProgress {
+            offsets: vec![OffsetAdvance {
+                topic: "alarms".into(),
+                partition: 0,
+                expected,
+                next,
+            }],
+            rejected,
+        }),
+        ..append(dataset, parent, files)
+    }
+}
+
+#[tokio::test]
+async fn stream_offsets_advance_with_the_snapshot_and_refuse_a_zombie() {
+    let (_dir, store) = store();
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    let dataset = store
+        .create_dataset(new_dataset("gongan.alarms"))
+        .await
+        .expect("dataset");
+    let bad = RejectedRecord {
+        topic: "alarms".into(),
+        partition: 0,
+        offset: 3,
+        key: Some(b"k".to_vec()),
+        payload: b"{not json".to_vec(),
+        error: "line 1: expected value".into(),
+    };
+    let first = committed(
+        store
+            .commit(stream_commit(
+                &dataset,
+                None,
+                vec![file("a", 9)],
+                None,
+                10,
+                vec![bad.clone()],
+            ))
+            .await
+            .expect("first"),
+    );
+    let offsets = store.stream_offsets(dataset.id).await.expect("offsets");
+    assert_eq!(offsets.len(), 1);
+    assert_eq!(offsets[0].next_offset, 10);
+    assert_eq!(offsets[0].snapshot_id, Some(first.id));
+    let dead = store
+        .rejected_records(dataset.id, 0, 10)
+        .await
+        .expect("dead letters");
+    assert_eq!(dead.len(), 1);
+    assert_eq!(dead[0].record, bad);
+
+    // A worker that still believes the partition is new (a zombie after a rebalance) cannot
+    // commit, and leaves nothing behind.
+    let zombie = store
+        .commit(stream_commit(
+            &dataset,
+            Some(first.id),
+            vec![file("z", 5)],
+            None,
+            15,
+            vec![],
+        ))
+        .await;
+    assert!(matches!(
+        zombie,
+        Err(CatalogError::OffsetConflict {
+            actual: Some(10),
+            ..
+        })
+    ));
+    assert_eq!(store.snapshots(dataset.id).await.expect("log").len(), 1);
+
+    // A batch of only bad messages advances the offset without a snapshot.
+    let progressed = store
+        .commit(stream_commit(
+            &dataset,
+            Some(first.id),
+            vec![],
+            Some(10),
+            12,
+            vec![RejectedRecord { offset: 11, ..bad }],
+        ))
+        .await
+        .expect("progress");
+    assert_eq!(progressed, CommitOutcome::Progressed);
+    let offsets = store.stream_offsets(dataset.id).await.expect("offsets");
+    assert_eq!(offsets[0].next_offset, 12);
+    assert_eq!(offsets[0].snapshot_id, Some(first.id));
+    assert_eq!(store.snapshots(dataset.id).await.expect("log").len(), 1);
+    assert_eq!(
+        store
+            .rejected_records(dataset.id, dead[0].id, 10)
+            .await
+            .expect("dead letters")
+            .len(),
+        1
+    );
+}
+
+#[tokio::test]
+async fn endpoints_are_versioned_and_owned() {
+    use crate::endpoint::{EndpointSpec, Saved};
+    let (_dir, store) = store();
+    store
+        .create_department("zhili", "治理")
+        .await
+        .expect("dept");
+    store
+        .create_department("gongan", "公安")
+        .await
+        .expect("dept");
+    let spec = |sql: &str| -> EndpointSpec {
+        serde_json::from_value(serde_json::json!({"sql": sql, "allowed_departments": ["gongan"]}))
+            .expect("spec")
+    };
+    let zhili = Some("zhili".to_string());
+    let (first, saved) = store
+        .save_endpoint("cases", "zhili", spec("SELECT 1"), None, zhili.clone())
+        .await
+        .expect("save");
+    assert_eq!((first.version, saved), (1, Saved::Created));
+    let (same, saved) = store
+        .save_endpoint("cases", "zhili", spec("SELECT 1"), None, zhili.clone())
+        .await
+        .expect("save again");
+    assert_eq!((same.version, saved), (1, Saved::Unchanged));
+    let (second, saved) = store
+        .save_endpoint("cases", "zhili", spec("SELECT 2"), None, zhili.clone())
+        .await
+        .expect("update");
+    assert_eq!((second.version, saved), (2, Saved::Updated));
+
+    // Another department cannot take it over; an admin can hand it on.
+    let err = store
+        .save_endpoint(
+            "cases",
+            "gongan",
+            spec("SELECT 3"),
+            None,
+            Some("gongan".into()),
+        )
+        .await
+        .expect_err("not the owner");
+    assert!(matches!(err, CatalogError::WrongState(_)), "{err}");
+    let (third, _) = store
+        .save_endpoint("cases", "gongan", spec("SELECT 2"), None, None)
+        .await
+        .expect("admin");
+    assert_eq!((third.version, third.owner.as_str()), (3, "gongan"));
+
+    let err = store
+        .save_endpoint(
+            "other",
+            "zhili",
+            serde_json::from_value(
+                serde_json::json!({"sql": "SELECT 1", "allowed_departments": ["nobody"]}),
+            )
+            .expect("spec"),
+            None,
+            zhili.clone(),
+        )
+        .await
+        .expect_err("unknown department");
+    assert!(
+        matches!(&err, CatalogError::Invalid { field, .. } if field == "allowed_departments[0]"),
+        "{err}"
+    );
+    assert!(store.endpoint("other").await.expect("read").is_none());
+
+    let history = store.endpoint_history("cases").await.expect("history");
+    assert_eq!(
+        history.iter().map(|e| e.version).collect::<Vec<_>>(),
+        vec![3, 2, 1]
+    );
+    assert_eq!(history[2].spec.sql, "SELECT 1");
+    let current = store
+        .endpoint("cases")
+        .await
+        .expect("read")
+        .expect("exists");
+    assert_eq!(current, third);
+    assert_eq!(store.list_endpoints().await.expect("list"), vec![third]);
+}

@@ -1,0 +1,191 @@
+//! Writing Parquet files and committing them as a new snapshot of a dataset: the one
+//! commit path of every write (push, import, Kafka flush).
+
+use std::time::{Duration, Instant};
+
+use arrow::record_batch::RecordBatch;
+use cityhub_catalog::{
+    CatalogError, Commit, CommitOutcome, DataFile, Dataset, IdempotencyRecord, Operation,
+    StreamProgress,
+};
+use rand::Rng;
+
+use crate::parquet_file::{column_stats, encode};
+use crate::{Ingest, IngestError};
+
+impl Ingest {
+    /// A new object key for a file of `dataset`:
+    /// `datasets/{dataset_id}/{yyyy-mm-dd}/{snapshot_seq}-{uuid}.parquet`. The sequence is
+    /// the one the file is expected to land in; the UUID keeps keys unique when a race
+    /// moves it to a later snapshot.
+    pub fn new_file_key(dataset: &Dataset) -> String {
+        Self::new_file_key_labelled(dataset, "")
+    }
+
+    /// Like [`Self::new_file_key`], with a label saying where the rows came from
+    /// (`{seq}-{label}-{uuid}.parquet`), e.g. a Kafka topic, partition and offset range.
+    pub fn new_file_key_labelled(dataset: &Dataset, label: &str) -> String {
+        let label = if label.is_empty() {
+            String::new()
+        } else {
+            format!("{label}-")
+        };
+        format!(
+            "datasets/{}/{}/{:08}-{label}{}.parquet",
+            dataset.id,
+            chrono::Utc::now().format("%Y-%m-%d"),
+            dataset.snapshot_seq + 1,
+            uuid::Uuid::now_v7()
+        )
+    }
+
+    /// Encodes `batches` as one Parquet file, writes it durably under a new key and returns
+    /// its catalog entry (not yet committed).
+    pub async fn write_file(
+        &self,
+        dataset: &Dataset,
+        batches: Vec<RecordBatch>,
+    ) -> Result<DataFile, IngestError> {
+        self.write_file_labelled(dataset, batches, "").await
+    }
+
+    /// [`Self::write_file`] under a key carrying `label` (see [`Self::new_file_key_labelled`]).
+    pub async fn write_file_labelled(
+        &self,
+        dataset: &Dataset,
+        batches: Vec<RecordBatch>,
+        label: &str,
+    ) -> Result<DataFile, IngestError> {
+        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+        let compression = self.config.compression.clone();
+        let (bytes, stats) = tokio::task::spawn_blocking(move || {
+            let bytes = encode(&batches, &compression)?;
+            Ok::<_, IngestError>((bytes, column_stats(&batches)))
+        })
+        .await
+        .map_err(|err| IngestError::Internal(format!("encoding task failed: {err}")))??;
+        let key = Self::new_file_key_labelled(dataset, label);
+        let size = bytes.len() as i64;
+        self.storage.put_new(&key, bytes.into()).await?;
+        Ok(DataFile {
+            path: key,
+            rows: rows as i64,
+            bytes: size,
+            stats,
+        })
+    }
+
+    /// Commits `files` as an append to `dataset`. A commit that lost the race to another
+    /// writer is rebased onto the new parent and retried: appends commute, so nothing needs
+    /// rewriting. If the commit finally fails, the files are removed (best effort: a file
+    /// left behind is an orphan that no snapshot names, never visible data).
+    pub async fn commit_append(
+        &self,
+        dataset: &Dataset,
+        files: Vec<DataFile>,
+        idempotency: Option<IdempotencyRecord>,
+    ) -> Result<CommitOutcome, IngestError> {
+        self.commit_files(dataset, files, idempotency, None).await
+    }
+
+    /// Commits `files` (possibly none) of a stream together with its progress: the
+    /// partitions' next offsets and the dead letters. A lost race with another writer is
+    /// rebased and retried like an append; an offset conflict (another worker took the
+    /// partition over) is not, and removes the files.
+    pub async fn commit_stream(
+        &self,
+        dataset: &Dataset,
+        files: Vec<DataFile>,
+        progress: StreamProgress,
+    ) -> Result<CommitOutcome, IngestError> {
+        self.commit_files(dataset, files, None, Some(progress))
+            .await
+    }
+
+    async fn commit_files(
+        &self,
+        dataset: &Dataset,
+        files: Vec<DataFile>,
+        idempotency: Option<IdempotencyRecord>,
+        stream: Option<StreamProgress>,
+    ) -> Result<CommitOutcome, IngestError> {
+        let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let result = self
+            .commit_with_retries(dataset, files, idempotency, stream)
+            .await;
+        let keep_files = matches!(result, Ok(CommitOutcome::Committed(_)));
+        if !keep_files {
+            for path in &paths {
+                self.storage.delete(path).await;
+            }
+        }
+        result
+    }
+
+    async fn commit_with_retries(
+        &self,
+        dataset: &Dataset,
+        files: Vec<DataFile>,
+        idempotency: Option<IdempotencyRecord>,
+        stream: Option<StreamProgress>,
+    ) -> Result<CommitOutcome, IngestError> {
+        let started = Instant::now();
+        let queue = self.commit_queue(dataset.id);
+        let mut last_seen = queue.lock().await;
+        // The newer of what the caller read and what this process last committed.
+        let mut parent = match (*last_seen, dataset.snapshot_id) {
+            (Some(seen), Some(read)) => Some(seen.max(read)),
+            (seen, read) => seen.or(read),
+        };
+        let max_attempts = self.config.commit_retries.max(1);
+        for attempt in 1..=max_attempts {
+            let commit = Commit {
+                dataset_id: dataset.id,
+                expected_parent: parent,
+                operation: Operation::Append,
+                added: files.clone(),
+                removed: Vec::new(),
+                idempotency: idempotency.clone(),
+                stream: stream.clone(),
+            };
+            match self.catalog.commit(commit).await {
+                Ok(outcome) => {
+                    if let CommitOutcome::Committed(snapshot) = &outcome {
+                        *last_seen = Some(snapshot.id);
+                        self.versions.committed(dataset.id, snapshot.id);
+                    }
+                    metrics::histogram!("cityhub_commit_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    if attempt > 1 {
+                        metrics::counter!("cityhub_commit_retries_total")
+                            .increment(u64::from(attempt - 1));
+                    }
+                    return Ok(outcome);
+                }
+                Err(CatalogError::Conflict { actual, .. }) => {
+                    // Another process committed: rebase onto its snapshot (and let the
+                    // caches know before their poller would).
+                    if let Some(actual) = actual {
+                        self.versions.committed(dataset.id, actual);
+                    }
+                    parent = actual;
+                    *last_seen = actual;
+                    // Back off with jitter once it is clear that many writers contend, so
+                    // that they stop colliding in lock-step.
+                    if attempt > 3 {
+                        let ceiling = u64::from(attempt.min(50));
+                        let pause = rand::rng().random_range(0..=ceiling);
+                        tokio::time::sleep(Duration::from_millis(pause)).await;
+                    }
+                }
+                Err(CatalogError::IdempotencyMismatch { key }) => {
+                    return Err(IngestError::IdempotencyMismatch(key));
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(IngestError::Contention {
+            attempts: max_attempts,
+        })
+    }
+}

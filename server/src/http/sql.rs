@@ -1,0 +1,88 @@
+//! The SQL route: parse the request, run one query, stream the encoded answer.
+
+use axum::body::{Body, Bytes};
+use axum::extract::State;
+use axum::http::{HeaderMap, header};
+use axum::response::{IntoResponse, Response};
+use cityhub_catalog::Role;
+use cityhub_query::ResultFormat;
+use cityhub_query::encode::encode;
+use futures::StreamExt;
+use serde::Deserialize;
+use serde_json::Value;
+
+use super::auth::Caller;
+use super::error::ApiError;
+use crate::state::AppState;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct SqlRequest {
+    sql: String,
+    #[serde(default)]
+    params: Vec<Value>,
+}
+
+/// `POST /api/v1/sql`: the SQL as `text/plain`, or JSON `{"sql", "params"}`.
+pub async fn run_sql(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Result<Response, ApiError> {
+    caller.require(&[Role::Admin, Role::Analyst], "running SQL")?;
+    let format =
+        ResultFormat::from_accept(headers.get(header::ACCEPT).and_then(|v| v.to_str().ok()))?;
+    let (sql, params) = parse_request(&headers, &body)?;
+    let result = state.query.execute(&caller.0, &sql, &params).await?;
+    // Wait for the first batch before answering, so that errors that come before any row
+    // (most do: memory, timeouts, bad casts) get a real status instead of a cut-off body.
+    let mut batches = result.batches;
+    let first = batches.next().await.transpose()?;
+    let stream = futures::stream::iter(first.map(Ok)).chain(batches);
+    let bytes = encode(format, result.schema, stream);
+    Ok((
+        [(header::CONTENT_TYPE, format.content_type())],
+        Body::from_stream(bytes),
+    )
+        .into_response())
+}
+
+fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(String, Vec<Value>), ApiError> {
+    let content_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("text/plain")
+        .split(';')
+        .next()
+        .unwrap_or("")
+        .trim()
+        .to_ascii_lowercase();
+    let (sql, params) = match content_type.as_str() {
+        "application/json" => {
+            let request: SqlRequest = serde_json::from_slice(body).map_err(|err| {
+                ApiError::bad_request(format!(
+                    "the body must be JSON {{\"sql\": \"...\", \"params\": [...]}}: {err}"
+                ))
+            })?;
+            (request.sql, request.params)
+        }
+        // curl --data-binary sends form encoding unless told otherwise: read it as text.
+        "text/plain" | "application/sql" | "application/x-www-form-urlencoded" | "" => {
+            let sql = std::str::from_utf8(body)
+                .map_err(|_| ApiError::bad_request("the SQL must be UTF-8 text"))?;
+            (sql.to_string(), Vec::new())
+        }
+        other => {
+            return Err(ApiError::new(
+                axum::http::StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                format!("send the SQL as text/plain or as application/json, not {other}"),
+            ));
+        }
+    };
+    if sql.trim().is_empty() {
+        return Err(ApiError::bad_request("the request holds no SQL"));
+    }
+    Ok((sql, params))
+}

@@ -1,0 +1,24 @@
+//! cityhub-server: the hub's front doors and background tasks.
+//!
+//! Layout:
+//! - [`state`]: [`AppState`], what every front door shares (catalog, ingest, query,
+//!   endpoints, audit), opened from the configuration;
+//! - [`http`]: the HTTP API (axum on hyper): the router, extractors, the one mapping of
+//!   library errors to HTTP answers, authentication and rate limits, one file per resource;
+//! - [`ratelimit`]: per-token request rates, for every front door;
+//! - [`serve`]: serving on an already bound listener until a shutdown future resolves;
+//! - [`tasks`]: background jobs of a running hub (camera sweeper, audit purge);
+//! - [`telemetry`]: logging and the Prometheus registry.
+//!
+//! This is the only crate that knows axum, tower and hyper. Handlers parse the request,
+//! call one library function and answer: business rules, audit and cache invalidation live
+//! in the libraries, so every front door behaves the same.
+
+pub mod http;
+pub mod ratelimit;
+pub mod serve;
+pub mod state;
+pub mod tasks;
+pub mod telemetry;
+
+pub use state::{AppState, OpenError};

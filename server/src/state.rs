@@ -1,0 +1,159 @@
+//! What every front door shares: configuration, catalog, ingest, query, endpoints, the
+//! access model, the camera registry and metrics, opened from the configuration.
+
+use std::sync::Arc;
+
+use cityhub_catalog::camera::{CameraFeed, CameraRegistry, CameraSettings};
+use cityhub_catalog::clock::Clock;
+use cityhub_catalog::{AuditLog, Catalog, CatalogError, Principal, Role, SharingService};
+use cityhub_config::Config;
+use cityhub_ingest::kafka::{PartitionStatus, StatusBoard};
+use cityhub_ingest::{Ingest, IngestError, Storage};
+use cityhub_query::endpoint::Endpoints;
+use cityhub_query::{QueryEngine, QueryError};
+use metrics_exporter_prometheus::PrometheusHandle;
+
+use crate::ratelimit::RateLimiter;
+use crate::telemetry;
+
+/// Why a hub could not open.
+#[derive(Debug, thiserror::Error)]
+pub enum OpenError {
+    #[error("opening the catalog: {0}")]
+    Catalog(#[from] CatalogError),
+    #[error("opening the object store: {0}")]
+    Storage(#[from] IngestError),
+    #[error("starting the query engine: {0}")]
+    Query(#[from] QueryError),
+}
+
+/// Shared state of a running hub: one allocation, so that handing it to each request costs
+/// one reference count rather than one per part (axum clones the state for every request).
+#[derive(Clone)]
+pub struct AppState(Arc<Parts>);
+
+impl std::ops::Deref for AppState {
+    type Target = Parts;
+
+    fn deref(&self) -> &Parts {
+        &self.0
+    }
+}
+
+/// What the front doors share.
+pub struct Parts {
+    pub config: Arc<Config>,
+    pub catalog: Catalog,
+    pub ingest: Ingest,
+    pub query: QueryEngine,
+    pub metrics: PrometheusHandle,
+    /// Where every query, push, share decision and token change is recorded.
+    pub audit: AuditLog,
+    pub limiter: Arc<RateLimiter>,
+    /// Departments, tokens, share requests, grants: the access model's operations.
+    pub sharing: SharingService,
+    /// Offsets, lag and rates of the Kafka feeds this process runs.
+    pub kafka: StatusBoard,
+    /// The camera registry's operations, with the liveness rule and stream templates.
+    pub cameras: CameraRegistry,
+    /// Dashboard endpoints and their result cache.
+    pub endpoints: Arc<Endpoints>,
+    /// Where the time of day is read (the demo city, endpoints' `today`).
+    pub clock: Clock,
+}
+
+impl AppState {
+    /// Opens the catalog and the object store the configuration names, and starts the
+    /// audit writer and the endpoints' poller (so it must run inside a tokio runtime).
+    pub fn open(config: Config) -> Result<Self, OpenError> {
+        Self::open_with_clock(config, Clock::system())
+    }
+
+    /// [`Self::open`] with the clock the hub reads the time of day from.
+    pub fn open_with_clock(config: Config, clock: Clock) -> Result<Self, OpenError> {
+        let catalog = cityhub_catalog::open(&config)?;
+        let storage = Storage::open(&config.storage_url())?;
+        let audit = AuditLog::start(catalog.clone());
+        let settings = CameraSettings::from_config(&config.cameras);
+        let query = QueryEngine::new(
+            catalog.clone(),
+            storage.store(),
+            config.query.clone(),
+            audit.clone(),
+            settings.clone(),
+        )?;
+        let limiter = Arc::new(RateLimiter::new(
+            config.server.rate_limit_per_second,
+            config.server.rate_limit_burst,
+        ));
+        // One record of data and rights changes for the whole process: commits announce
+        // themselves there, sharing decisions too, and the endpoint cache listens.
+        let versions = Arc::default();
+        let ingest = Ingest::new(
+            catalog.clone(),
+            storage,
+            config.ingest.clone(),
+            audit.clone(),
+            Arc::clone(&versions),
+        );
+        let sharing = SharingService::new(
+            catalog.clone(),
+            audit.clone(),
+            Arc::clone(&versions),
+            clock,
+            config.sharing.answer_within_working_days as u32,
+        );
+        let endpoints = Arc::new(Endpoints::new(
+            query.clone(),
+            audit.clone(),
+            versions,
+            config.endpoints.clone(),
+            clock,
+        ));
+        // Watches the catalog for commits, grants and definitions of other processes.
+        tokio::spawn(endpoints.clone().run());
+        Ok(Self(Arc::new(Parts {
+            config: Arc::new(config),
+            cameras: CameraRegistry::new(catalog.clone(), audit.clone(), settings),
+            catalog,
+            ingest,
+            query,
+            metrics: telemetry::metrics_handle(),
+            audit,
+            limiter,
+            sharing,
+            kafka: StatusBoard::default(),
+            endpoints,
+            clock,
+        })))
+    }
+
+    /// The Kafka feeds' partitions whose datasets `caller` may see (admins: the camera
+    /// registry's feeds too).
+    pub async fn feed_status(
+        &self,
+        caller: &Principal,
+    ) -> Result<Vec<PartitionStatus>, CatalogError> {
+        let visible: std::collections::HashSet<String> = self
+            .catalog
+            .list_datasets()
+            .await?
+            .into_iter()
+            .filter(|d| caller.may_see(d))
+            .map(|d| d.name.to_string())
+            .collect();
+        let mut partitions = self.kafka.snapshot();
+        // The camera registry's feeds (`hub.cameras`, ...) are the operators' business.
+        let admin = caller.role == Role::Admin;
+        partitions.retain(|status| {
+            visible.contains(&status.dataset)
+                || (admin && CameraFeed::of_dataset(&status.dataset).is_some())
+        });
+        Ok(partitions)
+    }
+
+    /// Sets the gauges `/metrics` computes when scraped.
+    pub async fn update_share_gauges(&self) {
+        self.sharing.update_gauges().await;
+    }
+}

@@ -1,0 +1,55 @@
+//! Background jobs of a running hub. Each runs until aborted (at shutdown) and survives
+//! its own failures: a failed round is logged and the next one comes.
+
+use std::time::Duration;
+
+use crate::state::AppState;
+
+/// The jobs a serving hub runs; aborted together at shutdown.
+pub struct Tasks {
+    handles: Vec<tokio::task::JoinHandle<()>>,
+}
+
+impl Tasks {
+    /// Starts every job on the current runtime.
+    pub fn start(state: &AppState) -> Self {
+        let handles = vec![
+            tokio::spawn(purge_audit_daily(state.clone())),
+            tokio::spawn(sweep_cameras(state.clone())),
+        ];
+        Self { handles }
+    }
+
+    /// Stops every job.
+    pub fn stop(self) {
+        for handle in self.handles {
+            handle.abort();
+        }
+    }
+}
+
+/// Deletes audit entries past `audit.retention_days` once at start and then daily.
+async fn purge_audit_daily(state: AppState) {
+    let mut every_day = tokio::time::interval(Duration::from_secs(24 * 3600));
+    loop {
+        every_day.tick().await;
+        let days = state.config.audit.retention_days;
+        if let Err(err) = state.sharing.purge_expired_audit(days).await {
+            tracing::error!(error = %err, "Could not purge expired audit entries; will retry tomorrow.");
+        }
+    }
+}
+
+/// Appends keepalive timeouts to the camera history and keeps the camera gauges current,
+/// every `cameras.sweep_interval_secs`.
+async fn sweep_cameras(state: AppState) {
+    let mut every = tokio::time::interval(Duration::from_secs(
+        state.config.cameras.sweep_interval_secs.max(1),
+    ));
+    loop {
+        every.tick().await;
+        if let Err(err) = state.cameras.sweep().await {
+            tracing::warn!(error = %err, "The camera sweeper failed; it will run again.");
+        }
+    }
+}

@@ -1,0 +1,196 @@
+//! The `cityhub` command line: one file per command, this one parses and dispatches.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use cityhub_config::{Config, Loaded};
+use cityhub_server::telemetry;
+use clap::{Parser, Subcommand};
+
+pub mod import;
+pub mod import_cameras;
+pub mod serve;
+pub mod sql;
+pub mod token;
+
+#[derive(Parser)]
+#[command(
+    name = "cityhub",
+    version,
+    about = "The data-sharing and video-resource hub of a city"
+)]
+struct Cli {
+    /// TOML configuration file (defaults < file < CITYHUB__SECTION__KEY variables < flags).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<PathBuf>,
+    /// Local data folder (catalog and objects); default ./cityhub-data.
+    #[arg(long, global = true, value_name = "DIR")]
+    data_dir: Option<String>,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the hub's HTTP server.
+    Serve {
+        /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+        /// Load the demo city (once; later runs keep it) and print its tokens.
+        #[arg(long)]
+        demo: bool,
+    },
+    /// Bulk-load a CSV, NDJSON or Parquet file into a dataset, or (with `cameras` as the
+    /// dataset) a CSV of GB/T 28181 channels into the camera registry.
+    Import {
+        /// Dataset name, department.table; or `cameras` for the camera registry.
+        dataset: String,
+        /// The file; its extension (.csv, .ndjson/.jsonl, .parquet) gives the format.
+        file: PathBuf,
+        /// Register the dataset from the file's inferred schema if it does not exist.
+        #[arg(long)]
+        create: bool,
+        /// Cameras only: register the good lines even if some are bad (which are reported).
+        /// Without it, a file with a bad line changes nothing.
+        #[arg(long)]
+        skip_bad: bool,
+    },
+    /// Manage bearer tokens.
+    Token {
+        #[command(subcommand)]
+        command: TokenCommand,
+    },
+    /// Run one SQL query against the local data folder, or a server with --server.
+    Sql {
+        /// The query, e.g. "SELECT * FROM hub.datasets".
+        sql: String,
+        /// table (aligned, for people), csv or json.
+        #[arg(long, default_value = "table")]
+        format: String,
+        /// A hub's base URL, e.g. http://127.0.0.1:8080; without it the local data folder
+        /// is queried directly, as the operator.
+        #[arg(long, value_name = "URL", requires = "token")]
+        server: Option<String>,
+        /// Bearer token for --server.
+        #[arg(long, env = "CITYHUB_TOKEN", hide_env_values = true)]
+        token: Option<String>,
+    },
+    /// Print the effective configuration and where each value came from.
+    Config {
+        #[arg(long, value_name = "ADDR")]
+        bind: Option<String>,
+    },
+}
+
+#[derive(Subcommand)]
+enum TokenCommand {
+    /// Create a principal and print its new token (and nothing else) on stdout.
+    Create {
+        #[arg(long, value_name = "CODE")]
+        department: String,
+        /// admin, producer, analyst or dashboard.
+        #[arg(long)]
+        role: String,
+        /// A name for the principal, shown in logs and the audit trail.
+        #[arg(long)]
+        name: Option<String>,
+        /// Days until the token expires; it never expires without this.
+        #[arg(long, value_name = "DAYS")]
+        expires_in_days: Option<u32>,
+    },
+}
+
+/// Runs the command line given to the process.
+pub fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let bind = match &cli.command {
+        Command::Serve { bind, .. } | Command::Config { bind } => bind.clone(),
+        _ => None,
+    };
+    let loaded = match load_config(&cli, bind) {
+        Ok(loaded) => loaded,
+        Err(err) => {
+            eprint!("{err}");
+            return ExitCode::from(2);
+        }
+    };
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the async runtime: {err}");
+            return ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(run(cli.command, loaded)) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("error: {err:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn load_config(cli: &Cli, bind: Option<String>) -> Result<Loaded, cityhub_config::ConfigError> {
+    let mut flags = Vec::new();
+    if let Some(dir) = &cli.data_dir {
+        flags.push(("storage.data_dir", dir.clone(), "--data-dir"));
+    }
+    if let Some(bind) = bind {
+        flags.push(("server.bind", bind, "--bind"));
+    }
+    Config::load(cli.config.as_deref(), std::env::vars(), &flags)
+}
+
+async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
+    let config = loaded.config.clone();
+    match command {
+        Command::Config { .. } => {
+            print!("{}", loaded.render());
+            Ok(())
+        }
+        Command::Serve { demo, .. } => serve::run(config, demo).await,
+        Command::Token {
+            command:
+                TokenCommand::Create {
+                    department,
+                    role,
+                    name,
+                    expires_in_days,
+                },
+        } => {
+            telemetry::init_logging("warn", "text");
+            token::create(config, department, &role, name, expires_in_days).await
+        }
+        Command::Sql {
+            sql,
+            format,
+            server,
+            token,
+        } => {
+            telemetry::init_logging("warn", "text");
+            sql::run(config, &sql, &format, server.as_deref(), token.as_deref()).await
+        }
+        Command::Import {
+            dataset,
+            file,
+            create,
+            skip_bad,
+        } => {
+            telemetry::init_logging(&config.log.level, &config.log.format);
+            if dataset == "cameras" {
+                return import_cameras::run(config, &file, skip_bad).await;
+            }
+            if skip_bad {
+                anyhow::bail!(
+                    "--skip-bad is for `import cameras`; a dataset import is all or nothing \
+                     (push with ?partial=true to keep good rows)"
+                );
+            }
+            import::run(config, &dataset, &file, create).await
+        }
+    }
+}

@@ -1,0 +1,51 @@
+//! `cityhub serve [--demo]`: the hub until Ctrl-C or SIGTERM.
+
+use std::time::Instant;
+
+use anyhow::Context;
+use cityhub_config::Config;
+use cityhub_server::tasks::Tasks;
+use cityhub_server::{AppState, serve, telemetry};
+
+use crate::demo;
+
+/// Opens the hub, loads the demo city if asked, serves, and shuts down back to front:
+/// stop accepting, let in-flight requests commit, commit what the feeds consumed, then
+/// store the audit log's last events.
+pub async fn run(config: Config, with_demo: bool) -> anyhow::Result<()> {
+    telemetry::init_logging(&config.log.level, &config.log.format);
+    let state = AppState::open(config.clone())?;
+    if with_demo {
+        let started = Instant::now();
+        let loaded = demo::load(&state).await.context("loading the demo city")?;
+        tracing::info!(
+            seconds = started.elapsed().as_secs_f64(),
+            fresh = loaded.fresh,
+            "The demo city is ready."
+        );
+        println!("{}", loaded.describe());
+    }
+    let listener = tokio::net::TcpListener::bind(&config.server.bind)
+        .await
+        .with_context(|| format!("cannot listen on {}", config.server.bind))?;
+    let feeds = cityhub_ingest::kafka::KafkaFeeds::start(
+        &state.ingest,
+        &config.ingest.kafka,
+        state.kafka.clone(),
+        state.cameras.settings().liveness,
+    )
+    .await
+    .context("starting the Kafka feeds")?;
+    let tasks = Tasks::start(&state);
+    // The demo city's cameras stay alive only while something sends keepalives.
+    let platform = with_demo.then(|| tokio::spawn(demo::cameras::simulate(state.clone())));
+    serve::run(listener, state.clone(), serve::shutdown_signal()).await?;
+    tasks.stop();
+    if let Some(platform) = platform {
+        platform.abort();
+    }
+    // Commit what the feeds consumed before the process ends.
+    feeds.stop().await;
+    state.audit.flush().await;
+    Ok(())
+}

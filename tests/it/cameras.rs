@@ -1,0 +1,547 @@
+//! The camera registry over HTTP: registration one by one and in batches with per-item
+//! errors, curated overrides, keepalives and NOTIFY events, lookup, search with a cursor,
+//! statistics, and who may do what.
+
+use crate::support;
+use crate::support::TestServer;
+use cityhub_catalog::Role;
+use serde_json::{Value, json};
+
+const NVR: &str = "51102500001180000001";
+const CAM_A: &str = "51102500001320000001";
+const CAM_B: &str = "51102500001320000002";
+const CAM_LEGACY: &str = "51102800051310000003";
+
+async fn hub() -> TestServer {
+    let server = TestServer::spawn_with(|config| {
+        config.cameras.rtsp_template = "rtsp://media.neijiang:554/rtp/{device}_{channel}".into();
+        config.cameras.flv_template =
+            "http://media.neijiang/rtp/{device}_{channel}.live.flv".into();
+    })
+    .await;
+    server.department("gongan").await;
+    server.department("jiaotong").await;
+    server
+}
+
+async fn post_body(
+    server: &TestServer,
+    token: &str,
+    path: &str,
+    content_type: &str,
+    body: &str,
+) -> (u16, Value) {
+    let response = server
+        .client
+        .post(server.url(path))
+        .bearer_auth(token)
+        .header("content-type", content_type)
+        .body(body.to_string())
+        .send()
+        .await
+        .expect("request");
+    support::split(response).await
+}
+
+async fn register_three(server: &TestServer, token: &str) {
+    let (status, body) = server
+        .post_json(
+            token,
+            "/api/v1/cameras/batch",
+            json!([
+                {"id": NVR, "name": "资中 NVR", "department": "gongan"},
+                {"id": CAM_A, "parent_id": NVR, "name": "北街口", "department": "gongan",
+                 "longitude": 104.85, "latitude": 29.77, "ptz_type": 1, "position_type": 4},
+                {"id": CAM_B, "parent_id": NVR, "name": "东街口", "department": "gongan",
+                 "longitude": 104.86, "latitude": 29.78, "ptz_type": 3,
+                 "streams": {"rtsp": "rtsp://nvr.zizhong/ch2"}}
+            ]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["created"], 3, "{body}");
+}
+
+#[tokio::test]
+async fn one_channel_registers_decodes_and_shows_derived_values() {
+    let server = hub().await;
+    let producer = server.token("jiaotong", Role::Producer).await;
+    let (status, camera) = server
+        .put_json(
+            &producer,
+            &format!("/api/v1/cameras/{CAM_LEGACY}"),
+            json!({"name": "隆昌 G85 卡口", "longitude": 105.28, "latitude": 29.34,
+                   "ptz_type": 3, "position_type": 10, "tags": ["卡口"]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{camera}");
+    assert_eq!(
+        camera["department"], "jiaotong",
+        "defaults to the caller's department"
+    );
+    assert_eq!(camera["region_code"], "511028");
+    assert_eq!(camera["region_name"], "隆昌县");
+    assert_eq!(camera["county_code"], "511083");
+    assert_eq!(camera["county_name"], "隆昌市");
+    assert_eq!(camera["industry"], 5);
+    assert_eq!(camera["type"], 131);
+    assert_eq!(camera["network"], 0);
+    assert_eq!(camera["serial"], 3);
+    assert_eq!(camera["status"], "unknown");
+    assert_eq!(camera["complete"], true);
+    let gcj_lon = camera["gcj02"]["longitude"].as_f64().expect("gcj02");
+    assert!(gcj_lon > 105.28 && gcj_lon < 105.29, "{gcj_lon}");
+    assert_eq!(
+        camera["streams"]["rtsp"],
+        format!("rtsp://media.neijiang:554/rtp/{CAM_LEGACY}_{CAM_LEGACY}")
+    );
+    // Updating answers 200 and the GET shows the same record.
+    let (status, updated) = server
+        .put_json(
+            &producer,
+            &format!("/api/v1/cameras/{CAM_LEGACY}"),
+            json!({"id": CAM_LEGACY, "name": "隆昌 G85 卡口 2"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{updated}");
+    let (status, fetched) = server
+        .get(&producer, &format!("/api/v1/cameras/{CAM_LEGACY}"))
+        .await;
+    assert_eq!(status, 200);
+    assert_eq!(fetched["name"], "隆昌 G85 卡口 2");
+    assert_eq!(fetched["reported"]["name"], "隆昌 G85 卡口 2");
+    // Bad ids and bad fields name what is wrong.
+    for (path, body, needle) in [
+        ("/api/v1/cameras/123", json!({}), "exactly 20 digits"),
+        (
+            "/api/v1/cameras/4403050000132000001X",
+            json!({}),
+            "digits only",
+        ),
+        (
+            "/api/v1/cameras/44030500001320000001",
+            json!({}),
+            "centre code",
+        ),
+        (
+            "/api/v1/cameras/51102500009990000001",
+            json!({}),
+            "type (digits 11-13)",
+        ),
+        (
+            "/api/v1/cameras/51102500001320000009",
+            json!({"longitude": 181.0, "latitude": 29.0}),
+            "longitude",
+        ),
+        (
+            "/api/v1/cameras/51102500001320000009",
+            json!({"id": CAM_A}),
+            "must agree",
+        ),
+    ] {
+        let (status, answer) = server.put_json(&producer, path, body).await;
+        assert_eq!(status, 400, "{path}: {answer}");
+        let message = answer["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.contains(needle), "{path}: {message}");
+    }
+    let (status, _) = server.get(&producer, "/api/v1/cameras/12").await;
+    assert_eq!(status, 400);
+    let (status, _) = server
+        .get(&producer, "/api/v1/cameras/51102500001320000099")
+        .await;
+    assert_eq!(status, 404);
+}
+
+#[tokio::test]
+async fn batches_accept_valid_items_and_list_each_refused_one() {
+    let server = hub().await;
+    let producer = server.token("gongan", Role::Producer).await;
+    let (status, body) = server
+        .post_json(
+            &producer,
+            "/api/v1/cameras/batch",
+            json!([
+                {"id": CAM_A, "name": "ok 1"},
+                {"id": "5110250000132000000"},
+                {"id": "5110250000132000000x"},
+                {"id": "99999900001320000001"},
+                {"id": "51102500008880000001"},
+                {"id": CAM_B, "longitude": 104.0, "latitude": 95.0},
+                {"id": CAM_A, "name": "again"},
+                {"id": NVR, "colour": "grey"},
+                {"id": "51102500001320000004", "department": "jiaotong"},
+                {"id": "51102500001320000005", "ptz_type": "dome"},
+                "not an object",
+                {"id": "51102500001320000006", "name": "ok 2"}
+            ]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 2, "{body}");
+    assert_eq!(body["rejected"], 10, "{body}");
+    let errors = body["errors"].as_array().expect("errors");
+    let fields: Vec<(u64, &str)> = errors
+        .iter()
+        .map(|e| {
+            (
+                e["item"].as_u64().unwrap_or(99),
+                e["field"].as_str().unwrap_or(""),
+            )
+        })
+        .collect();
+    assert_eq!(
+        fields,
+        vec![
+            (1, "id"),
+            (2, "id"),
+            (3, "id"),
+            (4, "id"),
+            (5, "latitude"),
+            (6, "id"),
+            (7, "colour"),
+            (8, "department"),
+            (9, "ptz_type"),
+            (10, "channel"),
+        ]
+    );
+    assert!(
+        errors[5]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("duplicate of item 0")
+    );
+    assert_eq!(errors[0]["id"], "5110250000132000000");
+    // Only the valid ones are in the registry.
+    let (_, page) = server.get(&producer, "/api/v1/cameras").await;
+    let ids: Vec<&str> = page["cameras"]
+        .as_array()
+        .expect("cameras")
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![CAM_A, "51102500001320000006"]);
+
+    // NDJSON: a broken line is that line's error.
+    let ndjson = format!(
+        "{{\"id\": \"{CAM_B}\", \"name\": \"ndjson ok\"}}\n{{broken\n\n{{\"id\": \"{NVR}\"}}\n"
+    );
+    let (status, body) = post_body(
+        &server,
+        &producer,
+        "/api/v1/cameras/batch",
+        "application/x-ndjson",
+        &ndjson,
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 2);
+    assert_eq!(body["errors"][0]["line"], 2, "{body}");
+    // A body that is not an array at all is the request's error, and changes nothing.
+    let (status, body) = post_body(
+        &server,
+        &producer,
+        "/api/v1/cameras/batch",
+        "application/json",
+        "{\"id\": 1}",
+    )
+    .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, _) = post_body(
+        &server,
+        &producer,
+        "/api/v1/cameras/batch",
+        "text/csv",
+        "id",
+    )
+    .await;
+    assert_eq!(status, 415);
+}
+
+#[tokio::test]
+async fn keepalives_and_events_drive_the_status_the_api_shows() {
+    let server = hub().await;
+    let producer = server.token("gongan", Role::Producer).await;
+    register_three(&server, &producer).await;
+    let (status, body) = server
+        .post_json(
+            &producer,
+            "/api/v1/cameras/keepalive",
+            json!([
+                {"id": NVR},
+                {"id": "51102500001320000077"},
+                {"id": CAM_A, "at": "2999-01-01T00:00:00Z"},
+                {"id": CAM_A, "at": "yesterday"},
+                {"id": CAM_A, "extra": 1},
+                {"id": "123"}
+            ]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 1, "{body}");
+    assert_eq!(
+        body["channels_marked"], 3,
+        "the NVR marks itself and both channels"
+    );
+    let messages: Vec<&str> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["message"].as_str().unwrap_or(""))
+        .collect();
+    assert!(messages[0].contains("register it first"), "{messages:?}");
+    assert!(messages[1].contains("in the future"), "{messages:?}");
+    assert!(messages[2].contains("RFC 3339"), "{messages:?}");
+    assert!(messages[3].contains("unknown field"), "{messages:?}");
+    assert!(messages[4].contains("20 digits"), "{messages:?}");
+
+    let (_, camera) = server
+        .get(&producer, &format!("/api/v1/cameras/{CAM_A}"))
+        .await;
+    assert_eq!(camera["status"], "online", "{camera}");
+    assert!(camera["last_keepalive_at"].is_string());
+
+    let (status, body) = server
+        .post_json(
+            &producer,
+            "/api/v1/cameras/events",
+            json!([
+                {"id": CAM_B, "event": "VLOST"},
+                {"id": CAM_A, "event": "EXPLODE"},
+                {"id": CAM_A},
+                {"id": "51102500001320000088", "event": "OFF"},
+                {"id": "51102500001320000089", "event": "ADD",
+                 "channel": {"name": "新增 1", "parent_id": NVR}},
+                {"id": "51102500001320000090", "event": "ADD", "channel": {"latitude": 100}},
+                {"id": CAM_A, "event": "ON", "channel": {"name": "x"}}
+            ]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["accepted"], 2, "{body}");
+    let fields: Vec<&str> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| e["field"].as_str().unwrap_or(""))
+        .collect();
+    assert_eq!(
+        fields,
+        vec!["event", "event", "id", "channel.latitude", "channel"]
+    );
+
+    let (_, camera) = server
+        .get(&producer, &format!("/api/v1/cameras/{CAM_B}"))
+        .await;
+    assert_eq!(camera["status"], "offline");
+    assert_eq!(camera["notified"], "VLOST");
+    // Explicit stream URLs win over the template; the others are derived.
+    assert_eq!(camera["streams"]["rtsp"], "rtsp://nvr.zizhong/ch2");
+    assert_eq!(
+        camera["streams"]["flv"],
+        format!("http://media.neijiang/rtp/{NVR}_{CAM_B}.live.flv")
+    );
+
+    let (_, offline) = server
+        .get(&producer, "/api/v1/cameras?status=offline")
+        .await;
+    let ids: Vec<&str> = offline["cameras"]
+        .as_array()
+        .expect("cameras")
+        .iter()
+        .filter_map(|c| c["id"].as_str())
+        .collect();
+    assert_eq!(ids, vec![CAM_B]);
+
+    let (status, stats) = server
+        .get(&producer, "/api/v1/cameras/stats?group_by=region")
+        .await;
+    assert_eq!(status, 200, "{stats}");
+    let zizhong = &stats["groups"][0];
+    assert_eq!(zizhong["key"], "511025");
+    assert_eq!(zizhong["name"], "资中县");
+    assert_eq!(
+        zizhong["total"], 3,
+        "video channels; the NVR is not one: {stats}"
+    );
+    assert_eq!(zizhong["online"], 1, "CAM_A: {stats}");
+    assert_eq!(zizhong["offline"], 1);
+    assert_eq!(zizhong["unknown"], 1, "the ADDed channel: {stats}");
+    let rate = zizhong["online_rate"].as_f64().expect("rate");
+    assert!((rate - 1.0 / 3.0).abs() < 1e-9, "{rate}");
+    assert_eq!(stats["overall"]["total"], 3);
+    let availability = zizhong["availability"].as_f64().expect("availability");
+    assert!(availability > 0.0 && availability < 1.0, "{availability}");
+}
+
+#[tokio::test]
+async fn curated_overrides_win_until_removed() {
+    let server = hub().await;
+    let producer = server.token("gongan", Role::Producer).await;
+    register_three(&server, &producer).await;
+    let path = format!("/api/v1/cameras/{CAM_A}/curated");
+    let (status, camera) = server
+        .put_json(
+            &producer,
+            &path,
+            json!({"name": "北街与东街交叉口 (已核实)"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{camera}");
+    assert_eq!(camera["name"], "北街与东街交叉口 (已核实)");
+    assert_eq!(camera["curated"]["name"], "北街与东街交叉口 (已核实)");
+    register_three_again(&server, &producer).await;
+    let (_, camera) = server
+        .get(&producer, &format!("/api/v1/cameras/{CAM_A}"))
+        .await;
+    assert_eq!(
+        camera["name"], "北街与东街交叉口 (已核实)",
+        "a re-report keeps the curation"
+    );
+    assert_eq!(camera["reported"]["name"], "北街口 v2");
+    let (status, bad) = server
+        .put_json(&producer, &path, json!({"ptz_type": 9}))
+        .await;
+    assert_eq!(status, 400, "{bad}");
+    let (status, camera) = server.delete(&producer, &path).await;
+    assert_eq!(status, 200, "{camera}");
+    assert_eq!(camera["name"], "北街口 v2");
+}
+
+async fn register_three_again(server: &TestServer, token: &str) {
+    let (status, body) = server
+        .post_json(
+            token,
+            "/api/v1/cameras/batch",
+            json!([{"id": CAM_A, "parent_id": NVR, "name": "北街口 v2", "department": "gongan"}]),
+        )
+        .await;
+    assert_eq!((status, &body["updated"]), (200, &json!(1)), "{body}");
+}
+
+#[tokio::test]
+async fn only_owners_and_admins_change_cameras_and_everyone_but_dashboards_reads() {
+    let server = hub().await;
+    let owner = server.token("gongan", Role::Producer).await;
+    register_three(&server, &owner).await;
+    let other = server.token("jiaotong", Role::Producer).await;
+    let analyst = server.token("jiaotong", Role::Analyst).await;
+    let dashboard = server.token("gongan", Role::Dashboard).await;
+    let camera = format!("/api/v1/cameras/{CAM_A}");
+    let (status, body) = server
+        .put_json(&other, &camera, json!({"name": "mine now"}))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("belongs to department gongan")
+    );
+    let (status, body) = server
+        .put_json(&other, &format!("{camera}/curated"), json!({"name": "x"}))
+        .await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = server
+        .post_json(
+            &other,
+            "/api/v1/cameras/events",
+            json!([{"id": CAM_A, "event": "OFF"}]),
+        )
+        .await;
+    assert_eq!((status, &body["rejected"]), (200, &json!(1)), "{body}");
+    let (status, _) = server.put_json(&analyst, &camera, json!({})).await;
+    assert_eq!(status, 403);
+    let (status, _) = server
+        .post_json(
+            &analyst,
+            "/api/v1/cameras/keepalive",
+            json!([{"id": CAM_A}]),
+        )
+        .await;
+    assert_eq!(status, 403);
+    let (status, _) = server.get(&analyst, &camera).await;
+    assert_eq!(status, 200);
+    let (status, _) = server.get(&dashboard, &camera).await;
+    assert_eq!(status, 403);
+    let response = server
+        .client
+        .get(server.url(&camera))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status(), 401);
+    // The admin may change any channel, including handing it to another department.
+    let (status, body) = server
+        .put_json(
+            &server.admin,
+            &format!("{camera}/curated"),
+            json!({"department": "jiaotong"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(body["department"], "jiaotong");
+}
+
+#[tokio::test]
+async fn searches_page_with_a_cursor_and_refuse_bad_parameters() {
+    let server = hub().await;
+    let producer = server.token("gongan", Role::Producer).await;
+    let items: Vec<Value> = (1..=25)
+        .map(|serial| {
+            json!({"id": format!("51102500001320{serial:06}"), "name": format!("cam {serial}"),
+                   "longitude": 104.8 + serial as f64 / 1000.0, "latitude": 29.7})
+        })
+        .collect();
+    let (status, body) = server
+        .post_json(&producer, "/api/v1/cameras/batch", Value::Array(items))
+        .await;
+    assert_eq!((status, &body["accepted"]), (200, &json!(25)), "{body}");
+    let mut seen = Vec::new();
+    let mut cursor: Option<String> = None;
+    loop {
+        let path = match &cursor {
+            Some(cursor) => format!("/api/v1/cameras?region=511000&limit=10&cursor={cursor}"),
+            None => "/api/v1/cameras?region=511000&limit=10".to_string(),
+        };
+        let (status, page) = server.get(&producer, &path).await;
+        assert_eq!(status, 200, "{page}");
+        for camera in page["cameras"].as_array().expect("cameras") {
+            seen.push(camera["serial"].as_u64().expect("serial"));
+        }
+        match page["next_cursor"].as_str() {
+            Some(next) => cursor = Some(next.to_string()),
+            None => break,
+        }
+    }
+    assert_eq!(seen, (1..=25).collect::<Vec<u64>>());
+    let (_, boxed) = server
+        .get(&producer, "/api/v1/cameras?bbox=104.8,29.6,104.8055,29.8")
+        .await;
+    assert_eq!(boxed["cameras"].as_array().map(Vec::len), Some(5));
+    let (_, none) = server.get(&producer, "/api/v1/cameras?region=511024").await;
+    assert_eq!(none["cameras"].as_array().map(Vec::len), Some(0));
+    for (query, needle) in [
+        ("status=sleeping", "status"),
+        ("bbox=1,2,3", "bbox"),
+        ("bbox=105,29,104,30", "bbox"),
+        ("limit=0", "limit"),
+        ("limit=many", "limit"),
+        ("region=5110x0", "region"),
+        ("cursor=abc", "cursor"),
+        ("industry=traffic", "industry"),
+        ("colour=red", "colour"),
+    ] {
+        let (status, body) = server
+            .get(&producer, &format!("/api/v1/cameras?{query}"))
+            .await;
+        assert_eq!(status, 400, "{query}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(needle), "{query}: {message}");
+    }
+    for query in ["group_by=colour", "window_hours=0", "window_hours=week"] {
+        let (status, body) = server
+            .get(&producer, &format!("/api/v1/cameras/stats?{query}"))
+            .await;
+        assert_eq!(status, 400, "{query}: {body}");
+    }
+}

@@ -1,0 +1,17 @@
+//! The end-to-end tests: one binary (each test binary links DataFusion and rdkafka), one
+//! module per area. Every test starts the real hub on port 0 with a temp data folder.
+//!
+//! Run one area with `cargo test --test it -- push::`.
+
+mod support;
+
+mod api;
+mod cameras;
+mod cli;
+mod endpoints;
+mod kafka;
+mod kafka_broker;
+mod kafka_cameras;
+mod push;
+mod sharing;
+mod sql;

@@ -1,0 +1,428 @@
+//! End-to-end: `POST /api/v1/sql` in every format, refusals, parameters, roles, limits,
+//! cancellation, and queries while pushes commit.
+
+use crate::support;
+use std::time::{Duration, Instant};
+
+use crate::support::TestServer;
+use cityhub_catalog::Role;
+use serde_json::{Value, json};
+
+const NDJSON: &str = "application/x-ndjson";
+
+async fn with_events(server: &TestServer) -> (String, String) {
+    let dataset = server.events_dataset("gongan").await;
+    let producer = server.token("gongan", Role::Producer).await;
+    let rows: String = (1..=6)
+        .map(|i| {
+            format!(
+                "{{\"id\": {i}, \"kind\": \"{}\", \"score\": {i}.5}}\n",
+                if i % 2 == 0 { "even" } else { "odd" }
+            )
+        })
+        .collect();
+    let (status, body) = server.push(&producer, &dataset, NDJSON, rows).await;
+    assert_eq!(status, 201, "{body}");
+    (dataset, server.token("gongan", Role::Analyst).await)
+}
+
+async fn sql(server: &TestServer, token: &str, accept: &str, body: Value) -> reqwest::Response {
+    let request = server
+        .client
+        .post(server.url("/api/v1/sql"))
+        .bearer_auth(token)
+        .header("accept", accept);
+    let request = match body {
+        Value::String(text) => request.header("content-type", "text/plain").body(text),
+        other => request.json(&other),
+    };
+    request.send().await.expect("request")
+}
+
+#[tokio::test]
+async fn results_come_in_every_format() {
+    let server = TestServer::spawn().await;
+    let (dataset, analyst) = with_events(&server).await;
+    let query = json!(format!(
+        "SELECT id, kind FROM {dataset} WHERE id <= 3 ORDER BY id"
+    ));
+
+    let response = sql(&server, &analyst, "application/json", query.clone()).await;
+    assert_eq!(response.status(), 200);
+    assert_eq!(response.headers()["content-type"], "application/json");
+    let rows: Value = response.json().await.expect("json");
+    assert_eq!(
+        rows,
+        json!([{"id": 1, "kind": "odd"}, {"id": 2, "kind": "even"}, {"id": 3, "kind": "odd"}])
+    );
+
+    let text = sql(&server, &analyst, NDJSON, query.clone())
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(text.lines().count(), 3);
+    assert_eq!(
+        serde_json::from_str::<Value>(text.lines().next().unwrap_or("")).expect("line"),
+        json!({"id": 1, "kind": "odd"})
+    );
+
+    let csv = sql(&server, &analyst, "text/csv", query.clone())
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(csv, "id,kind\n1,odd\n2,even\n3,odd\n");
+
+    let arrow = sql(
+        &server,
+        &analyst,
+        "application/vnd.apache.arrow.stream",
+        query.clone(),
+    )
+    .await;
+    assert_eq!(arrow.status(), 200);
+    let bytes = arrow.bytes().await.expect("bytes");
+    let reader =
+        arrow::ipc::reader::StreamReader::try_new(std::io::Cursor::new(bytes), None).expect("ipc");
+    let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("batches");
+    assert_eq!(support::row_count(&batches), 3);
+
+    let parquet = sql(
+        &server,
+        &analyst,
+        "application/vnd.apache.parquet",
+        query.clone(),
+    )
+    .await;
+    let bytes = parquet.bytes().await.expect("bytes");
+    let reader = parquet::arrow::arrow_reader::ParquetRecordBatchReader::try_new(bytes, 1024)
+        .expect("parquet");
+    let batches: Vec<_> = reader.collect::<Result<_, _>>().expect("batches");
+    assert_eq!(support::row_count(&batches), 3);
+
+    // An empty result is still well-formed in every format.
+    let empty = json!(format!("SELECT id, kind FROM {dataset} WHERE id > 100"));
+    let rows: Value = sql(&server, &analyst, "application/json", empty.clone())
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(rows, json!([]));
+    let csv = sql(&server, &analyst, "text/csv", empty)
+        .await
+        .text()
+        .await
+        .expect("text");
+    assert_eq!(csv, "id,kind\n");
+
+    let refused = sql(&server, &analyst, "image/png", query).await;
+    assert_eq!(refused.status(), 406);
+
+    // curl --data-binary without a Content-Type sends form encoding: it is read as SQL text.
+    let curl_default = server
+        .client
+        .post(server.url("/api/v1/sql"))
+        .bearer_auth(&analyst)
+        .header("content-type", "application/x-www-form-urlencoded")
+        .body(format!("SELECT count(*) AS n FROM {dataset}"))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(
+        curl_default.json::<Value>().await.expect("json"),
+        json!([{"n": 6}])
+    );
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn parameters_are_bound_as_values() {
+    let server = TestServer::spawn().await;
+    let (dataset, analyst) = with_events(&server).await;
+    let query = format!("SELECT id FROM {dataset} WHERE id > $1 AND kind = $2 ORDER BY id");
+    let rows: Value = sql(
+        &server,
+        &analyst,
+        "application/json",
+        json!({"sql": query, "params": [2, "even"]}),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(rows, json!([{"id": 4}, {"id": 6}]));
+    // An injection attempt is only a string that matches nothing.
+    let rows: Value = sql(
+        &server,
+        &analyst,
+        "application/json",
+        json!({"sql": query, "params": [0, "x' OR '1'='1"]}),
+    )
+    .await
+    .json()
+    .await
+    .expect("json");
+    assert_eq!(rows, json!([]));
+    let response = sql(
+        &server,
+        &analyst,
+        "application/json",
+        json!({"sql": query, "params": [{"a": 1}, "x"]}),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_parameter");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("params[0]")
+    );
+    let response = sql(
+        &server,
+        &analyst,
+        "application/json",
+        json!({"query": "SELECT 1"}),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn refusals_and_mistakes_have_their_own_statuses() {
+    let server = TestServer::spawn().await;
+    let (dataset, analyst) = with_events(&server).await;
+    for refused in [
+        format!("DROP TABLE {dataset}"),
+        format!("INSERT INTO {dataset} (id) VALUES (1)"),
+        format!("COPY (SELECT * FROM {dataset}) TO '/tmp/leak.csv'"),
+        "CREATE EXTERNAL TABLE x STORED AS CSV LOCATION '/etc/passwd'".to_string(),
+        "SELECT * FROM '/etc/passwd'".to_string(),
+        "SET datafusion.execution.batch_size = 1".to_string(),
+        "SELECT 1; SELECT 2".to_string(),
+    ] {
+        let response = sql(&server, &analyst, "application/json", json!(refused)).await;
+        assert_eq!(response.status(), 403, "{refused}");
+        let body: Value = response.json().await.expect("json");
+        assert_eq!(body["error"]["code"], "forbidden", "{refused}");
+    }
+    assert!(!std::path::Path::new("/tmp/leak.csv").exists());
+
+    let response = sql(
+        &server,
+        &analyst,
+        "application/json",
+        json!("SELECT * FROM gongan.nosuch"),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_sql");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .unwrap_or("")
+            .contains("nosuch"),
+        "{body}"
+    );
+
+    let response = sql(
+        &server,
+        &analyst,
+        "application/json",
+        json!(format!("SELECT id,\n  nosuch_column FROM {dataset}")),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(
+        body["position"]["line"], 2,
+        "the error points into the SQL: {body}"
+    );
+
+    let empty = sql(&server, &analyst, "application/json", json!("   ")).await;
+    assert_eq!(empty.status(), 400);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn only_analysts_and_admins_run_sql() {
+    let server = TestServer::spawn().await;
+    let (dataset, analyst) = with_events(&server).await;
+    let query = json!(format!("SELECT count(*) AS n FROM {dataset}"));
+    for (role, expected) in [(Role::Dashboard, 403), (Role::Producer, 403)] {
+        let token = server.token("gongan", role).await;
+        assert_eq!(
+            sql(&server, &token, "application/json", query.clone())
+                .await
+                .status(),
+            expected
+        );
+    }
+    assert_eq!(
+        sql(&server, &analyst, "application/json", query.clone())
+            .await
+            .status(),
+        200
+    );
+    assert_eq!(
+        sql(&server, &server.admin, "application/json", query.clone())
+            .await
+            .status(),
+        200
+    );
+    let anonymous = server
+        .client
+        .post(server.url("/api/v1/sql"))
+        .body("SELECT 1")
+        .send()
+        .await
+        .expect("r");
+    assert_eq!(anonymous.status(), 401);
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn memory_and_time_limits_fail_cleanly() {
+    let server = TestServer::spawn_with(|config| {
+        config.query.memory_limit_bytes = 2 * 1024 * 1024;
+        config.query.timeout_secs = 1;
+    })
+    .await;
+    let (_, analyst) = with_events(&server).await;
+    let hungry = "SELECT count(*) FROM generate_series(1, 3000000) a JOIN generate_series(1, 3000000) b ON a.value = b.value";
+    let response = sql(&server, &analyst, "application/json", json!(hungry)).await;
+    let status = response.status();
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(status, 422, "{body}");
+    assert_eq!(body["error"]["code"], "memory_limit_exceeded");
+
+    let slow = "SELECT count(*) FROM generate_series(1, 100000000000)";
+    let started = Instant::now();
+    let response = sql(&server, &analyst, "application/json", json!(slow)).await;
+    assert_eq!(response.status(), 504);
+    assert!(started.elapsed() < Duration::from_secs(30));
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "query_timeout");
+    // The hub still answers normally afterwards.
+    assert_eq!(
+        sql(&server, &analyst, "application/json", json!("SELECT 1"))
+            .await
+            .status(),
+        200
+    );
+    wait_until_no_query_runs(&server).await;
+    server.stop().await;
+}
+
+async fn wait_until_no_query_runs(server: &TestServer) {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while server.state.query.running_queries() > 0 {
+        assert!(Instant::now() < deadline, "a query kept running");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
+#[tokio::test]
+async fn results_stream_and_a_client_that_hangs_up_cancels_the_query() {
+    let server = TestServer::spawn().await;
+    let (_, analyst) = with_events(&server).await;
+    // Far more rows than could be buffered: the first bytes must arrive while it runs.
+    let endless = "SELECT value, value * 2 AS twice FROM generate_series(1, 100000000000)";
+    let mut response = sql(&server, &analyst, NDJSON, json!(endless)).await;
+    assert_eq!(response.status(), 200);
+    let mut received = 0;
+    while received < 1_000_000 {
+        let chunk = response.chunk().await.expect("chunk").expect("more data");
+        received += chunk.len();
+    }
+    assert_eq!(server.state.query.running_queries(), 1);
+    drop(response);
+    wait_until_no_query_runs(&server).await;
+    server.stop().await;
+}
+
+#[tokio::test]
+async fn queries_see_whole_snapshots_while_pushes_commit() {
+    let server = TestServer::spawn().await;
+    let dataset = server.events_dataset("gongan").await;
+    let producer = server.token("gongan", Role::Producer).await;
+    let analyst = server.token("gongan", Role::Analyst).await;
+    let batch = 500;
+    let pushes = 20;
+    let writer = {
+        let client = server.client.clone();
+        let url = server.url(&format!("/api/v1/datasets/{dataset}/rows"));
+        tokio::spawn(async move {
+            for p in 0..pushes {
+                let body: String = (0..batch)
+                    .map(|i| format!("{{\"id\": {}}}\n", p * batch + i))
+                    .collect();
+                let response = client
+                    .post(&url)
+                    .bearer_auth(&producer)
+                    .header("content-type", NDJSON)
+                    .body(body)
+                    .send()
+                    .await
+                    .expect("push");
+                assert_eq!(response.status(), 201);
+            }
+        })
+    };
+    let mut last = 0;
+    let query = json!(format!(
+        "SELECT count(*) AS n, count(DISTINCT id) AS d FROM {dataset}"
+    ));
+    while !writer.is_finished() {
+        let rows: Value = sql(&server, &analyst, "application/json", query.clone())
+            .await
+            .json()
+            .await
+            .expect("json");
+        let n = rows[0]["n"].as_i64().expect("n");
+        assert_eq!(n % batch, 0, "a query saw part of a push: {n}");
+        assert_eq!(rows[0]["d"].as_i64(), Some(n), "a query saw a row twice");
+        assert!(n >= last, "counts went backwards: {last} then {n}");
+        last = n;
+    }
+    writer.await.expect("writer");
+    let rows: Value = sql(&server, &analyst, "application/json", query)
+        .await
+        .json()
+        .await
+        .expect("json");
+    assert_eq!(rows[0]["n"], pushes * batch);
+    server.stop().await;
+}
+
+/// A syntax error answered `SQL error: ParserError("Expected: ...")`, a Rust debug string;
+/// it is a sentence with the `position` object, like an unknown column.
+#[tokio::test]
+async fn a_syntax_error_answers_a_sentence_and_its_position() {
+    let server = TestServer::spawn().await;
+    let response = sql(
+        &server,
+        &server.admin,
+        "application/json",
+        json!("SELECT 1;\nSELEC name FROM x"),
+    )
+    .await;
+    assert_eq!(response.status(), 400);
+    let body: Value = response.json().await.expect("json");
+    assert_eq!(body["error"]["code"], "invalid_sql", "{body}");
+    let message = body["error"]["message"].as_str().unwrap_or_default();
+    assert!(
+        message.starts_with("the SQL does not parse: expected an SQL statement, found: SELEC"),
+        "{message}"
+    );
+    assert!(
+        !message.contains("ParserError") && !message.contains('\\'),
+        "{message}"
+    );
+    assert_eq!(body["position"], json!({"line": 2, "column": 1}), "{body}");
+    server.stop().await;
+}
