@@ -160,6 +160,13 @@ impl QueryEngine {
         sql: &str,
         params: &[serde_json::Value],
     ) -> Result<QueryResult, QueryError> {
+        // SQL is the analysts' (and admins') door; producers push, dashboards read endpoints.
+        cityhub_catalog::access::require_role(
+            principal,
+            &[cityhub_catalog::Role::Admin, cityhub_catalog::Role::Analyst],
+            "running SQL",
+        )
+        .map_err(|err| QueryError::Forbidden(err.to_string()))?;
         let values = params
             .iter()
             .enumerate()

@@ -193,6 +193,22 @@ impl SharingService {
         Ok((principal, token))
     }
 
+    /// Every principal's metadata, newest first (admins; never the tokens).
+    pub async fn tokens(&self, by: &Principal) -> Result<Vec<Principal>> {
+        require_role(by, &[Role::Admin], "listing tokens")?;
+        self.catalog.list_principals().await
+    }
+
+    /// Share requests made by or addressed to `by`'s department (admins: all), newest first.
+    pub async fn requests(
+        &self,
+        by: &Principal,
+        status: Option<ShareStatus>,
+    ) -> Result<Vec<ShareRequest>> {
+        let department = (by.role != Role::Admin).then_some(by.department.as_str());
+        self.catalog.list_share_requests(department, status).await
+    }
+
     /// Revokes a token at once: admins any, everybody their own.
     pub async fn revoke_token(&self, by: &Principal, id: i64) -> Result<Principal> {
         if by.role != Role::Admin && by.id != id {

@@ -3,7 +3,6 @@
 use axum::extract::FromRequestParts;
 use axum::http::header::AUTHORIZATION;
 use axum::http::request::Parts;
-use cityhub_catalog::access::require_role;
 use cityhub_catalog::{Principal, Role};
 
 use super::error::ApiError;
@@ -12,13 +11,6 @@ use crate::state::AppState;
 /// The authenticated principal of a request.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Principal);
-
-impl Caller {
-    /// Refuses callers without one of `roles` ([`require_role`]).
-    pub fn require(&self, roles: &[Role], doing: &str) -> Result<(), ApiError> {
-        Ok(require_role(&self.0, roles, doing)?)
-    }
-}
 
 impl FromRequestParts<AppState> for Caller {
     type Rejection = ApiError;

@@ -9,7 +9,7 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use cityhub_catalog::sharing::{Application, NewToken, ShareAnswer};
-use cityhub_catalog::{AuditFilter, Role, ShareRequest, ShareStatus};
+use cityhub_catalog::{AuditFilter, ShareRequest, ShareStatus};
 use serde::Deserialize;
 use serde_json::Value;
 
@@ -35,11 +35,10 @@ pub async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    caller.require(&[Role::Admin], "listing tokens")?;
     let now = Utc::now();
     let tokens: Vec<Value> = state
-        .catalog
-        .list_principals()
+        .sharing
+        .tokens(&caller.0)
         .await?
         .into_iter()
         .map(|principal| {
@@ -99,11 +98,10 @@ pub async fn list_requests(
         .as_deref()
         .map(str::parse::<ShareStatus>)
         .transpose()?;
-    let department = (caller.0.role != Role::Admin).then_some(caller.0.department.as_str());
     let now = Utc::now();
     let requests: Vec<Value> = state
-        .catalog
-        .list_share_requests(department, status)
+        .sharing
+        .requests(&caller.0, status)
         .await?
         .iter()
         .map(|request| with_overdue(request, now))
