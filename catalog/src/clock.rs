@@ -34,11 +34,6 @@ impl Clock {
     pub fn now_micros(&self) -> i64 {
         self.now().timestamp_micros()
     }
-
-    /// The time in milliseconds since the Unix epoch.
-    pub fn now_ms(&self) -> i64 {
-        self.now().timestamp_millis()
-    }
 }
 
 #[cfg(test)]

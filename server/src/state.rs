@@ -151,9 +151,4 @@ impl AppState {
         });
         Ok(partitions)
     }
-
-    /// Sets the gauges `/metrics` computes when scraped.
-    pub async fn update_share_gauges(&self) {
-        self.sharing.update_gauges().await;
-    }
 }

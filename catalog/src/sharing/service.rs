@@ -515,11 +515,6 @@ impl SharingService {
         self.catalog.audit_entries(filter).await
     }
 
-    /// The clock the service reads.
-    pub fn clock(&self) -> Clock {
-        self.clock
-    }
-
     /// Deletes audit entries older than `retention_days`, recording the purge.
     pub async fn purge_expired_audit(&self, retention_days: u64) -> Result<u64> {
         let days = i64::try_from(retention_days).unwrap_or(i64::MAX);
