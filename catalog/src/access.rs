@@ -87,6 +87,23 @@ pub fn may_push(principal: &Principal, dataset: &Dataset) -> std::result::Result
     }
 }
 
+/// Whether `principal` may rewrite `dataset`'s files (`doing`: "compacting", "deleting
+/// rows of"): the same people as pushes, admins and producers of its owner.
+pub fn may_maintain(
+    principal: &Principal,
+    dataset: &Dataset,
+    doing: &str,
+) -> std::result::Result<(), PushRefusal> {
+    match may_push(principal, dataset) {
+        Err(PushRefusal::Forbidden(_)) => Err(PushRefusal::Forbidden(format!(
+            "{doing} dataset {} needs an admin token or a producer token of its owner, \
+             department {}",
+            dataset.name, dataset.owner
+        ))),
+        other => other,
+    }
+}
+
 /// Whether `principal` may register a dataset named in `department`.
 pub fn may_register(principal: &Principal, department: &str) -> Result<()> {
     require_role(

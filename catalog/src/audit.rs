@@ -42,6 +42,8 @@ pub enum Action {
     EndpointSaved,
     /// A dashboard endpoint's result holding personal data was delivered.
     EndpointRead,
+    /// Small files of a dataset merged (on request or by the hub's own policy).
+    Compact,
 }
 
 /// Every action, for listings and error messages.
@@ -63,6 +65,7 @@ pub const ACTIONS: &[Action] = &[
     Action::CameraImport,
     Action::EndpointSaved,
     Action::EndpointRead,
+    Action::Compact,
 ];
 
 impl Action {
@@ -85,6 +88,7 @@ impl Action {
             Action::CameraImport => "camera_import",
             Action::EndpointSaved => "endpoint_saved",
             Action::EndpointRead => "endpoint_read",
+            Action::Compact => "compact",
         }
     }
 }

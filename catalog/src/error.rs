@@ -23,6 +23,14 @@ pub enum CatalogError {
         actual: Option<i64>,
     },
 
+    /// A change that removes files (a compaction, a delete) found some of them already
+    /// removed by another commit since it read them; it must be planned again.
+    #[error(
+        "{} file(s) this change read were removed by another commit meanwhile (first: {}); plan it again",
+        .paths.len(), .paths.first().map(String::as_str).unwrap_or("")
+    )]
+    FilesGone { dataset_id: i64, paths: Vec<String> },
+
     #[error(
         "the Idempotency-Key {key:?} was already used for a different request; use a new key for new data"
     )]

@@ -522,6 +522,37 @@ pub struct NewDataset {
     pub update_cycle: Option<String>,
     #[serde(default)]
     pub tags: Vec<String>,
+    /// Columns compaction sorts rows by (default: the first timestamp column), so that
+    /// files cover narrow ranges of them and queries on them skip files.
+    #[serde(default)]
+    pub sort_key: Vec<String>,
+}
+
+/// Validates a declared sort key against the columns: known, sortable, not repeated.
+pub fn validate_sort_key(sort_key: &[String], columns: &[Column]) -> Result<(), CatalogError> {
+    let mut seen = std::collections::HashSet::new();
+    for (index, name) in sort_key.iter().enumerate() {
+        let field = format!("sort_key[{index}]");
+        let Some(column) = columns.iter().find(|c| &c.name == name) else {
+            return Err(CatalogError::invalid(
+                field,
+                format!("{name:?} is not a column of the dataset"),
+            ));
+        };
+        if column.column_type == ColumnType::Binary {
+            return Err(CatalogError::invalid(
+                field,
+                format!("{name:?} is a binary column; sort by a number, string, date or time"),
+            ));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(CatalogError::invalid(
+                field,
+                format!("{name:?} is named twice"),
+            ));
+        }
+    }
+    Ok(())
 }
 
 /// A registered dataset with its current schema and snapshot.
@@ -538,6 +569,8 @@ pub struct Dataset {
     pub update_cycle: Option<String>,
     pub tags: Vec<String>,
     pub columns: Vec<Column>,
+    /// The declared sort key (may be empty; see [`Dataset::compaction_order`]).
+    pub sort_key: Vec<String>,
     pub schema_version: i64,
     pub snapshot_id: Option<i64>,
     /// Sequence number of the current snapshot within this dataset (0 before the first).
@@ -554,6 +587,19 @@ impl Dataset {
     /// The Arrow schema rows are stored with.
     pub fn arrow_schema(&self) -> Arc<Schema> {
         arrow_schema(&self.columns)
+    }
+
+    /// The columns compaction sorts by: the declared sort key, else the first timestamp
+    /// column, else none (rows keep their commit order).
+    pub fn compaction_order(&self) -> Vec<String> {
+        if !self.sort_key.is_empty() {
+            return self.sort_key.clone();
+        }
+        self.columns
+            .iter()
+            .find(|c| c.column_type == ColumnType::Timestamp)
+            .map(|c| vec![c.name.clone()])
+            .unwrap_or_default()
     }
 }
 
@@ -573,11 +619,14 @@ pub enum Operation {
     Append,
     /// Small files merged into larger ones; the rows are unchanged.
     Compact,
+    /// Files holding rows that matched a delete rewritten without them.
+    Delete,
 }
 
 text_enum!(Operation {
     Operation::Append => "append",
     Operation::Compact => "compact",
+    Operation::Delete => "delete",
 });
 
 /// An immutable version of a dataset.

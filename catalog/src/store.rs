@@ -63,8 +63,10 @@ pub trait DatasetStore: Send + Sync + 'static {
     ) -> Result<Vec<DataFile>>;
 
     /// Commits one snapshot atomically: new snapshot, added and removed files, idempotency key.
-    /// Fails with `Conflict` when the dataset's current snapshot is not `expected_parent`,
-    /// and answers `Replayed` when the idempotency key was already used for the same request.
+    /// Fails with `Conflict` when the dataset's current snapshot is not `expected_parent`
+    /// (except for a compaction, which rebases onto any newer snapshot: it only removes
+    /// files it read, so appends that landed meanwhile are kept), with `FilesGone` when a
+    /// file to remove is no longer live, and answers `Replayed` when the idempotency key was already used for the same request.
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome>;
 
     /// The stored answer of an earlier push with this idempotency key.

@@ -32,6 +32,7 @@ pub struct Config {
     pub audit: AuditConfig,
     pub cameras: CamerasConfig,
     pub endpoints: EndpointsConfig,
+    pub compaction: CompactionConfig,
     pub log: LogConfig,
 }
 
@@ -73,6 +74,10 @@ pub struct StorageConfig {
     /// Object store URL (`file:///abs/path`, `memory://`, `s3://bucket/prefix`);
     /// empty means `{data_dir}/objects`.
     pub url: String,
+    /// Size compaction aims for when it merges small files (Parquet bytes).
+    pub target_file_bytes: u64,
+    /// Rows compaction puts in one file at most, whatever their size.
+    pub target_file_rows: u64,
 }
 
 impl Default for StorageConfig {
@@ -80,6 +85,8 @@ impl Default for StorageConfig {
         Self {
             data_dir: "./cityhub-data".into(),
             url: String::new(),
+            target_file_bytes: 128 * 1024 * 1024,
+            target_file_rows: 10_000_000,
         }
     }
 }
@@ -340,6 +347,39 @@ impl Default for EndpointsConfig {
     }
 }
 
+/// Compaction: merging a dataset's small files (every push and Kafka flush writes one)
+/// into files of `storage.target_file_bytes`, sorted by the dataset's sort key.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct CompactionConfig {
+    /// Whether the server compacts datasets by itself (on-demand compaction always works).
+    pub enabled: bool,
+    /// How often the server looks for datasets to compact.
+    pub interval_secs: u64,
+    /// A file smaller than this is small: worth merging with others.
+    pub small_file_bytes: u64,
+    /// A dataset is compacted when it has more than this many small files...
+    pub min_small_files: u64,
+    /// ...or when its small files hold more than this many bytes together.
+    pub min_small_bytes: u64,
+    /// Memory one compaction may hold for decoded rows; it writes a file before it would
+    /// hold more, so a dataset is never loaded whole.
+    pub memory_bytes: u64,
+}
+
+impl Default for CompactionConfig {
+    fn default() -> Self {
+        Self {
+            enabled: true,
+            interval_secs: 60,
+            small_file_bytes: 32 * 1024 * 1024,
+            min_small_files: 16,
+            min_small_bytes: 256 * 1024 * 1024,
+            memory_bytes: 512 * 1024 * 1024,
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -519,6 +559,37 @@ impl Config {
                 "must be empty or a URL template such as rtsp://host:554/rtp/{device}_{channel}",
             );
         }
+        check(
+            "storage.target_file_bytes",
+            self.storage.target_file_bytes >= 1024 * 1024,
+            "must be at least 1 MiB (1048576)",
+        );
+        check(
+            "storage.target_file_rows",
+            self.storage.target_file_rows >= 1000,
+            "must be at least 1000",
+        );
+        check(
+            "compaction.interval_secs",
+            (1..=86_400).contains(&self.compaction.interval_secs),
+            "must be between 1 and 86400 seconds",
+        );
+        check(
+            "compaction.small_file_bytes",
+            self.compaction.small_file_bytes > 0
+                && self.compaction.small_file_bytes <= self.storage.target_file_bytes,
+            "must be greater than 0 and at most storage.target_file_bytes",
+        );
+        check(
+            "compaction.min_small_files",
+            self.compaction.min_small_files >= 1,
+            "must be at least 1",
+        );
+        check(
+            "compaction.memory_bytes",
+            self.compaction.memory_bytes >= 16 * 1024 * 1024,
+            "must be at least 16 MiB (16777216)",
+        );
         check(
             "log.format",
             ["text", "json"].contains(&self.log.format.as_str()),

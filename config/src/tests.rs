@@ -212,3 +212,28 @@ dataset = "gongan.alarms"
     assert_eq!(problems[0].key, "ingest.kafka[0]");
     assert!(problems[0].message.contains("topci"), "{}", problems[0]);
 }
+
+#[test]
+fn compaction_settings_load_and_a_small_file_larger_than_the_target_is_refused() {
+    let file = toml_file(
+        "[storage]\ntarget_file_bytes = 4194304\n[compaction]\nenabled = false\nmin_small_files = 8\nsmall_file_bytes = 1048576\n",
+    );
+    let loaded = Config::load(Some(file.path()), env(&[]), &[]).expect("valid");
+    assert_eq!(loaded.config.storage.target_file_bytes, 4 * 1024 * 1024);
+    assert!(!loaded.config.compaction.enabled);
+    assert_eq!(loaded.config.compaction.min_small_files, 8);
+    // The default small-file size (32 MiB) is now above the 4 MiB target: refused, by name.
+    let file = toml_file("[storage]\ntarget_file_bytes = 4194304\n");
+    let err = Config::load(
+        Some(file.path()),
+        env(&[("CITYHUB__COMPACTION__MEMORY_BYTES", "1000")]),
+        &[],
+    )
+    .expect_err("must fail");
+    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["compaction.small_file_bytes", "compaction.memory_bytes"],
+        "{err}"
+    );
+}

@@ -122,6 +122,7 @@ impl Ingest {
                     resource_code: None,
                     update_cycle: None,
                     tags: vec!["imported".into()],
+                    sort_key: vec![],
                 };
                 (self.register_dataset(by, new).await?, true)
             }

@@ -21,6 +21,7 @@
 //! never a half-visible snapshot.
 
 pub mod commit;
+pub mod compact;
 pub mod decode;
 pub mod error;
 pub mod import;
@@ -33,6 +34,7 @@ pub mod register;
 pub mod storage;
 pub mod value;
 
+pub use compact::{CompactionPolicy, CompactionReport, StorageHealth};
 pub use decode::{Format, RowError};
 pub use error::IngestError;
 pub use push::{PushOutcome, PushRequest};

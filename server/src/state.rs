@@ -8,7 +8,7 @@ use cityhub_catalog::clock::Clock;
 use cityhub_catalog::{AuditLog, Catalog, CatalogError, Principal, Role, SharingService};
 use cityhub_config::Config;
 use cityhub_ingest::kafka::{PartitionStatus, StatusBoard};
-use cityhub_ingest::{Ingest, IngestError, Storage};
+use cityhub_ingest::{CompactionPolicy, Ingest, IngestError, Storage};
 use cityhub_query::endpoint::Endpoints;
 use cityhub_query::{QueryEngine, QueryError};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -60,6 +60,8 @@ pub struct Parts {
     pub endpoints: Arc<Endpoints>,
     /// Where the time of day is read (the demo city, endpoints' `today`).
     pub clock: Clock,
+    /// When and how datasets' small files are merged.
+    pub compaction: CompactionPolicy,
 }
 
 impl AppState {
@@ -113,6 +115,7 @@ impl AppState {
         // Watches the catalog for commits, grants and definitions of other processes.
         tokio::spawn(endpoints.clone().run());
         Ok(Self(Arc::new(Parts {
+            compaction: CompactionPolicy::from_config(&config),
             config: Arc::new(config),
             cameras: CameraRegistry::new(catalog.clone(), audit.clone(), settings),
             catalog,

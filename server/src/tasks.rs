@@ -13,10 +13,13 @@ pub struct Tasks {
 impl Tasks {
     /// Starts every job on the current runtime.
     pub fn start(state: &AppState) -> Self {
-        let handles = vec![
+        let mut handles = vec![
             tokio::spawn(purge_audit_daily(state.clone())),
             tokio::spawn(sweep_cameras(state.clone())),
         ];
+        if state.config.compaction.enabled {
+            handles.push(tokio::spawn(compact_due_datasets(state.clone())));
+        }
         Self { handles }
     }
 
@@ -50,6 +53,21 @@ async fn sweep_cameras(state: AppState) {
         every.tick().await;
         if let Err(err) = state.cameras.sweep().await {
             tracing::warn!(error = %err, "The camera sweeper failed; it will run again.");
+        }
+    }
+}
+
+/// Merges the small files of every dataset that has too many, every
+/// `compaction.interval_secs` (the first round one interval after start, so that a restart
+/// loop does not compact over and over).
+async fn compact_due_datasets(state: AppState) {
+    let period = Duration::from_secs(state.config.compaction.interval_secs.max(1));
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        if let Err(err) = state.ingest.compact_due(&state.compaction).await {
+            tracing::warn!(error = %err, "The compaction round failed; it will run again.");
         }
     }
 }

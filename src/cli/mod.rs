@@ -7,6 +7,7 @@ use cityhub_config::{Config, Loaded};
 use cityhub_server::telemetry;
 use clap::{Parser, Subcommand};
 
+pub mod compact;
 pub mod import;
 pub mod import_cameras;
 pub mod serve;
@@ -57,6 +58,11 @@ enum Command {
         skip_bad: bool,
     },
     /// Manage bearer tokens.
+    /// Merge a dataset's small files now (the server also does it by itself).
+    Compact {
+        /// The dataset, department.table.
+        dataset: String,
+    },
     Token {
         #[command(subcommand)]
         command: TokenCommand,
@@ -173,6 +179,10 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
         } => {
             telemetry::init_logging("warn", "text");
             sql::run(config, &sql, &format, server.as_deref(), token.as_deref()).await
+        }
+        Command::Compact { dataset } => {
+            telemetry::init_logging("warn", "text");
+            compact::run(config, &dataset).await
         }
         Command::Import {
             dataset,

@@ -287,6 +287,7 @@ fn dataset(
         resource_code: Some(resource_code.into()),
         update_cycle: Some(update_cycle.into()),
         tags: vec!["demo".into(), "synthetic".into()],
+        sort_key: vec![],
     }
 }
 

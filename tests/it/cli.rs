@@ -521,6 +521,61 @@ async fn import_reads_ndjson_and_parquet_and_a_failed_create_leaves_nothing() {
     assert!(state.catalog.dataset(&name).await.expect("q").is_none());
 }
 
+#[tokio::test]
+async fn compact_merges_a_datasets_files_and_names_what_it_did() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let state = state_for(&data);
+    state
+        .catalog
+        .create_department("yingji", "应急管理局")
+        .await
+        .expect("dept");
+    // Three imports: three small files.
+    for part in 0..3 {
+        let file = dir.path().join(format!("part{part}.ndjson"));
+        let lines: String = (0..50)
+            .map(|i| {
+                format!(
+                    "{{\"incident_id\": {}, \"kind\": \"火灾\"}}\n",
+                    part * 50 + i
+                )
+            })
+            .collect();
+        std::fs::write(&file, lines).expect("write");
+        let mut args = vec!["import", "yingji.incidents", file.to_str().expect("utf8")];
+        if part == 0 {
+            args.push("--create");
+        }
+        let output = cityhub(&data, &args);
+        assert!(output.status.success(), "{}", text(&output.stderr));
+    }
+    let output = cityhub(&data, &["compact", "yingji.incidents"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let said = text(&output.stdout);
+    assert!(
+        said.contains("3 small file(s)") && said.contains("150 rows"),
+        "{said}"
+    );
+    assert!(said.contains("now has 1 file(s) (was 3)"), "{said}");
+    assert_eq!(
+        support::row_count(&support::read_rows(&state, "yingji.incidents").await),
+        150
+    );
+    // Again: nothing to do, said so, success.
+    let output = cityhub(&data, &["compact", "yingji.incidents"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(text(&output.stdout).contains("Nothing to compact"));
+    // An unknown dataset is an error naming it.
+    let output = cityhub(&data, &["compact", "yingji.nothing"]);
+    assert!(!output.status.success());
+    assert!(
+        text(&output.stderr).contains("yingji.nothing"),
+        "{}",
+        text(&output.stderr)
+    );
+}
+
 // Multi-threaded: the CLI child process blocks this thread while the server answers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_runs_locally_and_against_a_server() {

@@ -239,15 +239,7 @@ async fn every_good_message_lands_once_and_bad_ones_become_dead_letters() {
             .iter()
             .all(|p| p["lag"] == 0 && p["last_flush_at"].is_string())
     );
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     assert!(metrics.contains("cityhub_kafka_lag{"), "{metrics}");
     assert!(metrics.contains("cityhub_kafka_rejected_total{"));
     let owner = server.token("gongan", cityhub_catalog::Role::Analyst).await;

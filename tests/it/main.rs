@@ -12,6 +12,7 @@ mod endpoints;
 mod kafka;
 mod kafka_broker;
 mod kafka_cameras;
+mod lifecycle;
 mod push;
 mod sharing;
 mod sql;

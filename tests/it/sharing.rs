@@ -307,15 +307,7 @@ async fn overdue_requests_are_flagged_in_the_listing_and_in_metrics() {
         .map(|r| r["overdue"].as_bool().expect("flag"))
         .collect();
     assert_eq!(overdue, [true, false], "{listed}");
-    let metrics = server
-        .client
-        .get(server.url("/metrics"))
-        .send()
-        .await
-        .expect("metrics")
-        .text()
-        .await
-        .expect("text");
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains("cityhub_share_requests_overdue 1"),
         "{metrics}"

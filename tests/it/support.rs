@@ -123,6 +123,18 @@ impl TestServer {
         split(response).await
     }
 
+    /// What `/metrics` says now (Prometheus text).
+    pub async fn metrics(&self) -> String {
+        self.client
+            .get(self.url("/metrics"))
+            .send()
+            .await
+            .expect("metrics")
+            .text()
+            .await
+            .expect("text")
+    }
+
     /// Pushes a body with a content type to a dataset.
     pub async fn push(
         &self,

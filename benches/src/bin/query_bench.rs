@@ -148,6 +148,7 @@ async fn planning(hub: &Hub, files: usize) -> anyhow::Result<()> {
             resource_code: None,
             update_cycle: None,
             tags: vec![],
+            sort_key: vec![],
         })
         .await?;
     let started = Instant::now();

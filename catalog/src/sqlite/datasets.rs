@@ -32,7 +32,7 @@ pub(crate) fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Principal> {
 
 const DATASET_COLUMNS: &str = "d.id, d.department, d.name, d.description, d.classification, \
      d.sharing, d.resource_code, d.update_cycle, d.tags, d.schema_version, d.snapshot_id, \
-     d.snapshot_seq, d.rows, d.bytes, d.files, d.created_at, d.updated_at, s.columns";
+     d.snapshot_seq, d.rows, d.bytes, d.files, d.created_at, d.updated_at, s.columns, d.sort_key";
 
 const DATASET_FROM: &str = "datasets d JOIN schema_versions s \
      ON s.dataset_id = d.id AND s.version = d.schema_version";
@@ -62,6 +62,7 @@ fn dataset_from_row(row: &Row<'_>) -> rusqlite::Result<Dataset> {
         created_at: parse_time(row.get(15)?)?,
         updated_at: parse_time(row.get(16)?)?,
         columns: parse_json(row.get(17)?)?,
+        sort_key: parse_json(row.get(18)?)?,
     })
 }
 
@@ -224,6 +225,7 @@ impl DatasetStore for SqliteStore {
 
     async fn create_dataset(&self, new: NewDataset) -> Result<Dataset> {
         validate_columns(&new.columns)?;
+        validate_sort_key(&new.sort_key, &new.columns)?;
         let name = new.name.clone();
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -252,8 +254,8 @@ impl DatasetStore for SqliteStore {
             let created = time_text(now());
             tx.execute(
                 "INSERT INTO datasets (department, name, description, classification, sharing, \
-                 resource_code, update_cycle, tags, schema_version, created_at, updated_at) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9)",
+                 resource_code, update_cycle, tags, schema_version, created_at, updated_at, \
+                 sort_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10)",
                 params![
                     new.name.department(),
                     new.name.table(),
@@ -263,7 +265,8 @@ impl DatasetStore for SqliteStore {
                     new.resource_code,
                     new.update_cycle,
                     serde_json::to_string(&new.tags)?,
-                    created
+                    created,
+                    serde_json::to_string(&new.sort_key)?
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -584,7 +587,11 @@ fn commit_in(conn: &mut Connection, commit: Commit) -> Result<CommitOutcome> {
             name: commit.dataset_id.to_string(),
         });
     };
-    if current_id != commit.expected_parent {
+    // A compaction only removes files it read and adds the same rows: appends that
+    // committed since it read the dataset commute with it, so it rebases onto them here.
+    // What does not commute (another commit removed one of its files) is caught below.
+    let rebases = commit.operation == Operation::Compact;
+    if current_id != commit.expected_parent && !rebases {
         return Err(CatalogError::Conflict {
             dataset_id: commit.dataset_id,
             expected: commit.expected_parent,
@@ -598,23 +605,33 @@ fn commit_in(conn: &mut Connection, commit: Commit) -> Result<CommitOutcome> {
 
     let mut removed_rows = 0;
     let mut removed_bytes = 0;
-    for path in &commit.removed {
-        let removed = tx
-            .query_row(
-                "UPDATE files SET removed_seq = ?1 WHERE dataset_id = ?2 AND path = ?3 \
-                 AND removed_seq IS NULL RETURNING rows, bytes",
-                params![seq, commit.dataset_id, path],
-                |row| Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?)),
-            )
-            .optional()?;
-        let Some((r, b)) = removed else {
-            return Err(CatalogError::invalid(
-                "removed",
-                format!("{path:?} is not a live file of this dataset"),
-            ));
-        };
-        removed_rows += r;
-        removed_bytes += b;
+    let mut gone = Vec::new();
+    {
+        let mut remove = tx.prepare_cached(
+            "UPDATE files SET removed_seq = ?1 WHERE dataset_id = ?2 AND path = ?3 \
+             AND removed_seq IS NULL RETURNING rows, bytes",
+        )?;
+        for path in &commit.removed {
+            let removed = remove
+                .query_row(params![seq, commit.dataset_id, path], |row| {
+                    Ok((row.get::<_, i64>(0)?, row.get::<_, i64>(1)?))
+                })
+                .optional()?;
+            match removed {
+                Some((r, b)) => {
+                    removed_rows += r;
+                    removed_bytes += b;
+                }
+                None => gone.push(path.clone()),
+            }
+        }
+    }
+    if !gone.is_empty() {
+        // Dropping the transaction rolls back the removals made above.
+        return Err(CatalogError::FilesGone {
+            dataset_id: commit.dataset_id,
+            paths: gone,
+        });
     }
     let created_at = now();
     let total_rows = rows + added_rows - removed_rows;

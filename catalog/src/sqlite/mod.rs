@@ -19,6 +19,7 @@ use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
     NewDataset, NewPrincipal, Operation, Principal, RejectedRecord, SchemaVersion, Snapshot,
     StoredRejection, StreamOffset, StreamProgress, validate_columns, validate_department_code,
+    validate_sort_key,
 };
 
 mod audit;
@@ -39,6 +40,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (3, include_str!("../../migrations/0003_streams.sql")),
     (4, include_str!("../../migrations/0004_cameras.sql")),
     (5, include_str!("../../migrations/0005_endpoints.sql")),
+    (6, include_str!("../../migrations/0006_lifecycle.sql")),
 ];
 
 const READERS: usize = 4;

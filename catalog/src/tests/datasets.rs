@@ -22,7 +22,25 @@ fn new_dataset(name: &str) -> NewDataset {
         resource_code: Some("511000-GA-0001".into()),
         update_cycle: Some("daily".into()),
         tags: vec!["test".into()],
+        sort_key: vec![],
     }
+}
+
+fn compaction(
+    dataset: &Dataset,
+    read_at: Option<i64>,
+    removed: &[&str],
+    added: DataFile,
+) -> Commit {
+    Commit {
+        operation: Operation::Compact,
+        removed: removed.iter().map(|p| p.to_string()).collect(),
+        ..append(dataset, read_at, vec![added])
+    }
+}
+
+fn live_paths(files: Vec<DataFile>) -> Vec<String> {
+    files.into_iter().map(|f| f.path).collect()
 }
 
 fn file(path: &str, rows: i64) -> DataFile {
@@ -334,6 +352,161 @@ async fn a_stale_parent_is_a_conflict_and_changes_nothing() {
     };
     assert!(store.commit(bad_remove).await.is_err());
     assert_eq!(store.snapshots(dataset.id).await.expect("log").len(), 1);
+}
+
+#[tokio::test]
+async fn a_compaction_rebases_over_appends_that_committed_while_it_ran() {
+    let (_dir, store) = store();
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    let dataset = store
+        .create_dataset(new_dataset("gongan.alarms"))
+        .await
+        .expect("create");
+    let first = committed(
+        store
+            .commit(append(&dataset, None, vec![file("a", 10), file("b", 5)]))
+            .await
+            .expect("first"),
+    );
+    // The compaction reads at `first`; meanwhile two pushes commit.
+    let push1 = committed(
+        store
+            .commit(append(&dataset, Some(first.id), vec![file("c", 1)]))
+            .await
+            .expect("push"),
+    );
+    let push2 = committed(
+        store
+            .commit(append(&dataset, Some(push1.id), vec![file("d", 2)]))
+            .await
+            .expect("push"),
+    );
+    let merged = committed(
+        store
+            .commit(compaction(
+                &dataset,
+                Some(first.id),
+                &["a", "b"],
+                file("ab", 15),
+            ))
+            .await
+            .expect("a compaction rebases instead of conflicting"),
+    );
+    assert_eq!(
+        merged.parent_id,
+        Some(push2.id),
+        "rebased onto the newest append"
+    );
+    assert_eq!(
+        (merged.rows, merged.files),
+        (18, 3),
+        "the appended rows are kept"
+    );
+    assert_eq!(
+        live_paths(store.snapshot_files(dataset.id, None).await.expect("files")),
+        vec!["c", "d", "ab"]
+    );
+    // An append prepared against the old parent still conflicts: only a compaction rebases.
+    assert!(matches!(
+        store
+            .commit(append(&dataset, Some(push2.id), vec![file("e", 1)]))
+            .await,
+        Err(CatalogError::Conflict { .. })
+    ));
+}
+
+#[tokio::test]
+async fn a_compaction_loses_cleanly_to_a_change_that_removed_its_files() {
+    let (_dir, store) = store();
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    let dataset = store
+        .create_dataset(new_dataset("gongan.alarms"))
+        .await
+        .expect("create");
+    let first = committed(
+        store
+            .commit(append(
+                &dataset,
+                None,
+                vec![file("a", 10), file("b", 5), file("c", 3)],
+            ))
+            .await
+            .expect("first"),
+    );
+    // A delete rewrote b (removing it) while a compaction of a and b ran.
+    let delete = Commit {
+        operation: Operation::Delete,
+        removed: vec!["b".into()],
+        ..append(&dataset, Some(first.id), vec![file("b2", 4)])
+    };
+    let deleted = committed(store.commit(delete).await.expect("delete"));
+    let lost = store
+        .commit(compaction(
+            &dataset,
+            Some(first.id),
+            &["a", "b"],
+            file("ab", 15),
+        ))
+        .await;
+    match lost {
+        Err(CatalogError::FilesGone { paths, .. }) => assert_eq!(paths, vec!["b"]),
+        other => panic!("expected the compaction to lose, got {other:?}"),
+    }
+    // Nothing of the losing commit is left: a is still live, no snapshot was added.
+    let reloaded = store
+        .dataset(&dataset.name)
+        .await
+        .expect("q")
+        .expect("present");
+    assert_eq!(reloaded.snapshot_id, Some(deleted.id));
+    assert_eq!((reloaded.rows, reloaded.files), (17, 3));
+    assert_eq!(
+        live_paths(store.snapshot_files(dataset.id, None).await.expect("files")),
+        vec!["a", "c", "b2"]
+    );
+}
+
+#[tokio::test]
+async fn a_sort_key_is_kept_and_checked_against_the_columns() {
+    let (_dir, store) = store();
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    let keyed = NewDataset {
+        sort_key: vec!["phone".into(), "id".into()],
+        ..new_dataset("gongan.keyed")
+    };
+    let dataset = store.create_dataset(keyed).await.expect("create");
+    assert_eq!(dataset.sort_key, vec!["phone", "id"]);
+    assert_eq!(dataset.compaction_order(), vec!["phone", "id"]);
+    let plain = store
+        .create_dataset(new_dataset("gongan.plain"))
+        .await
+        .expect("create");
+    assert!(
+        plain.compaction_order().is_empty(),
+        "no timestamp column: commit order"
+    );
+    for (sort_key, field) in [
+        (vec!["nope".to_string()], "sort_key[0]"),
+        (vec!["id".to_string(), "id".to_string()], "sort_key[1]"),
+    ] {
+        let bad = NewDataset {
+            sort_key,
+            ..new_dataset("gongan.bad")
+        };
+        match store.create_dataset(bad).await {
+            Err(CatalogError::Invalid { field: named, .. }) => assert_eq!(named, field),
+            other => panic!("expected {field} to be refused, got {other:?}"),
+        }
+    }
 }
 
 #[tokio::test]

@@ -57,6 +57,7 @@ async fn dataset(store: &Catalog, sharing: Sharing) -> Dataset {
             resource_code: None,
             update_cycle: None,
             tags: vec![],
+            sort_key: vec![],
         })
         .await
         .expect("dataset")
@@ -74,6 +75,7 @@ fn dataset_value(sharing: Sharing, columns: Vec<Column>) -> Dataset {
         resource_code: None,
         update_cycle: None,
         tags: vec![],
+        sort_key: vec![],
         columns,
         schema_version: 1,
         snapshot_id: None,

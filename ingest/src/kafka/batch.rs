@@ -342,6 +342,7 @@ mod tests {
             resource_code: None,
             update_cycle: None,
             tags: vec![],
+            sort_key: vec![],
             columns: vec![
                 Column::new("id", ColumnType::Int64, false),
                 Column::new("kind", ColumnType::String, true),

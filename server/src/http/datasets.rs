@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cityhub_catalog::access::visible_dataset;
-use cityhub_catalog::{Access, NewDataset};
+use cityhub_catalog::{Access, DatasetName, NewDataset};
 use cityhub_ingest::{Format, IngestError, PushRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -83,11 +83,36 @@ pub async fn get_dataset(
 ) -> Result<Response, ApiError> {
     let dataset = visible_dataset(&state.catalog, &caller.0, &name).await?;
     let versions = state.catalog.schema_versions(dataset.id).await?;
+    let storage = state
+        .ingest
+        .storage_health(&dataset, &state.compaction)
+        .await?;
     let mut body = serde_json::to_value(&dataset).map_err(ApiError::internal_from)?;
     if let Value::Object(object) = &mut body {
         object.insert("schema_versions".into(), json!(versions));
+        object.insert("storage".into(), json!(storage));
     }
     Ok(Json(body).into_response())
+}
+
+/// `POST /api/v1/datasets/{name}/compact` (admins, the owner's producers): merges the
+/// dataset's small files now and answers once the `compact` snapshot is committed.
+pub async fn compact(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+) -> Result<Response, ApiError> {
+    let name = DatasetName::parse(&name)?;
+    // Its own task, like a push: a client hanging up must not cancel it half-way.
+    let (ingest, policy, principal) = (state.ingest.clone(), state.compaction.clone(), caller.0);
+    let report = tokio::spawn(async move {
+        ingest
+            .compact(Some(&principal), &name, &policy, &|_, _| {})
+            .await
+    })
+    .await
+    .map_err(|err| ApiError::internal(format!("the compaction task failed: {err}")))??;
+    Ok(Json(report).into_response())
 }
 
 /// `GET /api/v1/datasets/{name}/snapshots`: the snapshot log, newest first.

@@ -113,6 +113,9 @@ impl From<CatalogError> for ApiError {
             CatalogError::Conflict { .. } => {
                 Self::new(StatusCode::CONFLICT, "commit_conflict", message)
             }
+            CatalogError::FilesGone { .. } => {
+                Self::new(StatusCode::CONFLICT, "files_gone", message)
+            }
             CatalogError::IdempotencyMismatch { .. } => {
                 Self::new(StatusCode::CONFLICT, "idempotency_key_reused", message)
             }

@@ -33,6 +33,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/datasets/{name}", get(datasets::get_dataset))
         .route("/datasets/{name}/snapshots", get(datasets::list_snapshots))
+        .route("/datasets/{name}/compact", post(datasets::compact))
         .route(
             "/datasets/{name}/rows",
             // The push handler enforces the configured limit itself, with a JSON answer.
