@@ -55,6 +55,17 @@ pub trait DatasetStore: Send + Sync + 'static {
     /// The snapshot log, newest first.
     async fn snapshots(&self, dataset_id: i64) -> Result<Vec<Snapshot>>;
 
+    /// The snapshot that was current at `at` (the newest committed at or before it), and
+    /// the oldest kept snapshot (to say what is readable when there is none).
+    async fn snapshot_as_of(
+        &self,
+        dataset_id: i64,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<(Option<Snapshot>, Option<Snapshot>)>;
+
+    /// One snapshot of a dataset by id.
+    async fn snapshot(&self, dataset_id: i64, snapshot_id: i64) -> Result<Option<Snapshot>>;
+
     /// The files of a snapshot (the current one when `snapshot_id` is `None`).
     async fn snapshot_files(
         &self,

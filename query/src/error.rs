@@ -17,6 +17,13 @@ pub struct NeedsGrant {
     pub dataset: String,
 }
 
+/// A time-travelling read named a snapshot that is not (or no longer) there.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct NotReadable {
+    pub message: String,
+}
+
 /// What can go wrong with a query.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum QueryError {
@@ -70,6 +77,15 @@ impl QueryError {
             && let Some(needs) = inner.downcast_ref::<NeedsGrant>()
         {
             return QueryError::Forbidden(needs.to_string());
+        }
+        if let DataFusionError::External(inner) = root
+            && let Some(not_readable) = inner.downcast_ref::<NotReadable>()
+        {
+            return QueryError::Invalid {
+                message: not_readable.to_string(),
+                line: None,
+                column: None,
+            };
         }
         if let DataFusionError::SQL(parser, _) = root {
             return syntax_error(parser, position);

@@ -20,6 +20,7 @@ pub mod guard;
 pub mod mask;
 pub mod reader;
 pub mod table;
+pub mod time_travel;
 pub mod view;
 
 use cityhub_catalog::camera::CameraSettings;
@@ -234,7 +235,8 @@ impl QueryEngine {
         reads: Arc<ReadLog>,
         pins: &Pins,
     ) -> Result<(SessionState, LogicalPlan, Arc<RequestView>), QueryError> {
-        let statement = guard::check(sql)?;
+        let sql = time_travel::rewrite(sql)?;
+        let statement = guard::check(&sql)?;
         let view = Arc::new(
             RequestView::load(&self.view_context(), principal.clone(), reads, pins)
                 .await

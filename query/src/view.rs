@@ -18,10 +18,11 @@ use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
 
-use crate::error::NeedsGrant;
+use crate::error::{NeedsGrant, NotReadable};
 use crate::mask::Mask;
 use crate::reader::{ReadLog, ReaderTable, ShownColumn};
 use crate::table::{SnapshotTable, scan_schema};
+use crate::time_travel::{AsOf, split_table_name};
 
 /// The catalog name the hub's tables live in (`cityhub.gongan.alarms`); queries name
 /// tables as `department.table`.
@@ -254,14 +255,26 @@ impl SchemaProvider for DepartmentSchema {
         if let Some(table) = self.pinned_table(name)? {
             return Ok(Some(table));
         }
-        let Some((dataset, how)) = self.view.readable(&self.department, name) else {
-            if let Some(dataset) = self.view.applicable(&self.department, name) {
+        let (table, as_of) = split_table_name(name);
+        let Some((dataset, how)) = self.view.readable(&self.department, table) else {
+            if let Some(dataset) = self.view.applicable(&self.department, table) {
                 self.view.reads.record_refused(&dataset.name.to_string());
                 return Err(DataFusionError::External(Box::new(NeedsGrant {
                     dataset: dataset.name.to_string(),
                 })));
             }
             return Ok(None);
+        };
+        let travelled;
+        let dataset = match as_of {
+            None => dataset,
+            Some(as_of) => {
+                travelled = Dataset {
+                    snapshot_id: Some(self.snapshot_as_of(dataset, as_of).await?),
+                    ..dataset.clone()
+                };
+                &travelled
+            }
         };
         let files = self.view.files.files(&self.view.catalog, dataset).await?;
         let snapshot = SnapshotTable::new(
@@ -325,6 +338,45 @@ fn shown_columns(dataset: &Dataset, how: &Access) -> Vec<ShownColumn> {
 }
 
 impl DepartmentSchema {
+    /// The snapshot of `dataset` a time-travelling read names, or why there is none.
+    async fn snapshot_as_of(&self, dataset: &Dataset, as_of: AsOf) -> Result<i64> {
+        let catalog = &self.view.catalog;
+        let external = |err| DataFusionError::External(Box::new(err));
+        let not_readable =
+            |message: String| DataFusionError::External(Box::new(NotReadable { message }));
+        match as_of {
+            AsOf::Snapshot(id) => match catalog.snapshot(dataset.id, id).await.map_err(external)? {
+                Some(snapshot) => Ok(snapshot.id),
+                None => Err(not_readable(format!(
+                    "snapshot {id} is not a readable snapshot of {}; its snapshots are listed \
+                     by GET /api/v1/datasets/{}/snapshots and in hub.snapshots",
+                    dataset.name, dataset.name
+                ))),
+            },
+            AsOf::Time(at) => {
+                let (current, oldest) = catalog
+                    .snapshot_as_of(dataset.id, at)
+                    .await
+                    .map_err(external)?;
+                match (current, oldest) {
+                    (Some(snapshot), _) => Ok(snapshot.id),
+                    (None, Some(oldest)) => Err(not_readable(format!(
+                        "{} cannot be read as of {}: the oldest readable snapshot was \
+                         committed at {} (older ones expire after retention.snapshot_days)",
+                        dataset.name,
+                        at.to_rfc3339(),
+                        oldest.created_at.to_rfc3339()
+                    ))),
+                    (None, None) => Err(not_readable(format!(
+                        "{} has no committed data to read as of {}",
+                        dataset.name,
+                        at.to_rfc3339()
+                    ))),
+                }
+            }
+        }
+    }
+
     fn pinned_table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         Ok(self
             .pinned

@@ -372,6 +372,46 @@ impl DatasetStore for SqliteStore {
         .await
     }
 
+    async fn snapshot_as_of(
+        &self,
+        dataset_id: i64,
+        at: DateTime<Utc>,
+    ) -> Result<(Option<Snapshot>, Option<Snapshot>)> {
+        // Times are stored as fixed-width RFC 3339 UTC text, so text order is time order.
+        let at = time_text(at);
+        self.read(move |conn| {
+            let tx = conn.unchecked_transaction()?;
+            let current = tx
+                .prepare_cached(&format!(
+                    "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE dataset_id = ?1 \
+                     AND created_at <= ?2 ORDER BY seq DESC LIMIT 1"
+                ))?
+                .query_row(params![dataset_id, at], snapshot_from_row)
+                .optional()?;
+            let oldest = tx
+                .prepare_cached(&format!(
+                    "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE dataset_id = ?1 \
+                     ORDER BY seq LIMIT 1"
+                ))?
+                .query_row([dataset_id], snapshot_from_row)
+                .optional()?;
+            Ok((current, oldest))
+        })
+        .await
+    }
+
+    async fn snapshot(&self, dataset_id: i64, snapshot_id: i64) -> Result<Option<Snapshot>> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(&format!(
+                    "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE dataset_id = ?1 AND id = ?2"
+                ))?
+                .query_row(params![dataset_id, snapshot_id], snapshot_from_row)
+                .optional()?)
+        })
+        .await
+    }
+
     async fn snapshot_files(
         &self,
         dataset_id: i64,

@@ -81,6 +81,9 @@ impl QueryEngine {
             if let LogicalPlan::TableScan(scan) = node {
                 let name = scan.table_name.clone().resolve(CATALOG_NAME, SYSTEM_SCHEMA);
                 let (schema, table) = (name.schema.as_ref(), name.table.as_ref());
+                // A time-travelling read changes at most when its dataset does (then an
+                // instant may name a newer snapshot); it is a source like the dataset.
+                let (table, _) = crate::time_travel::split_table_name(table);
                 let source = match view.readable(schema, table) {
                     Some((dataset, _)) => Some(Source::Dataset {
                         id: dataset.id,
