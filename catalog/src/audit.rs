@@ -44,6 +44,8 @@ pub enum Action {
     EndpointRead,
     /// Small files of a dataset merged (on request or by the hub's own policy).
     Compact,
+    /// Expired snapshots and files no snapshot names deleted.
+    Gc,
 }
 
 /// Every action, for listings and error messages.
@@ -66,6 +68,7 @@ pub const ACTIONS: &[Action] = &[
     Action::EndpointSaved,
     Action::EndpointRead,
     Action::Compact,
+    Action::Gc,
 ];
 
 impl Action {
@@ -89,6 +92,7 @@ impl Action {
             Action::EndpointSaved => "endpoint_saved",
             Action::EndpointRead => "endpoint_read",
             Action::Compact => "compact",
+            Action::Gc => "gc",
         }
     }
 }

@@ -526,6 +526,10 @@ pub struct NewDataset {
     /// files cover narrow ranges of them and queries on them skip files.
     #[serde(default)]
     pub sort_key: Vec<String>,
+    /// Days an old snapshot stays readable by time travel after a newer one replaced it;
+    /// `None`: `retention.snapshot_days`.
+    #[serde(default)]
+    pub snapshot_retention_days: Option<u32>,
 }
 
 /// Validates a declared sort key against the columns: known, sortable, not repeated.
@@ -571,6 +575,10 @@ pub struct Dataset {
     pub columns: Vec<Column>,
     /// The declared sort key (may be empty; see [`Dataset::compaction_order`]).
     pub sort_key: Vec<String>,
+    /// Its own snapshot retention, if it overrides `retention.snapshot_days`.
+    pub snapshot_retention_days: Option<u32>,
+    /// When garbage collection last went over it.
+    pub last_gc_at: Option<DateTime<Utc>>,
     pub schema_version: i64,
     pub snapshot_id: Option<i64>,
     /// Sequence number of the current snapshot within this dataset (0 before the first).
@@ -601,6 +609,15 @@ impl Dataset {
             .map(|c| vec![c.name.clone()])
             .unwrap_or_default()
     }
+}
+
+/// What garbage collection removed (or, in a dry run, would remove) from one dataset's
+/// catalog entry: expired snapshots and the files that only they named.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ExpiredSnapshots {
+    pub snapshots: Vec<i64>,
+    /// Files no kept snapshot names any more: their objects may be deleted.
+    pub files: Vec<DataFile>,
 }
 
 /// One version of a dataset's schema.

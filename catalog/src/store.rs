@@ -17,8 +17,9 @@ use crate::camera::{
 use crate::endpoint::{Endpoint, EndpointSpec, Saved};
 use crate::error::Result;
 use crate::model::{
-    Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
-    NewDataset, NewPrincipal, Principal, SchemaVersion, Snapshot, StoredRejection, StreamOffset,
+    Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, ExpiredSnapshots,
+    IdempotencyRecord, NewDataset, NewPrincipal, Principal, SchemaVersion, Snapshot,
+    StoredRejection, StreamOffset,
 };
 use crate::sharing::{Decision, Grant, NewShareRequest, ShareRequest, ShareStatus};
 
@@ -65,6 +66,22 @@ pub trait DatasetStore: Send + Sync + 'static {
 
     /// One snapshot of a dataset by id.
     async fn snapshot(&self, dataset_id: i64, snapshot_id: i64) -> Result<Option<Snapshot>>;
+
+    /// Garbage collection's catalog step, in one transaction: forgets the snapshots that
+    /// were replaced before `replaced_before` (never the current one) and the files only
+    /// they named, and records `at` as the dataset's last collection. A dry run changes
+    /// nothing and answers what it would forget. The objects are the caller's to delete,
+    /// after this commits (a crash in between leaves orphans, never a dangling file).
+    async fn expire_snapshots(
+        &self,
+        dataset_id: i64,
+        replaced_before: chrono::DateTime<chrono::Utc>,
+        dry_run: bool,
+        at: chrono::DateTime<chrono::Utc>,
+    ) -> Result<ExpiredSnapshots>;
+
+    /// Every file path the catalog knows for a dataset (live or kept for time travel).
+    async fn file_paths(&self, dataset_id: i64) -> Result<Vec<String>>;
 
     /// The files of a snapshot (the current one when `snapshot_id` is `None`).
     async fn snapshot_files(

@@ -33,6 +33,7 @@ pub struct Config {
     pub cameras: CamerasConfig,
     pub endpoints: EndpointsConfig,
     pub compaction: CompactionConfig,
+    pub retention: RetentionConfig,
     pub log: LogConfig,
 }
 
@@ -380,6 +381,35 @@ impl Default for CompactionConfig {
     }
 }
 
+/// How long replaced snapshots stay readable, and garbage collection of the files that no
+/// kept snapshot names.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RetentionConfig {
+    /// Days a snapshot stays readable by time travel after a newer one replaced it (a
+    /// dataset may set its own `snapshot_retention_days`). Deleted rows are gone for good
+    /// once the snapshots that still hold them expire.
+    pub snapshot_days: u64,
+    /// A file that no snapshot names (written, then never committed, e.g. by a crash
+    /// between write and commit) is deleted once it is this old.
+    pub orphan_grace_secs: u64,
+    /// How often the server collects garbage.
+    pub gc_interval_secs: u64,
+    /// Whether the server collects garbage by itself (`cityhub gc` always works).
+    pub enabled: bool,
+}
+
+impl Default for RetentionConfig {
+    fn default() -> Self {
+        Self {
+            snapshot_days: 7,
+            orphan_grace_secs: 3600,
+            gc_interval_secs: 3600,
+            enabled: true,
+        }
+    }
+}
+
 /// Logging.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -589,6 +619,21 @@ impl Config {
             "compaction.memory_bytes",
             self.compaction.memory_bytes >= 16 * 1024 * 1024,
             "must be at least 16 MiB (16777216)",
+        );
+        check(
+            "retention.snapshot_days",
+            (1..=36_500).contains(&self.retention.snapshot_days),
+            "must be between 1 and 36500 days",
+        );
+        check(
+            "retention.orphan_grace_secs",
+            self.retention.orphan_grace_secs >= 60,
+            "must be at least 60 seconds: a file is written a moment before its commit",
+        );
+        check(
+            "retention.gc_interval_secs",
+            (1..=604_800).contains(&self.retention.gc_interval_secs),
+            "must be between 1 second and one week",
         );
         check(
             "log.format",

@@ -24,6 +24,7 @@ pub mod commit;
 pub mod compact;
 pub mod decode;
 pub mod error;
+pub mod gc;
 pub mod import;
 pub mod infer;
 #[cfg(feature = "kafka")]
@@ -37,6 +38,7 @@ pub mod value;
 pub use compact::{CompactionPolicy, CompactionReport, StorageHealth};
 pub use decode::{Format, RowError};
 pub use error::IngestError;
+pub use gc::{GcReport, RetentionPolicy};
 pub use push::{PushOutcome, PushRequest};
 pub use storage::Storage;
 

@@ -131,6 +131,43 @@ impl Storage {
 
 /// Syncs a new file, then every folder from its own up to the store's root: the entry of a
 /// new file (or of a folder made for it) is durable only once its containing folder is.
+/// One stored object, as a listing sees it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredObject {
+    pub key: String,
+    pub bytes: u64,
+    pub modified: chrono::DateTime<chrono::Utc>,
+}
+
+impl Storage {
+    /// Every object under `prefix` (slow on object stores: for garbage collection only;
+    /// readers take their file lists from the catalog).
+    pub async fn list(&self, prefix: &str) -> Result<Vec<StoredObject>, IngestError> {
+        use futures::TryStreamExt;
+        let prefix = ObjectPath::from(prefix);
+        self.store
+            .list(Some(&prefix))
+            .map_ok(|meta| StoredObject {
+                key: meta.location.to_string(),
+                bytes: meta.size,
+                modified: meta.last_modified,
+            })
+            .try_collect()
+            .await
+            .map_err(|err| IngestError::Storage(format!("listing {prefix} failed: {err}")))
+    }
+
+    /// Deletes an object, saying whether it failed (garbage collection counts failures).
+    pub async fn remove(&self, key: &str) -> Result<(), IngestError> {
+        match self.store.delete(&ObjectPath::from(key)).await {
+            Ok(()) | Err(object_store::Error::NotFound { .. }) => Ok(()),
+            Err(err) => Err(IngestError::Storage(format!(
+                "deleting {key} failed: {err}"
+            ))),
+        }
+    }
+}
+
 fn sync_file_and_folders(root: &std::path::Path, path: &std::path::Path) -> std::io::Result<()> {
     std::fs::File::open(path)?.sync_all()?;
     for folder in path.ancestors().skip(1) {

@@ -8,7 +8,7 @@ use cityhub_catalog::clock::Clock;
 use cityhub_catalog::{AuditLog, Catalog, CatalogError, Principal, Role, SharingService};
 use cityhub_config::Config;
 use cityhub_ingest::kafka::{PartitionStatus, StatusBoard};
-use cityhub_ingest::{CompactionPolicy, Ingest, IngestError, Storage};
+use cityhub_ingest::{CompactionPolicy, Ingest, IngestError, RetentionPolicy, Storage};
 use cityhub_query::endpoint::Endpoints;
 use cityhub_query::{QueryEngine, QueryError};
 use metrics_exporter_prometheus::PrometheusHandle;
@@ -62,6 +62,8 @@ pub struct Parts {
     pub clock: Clock,
     /// When and how datasets' small files are merged.
     pub compaction: CompactionPolicy,
+    /// How long replaced snapshots stay readable; when orphan files go.
+    pub retention: RetentionPolicy,
 }
 
 impl AppState {
@@ -116,6 +118,7 @@ impl AppState {
         tokio::spawn(endpoints.clone().run());
         Ok(Self(Arc::new(Parts {
             compaction: CompactionPolicy::from_config(&config),
+            retention: RetentionPolicy::from_config(&config),
             config: Arc::new(config),
             cameras: CameraRegistry::new(catalog.clone(), audit.clone(), settings),
             catalog,

@@ -20,6 +20,9 @@ impl Tasks {
         if state.config.compaction.enabled {
             handles.push(tokio::spawn(compact_due_datasets(state.clone())));
         }
+        if state.config.retention.enabled {
+            handles.push(tokio::spawn(collect_garbage(state.clone())));
+        }
         Self { handles }
     }
 
@@ -68,6 +71,26 @@ async fn compact_due_datasets(state: AppState) {
         every.tick().await;
         if let Err(err) = state.ingest.compact_due(&state.compaction).await {
             tracing::warn!(error = %err, "The compaction round failed; it will run again.");
+        }
+    }
+}
+
+/// Expires replaced snapshots past their retention and deletes the files no kept snapshot
+/// names and the orphans, every `retention.gc_interval_secs` (first one interval after
+/// start).
+async fn collect_garbage(state: AppState) {
+    let period = Duration::from_secs(state.config.retention.gc_interval_secs.max(1));
+    let mut every = tokio::time::interval_at(tokio::time::Instant::now() + period, period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        let now = state.clock.now();
+        if let Err(err) = state
+            .ingest
+            .collect_garbage(None, &state.retention, now, false)
+            .await
+        {
+            tracing::warn!(error = %err, "Garbage collection failed; it will run again.");
         }
     }
 }

@@ -8,6 +8,7 @@ use cityhub_server::telemetry;
 use clap::{Parser, Subcommand};
 
 pub mod compact;
+pub mod gc;
 pub mod import;
 pub mod import_cameras;
 pub mod serve;
@@ -62,6 +63,13 @@ enum Command {
     Compact {
         /// The dataset, department.table.
         dataset: String,
+    },
+    /// Expire replaced snapshots past their retention and delete the files no kept
+    /// snapshot names, and orphan files (the server also does it by itself).
+    Gc {
+        /// List what would be deleted, with sizes, and change nothing.
+        #[arg(long)]
+        dry_run: bool,
     },
     Token {
         #[command(subcommand)]
@@ -179,6 +187,10 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
         } => {
             telemetry::init_logging("warn", "text");
             sql::run(config, &sql, &format, server.as_deref(), token.as_deref()).await
+        }
+        Command::Gc { dry_run } => {
+            telemetry::init_logging("warn", "text");
+            gc::run(config, dry_run).await
         }
         Command::Compact { dataset } => {
             telemetry::init_logging("warn", "text");

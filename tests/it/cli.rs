@@ -576,6 +576,73 @@ async fn compact_merges_a_datasets_files_and_names_what_it_did() {
     );
 }
 
+#[tokio::test]
+async fn gc_dry_run_lists_orphans_with_sizes_and_gc_deletes_them() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let state = state_for(&data);
+    state
+        .catalog
+        .create_department("yingji", "应急管理局")
+        .await
+        .expect("dept");
+    let file = dir.path().join("part.ndjson");
+    std::fs::write(&file, "{\"incident_id\": 1}\n").expect("write");
+    let output = cityhub(
+        &data,
+        &[
+            "import",
+            "yingji.incidents",
+            file.to_str().expect("utf8"),
+            "--create",
+        ],
+    );
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    // A file a crash left behind two hours ago in the dataset's folder.
+    let name = DatasetName::parse("yingji.incidents").expect("name");
+    let id = state
+        .catalog
+        .dataset(&name)
+        .await
+        .expect("q")
+        .expect("dataset")
+        .id;
+    let key = format!("datasets/{id}/2026-11-27/crashed.parquet");
+    let path = data.join("objects").join(&key);
+    std::fs::create_dir_all(path.parent().expect("folder")).expect("mkdir");
+    std::fs::write(&path, vec![0u8; 1234]).expect("write");
+    std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .expect("open")
+        .set_modified(std::time::SystemTime::now() - std::time::Duration::from_secs(7200))
+        .expect("mtime");
+
+    let output = cityhub(&data, &["gc", "--dry-run"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let said = text(&output.stdout);
+    assert!(
+        said.contains(&format!(
+            "would delete {key} (yingji.incidents, 1234 bytes): no snapshot names it"
+        )),
+        "{said}"
+    );
+    assert!(path.exists(), "a dry run deletes nothing");
+    let output = cityhub(&data, &["gc"]);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    assert!(
+        text(&output.stdout).contains("deleted 0 expired file(s) and 1 orphan(s), 1234 bytes"),
+        "{}",
+        text(&output.stdout)
+    );
+    assert!(!path.exists());
+    assert_eq!(
+        support::row_count(&support::read_rows(&state, "yingji.incidents").await),
+        1,
+        "committed data is untouched"
+    );
+}
+
 // Multi-threaded: the CLI child process blocks this thread while the server answers it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sql_runs_locally_and_against_a_server() {

@@ -301,3 +301,212 @@ async fn the_server_compacts_a_dataset_with_too_many_small_files_by_itself() {
     );
     tasks.stop();
 }
+
+/// The object files of the data folder, relative to the object store's root.
+fn stored_files(server: &TestServer) -> Vec<String> {
+    let root = server.data_dir.path().join("objects");
+    let mut found = Vec::new();
+    let mut folders = vec![root.clone()];
+    while let Some(folder) = folders.pop() {
+        for entry in std::fs::read_dir(&folder).expect("read dir").flatten() {
+            let path = entry.path();
+            if path.is_dir() {
+                folders.push(path);
+            } else {
+                let relative = path.strip_prefix(&root).expect("under root");
+                found.push(relative.to_string_lossy().replace('\\', "/"));
+            }
+        }
+    }
+    found.sort();
+    found
+}
+
+/// A stray file in a dataset's folder, as a crash between write and commit leaves one,
+/// last modified `age` ago.
+fn orphan(server: &TestServer, dataset_id: i64, name: &str, age: Duration) -> String {
+    let key = format!("datasets/{dataset_id}/2026-11-27/{name}.parquet");
+    let path = server.data_dir.path().join("objects").join(&key);
+    std::fs::create_dir_all(path.parent().expect("folder")).expect("mkdir");
+    std::fs::write(&path, b"PAR1 half-written").expect("write");
+    let file = std::fs::File::options()
+        .write(true)
+        .open(&path)
+        .expect("open");
+    file.set_modified(std::time::SystemTime::now() - age)
+        .expect("set mtime");
+    key
+}
+
+async fn dataset_id(server: &TestServer, name: &str) -> i64 {
+    let name = cityhub_catalog::DatasetName::parse(name).expect("name");
+    server
+        .state
+        .catalog
+        .dataset(&name)
+        .await
+        .expect("catalog")
+        .expect("dataset")
+        .id
+}
+
+#[tokio::test]
+async fn garbage_collection_expires_replaced_snapshots_and_deletes_their_files_and_orphans() {
+    let server = manual_hub().await;
+    let dataset = server.events_dataset("gongan").await;
+    let producer = server.token("gongan", Role::Producer).await;
+    push_many(&server, &producer, &dataset, 4, 5).await;
+    let id = dataset_id(&server, &dataset).await;
+    let (_, snapshots) = server
+        .get(&server.admin, "/api/v1/datasets/gongan.events/snapshots")
+        .await;
+    let first_snapshot = snapshots[3]["id"].as_i64().expect("id");
+    let (status, report) = server
+        .post_json(
+            &producer,
+            "/api/v1/datasets/gongan.events/compact",
+            json!({}),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    let old_orphan = orphan(&server, id, "crashed", Duration::from_secs(2 * 3600));
+    let young_orphan = orphan(&server, id, "in-flight", Duration::from_secs(10));
+    assert_eq!(stored_files(&server).len(), 4 + 1 + 2);
+
+    // Today: every snapshot is within retention, only the old orphan goes.
+    let now = server.state.clock.now();
+    let retention = server.state.retention.clone();
+    let today = server
+        .state
+        .ingest
+        .collect_garbage(None, &retention, now, false)
+        .await
+        .expect("gc");
+    assert_eq!(
+        (today.snapshots_expired, today.files_expired, today.orphans),
+        (0, 0, 1),
+        "{today:?}"
+    );
+    assert_eq!(today.removed[0].key, old_orphan);
+    assert!(!stored_files(&server).contains(&old_orphan));
+    assert!(stored_files(&server).contains(&young_orphan));
+    // Time travel to the first push still works.
+    let old = sql(
+        &server,
+        &server.admin,
+        &format!("SELECT count(*) AS n FROM gongan.events VERSION AS OF {first_snapshot}"),
+    )
+    .await;
+    assert_eq!(old, json!([{"n": 5}]));
+
+    // Eight days on (retention is seven): a dry run lists, a real run deletes the four
+    // files the compaction replaced; the compacted file and the rows stay.
+    let later = now + chrono::Duration::days(8);
+    let dry = server
+        .state
+        .ingest
+        .collect_garbage(None, &retention, later, true)
+        .await
+        .expect("dry run");
+    assert_eq!(
+        (dry.snapshots_expired, dry.files_expired),
+        (4, 4),
+        "{dry:?}"
+    );
+    assert_eq!(
+        stored_files(&server).len(),
+        4 + 1 + 1,
+        "a dry run deletes nothing"
+    );
+    let run = server
+        .state
+        .ingest
+        .collect_garbage(None, &retention, later, false)
+        .await
+        .expect("gc");
+    assert_eq!(
+        (run.snapshots_expired, run.files_expired, run.orphans),
+        (4, 4, 1),
+        "the young orphan is two hours older now: {run:?}"
+    );
+    assert!(run.bytes_reclaimed > 0);
+    let left = stored_files(&server);
+    assert_eq!(left.len(), 1, "only the compacted file is left: {left:?}");
+    assert_eq!(
+        sql(
+            &server,
+            &server.admin,
+            "SELECT count(*) AS n FROM gongan.events"
+        )
+        .await,
+        json!([{"n": 20}])
+    );
+    // The expired snapshot is gone for time travel, with a clear answer.
+    let response = server
+        .client
+        .post(server.url("/api/v1/sql"))
+        .bearer_auth(&server.admin)
+        .header("content-type", "text/plain")
+        .body(format!(
+            "SELECT count(*) FROM gongan.events VERSION AS OF {first_snapshot}"
+        ))
+        .send()
+        .await
+        .expect("request");
+    let (status, body) = support::split(response).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("is not a readable snapshot")),
+        "{body}"
+    );
+    let (_, described) = server
+        .get(&server.admin, "/api/v1/datasets/gongan.events")
+        .await;
+    assert!(described["last_gc_at"].is_string(), "{described}");
+    assert_eq!(described["storage"]["snapshots"], 1, "{described}");
+}
+
+#[tokio::test]
+async fn the_server_collects_garbage_by_itself_and_gc_dry_run_changes_nothing() {
+    let server = TestServer::spawn_with(|config| {
+        config.compaction.enabled = false;
+        config.retention.gc_interval_secs = 1;
+    })
+    .await;
+    let dataset = server.events_dataset("gongan").await;
+    let producer = server.token("gongan", Role::Producer).await;
+    push_many(&server, &producer, &dataset, 1, 3).await;
+    let id = dataset_id(&server, &dataset).await;
+    let stale = orphan(&server, id, "stale", Duration::from_secs(3 * 3600));
+    let tasks = cityhub_server::tasks::Tasks::start(&server.state);
+    let mut gone = false;
+    for _ in 0..100 {
+        if !stored_files(&server).contains(&stale) {
+            gone = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    tasks.stop();
+    assert!(gone, "the background collection deleted the orphan");
+    assert_eq!(stored_files(&server).len(), 1, "the committed file stays");
+    server.state.audit.flush().await;
+    let (_, audit) = server.get(&server.admin, "/api/v1/audit").await;
+    assert!(
+        audit
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["action"] == "gc"
+                && e["principal"] == "cityhub"
+                && e["detail"]["orphans"] == 1),
+        "{audit}"
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("cityhub_gc_files_deleted_total{reason=\"orphan\"}"),
+        "{metrics}"
+    );
+}

@@ -149,6 +149,7 @@ async fn planning(hub: &Hub, files: usize) -> anyhow::Result<()> {
             update_cycle: None,
             tags: vec![],
             sort_key: vec![],
+            snapshot_retention_days: None,
         })
         .await?;
     let started = Instant::now();

@@ -32,7 +32,8 @@ pub(crate) fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Principal> {
 
 const DATASET_COLUMNS: &str = "d.id, d.department, d.name, d.description, d.classification, \
      d.sharing, d.resource_code, d.update_cycle, d.tags, d.schema_version, d.snapshot_id, \
-     d.snapshot_seq, d.rows, d.bytes, d.files, d.created_at, d.updated_at, s.columns, d.sort_key";
+     d.snapshot_seq, d.rows, d.bytes, d.files, d.created_at, d.updated_at, s.columns, d.sort_key, \
+     d.snapshot_retention_days, d.last_gc_at";
 
 const DATASET_FROM: &str = "datasets d JOIN schema_versions s \
      ON s.dataset_id = d.id AND s.version = d.schema_version";
@@ -63,6 +64,8 @@ fn dataset_from_row(row: &Row<'_>) -> rusqlite::Result<Dataset> {
         updated_at: parse_time(row.get(16)?)?,
         columns: parse_json(row.get(17)?)?,
         sort_key: parse_json(row.get(18)?)?,
+        snapshot_retention_days: row.get(19)?,
+        last_gc_at: parse_optional_time(row.get(20)?)?,
     })
 }
 
@@ -226,6 +229,12 @@ impl DatasetStore for SqliteStore {
     async fn create_dataset(&self, new: NewDataset) -> Result<Dataset> {
         validate_columns(&new.columns)?;
         validate_sort_key(&new.sort_key, &new.columns)?;
+        if new.snapshot_retention_days == Some(0) {
+            return Err(CatalogError::invalid(
+                "snapshot_retention_days",
+                "must be at least 1: a replaced snapshot stays readable for at least a day",
+            ));
+        }
         let name = new.name.clone();
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
@@ -255,7 +264,8 @@ impl DatasetStore for SqliteStore {
             tx.execute(
                 "INSERT INTO datasets (department, name, description, classification, sharing, \
                  resource_code, update_cycle, tags, schema_version, created_at, updated_at, \
-                 sort_key) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10)",
+                 sort_key, snapshot_retention_days) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11)",
                 params![
                     new.name.department(),
                     new.name.table(),
@@ -266,7 +276,8 @@ impl DatasetStore for SqliteStore {
                     new.update_cycle,
                     serde_json::to_string(&new.tags)?,
                     created,
-                    serde_json::to_string(&new.sort_key)?
+                    serde_json::to_string(&new.sort_key)?,
+                    new.snapshot_retention_days
                 ],
             )?;
             let id = tx.last_insert_rowid();
@@ -400,6 +411,55 @@ impl DatasetStore for SqliteStore {
         .await
     }
 
+    async fn expire_snapshots(
+        &self,
+        dataset_id: i64,
+        replaced_before: DateTime<Utc>,
+        dry_run: bool,
+        at: DateTime<Utc>,
+    ) -> Result<ExpiredSnapshots> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let expired = expired_in(&tx, dataset_id, &time_text(replaced_before))?;
+            if dry_run {
+                return Ok(expired);
+            }
+            if let Some(&newest_expired) = expired.snapshots.last() {
+                // The oldest kept snapshot's parent is gone; every older one goes too.
+                tx.execute(
+                    "UPDATE snapshots SET parent_id = NULL WHERE dataset_id = ?1 \
+                     AND parent_id = ?2",
+                    params![dataset_id, newest_expired],
+                )?;
+                tx.execute(
+                    "DELETE FROM snapshots WHERE dataset_id = ?1 AND id <= ?2",
+                    params![dataset_id, newest_expired],
+                )?;
+                let mut forget =
+                    tx.prepare_cached("DELETE FROM files WHERE dataset_id = ?1 AND path = ?2")?;
+                for file in &expired.files {
+                    forget.execute(params![dataset_id, file.path])?;
+                }
+            }
+            tx.execute(
+                "UPDATE datasets SET last_gc_at = ?1 WHERE id = ?2",
+                params![time_text(at), dataset_id],
+            )?;
+            tx.commit()?;
+            Ok(expired)
+        })
+        .await
+    }
+
+    async fn file_paths(&self, dataset_id: i64) -> Result<Vec<String>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached("SELECT path FROM files WHERE dataset_id = ?1")?;
+            let rows = stmt.query_map([dataset_id], |row| row.get(0))?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+        })
+        .await
+    }
+
     async fn snapshot(&self, dataset_id: i64, snapshot_id: i64) -> Result<Option<Snapshot>> {
         self.read(move |conn| {
             Ok(conn
@@ -519,6 +579,53 @@ impl DatasetStore for SqliteStore {
     async fn current_snapshots(&self) -> Result<Vec<(i64, Option<i64>)>> {
         self.read(endpoints::current_snapshots).await
     }
+}
+
+/// The snapshots of a dataset that were replaced before `replaced_before` (their successor
+/// was committed before it) and are not current, oldest first, with the files that only
+/// they name. A snapshot stays readable for the whole retention after it stopped being
+/// current, so a time-travelling read of any instant within it finds its snapshot.
+fn expired_in(
+    conn: &Connection,
+    dataset_id: i64,
+    replaced_before: &str,
+) -> Result<ExpiredSnapshots> {
+    // Snapshots form one chain by seq: s is replaced when s.seq + 1 was committed.
+    let newest: Option<(i64, i64)> = conn
+        .query_row(
+            "SELECT s.id, s.seq FROM snapshots s JOIN snapshots next \
+             ON next.dataset_id = s.dataset_id AND next.seq = s.seq + 1 \
+             WHERE s.dataset_id = ?1 AND next.created_at < ?2 ORDER BY s.seq DESC LIMIT 1",
+            params![dataset_id, replaced_before],
+            |row| Ok((row.get(0)?, row.get(1)?)),
+        )
+        .optional()?;
+    let Some((_, newest_seq)) = newest else {
+        return Ok(ExpiredSnapshots::default());
+    };
+    let mut ids = conn.prepare_cached(
+        "SELECT id FROM snapshots WHERE dataset_id = ?1 AND seq <= ?2 ORDER BY seq",
+    )?;
+    let snapshots = ids
+        .query_map(params![dataset_id, newest_seq], |row| row.get(0))?
+        .collect::<rusqlite::Result<Vec<i64>>>()?;
+    // A file removed at seq r is live up to r - 1: no kept snapshot (seq > newest_seq)
+    // names it when r <= newest_seq + 1.
+    let mut files = conn.prepare_cached(
+        "SELECT path, rows, bytes, stats FROM files WHERE dataset_id = ?1 \
+         AND removed_seq IS NOT NULL AND removed_seq <= ?2 ORDER BY removed_seq, path",
+    )?;
+    let files = files
+        .query_map(params![dataset_id, newest_seq + 1], |row| {
+            Ok(DataFile {
+                path: row.get(0)?,
+                rows: row.get(1)?,
+                bytes: row.get(2)?,
+                stats: parse_json(row.get(3)?)?,
+            })
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(ExpiredSnapshots { snapshots, files })
 }
 
 /// Refuses a stream commit whose expected offsets are not the stored ones.

@@ -23,6 +23,7 @@ fn new_dataset(name: &str) -> NewDataset {
         update_cycle: Some("daily".into()),
         tags: vec!["test".into()],
         sort_key: vec![],
+        snapshot_retention_days: None,
     }
 }
 
@@ -469,6 +470,122 @@ async fn a_compaction_loses_cleanly_to_a_change_that_removed_its_files() {
     assert_eq!(
         live_paths(store.snapshot_files(dataset.id, None).await.expect("files")),
         vec!["a", "c", "b2"]
+    );
+}
+
+#[tokio::test]
+async fn expired_snapshots_go_with_the_files_only_they_named() {
+    let (_dir, store) = store();
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    let dataset = store
+        .create_dataset(new_dataset("gongan.alarms"))
+        .await
+        .expect("create");
+    let s1 = committed(
+        store
+            .commit(append(&dataset, None, vec![file("a", 1)]))
+            .await
+            .expect("s1"),
+    );
+    let s2 = committed(
+        store
+            .commit(append(&dataset, Some(s1.id), vec![file("b", 1)]))
+            .await
+            .expect("s2"),
+    );
+    let s3 = committed(
+        store
+            .commit(compaction(
+                &dataset,
+                Some(s2.id),
+                &["a", "b"],
+                file("ab", 2),
+            ))
+            .await
+            .expect("s3"),
+    );
+    let s4 = committed(
+        store
+            .commit(append(&dataset, Some(s3.id), vec![file("d", 1)]))
+            .await
+            .expect("s4"),
+    );
+    // s1 and s2 were replaced before this instant, s3 only after it.
+    let cutoff = s3.created_at + chrono::Duration::microseconds(1);
+    let at = s4.created_at;
+    let dry = store
+        .expire_snapshots(dataset.id, cutoff, true, at)
+        .await
+        .expect("dry run");
+    assert_eq!(dry.snapshots, vec![s1.id, s2.id]);
+    assert_eq!(live_paths(dry.files.clone()), vec!["a", "b"]);
+    assert_eq!(
+        store.snapshots(dataset.id).await.expect("log").len(),
+        4,
+        "a dry run keeps all"
+    );
+
+    let expired = store
+        .expire_snapshots(dataset.id, cutoff, false, at)
+        .await
+        .expect("expire");
+    assert_eq!(expired, dry, "the run does what the dry run said");
+    let log = store.snapshots(dataset.id).await.expect("log");
+    assert_eq!(
+        log.iter().map(|s| s.id).collect::<Vec<_>>(),
+        vec![s4.id, s3.id]
+    );
+    assert_eq!(
+        log[1].parent_id, None,
+        "the oldest kept snapshot has no parent now"
+    );
+    assert!(
+        store
+            .snapshot(dataset.id, s2.id)
+            .await
+            .expect("q")
+            .is_none()
+    );
+    let mut known = store.file_paths(dataset.id).await.expect("paths");
+    known.sort();
+    assert_eq!(known, vec!["ab", "d"]);
+    assert_eq!(
+        live_paths(
+            store
+                .snapshot_files(dataset.id, Some(s3.id))
+                .await
+                .expect("files")
+        ),
+        vec!["ab"],
+        "a kept snapshot still reads its files"
+    );
+    let reloaded = store
+        .dataset(&dataset.name)
+        .await
+        .expect("q")
+        .expect("present");
+    assert_eq!(reloaded.last_gc_at, Some(at));
+    assert_eq!((reloaded.rows, reloaded.files), (3, 2));
+
+    // Far in the future everything replaced expires, never the current snapshot.
+    let later = at + chrono::Duration::days(365);
+    let expired = store
+        .expire_snapshots(dataset.id, later, false, later)
+        .await
+        .expect("expire");
+    assert_eq!(expired.snapshots, vec![s3.id]);
+    assert!(expired.files.is_empty(), "ab and d are live in s4");
+    let log = store.snapshots(dataset.id).await.expect("log");
+    assert_eq!(log.iter().map(|s| s.id).collect::<Vec<_>>(), vec![s4.id]);
+    // Appends continue on the kept snapshot.
+    committed(
+        store
+            .commit(append(&dataset, Some(s4.id), vec![file("e", 1)]))
+            .await
+            .expect("append after gc"),
     );
 }
 

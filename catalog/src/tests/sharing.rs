@@ -58,6 +58,7 @@ async fn dataset(store: &Catalog, sharing: Sharing) -> Dataset {
             update_cycle: None,
             tags: vec![],
             sort_key: vec![],
+            snapshot_retention_days: None,
         })
         .await
         .expect("dataset")
@@ -76,6 +77,8 @@ fn dataset_value(sharing: Sharing, columns: Vec<Column>) -> Dataset {
         update_cycle: None,
         tags: vec![],
         sort_key: vec![],
+        snapshot_retention_days: None,
+        last_gc_at: None,
         columns,
         schema_version: 1,
         snapshot_id: None,

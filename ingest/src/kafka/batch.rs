@@ -343,6 +343,8 @@ mod tests {
             update_cycle: None,
             tags: vec![],
             sort_key: vec![],
+            snapshot_retention_days: None,
+            last_gc_at: None,
             columns: vec![
                 Column::new("id", ColumnType::Int64, false),
                 Column::new("kind", ColumnType::String, true),
