@@ -36,14 +36,41 @@ struct Args {
     /// Queries each analyst runs.
     #[arg(long, default_value_t = 10)]
     per_analyst: usize,
+    /// Pushes into the lifecycle dataset before it is compacted.
+    #[arg(long, default_value_t = 10_000)]
+    lifecycle_pushes: usize,
+    /// Rows per lifecycle push.
+    #[arg(long, default_value_t = 50)]
+    lifecycle_rows: usize,
+    /// Phases to run, comma-separated: queries, planning, concurrency, lifecycle.
+    #[arg(long, default_value = "queries,planning,concurrency,lifecycle")]
+    phases: String,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
+    let phases: Vec<&str> = args.phases.split(',').map(str::trim).collect();
     let hub = Hub::start_with_demo().await?;
+    if phases.contains(&"queries") {
+        compare_with_datafusion(&hub, args.runs).await?;
+    }
+    if phases.contains(&"planning") {
+        planning(&hub, args.files).await?;
+    }
+    if phases.contains(&"concurrency") {
+        concurrency(&hub, args.analysts, args.per_analyst).await?;
+    }
+    if phases.contains(&"lifecycle") {
+        lifecycle(&hub, args.lifecycle_pushes, args.lifecycle_rows, args.runs).await?;
+    }
+    hub.stop().await;
+    Ok(())
+}
 
-    let plain = plain_datafusion(&hub).await?;
+/// The analytical queries through the hub and through plain DataFusion on the same files.
+async fn compare_with_datafusion(hub: &Hub, runs: usize) -> anyhow::Result<()> {
+    let plain = plain_datafusion(hub).await?;
     println!(
         "\n{:<26} {:>10} {:>12} {:>7} {:>8}",
         "query", "hub ms", "datafusion ms", "ratio", "rows"
@@ -54,9 +81,9 @@ async fn main() -> anyhow::Result<()> {
         let mut plain_times = Vec::new();
         let mut rows = (0, 0);
         // Alternate the two sides so that machine noise hits both alike.
-        for run in 0..=args.runs {
+        for run in 0..=runs {
             let t = Instant::now();
-            let hub_rows = hub_query(&hub, sql).await?;
+            let hub_rows = hub_query(hub, sql).await?;
             let hub_ms = t.elapsed().as_secs_f64() * 1000.0;
             let t = Instant::now();
             let batches = plain.sql(sql).await?.collect().await?;
@@ -92,10 +119,6 @@ async fn main() -> anyhow::Result<()> {
         ratios.len(),
         percentile(&mut ratios, 0.5)
     );
-
-    planning(&hub, args.files).await?;
-    concurrency(&hub, args.analysts, args.per_analyst).await?;
-    hub.stop().await;
     Ok(())
 }
 
@@ -176,16 +199,7 @@ async fn planning(hub: &Hub, files: usize) -> anyhow::Result<()> {
         "\nwrote and committed {files} files in {:.1} s",
         started.elapsed().as_secs_f64()
     );
-    let admin = Principal {
-        id: 0,
-        name: "bench".into(),
-        department: "admin".into(),
-        role: Role::Admin,
-        created_at: chrono_now(),
-        expires_at: None,
-        revoked_at: None,
-        rate_limit_per_second: None,
-    };
+    let admin = bench_admin();
     for (label, sql) in [
         (
             "full scan",
@@ -225,8 +239,17 @@ async fn planning(hub: &Hub, files: usize) -> anyhow::Result<()> {
     Ok(())
 }
 
-fn chrono_now() -> chrono::DateTime<chrono::Utc> {
-    chrono::Utc::now()
+fn bench_admin() -> Principal {
+    Principal {
+        id: 0,
+        name: "bench".into(),
+        department: "admin".into(),
+        role: Role::Admin,
+        created_at: chrono::Utc::now(),
+        expires_at: None,
+        revoked_at: None,
+        rate_limit_per_second: None,
+    }
 }
 
 /// Concurrent analysts over HTTP.
@@ -271,4 +294,344 @@ async fn concurrency(hub: &Hub, analysts: usize, per_analyst: usize) -> anyhow::
         percentile(&mut latencies, 0.99)
     );
     Ok(())
+}
+
+/// Table lifecycle: `pushes` pushes of `rows` rows, queried before and after compaction
+/// against the same rows pushed at once; compaction throughput; pushes while a compaction
+/// runs against pushes without one; a time-travelling read against the current snapshot.
+async fn lifecycle(hub: &Hub, pushes: usize, rows: usize, runs: usize) -> anyhow::Result<()> {
+    let admin = bench_admin();
+    let total = pushes * rows;
+    for name in ["bench.pushed", "bench.at_once", "bench.history"] {
+        hub.register(name, cityhub_benches::schema_json()).await?;
+    }
+    let started = Instant::now();
+    let push_rate = push_small(hub, &admin, "bench.pushed", 0, pushes, rows).await?;
+    println!(
+        "\nlifecycle: {pushes} pushes of {rows} rows into bench.pushed in {:.1} s ({push_rate:.0} pushes/s, 8 writers)",
+        started.elapsed().as_secs_f64()
+    );
+    push_once(hub, &admin, "bench.at_once", 0, total).await?;
+    let queries = lifecycle_queries();
+    compare_tables(
+        hub,
+        &admin,
+        &queries,
+        "bench.pushed",
+        "bench.at_once",
+        runs,
+        "before compaction",
+    )
+    .await?;
+
+    // Compaction of the pushed files while 8 writers keep pushing into the same dataset.
+    let name = DatasetName::parse("bench.pushed")?;
+    let policy = hub.state.compaction.clone();
+    let ingest = hub.state.ingest.clone();
+    let compaction = tokio::spawn(async move {
+        let started = Instant::now();
+        let report = ingest.compact(None, &name, &policy, &|_, _| {}).await;
+        (report, started.elapsed().as_secs_f64())
+    });
+    let (during, pushed_during) =
+        push_while(hub, &admin, "bench.pushed", total, rows, &compaction).await?;
+    let (report, seconds) = compaction.await?;
+    let report = report?;
+    println!(
+        "compaction: {} files ({} rows) into {} in {seconds:.2} s: {:.0} rows/s; pushes meanwhile {during:.0}/s = {:.2}x of {push_rate:.0}/s without it",
+        report.files_merged,
+        report.rows,
+        report.files_written,
+        report.rows as f64 / seconds,
+        during / push_rate
+    );
+    // The same extra rows into the other table, then both compacted to one file each.
+    push_once(hub, &admin, "bench.at_once", total, pushed_during * rows).await?;
+    for table in ["bench.pushed", "bench.at_once"] {
+        let name = DatasetName::parse(table)?;
+        hub.state
+            .ingest
+            .compact(None, &name, &hub.state.compaction, &|_, _| {})
+            .await?;
+    }
+    compare_tables(
+        hub,
+        &admin,
+        &queries,
+        "bench.pushed",
+        "bench.at_once",
+        runs,
+        "after compaction",
+    )
+    .await?;
+
+    // Compaction throughput on larger small files (Kafka-flush sized).
+    hub.register("bench.flushes", cityhub_benches::schema_json())
+        .await?;
+    let flushes = 100;
+    let flush_rows = 10_000;
+    push_small(hub, &admin, "bench.flushes", 0, flushes, flush_rows).await?;
+    let name = DatasetName::parse("bench.flushes")?;
+    let started = Instant::now();
+    let report = hub
+        .state
+        .ingest
+        .compact(None, &name, &hub.state.compaction, &|_, _| {})
+        .await?;
+    let seconds = started.elapsed().as_secs_f64();
+    println!(
+        "compaction: {} files of {flush_rows} rows ({} rows) into {} in {seconds:.2} s: {:.0} rows/s",
+        report.files_merged,
+        report.rows,
+        report.files_written,
+        report.rows as f64 / seconds
+    );
+
+    // Time travel: the same rows read at an old snapshot and at the current one.
+    push_once(hub, &admin, "bench.history", 0, total).await?;
+    let history = hub
+        .state
+        .catalog
+        .dataset(&DatasetName::parse("bench.history")?)
+        .await?
+        .context("bench.history")?;
+    let old = history.snapshot_id.context("a snapshot")?;
+    push_once(hub, &admin, "bench.history", total, 1).await?;
+    let travelled: Vec<(&str, String)> = queries
+        .iter()
+        .map(|(label, sql)| {
+            (
+                *label,
+                sql.replace("{t}", &format!("{{t}} VERSION AS OF {old}")),
+            )
+        })
+        .collect();
+    let travelled: Vec<(&str, &str)> = travelled.iter().map(|(l, s)| (*l, s.as_str())).collect();
+    compare_sql(
+        hub,
+        &admin,
+        &travelled,
+        &queries,
+        "bench.history",
+        runs,
+        "time travel vs current",
+    )
+    .await?;
+    Ok(())
+}
+
+fn lifecycle_queries() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("count", "SELECT count(*) FROM {t}"),
+        (
+            "group-by",
+            "SELECT region_code, category, count(*), avg(score) FROM {t} GROUP BY 1, 2",
+        ),
+        ("point lookup", "SELECT * FROM {t} WHERE id = 123457"),
+        (
+            "time range",
+            "SELECT count(*), sum(count) FROM {t} WHERE occurred_at >= '2026-11-05T00:00:00+08:00' \
+             AND occurred_at < '2026-11-06T00:00:00+08:00'",
+        ),
+    ]
+}
+
+async fn run_sql(hub: &Hub, admin: &Principal, sql: &str) -> anyhow::Result<(f64, usize)> {
+    let t = Instant::now();
+    let result = hub
+        .state
+        .query
+        .execute(admin, sql, &[])
+        .await
+        .map_err(|e| anyhow::anyhow!("{sql}: {e}"))?;
+    let mut stream = result.batches;
+    let mut rows = 0;
+    while let Some(batch) = stream.next().await {
+        rows += batch.map_err(|e| anyhow::anyhow!("{e}"))?.num_rows();
+    }
+    Ok((t.elapsed().as_secs_f64() * 1000.0, rows))
+}
+
+/// Each query on table `a` and on table `b`, alternating, medians and ratio a / b.
+async fn compare_tables(
+    hub: &Hub,
+    admin: &Principal,
+    queries: &[(&str, &str)],
+    a: &str,
+    b: &str,
+    runs: usize,
+    label: &str,
+) -> anyhow::Result<()> {
+    let on = |table: &str| -> Vec<(&str, String)> {
+        queries
+            .iter()
+            .map(|(l, sql)| (*l, sql.replace("{t}", table)))
+            .collect()
+    };
+    let (qa, qb) = (on(a), on(b));
+    println!("{label}: {a} against {b} ({} runs each, medians)", runs);
+    for ((query, sql_a), (_, sql_b)) in qa.iter().zip(&qb) {
+        let (mut ta, mut tb) = (Vec::new(), Vec::new());
+        let mut rows = (0, 0);
+        for run in 0..=runs {
+            let (ms_a, rows_a) = run_sql(hub, admin, sql_a).await?;
+            let (ms_b, rows_b) = run_sql(hub, admin, sql_b).await?;
+            rows = (rows_a, rows_b);
+            if run > 0 {
+                ta.push(ms_a);
+                tb.push(ms_b);
+            }
+        }
+        if rows.0 != rows.1 {
+            bail!("{query}: {a} gave {} rows, {b} {}", rows.0, rows.1);
+        }
+        let (ma, mb) = (percentile(&mut ta, 0.5), percentile(&mut tb, 0.5));
+        println!(
+            "  {query:<13} {ma:>9.1} ms {mb:>9.1} ms  ratio {:.2}",
+            ma / mb
+        );
+    }
+    Ok(())
+}
+
+/// `first` against `second` (both with `{t}` for `table`), alternating, medians and ratio.
+async fn compare_sql(
+    hub: &Hub,
+    admin: &Principal,
+    first: &[(&str, &str)],
+    second: &[(&str, &str)],
+    table: &str,
+    runs: usize,
+    label: &str,
+) -> anyhow::Result<()> {
+    println!("{label}: {table} ({runs} runs each, medians)");
+    for ((query, a), (_, b)) in first.iter().zip(second) {
+        let (a, b) = (a.replace("{t}", table), b.replace("{t}", table));
+        let (mut ta, mut tb) = (Vec::new(), Vec::new());
+        for run in 0..=runs {
+            let (ms_a, _) = run_sql(hub, admin, &a).await?;
+            let (ms_b, _) = run_sql(hub, admin, &b).await?;
+            if run > 0 {
+                ta.push(ms_a);
+                tb.push(ms_b);
+            }
+        }
+        let (ma, mb) = (percentile(&mut ta, 0.5), percentile(&mut tb, 0.5));
+        println!(
+            "  {query:<13} {ma:>9.1} ms {mb:>9.1} ms  ratio {:.2}",
+            ma / mb
+        );
+    }
+    Ok(())
+}
+
+fn push_request(first: usize, rows: usize) -> cityhub_ingest::PushRequest {
+    cityhub_ingest::PushRequest {
+        format: cityhub_ingest::Format::NdJson,
+        body: cityhub_benches::rows_ndjson(first, rows)
+            .into_bytes()
+            .into(),
+        partial: false,
+        idempotency_key: None,
+    }
+}
+
+async fn push_once(
+    hub: &Hub,
+    admin: &Principal,
+    dataset: &str,
+    first: usize,
+    rows: usize,
+) -> anyhow::Result<()> {
+    if rows > 0 {
+        hub.state
+            .ingest
+            .push(admin, dataset, push_request(first, rows))
+            .await?;
+    }
+    Ok(())
+}
+
+/// `pushes` pushes of `rows` rows through the ingest path by 8 writers; pushes per second.
+async fn push_small(
+    hub: &Hub,
+    admin: &Principal,
+    dataset: &str,
+    first: usize,
+    pushes: usize,
+    rows: usize,
+) -> anyhow::Result<f64> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let started = Instant::now();
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let (ingest, admin, next, dataset) = (
+            hub.state.ingest.clone(),
+            admin.clone(),
+            next.clone(),
+            dataset.to_string(),
+        );
+        writers.push(tokio::spawn(async move {
+            loop {
+                let push = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                if push >= pushes {
+                    return Ok::<_, anyhow::Error>(());
+                }
+                ingest
+                    .push(&admin, &dataset, push_request(first + push * rows, rows))
+                    .await?;
+            }
+        }));
+    }
+    for writer in writers {
+        writer.await??;
+    }
+    Ok(pushes as f64 / started.elapsed().as_secs_f64())
+}
+
+/// Pushes by 8 writers (ids from `first`) until `until` finishes: pushes per second, and
+/// how many were pushed.
+async fn push_while<T>(
+    hub: &Hub,
+    admin: &Principal,
+    dataset: &str,
+    first: usize,
+    rows: usize,
+    until: &tokio::task::JoinHandle<T>,
+) -> anyhow::Result<(f64, usize)> {
+    let next = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let started = Instant::now();
+    let mut writers = Vec::new();
+    for _ in 0..8 {
+        let (ingest, admin, next, stop, dataset) = (
+            hub.state.ingest.clone(),
+            admin.clone(),
+            next.clone(),
+            stop.clone(),
+            dataset.to_string(),
+        );
+        writers.push(tokio::spawn(async move {
+            let mut done = 0usize;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                let push = next.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                ingest
+                    .push(&admin, &dataset, push_request(first + push * rows, rows))
+                    .await?;
+                done += 1;
+            }
+            Ok::<_, anyhow::Error>(done)
+        }));
+    }
+    while !until.is_finished() {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    let seconds = started.elapsed().as_secs_f64();
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let mut pushed = 0;
+    for writer in writers {
+        pushed += writer.await??;
+    }
+    // Pushes that finished after the compaction count too; the rate uses its window only.
+    Ok((pushed as f64 / seconds.max(0.001), pushed))
 }
