@@ -24,6 +24,7 @@ pub mod time_travel;
 pub mod view;
 
 use cityhub_catalog::camera::CameraSettings;
+use cityhub_catalog::clock::Clock;
 use std::future::Future as _;
 use std::pin::Pin;
 use std::sync::Arc;
@@ -66,6 +67,9 @@ pub struct QueryEngine {
     running: Arc<AtomicUsize>,
     audit: AuditLog,
     cameras: CameraSettings,
+    /// What `now()` reads: the hub's clock, so that a hub run on another clock (tests, the
+    /// demo at a fixed hour) sees its own time in SQL too.
+    clock: Clock,
 }
 
 /// A query's stream of batches.
@@ -103,7 +107,14 @@ impl QueryEngine {
             running: Arc::new(AtomicUsize::new(0)),
             audit,
             cameras,
+            clock: Clock::system(),
         })
+    }
+
+    /// The engine reading `now()` from `clock`.
+    pub fn with_clock(mut self, clock: Clock) -> Self {
+        self.clock = clock;
+        self
     }
 
     /// Queries whose result stream is still open (finished or dropped ones are not).
@@ -254,6 +265,7 @@ impl QueryEngine {
         // without a start time the planner cannot fold now() into a constant.
         let options = state.config_options().clone();
         state.execution_props_mut().mark_start_execution(options);
+        state.execution_props_mut().query_execution_start_time = Some(self.clock.now());
         let plan = state
             .statement_to_plan(statement)
             .await

@@ -85,7 +85,8 @@ impl AppState {
             config.query.clone(),
             audit.clone(),
             settings.clone(),
-        )?;
+        )?
+        .with_clock(clock);
         let limiter = Arc::new(RateLimiter::new(
             config.server.rate_limit_per_second,
             config.server.rate_limit_burst,

@@ -426,3 +426,42 @@ async fn a_syntax_error_answers_a_sentence_and_its_position() {
     assert_eq!(body["position"], json!({"line": 2, "column": 1}), "{body}");
     server.stop().await;
 }
+
+/// `now()` in SQL reads the hub's clock, not the machine's: a hub run on another clock
+/// (the demo at a fixed hour, tests) sees its own time in queries and endpoints alike.
+#[tokio::test]
+async fn now_in_sql_is_the_hubs_clock() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut config = cityhub_config::Config::default();
+    config.storage.data_dir = dir.path().display().to_string();
+    let start = chrono::DateTime::parse_from_rfc3339("2026-01-01T00:00:00Z")
+        .expect("time")
+        .with_timezone(&chrono::Utc);
+    let state = cityhub_server::AppState::open_with_clock(
+        config,
+        cityhub_catalog::clock::Clock::starting_at(start),
+    )
+    .expect("open");
+    let admin = cityhub_catalog::Principal::local_operator();
+    let result = state
+        .query
+        .execute(
+            &admin,
+            "SELECT CAST(now() AS DATE) = DATE '2026-01-01' AS today",
+            &[],
+        )
+        .await
+        .expect("query");
+    let batches: Vec<_> = futures::StreamExt::collect::<Vec<_>>(result.batches).await;
+    let batch = batches
+        .into_iter()
+        .next()
+        .expect("a batch")
+        .expect("no error");
+    let today = batch
+        .column(0)
+        .as_any()
+        .downcast_ref::<arrow::array::BooleanArray>()
+        .expect("bool");
+    assert!(today.value(0), "now() is 2026-01-01 on this hub's clock");
+}
