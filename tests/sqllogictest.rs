@@ -296,6 +296,61 @@ async fn fixture(state: &AppState) {
     }
     grants(state).await;
     cameras(state).await;
+    evolved(state, &admin).await;
+}
+
+/// `jiaoyu.students` (sharing none: only admins see it): two rows under schema version 1,
+/// then the schema evolves (a column added, int32 to int64, a decimal's precision raised),
+/// then one row under version 2. Its snapshots are 12 and 13, after the others.
+async fn evolved(state: &AppState, admin: &Principal) {
+    use cityhub_catalog::DatasetChange;
+    state
+        .catalog
+        .create_department("jiaoyu", "教育局")
+        .await
+        .expect("department");
+    let spec = json!({"name": "jiaoyu.students", "sharing": "none", "columns": [
+        {"name": "id", "type": "int64", "nullable": false},
+        {"name": "grade", "type": "int32"},
+        {"name": "fee", "type": "decimal(8,2)"}]});
+    let new = serde_json::from_value(spec).expect("dataset spec");
+    state.catalog.create_dataset(new).await.expect("dataset");
+    let push = |rows: &'static str| PushRequest {
+        format: Format::NdJson,
+        body: rows.as_bytes().to_vec().into(),
+        partial: false,
+        idempotency_key: None,
+    };
+    state
+        .ingest
+        .push(
+            admin,
+            "jiaoyu.students",
+            push("{\"id\":1,\"grade\":3,\"fee\":100.50}\n{\"id\":2,\"grade\":4,\"fee\":99.00}\n"),
+        )
+        .await
+        .expect("push v1");
+    let change: DatasetChange = serde_json::from_value(json!({"columns": [
+        {"name": "id", "type": "int64", "nullable": false},
+        {"name": "grade", "type": "int64"},
+        {"name": "fee", "type": "decimal(10,2)"},
+        {"name": "school", "type": "string"}]}))
+    .expect("change");
+    let name = DatasetName::parse("jiaoyu.students").expect("name");
+    state
+        .ingest
+        .change_dataset(admin, &name, change)
+        .await
+        .expect("evolve");
+    state
+        .ingest
+        .push(
+            admin,
+            "jiaoyu.students",
+            push("{\"id\":3,\"grade\":5000000000,\"fee\":12345678.25,\"school\":\"内江一中\"}\n"),
+        )
+        .await
+        .expect("push v2");
 }
 
 /// The fixture's camera registry, with statuses that hold for the hours a test run takes

@@ -29,6 +29,8 @@ pub enum Action {
     /// A batch of Kafka messages committed to a dataset.
     KafkaFlush,
     DatasetCreate,
+    /// A dataset's columns or sort key changed (a new schema version).
+    DatasetChange,
     DepartmentCreate,
     ShareRequest,
     ShareDecision,
@@ -55,6 +57,7 @@ pub const ACTIONS: &[Action] = &[
     Action::Import,
     Action::KafkaFlush,
     Action::DatasetCreate,
+    Action::DatasetChange,
     Action::DepartmentCreate,
     Action::ShareRequest,
     Action::ShareDecision,
@@ -79,6 +82,7 @@ impl Action {
             Action::Import => "import",
             Action::KafkaFlush => "kafka_flush",
             Action::DatasetCreate => "dataset_create",
+            Action::DatasetChange => "dataset_change",
             Action::DepartmentCreate => "department_create",
             Action::ShareRequest => "share_request",
             Action::ShareDecision => "share_decision",

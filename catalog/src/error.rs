@@ -23,6 +23,10 @@ pub enum CatalogError {
         actual: Option<i64>,
     },
 
+    /// A schema change that old files could not be read under; one sentence per column.
+    #[error("the schema change is refused: {}", .0.join("; "))]
+    SchemaChange(Vec<String>),
+
     /// A change that removes files (a compaction, a delete) found some of them already
     /// removed by another commit since it read them; it must be planned again.
     #[error(

@@ -17,9 +17,9 @@ use crate::camera::{
 use crate::endpoint::{Endpoint, EndpointSpec, Saved};
 use crate::error::Result;
 use crate::model::{
-    Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, ExpiredSnapshots,
-    IdempotencyRecord, NewDataset, NewPrincipal, Principal, SchemaVersion, Snapshot,
-    StoredRejection, StreamOffset,
+    Commit, CommitOutcome, DataFile, Dataset, DatasetChange, DatasetName, Department,
+    ExpiredSnapshots, IdempotencyRecord, NewDataset, NewPrincipal, Principal, SchemaVersion,
+    Snapshot, StoredRejection, StreamOffset,
 };
 use crate::sharing::{Decision, Grant, NewShareRequest, ShareRequest, ShareStatus};
 
@@ -66,6 +66,11 @@ pub trait DatasetStore: Send + Sync + 'static {
 
     /// One snapshot of a dataset by id.
     async fn snapshot(&self, dataset_id: i64, snapshot_id: i64) -> Result<Option<Snapshot>>;
+
+    /// Changes a dataset's columns (a new schema version, if they differ; refused with
+    /// `SchemaChange` unless old files can be read under them, see
+    /// [`crate::model::check_evolution`]) and/or its sort key, in one transaction.
+    async fn change_dataset(&self, dataset_id: i64, change: DatasetChange) -> Result<Dataset>;
 
     /// Garbage collection's catalog step, in one transaction: forgets the snapshots that
     /// were replaced before `replaced_before` (never the current one) and the files only

@@ -1,7 +1,9 @@
 //! Registering a dataset: who may, and the record of it.
 
 use cityhub_catalog::access::may_register;
-use cityhub_catalog::{Action, AuditEvent, Dataset, NewDataset, Outcome, Principal};
+use cityhub_catalog::{
+    Action, AuditEvent, Dataset, DatasetChange, DatasetName, NewDataset, Outcome, Principal,
+};
 use serde_json::json;
 
 use crate::{Ingest, IngestError};
@@ -25,5 +27,53 @@ impl Ingest {
         );
         tracing::info!(dataset = %dataset.name, by = %by.name, "Registered a dataset.");
         Ok(dataset)
+    }
+
+    /// Changes a dataset's columns and/or sort key for `by` (admins, the owner's producers).
+    /// Pushes, imports, Kafka feeds and queries read the new schema from their next
+    /// request on; old files read with NULL in added columns and widened values. Audited,
+    /// with the columns whose sensitivity changed.
+    pub async fn change_dataset(
+        &self,
+        by: &Principal,
+        name: &DatasetName,
+        change: DatasetChange,
+    ) -> Result<Dataset, IngestError> {
+        let before = self
+            .maintained_dataset(Some(by), name, "changing the schema of")
+            .await?;
+        if change.columns.is_none() && change.sort_key.is_none() {
+            return Err(IngestError::Invalid {
+                field: "columns".into(),
+                message: "send the full new column list (columns) and/or a sort_key".into(),
+            });
+        }
+        let after = self.catalog.change_dataset(before.id, change).await?;
+        let sensitivity: Vec<serde_json::Value> = after
+            .columns
+            .iter()
+            .filter_map(|column| {
+                let old = before.columns.iter().find(|c| c.name == column.name);
+                let was = old.and_then(|c| c.sensitivity);
+                (old.is_some() && was != column.sensitivity)
+                    .then(|| json!({"column": column.name, "from": was, "to": column.sensitivity}))
+            })
+            .collect();
+        // Masking follows sensitivity: cached results must be looked at again.
+        if !sensitivity.is_empty() || after.schema_version != before.schema_version {
+            self.versions.access_changed();
+        }
+        self.audit.record(
+            AuditEvent::by(by, Action::DatasetChange, Outcome::Ok)
+                .dataset(after.name.to_string())
+                .detail(json!({
+                    "schema_version": {"from": before.schema_version, "to": after.schema_version},
+                    "sensitivity_changes": sensitivity,
+                    "sort_key": after.sort_key,
+                })),
+        );
+        tracing::info!(dataset = %after.name, by = %by.name,
+            schema_version = after.schema_version, "Changed a dataset's schema.");
+        Ok(after)
     }
 }

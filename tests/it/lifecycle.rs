@@ -510,3 +510,166 @@ async fn the_server_collects_garbage_by_itself_and_gc_dry_run_changes_nothing() 
         "{metrics}"
     );
 }
+
+#[tokio::test]
+async fn a_schema_evolves_by_patch_and_pushes_use_it_at_once() {
+    let server = manual_hub().await;
+    let dataset = server.events_dataset("gongan").await;
+    let producer = server.token("gongan", Role::Producer).await;
+    push_many(&server, &producer, &dataset, 1, 2).await;
+    let (_, described) = server
+        .get(&server.admin, "/api/v1/datasets/gongan.events")
+        .await;
+    let mut columns = described["columns"].as_array().expect("columns").clone();
+    // Add a nullable column, drop `phone`'s sensitivity, widen the decimal.
+    columns.push(json!({"name": "street", "type": "string"}));
+    for column in &mut columns {
+        if column["name"] == "phone" {
+            column
+                .as_object_mut()
+                .expect("object")
+                .remove("sensitivity");
+        }
+        if column["name"] == "amount" {
+            column["type"] = json!("decimal(12,2)");
+        }
+    }
+    let response = server
+        .client
+        .patch(server.url("/api/v1/datasets/gongan.events"))
+        .bearer_auth(&producer)
+        .json(&json!({"columns": columns, "sort_key": ["kind", "at"]}))
+        .send()
+        .await
+        .expect("request");
+    let (status, changed) = support::split(response).await;
+    assert_eq!(status, 200, "{changed}");
+    assert_eq!(changed["schema_version"], 2);
+    assert_eq!(changed["sort_key"], json!(["kind", "at"]));
+    // The next push carries the new column; old rows read NULL in it.
+    let (status, body) = server
+        .push(
+            &producer,
+            &dataset,
+            NDJSON,
+            "{\"id\": 99, \"street\": \"玉溪路\", \"amount\": 1234567890.12}\n",
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(
+        sql(
+            &server,
+            &server.admin,
+            "SELECT id, street FROM gongan.events ORDER BY id"
+        )
+        .await,
+        json!([{"id": 0, "street": null}, {"id": 1, "street": null}, {"id": 99, "street": "玉溪路"}])
+    );
+    let (_, described) = server
+        .get(&server.admin, "/api/v1/datasets/gongan.events")
+        .await;
+    assert_eq!(
+        described["schema_versions"].as_array().map(Vec::len),
+        Some(2)
+    );
+    // The sensitivity change is audited, naming the column.
+    server.state.audit.flush().await;
+    let (_, audit) = server.get(&server.admin, "/api/v1/audit").await;
+    let entry = audit
+        .as_array()
+        .expect("entries")
+        .iter()
+        .find(|e| e["action"] == "dataset_change")
+        .cloned()
+        .unwrap_or_else(|| panic!("no dataset_change in {audit}"));
+    assert_eq!(
+        entry["detail"]["sensitivity_changes"],
+        json!([{"column": "phone", "from": "phone", "to": null}])
+    );
+}
+
+#[tokio::test]
+async fn impossible_schema_changes_are_refused_naming_each_column() {
+    let server = manual_hub().await;
+    server.events_dataset("gongan").await;
+    let producer = server.token("gongan", Role::Producer).await;
+    let patch = |token: String, body: Value| {
+        let request = server
+            .client
+            .patch(server.url("/api/v1/datasets/gongan.events"))
+            .bearer_auth(token)
+            .json(&body);
+        async move { support::split(request.send().await.expect("request")).await }
+    };
+    // Dropped `phone`, `id` int64 -> string, `at` made NOT NULL... from nullable, a new
+    // NOT NULL column.
+    let columns = json!([
+        {"name": "id", "type": "string", "nullable": false},
+        {"name": "kind", "type": "string"},
+        {"name": "at", "type": "timestamp", "nullable": false},
+        {"name": "score", "type": "float64"},
+        {"name": "ok", "type": "bool"},
+        {"name": "day", "type": "date"},
+        {"name": "amount", "type": "decimal(10,3)"},
+        {"name": "extra", "type": "int32", "nullable": false}
+    ]);
+    let (status, body) = patch(producer.clone(), json!({"columns": columns})).await;
+    assert_eq!(status, 409, "{body}");
+    assert_eq!(body["error"]["code"], "schema_change_refused");
+    let problems: Vec<&str> = body["problems"]
+        .as_array()
+        .expect("problems")
+        .iter()
+        .filter_map(Value::as_str)
+        .collect();
+    for expected in [
+        "column phone: dropping a column",
+        "column id: changing int64 to string",
+        "column at: making a nullable column NOT NULL",
+        "column amount: changing decimal(10,2) to decimal(10,3)",
+        "column extra: an added column must be nullable",
+    ] {
+        assert!(
+            problems.iter().any(|p| p.starts_with(expected)),
+            "{expected} missing from {problems:?}"
+        );
+    }
+    // Nothing changed.
+    let (_, described) = server
+        .get(&server.admin, "/api/v1/datasets/gongan.events")
+        .await;
+    assert_eq!(described["schema_version"], 1);
+
+    // Other bad input: an empty change, an unknown field, a sort key on no column,
+    // strangers and unknown datasets.
+    let (status, body) = patch(producer.clone(), json!({})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("columns"))
+    );
+    let (status, body) = patch(producer.clone(), json!({"colums": []})).await;
+    assert_eq!(status, 400, "{body}");
+    let (status, body) = patch(producer.clone(), json!({"sort_key": ["nope"]})).await;
+    assert_eq!(status, 400, "{body}");
+    assert!(
+        body["error"]["message"]
+            .as_str()
+            .is_some_and(|m| m.contains("sort_key[0]")),
+        "{body}"
+    );
+    server.department("minzheng").await;
+    let stranger = server.token("minzheng", Role::Producer).await;
+    let (status, body) = patch(stranger, json!({"sort_key": ["kind"]})).await;
+    assert_eq!(status, 403, "{body}");
+    let response = server
+        .client
+        .patch(server.url("/api/v1/datasets/gongan.nothing"))
+        .bearer_auth(&producer)
+        .json(&json!({"sort_key": []}))
+        .send()
+        .await
+        .expect("request");
+    assert_eq!(response.status().as_u16(), 404);
+}

@@ -411,6 +411,46 @@ impl DatasetStore for SqliteStore {
         .await
     }
 
+    async fn change_dataset(&self, dataset_id: i64, change: DatasetChange) -> Result<Dataset> {
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            let by_id = format!("SELECT {DATASET_COLUMNS} FROM {DATASET_FROM} WHERE d.id = ?1");
+            let current = tx
+                .query_row(&by_id, [dataset_id], dataset_from_row)
+                .optional()?
+                .ok_or_else(|| CatalogError::NotFound {
+                    what: "dataset",
+                    name: dataset_id.to_string(),
+                })?;
+            let columns = change.columns.unwrap_or_else(|| current.columns.clone());
+            if columns != current.columns {
+                // Checked inside the write transaction: against the schema that is current.
+                check_evolution(&current.columns, &columns)?;
+                let version = current.schema_version + 1;
+                let at = time_text(now());
+                tx.execute(
+                    "INSERT INTO schema_versions (dataset_id, version, columns, created_at) \
+                     VALUES (?1, ?2, ?3, ?4)",
+                    params![dataset_id, version, serde_json::to_string(&columns)?, at],
+                )?;
+                tx.execute(
+                    "UPDATE datasets SET schema_version = ?1, updated_at = ?2 WHERE id = ?3",
+                    params![version, at, dataset_id],
+                )?;
+            }
+            let sort_key = change.sort_key.unwrap_or_else(|| current.sort_key.clone());
+            validate_sort_key(&sort_key, &columns)?;
+            tx.execute(
+                "UPDATE datasets SET sort_key = ?1 WHERE id = ?2",
+                params![serde_json::to_string(&sort_key)?, dataset_id],
+            )?;
+            let changed = tx.query_row(&by_id, [dataset_id], dataset_from_row)?;
+            tx.commit()?;
+            Ok(changed)
+        })
+        .await
+    }
+
     async fn expire_snapshots(
         &self,
         dataset_id: i64,

@@ -16,10 +16,10 @@ use rusqlite::{Connection, Row, TransactionBehavior};
 
 use crate::error::{CatalogError, Result};
 use crate::model::{
-    Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, ExpiredSnapshots,
-    IdempotencyRecord, NewDataset, NewPrincipal, Operation, Principal, RejectedRecord,
-    SchemaVersion, Snapshot, StoredRejection, StreamOffset, StreamProgress, validate_columns,
-    validate_department_code, validate_sort_key,
+    Commit, CommitOutcome, DataFile, Dataset, DatasetChange, DatasetName, Department,
+    ExpiredSnapshots, IdempotencyRecord, NewDataset, NewPrincipal, Operation, Principal,
+    RejectedRecord, SchemaVersion, Snapshot, StoredRejection, StreamOffset, StreamProgress,
+    check_evolution, validate_columns, validate_department_code, validate_sort_key,
 };
 
 mod audit;

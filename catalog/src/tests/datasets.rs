@@ -964,3 +964,58 @@ async fn endpoints_are_versioned_and_owned() {
     assert_eq!(current, third);
     assert_eq!(store.list_endpoints().await.expect("list"), vec![third]);
 }
+
+#[test]
+fn schema_evolution_widens_and_adds_but_never_narrows_drops_or_reorders() {
+    let decimal = |precision, scale| ColumnType::Decimal { precision, scale };
+    let old = vec![
+        Column::new("id", ColumnType::Int64, false),
+        Column::new("n", ColumnType::Int32, false),
+        Column::new("fee", decimal(8, 2), true),
+    ];
+    let widened = vec![
+        Column::new("id", ColumnType::Int64, false),
+        Column::new("n", ColumnType::Int64, true),
+        Column::new("fee", decimal(12, 2), true),
+        Column::new("note", ColumnType::String, true),
+    ];
+    check_evolution(&old, &widened).expect("widening and adding are allowed");
+    check_evolution(&old, &old).expect("no change is a change allowed");
+    let refused = |new: Vec<Column>| match check_evolution(&old, &new) {
+        Err(CatalogError::SchemaChange(problems)) => problems,
+        other => panic!("expected a refusal, got {other:?}"),
+    };
+    let narrowed = refused(vec![
+        Column::new("id", ColumnType::Int32, false),
+        Column::new("n", ColumnType::Int32, false),
+        Column::new("fee", decimal(6, 2), true),
+    ]);
+    assert_eq!(narrowed.len(), 2, "{narrowed:?}");
+    assert!(narrowed[0].starts_with("column id: changing int64 to int32"));
+    assert!(narrowed[1].starts_with("column fee: changing decimal(8,2) to decimal(6,2)"));
+    let reordered = refused(vec![
+        Column::new("n", ColumnType::Int32, false),
+        Column::new("id", ColumnType::Int64, false),
+        Column::new("fee", decimal(8, 2), true),
+    ]);
+    assert!(reordered[0].contains("keep their order"), "{reordered:?}");
+    let inserted = refused(vec![
+        Column::new("id", ColumnType::Int64, false),
+        Column::new("note", ColumnType::String, true),
+        Column::new("n", ColumnType::Int32, false),
+        Column::new("fee", decimal(8, 2), true),
+    ]);
+    assert!(
+        inserted.iter().any(|p| p.contains("new columns go after")),
+        "{inserted:?}"
+    );
+    let renamed = refused(vec![
+        Column::new("id", ColumnType::Int64, false),
+        Column::new("count", ColumnType::Int32, true),
+        Column::new("fee", decimal(8, 2), true),
+    ]);
+    assert!(
+        renamed[0].starts_with("column n: dropping a column"),
+        "{renamed:?}"
+    );
+}

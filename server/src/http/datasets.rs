@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cityhub_catalog::access::visible_dataset;
-use cityhub_catalog::{Access, DatasetName, NewDataset};
+use cityhub_catalog::{Access, DatasetChange, DatasetName, NewDataset};
 use cityhub_ingest::{Format, IngestError, PushRequest};
 use serde::Deserialize;
 use serde_json::{Value, json};
@@ -93,6 +93,22 @@ pub async fn get_dataset(
         object.insert("storage".into(), json!(storage));
     }
     Ok(Json(body).into_response())
+}
+
+/// `PATCH /api/v1/datasets/{name}` (admins, the owner's producers): `{columns?, sort_key?}`,
+/// the full new column list; answers the dataset with its new schema version.
+pub async fn change_dataset(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    JsonBody(change): JsonBody<DatasetChange>,
+) -> Result<Response, ApiError> {
+    let name = DatasetName::parse(&name)?;
+    let dataset = state
+        .ingest
+        .change_dataset(&caller.0, &name, change)
+        .await?;
+    Ok(Json(dataset).into_response())
 }
 
 /// `POST /api/v1/datasets/{name}/compact` (admins, the owner's producers): merges the

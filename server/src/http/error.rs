@@ -113,6 +113,11 @@ impl From<CatalogError> for ApiError {
             CatalogError::Conflict { .. } => {
                 Self::new(StatusCode::CONFLICT, "commit_conflict", message)
             }
+            CatalogError::SchemaChange(ref problems) => {
+                let mut error = Self::new(StatusCode::CONFLICT, "schema_change_refused", message);
+                error.extra = Some(serde_json::json!({ "problems": problems }));
+                error
+            }
             CatalogError::FilesGone { .. } => {
                 Self::new(StatusCode::CONFLICT, "files_gone", message)
             }

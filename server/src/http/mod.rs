@@ -31,7 +31,10 @@ pub fn router(state: AppState) -> Router {
             "/datasets",
             get(datasets::list_datasets).post(datasets::create_dataset),
         )
-        .route("/datasets/{name}", get(datasets::get_dataset))
+        .route(
+            "/datasets/{name}",
+            get(datasets::get_dataset).patch(datasets::change_dataset),
+        )
         .route("/datasets/{name}/snapshots", get(datasets::list_snapshots))
         .route("/datasets/{name}/compact", post(datasets::compact))
         .route(
