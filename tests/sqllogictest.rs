@@ -301,7 +301,8 @@ async fn fixture(state: &AppState) {
 
 /// `jiaoyu.students` (sharing none: only admins see it): two rows under schema version 1,
 /// then the schema evolves (a column added, int32 to int64, a decimal's precision raised),
-/// then one row under version 2. Its snapshots are 12 and 13, after the others.
+/// then one row under version 2, then id 2 is deleted. Its snapshots are 12, 13 and 14,
+/// after the others.
 async fn evolved(state: &AppState, admin: &Principal) {
     use cityhub_catalog::DatasetChange;
     state
@@ -351,6 +352,10 @@ async fn evolved(state: &AppState, admin: &Principal) {
         )
         .await
         .expect("push v2");
+    // Then id 2 is erased (snapshot 14).
+    cityhub_server::deletes::delete_rows(state, admin, &name, "id = 2")
+        .await
+        .expect("delete");
 }
 
 /// The fixture's camera registry, with statuses that hold for the hours a test run takes

@@ -48,6 +48,8 @@ pub enum Action {
     Compact,
     /// Expired snapshots and files no snapshot names deleted.
     Gc,
+    /// Rows matching a predicate deleted from a dataset (the predicate is in the detail).
+    Delete,
 }
 
 /// Every action, for listings and error messages.
@@ -72,6 +74,7 @@ pub const ACTIONS: &[Action] = &[
     Action::EndpointRead,
     Action::Compact,
     Action::Gc,
+    Action::Delete,
 ];
 
 impl Action {
@@ -97,6 +100,7 @@ impl Action {
             Action::EndpointRead => "endpoint_read",
             Action::Compact => "compact",
             Action::Gc => "gc",
+            Action::Delete => "delete",
         }
     }
 }

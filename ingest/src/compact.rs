@@ -240,7 +240,7 @@ impl Ingest {
     }
 
     /// The dataset `by` may rewrite (`doing` names the change for the refusal).
-    pub(crate) async fn maintained_dataset(
+    pub async fn maintained_dataset(
         &self,
         by: Option<&Principal>,
         name: &DatasetName,
@@ -319,7 +319,11 @@ impl Ingest {
         }
         .await;
         let committed = match merged {
-            Ok(()) => self.commit_compaction(&dataset, &groups, &written).await,
+            Ok(()) => {
+                let removed = groups.iter().flatten().map(|f| f.path.clone()).collect();
+                self.commit_rewrite(&dataset, Operation::Compact, removed, written.clone())
+                    .await
+            }
             Err(err) => Err(err),
         };
         let snapshot = match committed {
@@ -364,18 +368,22 @@ impl Ingest {
         Ok(files)
     }
 
-    async fn commit_compaction(
+    /// Commits a rewrite of `dataset` read at its snapshot: `removed` files replaced by
+    /// `added` (a compaction, a delete). The catalog rebases it over appends that landed
+    /// since; if another change removed one of `removed`, it fails with `FilesGone`.
+    pub async fn commit_rewrite(
         &self,
         dataset: &Dataset,
-        groups: &[Vec<&DataFile>],
-        written: &[DataFile],
+        operation: Operation,
+        removed: Vec<String>,
+        added: Vec<DataFile>,
     ) -> Result<cityhub_catalog::Snapshot, IngestError> {
         let commit = Commit {
             dataset_id: dataset.id,
             expected_parent: dataset.snapshot_id,
-            operation: Operation::Compact,
-            added: written.to_vec(),
-            removed: groups.iter().flatten().map(|f| f.path.clone()).collect(),
+            operation,
+            added,
+            removed,
             idempotency: None,
             stream: None,
         };
@@ -389,7 +397,7 @@ impl Ingest {
                 Ok(snapshot)
             }
             other => Err(IngestError::Internal(format!(
-                "a compaction commit was answered with {other:?}"
+                "a {operation:?} commit was answered with {other:?}"
             ))),
         }
     }

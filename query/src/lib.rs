@@ -19,6 +19,7 @@ pub mod error;
 pub mod guard;
 pub mod mask;
 pub mod reader;
+pub mod rewrite;
 pub mod table;
 pub mod time_travel;
 pub mod view;

@@ -93,6 +93,11 @@ impl SnapshotTable {
         file.stats.get(self.schema.field(index).name())
     }
 
+    /// The files whose statistics do not rule out `filters` (a delete's first cut).
+    pub(crate) fn files_passing(&self, state: &dyn Session, filters: &[Expr]) -> Vec<&DataFile> {
+        self.prune(state, filters)
+    }
+
     /// The files whose min/max can satisfy `filters` (all of them when nothing prunes).
     fn prune(&self, state: &dyn Session, filters: &[Expr]) -> Vec<&DataFile> {
         let all = || self.files.iter().collect();

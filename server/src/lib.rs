@@ -14,6 +14,7 @@
 //! call one library function and answer: business rules, audit and cache invalidation live
 //! in the libraries, so every front door behaves the same.
 
+pub mod deletes;
 pub mod http;
 pub mod ratelimit;
 pub mod serve;

@@ -673,3 +673,181 @@ async fn impossible_schema_changes_are_refused_naming_each_column() {
         .expect("request");
     assert_eq!(response.status().as_u16(), 404);
 }
+
+#[tokio::test]
+async fn a_delete_rewrites_only_the_files_holding_matching_rows() {
+    let server = manual_hub().await;
+    let dataset = server.events_dataset("gongan").await;
+    let producer = server.token("gongan", Role::Producer).await;
+    // Three files: ids 0-9, 10-19, 20-29.
+    push_many(&server, &producer, &dataset, 3, 10).await;
+    let (_, snapshots) = server
+        .get(&server.admin, "/api/v1/datasets/gongan.events/snapshots")
+        .await;
+    let before = snapshots[0]["id"].as_i64().expect("id");
+    let files_before: Vec<String> = read_paths(&server, &dataset).await;
+
+    // ids 12 and 14: both in the second file; the others are ruled out by statistics.
+    let (status, report) = server
+        .post_json(
+            &producer,
+            "/api/v1/datasets/gongan.events/deletes",
+            json!({"where": "id IN (12, 14) OR (id > 15 AND id < 17)"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{report}");
+    assert_eq!(report["rows_deleted"], 3, "{report}");
+    assert_eq!(report["files_rewritten"], 1, "{report}");
+    let snapshot = report["snapshot_id"].as_i64().expect("snapshot");
+    let files_after = read_paths(&server, &dataset).await;
+    assert!(files_after.contains(&files_before[0]) && files_after.contains(&files_before[2]));
+    assert!(
+        !files_after.contains(&files_before[1]),
+        "the second file was rewritten"
+    );
+
+    // Visible at once; the old snapshot still reads the rows until retention expires it.
+    assert_eq!(
+        sql(
+            &server,
+            &server.admin,
+            "SELECT count(*) AS n FROM gongan.events"
+        )
+        .await,
+        json!([{"n": 27}])
+    );
+    assert_eq!(
+        sql(
+            &server,
+            &server.admin,
+            &format!("SELECT count(*) AS n FROM gongan.events VERSION AS OF {before} WHERE id IN (12, 14, 16)")
+        )
+        .await,
+        json!([{"n": 3}])
+    );
+    let (_, snapshots) = server
+        .get(&server.admin, "/api/v1/datasets/gongan.events/snapshots")
+        .await;
+    assert_eq!(snapshots[0]["id"], snapshot);
+    assert_eq!(snapshots[0]["operation"], "delete");
+
+    // NULLs in the predicate's column are kept (NULL is not a match); no match, no commit.
+    let (status, nothing) = server
+        .post_json(
+            &producer,
+            "/api/v1/datasets/gongan.events/deletes",
+            json!({"where": "kind = 'no such kind'"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{nothing}");
+    assert_eq!(
+        nothing,
+        json!({"rows_deleted": 0, "files_rewritten": 0, "snapshot_id": null})
+    );
+
+    // A delete of a whole file removes it without writing an empty one.
+    let (status, whole) = server
+        .post_json(
+            &producer,
+            "/api/v1/datasets/gongan.events/deletes",
+            json!({"where": "id < 10"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{whole}");
+    assert_eq!(
+        (&whole["rows_deleted"], &whole["files_rewritten"]),
+        (&json!(10), &json!(1))
+    );
+    assert_eq!(read_paths(&server, &dataset).await.len(), 2);
+
+    // Audited with the predicate.
+    server.state.audit.flush().await;
+    let (_, audit) = server.get(&server.admin, "/api/v1/audit").await;
+    assert!(
+        audit
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["action"] == "delete"
+                && e["detail"]["where"] == "id IN (12, 14) OR (id > 15 AND id < 17)"
+                && e["detail"]["rows_deleted"] == 3
+                && e["principal"] == "test-gongan-producer"),
+        "{audit}"
+    );
+}
+
+async fn read_paths(server: &TestServer, dataset: &str) -> Vec<String> {
+    let id = dataset_id(server, dataset).await;
+    server
+        .state
+        .catalog
+        .snapshot_files(id, None)
+        .await
+        .expect("files")
+        .into_iter()
+        .map(|f| f.path)
+        .collect()
+}
+
+#[tokio::test]
+async fn hostile_or_wrong_deletes_are_refused_naming_the_field_and_change_nothing() {
+    let server = manual_hub().await;
+    let dataset = server.events_dataset("gongan").await;
+    support::people(&server).await;
+    let producer = server.token("gongan", Role::Producer).await;
+    push_many(&server, &producer, &dataset, 2, 5).await;
+    let path = "/api/v1/datasets/gongan.events/deletes";
+    for (predicate, expected) in [
+        ("", "where: give the rows to delete"),
+        ("id = 1; DROP TABLE gongan.events", "where: not a condition"),
+        ("DROP TABLE gongan.events", "where: not a condition"),
+        (
+            "id IN (SELECT id FROM gongan.people)",
+            "where: a subquery is not allowed",
+        ),
+        ("EXISTS (SELECT 1)", "where: a subquery is not allowed"),
+        ("random() < 0.5", "where: random() is not allowed"),
+        ("no_such_column = 1", "where: not a condition"),
+    ] {
+        let (status, body) = server
+            .post_json(&producer, path, json!({"where": predicate}))
+            .await;
+        assert_eq!(status, 400, "{predicate}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or_default();
+        assert!(message.starts_with(expected), "{predicate}: {message}");
+    }
+    let (status, body) = server
+        .post_json(&producer, path, json!({"filter": "id = 1"}))
+        .await;
+    assert_eq!(status, 400, "an unknown field: {body}");
+    server.department("minzheng").await;
+    let stranger = server.token("minzheng", Role::Producer).await;
+    let (status, body) = server
+        .post_json(&stranger, path, json!({"where": "id = 1"}))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let analyst = server.token("gongan", Role::Analyst).await;
+    let (status, body) = server
+        .post_json(&analyst, path, json!({"where": "id = 1"}))
+        .await;
+    assert_eq!(status, 403, "{body}");
+    let (status, body) = server
+        .post_json(
+            &producer,
+            "/api/v1/datasets/gongan.nothing/deletes",
+            json!({"where": "id = 1"}),
+        )
+        .await;
+    assert_eq!(status, 404, "{body}");
+    assert_eq!(
+        sql(
+            &server,
+            &server.admin,
+            "SELECT count(*) AS n FROM gongan.events"
+        )
+        .await,
+        json!([{"n": 10}]),
+        "nothing was deleted"
+    );
+    assert_eq!(read_paths(&server, &dataset).await.len(), 2);
+}

@@ -774,10 +774,11 @@ fn commit_in(conn: &mut Connection, commit: Commit) -> Result<CommitOutcome> {
             name: commit.dataset_id.to_string(),
         });
     };
-    // A compaction only removes files it read and adds the same rows: appends that
-    // committed since it read the dataset commute with it, so it rebases onto them here.
-    // What does not commute (another commit removed one of its files) is caught below.
-    let rebases = commit.operation == Operation::Compact;
+    // A compaction or a delete only removes files it read (and adds their rewrites):
+    // appends that committed since it read the dataset commute with it, so it rebases onto
+    // them here. What does not commute (another commit removed one of its files) is caught
+    // below.
+    let rebases = matches!(commit.operation, Operation::Compact | Operation::Delete);
     if current_id != commit.expected_parent && !rebases {
         return Err(CatalogError::Conflict {
             dataset_id: commit.dataset_id,

@@ -111,6 +111,32 @@ pub async fn change_dataset(
     Ok(Json(dataset).into_response())
 }
 
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DeleteRequest {
+    #[serde(rename = "where")]
+    predicate: String,
+}
+
+/// `POST /api/v1/datasets/{name}/deletes {"where": "..."}` (admins, the owner's producers):
+/// deletes the matching rows and answers `{rows_deleted, files_rewritten, snapshot_id}`.
+pub async fn delete_rows(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(name): Path<String>,
+    JsonBody(request): JsonBody<DeleteRequest>,
+) -> Result<Response, ApiError> {
+    let name = DatasetName::parse(&name)?;
+    // Its own task: a client hanging up must not cancel it between write and commit.
+    let (task_state, principal) = (state.clone(), caller.0);
+    let report = tokio::spawn(async move {
+        crate::deletes::delete_rows(&task_state, &principal, &name, &request.predicate).await
+    })
+    .await
+    .map_err(|err| ApiError::internal(format!("the delete task failed: {err}")))??;
+    Ok(Json(report).into_response())
+}
+
 /// `POST /api/v1/datasets/{name}/compact` (admins, the owner's producers): merges the
 /// dataset's small files now and answers once the `compact` snapshot is committed.
 pub async fn compact(

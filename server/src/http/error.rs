@@ -238,3 +238,12 @@ impl From<EndpointError> for ApiError {
         }
     }
 }
+
+impl From<crate::deletes::DeleteError> for ApiError {
+    fn from(err: crate::deletes::DeleteError) -> Self {
+        match err {
+            crate::deletes::DeleteError::Ingest(inner) => inner.into(),
+            crate::deletes::DeleteError::Query(inner) => inner.into(),
+        }
+    }
+}

@@ -37,6 +37,7 @@ pub fn router(state: AppState) -> Router {
         )
         .route("/datasets/{name}/snapshots", get(datasets::list_snapshots))
         .route("/datasets/{name}/compact", post(datasets::compact))
+        .route("/datasets/{name}/deletes", post(datasets::delete_rows))
         .route(
             "/datasets/{name}/rows",
             // The push handler enforces the configured limit itself, with a JSON answer.
