@@ -8,6 +8,7 @@ mod support;
 mod api;
 mod cameras;
 mod cli;
+mod crash;
 mod endpoints;
 mod kafka;
 mod kafka_broker;

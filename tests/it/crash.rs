@@ -1,0 +1,352 @@
+//! The kill -9 harness: the real `cityhub serve` binary, killed with SIGKILL at random
+//! moments while six clients push with `Idempotency-Key`, a cleaner pushes and deletes junk
+//! rows, and compaction runs (by policy every second, and on demand). After each restart:
+//! every acknowledged row is there exactly once, every push is all or nothing, and a keyed
+//! retry of a push whose answer was lost lands exactly once. At the end, garbage collection
+//! past the orphan grace leaves no orphan file and no committed file missing.
+//!
+//! `CITYHUB_CRASH_CYCLES` sets the number of kills (10 by default; the benchmark run uses
+//! 100). The kill moments come from a fixed seed, so a failure can be replayed.
+
+use std::collections::{BTreeMap, BTreeSet};
+use std::process::{Child, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use cityhub_catalog::token::Token;
+use cityhub_catalog::{NewPrincipal, Role};
+use cityhub_config::Config;
+use cityhub_server::AppState;
+use rand::{Rng, SeedableRng};
+use serde_json::{Value, json};
+
+const ROWS_PER_PUSH: i64 = 10;
+const CLIENTS: i64 = 6;
+
+/// What the clients know: pushes acknowledged, and pushes whose answer was lost.
+#[derive(Default)]
+struct Ledger {
+    acknowledged: BTreeSet<i64>,
+    unknown: BTreeSet<i64>,
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|l| l.local_addr())
+        .map(|a| a.port())
+        .expect("a free port")
+}
+
+fn serve(data: &std::path::Path, port: u16) -> Child {
+    Command::new(env!("CARGO_BIN_EXE_cityhub"))
+        .args(["serve", "--bind", &format!("127.0.0.1:{port}")])
+        .arg("--data-dir")
+        .arg(data)
+        .env("CITYHUB__COMPACTION__INTERVAL_SECS", "1")
+        .env("CITYHUB__COMPACTION__MIN_SMALL_FILES", "4")
+        .env("CITYHUB__RETENTION__GC_INTERVAL_SECS", "1")
+        .env("CITYHUB__RETENTION__ORPHAN_GRACE_SECS", "60")
+        .env("CITYHUB__LOG__LEVEL", "error")
+        .env_remove("RUST_LOG")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start cityhub serve")
+}
+
+async fn wait_ready(client: &reqwest::Client, base: &str) {
+    for _ in 0..400 {
+        if let Ok(response) = client.get(format!("{base}/readyz")).send().await
+            && response.status().is_success()
+        {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    panic!("the hub did not come up at {base}");
+}
+
+/// The body of push `push`: ids push*10 .. push*10+9.
+fn body_of(push: i64) -> String {
+    (0..ROWS_PER_PUSH)
+        .map(|i| {
+            format!(
+                "{{\"id\": {}, \"kind\": \"data\"}}\n",
+                push * ROWS_PER_PUSH + i
+            )
+        })
+        .collect()
+}
+
+/// One keyed push; `Some(true)` acknowledged, `Some(false)` refused (a test failure),
+/// `None` the answer was lost.
+async fn push(client: &reqwest::Client, base: &str, token: &str, push: i64) -> Option<bool> {
+    let response = client
+        .post(format!("{base}/api/v1/datasets/gongan.crash/rows"))
+        .bearer_auth(token)
+        .header("content-type", "application/x-ndjson")
+        .header("idempotency-key", format!("push-{push}"))
+        .body(body_of(push))
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    response.bytes().await.ok()?;
+    Some(status == 200 || status == 201)
+}
+
+async fn sql(client: &reqwest::Client, base: &str, token: &str, sql: &str) -> Value {
+    let response = client
+        .post(format!("{base}/api/v1/sql"))
+        .bearer_auth(token)
+        .header("content-type", "text/plain")
+        .body(sql.to_string())
+        .send()
+        .await
+        .expect("sql");
+    assert!(response.status().is_success(), "{sql}");
+    response.json().await.expect("json")
+}
+
+/// Every acknowledged push is there whole and once; any other push whole or not at all.
+async fn check_rows(client: &reqwest::Client, base: &str, token: &str, ledger: &Mutex<Ledger>) {
+    let acknowledged = ledger.lock().expect("ledger").acknowledged.clone();
+    let rows = sql(
+        client,
+        base,
+        token,
+        "SELECT id, count(*) AS n FROM gongan.crash WHERE kind = 'data' GROUP BY id",
+    )
+    .await;
+    let mut per_push: BTreeMap<i64, i64> = BTreeMap::new();
+    for row in rows.as_array().expect("rows") {
+        let (id, n) = (
+            row["id"].as_i64().expect("id"),
+            row["n"].as_i64().expect("n"),
+        );
+        assert_eq!(n, 1, "id {id} is there {n} times");
+        *per_push.entry(id / ROWS_PER_PUSH).or_default() += 1;
+    }
+    for (push, rows) in &per_push {
+        assert_eq!(
+            *rows, ROWS_PER_PUSH,
+            "push {push} is there in part: {rows} rows"
+        );
+    }
+    for push in &acknowledged {
+        assert!(
+            per_push.contains_key(push),
+            "acknowledged push {push} is lost"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledged_rows_survive_kill_9_exactly_once() {
+    let cycles: usize = std::env::var("CITYHUB_CRASH_CYCLES")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(10);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let data = dir.path().join("data");
+    let mut config = Config::default();
+    config.storage.data_dir = data.display().to_string();
+    let token = Token::generate();
+    let admin = Token::generate();
+    {
+        let state = AppState::open(config.clone()).expect("open");
+        state
+            .catalog
+            .create_department("gongan", "公安局")
+            .await
+            .expect("dept");
+        state
+            .catalog
+            .create_principal(
+                NewPrincipal {
+                    name: "crash-producer".into(),
+                    department: "gongan".into(),
+                    role: Role::Producer,
+                    expires_at: None,
+                    rate_limit_per_second: None,
+                },
+                &token.hash,
+            )
+            .await
+            .expect("principal");
+        state
+            .catalog
+            .create_principal(
+                NewPrincipal {
+                    name: "crash-checker".into(),
+                    department: "admin".into(),
+                    role: Role::Admin,
+                    expires_at: None,
+                    rate_limit_per_second: None,
+                },
+                &admin.hash,
+            )
+            .await
+            .expect("principal");
+        let spec = json!({"name": "gongan.crash", "sharing": "none", "columns": [
+            {"name": "id", "type": "int64", "nullable": false},
+            {"name": "kind", "type": "string", "nullable": false}]});
+        let new = serde_json::from_value(spec).expect("spec");
+        state.catalog.create_dataset(new).await.expect("dataset");
+    }
+    let (token, admin) = (token.plaintext, admin.plaintext);
+    let client = reqwest::Client::builder()
+        .timeout(Duration::from_secs(20))
+        .build()
+        .expect("client");
+    let ledger = Arc::new(Mutex::new(Ledger::default()));
+    let mut rng = rand::rngs::StdRng::seed_from_u64(28181);
+    let mut next_push = vec![0i64; CLIENTS as usize];
+    for cycle in 0..cycles {
+        let port = free_port();
+        let base = format!("http://127.0.0.1:{port}");
+        let mut child = serve(&data, port);
+        wait_ready(&client, &base).await;
+        // Pushes whose answer was lost are retried first, with their key: exactly once.
+        let unknown: Vec<i64> = std::mem::take(&mut ledger.lock().expect("ledger").unknown)
+            .into_iter()
+            .collect();
+        for lost in unknown {
+            assert_eq!(
+                push(&client, &base, &token, lost).await,
+                Some(true),
+                "the keyed retry of push {lost} after restart {cycle}"
+            );
+            ledger.lock().expect("ledger").acknowledged.insert(lost);
+        }
+        check_rows(&client, &base, &admin, &ledger).await;
+
+        let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let mut tasks = Vec::new();
+        for writer in 0..CLIENTS {
+            let (client, base, token, ledger, stop) = (
+                client.clone(),
+                base.clone(),
+                token.clone(),
+                ledger.clone(),
+                stop.clone(),
+            );
+            let mut next = next_push[writer as usize];
+            tasks.push(tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    // Client w pushes w, w + 6, w + 12...: keys never collide.
+                    let id = next * CLIENTS + writer;
+                    next += 1;
+                    match push(&client, &base, &token, id).await {
+                        Some(true) => ledger.lock().expect("ledger").acknowledged.insert(id),
+                        Some(false) => panic!("push {id} was refused"),
+                        None => {
+                            ledger.lock().expect("ledger").unknown.insert(id);
+                            break;
+                        }
+                    };
+                }
+                next
+            }));
+        }
+        // The cleaner: junk rows pushed and deleted again; compactions on demand.
+        let cleaner = {
+            let (client, base, token, stop) =
+                (client.clone(), base.clone(), token.clone(), stop.clone());
+            tokio::spawn(async move {
+                let mut round = 0;
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    round += 1;
+                    let url = format!("{base}/api/v1/datasets/gongan.crash");
+                    let _ = client
+                        .post(format!("{url}/rows"))
+                        .bearer_auth(&token)
+                        .header("content-type", "application/x-ndjson")
+                        .body(format!("{{\"id\": {}, \"kind\": \"junk\"}}\n", -round))
+                        .send()
+                        .await;
+                    let _ = client
+                        .post(format!("{url}/deletes"))
+                        .bearer_auth(&token)
+                        .json(&json!({"where": "kind = 'junk'"}))
+                        .send()
+                        .await;
+                    let _ = client
+                        .post(format!("{url}/compact"))
+                        .bearer_auth(&token)
+                        .send()
+                        .await;
+                }
+            })
+        };
+        tokio::time::sleep(Duration::from_millis(rng.random_range(200..1200))).await;
+        child.kill().expect("SIGKILL");
+        child.wait().expect("reaped");
+        stop.store(true, std::sync::atomic::Ordering::Relaxed);
+        for (writer, task) in tasks.into_iter().enumerate() {
+            next_push[writer] = task.await.expect("writer");
+        }
+        cleaner.await.expect("cleaner");
+    }
+
+    // A last start: retries, checks, then garbage collection as of two hours later.
+    let port = free_port();
+    let base = format!("http://127.0.0.1:{port}");
+    let mut child = serve(&data, port);
+    wait_ready(&client, &base).await;
+    let unknown: Vec<i64> = std::mem::take(&mut ledger.lock().expect("ledger").unknown)
+        .into_iter()
+        .collect();
+    for lost in unknown {
+        assert_eq!(push(&client, &base, &token, lost).await, Some(true));
+        ledger.lock().expect("ledger").acknowledged.insert(lost);
+    }
+    check_rows(&client, &base, &admin, &ledger).await;
+    let acknowledged = ledger.lock().expect("ledger").acknowledged.len();
+    assert!(
+        acknowledged >= cycles,
+        "only {acknowledged} pushes acknowledged in {cycles} cycles"
+    );
+    child.kill().expect("SIGKILL");
+    child.wait().expect("reaped");
+
+    let state = AppState::open(config).expect("open");
+    let later = chrono::Utc::now() + chrono::Duration::hours(2);
+    let retention = state.retention.clone();
+    state
+        .ingest
+        .collect_garbage(None, &retention, later, false)
+        .await
+        .expect("gc");
+    let name = cityhub_catalog::DatasetName::parse("gongan.crash").expect("name");
+    let dataset = state
+        .catalog
+        .dataset(&name)
+        .await
+        .expect("q")
+        .expect("dataset");
+    let known: BTreeSet<String> = state
+        .catalog
+        .file_paths(dataset.id)
+        .await
+        .expect("paths")
+        .into_iter()
+        .collect();
+    let stored: BTreeSet<String> = state
+        .ingest
+        .storage()
+        .list("datasets/")
+        .await
+        .expect("list")
+        .into_iter()
+        .map(|o| o.key)
+        .collect();
+    let orphans: Vec<_> = stored.difference(&known).collect();
+    assert!(orphans.is_empty(), "orphans after gc: {orphans:?}");
+    let missing: Vec<_> = known.difference(&stored).collect();
+    assert!(missing.is_empty(), "committed files missing: {missing:?}");
+    println!(
+        "crash harness: {cycles} kills, {acknowledged} acknowledged pushes, {} files known",
+        known.len()
+    );
+}
