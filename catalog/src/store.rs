@@ -16,10 +16,10 @@ use crate::camera::{
 };
 use crate::endpoint::{Endpoint, EndpointSpec, Saved};
 use crate::error::Result;
+use crate::lifecycle::{DatasetChange, ExpiredSnapshots};
 use crate::model::{
-    Commit, CommitOutcome, DataFile, Dataset, DatasetChange, DatasetName, Department,
-    ExpiredSnapshots, IdempotencyRecord, NewDataset, NewPrincipal, Principal, SchemaVersion,
-    Snapshot, StoredRejection, StreamOffset,
+    Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
+    NewDataset, NewPrincipal, Principal, SchemaVersion, Snapshot, StoredRejection, StreamOffset,
 };
 use crate::sharing::{Decision, Grant, NewShareRequest, ShareRequest, ShareStatus};
 

@@ -15,11 +15,11 @@ use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use rusqlite::{Connection, Row, TransactionBehavior};
 
 use crate::error::{CatalogError, Result};
+use crate::lifecycle::{DatasetChange, ExpiredSnapshots, check_evolution, validate_sort_key};
 use crate::model::{
-    Commit, CommitOutcome, DataFile, Dataset, DatasetChange, DatasetName, Department,
-    ExpiredSnapshots, IdempotencyRecord, NewDataset, NewPrincipal, Operation, Principal,
-    RejectedRecord, SchemaVersion, Snapshot, StoredRejection, StreamOffset, StreamProgress,
-    check_evolution, validate_columns, validate_department_code, validate_sort_key,
+    Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
+    NewDataset, NewPrincipal, Operation, Principal, RejectedRecord, SchemaVersion, Snapshot,
+    StoredRejection, StreamOffset, StreamProgress, validate_columns, validate_department_code,
 };
 
 mod audit;
@@ -29,6 +29,7 @@ pub(crate) mod camera_stats;
 pub(crate) mod cameras;
 mod datasets;
 pub(crate) mod endpoints;
+mod lifecycle;
 mod sharing;
 
 pub(crate) use datasets::{PRINCIPAL_COLUMNS, principal_from_row};

@@ -1,0 +1,156 @@
+//! The rules of a dataset's life after registration: which schema changes old files can be
+//! read under, which sort keys compaction can use, and what garbage collection forgets.
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::CatalogError;
+use crate::model::{Column, ColumnType, DataFile, validate_columns};
+
+/// Validates a declared sort key against the columns: known, sortable, not repeated.
+pub fn validate_sort_key(sort_key: &[String], columns: &[Column]) -> Result<(), CatalogError> {
+    let mut seen = std::collections::HashSet::new();
+    for (index, name) in sort_key.iter().enumerate() {
+        let field = format!("sort_key[{index}]");
+        let Some(column) = columns.iter().find(|c| &c.name == name) else {
+            return Err(CatalogError::invalid(
+                field,
+                format!("{name:?} is not a column of the dataset"),
+            ));
+        };
+        if column.column_type == ColumnType::Binary {
+            return Err(CatalogError::invalid(
+                field,
+                format!("{name:?} is a binary column; sort by a number, string, date or time"),
+            ));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(CatalogError::invalid(
+                field,
+                format!("{name:?} is named twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// A change of a registered dataset (`PATCH /api/v1/datasets/{name}`): the full new column
+/// list, and/or a new sort key.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DatasetChange {
+    #[serde(default)]
+    pub columns: Option<Vec<Column>>,
+    #[serde(default)]
+    pub sort_key: Option<Vec<String>>,
+}
+
+/// Why a schema change is refused, one sentence per column.
+fn evolution_problems(old: &[Column], new: &[Column]) -> Vec<String> {
+    let mut problems = Vec::new();
+    for column in old {
+        if !new.iter().any(|c| c.name == column.name) {
+            problems.push(format!(
+                "column {}: dropping a column is not allowed (old files still hold it; a \
+                 rename is a drop and an add)",
+                column.name
+            ));
+        }
+    }
+    // Old columns keep their order (headerless CSV feeds rely on it); new ones come after.
+    let kept: Vec<&str> = new
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|name| old.iter().any(|c| c.name == *name))
+        .collect();
+    let before: Vec<&str> = old
+        .iter()
+        .map(|c| c.name.as_str())
+        .filter(|name| kept.contains(name))
+        .collect();
+    if kept != before {
+        problems.push(
+            "columns: the existing columns must keep their order (headerless CSV feeds \
+             read by position); add new columns after them"
+                .to_string(),
+        );
+    }
+    let mut seen_new = false;
+    for column in new {
+        let Some(previous) = old.iter().find(|c| c.name == column.name) else {
+            seen_new = true;
+            if !column.nullable {
+                problems.push(format!(
+                    "column {}: an added column must be nullable (rows written before it have \
+                     no value)",
+                    column.name
+                ));
+            }
+            continue;
+        };
+        if seen_new {
+            problems.push(format!(
+                "column {}: new columns go after the existing ones",
+                column.name
+            ));
+        }
+        if previous.nullable && !column.nullable {
+            problems.push(format!(
+                "column {}: making a nullable column NOT NULL is not allowed (old rows may \
+                 hold NULL)",
+                column.name
+            ));
+        }
+        if let Some(why) = type_change_refusal(previous.column_type, column.column_type) {
+            problems.push(format!("column {}: {why}", column.name));
+        }
+    }
+    problems
+}
+
+/// Why changing a column from `old` to `new` is refused; `None` when it widens or keeps it.
+fn type_change_refusal(old: ColumnType, new: ColumnType) -> Option<String> {
+    match (old, new) {
+        _ if old == new => None,
+        (ColumnType::Int32, ColumnType::Int64) => None,
+        (
+            ColumnType::Decimal {
+                precision: p1,
+                scale: s1,
+            },
+            ColumnType::Decimal {
+                precision: p2,
+                scale: s2,
+            },
+        ) if s1 == s2 && p2 >= p1 => None,
+        (ColumnType::Decimal { .. }, ColumnType::Decimal { .. }) => Some(format!(
+            "changing {old} to {new} is not allowed: a decimal may only gain precision, with \
+             the same scale"
+        )),
+        _ => Some(format!(
+            "changing {old} to {new} is not allowed: only int32 to int64 and a decimal's \
+             precision may widen"
+        )),
+    }
+}
+
+/// Checks a new column list against the current one: allowed are added nullable columns
+/// (after the others), int32 to int64, a decimal's precision raised, NOT NULL dropped, and
+/// any change of description or sensitivity. Everything else is refused, naming each column.
+pub fn check_evolution(old: &[Column], new: &[Column]) -> Result<(), CatalogError> {
+    validate_columns(new)?;
+    let problems = evolution_problems(old, new);
+    if problems.is_empty() {
+        Ok(())
+    } else {
+        Err(CatalogError::SchemaChange(problems))
+    }
+}
+
+/// What garbage collection removed (or, in a dry run, would remove) from one dataset's
+/// catalog entry: expired snapshots and the files that only they named.
+#[derive(Debug, Clone, Default, PartialEq, Serialize)]
+pub struct ExpiredSnapshots {
+    pub snapshots: Vec<i64>,
+    /// Files no kept snapshot names any more: their objects may be deleted.
+    pub files: Vec<DataFile>,
+}
