@@ -353,7 +353,7 @@ async fn evolved(state: &AppState, admin: &Principal) {
         .await
         .expect("push v2");
     // Then id 2 is erased (snapshot 14).
-    cityhub_server::deletes::delete_rows(state, admin, &name, "id = 2")
+    cityhub_server::deletes::delete_rows(state, Some(admin), &name, "id = 2")
         .await
         .expect("delete");
 }

@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::CatalogError;
-use crate::model::{Column, ColumnType, DataFile, validate_columns};
+use crate::model::{Column, ColumnType, DataFile, RowRetention, validate_columns};
 
 /// Validates a declared sort key against the columns: known, sortable, not repeated.
 pub fn validate_sort_key(sort_key: &[String], columns: &[Column]) -> Result<(), CatalogError> {
@@ -42,6 +42,38 @@ pub struct DatasetChange {
     pub columns: Option<Vec<Column>>,
     #[serde(default)]
     pub sort_key: Option<Vec<String>>,
+    /// A new row retention (the hub deletes rows older than it).
+    #[serde(default)]
+    pub row_retention: Option<RowRetention>,
+}
+
+/// Validates a row retention against the columns: a timestamp or date column, at least a day.
+pub fn validate_row_retention(
+    retention: &RowRetention,
+    columns: &[Column],
+) -> Result<(), CatalogError> {
+    let Some(column) = columns.iter().find(|c| c.name == retention.column) else {
+        return Err(CatalogError::invalid(
+            "row_retention.column",
+            format!("{:?} is not a column of the dataset", retention.column),
+        ));
+    };
+    if !matches!(column.column_type, ColumnType::Timestamp | ColumnType::Date) {
+        return Err(CatalogError::invalid(
+            "row_retention.column",
+            format!(
+                "{:?} is a {} column; rows are aged by a timestamp or date column",
+                column.name, column.column_type
+            ),
+        ));
+    }
+    if retention.days == 0 {
+        return Err(CatalogError::invalid(
+            "row_retention.days",
+            "must be at least 1",
+        ));
+    }
+    Ok(())
 }
 
 /// Why a schema change is refused, one sentence per column.

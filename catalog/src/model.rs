@@ -530,6 +530,17 @@ pub struct NewDataset {
     /// `None`: `retention.snapshot_days`.
     #[serde(default)]
     pub snapshot_retention_days: Option<u32>,
+    /// Rows older than this are deleted by the hub (e.g. personal data kept 180 days).
+    #[serde(default)]
+    pub row_retention: Option<RowRetention>,
+}
+
+/// Rows whose `column` (a timestamp or date) is more than `days` old are deleted.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowRetention {
+    pub column: String,
+    pub days: u32,
 }
 
 /// A registered dataset with its current schema and snapshot.
@@ -550,6 +561,8 @@ pub struct Dataset {
     pub sort_key: Vec<String>,
     /// Its own snapshot retention, if it overrides `retention.snapshot_days`.
     pub snapshot_retention_days: Option<u32>,
+    /// Rows the hub deletes once they are old enough.
+    pub row_retention: Option<RowRetention>,
     /// When garbage collection last went over it.
     pub last_gc_at: Option<DateTime<Utc>>,
     pub schema_version: i64,

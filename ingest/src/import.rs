@@ -124,6 +124,7 @@ impl Ingest {
                     tags: vec!["imported".into()],
                     sort_key: vec![],
                     snapshot_retention_days: None,
+                    row_retention: None,
                 };
                 (self.register_dataset(by, new).await?, true)
             }

@@ -42,10 +42,12 @@ impl Ingest {
         let before = self
             .maintained_dataset(Some(by), name, "changing the schema of")
             .await?;
-        if change.columns.is_none() && change.sort_key.is_none() {
+        if change.columns.is_none() && change.sort_key.is_none() && change.row_retention.is_none() {
             return Err(IngestError::Invalid {
                 field: "columns".into(),
-                message: "send the full new column list (columns) and/or a sort_key".into(),
+                message: "send the full new column list (columns), a sort_key and/or a \
+                          row_retention"
+                    .into(),
             });
         }
         let after = self.catalog.change_dataset(before.id, change).await?;
@@ -70,6 +72,7 @@ impl Ingest {
                     "schema_version": {"from": before.schema_version, "to": after.schema_version},
                     "sensitivity_changes": sensitivity,
                     "sort_key": after.sort_key,
+                    "row_retention": after.row_retention,
                 })),
         );
         tracing::info!(dataset = %after.name, by = %by.name,

@@ -11,7 +11,8 @@
 use std::time::Instant;
 
 use cityhub_catalog::{
-    Action, AuditEvent, CatalogError, DataFile, DatasetName, Operation, Outcome, Principal,
+    Action, AuditEvent, CatalogError, ColumnType, DataFile, DatasetName, Operation, Outcome,
+    Principal,
 };
 use cityhub_ingest::IngestError;
 use cityhub_query::QueryError;
@@ -48,17 +49,18 @@ impl From<CatalogError> for DeleteError {
 }
 
 /// Deletes the rows of `name` that `predicate` matches, for `by` (admins and the owner's
-/// producers); audited with the predicate whatever the outcome.
+/// producers) or for the hub's own row retention (`None`); audited with the predicate
+/// whatever the outcome.
 pub async fn delete_rows(
     state: &AppState,
-    by: &Principal,
+    by: Option<&Principal>,
     name: &DatasetName,
     predicate: &str,
 ) -> Result<DeleteReport, DeleteError> {
     let started = Instant::now();
     state
         .ingest
-        .maintained_dataset(Some(by), name, "deleting rows of")
+        .maintained_dataset(by, name, "deleting rows of")
         .await?;
     let mut attempt = 1;
     let result = loop {
@@ -83,21 +85,52 @@ pub async fn delete_rows(
             "files_rewritten": report.files_rewritten, "snapshot_id": report.snapshot_id}),
         Err(err) => json!({"where": predicate, "error": err.to_string()}),
     };
-    state.audit.record(
-        AuditEvent::by(by, Action::Delete, outcome)
-            .dataset(name.to_string())
-            .detail(detail),
-    );
+    let event = match by {
+        Some(principal) => AuditEvent::by(principal, Action::Delete, outcome),
+        None => AuditEvent::by_hub(Action::Delete, outcome),
+    };
+    state
+        .audit
+        .record(event.dataset(name.to_string()).detail(detail));
     metrics::counter!("cityhub_deletes_total",
         "outcome" => if result.is_ok() { "ok" } else { "failed" })
     .increment(1);
     if let Ok(report) = &result {
         metrics::counter!("cityhub_rows_deleted_total").increment(report.rows_deleted);
-        tracing::info!(dataset = %name, by = %by.name, rows = report.rows_deleted,
+        tracing::info!(dataset = %name, by = by.map_or("cityhub", |p| p.name.as_str()),
+            rows = report.rows_deleted,
             files = report.files_rewritten, seconds = started.elapsed().as_secs_f64(),
             "Deleted rows from a dataset.");
     }
     result
+}
+
+/// Row retention: deletes, in every dataset that declares one, the rows whose aged column is
+/// more than its `days` before `now`. Answers the rows deleted; one dataset's failure is
+/// logged and does not stop the others.
+pub async fn expire_rows(
+    state: &AppState,
+    now: chrono::DateTime<chrono::Utc>,
+) -> Result<u64, DeleteError> {
+    let mut deleted = 0;
+    for dataset in state.catalog.list_datasets().await? {
+        let Some(retention) = &dataset.row_retention else {
+            continue;
+        };
+        let cutoff = now - chrono::Duration::days(i64::from(retention.days));
+        let aged = dataset.columns.iter().find(|c| c.name == retention.column);
+        let literal = match aged.map(|c| c.column_type) {
+            Some(ColumnType::Date) => format!("DATE '{}'", cutoff.format("%Y-%m-%d")),
+            _ => format!("TIMESTAMP '{}'", cutoff.to_rfc3339()),
+        };
+        let predicate = format!("\"{}\" < {literal}", retention.column);
+        match delete_rows(state, None, &dataset.name, &predicate).await {
+            Ok(report) => deleted += report.rows_deleted,
+            Err(err) => tracing::warn!(dataset = %dataset.name, error = %err,
+                "Could not delete rows past their retention; the next round tries again."),
+        }
+    }
+    Ok(deleted)
 }
 
 async fn delete_once(

@@ -75,8 +75,8 @@ async fn compact_due_datasets(state: AppState) {
     }
 }
 
-/// Expires replaced snapshots past their retention and deletes the files no kept snapshot
-/// names and the orphans, every `retention.gc_interval_secs` (first one interval after
+/// Deletes rows past their dataset's row retention, then expires replaced snapshots past
+/// their retention and deletes the files no kept snapshot names and the orphans, every `retention.gc_interval_secs` (first one interval after
 /// start).
 async fn collect_garbage(state: AppState) {
     let period = Duration::from_secs(state.config.retention.gc_interval_secs.max(1));
@@ -85,6 +85,9 @@ async fn collect_garbage(state: AppState) {
     loop {
         every.tick().await;
         let now = state.clock.now();
+        if let Err(err) = crate::deletes::expire_rows(&state, now).await {
+            tracing::warn!(error = %err, "Row retention failed; it will run again.");
+        }
         if let Err(err) = state
             .ingest
             .collect_garbage(None, &state.retention, now, false)

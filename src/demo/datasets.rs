@@ -289,6 +289,7 @@ fn dataset(
         tags: vec!["demo".into(), "synthetic".into()],
         sort_key: vec![],
         snapshot_retention_days: None,
+        row_retention: None,
     }
 }
 

@@ -851,3 +851,79 @@ async fn hostile_or_wrong_deletes_are_refused_naming_the_field_and_change_nothin
     );
     assert_eq!(read_paths(&server, &dataset).await.len(), 2);
 }
+
+#[tokio::test]
+async fn rows_past_their_retention_are_deleted_by_the_hub() {
+    let server = manual_hub().await;
+    server.department("gongan").await;
+    let mut spec = support::events_spec("gongan.visits");
+    spec["row_retention"] = json!({"column": "at", "days": 30});
+    let (status, body) = server
+        .post_json(&server.admin, "/api/v1/datasets", spec)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    assert_eq!(body["row_retention"], json!({"column": "at", "days": 30}));
+    let now = server.state.clock.now();
+    let at = |days: i64| (now - chrono::Duration::days(days)).to_rfc3339();
+    let rows = format!(
+        "{{\"id\": 1, \"at\": \"{}\"}}\n{{\"id\": 2, \"at\": \"{}\"}}\n{{\"id\": 3}}\n",
+        at(40),
+        at(1)
+    );
+    let (status, body) = server
+        .push(&server.admin, "gongan.visits", NDJSON, rows)
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let deleted = cityhub_server::deletes::expire_rows(&server.state, now)
+        .await
+        .expect("row retention");
+    assert_eq!(deleted, 1);
+    assert_eq!(
+        sql(
+            &server,
+            &server.admin,
+            "SELECT id FROM gongan.visits ORDER BY id"
+        )
+        .await,
+        json!([{"id": 2}, {"id": 3}]),
+        "the 40-day-old row is gone; a row without a time is kept"
+    );
+    server.state.audit.flush().await;
+    let (_, audit) = server.get(&server.admin, "/api/v1/audit").await;
+    assert!(
+        audit
+            .as_array()
+            .expect("entries")
+            .iter()
+            .any(|e| e["action"] == "delete"
+                && e["principal"] == "cityhub"
+                && e["detail"]["rows_deleted"] == 1),
+        "{audit}"
+    );
+
+    // A retention on a column that is not a time, or on none, is refused by name.
+    for (retention, field) in [
+        (
+            json!({"column": "kind", "days": 30}),
+            "row_retention.column",
+        ),
+        (
+            json!({"column": "nope", "days": 30}),
+            "row_retention.column",
+        ),
+        (json!({"column": "at", "days": 0}), "row_retention.days"),
+    ] {
+        let mut spec = support::events_spec("gongan.bad_retention");
+        spec["row_retention"] = retention;
+        let (status, body) = server
+            .post_json(&server.admin, "/api/v1/datasets", spec)
+            .await;
+        assert_eq!(status, 400, "{body}");
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.starts_with(field)),
+            "{body}"
+        );
+    }
+}

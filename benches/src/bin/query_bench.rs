@@ -173,6 +173,7 @@ async fn planning(hub: &Hub, files: usize) -> anyhow::Result<()> {
             tags: vec![],
             sort_key: vec![],
             snapshot_retention_days: None,
+            row_retention: None,
         })
         .await?;
     let started = Instant::now();

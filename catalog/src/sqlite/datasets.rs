@@ -33,7 +33,7 @@ pub(crate) fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Principal> {
 pub(super) const DATASET_COLUMNS: &str = "d.id, d.department, d.name, d.description, d.classification, \
      d.sharing, d.resource_code, d.update_cycle, d.tags, d.schema_version, d.snapshot_id, \
      d.snapshot_seq, d.rows, d.bytes, d.files, d.created_at, d.updated_at, s.columns, d.sort_key, \
-     d.snapshot_retention_days, d.last_gc_at";
+     d.snapshot_retention_days, d.last_gc_at, d.row_retention";
 
 pub(super) const DATASET_FROM: &str = "datasets d JOIN schema_versions s \
      ON s.dataset_id = d.id AND s.version = d.schema_version";
@@ -66,6 +66,10 @@ pub(super) fn dataset_from_row(row: &Row<'_>) -> rusqlite::Result<Dataset> {
         sort_key: parse_json(row.get(18)?)?,
         snapshot_retention_days: row.get(19)?,
         last_gc_at: parse_optional_time(row.get(20)?)?,
+        row_retention: row
+            .get::<_, Option<String>>(21)?
+            .map(parse_json)
+            .transpose()?,
     })
 }
 
@@ -229,6 +233,9 @@ impl DatasetStore for SqliteStore {
     async fn create_dataset(&self, new: NewDataset) -> Result<Dataset> {
         validate_columns(&new.columns)?;
         validate_sort_key(&new.sort_key, &new.columns)?;
+        if let Some(retention) = &new.row_retention {
+            validate_row_retention(retention, &new.columns)?;
+        }
         if new.snapshot_retention_days == Some(0) {
             return Err(CatalogError::invalid(
                 "snapshot_retention_days",
@@ -264,8 +271,8 @@ impl DatasetStore for SqliteStore {
             tx.execute(
                 "INSERT INTO datasets (department, name, description, classification, sharing, \
                  resource_code, update_cycle, tags, schema_version, created_at, updated_at, \
-                 sort_key, snapshot_retention_days) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11)",
+                 sort_key, snapshot_retention_days, row_retention) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11, ?12)",
                 params![
                     new.name.department(),
                     new.name.table(),
@@ -277,7 +284,11 @@ impl DatasetStore for SqliteStore {
                     serde_json::to_string(&new.tags)?,
                     created,
                     serde_json::to_string(&new.sort_key)?,
-                    new.snapshot_retention_days
+                    new.snapshot_retention_days,
+                    new.row_retention
+                        .as_ref()
+                        .map(serde_json::to_string)
+                        .transpose()?
                 ],
             )?;
             let id = tx.last_insert_rowid();

@@ -38,6 +38,16 @@ pub(super) fn change(
             params![version, at, dataset_id],
         )?;
     }
+    if let Some(retention) = &change.row_retention {
+        validate_row_retention(retention, &columns)?;
+        tx.execute(
+            "UPDATE datasets SET row_retention = ?1 WHERE id = ?2",
+            params![serde_json::to_string(retention)?, dataset_id],
+        )?;
+    } else if let Some(retention) = &current.row_retention {
+        // The aged column must stay fit for it.
+        validate_row_retention(retention, &columns)?;
+    }
     let sort_key = change.sort_key.unwrap_or_else(|| current.sort_key.clone());
     validate_sort_key(&sort_key, &columns)?;
     tx.execute(

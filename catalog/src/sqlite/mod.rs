@@ -15,7 +15,9 @@ use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use rusqlite::{Connection, Row, TransactionBehavior};
 
 use crate::error::{CatalogError, Result};
-use crate::lifecycle::{DatasetChange, ExpiredSnapshots, check_evolution, validate_sort_key};
+use crate::lifecycle::{
+    DatasetChange, ExpiredSnapshots, check_evolution, validate_row_retention, validate_sort_key,
+};
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
     NewDataset, NewPrincipal, Operation, Principal, RejectedRecord, SchemaVersion, Snapshot,

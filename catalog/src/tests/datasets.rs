@@ -24,6 +24,7 @@ fn new_dataset(name: &str) -> NewDataset {
         tags: vec!["test".into()],
         sort_key: vec![],
         snapshot_retention_days: None,
+        row_retention: None,
     }
 }
 

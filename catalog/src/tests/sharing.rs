@@ -59,6 +59,7 @@ async fn dataset(store: &Catalog, sharing: Sharing) -> Dataset {
             tags: vec![],
             sort_key: vec![],
             snapshot_retention_days: None,
+            row_retention: None,
         })
         .await
         .expect("dataset")
@@ -78,6 +79,7 @@ fn dataset_value(sharing: Sharing, columns: Vec<Column>) -> Dataset {
         tags: vec![],
         sort_key: vec![],
         snapshot_retention_days: None,
+        row_retention: None,
         last_gc_at: None,
         columns,
         schema_version: 1,

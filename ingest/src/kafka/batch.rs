@@ -344,6 +344,7 @@ mod tests {
             tags: vec![],
             sort_key: vec![],
             snapshot_retention_days: None,
+            row_retention: None,
             last_gc_at: None,
             columns: vec![
                 Column::new("id", ColumnType::Int64, false),

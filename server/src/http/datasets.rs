@@ -130,7 +130,7 @@ pub async fn delete_rows(
     // Its own task: a client hanging up must not cancel it between write and commit.
     let (task_state, principal) = (state.clone(), caller.0);
     let report = tokio::spawn(async move {
-        crate::deletes::delete_rows(&task_state, &principal, &name, &request.predicate).await
+        crate::deletes::delete_rows(&task_state, Some(&principal), &name, &request.predicate).await
     })
     .await
     .map_err(|err| ApiError::internal(format!("the delete task failed: {err}")))??;
