@@ -6,3 +6,5 @@ ALTER TABLE datasets ADD COLUMN sort_key TEXT NOT NULL DEFAULT '[]';
 ALTER TABLE datasets ADD COLUMN snapshot_retention_days INTEGER;
 ALTER TABLE datasets ADD COLUMN last_gc_at TEXT;
 ALTER TABLE datasets ADD COLUMN row_retention TEXT;
+-- Time travel finds the snapshot current at an instant through this index.
+CREATE INDEX snapshots_by_time ON snapshots (dataset_id, created_at);

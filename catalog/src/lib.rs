@@ -45,7 +45,9 @@ use std::sync::Arc;
 pub use access::Access;
 pub use audit::{Action, AuditEntry, AuditEvent, AuditFilter, AuditLog, Outcome};
 pub use error::{CatalogError, Result};
-pub use lifecycle::{DatasetChange, ExpiredSnapshots, check_evolution, validate_sort_key};
+pub use lifecycle::{
+    DatasetChange, ExpiredSnapshots, SnapshotSummary, check_evolution, validate_sort_key,
+};
 pub use model::*;
 pub use sharing::SharingService;
 pub use sharing::{Grant, ShareRequest, ShareStatus};

@@ -186,3 +186,12 @@ pub struct ExpiredSnapshots {
     /// Files no kept snapshot names any more: their objects may be deleted.
     pub files: Vec<DataFile>,
 }
+
+/// A dataset's snapshot log in three numbers (`storage` of `GET /api/v1/datasets/{name}`).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize)]
+pub struct SnapshotSummary {
+    pub snapshots: usize,
+    /// The oldest snapshot still readable by time travel.
+    pub oldest_at: Option<chrono::DateTime<chrono::Utc>>,
+    pub last_compaction_at: Option<chrono::DateTime<chrono::Utc>>,
+}

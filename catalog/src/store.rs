@@ -16,7 +16,7 @@ use crate::camera::{
 };
 use crate::endpoint::{Endpoint, EndpointSpec, Saved};
 use crate::error::Result;
-use crate::lifecycle::{DatasetChange, ExpiredSnapshots};
+use crate::lifecycle::{DatasetChange, ExpiredSnapshots, SnapshotSummary};
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
     NewDataset, NewPrincipal, Principal, SchemaVersion, Snapshot, StoredRejection, StreamOffset,
@@ -56,13 +56,17 @@ pub trait DatasetStore: Send + Sync + 'static {
     /// The snapshot log, newest first.
     async fn snapshots(&self, dataset_id: i64) -> Result<Vec<Snapshot>>;
 
-    /// The snapshot that was current at `at` (the newest committed at or before it), and
-    /// the oldest kept snapshot (to say what is readable when there is none).
+    /// The snapshot that was current at `at` (the newest committed at or before it), or,
+    /// when there is none, the oldest kept snapshot (to say what is readable).
     async fn snapshot_as_of(
         &self,
         dataset_id: i64,
         at: chrono::DateTime<chrono::Utc>,
     ) -> Result<(Option<Snapshot>, Option<Snapshot>)>;
+
+    /// How many snapshots are kept, the oldest one's time and the last compaction's, without
+    /// reading the log.
+    async fn snapshot_summary(&self, dataset_id: i64) -> Result<SnapshotSummary>;
 
     /// One snapshot of a dataset by id.
     async fn snapshot(&self, dataset_id: i64, snapshot_id: i64) -> Result<Option<Snapshot>>;

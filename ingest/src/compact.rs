@@ -15,7 +15,7 @@ use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record
 use arrow::datatypes::Schema;
 use arrow::record_batch::RecordBatch;
 use bytes::Bytes;
-use cityhub_catalog::access::{PushRefusal, may_maintain};
+use cityhub_catalog::access::may_maintain;
 use cityhub_catalog::{
     Action, AuditEvent, CatalogError, Commit, CommitOutcome, DataFile, Dataset, DatasetName,
     Operation, Outcome, Principal,
@@ -193,23 +193,17 @@ impl Ingest {
         dataset: &Dataset,
         policy: &CompactionPolicy,
     ) -> Result<StorageHealth, IngestError> {
-        let files = match dataset.snapshot_id {
-            Some(id) => self.catalog.snapshot_files(dataset.id, Some(id)).await?,
-            None => Vec::new(),
-        };
-        let snapshots = self.catalog.snapshots(dataset.id).await?;
+        let files = self.live_files(dataset).await?;
+        let log = self.catalog.snapshot_summary(dataset.id).await?;
         let small: Vec<&DataFile> = files.iter().filter(|f| policy.is_small(f)).collect();
         Ok(StorageHealth {
             files: files.len(),
             bytes: files.iter().map(|f| f.bytes).sum(),
             small_files: small.len(),
             small_bytes: small.iter().map(|f| f.bytes).sum(),
-            snapshots: snapshots.len(),
-            oldest_snapshot_at: snapshots.last().map(|s| s.created_at),
-            last_compaction_at: snapshots
-                .iter()
-                .find(|s| s.operation == Operation::Compact)
-                .map(|s| s.created_at),
+            snapshots: log.snapshots,
+            oldest_snapshot_at: log.oldest_at,
+            last_compaction_at: log.last_compaction_at,
             compaction_due: policy.is_due(&files),
         })
     }
@@ -219,14 +213,7 @@ impl Ingest {
     pub async fn compact_due(&self, policy: &CompactionPolicy) -> Result<usize, IngestError> {
         let mut compacted = 0;
         for dataset in self.catalog.list_datasets().await? {
-            let Some(snapshot) = dataset.snapshot_id else {
-                continue;
-            };
-            let files = self
-                .catalog
-                .snapshot_files(dataset.id, Some(snapshot))
-                .await?;
-            if !policy.is_due(&files) {
+            if !policy.is_due(&self.live_files(&dataset).await?) {
                 continue;
             }
             match self.compact(None, &dataset.name, policy, &|_, _| {}).await {
@@ -237,6 +224,15 @@ impl Ingest {
             }
         }
         Ok(compacted)
+    }
+
+    /// The files of `dataset`'s snapshot as read (not whatever is current by now), so that a
+    /// rewrite removes exactly what it read.
+    pub async fn live_files(&self, dataset: &Dataset) -> Result<Vec<DataFile>, IngestError> {
+        Ok(match dataset.snapshot_id {
+            Some(id) => self.catalog.snapshot_files(dataset.id, Some(id)).await?,
+            None => Vec::new(),
+        })
     }
 
     /// The dataset `by` may rewrite (`doing` names the change for the refusal).
@@ -252,10 +248,8 @@ impl Ingest {
             .await?
             .ok_or_else(|| IngestError::DatasetNotFound(name.to_string()))?;
         if let Some(principal) = by {
-            may_maintain(principal, &dataset, doing).map_err(|refusal| match refusal {
-                PushRefusal::Hidden => IngestError::DatasetNotFound(name.to_string()),
-                PushRefusal::Forbidden(message) => IngestError::Forbidden(message),
-            })?;
+            may_maintain(principal, &dataset, doing)
+                .map_err(|refusal| IngestError::refused(&dataset, refusal))?;
         }
         Ok(dataset)
     }
@@ -272,10 +266,7 @@ impl Ingest {
             .dataset(name)
             .await?
             .ok_or_else(|| IngestError::DatasetNotFound(name.to_string()))?;
-        let files = match dataset.snapshot_id {
-            Some(id) => self.catalog.snapshot_files(dataset.id, Some(id)).await?,
-            None => Vec::new(),
-        };
+        let files = self.live_files(&dataset).await?;
         let groups = policy.groups(&files);
         let mut report = CompactionReport {
             snapshot_id: None,

@@ -55,3 +55,20 @@ pub enum IngestError {
     #[error("internal error: {0}")]
     Internal(String),
 }
+
+impl IngestError {
+    /// A refused write as the caller sees it: a hidden dataset does not exist for them.
+    pub fn refused(
+        dataset: &cityhub_catalog::Dataset,
+        refusal: cityhub_catalog::access::PushRefusal,
+    ) -> Self {
+        match refusal {
+            cityhub_catalog::access::PushRefusal::Hidden => {
+                IngestError::DatasetNotFound(dataset.name.to_string())
+            }
+            cityhub_catalog::access::PushRefusal::Forbidden(message) => {
+                IngestError::Forbidden(message)
+            }
+        }
+    }
+}

@@ -3,7 +3,7 @@
 use std::sync::Arc;
 
 use bytes::Bytes;
-use cityhub_catalog::access::{PushRefusal, may_push};
+use cityhub_catalog::access::may_push;
 use cityhub_catalog::{
     Action, AuditEvent, CommitOutcome, Dataset, DatasetName, IdempotencyRecord, Outcome, Principal,
 };
@@ -40,10 +40,7 @@ pub struct PushOutcome {
 
 /// Who may push to a dataset ([`cityhub_catalog::access::may_push`]), as an ingest error.
 fn check_may_push(principal: &Principal, dataset: &Dataset) -> Result<(), IngestError> {
-    may_push(principal, dataset).map_err(|refusal| match refusal {
-        PushRefusal::Hidden => IngestError::DatasetNotFound(dataset.name.to_string()),
-        PushRefusal::Forbidden(message) => IngestError::Forbidden(message),
-    })
+    may_push(principal, dataset).map_err(|refusal| IngestError::refused(dataset, refusal))
 }
 
 fn validate_idempotency_key(key: &str) -> Result<(), IngestError> {

@@ -143,10 +143,7 @@ async fn delete_once(
         .dataset(name)
         .await?
         .ok_or_else(|| IngestError::DatasetNotFound(name.to_string()))?;
-    let files = match dataset.snapshot_id {
-        Some(id) => state.catalog.snapshot_files(dataset.id, Some(id)).await?,
-        None => Vec::new(),
-    };
+    let files = state.ingest.live_files(&dataset).await?;
     let matching = state
         .query
         .files_matching(&dataset, files.into(), predicate)

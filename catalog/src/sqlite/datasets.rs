@@ -403,13 +403,17 @@ impl DatasetStore for SqliteStore {
         let at = time_text(at);
         self.read(move |conn| {
             let tx = conn.unchecked_transaction()?;
+            // `snapshots_by_time` finds it without walking the log back from the newest.
             let current = tx
                 .prepare_cached(&format!(
                     "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE dataset_id = ?1 \
-                     AND created_at <= ?2 ORDER BY seq DESC LIMIT 1"
+                     AND created_at <= ?2 ORDER BY created_at DESC, seq DESC LIMIT 1"
                 ))?
                 .query_row(params![dataset_id, at], snapshot_from_row)
                 .optional()?;
+            if current.is_some() {
+                return Ok((current, None));
+            }
             let oldest = tx
                 .prepare_cached(&format!(
                     "SELECT {SNAPSHOT_COLUMNS} FROM snapshots WHERE dataset_id = ?1 \
@@ -418,6 +422,25 @@ impl DatasetStore for SqliteStore {
                 .query_row([dataset_id], snapshot_from_row)
                 .optional()?;
             Ok((current, oldest))
+        })
+        .await
+    }
+
+    async fn snapshot_summary(&self, dataset_id: i64) -> Result<SnapshotSummary> {
+        self.read(move |conn| {
+            Ok(conn
+                .prepare_cached(
+                    "SELECT count(*), min(created_at), \
+                     max(CASE WHEN operation = 'compact' THEN created_at END) \
+                     FROM snapshots WHERE dataset_id = ?1",
+                )?
+                .query_row([dataset_id], |row| {
+                    Ok(SnapshotSummary {
+                        snapshots: row.get::<_, i64>(0)? as usize,
+                        oldest_at: parse_optional_time(row.get(1)?)?,
+                        last_compaction_at: parse_optional_time(row.get(2)?)?,
+                    })
+                })?)
         })
         .await
     }

@@ -16,7 +16,8 @@ use rusqlite::{Connection, Row, TransactionBehavior};
 
 use crate::error::{CatalogError, Result};
 use crate::lifecycle::{
-    DatasetChange, ExpiredSnapshots, check_evolution, validate_row_retention, validate_sort_key,
+    DatasetChange, ExpiredSnapshots, SnapshotSummary, check_evolution, validate_row_retention,
+    validate_sort_key,
 };
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
