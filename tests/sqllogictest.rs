@@ -297,6 +297,62 @@ async fn fixture(state: &AppState) {
     grants(state).await;
     cameras(state).await;
     evolved(state, &admin).await;
+    keyed(state, &admin).await;
+}
+
+/// `jiaoyu.enrolments`, keyed by (school, student_id): a push repeating a key within itself
+/// (snapshot 15), a push replacing a stored key (16), a compaction (17) and a push replacing
+/// a key of the compacted file (18).
+async fn keyed(state: &AppState, admin: &Principal) {
+    let spec = json!({"name": "jiaoyu.enrolments", "sharing": "none",
+        "primary_key": ["school", "student_id"], "columns": [
+        {"name": "school", "type": "string", "nullable": false},
+        {"name": "student_id", "type": "int64", "nullable": false},
+        {"name": "grade", "type": "int32"},
+        {"name": "status", "type": "string"}]});
+    let new = serde_json::from_value(spec).expect("dataset spec");
+    state.catalog.create_dataset(new).await.expect("dataset");
+    let pushes = [
+        concat!(
+            "{\"school\":\"一中\",\"student_id\":1,\"grade\":1,\"status\":\"enrolled\"}\n",
+            "{\"school\":\"一中\",\"student_id\":2,\"grade\":1,\"status\":\"enrolled\"}\n",
+            "{\"school\":\"二中\",\"student_id\":1,\"grade\":2,\"status\":\"enrolled\"}\n",
+            "{\"school\":\"一中\",\"student_id\":1,\"grade\":2,\"status\":\"moved up\"}\n",
+        ),
+        concat!(
+            "{\"school\":\"一中\",\"student_id\":2,\"grade\":1,\"status\":\"left\"}\n",
+            "{\"school\":\"一中\",\"student_id\":3,\"grade\":1,\"status\":\"enrolled\"}\n",
+        ),
+    ];
+    let push = |rows: &'static str| PushRequest {
+        format: Format::NdJson,
+        body: rows.as_bytes().to_vec().into(),
+        partial: false,
+        idempotency_key: None,
+    };
+    for rows in pushes {
+        state
+            .ingest
+            .push(admin, "jiaoyu.enrolments", push(rows))
+            .await
+            .expect("keyed push");
+    }
+    let name = DatasetName::parse("jiaoyu.enrolments").expect("name");
+    let no_progress = |_: u64, _: u64| {};
+    state
+        .ingest
+        .compact(Some(admin), &name, &state.compaction, &no_progress)
+        .await
+        .expect("compact");
+    state
+        .ingest
+        .push(
+            admin,
+            "jiaoyu.enrolments",
+            push("{\"school\":\"二中\",\"student_id\":1,\"grade\":3,\"status\":\"graduated\"}\n"),
+        )
+        .await
+        .expect("keyed push after compaction");
 }
 
 /// `jiaoyu.students` (sharing none: only admins see it): two rows under schema version 1,

@@ -46,7 +46,8 @@ pub use access::Access;
 pub use audit::{Action, AuditEntry, AuditEvent, AuditFilter, AuditLog, Outcome};
 pub use error::{CatalogError, Result};
 pub use lifecycle::{
-    DatasetChange, ExpiredSnapshots, SnapshotSummary, check_evolution, validate_sort_key,
+    DatasetChange, ExpiredSnapshots, SnapshotSummary, check_evolution, validate_primary_key,
+    validate_sort_key,
 };
 pub use model::*;
 pub use sharing::SharingService;

@@ -33,6 +33,58 @@ pub fn validate_sort_key(sort_key: &[String], columns: &[Column]) -> Result<(), 
     Ok(())
 }
 
+/// Validates a declared primary key against the columns: known, not repeated, NOT NULL, and
+/// of a type whose values compare exactly and carry per-file statistics (the upsert path
+/// prunes by them).
+pub fn validate_primary_key(
+    primary_key: &[String],
+    columns: &[Column],
+) -> Result<(), CatalogError> {
+    let mut seen = std::collections::HashSet::new();
+    for (index, name) in primary_key.iter().enumerate() {
+        let field = format!("primary_key[{index}]");
+        let Some(column) = columns.iter().find(|c| &c.name == name) else {
+            return Err(CatalogError::invalid(
+                field,
+                format!("{name:?} is not a column of the dataset"),
+            ));
+        };
+        if column.nullable {
+            return Err(CatalogError::invalid(
+                field,
+                format!(
+                    "{name:?} is nullable; a primary-key column must be declared \
+                     \"nullable\": false (a row without a key cannot be replaced)"
+                ),
+            ));
+        }
+        if !matches!(
+            column.column_type,
+            ColumnType::Int32
+                | ColumnType::Int64
+                | ColumnType::String
+                | ColumnType::Date
+                | ColumnType::Timestamp
+        ) {
+            return Err(CatalogError::invalid(
+                field,
+                format!(
+                    "{name:?} is a {} column; a key is an int32, int64, string, date or \
+                     timestamp column (values that compare exactly)",
+                    column.column_type
+                ),
+            ));
+        }
+        if !seen.insert(name.as_str()) {
+            return Err(CatalogError::invalid(
+                field,
+                format!("{name:?} is named twice"),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// A change of a registered dataset (`PATCH /api/v1/datasets/{name}`): the full new column
 /// list, and/or a new sort key.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
@@ -168,9 +220,28 @@ fn type_change_refusal(old: ColumnType, new: ColumnType) -> Option<String> {
 /// Checks a new column list against the current one: allowed are added nullable columns
 /// (after the others), int32 to int64, a decimal's precision raised, NOT NULL dropped, and
 /// any change of description or sensitivity. Everything else is refused, naming each column.
-pub fn check_evolution(old: &[Column], new: &[Column]) -> Result<(), CatalogError> {
+pub fn check_evolution(
+    old: &[Column],
+    new: &[Column],
+    primary_key: &[String],
+) -> Result<(), CatalogError> {
     validate_columns(new)?;
-    let problems = evolution_problems(old, new);
+    let mut problems = evolution_problems(old, new);
+    // A key identifies rows across every file, old and new: it keeps its type and stays NOT
+    // NULL, even where the change would be allowed for another column.
+    for name in primary_key {
+        let (Some(before), Some(after)) = (
+            old.iter().find(|c| &c.name == name),
+            new.iter().find(|c| &c.name == name),
+        ) else {
+            continue;
+        };
+        if before.column_type != after.column_type || before.nullable != after.nullable {
+            problems.push(format!(
+                "column {name}: a primary-key column keeps its type and stays NOT NULL"
+            ));
+        }
+    }
     if problems.is_empty() {
         Ok(())
     } else {

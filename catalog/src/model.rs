@@ -526,6 +526,11 @@ pub struct NewDataset {
     /// files cover narrow ranges of them and queries on them skip files.
     #[serde(default)]
     pub sort_key: Vec<String>,
+    /// Columns whose values identify a row: a push, import or Kafka flush carrying a key
+    /// that is already stored replaces that row (last commit wins; within one write the last
+    /// row wins). Empty: every row is a new row.
+    #[serde(default)]
+    pub primary_key: Vec<String>,
     /// Days an old snapshot stays readable by time travel after a newer one replaced it;
     /// `None`: `retention.snapshot_days`.
     #[serde(default)]
@@ -559,6 +564,8 @@ pub struct Dataset {
     pub columns: Vec<Column>,
     /// The declared sort key (may be empty; see [`Dataset::compaction_order`]).
     pub sort_key: Vec<String>,
+    /// The columns identifying a row (empty: none; see [`NewDataset::primary_key`]).
+    pub primary_key: Vec<String>,
     /// Its own snapshot retention, if it overrides `retention.snapshot_days`.
     pub snapshot_retention_days: Option<u32>,
     /// Rows the hub deletes once they are old enough.
@@ -583,11 +590,15 @@ impl Dataset {
         arrow_schema(&self.columns)
     }
 
-    /// The columns compaction sorts by: the declared sort key, else the first timestamp
-    /// column, else none (rows keep their commit order).
+    /// The columns compaction sorts by: the declared sort key, else the primary key (so that
+    /// compacted files hold disjoint key ranges and an upsert rewrites few of them), else the
+    /// first timestamp column, else none (rows keep their commit order).
     pub fn compaction_order(&self) -> Vec<String> {
         if !self.sort_key.is_empty() {
             return self.sort_key.clone();
+        }
+        if !self.primary_key.is_empty() {
+            return self.primary_key.clone();
         }
         self.columns
             .iter()
@@ -615,12 +626,16 @@ pub enum Operation {
     Compact,
     /// Files holding rows that matched a delete rewritten without them.
     Delete,
+    /// Rows added to a keyed dataset, with the files that held their keys rewritten
+    /// without those rows.
+    Upsert,
 }
 
 text_enum!(Operation {
     Operation::Append => "append",
     Operation::Compact => "compact",
     Operation::Delete => "delete",
+    Operation::Upsert => "upsert",
 });
 
 /// An immutable version of a dataset.

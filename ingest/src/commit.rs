@@ -11,6 +11,7 @@ use cityhub_catalog::{
 use rand::Rng;
 
 use crate::parquet_file::{column_stats, encode};
+use crate::upsert::KeyColumns;
 use crate::{Ingest, IngestError};
 
 impl Ingest {
@@ -56,11 +57,17 @@ impl Ingest {
         batches: Vec<RecordBatch>,
         label: &str,
     ) -> Result<DataFile, IngestError> {
-        let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
         let compression = self.config.compression.clone();
-        let (bytes, stats) = tokio::task::spawn_blocking(move || {
+        let keys = KeyColumns::of(dataset)?;
+        let (bytes, stats, rows) = tokio::task::spawn_blocking(move || {
+            // A keyed dataset stores one row per key: the last of a write wins.
+            let batches = match keys {
+                Some(keys) => keys.last_wins(batches)?,
+                None => batches,
+            };
+            let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
             let bytes = encode(&batches, &compression)?;
-            Ok::<_, IngestError>((bytes, column_stats(&batches)))
+            Ok::<_, IngestError>((bytes, column_stats(&batches), rows))
         })
         .await
         .map_err(|err| IngestError::Internal(format!("encoding task failed: {err}")))??;
@@ -75,7 +82,8 @@ impl Ingest {
         })
     }
 
-    /// Commits `files` as an append to `dataset`. A commit that lost the race to another
+    /// Commits `files` as an append to `dataset` (an upsert, when it has a primary key: see
+    /// [`crate::upsert`]). A commit that lost the race to another
     /// writer is rebased onto the new parent and retried: appends commute, so nothing needs
     /// rewriting. If the commit finally fails, the files are removed (best effort: a file
     /// left behind is an orphan that no snapshot names, never visible data).
@@ -109,17 +117,31 @@ impl Ingest {
         idempotency: Option<IdempotencyRecord>,
         stream: Option<StreamProgress>,
     ) -> Result<CommitOutcome, IngestError> {
+        if let Some(keys) = KeyColumns::of(dataset)? {
+            return self
+                .commit_keyed(dataset, keys, files, idempotency, stream)
+                .await;
+        }
         let paths: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
         let result = self
             .commit_with_retries(dataset, files, idempotency, stream)
             .await;
-        let keep_files = matches!(result, Ok(CommitOutcome::Committed(_)));
-        if !keep_files {
-            for path in &paths {
+        self.remove_unless_committed(&result, &paths).await;
+        result
+    }
+
+    /// Removes the files at `paths` unless `result` committed them: a file no snapshot names
+    /// would be an orphan until garbage collection (best effort: if this fails, it is one).
+    pub(crate) async fn remove_unless_committed(
+        &self,
+        result: &Result<CommitOutcome, IngestError>,
+        paths: &[String],
+    ) {
+        if !matches!(result, Ok(CommitOutcome::Committed(_))) {
+            for path in paths {
                 self.storage.delete(path).await;
             }
         }
-        result
     }
 
     async fn commit_with_retries(
@@ -165,18 +187,8 @@ impl Ingest {
                 Err(CatalogError::Conflict { actual, .. }) => {
                     // Another process committed: rebase onto its snapshot (and let the
                     // caches know before their poller would).
-                    if let Some(actual) = actual {
-                        self.versions.committed(dataset.id, actual);
-                    }
-                    parent = actual;
+                    parent = self.lost_race(dataset.id, actual, attempt).await;
                     *last_seen = actual;
-                    // Back off with jitter once it is clear that many writers contend, so
-                    // that they stop colliding in lock-step.
-                    if attempt > 3 {
-                        let ceiling = u64::from(attempt.min(50));
-                        let pause = rand::rng().random_range(0..=ceiling);
-                        tokio::time::sleep(Duration::from_millis(pause)).await;
-                    }
                 }
                 Err(CatalogError::IdempotencyMismatch { key }) => {
                     return Err(IngestError::IdempotencyMismatch(key));
@@ -187,5 +199,25 @@ impl Ingest {
         Err(IngestError::Contention {
             attempts: max_attempts,
         })
+    }
+
+    /// After commit `attempt` lost to another writer's snapshot `actual`: tells the caches
+    /// of it (before their poller would) and backs off with jitter once it is clear that
+    /// many writers contend, so that they stop colliding in lock-step. Returns the new parent.
+    pub(crate) async fn lost_race(
+        &self,
+        dataset_id: i64,
+        actual: Option<i64>,
+        attempt: u32,
+    ) -> Option<i64> {
+        if let Some(actual) = actual {
+            self.versions.committed(dataset_id, actual);
+        }
+        if attempt > 3 {
+            let ceiling = u64::from(attempt.min(50));
+            let pause = rand::rng().random_range(0..=ceiling);
+            tokio::time::sleep(Duration::from_millis(pause)).await;
+        }
+        actual
     }
 }

@@ -403,7 +403,7 @@ fn audit_outcome<T>(result: &Result<T, IngestError>) -> Outcome {
 }
 
 /// Reads one Parquet file whole (it is small) into batches of `schema`.
-async fn read_file(
+pub(crate) async fn read_file(
     storage: crate::Storage,
     path: String,
     schema: Arc<Schema>,

@@ -123,6 +123,7 @@ impl Ingest {
                     update_cycle: None,
                     tags: vec!["imported".into()],
                     sort_key: vec![],
+                    primary_key: vec![],
                     snapshot_retention_days: None,
                     row_retention: None,
                 };

@@ -12,6 +12,7 @@
 //! - [`push`]: the push operation (validation, idempotency, all-or-nothing).
 //! - [`register`]: registering a dataset.
 //! - [`import`]: streaming bulk loads of local files, with schema inference.
+//! - [`upsert`]: keyed datasets, one row per primary key, kept so by every commit.
 //! - [`kafka`]: department topics consumed into datasets exactly once, with dead letters.
 //!
 //! Every write is audited here, whichever front door made it.
@@ -33,6 +34,7 @@ pub mod parquet_file;
 pub mod push;
 pub mod register;
 pub mod storage;
+pub mod upsert;
 pub mod value;
 
 pub use compact::{CompactionPolicy, CompactionReport, StorageHealth};

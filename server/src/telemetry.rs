@@ -77,6 +77,14 @@ fn describe_metrics() {
         "cityhub_commit_retries_total",
         "Commits retried after losing a race to a concurrent writer."
     );
+    metrics::describe_counter!(
+        "cityhub_upsert_rows_replaced_total",
+        "Stored rows of keyed datasets replaced by a newer row with the same key."
+    );
+    metrics::describe_counter!(
+        "cityhub_upsert_files_rewritten_total",
+        "Stored files of keyed datasets rewritten without the rows an upsert replaced."
+    );
     metrics::describe_gauge!(
         "cityhub_queries_running",
         "SQL queries whose result stream is still open."

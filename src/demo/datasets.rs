@@ -288,6 +288,7 @@ fn dataset(
         update_cycle: Some(update_cycle.into()),
         tags: vec!["demo".into(), "synthetic".into()],
         sort_key: vec![],
+        primary_key: vec![],
         snapshot_retention_days: None,
         row_retention: None,
     }

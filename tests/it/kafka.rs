@@ -7,7 +7,7 @@ use std::collections::BTreeMap;
 use std::time::{Duration, Instant};
 
 use crate::support::TestServer;
-use arrow::array::{Array, Int64Array};
+use arrow::array::{Array, AsArray, Int64Array};
 use cityhub_catalog::{Dataset, DatasetName, OffsetAdvance, StreamProgress};
 use cityhub_config::KafkaFeed;
 use cityhub_ingest::kafka::KafkaFeeds;
@@ -20,6 +20,11 @@ const TOPIC: &str = "gongan.alarms";
 
 /// A hub with `gongan.alarms` (id, kind, and the Kafka metadata columns).
 async fn hub() -> (TestServer, Dataset) {
+    hub_keyed(json!([])).await
+}
+
+/// [`hub`] with `gongan.alarms` keyed by `primary_key`.
+async fn hub_keyed(primary_key: serde_json::Value) -> (TestServer, Dataset) {
     let server = TestServer::spawn().await;
     server.department("gongan").await;
     let (status, body) = server
@@ -29,6 +34,7 @@ async fn hub() -> (TestServer, Dataset) {
             json!({
                 "name": "gongan.alarms",
                 "sharing": "unconditional",
+                "primary_key": primary_key,
                 "columns": [
                     {"name": "id", "type": "int64", "nullable": false},
                     {"name": "kind", "type": "string"},
@@ -417,4 +423,46 @@ async fn a_locked_catalog_slows_the_feed_down_and_loses_nothing() {
     good.sort_unstable();
     assert_eq!(ids(&server).await, good);
     feeds.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_keyed_feed_keeps_the_last_message_of_each_key() {
+    let (server, dataset) = hub_keyed(json!(["id"])).await;
+    let (_cluster, bootstrap) = cluster(3);
+    let producer: BaseProducer = ClientConfig::new()
+        .set("bootstrap.servers", &bootstrap)
+        .set("linger.ms", "5")
+        .create()
+        .expect("producer");
+    // 300 messages over 50 ids; an id always goes to the same partition, so the message
+    // produced last for it is also the last in its partition's order.
+    for n in 0..300i64 {
+        let id = n % 50;
+        let payload = format!(r#"{{"id":{id},"kind":"v{n}"}}"#);
+        let key = format!("key-{id}");
+        let record = BaseRecord::to(TOPIC)
+            .partition((id % 3) as i32)
+            .key(&key)
+            .payload(&payload);
+        support::send(&producer, record);
+    }
+    producer.flush(Duration::from_secs(30)).expect("flush");
+    let feeds = start(&server.state, feed(&bootstrap)).await;
+    wait_for_offsets(&server, &dataset, 300).await;
+    feeds.stop().await;
+
+    assert_eq!(ids(&server).await, (0..50).collect::<Vec<_>>());
+    let mut kinds = BTreeMap::new();
+    for batch in support::read_rows(&server.state, "gongan.alarms").await {
+        let id = batch.column_by_name("id").expect("id");
+        let id = id.as_any().downcast_ref::<Int64Array>().expect("int64");
+        let kind = batch.column_by_name("kind").expect("kind");
+        let kind = kind.as_string::<i32>();
+        for row in 0..batch.num_rows() {
+            kinds.insert(id.value(row), kind.value(row).to_string());
+        }
+    }
+    for (id, kind) in kinds {
+        assert_eq!(kind, format!("v{}", 250 + id), "id {id}");
+    }
 }

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use crate::support::{self, TestServer, read_rows, row_count};
+use crate::support::{self, TestServer, read_rows, row_count, sql_ok as sql};
 use arrow::array::AsArray;
 use arrow::datatypes::TimestampMicrosecondType;
 use cityhub_catalog::Role;
@@ -34,21 +34,6 @@ async fn push_many(server: &TestServer, token: &str, dataset: &str, pushes: i64,
         let (status, answer) = server.push(token, dataset, NDJSON, body).await;
         assert_eq!(status, 201, "{answer}");
     }
-}
-
-async fn sql(server: &TestServer, token: &str, sql: &str) -> Value {
-    let response = server
-        .client
-        .post(server.url("/api/v1/sql"))
-        .bearer_auth(token)
-        .header("content-type", "text/plain")
-        .body(sql.to_string())
-        .send()
-        .await
-        .expect("request");
-    let (status, body) = support::split(response).await;
-    assert_eq!(status, 200, "{sql}: {body}");
-    body
 }
 
 const SUMMARY: &str = "SELECT kind, count(*) AS n, sum(score) AS total, min(id) AS first \

@@ -17,3 +17,4 @@ mod lifecycle;
 mod push;
 mod sharing;
 mod sql;
+mod upsert;

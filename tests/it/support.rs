@@ -251,6 +251,22 @@ pub fn events_spec(name: &str) -> Value {
     })
 }
 
+/// What `query` answers `token` through `POST /api/v1/sql`; the query must succeed.
+pub async fn sql_ok(server: &TestServer, token: &str, query: &str) -> Value {
+    let response = server
+        .client
+        .post(server.url("/api/v1/sql"))
+        .bearer_auth(token)
+        .header("content-type", "text/plain")
+        .body(query.to_string())
+        .send()
+        .await
+        .expect("request");
+    let (status, body) = split(response).await;
+    assert_eq!(status, 200, "{query}: {body}");
+    body
+}
+
 pub async fn split(response: reqwest::Response) -> (u16, Value) {
     let status = response.status().as_u16();
     let text = response.text().await.expect("body");

@@ -172,6 +172,7 @@ async fn planning(hub: &Hub, files: usize) -> anyhow::Result<()> {
             update_cycle: None,
             tags: vec![],
             sort_key: vec![],
+            primary_key: vec![],
             snapshot_retention_days: None,
             row_retention: None,
         })

@@ -33,7 +33,7 @@ pub(crate) fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Principal> {
 pub(super) const DATASET_COLUMNS: &str = "d.id, d.department, d.name, d.description, d.classification, \
      d.sharing, d.resource_code, d.update_cycle, d.tags, d.schema_version, d.snapshot_id, \
      d.snapshot_seq, d.rows, d.bytes, d.files, d.created_at, d.updated_at, s.columns, d.sort_key, \
-     d.snapshot_retention_days, d.last_gc_at, d.row_retention";
+     d.snapshot_retention_days, d.last_gc_at, d.row_retention, d.primary_key";
 
 pub(super) const DATASET_FROM: &str = "datasets d JOIN schema_versions s \
      ON s.dataset_id = d.id AND s.version = d.schema_version";
@@ -70,6 +70,7 @@ pub(super) fn dataset_from_row(row: &Row<'_>) -> rusqlite::Result<Dataset> {
             .get::<_, Option<String>>(21)?
             .map(parse_json)
             .transpose()?,
+        primary_key: parse_json(row.get(22)?)?,
     })
 }
 
@@ -233,6 +234,7 @@ impl DatasetStore for SqliteStore {
     async fn create_dataset(&self, new: NewDataset) -> Result<Dataset> {
         validate_columns(&new.columns)?;
         validate_sort_key(&new.sort_key, &new.columns)?;
+        validate_primary_key(&new.primary_key, &new.columns)?;
         if let Some(retention) = &new.row_retention {
             validate_row_retention(retention, &new.columns)?;
         }
@@ -271,8 +273,8 @@ impl DatasetStore for SqliteStore {
             tx.execute(
                 "INSERT INTO datasets (department, name, description, classification, sharing, \
                  resource_code, update_cycle, tags, schema_version, created_at, updated_at, \
-                 sort_key, snapshot_retention_days, row_retention) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11, ?12)",
+                 sort_key, snapshot_retention_days, row_retention, primary_key) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11, ?12, ?13)",
                 params![
                     new.name.department(),
                     new.name.table(),
@@ -288,7 +290,8 @@ impl DatasetStore for SqliteStore {
                     new.row_retention
                         .as_ref()
                         .map(serde_json::to_string)
-                        .transpose()?
+                        .transpose()?,
+                    serde_json::to_string(&new.primary_key)?
                 ],
             )?;
             let id = tx.last_insert_rowid();

@@ -25,7 +25,7 @@ pub(super) fn change(
     let columns = change.columns.unwrap_or_else(|| current.columns.clone());
     if columns != current.columns {
         // Checked inside the write transaction: against the schema that is current.
-        check_evolution(&current.columns, &columns)?;
+        check_evolution(&current.columns, &columns, &current.primary_key)?;
         let version = current.schema_version + 1;
         let at = time_text(now());
         tx.execute(

@@ -16,8 +16,8 @@ use rusqlite::{Connection, Row, TransactionBehavior};
 
 use crate::error::{CatalogError, Result};
 use crate::lifecycle::{
-    DatasetChange, ExpiredSnapshots, SnapshotSummary, check_evolution, validate_row_retention,
-    validate_sort_key,
+    DatasetChange, ExpiredSnapshots, SnapshotSummary, check_evolution, validate_primary_key,
+    validate_row_retention, validate_sort_key,
 };
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
@@ -45,6 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (4, include_str!("../../migrations/0004_cameras.sql")),
     (5, include_str!("../../migrations/0005_endpoints.sql")),
     (6, include_str!("../../migrations/0006_lifecycle.sql")),
+    (7, include_str!("../../migrations/0007_primary_key.sql")),
 ];
 
 const READERS: usize = 4;

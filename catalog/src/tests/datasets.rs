@@ -23,6 +23,7 @@ fn new_dataset(name: &str) -> NewDataset {
         update_cycle: Some("daily".into()),
         tags: vec!["test".into()],
         sort_key: vec![],
+        primary_key: vec![],
         snapshot_retention_days: None,
         row_retention: None,
     }
@@ -980,9 +981,9 @@ fn schema_evolution_widens_and_adds_but_never_narrows_drops_or_reorders() {
         Column::new("fee", decimal(12, 2), true),
         Column::new("note", ColumnType::String, true),
     ];
-    check_evolution(&old, &widened).expect("widening and adding are allowed");
-    check_evolution(&old, &old).expect("no change is a change allowed");
-    let refused = |new: Vec<Column>| match check_evolution(&old, &new) {
+    check_evolution(&old, &widened, &[]).expect("widening and adding are allowed");
+    check_evolution(&old, &old, &[]).expect("no change is a change allowed");
+    let refused = |new: Vec<Column>| match check_evolution(&old, &new, &[]) {
         Err(CatalogError::SchemaChange(problems)) => problems,
         other => panic!("expected a refusal, got {other:?}"),
     };
@@ -1019,4 +1020,88 @@ fn schema_evolution_widens_and_adds_but_never_narrows_drops_or_reorders() {
         renamed[0].starts_with("column n: dropping a column"),
         "{renamed:?}"
     );
+}
+
+#[tokio::test]
+async fn a_primary_key_is_kept_checked_and_an_upsert_never_rebases() {
+    let (_dir, store) = store();
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("department");
+    for (primary_key, field) in [
+        (vec!["phone"], "primary_key[0]"),
+        (vec!["nope"], "primary_key[0]"),
+        (vec!["id", "id"], "primary_key[1]"),
+    ] {
+        let mut new = new_dataset("gongan.keyed");
+        new.primary_key = primary_key.iter().map(|s| s.to_string()).collect();
+        match store.create_dataset(new).await {
+            Err(CatalogError::Invalid { field: got, .. }) => assert_eq!(got, field),
+            other => panic!("{primary_key:?}: expected a refusal, got {other:?}"),
+        }
+    }
+    let mut new = new_dataset("gongan.keyed");
+    new.primary_key = vec!["id".into()];
+    let dataset = store.create_dataset(new).await.expect("keyed dataset");
+    assert_eq!(dataset.primary_key, vec!["id".to_string()]);
+    assert_eq!(
+        dataset.compaction_order(),
+        vec!["id".to_string()],
+        "sorted by key"
+    );
+    let read = store
+        .dataset(&dataset.name)
+        .await
+        .expect("catalog")
+        .expect("dataset");
+    assert_eq!(read.primary_key, vec!["id".to_string()]);
+
+    // The key column may not be widened or made nullable, where another column may.
+    let widened = vec![
+        Column::new("id", ColumnType::Int64, true),
+        Column::new("phone", ColumnType::String, true).sensitive(Sensitivity::Phone),
+    ];
+    match check_evolution(&dataset.columns, &widened, &dataset.primary_key) {
+        Err(CatalogError::SchemaChange(problems)) => {
+            assert_eq!(problems.len(), 1, "{problems:?}");
+            assert!(problems[0].starts_with("column id: a primary-key column keeps its type"));
+        }
+        other => panic!("expected a refusal, got {other:?}"),
+    }
+
+    // An upsert prepared against a snapshot that another write replaced conflicts, where a
+    // compaction would have rebased: that write may have stored one of its keys.
+    let first = committed(
+        store
+            .commit(append(&dataset, None, vec![file("a", 3)]))
+            .await
+            .expect("first"),
+    );
+    let second = committed(
+        store
+            .commit(append(&dataset, Some(first.id), vec![file("b", 2)]))
+            .await
+            .expect("second"),
+    );
+    let upsert = Commit {
+        operation: Operation::Upsert,
+        removed: vec!["a".into()],
+        ..append(&dataset, Some(first.id), vec![file("a2", 2), file("c", 1)])
+    };
+    assert!(matches!(
+        store.commit(upsert.clone()).await,
+        Err(CatalogError::Conflict { actual: Some(actual), .. }) if actual == second.id
+    ));
+    let landed = committed(
+        store
+            .commit(Commit {
+                expected_parent: Some(second.id),
+                ..upsert
+            })
+            .await
+            .expect("replanned upsert"),
+    );
+    assert_eq!(landed.operation, Operation::Upsert);
+    assert_eq!((landed.rows, landed.files), (5, 3));
 }

@@ -58,6 +58,7 @@ async fn dataset(store: &Catalog, sharing: Sharing) -> Dataset {
             update_cycle: None,
             tags: vec![],
             sort_key: vec![],
+            primary_key: vec![],
             snapshot_retention_days: None,
             row_retention: None,
         })
@@ -78,6 +79,7 @@ fn dataset_value(sharing: Sharing, columns: Vec<Column>) -> Dataset {
         update_cycle: None,
         tags: vec![],
         sort_key: vec![],
+        primary_key: vec![],
         snapshot_retention_days: None,
         row_retention: None,
         last_gc_at: None,

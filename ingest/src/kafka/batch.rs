@@ -343,6 +343,7 @@ mod tests {
             update_cycle: None,
             tags: vec![],
             sort_key: vec![],
+            primary_key: vec![],
             snapshot_retention_days: None,
             row_retention: None,
             last_gc_at: None,

@@ -1,0 +1,554 @@
+//! Upsert by primary key, copy-on-write.
+//!
+//! A dataset with a `primary_key` holds one row per key. Every write keeps that true before
+//! it commits, so that a query never has to: the rows of one write are reduced to the last
+//! row of each key ([`KeyColumns::last_wins`], in [`Ingest::write_file`]), and the commit
+//! rewrites each stored file that holds one of the write's keys without those rows
+//! ([`Ingest::commit_keyed`]). Queries on a keyed dataset read plain files like any other,
+//! which is why they cost what the same rows unkeyed cost; the price is paid by the write
+//! (it reads the files whose key range overlaps its keys, and rewrites those that hold one).
+//! Compaction sorts a keyed dataset by its key by default, so that its files cover disjoint
+//! key ranges and an upsert reads few of them.
+//!
+//! Unlike an append, a keyed commit does not rebase onto writes that beat it: they may have
+//! added one of its keys. It plans again against the snapshot that won.
+
+use std::cmp::Ordering;
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::time::Instant;
+
+use arrow::array::{ArrayRef, BooleanArray};
+use arrow::compute::filter_record_batch;
+use arrow::datatypes::Schema;
+use arrow::record_batch::RecordBatch;
+use arrow::row::{RowConverter, Rows, SortField};
+use cityhub_catalog::{
+    CatalogError, Commit, CommitOutcome, DataFile, Dataset, IdempotencyRecord, Operation,
+    StreamProgress,
+};
+use futures::StreamExt;
+use serde_json::Value;
+
+use crate::compact::read_file;
+use crate::{Ingest, IngestError};
+
+/// Stored files read at once while looking for replaced keys.
+const READ_AHEAD: usize = 4;
+
+/// A keyed dataset's key columns, and the converter that turns their values into bytes that
+/// are equal exactly when the keys are.
+pub(crate) struct KeyColumns {
+    names: Vec<String>,
+    converter: RowConverter,
+}
+
+/// The keys of a write, as converted bytes.
+type KeySet = HashSet<Box<[u8]>>;
+
+impl KeyColumns {
+    /// The key of `dataset`, or `None` when it has none.
+    pub(crate) fn of(dataset: &Dataset) -> Result<Option<Self>, IngestError> {
+        if dataset.primary_key.is_empty() {
+            return Ok(None);
+        }
+        let schema = dataset.arrow_schema();
+        let fields = dataset
+            .primary_key
+            .iter()
+            .map(|name| {
+                schema
+                    .field_with_name(name)
+                    .map(|field| SortField::new(field.data_type().clone()))
+                    .map_err(|_| {
+                        IngestError::Internal(format!(
+                            "primary-key column {name:?} of {} is not in its schema",
+                            dataset.name
+                        ))
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        let converter = RowConverter::new(fields).map_err(arrow_error)?;
+        Ok(Some(Self {
+            names: dataset.primary_key.clone(),
+            converter,
+        }))
+    }
+
+    fn rows(&self, batch: &RecordBatch) -> Result<Rows, IngestError> {
+        let columns = self
+            .names
+            .iter()
+            .map(|name| {
+                batch.column_by_name(name).cloned().ok_or_else(|| {
+                    IngestError::Internal(format!("a batch lacks the key column {name:?}"))
+                })
+            })
+            .collect::<Result<Vec<ArrayRef>, _>>()?;
+        self.converter
+            .convert_columns(&columns)
+            .map_err(arrow_error)
+    }
+
+    /// The last row of each key in `batches` (in order), the others left out: within one
+    /// write the last row wins.
+    pub(crate) fn last_wins(
+        &self,
+        batches: Vec<RecordBatch>,
+    ) -> Result<Vec<RecordBatch>, IngestError> {
+        let mut seen = KeySet::new();
+        let mut kept = Vec::with_capacity(batches.len());
+        for batch in batches.into_iter().rev() {
+            let rows = self.rows(&batch)?;
+            let mut keep = vec![false; batch.num_rows()];
+            for index in (0..batch.num_rows()).rev() {
+                keep[index] = seen.insert(rows.row(index).as_ref().into());
+            }
+            kept.push(keep_rows(batch, keep)?);
+        }
+        kept.reverse();
+        Ok(kept.into_iter().flatten().collect())
+    }
+
+    fn insert_keys(&self, batches: &[RecordBatch], keys: &mut KeySet) -> Result<(), IngestError> {
+        for batch in batches {
+            let rows = self.rows(batch)?;
+            keys.extend(rows.iter().map(|row| Box::<[u8]>::from(row.as_ref())));
+        }
+        Ok(())
+    }
+
+    /// `batches` without the rows whose key is in `keys`, and how many rows that left out.
+    fn without(
+        &self,
+        batches: Vec<RecordBatch>,
+        keys: &KeySet,
+    ) -> Result<(Vec<RecordBatch>, usize), IngestError> {
+        let mut dropped = 0;
+        let mut kept = Vec::with_capacity(batches.len());
+        for batch in batches {
+            let rows = self.rows(&batch)?;
+            let keep: Vec<bool> = rows
+                .iter()
+                .map(|row| !keys.contains(row.as_ref()))
+                .collect();
+            dropped += keep.iter().filter(|k| !**k).count();
+            kept.extend(keep_rows(batch, keep)?);
+        }
+        Ok((kept, dropped))
+    }
+}
+
+/// `batch` with the rows marked in `keep`; `None` when none is.
+fn keep_rows(batch: RecordBatch, keep: Vec<bool>) -> Result<Option<RecordBatch>, IngestError> {
+    if keep.iter().all(|k| *k) {
+        return Ok(Some(batch));
+    }
+    if !keep.iter().any(|k| *k) {
+        return Ok(None);
+    }
+    let filtered = filter_record_batch(&batch, &BooleanArray::from(keep)).map_err(arrow_error)?;
+    Ok(Some(filtered))
+}
+
+fn arrow_error(err: arrow::error::ArrowError) -> IngestError {
+    IngestError::Internal(format!("comparing primary keys failed: {err}"))
+}
+
+/// A keyed commit as planned against one snapshot: the files to add (the write's own, and
+/// stored files rewritten without its keys) and the stored files they replace.
+#[derive(Default)]
+struct Plan {
+    rewritten: Vec<DataFile>,
+    removed: Vec<String>,
+    rows_replaced: usize,
+}
+
+impl Ingest {
+    /// Commits `files` of a keyed dataset: stored rows carrying one of their keys are
+    /// replaced (see the module's documentation). Removes everything it wrote, `files`
+    /// included, unless the commit lands.
+    pub(crate) async fn commit_keyed(
+        &self,
+        dataset: &Dataset,
+        keys: KeyColumns,
+        files: Vec<DataFile>,
+        idempotency: Option<IdempotencyRecord>,
+        stream: Option<StreamProgress>,
+    ) -> Result<CommitOutcome, IngestError> {
+        let mut written: Vec<String> = files.iter().map(|f| f.path.clone()).collect();
+        let result = self
+            .commit_keyed_files(dataset, &keys, files, idempotency, stream, &mut written)
+            .await;
+        self.remove_unless_committed(&result, &written).await;
+        result
+    }
+
+    /// The work of [`Self::commit_keyed`]; `written` collects the paths of files it wrote
+    /// that the commit would name, for the caller to remove should it not land.
+    async fn commit_keyed_files(
+        &self,
+        dataset: &Dataset,
+        keys: &KeyColumns,
+        files: Vec<DataFile>,
+        idempotency: Option<IdempotencyRecord>,
+        stream: Option<StreamProgress>,
+        written: &mut Vec<String>,
+    ) -> Result<CommitOutcome, IngestError> {
+        let started = Instant::now();
+        let schema = dataset.arrow_schema();
+        let (files, new_keys) = self
+            .fold_within_write(dataset, keys, &schema, files, written)
+            .await?;
+        let ranges = key_ranges(&files, &keys.names);
+
+        let queue = self.commit_queue(dataset.id);
+        let mut last_seen = queue.lock().await;
+        let mut parent = match (*last_seen, dataset.snapshot_id) {
+            (Some(seen), Some(read)) => Some(seen.max(read)),
+            (seen, read) => seen.or(read),
+        };
+        let max_attempts = self.config.commit_retries.max(1);
+        for attempt in 1..=max_attempts {
+            let stored = match parent {
+                Some(id) => self.catalog.snapshot_files(dataset.id, Some(id)).await?,
+                None => Vec::new(),
+            };
+            let candidates: Vec<DataFile> = stored
+                .into_iter()
+                .filter(|file| may_hold(file, &keys.names, &ranges))
+                .collect();
+            let plan = self
+                .plan_replacement(dataset, keys, &schema, candidates, &new_keys)
+                .await?;
+            let rewritten_paths: Vec<String> =
+                plan.rewritten.iter().map(|f| f.path.clone()).collect();
+            let operation = if plan.removed.is_empty() {
+                Operation::Append
+            } else {
+                Operation::Upsert
+            };
+            let mut added = files.clone();
+            added.extend(plan.rewritten);
+            let commit = Commit {
+                dataset_id: dataset.id,
+                expected_parent: parent,
+                operation,
+                added,
+                removed: plan.removed.clone(),
+                idempotency: idempotency.clone(),
+                stream: stream.clone(),
+            };
+            let result = self.catalog.commit(commit).await.map_err(IngestError::from);
+            // Rewrites planned against a snapshot that is not the one committed on are useless.
+            self.remove_unless_committed(&result, &rewritten_paths)
+                .await;
+            match result {
+                Ok(outcome) => {
+                    if let CommitOutcome::Committed(snapshot) = &outcome {
+                        *last_seen = Some(snapshot.id);
+                        self.versions.committed(dataset.id, snapshot.id);
+                        written.extend(rewritten_paths);
+                        metrics::counter!("cityhub_upsert_rows_replaced_total")
+                            .increment(plan.rows_replaced as u64);
+                        metrics::counter!("cityhub_upsert_files_rewritten_total")
+                            .increment(plan.removed.len() as u64);
+                        tracing::debug!(
+                            dataset = %dataset.name,
+                            snapshot_id = snapshot.id,
+                            rows_replaced = plan.rows_replaced,
+                            files_rewritten = plan.removed.len(),
+                            "A keyed write replaced stored rows."
+                        );
+                    }
+                    metrics::histogram!("cityhub_commit_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    return Ok(outcome);
+                }
+                Err(IngestError::Catalog(CatalogError::Conflict { actual, .. })) => {
+                    // Another writer committed first and may have stored one of our keys:
+                    // plan again on its snapshot.
+                    metrics::counter!("cityhub_commit_retries_total").increment(1);
+                    parent = self.lost_race(dataset.id, actual, attempt).await;
+                    *last_seen = actual;
+                }
+                Err(IngestError::Catalog(CatalogError::IdempotencyMismatch { key })) => {
+                    return Err(IngestError::IdempotencyMismatch(key));
+                }
+                Err(other) => return Err(other),
+            }
+        }
+        Err(IngestError::Contention {
+            attempts: max_attempts,
+        })
+    }
+
+    /// A write of several files (an import, a flush of several partitions) whose later
+    /// files repeat keys of earlier ones: the earlier files are rewritten without them, so
+    /// that the last row wins across the whole write as it does within a file. Returns the
+    /// files to commit and all of their keys.
+    async fn fold_within_write(
+        &self,
+        dataset: &Dataset,
+        keys: &KeyColumns,
+        schema: &Arc<Schema>,
+        files: Vec<DataFile>,
+        written: &mut Vec<String>,
+    ) -> Result<(Vec<DataFile>, KeySet), IngestError> {
+        let mut later = KeySet::new();
+        let mut folded = Vec::with_capacity(files.len());
+        for file in files.into_iter().rev() {
+            let batches =
+                read_file(self.storage.clone(), file.path.clone(), schema.clone()).await?;
+            let (kept, dropped) = if later.is_empty() {
+                (batches, 0)
+            } else {
+                keys.without(batches, &later)?
+            };
+            keys.insert_keys(&kept, &mut later)?;
+            if dropped == 0 {
+                folded.push(file);
+                continue;
+            }
+            // The original is not committed by anyone: remove it now.
+            self.storage.delete(&file.path).await;
+            written.retain(|path| path != &file.path);
+            if kept.iter().any(|b| b.num_rows() > 0) {
+                let rewrite = self.write_file_labelled(dataset, kept, "upsert").await?;
+                written.push(rewrite.path.clone());
+                folded.push(rewrite);
+            }
+        }
+        folded.reverse();
+        Ok((folded, later))
+    }
+
+    /// The stored `candidates` (files whose key range overlaps the write's) that do hold one
+    /// of `new_keys`, rewritten without those rows.
+    async fn plan_replacement(
+        &self,
+        dataset: &Dataset,
+        keys: &KeyColumns,
+        schema: &Arc<Schema>,
+        candidates: Vec<DataFile>,
+        new_keys: &KeySet,
+    ) -> Result<Plan, IngestError> {
+        let mut plan = Plan::default();
+        let storage = self.storage.clone();
+        let schema = schema.clone();
+        let mut reads = futures::stream::iter(candidates)
+            .map(move |file| {
+                let read = read_file(storage.clone(), file.path.clone(), schema.clone());
+                async move { read.await.map(|batches| (file, batches)) }
+            })
+            .buffered(READ_AHEAD);
+        let outcome = async {
+            while let Some(read) = reads.next().await {
+                let (file, batches) = read?;
+                let (kept, dropped) = keys.without(batches, new_keys)?;
+                if dropped == 0 {
+                    continue;
+                }
+                plan.rows_replaced += dropped;
+                plan.removed.push(file.path.clone());
+                if kept.iter().any(|b| b.num_rows() > 0) {
+                    let rewrite = self.write_file_labelled(dataset, kept, "upsert").await?;
+                    plan.rewritten.push(rewrite);
+                }
+            }
+            Ok::<_, IngestError>(())
+        }
+        .await;
+        if let Err(err) = outcome {
+            for file in &plan.rewritten {
+                self.storage.delete(&file.path).await;
+            }
+            return Err(err);
+        }
+        Ok(plan)
+    }
+}
+
+/// Per key column, the smallest and largest value the `files` hold (from their statistics;
+/// `None` when a file has none for it, so that column cannot prune).
+fn key_ranges(files: &[DataFile], names: &[String]) -> Vec<Option<(Value, Value)>> {
+    names
+        .iter()
+        .map(|name| {
+            let mut range: Option<(Value, Value)> = None;
+            for file in files {
+                let stats = file.stats.get(name)?;
+                let (min, max) = (stats.min.clone()?, stats.max.clone()?);
+                range = Some(match range {
+                    None => (min, max),
+                    Some((low, high)) => (
+                        if compare(&min, &low)? == Ordering::Less {
+                            min
+                        } else {
+                            low
+                        },
+                        if compare(&max, &high)? == Ordering::Greater {
+                            max
+                        } else {
+                            high
+                        },
+                    ),
+                });
+            }
+            range
+        })
+        .collect()
+}
+
+/// Whether a stored `file` may hold a key in `ranges`: unless its statistics show a key
+/// column entirely outside the write's range, it may.
+fn may_hold(file: &DataFile, names: &[String], ranges: &[Option<(Value, Value)>]) -> bool {
+    if file.rows == 0 {
+        return false;
+    }
+    names.iter().zip(ranges).all(|(name, range)| {
+        let (Some((low, high)), Some(stats)) = (range, file.stats.get(name)) else {
+            return true;
+        };
+        let (Some(min), Some(max)) = (&stats.min, &stats.max) else {
+            return true;
+        };
+        let below = compare(max, low) == Some(Ordering::Less);
+        let above = compare(min, high) == Some(Ordering::Greater);
+        !(below || above)
+    })
+}
+
+/// Orders two statistics values of one column (integers exactly, then as floating point,
+/// strings by bytes); `None` when they do not compare.
+fn compare(a: &Value, b: &Value) -> Option<Ordering> {
+    match (a, b) {
+        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
+            (Some(x), Some(y)) => Some(x.cmp(&y)),
+            _ => x.as_f64()?.partial_cmp(&y.as_f64()?),
+        },
+        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
+        _ => None,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::collections::BTreeMap;
+
+    use arrow::array::{Int64Array, StringArray};
+    use arrow::datatypes::{DataType, Field};
+    use cityhub_catalog::ColumnStats;
+    use serde_json::json;
+
+    use super::*;
+
+    fn keys() -> KeyColumns {
+        KeyColumns {
+            names: vec!["id".into()],
+            converter: RowConverter::new(vec![SortField::new(DataType::Int64)]).unwrap(),
+        }
+    }
+
+    fn batch(ids: &[i64], names: &[&str]) -> RecordBatch {
+        let schema = Arc::new(Schema::new(vec![
+            Field::new("id", DataType::Int64, false),
+            Field::new("name", DataType::Utf8, true),
+        ]));
+        RecordBatch::try_new(
+            schema,
+            vec![
+                Arc::new(Int64Array::from(ids.to_vec())),
+                Arc::new(StringArray::from(names.to_vec())),
+            ],
+        )
+        .unwrap()
+    }
+
+    fn pairs(batches: &[RecordBatch]) -> Vec<(i64, String)> {
+        batches
+            .iter()
+            .flat_map(|b| {
+                let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
+                let names = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+                (0..b.num_rows())
+                    .map(|i| (ids.value(i), names.value(i).to_string()))
+                    .collect::<Vec<_>>()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn the_last_row_of_a_key_wins_across_batches() {
+        let batches = vec![
+            batch(&[1, 2, 1], &["a", "b", "c"]),
+            batch(&[3, 2], &["d", "e"]),
+        ];
+        let kept = keys().last_wins(batches).unwrap();
+        assert_eq!(
+            pairs(&kept),
+            vec![(1, "c".into()), (3, "d".into()), (2, "e".into())]
+        );
+    }
+
+    #[test]
+    fn rows_of_replaced_keys_are_left_out() {
+        let keys = keys();
+        let mut new_keys = KeySet::new();
+        keys.insert_keys(&[batch(&[2, 9], &["x", "y"])], &mut new_keys)
+            .unwrap();
+        let (kept, dropped) = keys
+            .without(
+                vec![batch(&[1, 2, 3], &["a", "b", "c"]), batch(&[9], &["z"])],
+                &new_keys,
+            )
+            .unwrap();
+        assert_eq!(dropped, 2);
+        assert_eq!(pairs(&kept), vec![(1, "a".into()), (3, "c".into())]);
+    }
+
+    fn file(min: Value, max: Value) -> DataFile {
+        DataFile {
+            path: "f".into(),
+            rows: 10,
+            bytes: 100,
+            stats: BTreeMap::from([(
+                "id".to_string(),
+                ColumnStats {
+                    min: Some(min),
+                    max: Some(max),
+                    null_count: Some(0),
+                },
+            )]),
+        }
+    }
+
+    #[test]
+    fn statistics_rule_out_files_whose_key_range_is_apart() {
+        let names = vec!["id".to_string()];
+        let write = [file(json!(100), json!(120)), file(json!(90), json!(95))];
+        let ranges = key_ranges(&write, &names);
+        assert_eq!(ranges, vec![Some((json!(90), json!(120)))]);
+        assert!(may_hold(&file(json!(0), json!(90)), &names, &ranges));
+        assert!(may_hold(&file(json!(110), json!(500)), &names, &ranges));
+        assert!(!may_hold(&file(json!(0), json!(89)), &names, &ranges));
+        assert!(!may_hold(&file(json!(121), json!(500)), &names, &ranges));
+        // Large integers compare exactly, not as floating point.
+        let big = vec![Some((
+            json!(9_007_199_254_740_993_i64),
+            json!(9_007_199_254_740_993_i64),
+        ))];
+        assert!(!may_hold(
+            &file(
+                json!(9_007_199_254_740_992_i64),
+                json!(9_007_199_254_740_992_i64)
+            ),
+            &names,
+            &big
+        ));
+        // Without statistics a file may hold anything.
+        let mut bare = file(json!(0), json!(1));
+        bare.stats.clear();
+        assert!(may_hold(&bare, &names, &ranges));
+    }
+}
