@@ -1,6 +1,8 @@
 //! Shared pieces of the cityhub benchmarks: an in-process hub on a loopback port with a
 //! temporary data folder, a realistic 10-column row generator, and latency percentiles.
 
+pub mod tables;
+
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -174,15 +176,21 @@ impl Hub {
 
     /// Registers a dataset from a JSON column list.
     pub async fn register(&self, name: &str, columns: Value) -> anyhow::Result<()> {
+        self.register_spec(json!({"name": name, "columns": columns, "sharing": "unconditional"}))
+            .await
+    }
+
+    /// Registers a dataset from a whole registration request.
+    pub async fn register_spec(&self, spec: Value) -> anyhow::Result<()> {
         let response = self
             .client
             .post(format!("{}/api/v1/datasets", self.base))
             .bearer_auth(&self.admin)
-            .json(&json!({"name": name, "columns": columns, "sharing": "unconditional"}))
+            .json(&spec)
             .send()
             .await?;
         if !response.status().is_success() {
-            bail!("registering {name}: {}", response.text().await?);
+            bail!("registering {}: {}", spec["name"], response.text().await?);
         }
         Ok(())
     }

@@ -366,6 +366,10 @@ pub struct CompactionConfig {
     /// Memory one compaction may hold for decoded rows; it writes a file before it would
     /// hold more, so a dataset is never loaded whole.
     pub memory_bytes: u64,
+    /// While pushes or Kafka flushes are in flight, the share of its time a compaction
+    /// works; it pauses for the rest, so that writers keep their throughput. Alone it runs
+    /// at full speed.
+    pub cpu_share: f64,
 }
 
 impl Default for CompactionConfig {
@@ -377,6 +381,7 @@ impl Default for CompactionConfig {
             min_small_files: 16,
             min_small_bytes: 256 * 1024 * 1024,
             memory_bytes: 512 * 1024 * 1024,
+            cpu_share: 0.25,
         }
     }
 }
@@ -614,6 +619,11 @@ impl Config {
             "compaction.min_small_files",
             self.compaction.min_small_files >= 1,
             "must be at least 1",
+        );
+        check(
+            "compaction.cpu_share",
+            self.compaction.cpu_share > 0.0 && self.compaction.cpu_share <= 1.0,
+            "must be greater than 0 and at most 1 (1: never pause for writers)",
         );
         check(
             "compaction.memory_bytes",

@@ -226,14 +226,21 @@ fn compaction_settings_load_and_a_small_file_larger_than_the_target_is_refused()
     let file = toml_file("[storage]\ntarget_file_bytes = 4194304\n");
     let err = Config::load(
         Some(file.path()),
-        env(&[("CITYHUB__COMPACTION__MEMORY_BYTES", "1000")]),
+        env(&[
+            ("CITYHUB__COMPACTION__MEMORY_BYTES", "1000"),
+            ("CITYHUB__COMPACTION__CPU_SHARE", "0"),
+        ]),
         &[],
     )
     .expect_err("must fail");
     let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
     assert_eq!(
         keys,
-        ["compaction.small_file_bytes", "compaction.memory_bytes"],
+        [
+            "compaction.small_file_bytes",
+            "compaction.cpu_share",
+            "compaction.memory_bytes"
+        ],
         "{err}"
     );
 }

@@ -8,7 +8,8 @@
 //! and plans again.
 
 use std::sync::Arc;
-use std::time::Instant;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
+use std::time::{Duration, Instant};
 
 use arrow::array::{ArrayRef, new_null_array};
 use arrow::compute::{SortColumn, concat_batches, lexsort_to_indices, take_record_batch};
@@ -42,6 +43,8 @@ pub struct CompactionPolicy {
     pub min_small_files: u64,
     pub min_small_bytes: u64,
     pub memory_bytes: u64,
+    /// The share of its time a compaction works while writers are busy (`compaction.cpu_share`).
+    pub cpu_share: f64,
 }
 
 impl CompactionPolicy {
@@ -53,6 +56,7 @@ impl CompactionPolicy {
             min_small_files: config.compaction.min_small_files,
             min_small_bytes: config.compaction.min_small_bytes,
             memory_bytes: config.compaction.memory_bytes,
+            cpu_share: config.compaction.cpu_share,
         }
     }
 
@@ -285,6 +289,7 @@ impl Ingest {
         let mut read = 0u64;
         progress(read, total);
         let mut written = Vec::new();
+        let mut pacer = Pacer::new(policy.cpu_share, self.foreground.clone());
         let merged = async {
             for group in &groups {
                 let mut merger = Merger::new(&dataset, policy);
@@ -303,6 +308,7 @@ impl Ingest {
                     }
                     read += 1;
                     progress(read, total);
+                    pacer.pace().await;
                 }
                 written.extend(self.write_merged(&dataset, &mut merger).await?);
             }
@@ -457,6 +463,39 @@ pub fn conform(
     RecordBatch::try_new(schema.clone(), columns)
 }
 
+/// Gives the CPU back to writers: while pushes or Kafka flushes are in flight, a compaction
+/// works `share` of its time and sleeps for the rest (so on two cores, eight busy writers
+/// keep most of their throughput); with no writer it never sleeps. Merging is background
+/// work whose interval has room for it; a push is someone waiting.
+struct Pacer {
+    share: f64,
+    foreground: Arc<AtomicUsize>,
+    since: Instant,
+}
+
+impl Pacer {
+    /// The longest single pause: a compaction keeps moving even under constant writes.
+    const MAX_PAUSE: Duration = Duration::from_secs(1);
+
+    fn new(share: f64, foreground: Arc<AtomicUsize>) -> Self {
+        Self {
+            share: share.clamp(0.01, 1.0),
+            foreground,
+            since: Instant::now(),
+        }
+    }
+
+    /// Called between units of work (a file read): pauses if writers are busy.
+    async fn pace(&mut self) {
+        if self.share < 1.0 && self.foreground.load(AtomicOrdering::Relaxed) > 0 {
+            let worked = self.since.elapsed();
+            let pause = worked.mul_f64((1.0 - self.share) / self.share);
+            tokio::time::sleep(pause.min(Self::MAX_PAUSE)).await;
+        }
+        self.since = Instant::now();
+    }
+}
+
 /// Rows of one output file being gathered: flushed when they would hold more memory than
 /// the policy allows (a third of it: the sort copies the rows once more, and so does the
 /// encoder's buffer).
@@ -531,6 +570,25 @@ mod tests {
     use super::*;
     use std::collections::BTreeMap;
 
+    #[tokio::test]
+    async fn compaction_pauses_only_while_writers_are_busy() {
+        let foreground = Arc::new(AtomicUsize::new(0));
+        let mut pacer = Pacer::new(0.25, foreground.clone());
+        let work = Duration::from_millis(20);
+        std::thread::sleep(work);
+        let idle = Instant::now();
+        pacer.pace().await;
+        assert!(idle.elapsed() < work, "alone it does not pause");
+
+        foreground.store(2, AtomicOrdering::Relaxed);
+        std::thread::sleep(work);
+        let busy = Instant::now();
+        pacer.pace().await;
+        // A quarter of the time working: at least three times the work spent paused (a
+        // lower bound only: a slow machine pauses longer, never shorter).
+        assert!(busy.elapsed() >= work * 3, "{:?}", busy.elapsed());
+    }
+
     fn policy() -> CompactionPolicy {
         CompactionPolicy {
             target_file_bytes: 1000,
@@ -539,6 +597,7 @@ mod tests {
             min_small_files: 3,
             min_small_bytes: 800,
             memory_bytes: 1 << 30,
+            cpu_share: 1.0,
         }
     }
 

@@ -45,6 +45,7 @@ pub use push::{PushOutcome, PushRequest};
 pub use storage::Storage;
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
 
 use cityhub_catalog::versions::DataVersions;
@@ -69,6 +70,17 @@ pub struct Ingest {
     commit_queues: Arc<Mutex<HashMap<i64, CommitQueue>>>,
     /// Told of every snapshot this process commits, for the caches keyed by snapshot.
     versions: Arc<DataVersions>,
+    /// Pushes and Kafka flushes in flight: compaction paces itself while there are any.
+    pub(crate) foreground: Arc<AtomicUsize>,
+}
+
+/// A foreground write (a push, a Kafka flush) counted while it lives.
+pub(crate) struct ForegroundWrite(Arc<AtomicUsize>);
+
+impl Drop for ForegroundWrite {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::Relaxed);
+    }
 }
 
 impl Ingest {
@@ -88,6 +100,7 @@ impl Ingest {
             audit,
             commit_queues: Arc::default(),
             versions,
+            foreground: Arc::default(),
         }
     }
 
@@ -103,6 +116,12 @@ impl Ingest {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner());
         queues.entry(dataset_id).or_default().clone()
+    }
+
+    /// Counts a push or Kafka flush as in flight until the guard drops.
+    pub(crate) fn foreground_write(&self) -> ForegroundWrite {
+        self.foreground.fetch_add(1, Ordering::Relaxed);
+        ForegroundWrite(self.foreground.clone())
     }
 
     pub fn catalog(&self) -> &Catalog {

@@ -73,6 +73,7 @@ impl Ingest {
         dataset_name: &str,
         request: PushRequest,
     ) -> Result<PushOutcome, IngestError> {
+        let _busy = self.foreground_write();
         let result = self.push_unaudited(principal, dataset_name, request).await;
         let event = match &result {
             Ok(outcome) => AuditEvent::by(principal, Action::Push, Outcome::Ok).detail(json!({

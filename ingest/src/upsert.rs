@@ -13,14 +13,15 @@
 //! Unlike an append, a keyed commit does not rebase onto writes that beat it: they may have
 //! added one of its keys. It plans again against the snapshot that won.
 
-use std::cmp::Ordering;
 use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Instant;
 
-use arrow::array::{ArrayRef, BooleanArray};
+use arrow::array::{ArrayRef, AsArray, BooleanArray};
 use arrow::compute::filter_record_batch;
-use arrow::datatypes::Schema;
+use arrow::datatypes::{
+    DataType, Date32Type, Int32Type, Int64Type, Schema, TimestampMicrosecondType,
+};
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, Rows, SortField};
 use cityhub_catalog::{
@@ -110,10 +111,20 @@ impl KeyColumns {
         Ok(kept.into_iter().flatten().collect())
     }
 
-    fn insert_keys(&self, batches: &[RecordBatch], keys: &mut KeySet) -> Result<(), IngestError> {
+    /// Adds the keys of `batches` to `keys`, and the values of their leading column to
+    /// `leading` (which [`LeadingKeys`] prunes stored files by).
+    fn insert_keys(
+        &self,
+        batches: &[RecordBatch],
+        keys: &mut KeySet,
+        leading: &mut Vec<KeyValue>,
+    ) -> Result<(), IngestError> {
         for batch in batches {
             let rows = self.rows(batch)?;
             keys.extend(rows.iter().map(|row| Box::<[u8]>::from(row.as_ref())));
+            if let Some(column) = batch.column_by_name(&self.names[0]) {
+                leading.extend(key_values(column));
+            }
         }
         Ok(())
     }
@@ -197,10 +208,9 @@ impl Ingest {
     ) -> Result<CommitOutcome, IngestError> {
         let started = Instant::now();
         let schema = dataset.arrow_schema();
-        let (files, new_keys) = self
+        let (files, new_keys, leading) = self
             .fold_within_write(dataset, keys, &schema, files, written)
             .await?;
-        let ranges = key_ranges(&files, &keys.names);
 
         let queue = self.commit_queue(dataset.id);
         let mut last_seen = queue.lock().await;
@@ -216,7 +226,7 @@ impl Ingest {
             };
             let candidates: Vec<DataFile> = stored
                 .into_iter()
-                .filter(|file| may_hold(file, &keys.names, &ranges))
+                .filter(|file| leading.may_hold(file))
                 .collect();
             let plan = self
                 .plan_replacement(dataset, keys, &schema, candidates, &new_keys)
@@ -286,7 +296,7 @@ impl Ingest {
     /// A write of several files (an import, a flush of several partitions) whose later
     /// files repeat keys of earlier ones: the earlier files are rewritten without them, so
     /// that the last row wins across the whole write as it does within a file. Returns the
-    /// files to commit and all of their keys.
+    /// files to commit, all of their keys, and the values of their keys' leading column.
     async fn fold_within_write(
         &self,
         dataset: &Dataset,
@@ -294,8 +304,9 @@ impl Ingest {
         schema: &Arc<Schema>,
         files: Vec<DataFile>,
         written: &mut Vec<String>,
-    ) -> Result<(Vec<DataFile>, KeySet), IngestError> {
+    ) -> Result<(Vec<DataFile>, KeySet, LeadingKeys), IngestError> {
         let mut later = KeySet::new();
+        let mut leading = Vec::new();
         let mut folded = Vec::with_capacity(files.len());
         for file in files.into_iter().rev() {
             let batches =
@@ -305,7 +316,7 @@ impl Ingest {
             } else {
                 keys.without(batches, &later)?
             };
-            keys.insert_keys(&kept, &mut later)?;
+            keys.insert_keys(&kept, &mut later, &mut leading)?;
             if dropped == 0 {
                 folded.push(file);
                 continue;
@@ -320,7 +331,13 @@ impl Ingest {
             }
         }
         folded.reverse();
-        Ok((folded, later))
+        leading.sort_unstable();
+        leading.dedup();
+        let leading = LeadingKeys {
+            column: keys.names[0].clone(),
+            values: leading,
+        };
+        Ok((folded, later, leading))
     }
 
     /// The stored `candidates` (files whose key range overlaps the write's) that do hold one
@@ -369,66 +386,82 @@ impl Ingest {
     }
 }
 
-/// Per key column, the smallest and largest value the `files` hold (from their statistics;
-/// `None` when a file has none for it, so that column cannot prune).
-fn key_ranges(files: &[DataFile], names: &[String]) -> Vec<Option<(Value, Value)>> {
-    names
-        .iter()
-        .map(|name| {
-            let mut range: Option<(Value, Value)> = None;
-            for file in files {
-                let stats = file.stats.get(name)?;
-                let (min, max) = (stats.min.clone()?, stats.max.clone()?);
-                range = Some(match range {
-                    None => (min, max),
-                    Some((low, high)) => (
-                        if compare(&min, &low)? == Ordering::Less {
-                            min
-                        } else {
-                            low
-                        },
-                        if compare(&max, &high)? == Ordering::Greater {
-                            max
-                        } else {
-                            high
-                        },
-                    ),
-                });
-            }
-            range
-        })
-        .collect()
+/// A value of a key's leading column as the per-file statistics hold it: an integer (also a
+/// date, as epoch days, and a timestamp, as epoch microseconds) or a string.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+enum KeyValue {
+    Int(i64),
+    Str(String),
 }
 
-/// Whether a stored `file` may hold a key in `ranges`: unless its statistics show a key
-/// column entirely outside the write's range, it may.
-fn may_hold(file: &DataFile, names: &[String], ranges: &[Option<(Value, Value)>]) -> bool {
-    if file.rows == 0 {
-        return false;
+impl KeyValue {
+    fn from_statistic(value: &Value) -> Option<Self> {
+        match value {
+            Value::Number(n) => n.as_i64().map(KeyValue::Int),
+            Value::String(s) => Some(KeyValue::Str(s.clone())),
+            _ => None,
+        }
     }
-    names.iter().zip(ranges).all(|(name, range)| {
-        let (Some((low, high)), Some(stats)) = (range, file.stats.get(name)) else {
-            return true;
-        };
-        let (Some(min), Some(max)) = (&stats.min, &stats.max) else {
-            return true;
-        };
-        let below = compare(max, low) == Some(Ordering::Less);
-        let above = compare(min, high) == Some(Ordering::Greater);
-        !(below || above)
-    })
 }
 
-/// Orders two statistics values of one column (integers exactly, then as floating point,
-/// strings by bytes); `None` when they do not compare.
-fn compare(a: &Value, b: &Value) -> Option<Ordering> {
-    match (a, b) {
-        (Value::Number(x), Value::Number(y)) => match (x.as_i64(), y.as_i64()) {
-            (Some(x), Some(y)) => Some(x.cmp(&y)),
-            _ => x.as_f64()?.partial_cmp(&y.as_f64()?),
-        },
-        (Value::String(x), Value::String(y)) => Some(x.cmp(y)),
-        _ => None,
+/// The values of a key column (one of the types a key may have).
+fn key_values(column: &ArrayRef) -> Vec<KeyValue> {
+    let ints = |values: &[i64]| values.iter().copied().map(KeyValue::Int).collect();
+    match column.data_type() {
+        DataType::Int32 => column
+            .as_primitive::<Int32Type>()
+            .values()
+            .iter()
+            .map(|v| KeyValue::Int(i64::from(*v)))
+            .collect(),
+        DataType::Date32 => column
+            .as_primitive::<Date32Type>()
+            .values()
+            .iter()
+            .map(|v| KeyValue::Int(i64::from(*v)))
+            .collect(),
+        DataType::Int64 => ints(column.as_primitive::<Int64Type>().values()),
+        DataType::Timestamp(_, _) => {
+            ints(column.as_primitive::<TimestampMicrosecondType>().values())
+        }
+        DataType::Utf8 => column
+            .as_string::<i32>()
+            .iter()
+            .flatten()
+            .map(|v| KeyValue::Str(v.to_string()))
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+/// The distinct values of the leading key column in a write, sorted: a stored file may hold
+/// one of the write's keys only if one of these lies within its statistics' range. (Per
+/// value, not the write's whole range: a write of new ids that also corrects a few old ones
+/// spans almost every file, but holds values in only a few.)
+struct LeadingKeys {
+    column: String,
+    values: Vec<KeyValue>,
+}
+
+impl LeadingKeys {
+    fn may_hold(&self, file: &DataFile) -> bool {
+        if file.rows == 0 {
+            return false;
+        }
+        let Some(stats) = file.stats.get(&self.column) else {
+            return true;
+        };
+        let bounds = (
+            stats.min.as_ref().and_then(KeyValue::from_statistic),
+            stats.max.as_ref().and_then(KeyValue::from_statistic),
+        );
+        let (Some(min), Some(max)) = bounds else {
+            return true;
+        };
+        let first_not_below = self.values.partition_point(|v| v < &min);
+        self.values
+            .get(first_not_below)
+            .is_some_and(|value| value <= &max)
     }
 }
 
@@ -495,8 +528,10 @@ mod tests {
     fn rows_of_replaced_keys_are_left_out() {
         let keys = keys();
         let mut new_keys = KeySet::new();
-        keys.insert_keys(&[batch(&[2, 9], &["x", "y"])], &mut new_keys)
+        let mut leading = Vec::new();
+        keys.insert_keys(&[batch(&[2, 9], &["x", "y"])], &mut new_keys, &mut leading)
             .unwrap();
+        assert_eq!(leading, vec![KeyValue::Int(2), KeyValue::Int(9)]);
         let (kept, dropped) = keys
             .without(
                 vec![batch(&[1, 2, 3], &["a", "b", "c"]), batch(&[9], &["z"])],
@@ -524,31 +559,35 @@ mod tests {
     }
 
     #[test]
-    fn statistics_rule_out_files_whose_key_range_is_apart() {
-        let names = vec!["id".to_string()];
-        let write = [file(json!(100), json!(120)), file(json!(90), json!(95))];
-        let ranges = key_ranges(&write, &names);
-        assert_eq!(ranges, vec![Some((json!(90), json!(120)))]);
-        assert!(may_hold(&file(json!(0), json!(90)), &names, &ranges));
-        assert!(may_hold(&file(json!(110), json!(500)), &names, &ranges));
-        assert!(!may_hold(&file(json!(0), json!(89)), &names, &ranges));
-        assert!(!may_hold(&file(json!(121), json!(500)), &names, &ranges));
+    fn statistics_rule_out_files_that_hold_none_of_the_written_values() {
+        // A write of new ids 100-120 that also corrects id 7.
+        let leading = LeadingKeys {
+            column: "id".into(),
+            values: [7, 100, 110, 120].map(KeyValue::Int).to_vec(),
+        };
+        assert!(leading.may_hold(&file(json!(0), json!(10))), "holds 7");
+        assert!(leading.may_hold(&file(json!(115), json!(500))), "holds 120");
+        assert!(
+            !leading.may_hold(&file(json!(8), json!(99))),
+            "between the values"
+        );
+        assert!(
+            !leading.may_hold(&file(json!(121), json!(500))),
+            "above them"
+        );
         // Large integers compare exactly, not as floating point.
-        let big = vec![Some((
-            json!(9_007_199_254_740_993_i64),
-            json!(9_007_199_254_740_993_i64),
-        ))];
-        assert!(!may_hold(
-            &file(
-                json!(9_007_199_254_740_992_i64),
-                json!(9_007_199_254_740_992_i64)
-            ),
-            &names,
-            &big
-        ));
+        let big = LeadingKeys {
+            column: "id".into(),
+            values: vec![KeyValue::Int(9_007_199_254_740_993)],
+        };
+        let just_below = file(
+            json!(9_007_199_254_740_992_i64),
+            json!(9_007_199_254_740_992_i64),
+        );
+        assert!(!big.may_hold(&just_below));
         // Without statistics a file may hold anything.
         let mut bare = file(json!(0), json!(1));
         bare.stats.clear();
-        assert!(may_hold(&bare, &names, &ranges));
+        assert!(leading.may_hold(&bare));
     }
 }

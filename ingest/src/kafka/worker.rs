@@ -669,6 +669,7 @@ fn flush_rows(
         .runtime
         .block_on(ingest.catalog.dataset(name))?
         .ok_or_else(|| IngestError::DatasetNotFound(name.to_string()))?;
+    let _busy = ingest.foreground_write();
     let decoded = decode_batch(
         &dataset,
         batch,
