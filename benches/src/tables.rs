@@ -133,9 +133,7 @@ pub async fn compare_sql(
 pub fn push_request(first: usize, rows: usize) -> cityhub_ingest::PushRequest {
     cityhub_ingest::PushRequest {
         format: cityhub_ingest::Format::NdJson,
-        body: crate::rows_ndjson(first, rows)
-            .into_bytes()
-            .into(),
+        body: crate::rows_ndjson(first, rows).into_bytes().into(),
         partial: false,
         idempotency_key: None,
     }

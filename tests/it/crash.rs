@@ -2,8 +2,10 @@
 //! moments while six clients push with `Idempotency-Key`, a cleaner pushes and deletes junk
 //! rows, and compaction runs (by policy every second, and on demand). After each restart:
 //! every acknowledged row is there exactly once, every push is all or nothing, and a keyed
-//! retry of a push whose answer was lost lands exactly once. At the end, garbage collection
-//! past the orphan grace leaves no orphan file and no committed file missing.
+//! retry of a push whose answer was lost lands exactly once. A corrector upserts into a
+//! keyed dataset meanwhile: after each restart every key is there once, holding the value of
+//! the last push that touched it. At the end, garbage collection past the orphan grace
+//! leaves no orphan file and no committed file missing.
 //!
 //! `CITYHUB_CRASH_CYCLES` sets the number of kills (10 by default; the benchmark run uses
 //! 100). The kill moments come from a fixed seed, so a failure can be replayed.
@@ -28,6 +30,78 @@ const CLIENTS: i64 = 6;
 struct Ledger {
     acknowledged: BTreeSet<i64>,
     unknown: BTreeSet<i64>,
+}
+
+/// What the corrector knows: per key of `gongan.crash_keyed`, the last acknowledged push
+/// that wrote it; and the push whose answer was lost (it stops at the first).
+#[derive(Default)]
+struct Corrections {
+    last: BTreeMap<i64, i64>,
+    lost: Option<i64>,
+    acknowledged: usize,
+}
+
+const KEYS: i64 = 40;
+
+/// Correction `c` writes keys 7c .. 7c + 4 (mod 40) with version `c`.
+fn correction_keys(c: i64) -> impl Iterator<Item = i64> {
+    (0..5).map(move |j| (c * 7 + j) % KEYS)
+}
+
+async fn correct(client: &reqwest::Client, base: &str, token: &str, c: i64) -> Option<u16> {
+    let body: String = correction_keys(c)
+        .map(|id| format!("{{\"id\": {id}, \"version\": {c}}}\n"))
+        .collect();
+    let response = client
+        .post(format!("{base}/api/v1/datasets/gongan.crash_keyed/rows"))
+        .bearer_auth(token)
+        .header("content-type", "application/x-ndjson")
+        .header("idempotency-key", format!("fix-{c}"))
+        .body(body)
+        .send()
+        .await
+        .ok()?;
+    let status = response.status().as_u16();
+    response.bytes().await.ok()?;
+    Some(status)
+}
+
+/// Retries the lost correction with its key, then checks: one row per key, each holding the
+/// version of the last push that wrote it.
+async fn check_corrections(
+    client: &reqwest::Client,
+    base: &str,
+    token: &str,
+    admin: &str,
+    corrections: &Mutex<Corrections>,
+) {
+    let lost = corrections.lock().expect("corrections").lost.take();
+    if let Some(c) = lost {
+        let status = correct(client, base, token, c).await;
+        assert!(
+            acknowledged(status),
+            "the keyed retry of correction {c}: {status:?}"
+        );
+        let mut known = corrections.lock().expect("corrections");
+        known.acknowledged += 1;
+        for id in correction_keys(c) {
+            known.last.insert(id, c);
+        }
+    }
+    let rows = sql(
+        client,
+        base,
+        admin,
+        "SELECT id, count(*) AS n, max(version) AS version FROM gongan.crash_keyed GROUP BY id",
+    )
+    .await;
+    let mut stored = BTreeMap::new();
+    for row in rows.as_array().expect("rows") {
+        let id = row["id"].as_i64().expect("id");
+        assert_eq!(row["n"], 1, "key {id} is there {} times", row["n"]);
+        stored.insert(id, row["version"].as_i64().expect("version"));
+    }
+    assert_eq!(stored, corrections.lock().expect("corrections").last);
 }
 
 fn free_port() -> u16 {
@@ -199,6 +273,16 @@ async fn acknowledged_rows_survive_kill_9_exactly_once() {
             {"name": "kind", "type": "string", "nullable": false}]});
         let new = serde_json::from_value(spec).expect("spec");
         state.catalog.create_dataset(new).await.expect("dataset");
+        let spec = json!({"name": "gongan.crash_keyed", "sharing": "none",
+            "primary_key": ["id"], "columns": [
+            {"name": "id", "type": "int64", "nullable": false},
+            {"name": "version", "type": "int64", "nullable": false}]});
+        let new = serde_json::from_value(spec).expect("spec");
+        state
+            .catalog
+            .create_dataset(new)
+            .await
+            .expect("keyed dataset");
     }
     let (token, admin) = (token.plaintext, admin.plaintext);
     let client = reqwest::Client::builder()
@@ -209,6 +293,8 @@ async fn acknowledged_rows_survive_kill_9_exactly_once() {
     let mut rng = rand::rngs::StdRng::seed_from_u64(28181);
     let mut next_push = vec![0i64; CLIENTS as usize];
     let mut retried = 0;
+    let corrections = Arc::new(Mutex::new(Corrections::default()));
+    let mut next_correction = 0i64;
     for cycle in 0..cycles {
         let port = free_port();
         let base = format!("http://127.0.0.1:{port}");
@@ -228,6 +314,7 @@ async fn acknowledged_rows_survive_kill_9_exactly_once() {
             ledger.lock().expect("ledger").acknowledged.insert(lost);
         }
         check_rows(&client, &base, &admin, &ledger).await;
+        check_corrections(&client, &base, &token, &admin, &corrections).await;
 
         let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let mut tasks = Vec::new();
@@ -257,6 +344,38 @@ async fn acknowledged_rows_survive_kill_9_exactly_once() {
                 next
             }));
         }
+        // The corrector: upserts into the keyed dataset until an answer is lost.
+        let corrector = {
+            let (client, base, token, stop, corrections) = (
+                client.clone(),
+                base.clone(),
+                token.clone(),
+                stop.clone(),
+                corrections.clone(),
+            );
+            let mut next = next_correction;
+            tokio::spawn(async move {
+                while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                    let c = next;
+                    next += 1;
+                    match correct(&client, &base, &token, c).await {
+                        Some(200 | 201) => {
+                            let mut known = corrections.lock().expect("corrections");
+                            known.acknowledged += 1;
+                            for id in correction_keys(c) {
+                                known.last.insert(id, c);
+                            }
+                        }
+                        Some(status) => panic!("correction {c} was answered {status}"),
+                        None => {
+                            corrections.lock().expect("corrections").lost = Some(c);
+                            break;
+                        }
+                    }
+                }
+                next
+            })
+        };
         // The cleaner: junk rows pushed and deleted again; compactions on demand.
         let cleaner = {
             let (client, base, token, stop) =
@@ -295,6 +414,7 @@ async fn acknowledged_rows_survive_kill_9_exactly_once() {
             next_push[writer] = task.await.expect("writer");
         }
         cleaner.await.expect("cleaner");
+        next_correction = corrector.await.expect("corrector");
     }
 
     // A last start: retries, checks, then garbage collection as of two hours later.
@@ -314,6 +434,7 @@ async fn acknowledged_rows_survive_kill_9_exactly_once() {
         ledger.lock().expect("ledger").acknowledged.insert(lost);
     }
     check_rows(&client, &base, &admin, &ledger).await;
+    check_corrections(&client, &base, &token, &admin, &corrections).await;
     let acknowledged = ledger.lock().expect("ledger").acknowledged.len();
     assert!(
         acknowledged >= cycles,
@@ -330,7 +451,21 @@ async fn acknowledged_rows_survive_kill_9_exactly_once() {
         .collect_garbage(None, &retention, later, false)
         .await
         .expect("gc");
-    let name = cityhub_catalog::DatasetName::parse("gongan.crash").expect("name");
+    let mut known_files = 0;
+    for name in ["gongan.crash", "gongan.crash_keyed"] {
+        known_files += check_files(&state, name).await;
+    }
+    println!(
+        "crash harness: {cycles} kills, {acknowledged} acknowledged pushes ({retried} retried \
+         with their key after a kill), {} keyed corrections, {known_files} files known",
+        corrections.lock().expect("corrections").acknowledged
+    );
+}
+
+/// After garbage collection: the objects under `name`'s folder are exactly the files its
+/// catalog entry knows (no orphan, nothing committed missing). Returns how many.
+async fn check_files(state: &AppState, name: &str) -> usize {
+    let name = cityhub_catalog::DatasetName::parse(name).expect("name");
     let dataset = state
         .catalog
         .dataset(&name)
@@ -347,19 +482,18 @@ async fn acknowledged_rows_survive_kill_9_exactly_once() {
     let stored: BTreeSet<String> = state
         .ingest
         .storage()
-        .list("datasets/")
+        .list(&format!("datasets/{}/", dataset.id))
         .await
         .expect("list")
         .into_iter()
         .map(|o| o.key)
         .collect();
     let orphans: Vec<_> = stored.difference(&known).collect();
-    assert!(orphans.is_empty(), "orphans after gc: {orphans:?}");
+    assert!(orphans.is_empty(), "{name}: orphans after gc: {orphans:?}");
     let missing: Vec<_> = known.difference(&stored).collect();
-    assert!(missing.is_empty(), "committed files missing: {missing:?}");
-    println!(
-        "crash harness: {cycles} kills, {acknowledged} acknowledged pushes ({retried} retried \
-         with their key after a kill), {} files known",
-        known.len()
+    assert!(
+        missing.is_empty(),
+        "{name}: committed files missing: {missing:?}"
     );
+    known.len()
 }
