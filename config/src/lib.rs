@@ -381,7 +381,7 @@ impl Default for CompactionConfig {
             min_small_files: 16,
             min_small_bytes: 256 * 1024 * 1024,
             memory_bytes: 512 * 1024 * 1024,
-            cpu_share: 0.25,
+            cpu_share: 0.2,
         }
     }
 }

@@ -61,12 +61,12 @@ impl Ingest {
         let keys = KeyColumns::of(dataset)?;
         let (bytes, stats, rows) = tokio::task::spawn_blocking(move || {
             // A keyed dataset stores one row per key: the last of a write wins.
-            let batches = match keys {
-                Some(keys) => keys.last_wins(batches)?,
-                None => batches,
+            let (batches, bloom) = match &keys {
+                Some(keys) => (keys.last_wins(batches)?, Some(keys.leading())),
+                None => (batches, None),
             };
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            let bytes = encode(&batches, &compression)?;
+            let bytes = encode(&batches, &compression, bloom)?;
             Ok::<_, IngestError>((bytes, column_stats(&batches), rows))
         })
         .await

@@ -421,7 +421,7 @@ pub(crate) async fn read_file(
 }
 
 /// Decodes a whole Parquet file and conforms its batches to `schema`.
-fn decode_file(
+pub(crate) fn decode_file(
     path: &str,
     bytes: Bytes,
     schema: &Arc<Schema>,

@@ -13,6 +13,7 @@ use cityhub_catalog::ColumnStats;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
 use parquet::file::properties::WriterProperties;
+use parquet::schema::types::ColumnPath;
 use serde_json::Value;
 
 use crate::IngestError;
@@ -21,30 +22,47 @@ use crate::IngestError;
 const MAX_STAT_STRING: usize = 64;
 
 /// Writer settings for hub files: the configured compression, page statistics on, and
-/// row groups of up to 1M rows so that scans parallelise over large imports.
-pub fn writer_properties(compression: &str) -> WriterProperties {
+/// row groups of up to 1M rows so that scans parallelise over large imports. A keyed
+/// dataset's files carry a bloom filter on the key's leading column (`bloom`: its name and
+/// the rows the file holds, which sizes the filter), so that an upsert rules a stored file
+/// out without decoding it.
+pub fn writer_properties(compression: &str, bloom: Option<(&str, u64)>) -> WriterProperties {
     let compression = match compression {
         "snappy" => Compression::SNAPPY,
         "none" => Compression::UNCOMPRESSED,
         _ => Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()),
     };
-    WriterProperties::builder()
+    let mut builder = WriterProperties::builder()
         .set_compression(compression)
         .set_max_row_group_row_count(Some(1024 * 1024))
-        .set_created_by(format!("cityhub {}", env!("CARGO_PKG_VERSION")))
-        .build()
+        .set_created_by(format!("cityhub {}", env!("CARGO_PKG_VERSION")));
+    if let Some((column, rows)) = bloom {
+        let column = ColumnPath::from(column);
+        builder = builder
+            .set_column_bloom_filter_enabled(column.clone(), true)
+            .set_column_bloom_filter_fpp(column.clone(), 0.01)
+            .set_column_bloom_filter_max_ndv(column, rows.max(1));
+    }
+    builder.build()
 }
 
-/// Encodes batches (all of one schema) into one Parquet file in memory.
-pub fn encode(batches: &[RecordBatch], compression: &str) -> Result<Vec<u8>, IngestError> {
+/// Encodes batches (all of one schema) into one Parquet file in memory, with a bloom filter
+/// on `bloom_column` if given (see [`writer_properties`]).
+pub fn encode(
+    batches: &[RecordBatch],
+    compression: &str,
+    bloom_column: Option<&str>,
+) -> Result<Vec<u8>, IngestError> {
     let Some(first) = batches.first() else {
         return Err(IngestError::Internal("no batch to write".into()));
     };
+    let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
+    let bloom = bloom_column.map(|column| (column, rows as u64));
     let mut buffer = Vec::new();
     let mut writer = ArrowWriter::try_new(
         &mut buffer,
         first.schema(),
-        Some(writer_properties(compression)),
+        Some(writer_properties(compression, bloom)),
     )
     .map_err(|err| IngestError::Internal(format!("cannot start a Parquet file: {err}")))?;
     for batch in batches {
@@ -196,7 +214,7 @@ mod tests {
         assert_eq!(stats["s"].max, Some(Value::from("z")));
         assert_eq!(stats["long"].min, None);
         assert_eq!(stats["long"].max, None);
-        let bytes = encode(&[a], "zstd").expect("encode");
+        let bytes = encode(&[a], "zstd", None).expect("encode");
         assert_eq!(&bytes[..4], b"PAR1");
     }
 }

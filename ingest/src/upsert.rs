@@ -24,14 +24,16 @@ use arrow::datatypes::{
 };
 use arrow::record_batch::RecordBatch;
 use arrow::row::{RowConverter, Rows, SortField};
+use bytes::Bytes;
 use cityhub_catalog::{
     CatalogError, Commit, CommitOutcome, DataFile, Dataset, IdempotencyRecord, Operation,
     StreamProgress,
 };
 use futures::StreamExt;
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
-use crate::compact::read_file;
+use crate::compact::{decode_file, read_file};
 use crate::{Ingest, IngestError};
 
 /// Stored files read at once while looking for replaced keys.
@@ -74,6 +76,11 @@ impl KeyColumns {
             names: dataset.primary_key.clone(),
             converter,
         }))
+    }
+
+    /// The key's leading column (the one files are pruned by, and carry a bloom filter on).
+    pub(crate) fn leading(&self) -> &str {
+        &self.names[0]
     }
 
     fn rows(&self, batch: &RecordBatch) -> Result<Rows, IngestError> {
@@ -229,7 +236,7 @@ impl Ingest {
                 .filter(|file| leading.may_hold(file))
                 .collect();
             let plan = self
-                .plan_replacement(dataset, keys, &schema, candidates, &new_keys)
+                .plan_replacement(dataset, keys, &schema, candidates, &new_keys, &leading)
                 .await?;
             let rewritten_paths: Vec<String> =
                 plan.rewritten.iter().map(|f| f.path.clone()).collect();
@@ -304,7 +311,7 @@ impl Ingest {
         schema: &Arc<Schema>,
         files: Vec<DataFile>,
         written: &mut Vec<String>,
-    ) -> Result<(Vec<DataFile>, KeySet, LeadingKeys), IngestError> {
+    ) -> Result<(Vec<DataFile>, KeySet, Arc<LeadingKeys>), IngestError> {
         let mut later = KeySet::new();
         let mut leading = Vec::new();
         let mut folded = Vec::with_capacity(files.len());
@@ -333,10 +340,17 @@ impl Ingest {
         folded.reverse();
         leading.sort_unstable();
         leading.dedup();
-        let leading = LeadingKeys {
+        let stored_as_i32 = matches!(
+            schema
+                .field_with_name(&keys.names[0])
+                .map(|f| f.data_type()),
+            Ok(DataType::Int32 | DataType::Date32)
+        );
+        let leading = Arc::new(LeadingKeys {
             column: keys.names[0].clone(),
             values: leading,
-        };
+            stored_as_i32,
+        });
         Ok((folded, later, leading))
     }
 
@@ -349,19 +363,36 @@ impl Ingest {
         schema: &Arc<Schema>,
         candidates: Vec<DataFile>,
         new_keys: &KeySet,
+        leading: &Arc<LeadingKeys>,
     ) -> Result<Plan, IngestError> {
         let mut plan = Plan::default();
         let storage = self.storage.clone();
         let schema = schema.clone();
+        let leading = leading.clone();
         let mut reads = futures::stream::iter(candidates)
             .map(move |file| {
-                let read = read_file(storage.clone(), file.path.clone(), schema.clone());
-                async move { read.await.map(|batches| (file, batches)) }
+                let (storage, schema, leading) = (storage.clone(), schema.clone(), leading.clone());
+                async move {
+                    let bytes = storage.get(&file.path).await?;
+                    let path = file.path.clone();
+                    // Decoded only if its bloom filter does not rule it out.
+                    tokio::task::spawn_blocking(move || {
+                        let values = leading.within(&file);
+                        if !leading.bloom_may_hold(&bytes, values) {
+                            return Ok((file, None));
+                        }
+                        decode_file(&path, bytes, &schema).map(|batches| (file, Some(batches)))
+                    })
+                    .await
+                    .map_err(|err| IngestError::Internal(format!("decoding task failed: {err}")))?
+                }
             })
             .buffered(READ_AHEAD);
         let outcome = async {
             while let Some(read) = reads.next().await {
-                let (file, batches) = read?;
+                let (file, Some(batches)) = read? else {
+                    continue;
+                };
                 let (kept, dropped) = keys.without(batches, new_keys)?;
                 if dropped == 0 {
                     continue;
@@ -441,27 +472,65 @@ fn key_values(column: &ArrayRef) -> Vec<KeyValue> {
 struct LeadingKeys {
     column: String,
     values: Vec<KeyValue>,
+    /// Whether the column is stored as Parquet INT32 (int32, date), which its bloom filter
+    /// hashes as four bytes.
+    stored_as_i32: bool,
 }
 
 impl LeadingKeys {
-    fn may_hold(&self, file: &DataFile) -> bool {
+    /// The written values within `file`'s statistics range: all of them when it has no
+    /// statistics for the column, none when it is empty.
+    fn within(&self, file: &DataFile) -> &[KeyValue] {
         if file.rows == 0 {
-            return false;
+            return &[];
         }
         let Some(stats) = file.stats.get(&self.column) else {
-            return true;
+            return &self.values;
         };
         let bounds = (
             stats.min.as_ref().and_then(KeyValue::from_statistic),
             stats.max.as_ref().and_then(KeyValue::from_statistic),
         );
         let (Some(min), Some(max)) = bounds else {
+            return &self.values;
+        };
+        let start = self.values.partition_point(|v| v < &min);
+        let end = self.values.partition_point(|v| v <= &max).max(start);
+        &self.values[start..end]
+    }
+
+    fn may_hold(&self, file: &DataFile) -> bool {
+        !self.within(file).is_empty()
+    }
+
+    /// Whether the bloom filters of a stored file (its bytes) say it may hold one of
+    /// `values` in the leading column; `true` when it has none for it (a file written before
+    /// the dataset's files carried them, or by another tool).
+    fn bloom_may_hold(&self, bytes: &Bytes, values: &[KeyValue]) -> bool {
+        let Ok(builder) = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()) else {
             return true;
         };
-        let first_not_below = self.values.partition_point(|v| v < &min);
-        self.values
-            .get(first_not_below)
-            .is_some_and(|value| value <= &max)
+        let columns = builder.parquet_schema().columns();
+        let Some(index) = columns.iter().position(|c| c.name() == self.column) else {
+            return true;
+        };
+        for row_group in 0..builder.metadata().num_row_groups() {
+            let Ok(Some(filter)) = builder.get_row_group_column_bloom_filter(row_group, index)
+            else {
+                return true;
+            };
+            let hit = values.iter().any(|value| match value {
+                KeyValue::Int(v) if self.stored_as_i32 => {
+                    i32::try_from(*v).is_ok_and(|v| filter.check(&v))
+                }
+                KeyValue::Int(v) => filter.check(v),
+                KeyValue::Str(v) => filter.check(v.as_str()),
+            });
+            if hit {
+                return true;
+            }
+        }
+        false
     }
 }
 
@@ -564,6 +633,7 @@ mod tests {
         let leading = LeadingKeys {
             column: "id".into(),
             values: [7, 100, 110, 120].map(KeyValue::Int).to_vec(),
+            stored_as_i32: false,
         };
         assert!(leading.may_hold(&file(json!(0), json!(10))), "holds 7");
         assert!(leading.may_hold(&file(json!(115), json!(500))), "holds 120");
@@ -579,6 +649,7 @@ mod tests {
         let big = LeadingKeys {
             column: "id".into(),
             values: vec![KeyValue::Int(9_007_199_254_740_993)],
+            stored_as_i32: false,
         };
         let just_below = file(
             json!(9_007_199_254_740_992_i64),
@@ -589,5 +660,30 @@ mod tests {
         let mut bare = file(json!(0), json!(1));
         bare.stats.clear();
         assert!(leading.may_hold(&bare));
+    }
+
+    #[test]
+    fn a_bloom_filter_rules_out_a_file_without_the_written_keys() {
+        let batch = batch(&(0..100).collect::<Vec<_>>(), &["x"; 100]);
+        let leading = LeadingKeys {
+            column: "id".into(),
+            values: Vec::new(),
+            stored_as_i32: false,
+        };
+        let with_bloom =
+            Bytes::from(crate::parquet_file::encode(&[batch.clone()], "zstd", Some("id")).unwrap());
+        assert!(leading.bloom_may_hold(&with_bloom, &[KeyValue::Int(1000), KeyValue::Int(42)]));
+        let absent: Vec<KeyValue> = (1_000..1_100).map(KeyValue::Int).collect();
+        let ruled_out = absent
+            .iter()
+            .filter(|v| !leading.bloom_may_hold(&with_bloom, std::slice::from_ref(*v)))
+            .count();
+        assert!(
+            ruled_out >= 90,
+            "only {ruled_out} of 100 absent keys ruled out"
+        );
+        // A file without a bloom filter (written before keyed files had one) may hold any.
+        let without = Bytes::from(crate::parquet_file::encode(&[batch], "zstd", None).unwrap());
+        assert!(leading.bloom_may_hold(&without, &absent));
     }
 }

@@ -186,6 +186,11 @@ async fn keyed(hub: &Hub, pushes: usize, runs: usize) -> anyhow::Result<()> {
     hub.register_spec(spec("bench.keyed", json!(["id"])))
         .await?;
     hub.register_spec(spec("bench.unkeyed", json!([]))).await?;
+    // The same rows unkeyed and compacted in the keyed dataset's order (by id), so that
+    // the comparison after compaction is of keying alone, not of two sort orders.
+    let mut by_id = spec("bench.unkeyed_by_id", json!([]));
+    by_id["sort_key"] = json!(["id"]);
+    hub.register_spec(by_id).await?;
     let fresh = KEYED_ROWS - REPLACED_ROWS;
     let keyed_bodies: Vec<String> = (0..pushes)
         .map(|push| {
@@ -205,7 +210,8 @@ async fn keyed(hub: &Hub, pushes: usize, runs: usize) -> anyhow::Result<()> {
         .map(|push| cityhub_benches::rows_ndjson(push * fresh, fresh))
         .collect();
     let keyed_rate = push_bodies(hub, &admin, "bench.keyed", keyed_bodies).await?;
-    let unkeyed_rate = push_bodies(hub, &admin, "bench.unkeyed", unkeyed_bodies).await?;
+    let unkeyed_rate = push_bodies(hub, &admin, "bench.unkeyed", unkeyed_bodies.clone()).await?;
+    push_bodies(hub, &admin, "bench.unkeyed_by_id", unkeyed_bodies).await?;
     let snapshot = hub.dataset("bench.keyed").await?;
     println!(
         "\nkeyed: {pushes} pushes of {KEYED_ROWS} rows ({REPLACED_ROWS} replacing): {keyed_rate:.0} pushes/s \
@@ -243,7 +249,7 @@ async fn keyed(hub: &Hub, pushes: usize, runs: usize) -> anyhow::Result<()> {
         "keyed vs unkeyed, as pushed",
     )
     .await?;
-    for table in ["bench.keyed", "bench.unkeyed"] {
+    for table in ["bench.keyed", "bench.unkeyed", "bench.unkeyed_by_id"] {
         let name = DatasetName::parse(table)?;
         hub.state
             .ingest
@@ -255,9 +261,19 @@ async fn keyed(hub: &Hub, pushes: usize, runs: usize) -> anyhow::Result<()> {
         &admin,
         &queries,
         "bench.keyed",
+        "bench.unkeyed_by_id",
+        runs,
+        "keyed vs unkeyed, both compacted by id",
+    )
+    .await?;
+    compare_tables(
+        hub,
+        &admin,
+        &queries,
+        "bench.keyed",
         "bench.unkeyed",
         runs,
-        "keyed vs unkeyed, compacted",
+        "keyed (compacted by id) vs unkeyed (compacted by time)",
     )
     .await?;
     Ok(())
