@@ -548,7 +548,8 @@ mod tests {
     fn keys() -> KeyColumns {
         KeyColumns {
             names: vec!["id".into()],
-            converter: RowConverter::new(vec![SortField::new(DataType::Int64)]).unwrap(),
+            converter: RowConverter::new(vec![SortField::new(DataType::Int64)])
+                .expect("test value"),
         }
     }
 
@@ -564,15 +565,23 @@ mod tests {
                 Arc::new(StringArray::from(names.to_vec())),
             ],
         )
-        .unwrap()
+        .expect("test value")
     }
 
     fn pairs(batches: &[RecordBatch]) -> Vec<(i64, String)> {
         batches
             .iter()
             .flat_map(|b| {
-                let ids = b.column(0).as_any().downcast_ref::<Int64Array>().unwrap();
-                let names = b.column(1).as_any().downcast_ref::<StringArray>().unwrap();
+                let ids = b
+                    .column(0)
+                    .as_any()
+                    .downcast_ref::<Int64Array>()
+                    .expect("test value");
+                let names = b
+                    .column(1)
+                    .as_any()
+                    .downcast_ref::<StringArray>()
+                    .expect("test value");
                 (0..b.num_rows())
                     .map(|i| (ids.value(i), names.value(i).to_string()))
                     .collect::<Vec<_>>()
@@ -586,7 +595,7 @@ mod tests {
             batch(&[1, 2, 1], &["a", "b", "c"]),
             batch(&[3, 2], &["d", "e"]),
         ];
-        let kept = keys().last_wins(batches).unwrap();
+        let kept = keys().last_wins(batches).expect("test value");
         assert_eq!(
             pairs(&kept),
             vec![(1, "c".into()), (3, "d".into()), (2, "e".into())]
@@ -599,14 +608,14 @@ mod tests {
         let mut new_keys = KeySet::new();
         let mut leading = Vec::new();
         keys.insert_keys(&[batch(&[2, 9], &["x", "y"])], &mut new_keys, &mut leading)
-            .unwrap();
+            .expect("test value");
         assert_eq!(leading, vec![KeyValue::Int(2), KeyValue::Int(9)]);
         let (kept, dropped) = keys
             .without(
                 vec![batch(&[1, 2, 3], &["a", "b", "c"]), batch(&[9], &["z"])],
                 &new_keys,
             )
-            .unwrap();
+            .expect("test value");
         assert_eq!(dropped, 2);
         assert_eq!(pairs(&kept), vec![(1, "a".into()), (3, "c".into())]);
     }
@@ -670,8 +679,10 @@ mod tests {
             values: Vec::new(),
             stored_as_i32: false,
         };
-        let with_bloom =
-            Bytes::from(crate::parquet_file::encode(&[batch.clone()], "zstd", Some("id")).unwrap());
+        let with_bloom = Bytes::from(
+            crate::parquet_file::encode(std::slice::from_ref(&batch), "zstd", Some("id"))
+                .expect("test value"),
+        );
         assert!(leading.bloom_may_hold(&with_bloom, &[KeyValue::Int(1000), KeyValue::Int(42)]));
         let absent: Vec<KeyValue> = (1_000..1_100).map(KeyValue::Int).collect();
         let ruled_out = absent
@@ -683,7 +694,8 @@ mod tests {
             "only {ruled_out} of 100 absent keys ruled out"
         );
         // A file without a bloom filter (written before keyed files had one) may hold any.
-        let without = Bytes::from(crate::parquet_file::encode(&[batch], "zstd", None).unwrap());
+        let without =
+            Bytes::from(crate::parquet_file::encode(&[batch], "zstd", None).expect("test value"));
         assert!(leading.bloom_may_hold(&without, &absent));
     }
 }

@@ -128,7 +128,9 @@ async fn baseline(bodies: &[String]) -> anyhow::Result<f64> {
             let mut writer = parquet::arrow::ArrowWriter::try_new(
                 file.try_clone()?,
                 schema.clone(),
-                Some(cityhub_ingest::parquet_file::writer_properties("zstd")),
+                Some(cityhub_ingest::parquet_file::writer_properties(
+                    "zstd", None,
+                )),
             )?;
             for batch in &batches {
                 writer.write(batch)?;
