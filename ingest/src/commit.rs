@@ -154,11 +154,7 @@ impl Ingest {
         let started = Instant::now();
         let queue = self.commit_queue(dataset.id);
         let mut last_seen = queue.lock().await;
-        // The newer of what the caller read and what this process last committed.
-        let mut parent = match (*last_seen, dataset.snapshot_id) {
-            (Some(seen), Some(read)) => Some(seen.max(read)),
-            (seen, read) => seen.or(read),
-        };
+        let mut parent = starting_parent(*last_seen, dataset);
         let max_attempts = self.config.commit_retries.max(1);
         for attempt in 1..=max_attempts {
             let commit = Commit {
@@ -219,5 +215,14 @@ impl Ingest {
             tokio::time::sleep(Duration::from_millis(pause)).await;
         }
         actual
+    }
+}
+
+/// The parent a commit of `dataset` first tries: the newer of the snapshot the caller read
+/// and the last one this process committed (`last_seen`, from the dataset's commit queue).
+pub(crate) fn starting_parent(last_seen: Option<i64>, dataset: &Dataset) -> Option<i64> {
+    match (last_seen, dataset.snapshot_id) {
+        (Some(seen), Some(read)) => Some(seen.max(read)),
+        (seen, read) => seen.or(read),
     }
 }

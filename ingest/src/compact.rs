@@ -426,18 +426,35 @@ pub(crate) fn decode_file(
     bytes: Bytes,
     schema: &Arc<Schema>,
 ) -> Result<Vec<RecordBatch>, IngestError> {
-    let unreadable = |err: &dyn std::fmt::Display| {
-        IngestError::Storage(format!("{path} is not a readable Parquet file: {err}"))
-    };
-    let reader = ParquetRecordBatchReaderBuilder::try_new(bytes)
-        .map_err(|err| unreadable(&err))?
+    decode_opened(path, open_file(path, bytes)?, schema)
+}
+
+fn unreadable(path: &str, err: &dyn std::fmt::Display) -> IngestError {
+    IngestError::Storage(format!("{path} is not a readable Parquet file: {err}"))
+}
+
+/// A Parquet file's footer parsed, ready to decode (or to look at first: its bloom filters).
+pub(crate) fn open_file(
+    path: &str,
+    bytes: Bytes,
+) -> Result<ParquetRecordBatchReaderBuilder<Bytes>, IngestError> {
+    ParquetRecordBatchReaderBuilder::try_new(bytes).map_err(|err| unreadable(path, &err))
+}
+
+/// Decodes a file [`open_file`] opened and conforms its batches to `schema`.
+pub(crate) fn decode_opened(
+    path: &str,
+    file: ParquetRecordBatchReaderBuilder<Bytes>,
+    schema: &Arc<Schema>,
+) -> Result<Vec<RecordBatch>, IngestError> {
+    let reader = file
         .with_batch_size(64 * 1024)
         .build()
-        .map_err(|err| unreadable(&err))?;
+        .map_err(|err| unreadable(path, &err))?;
     reader
         .map(|batch| {
-            let batch = batch.map_err(|err| unreadable(&err))?;
-            conform(&batch, schema).map_err(|err| unreadable(&err))
+            let batch = batch.map_err(|err| unreadable(path, &err))?;
+            conform(&batch, schema).map_err(|err| unreadable(path, &err))
         })
         .collect()
 }

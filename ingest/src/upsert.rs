@@ -33,7 +33,8 @@ use futures::StreamExt;
 use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::Value;
 
-use crate::compact::{decode_file, read_file};
+use crate::commit::starting_parent;
+use crate::compact::{decode_opened, open_file, read_file};
 use crate::{Ingest, IngestError};
 
 /// Stored files read at once while looking for replaced keys.
@@ -221,10 +222,7 @@ impl Ingest {
 
         let queue = self.commit_queue(dataset.id);
         let mut last_seen = queue.lock().await;
-        let mut parent = match (*last_seen, dataset.snapshot_id) {
-            (Some(seen), Some(read)) => Some(seen.max(read)),
-            (seen, read) => seen.or(read),
-        };
+        let mut parent = starting_parent(*last_seen, dataset);
         let max_attempts = self.config.commit_retries.max(1);
         for attempt in 1..=max_attempts {
             let stored = match parent {
@@ -377,11 +375,12 @@ impl Ingest {
                     let path = file.path.clone();
                     // Decoded only if its bloom filter does not rule it out.
                     tokio::task::spawn_blocking(move || {
-                        let values = leading.within(&file);
-                        if !leading.bloom_may_hold(&bytes, values) {
+                        // One footer parse serves both the bloom check and the decode.
+                        let opened = open_file(&path, bytes)?;
+                        if !leading.bloom_may_hold(&opened, leading.within(&file)) {
                             return Ok((file, None));
                         }
-                        decode_file(&path, bytes, &schema).map(|batches| (file, Some(batches)))
+                        decode_opened(&path, opened, &schema).map(|batches| (file, Some(batches)))
                     })
                     .await
                     .map_err(|err| IngestError::Internal(format!("decoding task failed: {err}")))?
@@ -504,12 +503,13 @@ impl LeadingKeys {
     }
 
     /// Whether the bloom filters of a stored file (its bytes) say it may hold one of
-    /// `values` in the leading column; `true` when it has none for it (a file written before
+    /// `values` in the leading column (`builder`: the file opened); `true` when it has none for it (a file written before
     /// the dataset's files carried them, or by another tool).
-    fn bloom_may_hold(&self, bytes: &Bytes, values: &[KeyValue]) -> bool {
-        let Ok(builder) = ParquetRecordBatchReaderBuilder::try_new(bytes.clone()) else {
-            return true;
-        };
+    fn bloom_may_hold(
+        &self,
+        builder: &ParquetRecordBatchReaderBuilder<Bytes>,
+        values: &[KeyValue],
+    ) -> bool {
         let columns = builder.parquet_schema().columns();
         let Some(index) = columns.iter().position(|c| c.name() == self.column) else {
             return true;
@@ -679,7 +679,8 @@ mod tests {
             values: Vec::new(),
             stored_as_i32: false,
         };
-        let with_bloom = Bytes::from(
+        let open = |bytes: Vec<u8>| open_file("test.parquet", Bytes::from(bytes)).expect("opens");
+        let with_bloom = open(
             crate::parquet_file::encode(std::slice::from_ref(&batch), "zstd", Some("id"))
                 .expect("test value"),
         );
@@ -695,7 +696,7 @@ mod tests {
         );
         // A file without a bloom filter (written before keyed files had one) may hold any.
         let without =
-            Bytes::from(crate::parquet_file::encode(&[batch], "zstd", None).expect("test value"));
+            open(crate::parquet_file::encode(&[batch], "zstd", None).expect("test value"));
         assert!(leading.bloom_may_hold(&without, &absent));
     }
 }

@@ -128,13 +128,7 @@ async fn compaction(hub: &Hub, pushes: usize, rows: usize, runs: usize) -> anyho
     );
     // The same extra rows into the other table, then both compacted to one file each.
     push_once(hub, &admin, "bench.at_once", total, pushed_during * rows).await?;
-    for table in ["bench.pushed", "bench.at_once"] {
-        let name = DatasetName::parse(table)?;
-        hub.state
-            .ingest
-            .compact(None, &name, &hub.state.compaction, &|_, _| {})
-            .await?;
-    }
+    compact_all(hub, &["bench.pushed", "bench.at_once"]).await?;
     compare_tables(
         hub,
         &admin,
@@ -249,13 +243,11 @@ async fn keyed(hub: &Hub, pushes: usize, runs: usize) -> anyhow::Result<()> {
         "keyed vs unkeyed, as pushed",
     )
     .await?;
-    for table in ["bench.keyed", "bench.unkeyed", "bench.unkeyed_by_id"] {
-        let name = DatasetName::parse(table)?;
-        hub.state
-            .ingest
-            .compact(None, &name, &hub.state.compaction, &|_, _| {})
-            .await?;
-    }
+    compact_all(
+        hub,
+        &["bench.keyed", "bench.unkeyed", "bench.unkeyed_by_id"],
+    )
+    .await?;
     compare_tables(
         hub,
         &admin,
@@ -378,5 +370,17 @@ async fn deletes(hub: &Hub, rows: usize) -> anyhow::Result<()> {
             .snapshot_id
             .map_or("none".into(), |id| id.to_string()),
     );
+    Ok(())
+}
+
+/// Compacts each of `tables` by the hub's policy, one after the other.
+async fn compact_all(hub: &Hub, tables: &[&str]) -> anyhow::Result<()> {
+    for table in tables {
+        let name = DatasetName::parse(table)?;
+        hub.state
+            .ingest
+            .compact(None, &name, &hub.state.compaction, &|_, _| {})
+            .await?;
+    }
     Ok(())
 }
