@@ -1,8 +1,8 @@
 //! SQL behaviour, as sqllogictest files in `tests/slt/`, run against a real hub whose
 //! fixture datasets are pushed through the ingest path (several snapshots, several files).
 //!
-//! A file's first line may name who runs it: `# principal: <department> <role>`; the default
-//! is an admin. Errors read `<code>: <message>`, with the code the HTTP API would answer,
+//! A file's first line may name who runs it: `# principal: <department> <role>
+//! [region=<code>]`; the default is an admin. Errors read `<code>: <message>`, with the code the HTTP API would answer,
 //! so that `statement error forbidden` and `query error invalid_sql` assert the kind of
 //! refusal.
 //!
@@ -90,19 +90,24 @@ impl sqllogictest::AsyncDB for HubDb {
                 .collect::<Result<Vec<_>, _>>()
                 .map_err(|e| SqlError(e.to_string()))?;
             for row in 0..batch.num_rows() {
-                rows.push(
-                    formatters
-                        .iter()
-                        .map(|f| {
-                            let text = f.value(row).to_string();
-                            if text.is_empty() {
-                                "(empty)".to_string()
-                            } else {
-                                text
-                            }
-                        })
-                        .collect(),
-                );
+                let cells: Vec<String> = formatters
+                    .iter()
+                    .map(|f| {
+                        let text = f.value(row).to_string();
+                        if text.is_empty() {
+                            "(empty)".to_string()
+                        } else {
+                            text
+                        }
+                    })
+                    .collect();
+                // A plan is text of several lines: one record line each, as printed.
+                if cells.iter().any(|cell| cell.contains('\n')) {
+                    let text = cells.join(" ");
+                    rows.extend(text.lines().map(|line| vec![line.trim_end().to_string()]));
+                } else {
+                    rows.push(cells);
+                }
             }
         }
         Ok(DBOutput::Rows { types, rows })
@@ -123,6 +128,7 @@ async fn fixture(state: &AppState) {
         ("jiaotong", "交通局"),
         ("zhili", "社会治理中心"),
         ("minzheng", "民政局"),
+        ("weijian", "卫健委"),
     ] {
         state
             .catalog
@@ -131,21 +137,21 @@ async fn fixture(state: &AppState) {
             .expect("department");
     }
     let datasets = [
-        json!({"name": "gongan.alarms", "sharing": "unconditional", "columns": [
+        json!({"name": "gongan.alarms", "region_column": "region_code", "sharing": "unconditional", "columns": [
             {"name": "id", "type": "int64", "nullable": false},
             {"name": "at", "type": "timestamp", "nullable": false},
             {"name": "region_code", "type": "string"},
             {"name": "kind", "type": "string"},
             {"name": "phone", "type": "string", "sensitivity": "phone"}]}),
-        json!({"name": "jiaotong.flows", "sharing": "none", "columns": [
+        json!({"name": "jiaotong.flows", "region_column": "region_code", "sharing": "none", "columns": [
             {"name": "id", "type": "int64", "nullable": false},
             {"name": "region_code", "type": "string"},
             {"name": "vehicles", "type": "int32"}]}),
-        json!({"name": "zhili.cases", "sharing": "conditional", "columns": [
+        json!({"name": "zhili.cases", "region_column": "region_code", "sharing": "conditional", "columns": [
             {"name": "id", "type": "int64", "nullable": false},
             {"name": "region_code", "type": "string"},
             {"name": "category", "type": "string"}]}),
-        json!({"name": "gongan.residents", "sharing": "conditional", "columns": [
+        json!({"name": "gongan.residents", "region_column": "region_code", "sharing": "conditional", "columns": [
             {"name": "id", "type": "int64", "nullable": false},
             {"name": "name", "type": "string", "sensitivity": "person_name"},
             {"name": "id_card", "type": "string", "sensitivity": "id_card"},
@@ -158,7 +164,7 @@ async fn fixture(state: &AppState) {
         json!({"name": "gongan.informants", "sharing": "none", "columns": [
             {"name": "id", "type": "int64", "nullable": false},
             {"name": "alias", "type": "string"}]}),
-        json!({"name": "zhili.events", "sharing": "unconditional", "columns": [
+        json!({"name": "zhili.events", "region_column": "region_code", "sharing": "unconditional", "columns": [
             {"name": "id", "type": "int64", "nullable": false},
             {"name": "region_code", "type": "string"},
             {"name": "status", "type": "string"}]}),
@@ -167,6 +173,10 @@ async fn fixture(state: &AppState) {
             {"name": "camera_id", "type": "string", "nullable": false},
             {"name": "plate", "type": "string", "sensitivity": "plate_no"},
             {"name": "kind", "type": "string"}]}),
+        json!({"name": "zhili.categories", "sharing": "unconditional", "region_free": true,
+            "columns": [
+            {"name": "code", "type": "string", "nullable": false},
+            {"name": "name", "type": "string"}]}),
         json!({"name": "zhili.hotline", "sharing": "unconditional", "columns": [
             {"name": "id", "type": "int64", "nullable": false},
             {"name": "category", "type": "string"},
@@ -298,6 +308,29 @@ async fn fixture(state: &AppState) {
     cameras(state).await;
     evolved(state, &admin).await;
     keyed(state, &admin).await;
+    // A city-wide code table (region_free), snapshot 19.
+    let categories = concat!(
+        r#"{"code":"theft","name":"盗窃"}"#,
+        "\n",
+        r#"{"code":"fraud","name":"诈骗"}"#,
+        "\n",
+        r#"{"code":"fight","name":"斗殴"}"#,
+        "\n"
+    );
+    state
+        .ingest
+        .push(
+            &admin,
+            "zhili.categories",
+            PushRequest {
+                format: Format::NdJson,
+                body: categories.as_bytes().to_vec().into(),
+                partial: false,
+                idempotency_key: None,
+            },
+        )
+        .await
+        .expect("categories push");
 }
 
 /// `jiaoyu.enrolments`, keyed by (school, student_id): a push repeating a key within itself
@@ -478,7 +511,8 @@ async fn cameras(state: &AppState) {
 }
 
 /// Grants on `gongan.residents`: zhili may read some columns, all masked (the trusted tier);
-/// minzheng may read every column with names unmasked; jiaotong's grant has expired.
+/// minzheng may read every column with names unmasked; jiaotong's grant has expired;
+/// weijian may read the rows of 市中区 and 隆昌市 only (one grant each).
 async fn grants(state: &AppState) {
     let residents = state
         .catalog
@@ -494,8 +528,9 @@ async fn grants(state: &AppState) {
         Option<Vec<&'a str>>,
         Vec<&'a str>,
         chrono::DateTime<chrono::Utc>,
+        Option<&'a str>,
     );
-    let plans: [Plan; 3] = [
+    let plans: [Plan; 5] = [
         (
             "zhili",
             Some(vec![
@@ -509,21 +544,42 @@ async fn grants(state: &AppState) {
             ]),
             vec![],
             now + chrono::Duration::days(30),
+            None,
         ),
         (
             "minzheng",
             None,
             vec!["name"],
             now + chrono::Duration::days(30),
+            None,
         ),
         (
             "jiaotong",
             None,
             vec!["name"],
             now - chrono::Duration::seconds(1),
+            None,
+        ),
+        (
+            "weijian",
+            None,
+            vec![],
+            now + chrono::Duration::days(30),
+            Some("511002"),
+        ),
+        (
+            "weijian",
+            None,
+            vec![],
+            now + chrono::Duration::days(30),
+            Some("511028"),
         ),
     ];
-    for (department, columns, unmasked, expires_at) in plans {
+    for (department, columns, unmasked, expires_at, region) in plans {
+        let rows = region.map(|code| cityhub_catalog::sharing::RowLimit {
+            regions: vec![code.to_string()],
+            since: None,
+        });
         let applicant = real_principal(state, department, Role::Analyst).await;
         let request = state
             .catalog
@@ -536,6 +592,7 @@ async fn grants(state: &AppState) {
                 unmasked: unmasked.into_iter().map(String::from).collect(),
                 until: None,
                 answer_due_at: now + chrono::Duration::days(7),
+                rows: rows.clone(),
             })
             .await
             .expect("request");
@@ -549,6 +606,7 @@ async fn grants(state: &AppState) {
                 columns: None,
                 unmasked: None,
                 expires_at: Some(expires_at),
+                rows: None,
             })
             .await
             .expect("approve");
@@ -565,6 +623,7 @@ async fn real_principal(state: &AppState, department: &str, role: Role) -> Princ
                 role,
                 expires_at: None,
                 rate_limit_per_second: None,
+                region: None,
             },
             &Token::generate().hash,
         )
@@ -582,6 +641,7 @@ fn principal(department: &str, role: Role) -> Principal {
         expires_at: None,
         revoked_at: None,
         rate_limit_per_second: None,
+        region: None,
     }
 }
 
@@ -595,7 +655,14 @@ fn principal_of(path: &Path) -> Principal {
         Some(mut words) => {
             let department = words.next().expect("department");
             let role: Role = words.next().expect("role").parse().expect("role");
-            principal(department, role)
+            let region = words
+                .next()
+                .and_then(|word| word.strip_prefix("region="))
+                .map(String::from);
+            Principal {
+                region,
+                ..principal(department, role)
+            }
         }
         None => principal("admin", Role::Admin),
     }

@@ -106,6 +106,7 @@ impl Hub {
                     role: Role::Admin,
                     expires_at: None,
                     rate_limit_per_second: None,
+                    region: None,
                 },
                 &token.hash,
             )

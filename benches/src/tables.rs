@@ -21,6 +21,7 @@ pub fn bench_admin() -> Principal {
         expires_at: None,
         revoked_at: None,
         rate_limit_per_second: None,
+        region: None,
     }
 }
 

@@ -10,7 +10,7 @@ use chrono::{DateTime, Utc};
 use crate::Catalog;
 use crate::error::{CatalogError, Result};
 use crate::model::{Dataset, DatasetName, Principal, Role, Sharing};
-use crate::sharing::Grant;
+use crate::sharing::{Grant, RowLimit};
 
 impl Principal {
     /// Whether this principal may act for `department` as owner (admins may act for all).
@@ -128,13 +128,18 @@ pub enum Access {
     Full,
     /// A reader: `columns` (all when `None`); sensitive columns masked except `unmasked`.
     /// `trusted` readers hold a grant and get the milder masks of the trusted tier.
+    /// `rows`: the rows its grants allow (any of the limits), `None` for all of them.
     Read {
         columns: Option<BTreeSet<String>>,
         unmasked: BTreeSet<String>,
         trusted: bool,
+        rows: Option<Vec<RowLimit>>,
     },
     /// Visible in the shared catalogue, readable after an approved share request.
     Apply,
+    /// Visible, but the principal is scoped to a region and the dataset says neither where
+    /// its rows lie (`region_column`) nor that it has no region (`region_free`).
+    OutOfScope,
     /// Not even its existence may be revealed.
     Hidden,
 }
@@ -151,14 +156,55 @@ impl Access {
             Access::Read { trusted: true, .. } => "granted",
             Access::Read { .. } => "read",
             Access::Apply => "apply",
+            Access::OutOfScope => "out_of_scope",
             Access::Hidden => "none",
         }
     }
 }
 
+/// Whether `principal` reads only some rows of `dataset` (its region scope, or grants
+/// limited to rows): counts of all its rows (rows, bytes, files, snapshot sizes) must not
+/// be shown to it then.
+pub fn rows_limited(principal: &Principal, dataset: &Dataset, how: &Access) -> bool {
+    (principal.region.is_some() && !dataset.region_free)
+        || matches!(how, Access::Read { rows: Some(_), .. })
+}
+
+/// Why a region-scoped principal cannot read a dataset that is neither region-tagged nor
+/// region-free, and what its owner can do about it.
+pub fn out_of_scope_message(principal: &Principal, dataset: &Dataset) -> String {
+    format!(
+        "{} does not say where its rows lie, so a token scoped to region {} cannot read it: \
+         its owner ({}) can declare a region_column (PATCH /api/v1/datasets/{}) or mark it \
+         region_free if it holds no regional rows",
+        dataset.name,
+        principal.region.as_deref().unwrap_or("?"),
+        dataset.owner,
+        dataset.name
+    )
+}
+
 /// What `principal` may do with `dataset`, given the active and inactive grants held by the
-/// principal's department (grants of other datasets are ignored).
+/// principal's department (grants of other datasets are ignored). A region-scoped
+/// principal's own scope is applied by the reader on top of this ([`Principal::scope`]).
 pub fn access(
+    principal: &Principal,
+    dataset: &Dataset,
+    grants: &[Grant],
+    now: DateTime<Utc>,
+) -> Access {
+    let how = unscoped_access(principal, dataset, grants, now);
+    if principal.region.is_some()
+        && how.readable()
+        && dataset.region_column.is_none()
+        && !dataset.region_free
+    {
+        return Access::OutOfScope;
+    }
+    how
+}
+
+fn unscoped_access(
     principal: &Principal,
     dataset: &Dataset,
     grants: &[Grant],
@@ -173,6 +219,8 @@ pub fn access(
     // Several active grants of one dataset add up: the union of their columns.
     let mut columns: Option<BTreeSet<String>> = Some(BTreeSet::new());
     let mut unmasked = BTreeSet::new();
+    // Several grants' rows add up too; one without a limit allows every row.
+    let mut rows: Option<Vec<RowLimit>> = Some(Vec::new());
     let mut granted = false;
     for grant in grants.iter().filter(|g| {
         g.dataset_id == dataset.id && g.department == principal.department && g.active(now)
@@ -184,6 +232,11 @@ pub fn access(
             (None, Some(_)) => {}
         }
         unmasked.extend(grant.unmasked.iter().cloned());
+        match (&mut rows, &grant.rows) {
+            (Some(limits), Some(limit)) => limits.push(limit.clone()),
+            (_, None) => rows = None,
+            (None, Some(_)) => {}
+        }
     }
     match (granted, dataset.sharing) {
         (true, _) => Access::Read {
@@ -195,11 +248,17 @@ pub fn access(
             },
             unmasked,
             trusted: true,
+            rows: if dataset.sharing == Sharing::Unconditional {
+                None
+            } else {
+                rows
+            },
         },
         (false, Sharing::Unconditional) => Access::Read {
             columns: None,
             unmasked,
             trusted: false,
+            rows: None,
         },
         (false, _) => Access::Apply,
     }

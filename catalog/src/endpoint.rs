@@ -248,6 +248,10 @@ impl fmt::Display for SpecError {
 }
 
 /// Checks an endpoint's name: what goes in its URL.
+/// The parameter the hub binds itself: the calling principal's region scope (the city,
+/// 511000, for an unscoped caller), so that one definition serves every level's screen.
+pub const CALLER_REGION: &str = "caller_region";
+
 pub fn check_name(name: &str) -> Result<(), SpecError> {
     let ok = !name.is_empty()
         && name.len() <= 64
@@ -302,6 +306,15 @@ impl EndpointSpec {
         let mut names = BTreeSet::new();
         for (index, param) in self.params.iter().enumerate() {
             let field = |what: &str| format!("params[{index}].{what}");
+            if param.name == CALLER_REGION {
+                return bad(
+                    field("name"),
+                    format!(
+                        "${CALLER_REGION} is the hub's own parameter (the caller's region scope, \
+                         the city for an unscoped caller); use it in the SQL without declaring it"
+                    ),
+                );
+            }
             let name_ok = !param.name.is_empty()
                 && param.name.len() <= 64
                 && param

@@ -121,7 +121,7 @@ pub fn parse(text: &str) -> Result<DeviceId, IdError> {
         centre_code: text[..8].to_string(),
         region_code: region.code,
         region_name: region.name,
-        current_region_code: current_code(region),
+        current_region_code: crate::region::current_code(region),
         industry,
         industry_name: industry_name(industry),
         type_code,
@@ -130,19 +130,6 @@ pub fn parse(text: &str) -> Result<DeviceId, IdError> {
         network_name: network_name(network),
         serial,
     })
-}
-
-/// The code that replaced a retired region (recorded in its note as "... replaced 511028"),
-/// or the region's own code.
-fn current_code(region: &'static Region) -> &'static str {
-    if region.current {
-        return region.code;
-    }
-    crate::region::regions()
-        .iter()
-        .find(|r| r.current && r.note.contains(region.code))
-        .map(|r| r.code)
-        .unwrap_or(region.code)
 }
 
 pub fn industry_name(code: u8) -> &'static str {

@@ -47,7 +47,7 @@ pub use audit::{Action, AuditEntry, AuditEvent, AuditFilter, AuditLog, Outcome};
 pub use error::{CatalogError, Result};
 pub use lifecycle::{
     DatasetChange, ExpiredSnapshots, SnapshotSummary, check_evolution, validate_primary_key,
-    validate_sort_key,
+    validate_region, validate_sort_key,
 };
 pub use model::*;
 pub use sharing::SharingService;

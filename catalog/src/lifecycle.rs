@@ -4,7 +4,36 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::CatalogError;
-use crate::model::{Column, ColumnType, DataFile, RowRetention, validate_columns};
+use crate::model::{
+    Column, ColumnType, DataFile, RowRetention, validate_columns, validate_region_column,
+};
+
+/// Validates how a dataset says where its rows lie: a region column (a string column), or
+/// `region_free`, not both.
+pub fn validate_region(
+    region_column: Option<&str>,
+    region_free: bool,
+    columns: &[Column],
+) -> Result<(), CatalogError> {
+    match region_column {
+        Some(_) if region_free => Err(CatalogError::invalid(
+            "region_free",
+            "a dataset with a region_column has regions; region_free is for datasets without \
+             one (a city-wide code table)",
+        )),
+        Some(name) => validate_region_column(name, columns),
+        None => Ok(()),
+    }
+}
+
+/// Reads a field that may be given as `null` (to clear it) apart from one left out.
+fn present<'de, D, T>(deserializer: D) -> Result<Option<Option<T>>, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(deserializer).map(Some)
+}
 
 /// Validates a declared sort key against the columns: known, sortable, not repeated.
 pub fn validate_sort_key(sort_key: &[String], columns: &[Column]) -> Result<(), CatalogError> {
@@ -97,6 +126,12 @@ pub struct DatasetChange {
     /// A new row retention (the hub deletes rows older than it).
     #[serde(default)]
     pub row_retention: Option<RowRetention>,
+    /// A new region column; `null` removes it (region-scoped principals then cannot read
+    /// the dataset unless it is marked `region_free`).
+    #[serde(default, deserialize_with = "present")]
+    pub region_column: Option<Option<String>>,
+    #[serde(default)]
+    pub region_free: Option<bool>,
 }
 
 /// Validates a row retention against the columns: a timestamp or date column, at least a day.

@@ -116,9 +116,20 @@ pub struct Principal {
     pub revoked_at: Option<DateTime<Utc>>,
     /// This token's own request rate limit; `None` uses the configured default.
     pub rate_limit_per_second: Option<u32>,
+    /// The region this principal sees (a county's or a town's governance centre): rows,
+    /// cameras and endpoint results outside it do not exist for it. `None`: the whole hub.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 impl Principal {
+    /// The region scope, if this principal has one (validated when the token was made).
+    pub fn scope(&self) -> Option<crate::region::Scope> {
+        self.region
+            .as_deref()
+            .and_then(|code| crate::region::Scope::of(code).ok())
+    }
+
     /// Whoever runs the CLI on the data folder: an admin, recorded as such in the audit log.
     pub fn local_operator() -> Self {
         Principal {
@@ -130,6 +141,7 @@ impl Principal {
             expires_at: None,
             revoked_at: None,
             rate_limit_per_second: None,
+            region: None,
         }
     }
 
@@ -153,6 +165,8 @@ pub struct NewPrincipal {
     pub role: Role,
     pub expires_at: Option<DateTime<Utc>>,
     pub rate_limit_per_second: Option<u32>,
+    /// A region scope, already checked ([`crate::region::Scope::of`]).
+    pub region: Option<String>,
 }
 
 /// `department.table`, both parts lowercase identifiers.
@@ -504,6 +518,31 @@ text_enum!(Sharing {
     Sharing::None => "none",
 });
 
+/// Checks a declared region column: a string column of the dataset.
+pub fn validate_region_column(name: &str, columns: &[Column]) -> Result<(), CatalogError> {
+    match columns.iter().find(|c| c.name == name) {
+        None => Err(CatalogError::invalid(
+            "region_column",
+            format!("{name:?} is not a column of the dataset"),
+        )),
+        Some(column) if column.column_type != ColumnType::String => Err(CatalogError::invalid(
+            "region_column",
+            format!(
+                "{name:?} is a {} column; region codes (511025, 511025100) are held as strings",
+                column.column_type
+            ),
+        )),
+        Some(column) if column.sensitivity.is_some() => Err(CatalogError::invalid(
+            "region_column",
+            format!(
+                "{name:?} carries a sensitivity tag; a region column is compared unmasked to \
+                 scope rows, so it cannot be masked"
+            ),
+        )),
+        Some(_) => Ok(()),
+    }
+}
+
 /// A request to register a dataset.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -538,6 +577,14 @@ pub struct NewDataset {
     /// Rows older than this are deleted by the hub (e.g. personal data kept 180 days).
     #[serde(default)]
     pub row_retention: Option<RowRetention>,
+    /// A string column holding each row's GB/T 2260 region code (any level): principals
+    /// scoped to a region see only the rows inside it.
+    #[serde(default)]
+    pub region_column: Option<String>,
+    /// The dataset has no region (a city-wide code table): region-scoped principals may read
+    /// all of it. Without this or a region column it is refused to them.
+    #[serde(default)]
+    pub region_free: bool,
 }
 
 /// Rows whose `column` (a timestamp or date) is more than `days` old are deleted.
@@ -570,6 +617,10 @@ pub struct Dataset {
     pub snapshot_retention_days: Option<u32>,
     /// Rows the hub deletes once they are old enough.
     pub row_retention: Option<RowRetention>,
+    /// The column holding each row's region code ([`NewDataset::region_column`]).
+    pub region_column: Option<String>,
+    /// Readable in full by region-scoped principals ([`NewDataset::region_free`]).
+    pub region_free: bool,
     /// When garbage collection last went over it.
     pub last_gc_at: Option<DateTime<Utc>>,
     pub schema_version: i64,
@@ -588,6 +639,26 @@ impl Dataset {
     /// The Arrow schema rows are stored with.
     pub fn arrow_schema(&self) -> Arc<Schema> {
         arrow_schema(&self.columns)
+    }
+
+    /// The column a row's time is read from when a grant limits rows by time (`since`):
+    /// the first timestamp column of the sort key, else the first timestamp column.
+    pub fn time_column(&self) -> Option<&str> {
+        let timestamp = |name: &String| {
+            self.columns
+                .iter()
+                .any(|c| &c.name == name && c.column_type == ColumnType::Timestamp)
+        };
+        self.sort_key
+            .iter()
+            .find(|name| timestamp(name))
+            .or_else(|| {
+                self.columns
+                    .iter()
+                    .find(|c| c.column_type == ColumnType::Timestamp)
+                    .map(|c| &c.name)
+            })
+            .map(String::as_str)
     }
 
     /// The columns compaction sorts by: the declared sort key, else the primary key (so that

@@ -73,6 +73,7 @@ mod tests {
             expires_at: None,
             revoked_at: None,
             rate_limit_per_second: None,
+            region: None,
         }
     }
 

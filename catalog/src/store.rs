@@ -258,6 +258,7 @@ pub trait CameraStore: Send + Sync + 'static {
         since: i64,
         now: i64,
         liveness: Liveness,
+        scope: Option<crate::region::Scope>,
     ) -> Result<(Vec<CameraStats>, CameraStats)>;
 
     /// The status history after `after_seq`, oldest first.

@@ -126,6 +126,8 @@ impl Ingest {
                     primary_key: vec![],
                     snapshot_retention_days: None,
                     row_retention: None,
+                    region_column: None,
+                    region_free: false,
                 };
                 (self.register_dataset(by, new).await?, true)
             }

@@ -12,6 +12,7 @@ use cityhub_catalog::camera::{
     CameraQuery, CameraRecord, CameraSettings, position_type_name, wgs84_to_gcj02,
 };
 use cityhub_catalog::region;
+use cityhub_catalog::region::Scope;
 use datafusion::arrow::array::{
     ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray, UInt8Array, UInt16Array, UInt32Array,
@@ -43,24 +44,36 @@ fn external(err: cityhub_catalog::CatalogError) -> DataFusionError {
     DataFusionError::External(Box::new(err))
 }
 
-/// Every registered channel with decoded id fields, region names, GCJ-02 coordinates,
-/// stream URLs and the status now.
-pub async fn cameras_batch(
+/// Every registered channel inside `scope` (all without one).
+async fn scoped_cameras(
     catalog: &Catalog,
     settings: &CameraSettings,
     now: i64,
-) -> Result<RecordBatch> {
-    let records = catalog
+    scope: Option<Scope>,
+) -> Result<Vec<CameraRecord>> {
+    catalog
         .search_cameras(
             CameraQuery {
                 limit: usize::MAX,
+                scope,
                 ..CameraQuery::default()
             },
             now,
             settings.liveness,
         )
         .await
-        .map_err(external)?;
+        .map_err(external)
+}
+
+/// Every registered channel with decoded id fields, region names, GCJ-02 coordinates,
+/// stream URLs and the status now.
+pub async fn cameras_batch(
+    catalog: &Catalog,
+    settings: &CameraSettings,
+    now: i64,
+    scope: Option<Scope>,
+) -> Result<RecordBatch> {
+    let records = scoped_cameras(catalog, settings, now, scope).await?;
     let schema = Arc::new(Schema::new(vec![
         Field::new("id", DataType::Utf8, false),
         Field::new("parent_id", DataType::Utf8, true),
@@ -195,7 +208,23 @@ pub async fn cameras_batch(
 }
 
 /// The status history: every transition with its time, previous and new status and cause.
-pub async fn status_events_batch(catalog: &Catalog) -> Result<RecordBatch> {
+pub async fn status_events_batch(
+    catalog: &Catalog,
+    settings: &CameraSettings,
+    scope: Option<Scope>,
+) -> Result<RecordBatch> {
+    // A scoped reader sees the history of the channels inside its scope (a town's are
+    // known by their civil code, which the history does not carry).
+    let inside: Option<std::collections::HashSet<String>> = match scope {
+        None => None,
+        Some(scope) => Some(
+            scoped_cameras(catalog, settings, cityhub_catalog::camera::now_ms(), Some(scope))
+                .await?
+                .into_iter()
+                .map(|record| record.id.id)
+                .collect(),
+        ),
+    };
     let mut events = Vec::new();
     let mut after = 0;
     loop {
@@ -205,7 +234,10 @@ pub async fn status_events_batch(catalog: &Catalog) -> Result<RecordBatch> {
             .map_err(external)?;
         let Some(last) = page.last() else { break };
         after = last.seq;
-        events.extend(page);
+        events.extend(
+            page.into_iter()
+                .filter(|e| inside.as_ref().is_none_or(|ids| ids.contains(&e.camera_id))),
+        );
     }
     let schema = Arc::new(Schema::new(vec![
         Field::new("seq", DataType::Int64, false),

@@ -17,6 +17,13 @@ pub struct NeedsGrant {
     pub dataset: String,
 }
 
+/// A region-scoped principal named a dataset that says nothing of regions.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
+pub struct OutOfScope {
+    pub message: String,
+}
+
 /// A time-travelling read named a snapshot that is not (or no longer) there.
 #[derive(Debug, thiserror::Error)]
 #[error("{message}")]
@@ -77,6 +84,11 @@ impl QueryError {
             && let Some(needs) = inner.downcast_ref::<NeedsGrant>()
         {
             return QueryError::Forbidden(needs.to_string());
+        }
+        if let DataFusionError::External(inner) = root
+            && let Some(refused) = inner.downcast_ref::<OutOfScope>()
+        {
+            return QueryError::Forbidden(refused.to_string());
         }
         if let DataFusionError::External(inner) = root
             && let Some(not_readable) = inner.downcast_ref::<NotReadable>()

@@ -7,6 +7,13 @@
 //! - the scan gets no min/max statistics of masked columns (they would show in
 //!   `EXPLAIN VERBOSE` and could answer `min(phone)` from metadata);
 //! - `MaskExec` lets no filter, projection or sort be pushed through it.
+//!
+//! Rows are limited the same way, one step lower: a region scope or a grant's row limit is
+//! a [`RowFilter`] applied directly on the scan and sealed with it in a [`RowScopeExec`],
+//! a leaf to the rest of the plan. Nothing above sees a row outside it, and neither
+//! `EXPLAIN ANALYZE` (the sealed scan's metrics are not shown), the table's statistics
+//! (reported unknown) nor an error (the filter is a plain range test on a string column,
+//! run before any expression of the query) tells how many rows lie outside.
 
 use std::collections::BTreeMap;
 use std::fmt;
@@ -31,6 +38,7 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::filter::FilterExecBuilder;
+use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
@@ -85,6 +93,14 @@ impl ReadLog {
     }
 }
 
+/// The rows one reader may see of a dataset: a predicate over the stored columns.
+#[derive(Debug, Clone)]
+pub struct RowFilter {
+    pub predicate: Expr,
+    /// What `EXPLAIN` shows of it (`region_code in 511025`).
+    pub description: String,
+}
+
 /// A dataset's snapshot through one reader's eyes.
 pub struct ReaderTable {
     dataset: String,
@@ -92,6 +108,7 @@ pub struct ReaderTable {
     columns: Vec<ShownColumn>,
     schema: SchemaRef,
     log: Arc<ReadLog>,
+    rows: Option<RowFilter>,
 }
 
 impl fmt::Debug for ReaderTable {
@@ -132,7 +149,14 @@ impl ReaderTable {
             columns,
             schema: Arc::new(Schema::new(fields)),
             log,
+            rows: None,
         }
+    }
+
+    /// The same table showing only the rows `rows` keeps (`None`: all of them).
+    pub fn with_rows(mut self, rows: Option<RowFilter>) -> Self {
+        self.rows = rows;
+        self
     }
 
     fn is_masked(&self, name: &str) -> bool {
@@ -181,7 +205,10 @@ impl TableProvider for ReaderTable {
 
     fn statistics(&self) -> Option<Statistics> {
         let mut statistics = Statistics::new_unknown(&self.schema);
-        if let Some(inner) = self.inner.statistics() {
+        // With a row filter the stored row count counts rows the reader may not see.
+        if self.rows.is_none()
+            && let Some(inner) = self.inner.statistics()
+        {
             statistics.num_rows = inner.num_rows;
         }
         Some(statistics)
@@ -214,7 +241,8 @@ impl TableProvider for ReaderTable {
             }),
         );
         let has_masks = shown.iter().any(|&i| self.columns[i].mask.is_some());
-        if self.columns.iter().all(|c| c.mask.is_none()) {
+        let plain = self.columns.iter().all(|c| c.mask.is_none());
+        if plain && self.rows.is_none() {
             let projection: Vec<usize> = shown.iter().map(|&i| self.columns[i].index).collect();
             return self
                 .inner
@@ -222,9 +250,10 @@ impl TableProvider for ReaderTable {
                 .await;
         }
         // Scan the shown columns plus those the (exact) filters need, filter raw rows on
-        // unmasked columns, then mask and keep the shown columns.
+        // unmasked columns, then mask and keep the shown columns. (On a plain table the
+        // filters are inexact: DataFusion applies them above the scan.)
         let mut scanned = shown.clone();
-        for filter in filters {
+        for filter in filters.iter().filter(|_| !plain) {
             for column in filter.column_refs() {
                 if let Ok(index) = self.schema.index_of(&column.name)
                     && !scanned.contains(&index)
@@ -236,10 +265,21 @@ impl TableProvider for ReaderTable {
         let inner_projection: Vec<usize> = scanned.iter().map(|&i| self.columns[i].index).collect();
         // A limit can go to the scan only when no filter of ours comes after it.
         let scan_limit = if filters.is_empty() { limit } else { None };
-        let scan = self
-            .inner
-            .scan(state, Some(&inner_projection), filters, scan_limit)
-            .await?;
+        let scan = match &self.rows {
+            None => {
+                self.inner
+                    .scan(state, Some(&inner_projection), filters, scan_limit)
+                    .await?
+            }
+            Some(rows) => {
+                self.scoped_scan(state, &inner_projection, filters, scan_limit, rows)
+                    .await?
+            }
+        };
+        if plain {
+            // `scanned` is `shown` on a plain table.
+            return Ok(scan);
+        }
         let Some(predicate) = conjunction(filters.iter().map(unqualified)) else {
             // Without filters `scanned` is `shown`.
             return self.mask(scan, &shown);
@@ -261,6 +301,44 @@ impl TableProvider for ReaderTable {
 }
 
 impl ReaderTable {
+    /// The stored columns `projection` (indices of the full schema) of the rows `rows`
+    /// keeps, sealed in a [`RowScopeExec`]. Files and row groups outside the rows (by their
+    /// statistics) are skipped; `filters` prune too but are applied by the caller.
+    async fn scoped_scan(
+        &self,
+        state: &dyn Session,
+        projection: &[usize],
+        filters: &[Expr],
+        fetch: Option<usize>,
+        rows: &RowFilter,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let full = self.inner.schema();
+        let mut with_rows = projection.to_vec();
+        for column in rows.predicate.column_refs() {
+            let index = full.index_of(&column.name)?;
+            if !with_rows.contains(&index) {
+                with_rows.push(index);
+            }
+        }
+        let mut pruning = filters.to_vec();
+        pruning.push(rows.predicate.clone());
+        let scan = self
+            .inner
+            .scan_pruned(state, Some(&with_rows), &pruning, None, true)
+            .await?;
+        let schema = DFSchema::try_from(scan.schema().as_ref().clone())?;
+        let predicate = state.create_physical_expr(unqualified(&rows.predicate), &schema)?;
+        let kept: Vec<usize> = (0..projection.len()).collect();
+        let filter = FilterExecBuilder::new(predicate, scan)
+            .with_fetch(fetch)
+            .apply_projection(Some(kept))?
+            .build()?;
+        Ok(Arc::new(RowScopeExec::new(
+            Arc::new(filter),
+            rows.description.clone(),
+        )))
+    }
+
     /// `MaskExec` over `input`, whose first columns are `shown` (table indices), keeping
     /// just those; the input itself when that changes nothing.
     fn mask(
@@ -295,6 +373,111 @@ fn unqualified(filter: &Expr) -> Expr {
         })
         .map(|t| t.data)
         .unwrap_or_else(|_| filter.clone())
+}
+
+/// A scan and the row filter on it, sealed: to the plan above it is a leaf that yields only
+/// the rows the reader may see. Its input is not among its children, so that no optimizer
+/// rule moves anything between the scan and the filter and `EXPLAIN ANALYZE` shows no
+/// count of the rows the filter dropped.
+#[derive(Debug)]
+pub struct RowScopeExec {
+    input: Arc<dyn ExecutionPlan>,
+    description: String,
+    metrics: ExecutionPlanMetricsSet,
+    properties: Arc<PlanProperties>,
+}
+
+impl RowScopeExec {
+    fn new(input: Arc<dyn ExecutionPlan>, description: String) -> Self {
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(input.schema()),
+            input.output_partitioning().clone(),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Self {
+            input,
+            description,
+            metrics: ExecutionPlanMetricsSet::new(),
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl DisplayAs for RowScopeExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "RowScopeExec: {}", self.description)
+    }
+}
+
+impl ExecutionPlan for RowScopeExec {
+    fn name(&self) -> &'static str {
+        "RowScopeExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        Vec::new()
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+        _: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        if children.is_empty() {
+            Ok(self)
+        } else {
+            Err(DataFusionError::Internal(
+                "RowScopeExec is a leaf; it takes no children".into(),
+            ))
+        }
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn metrics(&self) -> Option<MetricsSet> {
+        Some(self.metrics.clone_inner())
+    }
+
+    fn partition_statistics(&self, _partition: Option<usize>) -> Result<Arc<Statistics>> {
+        Ok(Arc::new(Statistics::new_unknown(&self.schema())))
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let input = self.input.execute(partition, context)?;
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
+        Ok(Box::pin(RecordBatchStreamAdapter::new(
+            self.input.schema(),
+            input.map(move |batch| {
+                let batch = batch?;
+                baseline.record_output(batch.num_rows());
+                Ok(batch)
+            }),
+        )))
+    }
 }
 
 /// Masks columns of every batch that passes; the first node above a masked table's scan.

@@ -16,7 +16,7 @@ use datafusion::datasource::TableType;
 use datafusion::datasource::file_format::FileFormat;
 use datafusion::datasource::file_format::parquet::ParquetFormat;
 use datafusion::datasource::listing::PartitionedFile;
-use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder};
+use datafusion::datasource::physical_plan::{FileGroup, FileScanConfigBuilder, ParquetSource};
 use datafusion::datasource::table_schema::TableSchema;
 use datafusion::error::Result;
 use datafusion::execution::object_store::ObjectStoreUrl;
@@ -297,6 +297,25 @@ impl TableProvider for SnapshotTable {
         filters: &[Expr],
         limit: Option<usize>,
     ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.scan_pruned(state, projection, filters, limit, false)
+            .await
+    }
+}
+
+impl SnapshotTable {
+    /// A scan of the files `filters` do not rule out; with `prune_row_groups` the filters
+    /// also go to the Parquet reader, to skip row groups and pages by their statistics
+    /// (never to filter rows: the caller filters them). DataFusion's own filter pushdown
+    /// does that for plain scans; a scan sealed under [`crate::reader::RowScopeExec`] is
+    /// out of its reach.
+    pub(crate) async fn scan_pruned(
+        &self,
+        state: &dyn Session,
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+        prune_row_groups: bool,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         let files = self.prune(state, filters);
         if files.is_empty() {
             let schema = match projection {
@@ -319,7 +338,18 @@ impl TableProvider for SnapshotTable {
         }
         total.num_rows = Precision::Exact(rows);
         let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
-        let source = format.file_source(TableSchema::from(self.schema.clone()));
+        let mut source = format.file_source(TableSchema::from(self.schema.clone()));
+        if prune_row_groups && let Some(predicate) = conjunction(filters.iter().cloned()) {
+            let df_schema = DFSchema::try_from(self.schema.as_ref().clone())?;
+            let predicate = state.create_physical_expr(predicate, &df_schema)?;
+            // Pruning only: rows are filtered above, in the order the caller needs (a region
+            // scope before anything the query asks).
+            let parquet = ParquetSource::new(TableSchema::from(self.schema.clone()))
+                .with_table_parquet_options(state.table_options().parquet.clone())
+                .with_predicate(predicate)
+                .with_pushdown_filters(false);
+            source = Arc::new(parquet);
+        }
         let config = FileScanConfigBuilder::new(self.store_url.clone(), source)
             .with_file_groups(groups.into_iter().map(FileGroup::new).collect())
             .with_statistics(total)

@@ -17,10 +17,11 @@ use datafusion::catalog::{CatalogProvider, SchemaProvider, TableProvider};
 use datafusion::datasource::MemTable;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::object_store::ObjectStoreUrl;
+use datafusion::logical_expr::utils::{conjunction, disjunction};
 
-use crate::error::{NeedsGrant, NotReadable};
+use crate::error::{NeedsGrant, NotReadable, OutOfScope};
 use crate::mask::Mask;
-use crate::reader::{ReadLog, ReaderTable, ShownColumn};
+use crate::reader::{ReadLog, ReaderTable, RowFilter, ShownColumn};
 use crate::table::{SnapshotTable, scan_schema};
 use crate::time_travel::{AsOf, split_table_name};
 
@@ -93,6 +94,9 @@ pub struct RequestView {
     /// Conditional datasets the principal could apply for: naming one in SQL answers 403
     /// saying how to apply, while listings (`SHOW TABLES`, `information_schema`) omit them.
     applicable: BTreeMap<String, BTreeMap<String, Dataset>>,
+    /// Datasets a region-scoped principal may not read because they say nothing of regions:
+    /// naming one answers 403 saying why; listings omit them.
+    out_of_scope: BTreeMap<String, BTreeMap<String, Dataset>>,
     /// Datasets whose metadata the principal may see (the shared catalogue).
     visible: Vec<Dataset>,
     catalog: Catalog,
@@ -140,6 +144,7 @@ impl RequestView {
         let now = chrono::Utc::now();
         let mut readable: BTreeMap<String, BTreeMap<String, (Dataset, Access)>> = BTreeMap::new();
         let mut applicable: BTreeMap<String, BTreeMap<String, Dataset>> = BTreeMap::new();
+        let mut out_of_scope: BTreeMap<String, BTreeMap<String, Dataset>> = BTreeMap::new();
         let mut visible = Vec::new();
         for dataset in all {
             let owner = dataset.owner.clone();
@@ -148,6 +153,12 @@ impl RequestView {
                 Access::Hidden => continue,
                 Access::Apply => {
                     applicable
+                        .entry(owner)
+                        .or_default()
+                        .insert(table, dataset.clone());
+                }
+                Access::OutOfScope => {
+                    out_of_scope
                         .entry(owner)
                         .or_default()
                         .insert(table, dataset.clone());
@@ -165,6 +176,7 @@ impl RequestView {
             principal,
             readable,
             applicable,
+            out_of_scope,
             visible,
             catalog,
             files,
@@ -187,6 +199,22 @@ impl RequestView {
 
     fn applicable(&self, department: &str, table: &str) -> Option<&Dataset> {
         self.applicable.get(department)?.get(table)
+    }
+
+    fn out_of_scope(&self, department: &str, table: &str) -> Option<&Dataset> {
+        self.out_of_scope.get(department)?.get(table)
+    }
+
+    /// Whether the principal reads only some rows of `dataset` (its region scope, or a
+    /// grant limited to rows): then counts of all its rows (`hub.datasets.rows`, snapshot
+    /// sizes) must not be shown to it.
+    pub fn rows_limited(&self, dataset: &Dataset) -> bool {
+        let how = self
+            .readable
+            .get(&dataset.owner)
+            .and_then(|tables| tables.get(dataset.name.table()))
+            .map_or(&Access::Apply, |(_, how)| how);
+        cityhub_catalog::access::rows_limited(&self.principal, dataset, how)
     }
 }
 
@@ -214,8 +242,9 @@ impl CatalogProvider for ViewCatalog {
                 view: self.view.clone(),
             }));
         }
-        let known =
-            self.view.readable.contains_key(name) || self.view.applicable.contains_key(name);
+        let known = self.view.readable.contains_key(name)
+            || self.view.applicable.contains_key(name)
+            || self.view.out_of_scope.contains_key(name);
         known.then(|| {
             Arc::new(DepartmentSchema {
                 view: self.view.clone(),
@@ -263,6 +292,15 @@ impl SchemaProvider for DepartmentSchema {
                     dataset: dataset.name.to_string(),
                 })));
             }
+            if let Some(dataset) = self.view.out_of_scope(&self.department, table) {
+                self.view.reads.record_refused(&dataset.name.to_string());
+                return Err(DataFusionError::External(Box::new(OutOfScope {
+                    message: cityhub_catalog::access::out_of_scope_message(
+                        &self.view.principal,
+                        dataset,
+                    ),
+                })));
+            }
             return Ok(None);
         };
         let travelled;
@@ -283,12 +321,15 @@ impl SchemaProvider for DepartmentSchema {
             files,
             self.view.store_url.clone(),
         );
-        let table: Arc<dyn TableProvider> = Arc::new(ReaderTable::new(
-            dataset.name.to_string(),
-            snapshot,
-            shown_columns(dataset, how),
-            self.view.reads.clone(),
-        ));
+        let table: Arc<dyn TableProvider> = Arc::new(
+            ReaderTable::new(
+                dataset.name.to_string(),
+                snapshot,
+                shown_columns(dataset, how),
+                self.view.reads.clone(),
+            )
+            .with_rows(row_filter(&self.view.principal, dataset, how)),
+        );
         self.pinned
             .lock()
             .map_err(|_| DataFusionError::Internal("pinned tables poisoned".into()))?
@@ -312,6 +353,7 @@ fn shown_columns(dataset: &Dataset, how: &Access) -> Vec<ShownColumn> {
         columns,
         unmasked,
         trusted,
+        ..
     } = how
     else {
         // Owners and admins: everything as stored.
@@ -335,6 +377,67 @@ fn shown_columns(dataset: &Dataset, how: &Access) -> Vec<ShownColumn> {
             all(index, column, mask)
         })
         .collect()
+}
+
+/// The rows `principal` may see of `dataset`: inside its region scope (on the dataset's
+/// region column) and inside any of its grants' row limits. `None`: every row.
+fn row_filter(principal: &Principal, dataset: &Dataset, how: &Access) -> Option<RowFilter> {
+    use datafusion::logical_expr::{col, lit};
+    use datafusion::scalar::ScalarValue;
+    let text = |value: &str| lit(ScalarValue::Utf8View(Some(value.to_string())));
+    // A region code lies inside a scope when it falls in one of its prefix ranges.
+    let inside = |column: &str, scopes: &[cityhub_catalog::region::Scope]| {
+        let mut ranges = scopes.iter().flat_map(|scope| scope.ranges()).map(|(low, high)| {
+            col(column)
+                .gt_eq(text(&low))
+                .and(col(column).lt(text(&high)))
+        });
+        let first = ranges.next().unwrap_or_else(|| lit(false));
+        ranges.fold(first, |any, range| any.or(range))
+    };
+    let mut predicates = Vec::new();
+    let mut described = Vec::new();
+    if let Some(scope) = principal.scope()
+        && !dataset.region_free
+    {
+        // `access` refused datasets without a region column to scoped principals.
+        let column = dataset.region_column.as_deref()?;
+        predicates.push(inside(column, std::slice::from_ref(&scope)));
+        described.push(format!("{column} in region {}", scope.code()));
+    }
+    if let Access::Read {
+        rows: Some(limits), ..
+    } = how
+    {
+        let mut any = Vec::new();
+        for limit in limits {
+            let mut all = Vec::new();
+            if !limit.regions.is_empty() {
+                // A region limit on a dataset that no longer names its region column
+                // keeps nothing.
+                all.push(match dataset.region_column.as_deref() {
+                    Some(column) => inside(column, &limit.scopes()),
+                    None => lit(false),
+                });
+            }
+            if let Some(since) = limit.since {
+                all.push(match dataset.time_column() {
+                    Some(column) => col(column).gt_eq(lit(ScalarValue::TimestampMicrosecond(
+                        Some(since.timestamp_micros()),
+                        Some("UTC".into()),
+                    ))),
+                    None => lit(false),
+                });
+            }
+            any.push(conjunction(all).unwrap_or_else(|| lit(true)));
+        }
+        predicates.push(disjunction(any).unwrap_or_else(|| lit(false)));
+        described.push("the rows of the department's grants".to_string());
+    }
+    Some(RowFilter {
+        predicate: conjunction(predicates)?,
+        description: described.join(" and "),
+    })
 }
 
 impl DepartmentSchema {
@@ -421,16 +524,20 @@ impl SchemaProvider for SystemSchema {
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
         let batch = match name {
-            "datasets" => datasets_batch(&self.view.visible)?,
+            "datasets" => datasets_batch(&self.view)?,
             "regions" => regions_batch()?,
             "snapshots" => self.snapshots_batch().await?,
             "rejected_records" => self.rejected_batch().await?,
             "cameras" => {
                 let now = cityhub_catalog::camera::now_ms();
-                crate::cameras::cameras_batch(&self.view.catalog, &self.view.cameras, now).await?
+                let scope = self.view.principal.scope();
+                crate::cameras::cameras_batch(&self.view.catalog, &self.view.cameras, now, scope)
+                    .await?
             }
             "camera_status_events" => {
-                crate::cameras::status_events_batch(&self.view.catalog).await?
+                let scope = self.view.principal.scope();
+                crate::cameras::status_events_batch(&self.view.catalog, &self.view.cameras, scope)
+                    .await?
             }
             "audit_log" if self.admin() => self.audit_batch().await?,
             _ => return Ok(None),
@@ -454,7 +561,10 @@ fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
     Arc::new(values.collect::<StringArray>())
 }
 
-fn datasets_batch(datasets: &[Dataset]) -> Result<RecordBatch> {
+fn datasets_batch(view: &RequestView) -> Result<RecordBatch> {
+    let datasets = &view.visible;
+    // Counts of every row of a dataset the caller reads only some rows of are not its to see.
+    let count = |dataset: &Dataset, value: i64| (!view.rows_limited(dataset)).then_some(value);
     let schema = Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),
         Field::new("owner", DataType::Utf8, false),
@@ -463,12 +573,14 @@ fn datasets_batch(datasets: &[Dataset]) -> Result<RecordBatch> {
         Field::new("sharing", DataType::Utf8, false),
         Field::new("resource_code", DataType::Utf8, true),
         Field::new("update_cycle", DataType::Utf8, true),
-        Field::new("rows", DataType::Int64, false),
-        Field::new("bytes", DataType::Int64, false),
-        Field::new("files", DataType::Int64, false),
+        Field::new("rows", DataType::Int64, true),
+        Field::new("bytes", DataType::Int64, true),
+        Field::new("files", DataType::Int64, true),
         Field::new("snapshot_id", DataType::Int64, true),
         Field::new("schema_version", DataType::Int64, false),
         Field::new("updated_at", utc_micros(), false),
+        Field::new("region_column", DataType::Utf8, true),
+        Field::new("region_free", DataType::Boolean, false),
     ]));
     let names: Vec<String> = datasets.iter().map(|d| d.name.to_string()).collect();
     let columns: Vec<ArrayRef> = vec![
@@ -479,9 +591,24 @@ fn datasets_batch(datasets: &[Dataset]) -> Result<RecordBatch> {
         strings(datasets.iter().map(|d| Some(d.sharing.as_str()))),
         strings(datasets.iter().map(|d| d.resource_code.as_deref())),
         strings(datasets.iter().map(|d| d.update_cycle.as_deref())),
-        Arc::new(datasets.iter().map(|d| d.rows).collect::<Int64Array>()),
-        Arc::new(datasets.iter().map(|d| d.bytes).collect::<Int64Array>()),
-        Arc::new(datasets.iter().map(|d| d.files).collect::<Int64Array>()),
+        Arc::new(
+            datasets
+                .iter()
+                .map(|d| count(d, d.rows))
+                .collect::<Int64Array>(),
+        ),
+        Arc::new(
+            datasets
+                .iter()
+                .map(|d| count(d, d.bytes))
+                .collect::<Int64Array>(),
+        ),
+        Arc::new(
+            datasets
+                .iter()
+                .map(|d| count(d, d.files))
+                .collect::<Int64Array>(),
+        ),
         Arc::new(
             datasets
                 .iter()
@@ -500,6 +627,13 @@ fn datasets_batch(datasets: &[Dataset]) -> Result<RecordBatch> {
                 .map(|d| Some(d.updated_at.timestamp_micros()))
                 .collect::<TimestampMicrosecondArray>()
                 .with_timezone("UTC"),
+        ),
+        strings(datasets.iter().map(|d| d.region_column.as_deref())),
+        Arc::new(
+            datasets
+                .iter()
+                .map(|d| Some(d.region_free))
+                .collect::<BooleanArray>(),
         ),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
@@ -589,7 +723,8 @@ impl SystemSchema {
         let external = |err| DataFusionError::External(Box::new(err));
         let mut rows = Vec::new();
         for dataset in &self.view.visible {
-            if !self.view.principal.acts_for(&dataset.owner) {
+            // Dead letters are whole payloads, from every region: not for scoped readers.
+            if !self.view.principal.acts_for(&dataset.owner) || self.view.rows_limited(dataset) {
                 continue;
             }
             let mut after = 0;
@@ -669,7 +804,9 @@ impl SystemSchema {
     async fn snapshots_batch(&self) -> Result<RecordBatch> {
         let mut dataset_names = Vec::new();
         let mut snapshots = Vec::new();
+        let mut limited = Vec::new();
         for dataset in &self.view.visible {
+            let rows_limited = self.view.rows_limited(dataset);
             let log = self
                 .view
                 .catalog
@@ -679,6 +816,7 @@ impl SystemSchema {
             for snapshot in log {
                 dataset_names.push(dataset.name.to_string());
                 snapshots.push(snapshot);
+                limited.push(rows_limited);
             }
         }
         let schema = Arc::new(Schema::new(vec![
@@ -688,12 +826,22 @@ impl SystemSchema {
             Field::new("parent_id", DataType::Int64, true),
             Field::new("created_at", utc_micros(), false),
             Field::new("operation", DataType::Utf8, false),
-            Field::new("added_rows", DataType::Int64, false),
-            Field::new("added_files", DataType::Int64, false),
-            Field::new("rows", DataType::Int64, false),
-            Field::new("bytes", DataType::Int64, false),
-            Field::new("files", DataType::Int64, false),
+            Field::new("added_rows", DataType::Int64, true),
+            Field::new("added_files", DataType::Int64, true),
+            Field::new("rows", DataType::Int64, true),
+            Field::new("bytes", DataType::Int64, true),
+            Field::new("files", DataType::Int64, true),
         ]));
+        // Sizes of snapshots of datasets the caller reads only some rows of are hidden.
+        let sizes = |value: fn(&cityhub_catalog::Snapshot) -> i64| -> ArrayRef {
+            Arc::new(
+                snapshots
+                    .iter()
+                    .zip(&limited)
+                    .map(|(s, limited)| (!limited).then(|| value(s)))
+                    .collect::<Int64Array>(),
+            )
+        };
         let columns: Vec<ArrayRef> = vec![
             strings(dataset_names.iter().map(|n| Some(n.as_str()))),
             Arc::new(snapshots.iter().map(|s| s.id).collect::<Int64Array>()),
@@ -712,21 +860,11 @@ impl SystemSchema {
                     .with_timezone("UTC"),
             ),
             strings(snapshots.iter().map(|s| Some(s.operation.as_str()))),
-            Arc::new(
-                snapshots
-                    .iter()
-                    .map(|s| s.added_rows)
-                    .collect::<Int64Array>(),
-            ),
-            Arc::new(
-                snapshots
-                    .iter()
-                    .map(|s| s.added_files)
-                    .collect::<Int64Array>(),
-            ),
-            Arc::new(snapshots.iter().map(|s| s.rows).collect::<Int64Array>()),
-            Arc::new(snapshots.iter().map(|s| s.bytes).collect::<Int64Array>()),
-            Arc::new(snapshots.iter().map(|s| s.files).collect::<Int64Array>()),
+            sizes(|s| s.added_rows),
+            sizes(|s| s.added_files),
+            sizes(|s| s.rows),
+            sizes(|s| s.bytes),
+            sizes(|s| s.files),
         ];
         Ok(RecordBatch::try_new(schema, columns)?)
     }

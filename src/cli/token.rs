@@ -33,6 +33,7 @@ pub async fn create(
         name,
         expires_at,
         rate_limit_per_second: None,
+        region: None,
     };
     let (_, token) = sharing
         .create_token(&Principal::local_operator(), new, "cli")

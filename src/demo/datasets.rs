@@ -161,6 +161,7 @@ pub async fn load_scaled(state: &AppState, scale: f64) -> anyhow::Result<DemoCit
                     expires_at: None,
                     // The governance centre's screens all poll with one token.
                     rate_limit_per_second: (role == Role::Dashboard).then_some(50_000),
+                    region: None,
                 };
                 let (principal, token) = state
                     .sharing
@@ -222,6 +223,7 @@ async fn demo_sharing(
             unmasked: vec![],
             until: None,
             answer_due_at: due,
+            rows: None,
         })
         .await?;
     catalog
@@ -233,6 +235,7 @@ async fn demo_sharing(
             columns: None,
             unmasked: None,
             expires_at: Some(now + chrono::Duration::days(365)),
+            rows: None,
         })
         .await?;
     let hotline = dataset("zhili.hotline_cases").await?;
@@ -252,6 +255,7 @@ async fn demo_sharing(
             unmasked: vec!["caller_phone".into()],
             until: Some(now + chrono::Duration::days(90)),
             answer_due_at: due,
+            rows: None,
         })
         .await?;
     Ok(())
@@ -291,6 +295,8 @@ fn dataset(
         primary_key: vec![],
         snapshot_retention_days: None,
         row_retention: None,
+        region_column: None,
+        region_free: false,
     }
 }
 

@@ -111,6 +111,7 @@ pub async fn load(state: &AppState) -> anyhow::Result<()> {
                     ]),
                     unmasked: vec![],
                     until: None,
+                    rows: None,
                 },
             )
             .await?;

@@ -75,6 +75,7 @@ async fn expired_tokens_are_refused() {
                 role: Role::Admin,
                 expires_at: Some(chrono::Utc::now() - chrono::Duration::seconds(1)),
                 rate_limit_per_second: None,
+                region: None,
             },
             &token.hash,
         )

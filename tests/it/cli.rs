@@ -288,6 +288,7 @@ async fn the_demo_city_loads_once_and_keeps_its_tokens() {
             now - 7 * 86_400_000,
             now,
             liveness,
+            None,
         )
         .await
         .expect("stats");
@@ -367,7 +368,8 @@ async fn the_demo_city_loads_once_and_keeps_its_tokens() {
         async move {
             let loaded = endpoints.get(name).await.expect("read").expect(name);
             assert_eq!(loaded.endpoint.owner, "zhili");
-            let call = endpoints.call(loaded, &query).expect("call");
+            let caller = cityhub_catalog::Principal::local_operator();
+            let call = endpoints.call(loaded, &query, &caller).expect("call");
             let result = endpoints.result(&call).await.expect(name);
             serde_json::from_slice::<serde_json::Value>(result.json()).expect("json")
         }

@@ -249,6 +249,7 @@ async fn acknowledged_rows_survive_kill_9_exactly_once() {
                     role: Role::Producer,
                     expires_at: None,
                     rate_limit_per_second: None,
+                    region: None,
                 },
                 &token.hash,
             )
@@ -263,6 +264,7 @@ async fn acknowledged_rows_survive_kill_9_exactly_once() {
                     role: Role::Admin,
                     expires_at: None,
                     rate_limit_per_second: None,
+                    region: None,
                 },
                 &admin.hash,
             )

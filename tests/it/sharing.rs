@@ -296,6 +296,7 @@ async fn overdue_requests_are_flagged_in_the_listing_and_in_metrics() {
             unmasked: vec![],
             until: None,
             answer_due_at: chrono::Utc::now() - chrono::Duration::days(1),
+            rows: None,
         })
         .await
         .expect("request");

@@ -65,6 +65,7 @@ impl TestServer {
                     role,
                     expires_at: None,
                     rate_limit_per_second: None,
+                    region: None,
                 },
                 &token.hash,
             )

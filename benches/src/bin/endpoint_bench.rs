@@ -81,6 +81,7 @@ async fn main() -> anyhow::Result<()> {
                 role: Role::Dashboard,
                 expires_at: None,
                 rate_limit_per_second: None,
+                region: None,
             },
             &token.hash,
         )

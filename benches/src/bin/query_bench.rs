@@ -168,6 +168,8 @@ async fn planning(hub: &Hub, files: usize) -> anyhow::Result<()> {
             primary_key: vec![],
             snapshot_retention_days: None,
             row_retention: None,
+            region_column: None,
+            region_free: false,
         })
         .await?;
     let started = Instant::now();

@@ -107,6 +107,7 @@ async fn main() {
                 T0 - 24 * HOUR,
                 T0 - HOUR + 2 * MINUTE,
                 LIVENESS,
+                None,
             )
             .await
             .expect("stats");

@@ -98,6 +98,7 @@ async fn analyst_with_grants(hub: &Hub) -> anyhow::Result<String> {
                 role: Role::Analyst,
                 expires_at: None,
                 rate_limit_per_second: None,
+                region: None,
             },
             &token.hash,
         )
@@ -110,6 +111,7 @@ async fn analyst_with_grants(hub: &Hub) -> anyhow::Result<String> {
                 role: Role::Admin,
                 expires_at: None,
                 rate_limit_per_second: None,
+                region: None,
             },
             &Token::generate().hash,
         )
@@ -129,6 +131,7 @@ async fn analyst_with_grants(hub: &Hub) -> anyhow::Result<String> {
                 unmasked: vec![],
                 until: None,
                 answer_due_at: chrono::Utc::now() + chrono::Duration::days(7),
+                rows: None,
             })
             .await?;
         catalog
@@ -140,6 +143,7 @@ async fn analyst_with_grants(hub: &Hub) -> anyhow::Result<String> {
                 columns: None,
                 unmasked: None,
                 expires_at: None,
+                rows: None,
             })
             .await?;
     }

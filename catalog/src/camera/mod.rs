@@ -452,6 +452,8 @@ pub enum Registered {
     Restored,
 }
 
+use crate::region::Scope;
+
 /// A search of the registry. Results are ordered by id; `after` is the cursor.
 #[derive(Debug, Clone, Default, PartialEq)]
 pub struct CameraQuery {
@@ -465,17 +467,70 @@ pub struct CameraQuery {
     pub bbox: Option<[f64; 4]>,
     pub after: Option<String>,
     pub limit: usize,
+    /// The caller's region scope: channels outside it are not found.
+    pub scope: Option<Scope>,
+}
+
+/// How a region scope selects channels: a county (or the city) by the region of the
+/// channel's id; a town, which ids do not name, by the channel's civil code (reported by
+/// its platform or curated by an operator).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum CameraScope {
+    /// `[low, high)` ranges of the id's current region code.
+    Region(Vec<(String, String)>),
+    /// `[low, high)` ranges of the civil code.
+    CivilCode(Vec<(String, String)>),
+}
+
+impl CameraScope {
+    pub fn of(scope: &Scope) -> Self {
+        if scope.region.level == "town" {
+            CameraScope::CivilCode(scope.ranges())
+        } else {
+            CameraScope::Region(scope.ranges())
+        }
+    }
+
+    /// Whether a channel lies inside the scope.
+    pub fn contains(&self, record: &CameraRecord) -> bool {
+        let (value, ranges) = match self {
+            CameraScope::Region(ranges) => (Some(record.id.current_region_code), ranges),
+            CameraScope::CivilCode(ranges) => (record.fields.civil_code.as_deref(), ranges),
+        };
+        value.is_some_and(|value| {
+            ranges
+                .iter()
+                .any(|(low, high)| value >= low.as_str() && value < high.as_str())
+        })
+    }
+
+    /// The SQL condition on `column_prefix`'s `region_code` or `civil_code` (`c.`, or empty
+    /// for `camera_live`, which has no civil code: then a subquery on `cameras`).
+    pub fn sql(&self, column_prefix: &str) -> String {
+        let ranges = |column: &str, ranges: &[(String, String)]| {
+            let alternatives: Vec<String> = ranges
+                .iter()
+                .map(|(low, high)| format!("({column} >= '{low}' AND {column} < '{high}')"))
+                .collect();
+            format!("({})", alternatives.join(" OR "))
+        };
+        // The bounds are digits from the region table, never caller text.
+        match self {
+            CameraScope::Region(r) => ranges(&format!("{column_prefix}region_code"), r),
+            CameraScope::CivilCode(r) if column_prefix.is_empty() => format!(
+                "id IN (SELECT id FROM cameras WHERE {})",
+                ranges("civil_code", r)
+            ),
+            CameraScope::CivilCode(r) => ranges(&format!("{column_prefix}civil_code"), r),
+        }
+    }
 }
 
 impl CameraQuery {
     /// The id prefix a region code stands for: trailing `00` pairs are levels not named
     /// (511000 → 5110, all of 内江; 510000 → 51).
     pub fn region_prefix(code: &str) -> String {
-        let mut prefix = code;
-        while prefix.len() > 2 && prefix.ends_with("00") {
-            prefix = &prefix[..prefix.len() - 2];
-        }
-        prefix.to_string()
+        crate::region::code_prefix(code).to_string()
     }
 }
 

@@ -9,14 +9,15 @@ use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
 use super::{
-    CameraQuery, CameraRecord, CameraSettings, CameraSources, CameraStats, ChannelFields,
-    ChannelReport, FieldError, Registered, SignalKind, StatsGroup, now_ms, parse_signal,
-    position_type_name, wgs84_to_gcj02,
+    CameraQuery, CameraRecord, CameraScope, CameraSettings, CameraSources, CameraStats,
+    ChannelFields, ChannelReport, FieldError, Registered, SignalKind, StatsGroup, now_ms,
+    parse_signal, position_type_name, wgs84_to_gcj02,
 };
 use crate::access::require_role;
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
 use crate::error::{CatalogError, Result};
 use crate::model::{Principal, Role};
+use crate::region::Scope;
 use crate::{Catalog, gb28181, region};
 
 /// One item of a batch: its NDJSON line (for NDJSON bodies) and its JSON value, or why it
@@ -65,13 +66,15 @@ impl CameraRegistry {
         &self.settings
     }
 
-    /// A registered channel with its reported and curated values.
-    pub async fn camera(&self, id: &str) -> Result<Value> {
+    /// A registered channel with its reported and curated values; one outside the
+    /// caller's `scope` is not found.
+    pub async fn camera(&self, id: &str, scope: Option<&Scope>) -> Result<Value> {
         gb28181::parse(id).map_err(|err| single_error(err.into()))?;
         let (record, CameraSources { reported, curated }) = self
             .catalog
             .camera(id)
             .await?
+            .filter(|(record, _)| scope.is_none_or(|s| CameraScope::of(s).contains(record)))
             .ok_or_else(|| CatalogError::NotFound {
                 what: "camera",
                 name: id.to_string(),
@@ -104,7 +107,7 @@ impl CameraRegistry {
             AuditEvent::by(by, Action::CameraRegister, Outcome::Ok)
                 .detail(json!({"id": id, "outcome": outcome})),
         );
-        Ok((outcome, self.camera(id).await?))
+        Ok((outcome, self.camera(id, None).await?))
     }
 
     /// Replaces the operators' overrides of a channel (`{}` drops them all).
@@ -126,7 +129,7 @@ impl CameraRegistry {
             AuditEvent::by(by, Action::CameraCurate, Outcome::Ok)
                 .detail(json!({"id": id, "curated": curated})),
         );
-        self.camera(id).await
+        self.camera(id, None).await
     }
 
     /// Registers many channels; refused items are listed, the others applied.
@@ -286,13 +289,20 @@ impl CameraRegistry {
         Ok(json!({"cameras": cameras, "next_cursor": next_cursor}))
     }
 
-    /// Online rate and availability per `group` over the last `hours`.
-    pub async fn stats(&self, group: StatsGroup, group_text: &str, hours: i64) -> Result<Value> {
+    /// Online rate and availability per `group` over the last `hours`, of the channels
+    /// inside `scope` (all without one).
+    pub async fn stats(
+        &self,
+        group: StatsGroup,
+        group_text: &str,
+        hours: i64,
+        scope: Option<Scope>,
+    ) -> Result<Value> {
         let now = now_ms();
         let since = now - hours * 3_600_000;
         let (groups, overall) = self
             .catalog
-            .camera_stats(group, since, now, self.settings.liveness)
+            .camera_stats(group, since, now, self.settings.liveness, scope)
             .await?;
         let groups: Vec<Value> = groups.iter().map(|g| stats_json(group, g)).collect();
         let mut overall = json!(overall);
@@ -316,7 +326,7 @@ impl CameraRegistry {
         // the history (the sweep before the statistics is the point of the call).
         let (groups, _) = self
             .catalog
-            .camera_stats(StatsGroup::Region, now, now, self.settings.liveness)
+            .camera_stats(StatsGroup::Region, now, now, self.settings.liveness, None)
             .await?;
         for group in groups {
             let region = group.key.unwrap_or_default();

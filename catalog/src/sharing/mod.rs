@@ -6,7 +6,9 @@
 //! - `unconditional` datasets: every department reads every column, sensitive ones masked;
 //! - `conditional` datasets: only departments holding an active grant, limited to the
 //!   grant's columns; sensitive columns masked unless the grant names them unmasked;
-//! - `none` datasets: the owner only; everyone else cannot tell them from missing ones.
+//! - `none` datasets: the owner only; everyone else cannot tell them from missing ones;
+//! - a grant may be limited to rows (regions, a start time), and a region-scoped principal
+//!   sees only the rows inside its region, whatever it holds.
 
 pub mod service;
 
@@ -16,7 +18,8 @@ use chrono::{DateTime, Datelike, Duration, Utc, Weekday};
 use serde::{Deserialize, Serialize};
 
 use crate::CatalogError;
-use crate::model::Dataset;
+use crate::model::{Dataset, Sharing};
+use crate::region::Scope;
 
 /// Where a share request stands.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
@@ -52,6 +55,122 @@ impl std::str::FromStr for ShareStatus {
     }
 }
 
+/// Rows a share request asks for and a grant allows: those whose region lies inside one
+/// of `regions` (codes of the city, its counties or towns) and whose time is at or after
+/// `since` (the dataset's [`Dataset::time_column`]). Either may be left out, not both.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowLimit {
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub regions: Vec<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub since: Option<DateTime<Utc>>,
+}
+
+impl RowLimit {
+    /// The scopes of `regions` (validated when the request was made).
+    pub fn scopes(&self) -> Vec<Scope> {
+        self.regions
+            .iter()
+            .filter_map(|code| Scope::of(code).ok())
+            .collect()
+    }
+}
+
+/// Checks the rows a share request or an approval names against the dataset and answers
+/// them with each region as its current scope code. Problems name the field.
+pub fn validate_rows_asked(dataset: &Dataset, rows: &RowLimit) -> Result<RowLimit, CatalogError> {
+    if dataset.sharing == Sharing::Unconditional {
+        return Err(CatalogError::invalid(
+            "rows",
+            format!(
+                "{} is shared unconditionally: every row is readable already, so a request \
+                 for it only asks to unmask columns",
+                dataset.name
+            ),
+        ));
+    }
+    if rows.regions.is_empty() && rows.since.is_none() {
+        return Err(CatalogError::invalid(
+            "rows",
+            "name regions, since or both; leave rows out to ask for every row",
+        ));
+    }
+    if !rows.regions.is_empty() && dataset.region_column.is_none() {
+        return Err(CatalogError::invalid(
+            "rows.regions",
+            format!(
+                "{} declares no region_column, so its rows cannot be limited by region",
+                dataset.name
+            ),
+        ));
+    }
+    if rows.since.is_some() && dataset.time_column().is_none() {
+        return Err(CatalogError::invalid(
+            "rows.since",
+            format!(
+                "{} has no timestamp column, so its rows cannot be limited by time",
+                dataset.name
+            ),
+        ));
+    }
+    let mut regions = Vec::with_capacity(rows.regions.len());
+    for (index, code) in rows.regions.iter().enumerate() {
+        let scope = Scope::of(code)
+            .map_err(|message| CatalogError::invalid(format!("rows.regions[{index}]"), message))?;
+        regions.push(scope.code().to_string());
+    }
+    Ok(RowLimit {
+        regions,
+        since: rows.since,
+    })
+}
+
+/// Refuses an approval's rows that are not inside what was asked for (`asked: None`: every
+/// row, so anything narrows it).
+pub fn check_rows_narrowing(
+    asked: Option<&RowLimit>,
+    given: &RowLimit,
+) -> Result<(), CatalogError> {
+    let Some(asked) = asked else {
+        return Ok(());
+    };
+    if !asked.regions.is_empty() {
+        let asked_scopes = asked.scopes();
+        if given.regions.is_empty() {
+            return Err(CatalogError::invalid(
+                "rows.regions",
+                "the request asked for some regions only; an approval can only narrow them",
+            ));
+        }
+        for (index, scope) in given.scopes().iter().enumerate() {
+            if !asked_scopes.iter().any(|a| scope.within(a)) {
+                return Err(CatalogError::invalid(
+                    format!("rows.regions[{index}]"),
+                    format!(
+                        "{} is not inside the regions asked for ({}); an approval can only \
+                         narrow them",
+                        scope.code(),
+                        asked.regions.join(", ")
+                    ),
+                ));
+            }
+        }
+    }
+    if let Some(since) = asked.since
+        && given.since.is_none_or(|given| given < since)
+    {
+        return Err(CatalogError::invalid(
+            "rows.since",
+            format!(
+                "the request asked for rows since {}; an approval can only start later",
+                since.to_rfc3339()
+            ),
+        ));
+    }
+    Ok(())
+}
+
 /// A department's application to read a dataset.
 #[derive(Debug, Clone)]
 pub struct NewShareRequest {
@@ -63,6 +182,8 @@ pub struct NewShareRequest {
     pub columns: Option<Vec<String>>,
     /// Sensitive columns wanted unmasked.
     pub unmasked: Vec<String>,
+    /// The rows wanted; `None` for all.
+    pub rows: Option<RowLimit>,
     pub until: Option<DateTime<Utc>>,
     pub answer_due_at: DateTime<Utc>,
 }
@@ -80,6 +201,7 @@ pub struct ShareRequest {
     pub purpose: String,
     pub columns: Option<Vec<String>>,
     pub unmasked: Vec<String>,
+    pub rows: Option<RowLimit>,
     pub until: Option<DateTime<Utc>>,
     pub status: ShareStatus,
     pub created_at: DateTime<Utc>,
@@ -107,6 +229,8 @@ pub struct Decision {
     /// Approvals may narrow the columns (never widen them).
     pub columns: Option<Vec<String>>,
     pub unmasked: Option<Vec<String>>,
+    /// Approvals may narrow the rows (never widen them); `None`: as asked.
+    pub rows: Option<RowLimit>,
     pub expires_at: Option<DateTime<Utc>>,
 }
 
@@ -121,6 +245,8 @@ pub struct Grant {
     pub request_id: Option<i64>,
     pub columns: Option<Vec<String>>,
     pub unmasked: Vec<String>,
+    /// The rows it allows; `None`: every row.
+    pub rows: Option<RowLimit>,
     pub created_by: String,
     pub created_at: DateTime<Utc>,
     pub expires_at: Option<DateTime<Utc>>,

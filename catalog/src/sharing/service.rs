@@ -13,8 +13,8 @@ use serde::Deserialize;
 use serde_json::json;
 
 use super::{
-    Decision, Grant, NewShareRequest, ShareRequest, ShareStatus, validate_columns_asked,
-    working_days_after,
+    Decision, Grant, NewShareRequest, RowLimit, ShareRequest, ShareStatus, check_rows_narrowing,
+    validate_columns_asked, validate_rows_asked, working_days_after,
 };
 use crate::Catalog;
 use crate::access::{Access, access, require_role, visible_dataset};
@@ -23,6 +23,7 @@ use crate::clock::Clock;
 use crate::error::{CatalogError, Result};
 use crate::model::{Dataset, Department, NewPrincipal, Principal, Role};
 use crate::principals::PrincipalCache;
+use crate::region::Scope;
 use crate::token::{Token, hash_token};
 use crate::versions::DataVersions;
 
@@ -38,6 +39,10 @@ pub struct NewToken {
     pub expires_at: Option<DateTime<Utc>>,
     #[serde(default)]
     pub rate_limit_per_second: Option<u32>,
+    /// A region scope (analyst and dashboard tokens of a county's or a town's centre):
+    /// `511025`, `511025100`; the city `511000` limits to the city's own codes.
+    #[serde(default)]
+    pub region: Option<String>,
 }
 
 /// A department's application to read a dataset.
@@ -49,6 +54,9 @@ pub struct Application {
     pub columns: Option<Vec<String>>,
     #[serde(default)]
     pub unmasked: Vec<String>,
+    /// Only some rows (regions, a start time); `None`: every row.
+    #[serde(default)]
+    pub rows: Option<RowLimit>,
     #[serde(default)]
     pub until: Option<DateTime<Utc>>,
 }
@@ -65,6 +73,9 @@ pub struct ShareAnswer {
     /// Approvals only: fewer unmasked columns than asked for.
     #[serde(default)]
     pub unmasked: Option<Vec<String>>,
+    /// Approvals only: fewer rows than asked for.
+    #[serde(default)]
+    pub rows: Option<RowLimit>,
     /// Approvals only: when the grant lapses (default: the `until` asked for).
     #[serde(default)]
     pub expires_at: Option<DateTime<Utc>>,
@@ -163,6 +174,25 @@ impl SharingService {
         if new.expires_at.is_some_and(|at| at <= self.clock.now()) {
             return Err(CatalogError::invalid("expires_at", "must be in the future"));
         }
+        let region = match new.region.as_deref() {
+            None => None,
+            Some(_) if !matches!(new.role, Role::Analyst | Role::Dashboard) => {
+                return Err(CatalogError::invalid(
+                    "region",
+                    format!(
+                        "a region scope limits what a governance centre reads; it is for \
+                         analyst and dashboard tokens, not {} tokens",
+                        new.role
+                    ),
+                ));
+            }
+            Some(code) => Some(
+                Scope::of(code)
+                    .map_err(|message| CatalogError::invalid("region", message))?
+                    .code()
+                    .to_string(),
+            ),
+        };
         let token = Token::generate();
         let principal = self
             .catalog
@@ -175,6 +205,7 @@ impl SharingService {
                     role: new.role,
                     expires_at: new.expires_at,
                     rate_limit_per_second: new.rate_limit_per_second,
+                    region,
                 },
                 &token.hash,
             )
@@ -185,11 +216,12 @@ impl SharingService {
                 "name": principal.name,
                 "department": principal.department,
                 "role": principal.role,
+                "region": principal.region,
                 "expires_at": principal.expires_at,
                 "via": via,
             })),
         );
-        tracing::info!(token_id = principal.id, department = %principal.department, role = %principal.role, by = %by.name, via, "Created a token.");
+        tracing::info!(token_id = principal.id, department = %principal.department, role = %principal.role, region = principal.region.as_deref().unwrap_or("none"), by = %by.name, via, "Created a token.");
         Ok((principal, token))
     }
 
@@ -266,6 +298,11 @@ impl SharingService {
             application.columns.as_deref(),
             &application.unmasked,
         )?;
+        let rows = application
+            .rows
+            .as_ref()
+            .map(|rows| validate_rows_asked(&dataset, rows))
+            .transpose()?;
         let request = self
             .catalog
             .create_share_request(NewShareRequest {
@@ -275,6 +312,7 @@ impl SharingService {
                 purpose: application.purpose.trim().to_string(),
                 columns: application.columns,
                 unmasked: application.unmasked,
+                rows,
                 until: application.until,
                 answer_due_at: working_days_after(now, self.answer_within_working_days),
             })
@@ -287,6 +325,7 @@ impl SharingService {
                     "purpose": request.purpose,
                     "columns": request.columns,
                     "unmasked": request.unmasked,
+                    "rows": request.rows,
                     "until": request.until,
                 })),
         );
@@ -332,8 +371,16 @@ impl SharingService {
             .reason
             .map(|r| r.trim().to_string())
             .filter(|r| !r.is_empty());
+        let mut rows = None;
         if approve {
-            self.check_narrowing(by, &request, &answer.columns, &answer.unmasked)
+            rows = self
+                .check_narrowing(
+                    by,
+                    &request,
+                    &answer.columns,
+                    &answer.unmasked,
+                    &answer.rows,
+                )
                 .await?;
             if answer.expires_at.is_some_and(|at| at <= self.clock.now()) {
                 return Err(CatalogError::invalid("expires_at", "must be in the future"));
@@ -345,11 +392,15 @@ impl SharingService {
                     "a rejection must say why, so that the applicant can act on it",
                 ));
             }
-            if answer.columns.is_some() || answer.unmasked.is_some() || answer.expires_at.is_some()
+            if answer.columns.is_some()
+                || answer.unmasked.is_some()
+                || answer.rows.is_some()
+                || answer.expires_at.is_some()
             {
                 return Err(CatalogError::invalid(
                     "columns",
-                    "columns, unmasked and expires_at belong to an approval, not a rejection",
+                    "columns, unmasked, rows and expires_at belong to an approval, not a \
+                     rejection",
                 ));
             }
         }
@@ -362,6 +413,7 @@ impl SharingService {
                 reason: reason.clone(),
                 columns: answer.columns,
                 unmasked: answer.unmasked,
+                rows,
                 expires_at: answer.expires_at,
             })
             .await?;
@@ -382,14 +434,16 @@ impl SharingService {
         Ok((request, grant))
     }
 
-    /// An approval may narrow what was asked for, never widen it.
+    /// An approval may narrow what was asked for, never widen it; answers the approval's
+    /// rows as stored (each region as its current code), if it names rows.
     async fn check_narrowing(
         &self,
         by: &Principal,
         request: &ShareRequest,
         columns: &Option<Vec<String>>,
         unmasked: &Option<Vec<String>>,
-    ) -> Result<()> {
+        rows: &Option<RowLimit>,
+    ) -> Result<Option<RowLimit>> {
         let dataset = visible_dataset(&self.catalog, by, &request.dataset).await?;
         let columns_given = columns.as_ref().or(request.columns.as_ref());
         let unmasked_given = unmasked.as_ref().unwrap_or(&request.unmasked);
@@ -411,7 +465,12 @@ impl SharingService {
                 format!("{extra:?} was not asked for unmasked; an approval can only narrow that"),
             ));
         }
-        Ok(())
+        let Some(rows) = rows else {
+            return Ok(None);
+        };
+        let rows = validate_rows_asked(&dataset, rows)?;
+        check_rows_narrowing(request.rows.as_ref(), &rows)?;
+        Ok(Some(rows))
     }
 
     /// Ends a grant at once, as the dataset's owner (or an admin); the holder's department

@@ -40,6 +40,9 @@ pub fn search(
         values.push((":region_low", prefix.clone().into()));
         values.push((":region_high", format!("{prefix}\u{7f}").into()));
     }
+    if let Some(scope) = &query.scope {
+        conditions.push(crate::camera::CameraScope::of(scope).sql("c."));
+    }
     if let Some(status) = query.status {
         conditions.push(format!("({STATUS_SQL}) = :status"));
         values.push((":status", status.as_str().to_string().into()));

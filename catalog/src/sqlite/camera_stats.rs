@@ -128,6 +128,7 @@ pub fn channel_pass(
     since: i64,
     now: i64,
     liveness: Liveness,
+    scope: Option<&crate::camera::CameraScope>,
 ) -> Result<ChannelPass> {
     let mut pass = ChannelPass {
         groups: Vec::new(),
@@ -136,7 +137,10 @@ pub fn channel_pass(
     let column = group.column();
     let mut stmt = conn.prepare_cached(&format!(
         "SELECT id, {column}, notified, last_seen_at, complete, registered_at, recorded_status, \
-         recorded_since FROM camera_live WHERE deleted_at IS NULL AND type_code IN {VIDEO_TYPES}"
+         recorded_since FROM camera_live WHERE deleted_at IS NULL AND type_code IN {VIDEO_TYPES}{}",
+        scope
+            .map(|scope| format!(" AND {}", scope.sql("")))
+            .unwrap_or_default()
     ))?;
     let mut rows = stmt.query([])?;
     while let Some(row) = rows.next()? {

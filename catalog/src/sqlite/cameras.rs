@@ -744,11 +744,13 @@ impl CameraStore for SqliteStore {
         since: i64,
         now: i64,
         liveness: Liveness,
+        scope: Option<crate::region::Scope>,
     ) -> Result<(Vec<CameraStats>, CameraStats)> {
         self.sweep_cameras(now, liveness).await?;
+        let scope = scope.as_ref().map(crate::camera::CameraScope::of);
         // The two passes read different tables: run them at once on two connections.
         let (channels, walks) = tokio::join!(
-            self.read(move |conn| channel_pass(conn, group, since, now, liveness)),
+            self.read(move |conn| channel_pass(conn, group, since, now, liveness, scope.as_ref())),
             self.read(move |conn| transition_pass(conn, since, now)),
         );
         Ok(combine(channels?, &walks?, now))

@@ -15,7 +15,7 @@ fn department_from_row(row: &Row<'_>) -> rusqlite::Result<Department> {
 }
 
 pub(crate) const PRINCIPAL_COLUMNS: &str =
-    "id, name, department, role, created_at, expires_at, revoked_at, rate_limit_per_second";
+    "id, name, department, role, created_at, expires_at, revoked_at, rate_limit_per_second, region";
 
 pub(crate) fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Principal> {
     Ok(Principal {
@@ -27,13 +27,15 @@ pub(crate) fn principal_from_row(row: &Row<'_>) -> rusqlite::Result<Principal> {
         expires_at: parse_optional_time(row.get(5)?)?,
         revoked_at: parse_optional_time(row.get(6)?)?,
         rate_limit_per_second: row.get(7)?,
+        region: row.get(8)?,
     })
 }
 
 pub(super) const DATASET_COLUMNS: &str = "d.id, d.department, d.name, d.description, d.classification, \
      d.sharing, d.resource_code, d.update_cycle, d.tags, d.schema_version, d.snapshot_id, \
      d.snapshot_seq, d.rows, d.bytes, d.files, d.created_at, d.updated_at, s.columns, d.sort_key, \
-     d.snapshot_retention_days, d.last_gc_at, d.row_retention, d.primary_key";
+     d.snapshot_retention_days, d.last_gc_at, d.row_retention, d.primary_key, d.region_column, \
+     d.region_free";
 
 pub(super) const DATASET_FROM: &str = "datasets d JOIN schema_versions s \
      ON s.dataset_id = d.id AND s.version = d.schema_version";
@@ -71,6 +73,8 @@ pub(super) fn dataset_from_row(row: &Row<'_>) -> rusqlite::Result<Dataset> {
             .map(parse_json)
             .transpose()?,
         primary_key: parse_json(row.get(22)?)?,
+        region_column: row.get(23)?,
+        region_free: row.get(24)?,
     })
 }
 
@@ -193,7 +197,8 @@ impl DatasetStore for SqliteStore {
             let created_at = now();
             conn.execute(
                 "INSERT INTO principals (name, department, role, token_hash, created_at, \
-                 expires_at, rate_limit_per_second) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)",
+                 expires_at, rate_limit_per_second, region) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
                 params![
                     new.name,
                     new.department,
@@ -201,7 +206,8 @@ impl DatasetStore for SqliteStore {
                     token_hash,
                     time_text(created_at),
                     new.expires_at.map(time_text),
-                    new.rate_limit_per_second
+                    new.rate_limit_per_second,
+                    new.region
                 ],
             )?;
             Ok(Principal {
@@ -213,6 +219,7 @@ impl DatasetStore for SqliteStore {
                 expires_at: new.expires_at,
                 revoked_at: None,
                 rate_limit_per_second: new.rate_limit_per_second,
+                region: new.region,
             })
         })
         .await
@@ -235,6 +242,7 @@ impl DatasetStore for SqliteStore {
         validate_columns(&new.columns)?;
         validate_sort_key(&new.sort_key, &new.columns)?;
         validate_primary_key(&new.primary_key, &new.columns)?;
+        validate_region(new.region_column.as_deref(), new.region_free, &new.columns)?;
         if let Some(retention) = &new.row_retention {
             validate_row_retention(retention, &new.columns)?;
         }
@@ -273,8 +281,9 @@ impl DatasetStore for SqliteStore {
             tx.execute(
                 "INSERT INTO datasets (department, name, description, classification, sharing, \
                  resource_code, update_cycle, tags, schema_version, created_at, updated_at, \
-                 sort_key, snapshot_retention_days, row_retention, primary_key) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11, ?12, ?13)",
+                 sort_key, snapshot_retention_days, row_retention, primary_key, region_column, \
+                 region_free) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, 1, ?9, ?9, ?10, ?11, ?12, ?13, ?14, ?15)",
                 params![
                     new.name.department(),
                     new.name.table(),
@@ -291,7 +300,9 @@ impl DatasetStore for SqliteStore {
                         .as_ref()
                         .map(serde_json::to_string)
                         .transpose()?,
-                    serde_json::to_string(&new.primary_key)?
+                    serde_json::to_string(&new.primary_key)?,
+                    new.region_column,
+                    new.region_free
                 ],
             )?;
             let id = tx.last_insert_rowid();

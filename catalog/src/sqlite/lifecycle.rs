@@ -48,6 +48,17 @@ pub(super) fn change(
         // The aged column must stay fit for it.
         validate_row_retention(retention, &columns)?;
     }
+    let region_column = change
+        .region_column
+        .unwrap_or_else(|| current.region_column.clone());
+    let region_free = change.region_free.unwrap_or(current.region_free);
+    // Checked against the new columns too: a region column cannot be dropped or retyped
+    // while it is declared.
+    validate_region(region_column.as_deref(), region_free, &columns)?;
+    tx.execute(
+        "UPDATE datasets SET region_column = ?1, region_free = ?2 WHERE id = ?3",
+        params![region_column, region_free, dataset_id],
+    )?;
     let sort_key = change.sort_key.unwrap_or_else(|| current.sort_key.clone());
     validate_sort_key(&sort_key, &columns)?;
     tx.execute(

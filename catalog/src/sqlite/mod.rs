@@ -17,7 +17,7 @@ use rusqlite::{Connection, Row, TransactionBehavior};
 use crate::error::{CatalogError, Result};
 use crate::lifecycle::{
     DatasetChange, ExpiredSnapshots, SnapshotSummary, check_evolution, validate_primary_key,
-    validate_row_retention, validate_sort_key,
+    validate_region, validate_row_retention, validate_sort_key,
 };
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
@@ -46,6 +46,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (5, include_str!("../../migrations/0005_endpoints.sql")),
     (6, include_str!("../../migrations/0006_lifecycle.sql")),
     (7, include_str!("../../migrations/0007_primary_key.sql")),
+    (8, include_str!("../../migrations/0008_regions.sql")),
 ];
 
 const READERS: usize = 4;

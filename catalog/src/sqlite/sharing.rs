@@ -56,7 +56,7 @@ pub fn revoke_principal(conn: &mut Connection, id: i64) -> Result<Principal> {
 
 const REQUEST_SELECT: &str = "SELECT r.id, d.department || '.' || d.name, d.department, \
      r.department, p.name, r.purpose, r.columns, r.unmasked, r.until, r.status, r.created_at, \
-     r.answer_due_at, q.name, r.decided_at, r.reason, r.grant_id \
+     r.answer_due_at, q.name, r.decided_at, r.reason, r.grant_id, r.rows \
      FROM share_requests r JOIN datasets d ON d.id = r.dataset_id \
      JOIN principals p ON p.id = r.requested_by \
      LEFT JOIN principals q ON q.id = r.decided_by";
@@ -82,6 +82,10 @@ fn request_from_row(row: &Row<'_>) -> rusqlite::Result<ShareRequest> {
         decided_at: parse_optional_time(row.get(13)?)?,
         reason: row.get(14)?,
         grant_id: row.get(15)?,
+        rows: row
+            .get::<_, Option<String>>(16)?
+            .map(parse_json)
+            .transpose()?,
     })
 }
 
@@ -93,8 +97,8 @@ pub fn create_share_request(conn: &mut Connection, new: NewShareRequest) -> Resu
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     tx.execute(
         "INSERT INTO share_requests (dataset_id, department, requested_by, purpose, columns, \
-         unmasked, until, status, created_at, answer_due_at) \
-         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9)",
+         unmasked, until, status, created_at, answer_due_at, rows) \
+         VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, 'pending', ?8, ?9, ?10)",
         params![
             new.dataset_id,
             new.department,
@@ -108,6 +112,7 @@ pub fn create_share_request(conn: &mut Connection, new: NewShareRequest) -> Resu
             new.until.map(time_text),
             time_text(now()),
             time_text(new.answer_due_at),
+            new.rows.as_ref().map(serde_json::to_string).transpose()?,
         ],
     )?;
     let id = tx.last_insert_rowid();
@@ -178,9 +183,11 @@ pub fn decide_share_request(
             .clone()
             .unwrap_or_else(|| request.unmasked.clone());
         let expires_at = decision.expires_at.or(request.until);
+        let rows = decision.rows.clone().or(request.rows.clone());
         tx.execute(
             "INSERT INTO grants (dataset_id, department, request_id, columns, unmasked, \
-             created_by, created_at, expires_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+             created_by, created_at, expires_at, rows) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
             params![
                 dataset_id,
                 request.department,
@@ -190,6 +197,7 @@ pub fn decide_share_request(
                 decision.decided_by,
                 time_text(at),
                 expires_at.map(time_text),
+                rows.as_ref().map(serde_json::to_string).transpose()?,
             ],
         )?;
         grant_id = Some(tx.last_insert_rowid());
@@ -222,7 +230,7 @@ pub fn decide_share_request(
 
 const GRANT_SELECT: &str = "SELECT g.id, d.department || '.' || d.name, g.dataset_id, \
      g.department, g.request_id, g.columns, g.unmasked, p.name, g.created_at, g.expires_at, \
-     g.revoked_at, g.revoke_reason \
+     g.revoked_at, g.revoke_reason, g.rows \
      FROM grants g JOIN datasets d ON d.id = g.dataset_id \
      JOIN principals p ON p.id = g.created_by";
 
@@ -243,6 +251,10 @@ fn grant_from_row(row: &Row<'_>) -> rusqlite::Result<Grant> {
         expires_at: parse_optional_time(row.get(9)?)?,
         revoked_at: parse_optional_time(row.get(10)?)?,
         revoke_reason: row.get(11)?,
+        rows: row
+            .get::<_, Option<String>>(12)?
+            .map(parse_json)
+            .transpose()?,
     })
 }
 

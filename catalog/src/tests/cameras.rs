@@ -546,7 +546,7 @@ async fn stats_count_rates_completeness_and_availability_from_the_history() {
         .await
         .expect("signals");
     let (stats, overall) = catalog
-        .camera_stats(StatsGroup::Region, start, T0, LIVENESS)
+        .camera_stats(StatsGroup::Region, start, T0, LIVENESS, None)
         .await
         .expect("stats");
     assert_eq!(
@@ -589,7 +589,7 @@ async fn stats_count_rates_completeness_and_availability_from_the_history() {
         .expect("隆昌 group, from the retired code");
     assert_eq!(longchang.total, 1);
     let (by_position, _) = catalog
-        .camera_stats(StatsGroup::PositionType, start, T0, LIVENESS)
+        .camera_stats(StatsGroup::PositionType, start, T0, LIVENESS, None)
         .await
         .expect("stats");
     let squares = by_position

@@ -26,6 +26,8 @@ fn new_dataset(name: &str) -> NewDataset {
         primary_key: vec![],
         snapshot_retention_days: None,
         row_retention: None,
+        region_column: None,
+        region_free: false,
     }
 }
 
@@ -123,6 +125,7 @@ async fn principals_are_found_by_token_hash_only() {
                 role: Role::Admin,
                 expires_at: None,
                 rate_limit_per_second: None,
+                region: None,
             },
             &token.hash,
         )
@@ -150,6 +153,7 @@ async fn principals_are_found_by_token_hash_only() {
                 role: Role::Analyst,
                 expires_at: None,
                 rate_limit_per_second: None,
+                region: None,
             },
             "hash",
         )

@@ -34,6 +34,7 @@ async fn principal(store: &Catalog, department: &str, role: Role) -> Principal {
                 role,
                 expires_at: None,
                 rate_limit_per_second: None,
+                region: None,
             },
             &token.hash,
         )
@@ -61,6 +62,8 @@ async fn dataset(store: &Catalog, sharing: Sharing) -> Dataset {
             primary_key: vec![],
             snapshot_retention_days: None,
             row_retention: None,
+            region_column: None,
+            region_free: false,
         })
         .await
         .expect("dataset")
@@ -92,6 +95,8 @@ fn dataset_value(sharing: Sharing, columns: Vec<Column>) -> Dataset {
         files: 0,
         created_at: Utc::now(),
         updated_at: Utc::now(),
+        region_column: None,
+        region_free: false,
     }
 }
 
@@ -105,6 +110,7 @@ fn request(dataset: &Dataset, by: &Principal, columns: Option<&[&str]>) -> NewSh
         unmasked: vec![],
         until: None,
         answer_due_at: Utc::now() + Duration::days(7),
+        rows: None,
     }
 }
 
@@ -136,6 +142,7 @@ async fn approval_creates_a_grant_that_opens_a_conditional_dataset() {
             columns: Some(vec!["id".into(), "name".into()]),
             unmasked: Some(vec!["name".into()]),
             expires_at: Some(now + Duration::days(30)),
+            rows: None,
         })
         .await
         .expect("approve");
@@ -155,6 +162,7 @@ async fn approval_creates_a_grant_that_opens_a_conditional_dataset() {
             columns: Some(columns),
             unmasked,
             trusted: true,
+            rows: None,
         } => {
             assert_eq!(columns.into_iter().collect::<Vec<_>>(), ["id", "name"]);
             assert_eq!(unmasked.into_iter().collect::<Vec<_>>(), ["name"]);
@@ -193,6 +201,7 @@ async fn approval_creates_a_grant_that_opens_a_conditional_dataset() {
             columns: None,
             unmasked: None,
             expires_at: None,
+            rows: None,
         })
         .await;
     assert!(matches!(again, Err(CatalogError::WrongState(_))));
@@ -222,6 +231,7 @@ async fn rejection_keeps_its_reason_and_listing_filters_by_department_and_status
             columns: None,
             unmasked: None,
             expires_at: None,
+            rows: None,
         })
         .await
         .expect("reject");
@@ -255,6 +265,7 @@ fn unconditional_datasets_are_read_masked_and_none_datasets_are_hidden() {
         expires_at: None,
         revoked_at: None,
         rate_limit_per_second: None,
+        region: None,
     };
     let mut data = dataset_value(Sharing::Unconditional, vec![]);
     let now = Utc::now();
@@ -263,7 +274,8 @@ fn unconditional_datasets_are_read_masked_and_none_datasets_are_hidden() {
         Access::Read {
             columns: None,
             unmasked: Default::default(),
-            trusted: false
+            trusted: false,
+            rows: None,
         }
     );
     data.sharing = Sharing::None;

@@ -362,6 +362,8 @@ mod tests {
             files: 0,
             created_at: chrono::Utc::now(),
             updated_at: chrono::Utc::now(),
+            region_column: None,
+            region_free: false,
         }
     }
 

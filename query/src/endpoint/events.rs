@@ -40,7 +40,7 @@ impl Endpoints {
         last_seen: Option<String>,
     ) -> Result<impl Stream<Item = EndpointEvent> + Send + use<>, EndpointError> {
         let loaded = self.callable(&caller, &name).await?;
-        self.call(loaded, &query)?;
+        self.call(loaded, &query, &caller)?;
         let (mut commits, mut news) = self.subscribe();
         commits.mark_unchanged();
         news.mark_unchanged();
@@ -144,7 +144,7 @@ impl Listener {
 
     async fn call(&self) -> Result<Call, EndpointError> {
         let loaded = self.endpoints.callable(&self.caller, &self.name).await?;
-        self.endpoints.call(loaded, &self.query)
+        self.endpoints.call(loaded, &self.query, &self.caller)
     }
 
     /// Waits for a commit, other news, or the end of a live source's time bucket, then for

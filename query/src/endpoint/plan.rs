@@ -8,7 +8,7 @@
 use std::collections::{BTreeSet, HashMap};
 
 use cityhub_catalog::Principal;
-use cityhub_catalog::endpoint::{EndpointSpec, ParamValue};
+use cityhub_catalog::endpoint::{CALLER_REGION, EndpointSpec, ParamValue};
 use datafusion::common::tree_node::{TreeNode, TreeNodeRecursion};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
@@ -27,6 +27,8 @@ pub enum Source {
     /// Something that changes without a commit (`hub.cameras`, whose statuses follow the
     /// clock; `now()` and other non-deterministic functions): recomputed on a timer.
     Live(String),
+    /// `$caller_region`: the calling principal's region scope, bound per call.
+    CallerRegion,
 }
 
 /// System tables that change with every commit or new dataset.
@@ -52,7 +54,12 @@ impl QueryEngine {
             .into_iter()
             .map(|id| id.trim_start_matches('$').to_string())
             .collect();
+        let mut sources = BTreeSet::new();
         for name in &used {
+            if name == CALLER_REGION {
+                sources.insert(Source::CallerRegion);
+                continue;
+            }
             if name.parse::<usize>().is_ok() {
                 return Err(QueryError::Parameter(format!(
                     "${name}: endpoints name their parameters ($region, $day), not number them"
@@ -76,7 +83,6 @@ impl QueryEngine {
             )));
         }
 
-        let mut sources = BTreeSet::new();
         plan.apply_with_subqueries(|node| {
             if let LogicalPlan::TableScan(scan) = node {
                 let name = scan.table_name.clone().resolve(CATALOG_NAME, SYSTEM_SCHEMA);

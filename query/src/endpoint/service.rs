@@ -16,7 +16,7 @@ use bytes::Bytes;
 use cityhub_catalog::access::require_role;
 use cityhub_catalog::camera::now_ms;
 use cityhub_catalog::clock::Clock;
-use cityhub_catalog::endpoint::{Endpoint, EndpointSpec, ParamValue, Saved};
+use cityhub_catalog::endpoint::{CALLER_REGION, Endpoint, EndpointSpec, ParamValue, Saved};
 use cityhub_catalog::versions::DataVersions;
 use cityhub_catalog::{Action, AuditEvent, AuditLog, Catalog, Outcome, Principal, Role};
 use cityhub_config::EndpointsConfig;
@@ -61,6 +61,8 @@ pub struct Call {
     family: Key,
     deps: Vec<Dep>,
     pins: Pins,
+    /// The caller's region scope: the query runs under it.
+    scope: Option<String>,
 }
 
 /// The answer to one call of an endpoint.
@@ -352,7 +354,7 @@ impl Endpoints {
             }
         };
         let loaded = self.callable(caller, name).await?;
-        let call = self.call(loaded, query)?;
+        let call = self.call(loaded, query, caller)?;
         let spec = &call.loaded.endpoint.spec;
         let cache_control = match spec.stale_while_revalidate_s {
             Some(window) => format!(
@@ -397,11 +399,13 @@ impl Endpoints {
         self.cache.usage().await
     }
 
-    /// Reads a call's parameters from the query string and computes its key.
+    /// Reads a call's parameters from the query string and computes its key; the result
+    /// is `caller`'s region's (its scope is in the key, so no answer crosses scopes).
     pub fn call(
         &self,
         loaded: Arc<Loaded>,
         query: &[(String, String)],
+        caller: &Principal,
     ) -> Result<Call, EndpointError> {
         let spec = &loaded.endpoint.spec;
         let mut given: HashMap<&str, &str> = HashMap::new();
@@ -439,6 +443,10 @@ impl Endpoints {
                 })?;
             params.push((param.name.clone(), value));
         }
+        if loaded.sources.contains(&Source::CallerRegion) {
+            let region = caller.region.as_deref().unwrap_or(cityhub_catalog::region::CITY);
+            params.push((CALLER_REGION.to_string(), ParamValue::Text(region.to_string())));
+        }
 
         let endpoint = &loaded.endpoint;
         let mut deps = vec![
@@ -454,7 +462,7 @@ impl Endpoints {
                     deps.push(Dep::Dataset(*id, snapshot));
                 }
                 Source::Catalog => deps.push(Dep::Catalog(self.versions.generation())),
-                Source::Live(_) => {}
+                Source::Live(_) | Source::CallerRegion => {}
             }
         }
         // Live sources change without commits: the result is current until the end of
@@ -478,6 +486,8 @@ impl Endpoints {
         for (name, value) in &params {
             let _ = write!(family, "{name}={value:?}\0");
         }
+        // Row-level security makes every result its scope's, `$caller_region` or not.
+        let _ = write!(family, "scope={:?}\0", caller.region);
         let mut hasher = family.clone();
         for dep in &deps {
             let _ = write!(hasher, "{dep:?}\0");
@@ -493,6 +503,7 @@ impl Endpoints {
             family,
             deps,
             pins,
+            scope: caller.region.clone(),
         })
     }
 
@@ -552,10 +563,14 @@ impl Endpoints {
         metrics::counter!("cityhub_endpoint_executions_total", "endpoint" => loaded.endpoint.name.clone())
             .increment(1);
         let started = std::time::Instant::now();
+        let runner = Principal {
+            region: call.scope.clone(),
+            ..loaded.runner.clone()
+        };
         let result = self
             .query
             .execute_endpoint(
-                &loaded.runner,
+                &runner,
                 &loaded.endpoint.spec.sql,
                 &call.params,
                 &call.pins,
@@ -741,6 +756,7 @@ fn runner(endpoint: &Endpoint) -> Principal {
         expires_at: None,
         revoked_at: None,
         rate_limit_per_second: None,
+        region: None,
     }
 }
 

@@ -85,10 +85,11 @@ pub async fn put_camera(
 /// `GET /api/v1/cameras/{id}`.
 pub async fn get_camera(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     Path(id): Path<String>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.cameras.camera(&id).await?).into_response())
+    let scope = caller.0.scope();
+    Ok(Json(state.cameras.camera(&id, scope.as_ref()).await?).into_response())
 }
 
 /// `PUT /api/v1/cameras/{id}/curated`: replaces the operators' overrides of a channel.
@@ -260,6 +261,7 @@ impl SearchParams {
             bbox,
             after: self.cursor,
             limit,
+            scope: None,
         })
     }
 }
@@ -267,10 +269,14 @@ impl SearchParams {
 /// `GET /api/v1/cameras?region=&status=&industry=&type=&department=&bbox=&limit=&cursor=`.
 pub async fn search(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     QueryParams(params): QueryParams<SearchParams>,
 ) -> Result<Response, ApiError> {
-    Ok(Json(state.cameras.search(params.query()?).await?).into_response())
+    let query = CameraQuery {
+        scope: caller.0.scope(),
+        ..params.query()?
+    };
+    Ok(Json(state.cameras.search(query).await?).into_response())
 }
 
 #[derive(Deserialize)]
@@ -283,7 +289,7 @@ pub struct StatsParams {
 /// `GET /api/v1/cameras/stats?group_by=region|industry|position_type|type|department&window_hours=24`.
 pub async fn stats(
     State(state): State<AppState>,
-    _caller: Caller,
+    caller: Caller,
     QueryParams(params): QueryParams<StatsParams>,
 ) -> Result<Response, ApiError> {
     let group_text = params.group_by.as_deref().unwrap_or("region");
@@ -304,5 +310,6 @@ pub async fn stats(
             "window_hours: must be between 1 and 8784 (a year)",
         ));
     }
-    Ok(Json(state.cameras.stats(group, group_text, hours).await?).into_response())
+    let scope = caller.0.scope();
+    Ok(Json(state.cameras.stats(group, group_text, hours, scope).await?).into_response())
 }

@@ -6,7 +6,7 @@ use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
-use cityhub_catalog::access::visible_dataset;
+use cityhub_catalog::access::{rows_limited, visible_dataset};
 use cityhub_catalog::{Access, DatasetChange, DatasetName, NewDataset};
 use cityhub_ingest::{Format, IngestError, PushRequest};
 use serde::Deserialize;
@@ -70,9 +70,37 @@ pub async fn list_datasets(
         }
         let mut value = serde_json::to_value(&dataset).map_err(ApiError::internal_from)?;
         value["access"] = how.label().into();
+        if rows_limited(&caller.0, &dataset, &how) {
+            hide_counts(&mut value);
+        }
         datasets.push(value);
     }
     Ok(Json(datasets).into_response())
+}
+
+/// Blanks the counts of all of a dataset's rows (`rows`, `bytes`, `files`) in its JSON,
+/// for a caller that may read only some of them.
+fn hide_counts(value: &mut Value) {
+    for field in ["rows", "bytes", "files", "added_rows", "added_bytes", "added_files"] {
+        if let Some(count) = value.get_mut(field) {
+            *count = Value::Null;
+        }
+    }
+}
+
+/// How `caller` may read `dataset` (one catalogue entry).
+async fn access_to(
+    state: &AppState,
+    caller: &cityhub_catalog::Principal,
+    dataset: &cityhub_catalog::Dataset,
+) -> Result<Access, ApiError> {
+    Ok(state
+        .sharing
+        .catalogue(caller)
+        .await?
+        .into_iter()
+        .find(|(d, _)| d.id == dataset.id)
+        .map_or(Access::Hidden, |(_, how)| how))
 }
 
 /// `GET /api/v1/datasets/{name}`: the dataset with every schema version.
@@ -83,14 +111,25 @@ pub async fn get_dataset(
 ) -> Result<Response, ApiError> {
     let dataset = visible_dataset(&state.catalog, &caller.0, &name).await?;
     let versions = state.catalog.schema_versions(dataset.id).await?;
-    let storage = state
-        .ingest
-        .storage_health(&dataset, &state.compaction)
-        .await?;
+    let limited = rows_limited(
+        &caller.0,
+        &dataset,
+        &access_to(&state, &caller.0, &dataset).await?,
+    );
     let mut body = serde_json::to_value(&dataset).map_err(ApiError::internal_from)?;
+    if limited {
+        hide_counts(&mut body);
+    }
     if let Value::Object(object) = &mut body {
         object.insert("schema_versions".into(), json!(versions));
-        object.insert("storage".into(), json!(storage));
+        // Storage health counts files and rows of the whole dataset.
+        if !limited {
+            let storage = state
+                .ingest
+                .storage_health(&dataset, &state.compaction)
+                .await?;
+            object.insert("storage".into(), json!(storage));
+        }
     }
     Ok(Json(body).into_response())
 }
@@ -164,7 +203,17 @@ pub async fn list_snapshots(
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let dataset = visible_dataset(&state.catalog, &caller.0, &name).await?;
-    Ok(Json(state.catalog.snapshots(dataset.id).await?).into_response())
+    let snapshots = state.catalog.snapshots(dataset.id).await?;
+    let mut body = serde_json::to_value(&snapshots).map_err(ApiError::internal_from)?;
+    if rows_limited(
+        &caller.0,
+        &dataset,
+        &access_to(&state, &caller.0, &dataset).await?,
+    ) && let Value::Array(snapshots) = &mut body
+    {
+        snapshots.iter_mut().for_each(hide_counts);
+    }
+    Ok(Json(body).into_response())
 }
 
 #[derive(Deserialize)]

@@ -86,6 +86,7 @@ fn definition_json(loaded: &Loaded) -> Value {
             Source::Dataset { name, .. } => name.clone(),
             Source::Catalog => "catalog".to_string(),
             Source::Live(what) => format!("live: {what}"),
+            Source::CallerRegion => "caller region".to_string(),
         }).collect::<Vec<_>>(),
         "executions": loaded.executions(),
     })
