@@ -42,11 +42,16 @@ impl Ingest {
         let before = self
             .maintained_dataset(Some(by), name, "changing the schema of")
             .await?;
-        if change.columns.is_none() && change.sort_key.is_none() && change.row_retention.is_none() {
+        if change.columns.is_none()
+            && change.sort_key.is_none()
+            && change.row_retention.is_none()
+            && change.region_column.is_none()
+            && change.region_free.is_none()
+        {
             return Err(IngestError::Invalid {
                 field: "columns".into(),
-                message: "send the full new column list (columns), a sort_key and/or a \
-                          row_retention"
+                message: "send the full new column list (columns), a sort_key, a \
+                          row_retention, a region_column and/or region_free"
                     .into(),
             });
         }
@@ -61,8 +66,14 @@ impl Ingest {
                     .then(|| json!({"column": column.name, "from": was, "to": column.sensitivity}))
             })
             .collect();
-        // Masking follows sensitivity: cached results must be looked at again.
-        if !sensitivity.is_empty() || after.schema_version != before.schema_version {
+        // Masking follows sensitivity and region scopes follow the region column: cached
+        // results must be looked at again.
+        let regions_changed = (&after.region_column, after.region_free)
+            != (&before.region_column, before.region_free);
+        if !sensitivity.is_empty()
+            || after.schema_version != before.schema_version
+            || regions_changed
+        {
             self.versions.access_changed();
         }
         self.audit.record(
@@ -73,6 +84,8 @@ impl Ingest {
                     "sensitivity_changes": sensitivity,
                     "sort_key": after.sort_key,
                     "row_retention": after.row_retention,
+                    "region_column": after.region_column,
+                    "region_free": after.region_free,
                 })),
         );
         tracing::info!(dataset = %after.name, by = %by.name,

@@ -218,11 +218,16 @@ pub async fn status_events_batch(
     let inside: Option<std::collections::HashSet<String>> = match scope {
         None => None,
         Some(scope) => Some(
-            scoped_cameras(catalog, settings, cityhub_catalog::camera::now_ms(), Some(scope))
-                .await?
-                .into_iter()
-                .map(|record| record.id.id)
-                .collect(),
+            scoped_cameras(
+                catalog,
+                settings,
+                cityhub_catalog::camera::now_ms(),
+                Some(scope),
+            )
+            .await?
+            .into_iter()
+            .map(|record| record.id.id)
+            .collect(),
         ),
     };
     let mut events = Vec::new();

@@ -387,11 +387,14 @@ fn row_filter(principal: &Principal, dataset: &Dataset, how: &Access) -> Option<
     let text = |value: &str| lit(ScalarValue::Utf8View(Some(value.to_string())));
     // A region code lies inside a scope when it falls in one of its prefix ranges.
     let inside = |column: &str, scopes: &[cityhub_catalog::region::Scope]| {
-        let mut ranges = scopes.iter().flat_map(|scope| scope.ranges()).map(|(low, high)| {
-            col(column)
-                .gt_eq(text(&low))
-                .and(col(column).lt(text(&high)))
-        });
+        let mut ranges = scopes
+            .iter()
+            .flat_map(|scope| scope.ranges())
+            .map(|(low, high)| {
+                col(column)
+                    .gt_eq(text(&low))
+                    .and(col(column).lt(text(&high)))
+            });
         let first = ranges.next().unwrap_or_else(|| lit(false));
         ranges.fold(first, |any, range| any.or(range))
     };

@@ -112,6 +112,10 @@ enum TokenCommand {
         /// Days until the token expires; it never expires without this.
         #[arg(long, value_name = "DAYS")]
         expires_in_days: Option<u32>,
+        /// A region scope for a county's or a town's governance centre (analyst and
+        /// dashboard tokens): a GB/T 2260 code such as 511025, or a town such as 511025100.
+        #[arg(long, value_name = "CODE")]
+        region: Option<String>,
     },
 }
 
@@ -174,10 +178,11 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
                     role,
                     name,
                     expires_in_days,
+                    region,
                 },
         } => {
             telemetry::init_logging("warn", "text");
-            token::create(config, department, &role, name, expires_in_days).await
+            token::create(config, department, &role, name, expires_in_days, region).await
         }
         Command::Sql {
             sql,

@@ -14,6 +14,7 @@ pub async fn create(
     role: &str,
     name: Option<String>,
     expires_in_days: Option<u32>,
+    region: Option<String>,
 ) -> anyhow::Result<()> {
     let role: Role = role.parse()?;
     let catalog = cityhub_catalog::open(&config)?;
@@ -33,7 +34,7 @@ pub async fn create(
         name,
         expires_at,
         rate_limit_per_second: None,
-        region: None,
+        region,
     };
     let (_, token) = sharing
         .create_token(&Principal::local_operator(), new, "cli")

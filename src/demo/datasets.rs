@@ -45,6 +45,9 @@ const SYNTHETIC: &str = "（合成演示数据 synthetic demo data）";
 pub struct DemoToken {
     pub department: String,
     pub role: Role,
+    /// The governance centre's level: the city's or a county's (`None`: unscoped).
+    #[serde(default)]
+    pub region: Option<String>,
     pub token: String,
 }
 
@@ -65,10 +68,19 @@ impl DemoCity {
         let mut text =
             String::from("Demo city Neijiang (内江) is loaded with synthetic data. Demo tokens:\n");
         for token in &self.tokens {
+            let scope = token
+                .region
+                .as_deref()
+                .map(|code| {
+                    let name = cityhub_catalog::region::region(code).map_or("", |r| r.name);
+                    format!("{code} {name}")
+                })
+                .unwrap_or_default();
             text.push_str(&format!(
-                "  {:<10} {:<10} {}\n",
+                "  {:<10} {:<10} {:<14} {}\n",
                 token.department,
                 token.role.as_str(),
+                scope,
                 token.token
             ));
         }
@@ -144,7 +156,7 @@ pub async fn load_scaled(state: &AppState, scale: f64) -> anyhow::Result<DemoCit
         None => {
             let mut tokens = Vec::new();
             let mut principals = std::collections::HashMap::new();
-            for (department, role) in [
+            let unscoped = [
                 ("admin", Role::Admin),
                 ("zhili", Role::Producer),
                 ("gongan", Role::Producer),
@@ -153,24 +165,44 @@ pub async fn load_scaled(state: &AppState, scale: f64) -> anyhow::Result<DemoCit
                 ("gongan", Role::Analyst),
                 ("jiaotong", Role::Analyst),
                 ("zhili", Role::Dashboard),
-            ] {
+            ]
+            .map(|(department, role)| (department, role, None));
+            // The three-level governance centres (市、县综治中心): the city's and each
+            // county's, an analyst and a dashboard token each.
+            let mut levels = vec![cityhub_catalog::region::CITY];
+            levels.extend(
+                counties_of(cityhub_catalog::region::CITY)
+                    .iter()
+                    .map(|r| r.code),
+            );
+            let scoped = levels.into_iter().flat_map(|code| {
+                [Role::Analyst, Role::Dashboard].map(|role| ("zhili", role, Some(code)))
+            });
+            for (department, role, region) in unscoped.into_iter().chain(scoped) {
+                let name = match region {
+                    None => format!("demo-{department}-{role}"),
+                    Some(code) => format!("demo-{department}-{role}-{code}"),
+                };
                 let new = NewToken {
-                    name: Some(format!("demo-{department}-{role}")),
+                    name: Some(name),
                     department: department.into(),
                     role,
                     expires_at: None,
                     // The governance centre's screens all poll with one token.
                     rate_limit_per_second: (role == Role::Dashboard).then_some(50_000),
-                    region: None,
+                    region: region.map(String::from),
                 };
                 let (principal, token) = state
                     .sharing
                     .create_token(&Principal::local_operator(), new, "demo")
                     .await?;
-                principals.insert((department, role), principal.id);
+                if region.is_none() {
+                    principals.insert((department, role), principal.id);
+                }
                 tokens.push(DemoToken {
                     department: department.into(),
                     role,
+                    region: region.map(String::from),
                     token: token.plaintext,
                 });
             }
@@ -282,6 +314,7 @@ fn dataset(
     resource_code: &str,
     update_cycle: &str,
 ) -> NewDataset {
+    let columns_have_region = columns.iter().any(|c| c.name == "region_code");
     NewDataset {
         name: DatasetName::parse(name).unwrap_or_else(|err| panic!("demo name {name}: {err}")),
         description: format!("{description}{SYNTHETIC}"),
@@ -295,7 +328,8 @@ fn dataset(
         primary_key: vec![],
         snapshot_retention_days: None,
         row_retention: None,
-        region_column: None,
+        // Every demo dataset says where its rows lie, so the counties' centres see theirs.
+        region_column: columns_have_region.then(|| "region_code".to_string()),
         region_free: false,
     }
 }

@@ -67,6 +67,19 @@ pub fn definitions() -> Vec<(&'static str, serde_json::Value)> {
                 "max_age_s": 5
             }),
         ),
+        (
+            "centre-overview",
+            json!({
+                "description": "The calling centre's own area: open grid events and open \
+                                hotline cases (one definition for the city's and every \
+                                county's screen)",
+                "sql": "SELECT r.code AS region, r.name AS region_name, \
+                        (SELECT count(*) FROM zhili.grid_events WHERE status = 'open') AS open_events, \
+                        (SELECT count(*) FROM zhili.hotline_cases WHERE closed_at IS NULL) AS open_cases \
+                        FROM hub.regions r WHERE r.code = $caller_region",
+                "max_age_s": 5
+            }),
+        ),
     ]
 }
 

@@ -363,17 +363,23 @@ async fn the_demo_city_loads_once_and_keeps_its_tokens() {
     }
 
     // The governance centre's dashboard endpoints answer on the demo data.
-    let demo_endpoint = |name: &'static str, query: Vec<(String, String)>| {
-        let endpoints = state.endpoints.clone();
-        async move {
-            let loaded = endpoints.get(name).await.expect("read").expect(name);
-            assert_eq!(loaded.endpoint.owner, "zhili");
-            let caller = cityhub_catalog::Principal::local_operator();
-            let call = endpoints.call(loaded, &query, &caller).expect("call");
-            let result = endpoints.result(&call).await.expect(name);
-            serde_json::from_slice::<serde_json::Value>(result.json()).expect("json")
-        }
-    };
+    let demo_endpoint_as =
+        |name: &'static str, query: Vec<(String, String)>, region: Option<&'static str>| {
+            let endpoints = state.endpoints.clone();
+            async move {
+                let loaded = endpoints.get(name).await.expect("read").expect(name);
+                assert_eq!(loaded.endpoint.owner, "zhili");
+                let caller = cityhub_catalog::Principal {
+                    region: region.map(String::from),
+                    ..cityhub_catalog::Principal::local_operator()
+                };
+                let call = endpoints.call(loaded, &query, &caller).expect("call");
+                let result = endpoints.result(&call).await.expect(name);
+                serde_json::from_slice::<serde_json::Value>(result.json()).expect("json")
+            }
+        };
+    let demo_endpoint =
+        |name: &'static str, query: Vec<(String, String)>| demo_endpoint_as(name, query, None);
     let rates = demo_endpoint("camera-online-rate", vec![]).await;
     let rates = rates.as_array().expect("rows");
     assert_eq!(rates.len(), 5, "{rates:?}");
@@ -409,6 +415,40 @@ async fn the_demo_city_loads_once_and_keeps_its_tokens() {
     assert!(
         !grid.is_empty() && grid.iter().all(|r| r["region_name"].is_string()),
         "{grid:?}"
+    );
+    // One definition for every level: the city's centre and 资中县's see their own area,
+    // and the county's figures are its share of the city's.
+    let city = demo_endpoint("centre-overview", vec![]).await;
+    let zizhong = demo_endpoint_as("centre-overview", vec![], Some("511025")).await;
+    assert_eq!(city[0]["region"], "511000", "{city}");
+    assert_eq!(zizhong[0]["region"], "511025", "{zizhong}");
+    let open = |rows: &serde_json::Value| rows[0]["open_events"].as_u64().expect("count");
+    assert!(
+        0 < open(&zizhong) && open(&zizhong) < open(&city),
+        "{zizhong} {city}"
+    );
+    let zizhong_grid = demo_endpoint_as("grid-events-open", vec![], Some("511025")).await;
+    assert_eq!(
+        zizhong_grid
+            .as_array()
+            .expect("rows")
+            .iter()
+            .map(|r| r["region_code"].as_str().unwrap_or_default())
+            .collect::<Vec<_>>(),
+        vec!["511025"],
+        "a county's screen counts its county only"
+    );
+    let zizhong_rates = demo_endpoint_as("camera-online-rate", vec![], Some("511025")).await;
+    assert_eq!(
+        zizhong_rates.as_array().map(Vec::len),
+        Some(1),
+        "{zizhong_rates}"
+    );
+    let scoped: Vec<_> = first.tokens.iter().filter(|t| t.region.is_some()).collect();
+    assert_eq!(
+        scoped.len(),
+        12,
+        "the city's and five counties' analyst and dashboard"
     );
 
     let second = cityhub::demo::load_scaled(&state, 0.01)

@@ -444,8 +444,14 @@ impl Endpoints {
             params.push((param.name.clone(), value));
         }
         if loaded.sources.contains(&Source::CallerRegion) {
-            let region = caller.region.as_deref().unwrap_or(cityhub_catalog::region::CITY);
-            params.push((CALLER_REGION.to_string(), ParamValue::Text(region.to_string())));
+            let region = caller
+                .region
+                .as_deref()
+                .unwrap_or(cityhub_catalog::region::CITY);
+            params.push((
+                CALLER_REGION.to_string(),
+                ParamValue::Text(region.to_string()),
+            ));
         }
 
         let endpoint = &loaded.endpoint;
@@ -569,12 +575,7 @@ impl Endpoints {
         };
         let result = self
             .query
-            .execute_endpoint(
-                &runner,
-                &loaded.endpoint.spec.sql,
-                &call.params,
-                &call.pins,
-            )
+            .execute_endpoint(&runner, &loaded.endpoint.spec.sql, &call.params, &call.pins)
             .await?;
         let mut batches = Vec::new();
         let mut stream = result.batches;

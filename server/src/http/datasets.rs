@@ -81,7 +81,14 @@ pub async fn list_datasets(
 /// Blanks the counts of all of a dataset's rows (`rows`, `bytes`, `files`) in its JSON,
 /// for a caller that may read only some of them.
 fn hide_counts(value: &mut Value) {
-    for field in ["rows", "bytes", "files", "added_rows", "added_bytes", "added_files"] {
+    for field in [
+        "rows",
+        "bytes",
+        "files",
+        "added_rows",
+        "added_bytes",
+        "added_files",
+    ] {
         if let Some(count) = value.get_mut(field) {
             *count = Value::Null;
         }
