@@ -356,6 +356,7 @@ impl AuditTrail {
             })
             .collect();
         let mut detail = serde_json::json!({
+            "region": self.principal.region,
             "sql": self.sql,
             "params": self.params,
             "datasets": datasets,

@@ -146,7 +146,9 @@ impl AppState {
             .list_datasets()
             .await?
             .into_iter()
-            .filter(|d| caller.may_see(d))
+            // A feed's offsets, rates and dead letters cover every region's rows: a
+            // region-scoped reader sees the feeds of region-free datasets only.
+            .filter(|d| caller.may_see(d) && (caller.region.is_none() || d.region_free))
             .map(|d| d.name.to_string())
             .collect();
         let mut partitions = self.kafka.snapshot();
