@@ -1,7 +1,7 @@
 //! Three-level governance end to end: region-scoped tokens, row-level security through the
 //! SQL door, the catalogue, cameras and endpoints, and grants limited to rows.
 
-use crate::support::{self, TestServer, sql_ok as sql};
+use crate::support::{self, TestServer, sql_ok as sql, sql_status};
 use cityhub_catalog::Role;
 use cityhub_catalog::region::Scope;
 use proptest::prelude::*;
@@ -57,7 +57,7 @@ async fn cases(server: &TestServer) {
     assert_eq!(status, 201, "{answer}");
 }
 
-/// A token made over HTTP; answers (token, the listing's principal).
+/// `POST /api/v1/tokens` as the admin.
 async fn token(server: &TestServer, body: Value) -> (u16, Value) {
     server
         .post_json(&server.admin, "/api/v1/tokens", body)
@@ -80,19 +80,6 @@ fn ids(rows: &Value) -> Vec<i64> {
         .iter()
         .map(|row| row["id"].as_i64().expect("id"))
         .collect()
-}
-
-async fn sql_status(server: &TestServer, token: &str, query: &str) -> (u16, Value) {
-    let response = server
-        .client
-        .post(server.url("/api/v1/sql"))
-        .bearer_auth(token)
-        .header("content-type", "text/plain")
-        .body(query.to_string())
-        .send()
-        .await
-        .expect("request");
-    support::split(response).await
 }
 
 #[tokio::test]

@@ -254,6 +254,13 @@ pub fn events_spec(name: &str) -> Value {
 
 /// What `query` answers `token` through `POST /api/v1/sql`; the query must succeed.
 pub async fn sql_ok(server: &TestServer, token: &str, query: &str) -> Value {
+    let (status, body) = sql_status(server, token, query).await;
+    assert_eq!(status, 200, "{query}: {body}");
+    body
+}
+
+/// The status and body `POST /api/v1/sql` answers `token` for `query`.
+pub async fn sql_status(server: &TestServer, token: &str, query: &str) -> (u16, Value) {
     let response = server
         .client
         .post(server.url("/api/v1/sql"))
@@ -263,9 +270,7 @@ pub async fn sql_ok(server: &TestServer, token: &str, query: &str) -> Value {
         .send()
         .await
         .expect("request");
-    let (status, body) = split(response).await;
-    assert_eq!(status, 200, "{query}: {body}");
-    body
+    split(response).await
 }
 
 pub async fn split(response: reqwest::Response) -> (u16, Value) {
