@@ -4,26 +4,38 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::CatalogError;
-use crate::model::{
-    Column, ColumnType, DataFile, RowRetention, validate_columns, validate_region_column,
-};
+use crate::model::{Column, ColumnType, DataFile, RowRetention, validate_columns};
 
-/// Validates how a dataset says where its rows lie: a region column (a string column), or
-/// `region_free`, not both.
+/// Validates how a dataset says where its rows lie: a region column (a string column that
+/// is never masked: scopes compare its raw values), or `region_free`, not both.
 pub fn validate_region(
     region_column: Option<&str>,
     region_free: bool,
     columns: &[Column],
 ) -> Result<(), CatalogError> {
-    match region_column {
-        Some(_) if region_free => Err(CatalogError::invalid(
+    let Some(name) = region_column else {
+        return Ok(());
+    };
+    if region_free {
+        return Err(CatalogError::invalid(
             "region_free",
             "a dataset with a region_column has regions; region_free is for datasets without \
              one (a city-wide code table)",
-        )),
-        Some(name) => validate_region_column(name, columns),
-        None => Ok(()),
+        ));
     }
+    let problem = match columns.iter().find(|c| c.name == name) {
+        None => format!("{name:?} is not a column of the dataset"),
+        Some(column) if column.column_type != ColumnType::String => format!(
+            "{name:?} is a {} column; region codes (511025, 511025100) are held as strings",
+            column.column_type
+        ),
+        Some(column) if column.sensitivity.is_some() => format!(
+            "{name:?} carries a sensitivity tag; a region column is compared unmasked to \
+             scope rows, so it cannot be masked"
+        ),
+        Some(_) => return Ok(()),
+    };
+    Err(CatalogError::invalid("region_column", problem))
 }
 
 /// Reads a field that may be given as `null` (to clear it) apart from one left out.

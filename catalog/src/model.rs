@@ -518,31 +518,6 @@ text_enum!(Sharing {
     Sharing::None => "none",
 });
 
-/// Checks a declared region column: a string column of the dataset.
-pub fn validate_region_column(name: &str, columns: &[Column]) -> Result<(), CatalogError> {
-    match columns.iter().find(|c| c.name == name) {
-        None => Err(CatalogError::invalid(
-            "region_column",
-            format!("{name:?} is not a column of the dataset"),
-        )),
-        Some(column) if column.column_type != ColumnType::String => Err(CatalogError::invalid(
-            "region_column",
-            format!(
-                "{name:?} is a {} column; region codes (511025, 511025100) are held as strings",
-                column.column_type
-            ),
-        )),
-        Some(column) if column.sensitivity.is_some() => Err(CatalogError::invalid(
-            "region_column",
-            format!(
-                "{name:?} carries a sensitivity tag; a region column is compared unmasked to \
-                 scope rows, so it cannot be masked"
-            ),
-        )),
-        Some(_) => Ok(()),
-    }
-}
-
 /// A request to register a dataset.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

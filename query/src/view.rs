@@ -567,7 +567,14 @@ fn strings<'a>(values: impl Iterator<Item = Option<&'a str>>) -> ArrayRef {
 fn datasets_batch(view: &RequestView) -> Result<RecordBatch> {
     let datasets = &view.visible;
     // Counts of every row of a dataset the caller reads only some rows of are not its to see.
-    let count = |dataset: &Dataset, value: i64| (!view.rows_limited(dataset)).then_some(value);
+    let counts = |value: fn(&Dataset) -> i64| -> ArrayRef {
+        Arc::new(
+            datasets
+                .iter()
+                .map(|d| (!view.rows_limited(d)).then(|| value(d)))
+                .collect::<Int64Array>(),
+        )
+    };
     let schema = Arc::new(Schema::new(vec![
         Field::new("name", DataType::Utf8, false),
         Field::new("owner", DataType::Utf8, false),
@@ -594,24 +601,9 @@ fn datasets_batch(view: &RequestView) -> Result<RecordBatch> {
         strings(datasets.iter().map(|d| Some(d.sharing.as_str()))),
         strings(datasets.iter().map(|d| d.resource_code.as_deref())),
         strings(datasets.iter().map(|d| d.update_cycle.as_deref())),
-        Arc::new(
-            datasets
-                .iter()
-                .map(|d| count(d, d.rows))
-                .collect::<Int64Array>(),
-        ),
-        Arc::new(
-            datasets
-                .iter()
-                .map(|d| count(d, d.bytes))
-                .collect::<Int64Array>(),
-        ),
-        Arc::new(
-            datasets
-                .iter()
-                .map(|d| count(d, d.files))
-                .collect::<Int64Array>(),
-        ),
+        counts(|d| d.rows),
+        counts(|d| d.bytes),
+        counts(|d| d.files),
         Arc::new(
             datasets
                 .iter()

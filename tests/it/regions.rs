@@ -331,7 +331,10 @@ async fn grants_limited_to_rows_only_narrow_and_end_with_expiry_and_revocation()
     // A grant limited to rows expires like any other.
     let (_, third) = apply(json!({"regions": ["511024"]})).await;
     let third_id = third["id"].as_i64().expect("id");
-    let soon = (chrono::Utc::now() + chrono::Duration::milliseconds(1500)).to_rfc3339();
+    // Far enough ahead that the approval and the first read happen before it even on a
+    // loaded machine; the test then waits until just past it.
+    let expires = chrono::Utc::now() + chrono::Duration::seconds(4);
+    let soon = expires.to_rfc3339();
     let (status, body) = server
         .post_json(
             &owner,
@@ -341,7 +344,8 @@ async fn grants_limited_to_rows_only_narrow_and_end_with_expiry_and_revocation()
         .await;
     assert_eq!(status, 200, "{body}");
     assert_eq!(ids(&sql(&server, &reader, all).await), vec![5, 6]);
-    tokio::time::sleep(std::time::Duration::from_millis(1700)).await;
+    let left = (expires - chrono::Utc::now()).to_std().unwrap_or_default();
+    tokio::time::sleep(left + std::time::Duration::from_millis(300)).await;
     assert_eq!(ids(&sql(&server, &reader, all).await), vec![6]);
 }
 

@@ -517,6 +517,12 @@ impl SharingService {
     }
 
     /// Every dataset with what `by` may do with it ([`access`]).
+    /// How `by` may read one dataset, by its department's grants.
+    pub async fn access_to(&self, by: &Principal, dataset: &Dataset) -> Result<Access> {
+        let grants = self.catalog.grants_held_by(Some(&by.department)).await?;
+        Ok(access(by, dataset, &grants, self.clock.now()))
+    }
+
     pub async fn catalogue(&self, by: &Principal) -> Result<Vec<(Dataset, Access)>> {
         let grants = self.catalog.grants_held_by(Some(&by.department)).await?;
         let now = self.clock.now();

@@ -95,21 +95,6 @@ fn hide_counts(value: &mut Value) {
     }
 }
 
-/// How `caller` may read `dataset` (one catalogue entry).
-async fn access_to(
-    state: &AppState,
-    caller: &cityhub_catalog::Principal,
-    dataset: &cityhub_catalog::Dataset,
-) -> Result<Access, ApiError> {
-    Ok(state
-        .sharing
-        .catalogue(caller)
-        .await?
-        .into_iter()
-        .find(|(d, _)| d.id == dataset.id)
-        .map_or(Access::Hidden, |(_, how)| how))
-}
-
 /// `GET /api/v1/datasets/{name}`: the dataset with every schema version.
 pub async fn get_dataset(
     State(state): State<AppState>,
@@ -121,7 +106,7 @@ pub async fn get_dataset(
     let limited = rows_limited(
         &caller.0,
         &dataset,
-        &access_to(&state, &caller.0, &dataset).await?,
+        &state.sharing.access_to(&caller.0, &dataset).await?,
     );
     let mut body = serde_json::to_value(&dataset).map_err(ApiError::internal_from)?;
     if limited {
@@ -215,7 +200,7 @@ pub async fn list_snapshots(
     if rows_limited(
         &caller.0,
         &dataset,
-        &access_to(&state, &caller.0, &dataset).await?,
+        &state.sharing.access_to(&caller.0, &dataset).await?,
     ) && let Value::Array(snapshots) = &mut body
     {
         snapshots.iter_mut().for_each(hide_counts);
