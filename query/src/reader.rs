@@ -22,14 +22,16 @@ use std::sync::{Arc, Mutex};
 use async_trait::async_trait;
 use cityhub_catalog::Sensitivity;
 use datafusion::arrow::array::{
-    Array, ArrayRef, RecordBatch, RecordBatchOptions, StringViewBuilder, new_null_array,
+    Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, StringViewBuilder,
+    new_null_array,
 };
-use datafusion::arrow::compute::cast;
+use datafusion::arrow::compute::{cast, filter_record_batch};
 use datafusion::arrow::datatypes::{DataType, Field, Schema, SchemaRef};
 use datafusion::catalog::{Session, TableProvider};
 use datafusion::common::tree_node::TreeNodeRecursion;
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{Column, DFSchema, Statistics};
+use datafusion::config::ConfigOptions;
 use datafusion::datasource::TableType;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
@@ -38,13 +40,17 @@ use datafusion::logical_expr::{Expr, TableProviderFilterPushDown};
 use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType, SchedulingType};
 use datafusion::physical_plan::filter::FilterExecBuilder;
+use datafusion::physical_plan::filter_pushdown::{
+    ChildFilterPushdownResult, ChildPushdownResult, FilterPushdownPhase, FilterPushdownPropagation,
+    PushedDown,
+};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
 use datafusion::physical_plan::{
     ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan, ExecutionPlanProperties,
-    PlanProperties, ReplaceChildrenOptions,
+    Partitioning, PlanProperties, ReplaceChildrenOptions,
 };
-use futures::StreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use crate::mask::Mask;
 use crate::table::SnapshotTable;
@@ -99,6 +105,51 @@ pub struct RowFilter {
     pub predicate: Expr,
     /// What `EXPLAIN` shows of it (`region_code in 511025`).
     pub description: String,
+}
+
+impl RowFilter {
+    /// True for a row the filter may drop: its complement, with every column it names also
+    /// allowed to be null (a null region is outside every scope). `None` when the predicate
+    /// has a form this does not invert; files are then never known to lie wholly inside.
+    fn outside(&self) -> Option<Expr> {
+        let complement = complement(&self.predicate)?;
+        let nulls = self
+            .predicate
+            .column_refs()
+            .into_iter()
+            .map(|column| Expr::Column(column.clone()).is_null());
+        Some(nulls.fold(complement, Expr::or))
+    }
+}
+
+/// `NOT predicate` for ANDs, ORs and comparisons with negation pushed to the leaves, which
+/// is the form pruning by min/max understands.
+fn complement(predicate: &Expr) -> Option<Expr> {
+    use datafusion::logical_expr::{BinaryExpr, Operator};
+    match predicate {
+        Expr::BinaryExpr(BinaryExpr { left, op, right }) => {
+            let inverse = match op {
+                Operator::And => return Some(complement(left)?.or(complement(right)?)),
+                Operator::Or => return Some(complement(left)?.and(complement(right)?)),
+                Operator::Eq => Operator::NotEq,
+                Operator::NotEq => Operator::Eq,
+                Operator::Lt => Operator::GtEq,
+                Operator::LtEq => Operator::Gt,
+                Operator::Gt => Operator::LtEq,
+                Operator::GtEq => Operator::Lt,
+                _ => return None,
+            };
+            Some(Expr::BinaryExpr(BinaryExpr::new(
+                left.clone(),
+                inverse,
+                right.clone(),
+            )))
+        }
+        Expr::Literal(datafusion::scalar::ScalarValue::Boolean(Some(value)), _) => {
+            Some(datafusion::logical_expr::lit(!value))
+        }
+        _ => None,
+    }
 }
 
 /// A dataset's snapshot through one reader's eyes.
@@ -322,21 +373,45 @@ impl ReaderTable {
         }
         let mut pruning = filters.to_vec();
         pruning.push(rows.predicate.clone());
-        let scan = self
-            .inner
-            .scan_pruned(state, Some(&with_rows), &pruning, None, true)
-            .await?;
-        let schema = DFSchema::try_from(scan.schema().as_ref().clone())?;
-        let predicate = state.create_physical_expr(unqualified(&rows.predicate), &schema)?;
-        let kept: Vec<usize> = (0..projection.len()).collect();
-        let filter = FilterExecBuilder::new(predicate, scan)
-            .with_fetch(fetch)
-            .apply_projection(Some(kept))?
-            .build()?;
+        // Files whose statistics put every row inside (a county's feed writes its own
+        // rows together) are read without the filter, and without the columns only it needs.
+        let (straddling, inside) = match rows.outside() {
+            Some(outside) => self.inner.split_files(state, &outside),
+            None => self
+                .inner
+                .split_files(state, &datafusion::logical_expr::lit(true)),
+        };
+        let mut scans = Vec::new();
+        let mut predicate = None;
+        if straddling.has_files() || !inside.has_files() {
+            let plan = straddling
+                .scan_pruned(state, Some(&with_rows), &pruning, None, true)
+                .await?;
+            let schema = DFSchema::try_from(plan.schema().as_ref().clone())?;
+            predicate = Some(state.create_physical_expr(unqualified(&rows.predicate), &schema)?);
+            scans.push(SealedScan {
+                plan,
+                filtered: true,
+            });
+        }
+        if inside.has_files() {
+            let plan = inside
+                .scan_pruned(state, Some(&projection.to_vec()), &pruning, None, true)
+                .await?;
+            scans.push(SealedScan {
+                plan,
+                filtered: false,
+            });
+        }
         Ok(Arc::new(RowScopeExec::new(
-            Arc::new(filter),
-            rows.description.clone(),
-        )))
+            scans,
+            RowScope {
+                predicate,
+                shown: projection.len(),
+                fetch,
+                description: rows.description.clone(),
+            },
+        )?))
     }
 
     /// `MaskExec` over `input`, whose first columns are `shown` (table indices), keeping
@@ -378,38 +453,118 @@ fn unqualified(filter: &Expr) -> Expr {
 /// A scan and the row filter on it, sealed: to the plan above it is a leaf that yields only
 /// the rows the reader may see. Its input is not among its children, so that no optimizer
 /// rule moves anything between the scan and the filter and `EXPLAIN ANALYZE` shows no
-/// count of the rows the filter dropped.
+/// count of the rows the filter dropped. Two optimizations still reach the scan, through
+/// this node and on its terms: splitting the files for parallelism, and filters from above
+/// as pruning predicates (see `handle_child_pushdown_result`).
 #[derive(Debug)]
 pub struct RowScopeExec {
-    input: Arc<dyn ExecutionPlan>,
-    description: String,
+    /// Their partitions in order are this node's partitions.
+    scans: Vec<SealedScan>,
+    scope: Arc<RowScope>,
     metrics: ExecutionPlanMetricsSet,
     properties: Arc<PlanProperties>,
 }
 
+/// One Parquet scan under the seal.
+#[derive(Debug, Clone)]
+struct SealedScan {
+    plan: Arc<dyn ExecutionPlan>,
+    /// False for files whose statistics put every row inside the scope.
+    filtered: bool,
+}
+
+/// What a [`RowScopeExec`] does to its scans' batches.
+#[derive(Debug)]
+struct RowScope {
+    /// True for the rows the reader may see, over the filtered scan's columns.
+    predicate: Option<Arc<dyn PhysicalExpr>>,
+    /// The scans' first `shown` columns are passed on; the rest only feed the predicate.
+    shown: usize,
+    /// At most this many rows a partition, when the scan had a limit.
+    fetch: Option<usize>,
+    /// What `EXPLAIN` shows (`region_code in region 511025`).
+    description: String,
+}
+
 impl RowScopeExec {
-    fn new(input: Arc<dyn ExecutionPlan>, description: String) -> Self {
-        // Cooperative: the sealed Parquet scan consumes the task budget for every batch it
-        // reads, which is what CooperativeExec would add.
+    fn new(scans: Vec<SealedScan>, scope: RowScope) -> Result<Self> {
+        Self::sealing(scans, Arc::new(scope))
+    }
+
+    fn sealing(scans: Vec<SealedScan>, scope: Arc<RowScope>) -> Result<Self> {
+        let first = scans
+            .first()
+            .ok_or_else(|| DataFusionError::Internal("a row scope needs a scan".into()))?;
+        let shown: Vec<usize> = (0..scope.shown).collect();
+        let schema = Arc::new(first.plan.schema().project(&shown)?);
+        let partitioning = match scans.as_slice() {
+            [one] => one.plan.output_partitioning().clone(),
+            _ => Partitioning::UnknownPartitioning(
+                scans
+                    .iter()
+                    .map(|scan| scan.plan.output_partitioning().partition_count())
+                    .sum(),
+            ),
+        };
+        // Cooperative: the sealed Parquet scans consume the task budget for every batch
+        // they read, which is what CooperativeExec would add.
         let properties = PlanProperties::new(
-            EquivalenceProperties::new(input.schema()),
-            input.output_partitioning().clone(),
+            EquivalenceProperties::new(schema),
+            partitioning,
             EmissionType::Incremental,
             Boundedness::Bounded,
         )
         .with_scheduling_type(SchedulingType::Cooperative);
-        Self {
-            input,
-            description,
+        Ok(Self {
+            scans,
+            scope,
             metrics: ExecutionPlanMetricsSet::new(),
             properties: Arc::new(properties),
+        })
+    }
+
+    /// The same seal over other scans of the same files (`None`: unchanged), if any changed.
+    fn with_scans(&self, plans: Vec<Option<Arc<dyn ExecutionPlan>>>) -> Result<Option<Self>> {
+        if plans.iter().all(Option::is_none) {
+            return Ok(None);
         }
+        let scans = self
+            .scans
+            .iter()
+            .zip(plans)
+            .map(|(scan, plan)| SealedScan {
+                plan: plan.unwrap_or_else(|| Arc::clone(&scan.plan)),
+                filtered: scan.filtered,
+            })
+            .collect();
+        Self::sealing(scans, Arc::clone(&self.scope)).map(Some)
+    }
+}
+
+impl RowScope {
+    /// The rows of `batch` the reader may see, in its shown columns. A batch wholly inside
+    /// passes without a copy.
+    fn apply(&self, batch: RecordBatch, filtered: bool) -> Result<RecordBatch> {
+        let shown: Vec<usize> = (0..self.shown).collect();
+        let Some(predicate) = self.predicate.as_ref().filter(|_| filtered) else {
+            return Ok(batch.project(&shown)?);
+        };
+        let keep = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let keep = keep
+            .as_any()
+            .downcast_ref::<BooleanArray>()
+            .ok_or_else(|| DataFusionError::Internal("a row scope must be boolean".into()))?;
+        let batch = batch.project(&shown)?;
+        if keep.null_count() == 0 && keep.true_count() == batch.num_rows() {
+            return Ok(batch);
+        }
+        Ok(filter_record_batch(&batch, keep)?)
     }
 }
 
 impl DisplayAs for RowScopeExec {
     fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "RowScopeExec: {}", self.description)
+        write!(f, "RowScopeExec: {}", self.scope.description)
     }
 }
 
@@ -465,21 +620,101 @@ impl ExecutionPlan for RowScopeExec {
         Ok(Arc::new(Statistics::new_unknown(&self.schema())))
     }
 
+    /// The sealed scan split into byte ranges of its files, as DataFusion splits a plain
+    /// scan to use every core (it asks each node; it cannot see the scan inside the seal).
+    fn repartitioned(
+        &self,
+        target_partitions: usize,
+        config: &ConfigOptions,
+    ) -> Result<Option<Arc<dyn ExecutionPlan>>> {
+        let split = self
+            .scans
+            .iter()
+            .map(|scan| scan.plan.repartitioned(target_partitions, config))
+            .collect::<Result<Vec<_>>>()?;
+        Ok(self.with_scans(split)?.map(|seal| Arc::new(seal) as _))
+    }
+
+    /// Filters from above (the query's own, and dynamic ones such as TopK's threshold) reach
+    /// the sealed Parquet scan as pruning predicates only: they skip files, row groups and
+    /// pages by their statistics and never filter rows. Every filter stays above the seal,
+    /// so no expression of the query is evaluated on a row outside the scope.
+    fn handle_child_pushdown_result(
+        &self,
+        phase: FilterPushdownPhase,
+        child_pushdown_result: ChildPushdownResult,
+        config: &ConfigOptions,
+    ) -> Result<FilterPushdownPropagation<Arc<dyn ExecutionPlan>>> {
+        let filters: Vec<ChildFilterPushdownResult> = child_pushdown_result
+            .parent_filters
+            .into_iter()
+            .map(|parent| ChildFilterPushdownResult {
+                filter: parent.filter,
+                child_results: Vec::new(),
+            })
+            .collect();
+        let kept_above = FilterPushdownPropagation::with_parent_pushdown_result(vec![
+            PushedDown::No;
+            filters.len()
+        ]);
+        // The RowScopeExec's columns are the scan's first columns (the scope's own column
+        // comes after them), so the filters apply to the scan as they are.
+        let mut pruning_only = config.clone();
+        pruning_only.execution.parquet.pushdown_filters = false;
+        let mut pushed = Vec::new();
+        for scan in &self.scans {
+            let result = scan.plan.handle_child_pushdown_result(
+                phase,
+                ChildPushdownResult {
+                    parent_filters: filters.clone(),
+                    self_filters: Vec::new(),
+                },
+                &pruning_only,
+            )?;
+            pushed.push(result.updated_node);
+        }
+        Ok(match self.with_scans(pushed)? {
+            Some(seal) => kept_above.with_updated_node(Arc::new(seal)),
+            None => kept_above,
+        })
+    }
+
     fn execute(
         &self,
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let input = self.input.execute(partition, context)?;
-        let baseline = BaselineMetrics::new(&self.metrics, partition);
-        Ok(Box::pin(RecordBatchStreamAdapter::new(
-            self.input.schema(),
-            input.map(move |batch| {
-                let batch = batch?;
-                baseline.record_output(batch.num_rows());
-                Ok(batch)
-            }),
-        )))
+        let index = partition;
+        let mut partition = partition;
+        let mut scans = self.scans.iter();
+        let scan = loop {
+            let scan = scans.next().ok_or_else(|| {
+                DataFusionError::Internal(format!("RowScopeExec has no partition {partition}"))
+            })?;
+            let count = scan.plan.output_partitioning().partition_count();
+            if partition < count {
+                break scan;
+            }
+            partition -= count;
+        };
+        let filtered = scan.filtered;
+        let batches = scan.plan.execute(partition, context)?;
+        let baseline = BaselineMetrics::new(&self.metrics, index);
+        let scope = Arc::clone(&self.scope);
+        let fetch = scope.fetch.unwrap_or(usize::MAX);
+        let rows = batches
+            .scan(fetch, move |remaining, batch| {
+                let next = (*remaining > 0).then(|| {
+                    let batch = scope.apply(batch?, filtered)?;
+                    let batch = batch.slice(0, batch.num_rows().min(*remaining));
+                    *remaining -= batch.num_rows();
+                    baseline.record_output(batch.num_rows());
+                    Ok(batch)
+                });
+                futures::future::ready(next)
+            })
+            .try_filter(|batch| futures::future::ready(batch.num_rows() > 0));
+        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), rows)))
     }
 }
 
@@ -631,4 +866,251 @@ fn mask_array(array: &ArrayRef, mask: Mask, data_type: &DataType) -> Result<Arra
         }
     }
     Ok(Arc::new(out.finish()))
+}
+
+#[cfg(test)]
+mod tests {
+    use cityhub_catalog::{Column as HubColumn, ColumnStats, ColumnType, DataFile, arrow_schema};
+    use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
+    use datafusion::execution::object_store::ObjectStoreUrl;
+    use datafusion::parquet::arrow::ArrowWriter;
+    use datafusion::parquet::file::properties::WriterProperties;
+    use datafusion::physical_plan::displayable;
+    use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
+    use datafusion::scalar::ScalarValue;
+    use object_store::ObjectStore;
+    use object_store::memory::InMemory;
+    use object_store::path::Path;
+
+    use super::*;
+    use crate::table::scan_schema;
+
+    /// A Parquet file of `ids` in row groups of 500: even ids in county 511025, odd ids in
+    /// 511011 (or all in 511025 with `one_county`); `score` is the id over ten.
+    fn parquet(ids: std::ops::Range<i64>, one_county: bool) -> (SchemaRef, Vec<u8>) {
+        let columns = vec![
+            HubColumn::new("id", ColumnType::Int64, false),
+            HubColumn::new("region_code", ColumnType::String, false),
+            HubColumn::new("score", ColumnType::Float64, false),
+        ];
+        let stored = arrow_schema(&columns);
+        let ids: Vec<i64> = ids.collect();
+        let regions: Vec<&str> = ids
+            .iter()
+            .map(|id| {
+                if one_county || id % 2 == 0 {
+                    "511025"
+                } else {
+                    "511011"
+                }
+            })
+            .collect();
+        let scores: Vec<f64> = ids.iter().map(|&id| id as f64 / 10.0).collect();
+        let batch = RecordBatch::try_new(
+            stored.clone(),
+            vec![
+                Arc::new(Int64Array::from(ids)),
+                Arc::new(StringArray::from(regions)),
+                Arc::new(Float64Array::from(scores)),
+            ],
+        )
+        .expect("batch");
+        let mut bytes = Vec::new();
+        let properties = WriterProperties::builder()
+            .set_max_row_group_row_count(Some(500))
+            .build();
+        let mut writer =
+            ArrowWriter::try_new(&mut bytes, stored.clone(), Some(properties)).expect("writer");
+        writer.write(&batch).expect("write");
+        writer.close().expect("close");
+        (stored, bytes)
+    }
+
+    /// Two files read through a reader scoped to 511025, on two partitions that split even
+    /// a small file: ids 0..4,000 of two counties (no statistics, so read through the
+    /// filter) and ids 10,000..11,000 all of 511025 (its statistics say so: read without).
+    async fn scoped_context() -> SessionContext {
+        let columns = vec![
+            HubColumn::new("id", ColumnType::Int64, false),
+            HubColumn::new("region_code", ColumnType::String, false),
+            HubColumn::new("score", ColumnType::Float64, false),
+        ];
+        let (stored, mixed) = parquet(0..4_000, false);
+        let (_, county) = parquet(10_000..11_000, true);
+        let inside = BTreeMap::from([(
+            "region_code".to_string(),
+            ColumnStats {
+                min: Some("511025".into()),
+                max: Some("511025".into()),
+                null_count: Some(0),
+            },
+        )]);
+        let files = vec![
+            DataFile {
+                path: "mixed.parquet".into(),
+                rows: 4_000,
+                bytes: mixed.len() as i64,
+                stats: BTreeMap::new(),
+            },
+            DataFile {
+                path: "county.parquet".into(),
+                rows: 1_000,
+                bytes: county.len() as i64,
+                stats: inside,
+            },
+        ];
+        let store = InMemory::new();
+        for (path, bytes) in [("mixed.parquet", mixed), ("county.parquet", county)] {
+            store
+                .put(&Path::from(path), bytes.into())
+                .await
+                .expect("put");
+        }
+        let url = ObjectStoreUrl::parse("cityhub://objects").expect("url");
+        let config = SessionConfig::new()
+            .with_target_partitions(2)
+            .set_usize("datafusion.optimizer.repartition_file_min_size", 1);
+        let context = SessionContext::new_with_config(config);
+        context.register_object_store(url.as_ref(), Arc::new(store));
+        let table = SnapshotTable::new(
+            scan_schema(&stored),
+            columns.iter().map(|c| c.column_type).collect(),
+            Arc::new(files),
+            url,
+        );
+        let shown = (0..columns.len())
+            .map(|index| ShownColumn {
+                index,
+                sensitivity: None,
+                mask: None,
+            })
+            .collect();
+        let text = |value: &str| lit(ScalarValue::Utf8View(Some(value.into())));
+        let rows = RowFilter {
+            predicate: col("region_code")
+                .gt_eq(text("511025"))
+                .and(col("region_code").lt(text("511026"))),
+            description: "region_code in region 511025".into(),
+        };
+        let reader = ReaderTable::new("t".into(), table, shown, Arc::new(ReadLog::default()))
+            .with_rows(Some(rows));
+        context
+            .register_table("t", Arc::new(reader))
+            .expect("register");
+        context
+    }
+
+    /// The plan of `sql`, its sealed scans' one-line descriptions, and its answer as text.
+    async fn run(context: &SessionContext, sql: &str) -> (String, Vec<String>, Vec<String>) {
+        let frame = context.sql(sql).await.expect("plan");
+        let plan = frame.create_physical_plan().await.expect("physical plan");
+        let answer = datafusion::physical_plan::collect(plan.clone(), context.task_ctx())
+            .await
+            .expect("run");
+        let text = datafusion::arrow::util::pretty::pretty_format_batches(&answer)
+            .expect("format")
+            .to_string();
+        let seal = sealed(&plan).expect("a RowScopeExec in the plan");
+        let scans = seal
+            .scans
+            .iter()
+            .map(|scan| {
+                let filtered = if scan.filtered { "filtered" } else { "whole" };
+                format!("{filtered}: {}", displayable(scan.plan.as_ref()).one_line())
+            })
+            .collect();
+        let plan = displayable(plan.as_ref()).indent(false).to_string();
+        (plan, scans, text.lines().map(str::to_string).collect())
+    }
+
+    fn sealed(plan: &Arc<dyn ExecutionPlan>) -> Option<&RowScopeExec> {
+        plan.downcast_ref::<RowScopeExec>()
+            .or_else(|| plan.children().into_iter().find_map(sealed))
+    }
+
+    #[tokio::test]
+    async fn the_querys_filters_prune_the_sealed_scans_but_are_applied_above_them() {
+        let context = scoped_context().await;
+        let (plan, scans, answer) =
+            run(&context, "SELECT count(*) AS n FROM t WHERE score > 390").await;
+        // Even ids 3902..=3998 of the mixed file (not the 50 odd ones) and all 1,000 rows
+        // of the county's file.
+        assert_eq!(answer[3], "| 1049 |", "{answer:?}");
+        for scan in &scans {
+            assert!(
+                scan.contains("predicate=") && scan.contains("score@"),
+                "{scan}"
+            );
+        }
+        // The query's filter still runs above the seal, on the rows the scope kept.
+        let filter = plan
+            .find("FilterExec: score@")
+            .expect("filter above the seal");
+        assert!(filter < plan.find("RowScopeExec").expect("seal"), "{plan}");
+    }
+
+    #[tokio::test]
+    async fn a_file_wholly_inside_the_scope_is_read_without_the_filter_or_its_column() {
+        let context = scoped_context().await;
+        let (_, scans, answer) = run(&context, "SELECT sum(id) AS s FROM t").await;
+        let mixed: i64 = (0..4_000).filter(|id| id % 2 == 0).sum();
+        let county: i64 = (10_000..11_000).sum();
+        assert_eq!(answer[3], format!("| {} |", mixed + county), "{answer:?}");
+        assert_eq!(scans.len(), 2, "{scans:?}");
+        assert!(
+            scans[0].starts_with("filtered") && scans[0].contains("mixed.parquet"),
+            "{scans:?}"
+        );
+        assert!(
+            scans[0].contains("projection=[id, region_code]"),
+            "{scans:?}"
+        );
+        assert!(
+            scans[1].starts_with("whole") && scans[1].contains("county.parquet"),
+            "{scans:?}"
+        );
+        assert!(scans[1].contains("projection=[id]"), "{scans:?}");
+    }
+
+    #[tokio::test]
+    async fn topk_thresholds_reach_the_sealed_scans_as_dynamic_filters() {
+        let context = scoped_context().await;
+        let (plan, scans, answer) = run(
+            &context,
+            "SELECT id FROM t ORDER BY id % 4000 DESC, id LIMIT 3",
+        )
+        .await;
+        assert_eq!(
+            &answer[3..6],
+            ["| 3998 |", "| 3996 |", "| 3994 |"],
+            "{plan}"
+        );
+        let (plan, scans2, answer2) = run(
+            &context,
+            "SELECT id FROM t WHERE id < 5000 ORDER BY score DESC LIMIT 3",
+        )
+        .await;
+        assert_eq!(
+            &answer2[3..6],
+            ["| 3998 |", "| 3996 |", "| 3994 |"],
+            "{plan}"
+        );
+        for scan in scans.iter().chain(&scans2) {
+            assert!(scan.contains("DynamicFilter"), "{scan}");
+        }
+    }
+
+    #[tokio::test]
+    async fn the_sealed_scans_are_split_across_partitions_like_plain_ones() {
+        let context = scoped_context().await;
+        let (plan, scans, answer) = run(&context, "SELECT count(*) AS n FROM t").await;
+        assert_eq!(answer[3], "| 3000 |", "{answer:?}");
+        for scan in &scans {
+            assert!(
+                scan.contains("file_groups={2 groups"),
+                "each file in two: {scan}"
+            );
+        }
+        assert!(!plan.contains("RoundRobin"), "{plan}");
+    }
 }

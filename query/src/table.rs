@@ -98,6 +98,36 @@ impl SnapshotTable {
         self.prune(state, filters)
     }
 
+    /// This snapshot in two: the files whose statistics allow a row where `predicate` holds,
+    /// and those where it holds for no row.
+    pub(crate) fn split_files(&self, state: &dyn Session, predicate: &Expr) -> (Self, Self) {
+        let may: HashSet<&str> = self
+            .prune(state, std::slice::from_ref(predicate))
+            .into_iter()
+            .map(|file| file.path.as_str())
+            .collect();
+        let (may, never): (Vec<DataFile>, Vec<DataFile>) = self
+            .files
+            .iter()
+            .cloned()
+            .partition(|file| may.contains(file.path.as_str()));
+        (self.with_files(may), self.with_files(never))
+    }
+
+    fn with_files(&self, files: Vec<DataFile>) -> Self {
+        Self {
+            schema: self.schema.clone(),
+            column_types: self.column_types.clone(),
+            files: Arc::new(files),
+            store_url: self.store_url.clone(),
+            hidden_statistics: self.hidden_statistics.clone(),
+        }
+    }
+
+    pub(crate) fn has_files(&self) -> bool {
+        !self.files.is_empty()
+    }
+
     /// The files whose min/max can satisfy `filters` (all of them when nothing prunes).
     fn prune(&self, state: &dyn Session, filters: &[Expr]) -> Vec<&DataFile> {
         let all = || self.files.iter().collect();
@@ -306,8 +336,8 @@ impl SnapshotTable {
     /// A scan of the files `filters` do not rule out; with `prune_row_groups` the filters
     /// also go to the Parquet reader, to skip row groups and pages by their statistics
     /// (never to filter rows: the caller filters them). DataFusion's own filter pushdown
-    /// does that for plain scans; a scan sealed under [`crate::reader::RowScopeExec`] is
-    /// out of its reach.
+    /// does that for plain scans; a scan sealed under [`crate::reader::RowScopeExec`] gets
+    /// the query's filters here and the dynamic ones through the seal.
     pub(crate) async fn scan_pruned(
         &self,
         state: &dyn Session,

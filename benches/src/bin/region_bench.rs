@@ -27,6 +27,9 @@ struct Args {
     /// Timed runs of each query (after one warm-up).
     #[arg(long, default_value_t = 7)]
     runs: usize,
+    /// Also print `EXPLAIN ANALYZE` of each query as both principals see it.
+    #[arg(long)]
+    explain: bool,
 }
 
 /// The county the scoped principal watches (one of the five the rows cycle through).
@@ -161,6 +164,14 @@ async fn rows(hub: &Hub, args: &Args) -> anyhow::Result<()> {
                 rows.1
             );
         }
+        if args.explain {
+            for (who, principal, sql) in [
+                ("scoped", &county, &scoped_sql),
+                ("admin", &admin, &admin_sql),
+            ] {
+                println!("{label}, {who}:\n{}", explain(hub, principal, sql).await?);
+            }
+        }
         let (s, a) = (
             percentile(&mut scoped_ms, 0.5),
             percentile(&mut admin_ms, 0.5),
@@ -171,6 +182,18 @@ async fn rows(hub: &Hub, args: &Args) -> anyhow::Result<()> {
         );
     }
     Ok(())
+}
+
+/// `EXPLAIN ANALYZE` of `sql` as `principal` sees it, as a table.
+async fn explain(hub: &Hub, principal: &Principal, sql: &str) -> anyhow::Result<String> {
+    let result = hub
+        .state
+        .query
+        .execute(principal, &format!("EXPLAIN ANALYZE {sql}"), &[])
+        .await
+        .map_err(|e| anyhow::anyhow!("{sql}: {e}"))?;
+    let batches: Vec<_> = futures::TryStreamExt::try_collect(result.batches).await?;
+    Ok(datafusion::arrow::util::pretty::pretty_format_batches(&batches)?.to_string())
 }
 
 fn channel(index: usize) -> Value {
