@@ -878,7 +878,7 @@ mod tests {
     use datafusion::physical_plan::displayable;
     use datafusion::prelude::{SessionConfig, SessionContext, col, lit};
     use datafusion::scalar::ScalarValue;
-    use object_store::ObjectStore;
+    use object_store::ObjectStoreExt;
     use object_store::memory::InMemory;
     use object_store::path::Path;
 
