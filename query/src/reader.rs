@@ -930,7 +930,7 @@ mod tests {
     /// a small file: ids 0..4,000 of two counties (no statistics, so read through the
     /// filter) and ids 10,000..11,000 all of 511025 (its statistics say so: read without).
     async fn scoped_context() -> SessionContext {
-        let columns = vec![
+        let columns = [
             HubColumn::new("id", ColumnType::Int64, false),
             HubColumn::new("region_code", ColumnType::String, false),
             HubColumn::new("score", ColumnType::Float64, false),
