@@ -15,12 +15,12 @@
 //! (reported unknown) nor an error (the filter is a plain range test on a string column,
 //! run before any expression of the query) tells how many rows lie outside.
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
 use async_trait::async_trait;
-use cityhub_catalog::Sensitivity;
+use cityhub_catalog::{DataFile, Sensitivity};
 use datafusion::arrow::array::{
     Array, ArrayRef, BooleanArray, RecordBatch, RecordBatchOptions, StringViewBuilder,
     new_null_array,
@@ -373,45 +373,55 @@ impl ReaderTable {
         }
         let mut pruning = filters.to_vec();
         pruning.push(rows.predicate.clone());
+        let kept = self.inner.files_passing(state, &pruning);
         // Files whose statistics put every row inside (a county's feed writes its own
         // rows together) are read without the filter, and without the columns only it needs.
-        let (straddling, inside) = match rows.outside() {
-            Some(outside) => self.inner.split_files(state, &outside),
-            None => self
-                .inner
-                .split_files(state, &datafusion::logical_expr::lit(true)),
-        };
+        let may_hold_outside: Option<HashSet<&str>> = rows.outside().map(|outside| {
+            self.inner
+                .files_passing(state, &[outside])
+                .into_iter()
+                .map(|file| file.path.as_str())
+                .collect()
+        });
+        let (straddling, inside): (Vec<&DataFile>, Vec<&DataFile>) =
+            kept.into_iter().partition(|file| {
+                may_hold_outside
+                    .as_ref()
+                    .is_none_or(|paths| paths.contains(file.path.as_str()))
+            });
         let mut scans = Vec::new();
-        let mut predicate = None;
-        if straddling.has_files() || !inside.has_files() {
-            let plan = straddling
-                .scan_pruned(state, Some(&with_rows), &pruning, None, true)
+        if !straddling.is_empty() || inside.is_empty() {
+            let plan = self
+                .inner
+                .scan_files(state, &straddling, Some(&with_rows), &pruning, None, true)
                 .await?;
             let schema = DFSchema::try_from(plan.schema().as_ref().clone())?;
-            predicate = Some(state.create_physical_expr(unqualified(&rows.predicate), &schema)?);
+            let filter = state.create_physical_expr(unqualified(&rows.predicate), &schema)?;
             scans.push(SealedScan {
                 plan,
-                filtered: true,
+                filter: Some(filter),
             });
         }
-        if inside.has_files() {
-            let plan = inside
-                .scan_pruned(state, Some(&projection.to_vec()), &pruning, None, true)
+        if !inside.is_empty() {
+            let plan = self
+                .inner
+                .scan_files(
+                    state,
+                    &inside,
+                    Some(&projection.to_vec()),
+                    &pruning,
+                    None,
+                    true,
+                )
                 .await?;
-            scans.push(SealedScan {
-                plan,
-                filtered: false,
-            });
+            scans.push(SealedScan { plan, filter: None });
         }
-        Ok(Arc::new(RowScopeExec::new(
-            scans,
-            RowScope {
-                predicate,
-                shown: projection.len(),
-                fetch,
-                description: rows.description.clone(),
-            },
-        )?))
+        let scope = RowScope {
+            shown: (0..projection.len()).collect(),
+            fetch,
+            description: rows.description.clone(),
+        };
+        Ok(Arc::new(RowScopeExec::new(scans, Arc::new(scope))?))
     }
 
     /// `MaskExec` over `input`, whose first columns are `shown` (table indices), keeping
@@ -469,17 +479,16 @@ pub struct RowScopeExec {
 #[derive(Debug, Clone)]
 struct SealedScan {
     plan: Arc<dyn ExecutionPlan>,
-    /// False for files whose statistics put every row inside the scope.
-    filtered: bool,
+    /// The scope's predicate over this scan's columns; `None` for files whose statistics
+    /// put every row inside the scope.
+    filter: Option<Arc<dyn PhysicalExpr>>,
 }
 
-/// What a [`RowScopeExec`] does to its scans' batches.
+/// What a [`RowScopeExec`] passes on of its scans' batches.
 #[derive(Debug)]
 struct RowScope {
-    /// True for the rows the reader may see, over the filtered scan's columns.
-    predicate: Option<Arc<dyn PhysicalExpr>>,
-    /// The scans' first `shown` columns are passed on; the rest only feed the predicate.
-    shown: usize,
+    /// The scans' columns passed on (their first ones; the rest only feed the filter).
+    shown: Vec<usize>,
     /// At most this many rows a partition, when the scan had a limit.
     fetch: Option<usize>,
     /// What `EXPLAIN` shows (`region_code in region 511025`).
@@ -487,16 +496,11 @@ struct RowScope {
 }
 
 impl RowScopeExec {
-    fn new(scans: Vec<SealedScan>, scope: RowScope) -> Result<Self> {
-        Self::sealing(scans, Arc::new(scope))
-    }
-
-    fn sealing(scans: Vec<SealedScan>, scope: Arc<RowScope>) -> Result<Self> {
+    fn new(scans: Vec<SealedScan>, scope: Arc<RowScope>) -> Result<Self> {
         let first = scans
             .first()
             .ok_or_else(|| DataFusionError::Internal("a row scope needs a scan".into()))?;
-        let shown: Vec<usize> = (0..scope.shown).collect();
-        let schema = Arc::new(first.plan.schema().project(&shown)?);
+        let schema = Arc::new(first.plan.schema().project(&scope.shown)?);
         let partitioning = match scans.as_slice() {
             [one] => one.plan.output_partitioning().clone(),
             _ => Partitioning::UnknownPartitioning(
@@ -534,27 +538,45 @@ impl RowScopeExec {
             .zip(plans)
             .map(|(scan, plan)| SealedScan {
                 plan: plan.unwrap_or_else(|| Arc::clone(&scan.plan)),
-                filtered: scan.filtered,
+                filter: scan.filter.clone(),
             })
             .collect();
-        Self::sealing(scans, Arc::clone(&self.scope)).map(Some)
+        Self::new(scans, Arc::clone(&self.scope)).map(Some)
+    }
+
+    /// The sealed scan that yields this node's `partition`, and that partition's number in it.
+    fn scan_of(&self, partition: usize) -> Result<(&SealedScan, usize)> {
+        let mut rest = partition;
+        for scan in &self.scans {
+            let count = scan.plan.output_partitioning().partition_count();
+            if rest < count {
+                return Ok((scan, rest));
+            }
+            rest -= count;
+        }
+        Err(DataFusionError::Internal(format!(
+            "RowScopeExec has no partition {partition}"
+        )))
     }
 }
 
 impl RowScope {
-    /// The rows of `batch` the reader may see, in its shown columns. A batch wholly inside
-    /// passes without a copy.
-    fn apply(&self, batch: RecordBatch, filtered: bool) -> Result<RecordBatch> {
-        let shown: Vec<usize> = (0..self.shown).collect();
-        let Some(predicate) = self.predicate.as_ref().filter(|_| filtered) else {
-            return Ok(batch.project(&shown)?);
+    /// The rows of `batch` that `filter` keeps (all without one), in the shown columns. A
+    /// batch wholly inside passes without a copy.
+    fn apply(
+        &self,
+        batch: RecordBatch,
+        filter: Option<&Arc<dyn PhysicalExpr>>,
+    ) -> Result<RecordBatch> {
+        let Some(filter) = filter else {
+            return Ok(batch.project(&self.shown)?);
         };
-        let keep = predicate.evaluate(&batch)?.into_array(batch.num_rows())?;
+        let keep = filter.evaluate(&batch)?.into_array(batch.num_rows())?;
         let keep = keep
             .as_any()
             .downcast_ref::<BooleanArray>()
             .ok_or_else(|| DataFusionError::Internal("a row scope must be boolean".into()))?;
-        let batch = batch.project(&shown)?;
+        let batch = batch.project(&self.shown)?;
         if keep.null_count() == 0 && keep.true_count() == batch.num_rows() {
             return Ok(batch);
         }
@@ -657,8 +679,8 @@ impl ExecutionPlan for RowScopeExec {
             PushedDown::No;
             filters.len()
         ]);
-        // The RowScopeExec's columns are the scan's first columns (the scope's own column
-        // comes after them), so the filters apply to the scan as they are.
+        // This node's columns are each scan's first columns (a filtered scan's own column
+        // comes after them), so the filters apply to the scans as they are.
         let mut pruning_only = config.clone();
         pruning_only.execution.parquet.pushdown_filters = false;
         let mut pushed = Vec::new();
@@ -684,28 +706,16 @@ impl ExecutionPlan for RowScopeExec {
         partition: usize,
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
-        let index = partition;
-        let mut partition = partition;
-        let mut scans = self.scans.iter();
-        let scan = loop {
-            let scan = scans.next().ok_or_else(|| {
-                DataFusionError::Internal(format!("RowScopeExec has no partition {partition}"))
-            })?;
-            let count = scan.plan.output_partitioning().partition_count();
-            if partition < count {
-                break scan;
-            }
-            partition -= count;
-        };
-        let filtered = scan.filtered;
-        let batches = scan.plan.execute(partition, context)?;
-        let baseline = BaselineMetrics::new(&self.metrics, index);
+        let (scan, scan_partition) = self.scan_of(partition)?;
+        let filter = scan.filter.clone();
+        let batches = scan.plan.execute(scan_partition, context)?;
+        let baseline = BaselineMetrics::new(&self.metrics, partition);
         let scope = Arc::clone(&self.scope);
         let fetch = scope.fetch.unwrap_or(usize::MAX);
         let rows = batches
             .scan(fetch, move |remaining, batch| {
                 let next = (*remaining > 0).then(|| {
-                    let batch = scope.apply(batch?, filtered)?;
+                    let batch = scope.apply(batch?, filter.as_ref())?;
                     let batch = batch.slice(0, batch.num_rows().min(*remaining));
                     *remaining -= batch.num_rows();
                     baseline.record_output(batch.num_rows());
@@ -870,7 +880,7 @@ fn mask_array(array: &ArrayRef, mask: Mask, data_type: &DataType) -> Result<Arra
 
 #[cfg(test)]
 mod tests {
-    use cityhub_catalog::{Column as HubColumn, ColumnStats, ColumnType, DataFile, arrow_schema};
+    use cityhub_catalog::{Column as HubColumn, ColumnStats, ColumnType, arrow_schema};
     use datafusion::arrow::array::{Float64Array, Int64Array, StringArray};
     use datafusion::execution::object_store::ObjectStoreUrl;
     use datafusion::parquet::arrow::ArrowWriter;
@@ -885,15 +895,81 @@ mod tests {
     use super::*;
     use crate::table::scan_schema;
 
-    /// A Parquet file of `ids` in row groups of 500: even ids in county 511025, odd ids in
-    /// 511011 (or all in 511025 with `one_county`); `score` is the id over ten.
-    fn parquet(ids: std::ops::Range<i64>, one_county: bool) -> (SchemaRef, Vec<u8>) {
-        let columns = vec![
+    fn columns() -> [HubColumn; 3] {
+        [
             HubColumn::new("id", ColumnType::Int64, false),
             HubColumn::new("region_code", ColumnType::String, false),
             HubColumn::new("score", ColumnType::Float64, false),
-        ];
-        let stored = arrow_schema(&columns);
+        ]
+    }
+
+    /// The rows of county 511025, as `view::row_filter` writes a county scope.
+    fn county_scope() -> RowFilter {
+        let text = |value: &str| lit(ScalarValue::Utf8View(Some(value.into())));
+        RowFilter {
+            predicate: col("region_code")
+                .gt_eq(text("511025"))
+                .and(col("region_code").lt(text("511026"))),
+            description: "region_code in region 511025".into(),
+        }
+    }
+
+    /// Catalog statistics of a file whose region codes run from `min` to `max`.
+    fn regions(min: &str, max: &str, nulls: i64) -> BTreeMap<String, ColumnStats> {
+        BTreeMap::from([(
+            "region_code".to_string(),
+            ColumnStats {
+                min: Some(min.into()),
+                max: Some(max.into()),
+                null_count: Some(nulls),
+            },
+        )])
+    }
+
+    #[test]
+    fn only_files_whose_statistics_put_every_row_inside_skip_the_filter() {
+        let file = |path: &str, stats| DataFile {
+            path: path.into(),
+            rows: 10,
+            bytes: 100,
+            stats,
+        };
+        let table = SnapshotTable::new(
+            scan_schema(&arrow_schema(&columns())),
+            columns().iter().map(|c| c.column_type).collect(),
+            Arc::new(vec![
+                file("inside", regions("511025", "511025999", 0)),
+                file("with-nulls", regions("511025", "511025", 1)),
+                file("straddling", regions("511011", "511025", 0)),
+                file("past-the-county", regions("511025100", "511026", 0)),
+                file("another-county", regions("511011", "511011", 0)),
+                file("no-statistics", BTreeMap::new()),
+            ]),
+            ObjectStoreUrl::parse("cityhub://objects").expect("url"),
+        );
+        let outside = county_scope().outside().expect("a county scope inverts");
+        let state = SessionContext::new().state();
+        let may_hold_outside: Vec<&str> = table
+            .files_passing(&state, &[outside])
+            .into_iter()
+            .map(|file| file.path.as_str())
+            .collect();
+        assert_eq!(
+            may_hold_outside,
+            [
+                "with-nulls",
+                "straddling",
+                "past-the-county",
+                "another-county",
+                "no-statistics"
+            ]
+        );
+    }
+
+    /// A Parquet file of `ids` in row groups of 500: even ids in county 511025, odd ids in
+    /// 511011 (or all in 511025 with `one_county`); `score` is the id over ten.
+    fn parquet(ids: std::ops::Range<i64>, one_county: bool) -> (SchemaRef, Vec<u8>) {
+        let stored = arrow_schema(&columns());
         let ids: Vec<i64> = ids.collect();
         let regions: Vec<&str> = ids
             .iter()
@@ -927,36 +1003,24 @@ mod tests {
     }
 
     /// Two files read through a reader scoped to 511025, on two partitions that split even
-    /// a small file: ids 0..4,000 of two counties (no statistics, so read through the
-    /// filter) and ids 10,000..11,000 all of 511025 (its statistics say so: read without).
+    /// a small file: ids 0..4,000 of two counties (read through the filter) and ids
+    /// 10,000..11,000 all of 511025 (its statistics say so: read without).
     async fn scoped_context() -> SessionContext {
-        let columns = [
-            HubColumn::new("id", ColumnType::Int64, false),
-            HubColumn::new("region_code", ColumnType::String, false),
-            HubColumn::new("score", ColumnType::Float64, false),
-        ];
+        let columns = columns();
         let (stored, mixed) = parquet(0..4_000, false);
         let (_, county) = parquet(10_000..11_000, true);
-        let inside = BTreeMap::from([(
-            "region_code".to_string(),
-            ColumnStats {
-                min: Some("511025".into()),
-                max: Some("511025".into()),
-                null_count: Some(0),
-            },
-        )]);
         let files = vec![
             DataFile {
                 path: "mixed.parquet".into(),
                 rows: 4_000,
                 bytes: mixed.len() as i64,
-                stats: BTreeMap::new(),
+                stats: regions("511011", "511025", 0),
             },
             DataFile {
                 path: "county.parquet".into(),
                 rows: 1_000,
                 bytes: county.len() as i64,
-                stats: inside,
+                stats: regions("511025", "511025", 0),
             },
         ];
         let store = InMemory::new();
@@ -985,15 +1049,8 @@ mod tests {
                 mask: None,
             })
             .collect();
-        let text = |value: &str| lit(ScalarValue::Utf8View(Some(value.into())));
-        let rows = RowFilter {
-            predicate: col("region_code")
-                .gt_eq(text("511025"))
-                .and(col("region_code").lt(text("511026"))),
-            description: "region_code in region 511025".into(),
-        };
         let reader = ReaderTable::new("t".into(), table, shown, Arc::new(ReadLog::default()))
-            .with_rows(Some(rows));
+            .with_rows(Some(county_scope()));
         context
             .register_table("t", Arc::new(reader))
             .expect("register");
@@ -1015,7 +1072,11 @@ mod tests {
             .scans
             .iter()
             .map(|scan| {
-                let filtered = if scan.filtered { "filtered" } else { "whole" };
+                let filtered = if scan.filter.is_some() {
+                    "filtered"
+                } else {
+                    "whole"
+                };
                 format!("{filtered}: {}", displayable(scan.plan.as_ref()).one_line())
             })
             .collect();
@@ -1075,28 +1136,19 @@ mod tests {
     #[tokio::test]
     async fn topk_thresholds_reach_the_sealed_scans_as_dynamic_filters() {
         let context = scoped_context().await;
-        let (plan, scans, answer) = run(
-            &context,
+        for sql in [
             "SELECT id FROM t ORDER BY id % 4000 DESC, id LIMIT 3",
-        )
-        .await;
-        assert_eq!(
-            &answer[3..6],
-            ["| 3998 |", "| 3996 |", "| 3994 |"],
-            "{plan}"
-        );
-        let (plan, scans2, answer2) = run(
-            &context,
             "SELECT id FROM t WHERE id < 5000 ORDER BY score DESC LIMIT 3",
-        )
-        .await;
-        assert_eq!(
-            &answer2[3..6],
-            ["| 3998 |", "| 3996 |", "| 3994 |"],
-            "{plan}"
-        );
-        for scan in scans.iter().chain(&scans2) {
-            assert!(scan.contains("DynamicFilter"), "{scan}");
+        ] {
+            let (plan, scans, answer) = run(&context, sql).await;
+            assert_eq!(
+                &answer[3..6],
+                ["| 3998 |", "| 3996 |", "| 3994 |"],
+                "{plan}"
+            );
+            for scan in &scans {
+                assert!(scan.contains("DynamicFilter"), "{sql}: {scan}");
+            }
         }
     }
 

@@ -98,36 +98,6 @@ impl SnapshotTable {
         self.prune(state, filters)
     }
 
-    /// This snapshot in two: the files whose statistics allow a row where `predicate` holds,
-    /// and those where it holds for no row.
-    pub(crate) fn split_files(&self, state: &dyn Session, predicate: &Expr) -> (Self, Self) {
-        let may: HashSet<&str> = self
-            .prune(state, std::slice::from_ref(predicate))
-            .into_iter()
-            .map(|file| file.path.as_str())
-            .collect();
-        let (may, never): (Vec<DataFile>, Vec<DataFile>) = self
-            .files
-            .iter()
-            .cloned()
-            .partition(|file| may.contains(file.path.as_str()));
-        (self.with_files(may), self.with_files(never))
-    }
-
-    fn with_files(&self, files: Vec<DataFile>) -> Self {
-        Self {
-            schema: self.schema.clone(),
-            column_types: self.column_types.clone(),
-            files: Arc::new(files),
-            store_url: self.store_url.clone(),
-            hidden_statistics: self.hidden_statistics.clone(),
-        }
-    }
-
-    pub(crate) fn has_files(&self) -> bool {
-        !self.files.is_empty()
-    }
-
     /// The files whose min/max can satisfy `filters` (all of them when nothing prunes).
     fn prune(&self, state: &dyn Session, filters: &[Expr]) -> Vec<&DataFile> {
         let all = || self.files.iter().collect();
@@ -347,6 +317,20 @@ impl SnapshotTable {
         prune_row_groups: bool,
     ) -> Result<Arc<dyn ExecutionPlan>> {
         let files = self.prune(state, filters);
+        self.scan_files(state, &files, projection, filters, limit, prune_row_groups)
+            .await
+    }
+
+    /// A scan of `files` (some of this snapshot's, already pruned), as [`Self::scan_pruned`].
+    pub(crate) async fn scan_files(
+        &self,
+        state: &dyn Session,
+        files: &[&DataFile],
+        projection: Option<&Vec<usize>>,
+        filters: &[Expr],
+        limit: Option<usize>,
+        prune_row_groups: bool,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
         if files.is_empty() {
             let schema = match projection {
                 Some(indices) => Arc::new(self.schema.project(indices)?),
