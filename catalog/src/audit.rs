@@ -17,7 +17,7 @@ use crate::error::CatalogError;
 use crate::model::Principal;
 
 /// What was done. Stored and shown as its snake_case name.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Action {
     /// A SQL query (HTTP, CLI or an endpoint computation).
@@ -133,7 +133,7 @@ impl std::str::FromStr for Action {
 }
 
 /// How it ended.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
     Ok,
@@ -180,7 +180,7 @@ impl std::str::FromStr for Outcome {
 }
 
 /// One action to record in the audit log.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct AuditEvent {
     pub at: DateTime<Utc>,
     pub principal_id: Option<i64>,
@@ -235,7 +235,7 @@ impl AuditEvent {
 }
 
 /// A stored audit entry.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct AuditEntry {
     pub id: i64,
     #[serde(flatten)]

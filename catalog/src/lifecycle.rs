@@ -128,7 +128,7 @@ pub fn validate_primary_key(
 
 /// A change of a registered dataset (`PATCH /api/v1/datasets/{name}`): the full new column
 /// list, and/or a new sort key.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DatasetChange {
     #[serde(default)]

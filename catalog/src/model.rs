@@ -19,7 +19,7 @@ pub const RESERVED_SCHEMAS: &[&str] = &["hub", "information_schema", "public", "
 pub const ADMIN_DEPARTMENT: &str = "admin";
 
 /// A department: the unit that owns datasets and whose principals act.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Department {
     /// Lowercase ASCII code such as `gongan`; the SQL schema of its datasets.
     pub code: String,
@@ -58,7 +58,7 @@ fn is_identifier(text: &str) -> bool {
 }
 
 /// What a principal may do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Role {
     /// Manages departments, tokens and everything else.
@@ -105,7 +105,7 @@ impl fmt::Display for Role {
 }
 
 /// Someone (a person or a feed) that calls the hub with a bearer token.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Principal {
     pub id: i64,
     pub name: String,
@@ -361,8 +361,47 @@ impl<'de> Deserialize<'de> for ColumnType {
     }
 }
 
+/// A schema for a type that travels as one string: its pattern and what it means.
+fn text_schema(
+    pattern: Option<&str>,
+    description: &str,
+    example: &str,
+) -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+    utoipa::openapi::ObjectBuilder::new()
+        .schema_type(utoipa::openapi::schema::Type::String)
+        .pattern(pattern)
+        .description(Some(description))
+        .examples([example])
+        .into()
+}
+
+impl utoipa::PartialSchema for DatasetName {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        text_schema(
+            Some("^[a-z][a-z0-9_]*\\.[a-z][a-z0-9_]*$"),
+            "`department.table`, both parts lowercase identifiers",
+            "zhili.hotline_cases",
+        )
+    }
+}
+
+impl utoipa::ToSchema for DatasetName {}
+
+impl utoipa::PartialSchema for ColumnType {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        text_schema(
+            None,
+            "A column type: bool, int32, int64, float64, string, date, timestamp (UTC, \
+             microseconds), binary or decimal(precision,scale)",
+            "timestamp",
+        )
+    }
+}
+
+impl utoipa::ToSchema for ColumnType {}
+
 /// What kind of personal data a column holds; drives masking and auditing.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum Sensitivity {
     IdCard,
@@ -374,7 +413,7 @@ pub enum Sensitivity {
 }
 
 /// One column of a dataset.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Column {
     pub name: String,
@@ -462,7 +501,7 @@ pub fn arrow_schema(columns: &[Column]) -> Arc<Schema> {
 }
 
 /// Data classification level (GB/T 43697): 一般 / 重要 / 核心.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Classification {
     #[default]
@@ -472,7 +511,7 @@ pub enum Classification {
 }
 
 /// Sharing type (GB/T 21063): who may read a dataset.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Sharing {
     /// 无条件共享: every department may read.
@@ -519,7 +558,7 @@ text_enum!(Sharing {
 });
 
 /// A request to register a dataset.
-#[derive(Debug, Clone, Serialize, Deserialize)]
+#[derive(Debug, Clone, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDataset {
     pub name: DatasetName,
@@ -563,7 +602,7 @@ pub struct NewDataset {
 }
 
 /// Rows whose `column` (a timestamp or date) is more than `days` old are deleted.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RowRetention {
     pub column: String,
@@ -571,7 +610,7 @@ pub struct RowRetention {
 }
 
 /// A registered dataset with its current schema and snapshot.
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Dataset {
     #[serde(skip)]
     pub id: i64,
@@ -655,7 +694,7 @@ impl Dataset {
 }
 
 /// One version of a dataset's schema.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct SchemaVersion {
     pub version: i64,
     pub columns: Vec<Column>,
@@ -663,7 +702,7 @@ pub struct SchemaVersion {
 }
 
 /// What a commit did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Operation {
     /// Rows pushed or imported.
@@ -685,7 +724,7 @@ text_enum!(Operation {
 });
 
 /// An immutable version of a dataset.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct Snapshot {
     /// Unique across the hub.
     pub id: i64,

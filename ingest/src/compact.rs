@@ -99,7 +99,7 @@ impl CompactionPolicy {
 }
 
 /// What a compaction did (the answer of `POST /api/v1/datasets/{name}/compact`).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct CompactionReport {
     /// The `compact` snapshot; `None` when there was nothing to merge.
     pub snapshot_id: Option<i64>,
@@ -115,7 +115,7 @@ pub struct CompactionReport {
 }
 
 /// How a dataset's storage stands (`storage` in `GET /api/v1/datasets/{name}`).
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct StorageHealth {
     pub files: usize,
     pub bytes: i64,

@@ -26,7 +26,7 @@ pub struct PushRequest {
 }
 
 /// The answer to a push (also the body of a 422).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 pub struct PushOutcome {
     pub rows_accepted: u64,
     pub rows_rejected: u64,

@@ -25,7 +25,7 @@ use crate::state::AppState;
 const ATTEMPTS: u32 = 3;
 
 /// What a delete did.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, utoipa::ToSchema)]
 pub struct DeleteReport {
     pub rows_deleted: u64,
     pub files_rewritten: usize,

@@ -58,7 +58,6 @@ enum Command {
         #[arg(long)]
         skip_bad: bool,
     },
-    /// Manage bearer tokens.
     /// Merge a dataset's small files now (the server also does it by itself).
     Compact {
         /// The dataset, department.table.
@@ -71,6 +70,7 @@ enum Command {
         #[arg(long)]
         dry_run: bool,
     },
+    /// Manage bearer tokens.
     Token {
         #[command(subcommand)]
         command: TokenCommand,
@@ -90,6 +90,9 @@ enum Command {
         #[arg(long, env = "CITYHUB_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Print the HTTP API's OpenAPI 3.1 document (what GET /api/v1/openapi.json serves),
+    /// e.g. to generate a client.
+    Openapi,
     /// Print the effective configuration and where each value came from.
     Config {
         #[arg(long, value_name = "ADDR")]
@@ -168,6 +171,13 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
     match command {
         Command::Config { .. } => {
             print!("{}", loaded.render());
+            Ok(())
+        }
+        Command::Openapi => {
+            println!(
+                "{}",
+                cityhub_server::http::openapi_document().to_pretty_json()?
+            );
             Ok(())
         }
         Command::Serve { demo, .. } => serve::run(config, demo).await,

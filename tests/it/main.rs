@@ -14,6 +14,7 @@ mod kafka;
 mod kafka_broker;
 mod kafka_cameras;
 mod lifecycle;
+mod openapi;
 mod push;
 mod regions;
 mod sharing;

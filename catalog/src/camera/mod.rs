@@ -30,7 +30,7 @@ pub use streams::{StreamTemplates, Streams};
 
 /// The descriptive fields of a channel (everything but its id). Every field is optional: a
 /// platform reports what it knows, an operator curates what it corrects.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ChannelFields {
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -570,7 +570,7 @@ impl StatsGroup {
 }
 
 /// One group's figures.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct CameraStats {
     /// The group's key as text (`511025`, `5`, `gongan`), `null` for channels without one.
     pub key: Option<String>,

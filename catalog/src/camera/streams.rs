@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 /// Stream URLs of a channel, explicit or derived from the media-server template.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Streams {
     #[serde(default, skip_serializing_if = "Option::is_none")]

@@ -22,7 +22,7 @@ use crate::model::{Dataset, Sharing};
 use crate::region::Scope;
 
 /// Where a share request stands.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum ShareStatus {
     Pending,
@@ -58,7 +58,7 @@ impl std::str::FromStr for ShareStatus {
 /// Rows a share request asks for and a grant allows: those whose region lies inside one
 /// of `regions` (codes of the city, its counties or towns) and whose time is at or after
 /// `since` (the dataset's [`Dataset::time_column`]). Either may be left out, not both.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct RowLimit {
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
@@ -189,7 +189,7 @@ pub struct NewShareRequest {
 }
 
 /// A share request as stored.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct ShareRequest {
     pub id: i64,
     pub dataset: String,
@@ -235,7 +235,7 @@ pub struct Decision {
 }
 
 /// A department's right to read a dataset.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Grant {
     pub id: i64,
     pub dataset: String,

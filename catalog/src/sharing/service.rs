@@ -28,7 +28,7 @@ use crate::token::{Token, hash_token};
 use crate::versions::DataVersions;
 
 /// A token to make: for whom, with which role, until when.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewToken {
     pub department: String,
@@ -46,7 +46,7 @@ pub struct NewToken {
 }
 
 /// A department's application to read a dataset.
-#[derive(Debug, Clone, Deserialize)]
+#[derive(Debug, Clone, Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Application {
     pub purpose: String,
@@ -62,7 +62,7 @@ pub struct Application {
 }
 
 /// The owner's answer to a share request.
-#[derive(Debug, Clone, Deserialize, Default)]
+#[derive(Debug, Clone, Deserialize, Default, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ShareAnswer {
     #[serde(default)]

@@ -85,7 +85,7 @@ pub const SUPPORTED_CONTENT_TYPES: &str = "application/x-ndjson, application/jso
      application/vnd.apache.parquet";
 
 /// One rejected row (or one bad field of it).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, utoipa::ToSchema)]
 pub struct RowError {
     /// Line of the body where the row starts (for Arrow and Parquet: the row number).
     pub line: u64,

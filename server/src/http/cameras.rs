@@ -8,11 +8,12 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cityhub_catalog::camera::registry::BatchItem;
 use cityhub_catalog::camera::status::Status;
-use cityhub_catalog::camera::{CameraQuery, FieldError, Registered, StatsGroup};
+use cityhub_catalog::camera::{CameraQuery, ChannelFields, FieldError, Registered, StatsGroup};
 use cityhub_catalog::gb28181;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -68,6 +69,12 @@ fn batch_items(headers: &HeaderMap, body: &[u8]) -> Result<Vec<BatchItem>, ApiEr
 }
 
 /// `PUT /api/v1/cameras/{id}`: registers or updates one channel's reported values.
+#[utoipa::path(put, operation_id = "put_camera", path = "/cameras/{id}", tag = "cameras",
+    params(("id" = String, Path, description = "The channel's 20-digit GB/T 28181 id", example = "51102500001320000017")),
+    request_body(content = ChannelFields, description = "The channel's reported values (an `id` in the body must equal the URL's)"),
+    responses(
+        (status = CREATED, description = "A new (or restored) channel, as `GET` shows it", body = Object),
+        (status = OK, description = "An updated channel, as `GET` shows it", body = Object)))]
 pub async fn put_camera(
     State(state): State<AppState>,
     caller: Caller,
@@ -83,6 +90,9 @@ pub async fn put_camera(
 }
 
 /// `GET /api/v1/cameras/{id}`.
+#[utoipa::path(get, operation_id = "get_camera", path = "/cameras/{id}", tag = "cameras",
+    params(("id" = String, Path, description = "The channel's 20-digit GB/T 28181 id", example = "51102500001320000017")),
+    responses((status = OK, description = "The channel: decoded id, status and since when, GCJ-02 position, stream URLs, its `reported` and `curated` values", body = Object)))]
 pub async fn get_camera(
     State(state): State<AppState>,
     caller: Caller,
@@ -93,6 +103,10 @@ pub async fn get_camera(
 }
 
 /// `PUT /api/v1/cameras/{id}/curated`: replaces the operators' overrides of a channel.
+#[utoipa::path(put, operation_id = "put_camera_curated", path = "/cameras/{id}/curated", tag = "cameras",
+    params(("id" = String, Path, description = "The channel's 20-digit GB/T 28181 id", example = "51102500001320000017")),
+    request_body(content = ChannelFields, description = "The operators' overrides, replacing the previous ones"),
+    responses((status = OK, description = "The channel with its overrides", body = Object)))]
 pub async fn put_curated(
     State(state): State<AppState>,
     caller: Caller,
@@ -103,6 +117,9 @@ pub async fn put_curated(
 }
 
 /// `DELETE /api/v1/cameras/{id}/curated`: drops every override.
+#[utoipa::path(delete, operation_id = "delete_camera_curated", path = "/cameras/{id}/curated", tag = "cameras",
+    params(("id" = String, Path, description = "The channel's 20-digit GB/T 28181 id", example = "51102500001320000017")),
+    responses((status = OK, description = "The channel without overrides", body = Object)))]
 pub async fn delete_curated(
     State(state): State<AppState>,
     caller: Caller,
@@ -112,6 +129,10 @@ pub async fn delete_curated(
 }
 
 /// `POST /api/v1/cameras/batch`: registers many channels; refused items are listed.
+#[utoipa::path(post, operation_id = "register_cameras", path = "/cameras/batch", tag = "cameras",
+    request_body(description = "Channel records `{id, ...}`, as a JSON array or NDJSON", content(
+        (Vec<ChannelRecord> = "application/json"), (String = "application/x-ndjson"))),
+    responses((status = OK, description = "`{accepted, created, updated, restored, rejected, errors: [{item, line?, id, field, message}]}`", body = Object)))]
 pub async fn register_batch(
     State(state): State<AppState>,
     caller: Caller,
@@ -124,6 +145,10 @@ pub async fn register_batch(
 }
 
 /// `POST /api/v1/cameras/keepalive`: `[{id, at?}]`; a device id marks its channels.
+#[utoipa::path(post, operation_id = "camera_keepalive", path = "/cameras/keepalive", tag = "cameras",
+    request_body(description = "`[{id, at?}]` (`at`: RFC 3339 or Unix ms; default now); a device id marks its channels", content(
+        (Vec<Object> = "application/json"), (String = "application/x-ndjson"))),
+    responses((status = OK, description = "What was accepted and which items were refused, by field", body = Object)))]
 pub async fn keepalive(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,6 +159,10 @@ pub async fn keepalive(
 }
 
 /// `POST /api/v1/cameras/events`: catalog NOTIFY events `[{id, event, at?, channel?}]`.
+#[utoipa::path(post, operation_id = "camera_events", path = "/cameras/events", tag = "cameras",
+    request_body(description = "`[{id, event, at?, channel?}]`, event ON, OFF, VLOST, DEFECT, ADD, DEL or UPDATE", content(
+        (Vec<Object> = "application/json"), (String = "application/x-ndjson"))),
+    responses((status = OK, description = "What was accepted and which items were refused, by field", body = Object)))]
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,
@@ -168,17 +197,39 @@ fn number_param<T: std::str::FromStr>(
         .transpose()
 }
 
-#[derive(Deserialize)]
+/// One channel record of a batch: its id and its reported values. The registry reads
+/// each record as JSON ([`ChannelReport::from_json`]); this type is its shape.
+///
+/// [`ChannelReport::from_json`]: cityhub_catalog::camera::ChannelReport::from_json
+#[derive(serde::Serialize, ToSchema)]
+pub struct ChannelRecord {
+    /// The channel's 20-digit GB/T 28181 id.
+    #[schema(example = "51102500001320000017")]
+    pub id: String,
+    #[serde(flatten)]
+    pub fields: ChannelFields,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct SearchParams {
+    /// A GB/T 2260 region code at any level: `51`, `5110`, `511025`.
     region: Option<String>,
+    /// `online`, `offline` or `unknown`.
     status: Option<String>,
+    /// The industry code of the id (digits 11-12).
     industry: Option<String>,
+    /// The type code of the id (digits 11-13), e.g. `132`.
     #[serde(rename = "type")]
     type_code: Option<String>,
+    /// The owning department's code.
     department: Option<String>,
+    /// `minLon,minLat,maxLon,maxLat` in WGS-84 degrees.
     bbox: Option<String>,
+    /// Channels in a page, 1..1000 (default 100).
     limit: Option<String>,
+    /// The `next_cursor` of the previous page.
     cursor: Option<String>,
 }
 
@@ -267,6 +318,9 @@ impl SearchParams {
 }
 
 /// `GET /api/v1/cameras?region=&status=&industry=&type=&department=&bbox=&limit=&cursor=`.
+#[utoipa::path(get, operation_id = "search_cameras", path = "/cameras", tag = "cameras",
+    params(SearchParams),
+    responses((status = OK, description = "`{cameras: [...], next_cursor}`, ordered by id", body = Object)))]
 pub async fn search(
     State(state): State<AppState>,
     caller: Caller,
@@ -279,14 +333,20 @@ pub async fn search(
     Ok(Json(state.cameras.search(query).await?).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct StatsParams {
+    /// `region` (default), `industry`, `position_type`, `type` or `department`.
     group_by: Option<String>,
+    /// Hours back over which availability (完好率) is measured, 1..8784 (default 24).
     window_hours: Option<String>,
 }
 
 /// `GET /api/v1/cameras/stats?group_by=region|industry|position_type|type|department&window_hours=24`.
+#[utoipa::path(get, operation_id = "camera_stats", path = "/cameras/stats", tag = "cameras",
+    params(StatsParams),
+    responses((status = OK, description = "Per group and `overall`: total, online, offline, unknown, online_rate, availability, complete, completeness", body = Object)))]
 pub async fn stats(
     State(state): State<AppState>,
     caller: Caller,

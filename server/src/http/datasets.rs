@@ -7,24 +7,59 @@ use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cityhub_catalog::access::{rows_limited, visible_dataset};
-use cityhub_catalog::{Access, DatasetChange, DatasetName, NewDataset};
-use cityhub_ingest::{Format, IngestError, PushRequest};
-use serde::Deserialize;
+use cityhub_catalog::{
+    Access, Dataset, DatasetChange, DatasetName, Department, NewDataset, SchemaVersion, Snapshot,
+};
+use cityhub_ingest::{
+    CompactionReport, Format, IngestError, PushOutcome, PushRequest, StorageHealth,
+};
+use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{JsonBody, QueryParams, read_limited};
+use super::openapi::{Binary, ErrorAnswer};
+use crate::deletes::DeleteReport;
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct NewDepartment {
+    /// Lowercase ASCII code such as `gongan`; the SQL schema of its datasets.
+    #[schema(example = "gongan")]
     code: String,
+    /// Display name, usually Chinese (公安局).
     name: String,
 }
 
+/// A dataset of the shared catalogue and the caller's access to it. The counts (`rows`,
+/// `bytes`, `files`) are `null` for a caller that may read only some of its rows.
+#[derive(Serialize, ToSchema)]
+pub struct ListedDataset {
+    #[serde(flatten)]
+    dataset: Dataset,
+    /// `owner` (yours, or you are an admin), `read` (unconditional: masked), `granted`
+    /// (through an active grant) or `apply` (conditional: apply with a share request).
+    access: &'static str,
+}
+
+/// One dataset with every schema version and, for a caller that may read all its rows,
+/// its storage (counts `null` otherwise, as in the catalogue).
+#[derive(Serialize, ToSchema)]
+pub struct DatasetDetail {
+    #[serde(flatten)]
+    dataset: Dataset,
+    schema_versions: Vec<SchemaVersion>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    storage: Option<StorageHealth>,
+}
+
 /// `POST /api/v1/departments` (admins).
+#[utoipa::path(post, path = "/departments", tag = "catalogue",
+    request_body = NewDepartment,
+    responses((status = CREATED, description = "The new department", body = Department)))]
 pub async fn create_department(
     State(state): State<AppState>,
     caller: Caller,
@@ -38,6 +73,8 @@ pub async fn create_department(
 }
 
 /// `GET /api/v1/departments`.
+#[utoipa::path(get, path = "/departments", tag = "catalogue",
+    responses((status = OK, description = "Every department", body = Vec<Department>)))]
 pub async fn list_departments(
     State(state): State<AppState>,
     _caller: Caller,
@@ -46,6 +83,9 @@ pub async fn list_departments(
 }
 
 /// `POST /api/v1/datasets`: admins, or producers in their own department.
+#[utoipa::path(post, path = "/datasets", tag = "catalogue",
+    request_body = NewDataset,
+    responses((status = CREATED, description = "The registered dataset", body = Dataset)))]
 pub async fn create_dataset(
     State(state): State<AppState>,
     caller: Caller,
@@ -58,6 +98,8 @@ pub async fn create_dataset(
 /// The shared catalogue: every dataset the caller may know of, each with `access`: `owner`
 /// (yours, or you are an admin), `read` (unconditional: masked), `granted` (through an
 /// active grant) or `apply` (conditional: apply with a share request).
+#[utoipa::path(get, path = "/datasets", tag = "catalogue",
+    responses((status = OK, description = "The datasets the caller may know of", body = Vec<ListedDataset>)))]
 pub async fn list_datasets(
     State(state): State<AppState>,
     caller: Caller,
@@ -68,9 +110,13 @@ pub async fn list_datasets(
         if how == Access::Hidden {
             continue;
         }
-        let mut value = serde_json::to_value(&dataset).map_err(ApiError::internal_from)?;
-        value["access"] = how.label().into();
-        if rows_limited(&caller.0, &dataset, &how) {
+        let limited = rows_limited(&caller.0, &dataset, &how);
+        let listed = ListedDataset {
+            dataset,
+            access: how.label(),
+        };
+        let mut value = serde_json::to_value(&listed).map_err(ApiError::internal_from)?;
+        if limited {
             hide_counts(&mut value);
         }
         datasets.push(value);
@@ -96,38 +142,51 @@ fn hide_counts(value: &mut Value) {
 }
 
 /// `GET /api/v1/datasets/{name}`: the dataset with every schema version.
+#[utoipa::path(get, path = "/datasets/{name}", tag = "catalogue",
+    params(("name" = String, Path, description = "The dataset, `department.table`", example = "zhili.hotline_cases")),
+    responses((status = OK, description = "The dataset, its schema versions and (for who may read all its rows) its storage", body = DatasetDetail)))]
 pub async fn get_dataset(
     State(state): State<AppState>,
     caller: Caller,
     Path(name): Path<String>,
 ) -> Result<Response, ApiError> {
     let dataset = visible_dataset(&state.catalog, &caller.0, &name).await?;
-    let versions = state.catalog.schema_versions(dataset.id).await?;
+    let schema_versions = state.catalog.schema_versions(dataset.id).await?;
     let limited = rows_limited(
         &caller.0,
         &dataset,
         &state.sharing.access_to(&caller.0, &dataset).await?,
     );
-    let mut body = serde_json::to_value(&dataset).map_err(ApiError::internal_from)?;
-    if limited {
-        hide_counts(&mut body);
-    }
-    if let Value::Object(object) = &mut body {
-        object.insert("schema_versions".into(), json!(versions));
-        // Storage health counts files and rows of the whole dataset.
-        if !limited {
-            let storage = state
+    // Storage health counts files and rows of the whole dataset.
+    let storage = match limited {
+        true => None,
+        false => Some(
+            state
                 .ingest
                 .storage_health(&dataset, &state.compaction)
-                .await?;
-            object.insert("storage".into(), json!(storage));
-        }
+                .await?,
+        ),
+    };
+    let detail = DatasetDetail {
+        dataset,
+        schema_versions,
+        storage,
+    };
+    let mut body = serde_json::to_value(&detail).map_err(ApiError::internal_from)?;
+    if limited {
+        hide_counts(&mut body);
     }
     Ok(Json(body).into_response())
 }
 
 /// `PATCH /api/v1/datasets/{name}` (admins, the owner's producers): `{columns?, sort_key?}`,
 /// the full new column list; answers the dataset with its new schema version.
+#[utoipa::path(patch, path = "/datasets/{name}", tag = "catalogue",
+    params(("name" = String, Path, description = "The dataset, `department.table`", example = "zhili.hotline_cases")),
+    request_body = DatasetChange,
+    responses(
+        (status = OK, description = "The dataset with its new schema version", body = Dataset),
+        (status = CONFLICT, description = "`schema_change_refused`, with `problems`", body = ErrorAnswer)))]
 pub async fn change_dataset(
     State(state): State<AppState>,
     caller: Caller,
@@ -142,15 +201,21 @@ pub async fn change_dataset(
     Ok(Json(dataset).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct DeleteRequest {
+    /// A SQL condition on the dataset's columns; matching rows are deleted.
     #[serde(rename = "where")]
+    #[schema(example = "caller_phone = '13800000000'")]
     predicate: String,
 }
 
 /// `POST /api/v1/datasets/{name}/deletes {"where": "..."}` (admins, the owner's producers):
 /// deletes the matching rows and answers `{rows_deleted, files_rewritten, snapshot_id}`.
+#[utoipa::path(post, operation_id = "delete_rows", path = "/datasets/{name}/deletes", tag = "ingest",
+    params(("name" = String, Path, description = "The dataset, `department.table`", example = "zhili.hotline_cases")),
+    request_body = DeleteRequest,
+    responses((status = OK, description = "What was deleted", body = DeleteReport)))]
 pub async fn delete_rows(
     State(state): State<AppState>,
     caller: Caller,
@@ -170,6 +235,9 @@ pub async fn delete_rows(
 
 /// `POST /api/v1/datasets/{name}/compact` (admins, the owner's producers): merges the
 /// dataset's small files now and answers once the `compact` snapshot is committed.
+#[utoipa::path(post, operation_id = "compact_dataset", path = "/datasets/{name}/compact", tag = "ingest",
+    params(("name" = String, Path, description = "The dataset, `department.table`", example = "zhili.hotline_cases")),
+    responses((status = OK, description = "What the compaction did (`snapshot_id` null: nothing to merge)", body = CompactionReport)))]
 pub async fn compact(
     State(state): State<AppState>,
     caller: Caller,
@@ -189,6 +257,9 @@ pub async fn compact(
 }
 
 /// `GET /api/v1/datasets/{name}/snapshots`: the snapshot log, newest first.
+#[utoipa::path(get, path = "/datasets/{name}/snapshots", tag = "catalogue",
+    params(("name" = String, Path, description = "The dataset, `department.table`", example = "zhili.hotline_cases")),
+    responses((status = OK, description = "The snapshot log, newest first (counts null for a caller that may read only some rows)", body = Vec<Snapshot>)))]
 pub async fn list_snapshots(
     State(state): State<AppState>,
     caller: Caller,
@@ -208,13 +279,29 @@ pub async fn list_snapshots(
     Ok(Json(body).into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct PushParams {
+    /// Commit the good rows and list the bad ones, instead of all or nothing.
     #[serde(default)]
     partial: bool,
 }
 
 /// `POST /api/v1/datasets/{name}/rows`: rows in any of the push formats.
+#[utoipa::path(post, path = "/datasets/{name}/rows", tag = "ingest",
+    params(("name" = String, Path, description = "The dataset, `department.table`", example = "zhili.hotline_cases"), PushParams,
+        ("Idempotency-Key" = Option<String>, Header, description = "Repeating a push with the same key answers the first push's outcome (200, `replayed`) instead of committing again")),
+    request_body(description = "Rows as JSON (an array of objects), NDJSON, CSV (with a header line), Arrow IPC stream or Parquet, by `Content-Type`",
+        content(
+            (Vec<Object> = "application/json"),
+            (String = "application/x-ndjson"),
+            (String = "text/csv"),
+            (Binary = "application/vnd.apache.arrow.stream"),
+            (Binary = "application/vnd.apache.parquet"))),
+    responses(
+        (status = CREATED, description = "Committed", body = PushOutcome),
+        (status = OK, description = "A replay of an earlier push with the same Idempotency-Key", body = PushOutcome),
+        (status = UNPROCESSABLE_ENTITY, description = "Bad rows and nothing committed: `error` beside the push answer's fields (`rows_rejected`, `rejected`)", body = PushOutcome)))]
 pub async fn push_rows(
     State(state): State<AppState>,
     caller: Caller,
@@ -262,6 +349,8 @@ pub async fn push_rows(
 /// `GET /api/v1/ingest/status`: the Kafka feeds' partitions whose datasets the caller may
 /// see (admins: the camera registry's feeds too), with catalog offset, high watermark, lag,
 /// last flush, rows/s and dead letters.
+#[utoipa::path(get, operation_id = "ingest_status", path = "/ingest/status", tag = "ingest",
+    responses((status = OK, description = "`{partitions: [...]}`: each Kafka feed partition the caller may see with catalog offset, high watermark, lag, last flush, rows/s and dead letters", body = Object)))]
 pub async fn ingest_status(
     State(state): State<AppState>,
     caller: Caller,

@@ -20,9 +20,16 @@ use serde_json::{Value, json};
 use super::auth::Caller;
 use super::error::ApiError;
 use super::extract::{JsonBody, QueryParams};
+use super::openapi::Binary;
 use crate::state::AppState;
 
 /// `PUT /api/v1/endpoints/{name}`: the definition as JSON; an admin adds `owner`.
+#[utoipa::path(put, operation_id = "save_endpoint", path = "/endpoints/{name}", tag = "endpoints",
+    params(("name" = String, Path, description = "The endpoint's name", example = "camera-online-rate")),
+    request_body(content = EndpointSpec, description = "The definition; an admin adds `owner` (a department code)"),
+    responses(
+        (status = CREATED, description = "A new endpoint: its definition, `saved: created`", body = Object),
+        (status = OK, description = "A new version (`saved: updated`) or the same definition (`saved: unchanged`)", body = Object)))]
 pub async fn save(
     State(state): State<AppState>,
     caller: Caller,
@@ -93,6 +100,8 @@ fn definition_json(loaded: &Loaded) -> Value {
 }
 
 /// `GET /api/v1/endpoints`: the endpoints the caller may call (admins: all).
+#[utoipa::path(get, operation_id = "list_endpoints", path = "/endpoints", tag = "endpoints",
+    responses((status = OK, description = "`{endpoints: [...]}`: those the caller may call, with sources and executions", body = Object)))]
 pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
     let answer: Vec<Value> = state
         .endpoints
@@ -105,6 +114,9 @@ pub async fn list(State(state): State<AppState>, caller: Caller) -> Result<Respo
 }
 
 /// `GET /api/v1/endpoints/{name}/definition`: the current definition and every version.
+#[utoipa::path(get, operation_id = "endpoint_definition", path = "/endpoints/{name}/definition", tag = "endpoints",
+    params(("name" = String, Path, description = "The endpoint's name", example = "camera-online-rate")),
+    responses((status = OK, description = "The current definition, its sources, executions and every version", body = Object)))]
 pub async fn definition(
     State(state): State<AppState>,
     caller: Caller,
@@ -141,6 +153,15 @@ fn matches(headers: &HeaderMap, etag: &str) -> bool {
 
 /// `GET /api/v1/endpoints/{name}?param=value`: the result, with `ETag` and
 /// `Cache-Control`; 304 when `If-None-Match` names the current `ETag`.
+#[utoipa::path(get, operation_id = "endpoint_result", path = "/endpoints/{name}", tag = "endpoints",
+    params(("name" = String, Path, description = "The endpoint's name", example = "camera-online-rate"),
+        ("params" = Option<Object>, Query, style = Form, explode, description = "The endpoint's declared parameters, `?name=value`"),
+        ("Accept" = Option<String>, Header, description = "`application/json` (default), `text/csv`, `application/x-ndjson` or `application/vnd.apache.arrow.stream`"),
+        ("If-None-Match" = Option<String>, Header, description = "An `ETag` of an earlier answer: 304 while it is current")),
+    responses(
+        (status = OK, description = "The result, with `ETag` and `Cache-Control`", content(
+            (Vec<Object> = "application/json"), (String = "text/csv"), (String = "application/x-ndjson"), (Binary = "application/vnd.apache.arrow.stream"))),
+        (status = NOT_MODIFIED, description = "The result named by `If-None-Match` is current")))]
 pub async fn result(
     State(state): State<AppState>,
     caller: Caller,
@@ -197,6 +218,10 @@ fn header_value(text: &str) -> Result<HeaderValue, ApiError> {
 /// carry the JSON result (`id` is its `ETag` key): the current one at once, then a new one
 /// after each change of a source (debounced); comments keep the stream alive. A client
 /// reconnecting with `Last-Event-ID` gets no copy of what it has.
+#[utoipa::path(get, operation_id = "endpoint_events", path = "/endpoints/{name}/events", tag = "endpoints",
+    params(("name" = String, Path, description = "The endpoint's name", example = "camera-online-rate"),
+        ("params" = Option<Object>, Query, style = Form, explode, description = "The endpoint's declared parameters, `?name=value`")),
+    responses((status = OK, description = "Server-sent events: `event: result` with the result now and after each change (`id` is its ETag), heartbeats", content_type = "text/event-stream", body = String)))]
 pub async fn events(
     State(state): State<AppState>,
     caller: Caller,

@@ -12,6 +12,8 @@ use cityhub_query::QueryError;
 use cityhub_query::endpoint::EndpointError;
 use serde_json::{Value, json};
 
+use super::openapi::{ErrorAnswer, ErrorDetail};
+
 /// An error answer.
 #[derive(Debug, Clone)]
 pub struct ApiError {
@@ -79,7 +81,13 @@ impl IntoResponse for ApiError {
         if self.status.is_server_error() {
             tracing::error!(code = self.code, message = %self.message, "A request failed on the server side.");
         }
-        let mut body = json!({"error": {"code": self.code, "message": self.message}});
+        let answer = ErrorAnswer {
+            error: ErrorDetail {
+                code: self.code.to_string(),
+                message: self.message,
+            },
+        };
+        let mut body = serde_json::to_value(answer).unwrap_or_default();
         if let (Some(Value::Object(extra)), Some(object)) = (self.extra, body.as_object_mut()) {
             object.extend(extra);
         }

@@ -1,4 +1,4 @@
-//! The HTTP API: this file is the router and nothing else. Handlers parse the request,
+//! The HTTP API: this file is the router (and with it the OpenAPI document) and nothing else. Handlers parse the request,
 //! call one library function and answer; each resource has its own file.
 
 pub mod auth;
@@ -8,12 +8,17 @@ pub mod endpoints;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod openapi;
 pub mod sharing;
 pub mod sql;
 
+use std::sync::Arc;
+
 use axum::Router;
-use axum::extract::DefaultBodyLimit;
-use axum::routing::{delete, get, post, put};
+use axum::extract::{DefaultBodyLimit, Extension};
+use utoipa::OpenApi;
+use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
+use utoipa_axum::routes;
 
 pub use error::ApiError;
 
@@ -22,78 +27,69 @@ use crate::telemetry;
 
 /// The whole HTTP surface of the hub.
 pub fn router(state: AppState) -> Router {
-    let api = Router::new()
-        .route(
-            "/departments",
-            get(datasets::list_departments).post(datasets::create_department),
-        )
-        .route(
-            "/datasets",
-            get(datasets::list_datasets).post(datasets::create_dataset),
-        )
-        .route(
-            "/datasets/{name}",
-            get(datasets::get_dataset).patch(datasets::change_dataset),
-        )
-        .route("/datasets/{name}/snapshots", get(datasets::list_snapshots))
-        .route("/datasets/{name}/compact", post(datasets::compact))
-        .route("/datasets/{name}/deletes", post(datasets::delete_rows))
-        .route(
-            "/datasets/{name}/rows",
-            // The push handler enforces the configured limit itself, with a JSON answer.
-            post(datasets::push_rows).layer(DefaultBodyLimit::disable()),
-        )
-        .route("/sql", post(sql::run_sql))
-        .route("/datasets/{name}/share-requests", post(sharing::apply))
-        .route("/share-requests", get(sharing::list_requests))
-        .route("/share-requests/{id}", get(sharing::get_request))
-        .route("/share-requests/{id}/approve", post(sharing::approve))
-        .route("/share-requests/{id}/reject", post(sharing::reject))
-        .route("/grants", get(sharing::list_grants))
-        .route("/grants/{id}/revoke", post(sharing::revoke_grant))
-        .route(
-            "/tokens",
-            get(sharing::list_tokens).post(sharing::create_token),
-        )
-        .route("/tokens/{id}", delete(sharing::revoke_token))
-        .route("/audit", get(sharing::read_audit))
-        .route("/ingest/status", get(datasets::ingest_status))
-        .route("/cameras", get(cameras::search))
-        .route("/cameras/stats", get(cameras::stats))
-        .route(
-            "/cameras/batch",
-            post(cameras::register_batch).layer(DefaultBodyLimit::disable()),
-        )
-        .route(
-            "/cameras/keepalive",
-            post(cameras::keepalive).layer(DefaultBodyLimit::disable()),
-        )
-        .route(
-            "/cameras/events",
-            post(cameras::events).layer(DefaultBodyLimit::disable()),
-        )
-        .route(
-            "/cameras/{id}",
-            get(cameras::get_camera).put(cameras::put_camera),
-        )
-        .route(
-            "/cameras/{id}/curated",
-            put(cameras::put_curated).delete(cameras::delete_curated),
-        )
-        .route("/endpoints", get(endpoints::list))
-        .route(
-            "/endpoints/{name}",
-            get(endpoints::result).put(endpoints::save),
-        )
-        .route("/endpoints/{name}/events", get(endpoints::events))
-        .route("/endpoints/{name}/definition", get(endpoints::definition))
-        .fallback(health::not_found);
-    Router::new()
-        .route("/healthz", get(health::healthz))
-        .route("/readyz", get(health::readyz))
-        .route("/metrics", get(health::metrics))
-        .nest("/api/v1", api)
+    let (router, openapi) = routes().split_for_parts();
+    let document = Arc::new(openapi::Document::render(&finish(openapi)));
+    router
         .fallback(health::not_found)
+        .layer(Extension(document))
         .layer(axum::middleware::from_fn(telemetry::record_request))
         .with_state(state)
+}
+
+/// The OpenAPI document of [`router`]: every route with its parameters, bodies and answers.
+pub fn openapi_document() -> utoipa::openapi::OpenApi {
+    finish(routes().into_openapi())
+}
+
+fn finish(mut openapi: utoipa::openapi::OpenApi) -> utoipa::openapi::OpenApi {
+    openapi.info.version = env!("CARGO_PKG_VERSION").to_string();
+    openapi::add_common_answers(&mut openapi);
+    openapi
+}
+
+/// Every route, registered with its `#[utoipa::path]` so that the router and the OpenAPI
+/// document are made from the same list: a route cannot be served without its entry.
+fn routes() -> OpenApiRouter<AppState> {
+    let api = OpenApiRouter::new()
+        .routes(routes!(
+            datasets::list_departments,
+            datasets::create_department
+        ))
+        .routes(routes!(datasets::list_datasets, datasets::create_dataset))
+        .routes(routes!(datasets::get_dataset, datasets::change_dataset))
+        .routes(routes!(datasets::list_snapshots))
+        .routes(routes!(datasets::compact))
+        .routes(routes!(datasets::delete_rows))
+        // The push handler enforces the configured limit itself, with a JSON answer.
+        .routes(routes!(datasets::push_rows).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(sql::run_sql))
+        .routes(routes!(sharing::apply))
+        .routes(routes!(sharing::list_requests))
+        .routes(routes!(sharing::get_request))
+        .routes(routes!(sharing::approve))
+        .routes(routes!(sharing::reject))
+        .routes(routes!(sharing::list_grants))
+        .routes(routes!(sharing::revoke_grant))
+        .routes(routes!(sharing::list_tokens, sharing::create_token))
+        .routes(routes!(sharing::revoke_token))
+        .routes(routes!(sharing::read_audit))
+        .routes(routes!(datasets::ingest_status))
+        .routes(routes!(cameras::search))
+        .routes(routes!(cameras::stats))
+        .routes(routes!(cameras::register_batch).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(cameras::keepalive).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(cameras::events).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(cameras::get_camera, cameras::put_camera))
+        .routes(routes!(cameras::put_curated, cameras::delete_curated))
+        .routes(routes!(endpoints::list))
+        .routes(routes!(endpoints::result, endpoints::save))
+        .routes(routes!(endpoints::events))
+        .routes(routes!(endpoints::definition))
+        .routes(routes!(openapi::document))
+        .fallback(health::not_found);
+    OpenApiRouter::with_openapi(openapi::ApiDoc::openapi())
+        .routes(routes!(health::healthz))
+        .routes(routes!(health::readyz))
+        .routes(routes!(health::metrics))
+        .nest("/api/v1", api)
 }

@@ -9,9 +9,10 @@ use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
 use chrono::{DateTime, Utc};
 use cityhub_catalog::sharing::{Application, NewToken, ShareAnswer};
+use cityhub_catalog::{AuditEntry, Grant, Principal};
 use cityhub_catalog::{AuditFilter, ShareRequest, ShareStatus};
-use serde::Deserialize;
-use serde_json::Value;
+use serde::{Deserialize, Serialize};
+use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
 use super::error::ApiError;
@@ -19,38 +20,65 @@ use super::extract::{JsonBody, QueryParams};
 use crate::state::AppState;
 
 /// `POST /api/v1/tokens` (admin): the token is in this answer and nowhere else.
+#[utoipa::path(post, path = "/tokens", tag = "sharing",
+    request_body = NewToken,
+    responses((status = CREATED, description = "The token's metadata and, this once, the token itself", body = NewTokenAnswer)))]
 pub async fn create_token(
     State(state): State<AppState>,
     caller: Caller,
     JsonBody(body): JsonBody<NewToken>,
 ) -> Result<Response, ApiError> {
     let (principal, token) = state.sharing.create_token(&caller.0, body, "api").await?;
-    let mut body = serde_json::to_value(&principal).map_err(ApiError::internal_from)?;
-    body["token"] = token.plaintext.into();
-    Ok((StatusCode::CREATED, Json(body)).into_response())
+    let answer = NewTokenAnswer {
+        principal,
+        token: token.plaintext,
+    };
+    Ok((StatusCode::CREATED, Json(answer)).into_response())
+}
+
+/// A new token's metadata and the token itself, shown this once.
+#[derive(Serialize, ToSchema)]
+pub struct NewTokenAnswer {
+    #[serde(flatten)]
+    principal: Principal,
+    /// `chub_...`: keep it; the hub stores only its hash.
+    token: String,
+}
+
+/// A token's metadata and where it stands.
+#[derive(Serialize, ToSchema)]
+pub struct ListedToken {
+    #[serde(flatten)]
+    principal: Principal,
+    /// `active`, `expired` or `revoked`.
+    status: &'static str,
 }
 
 /// `GET /api/v1/tokens` (admin): every token's metadata, never the token.
+#[utoipa::path(get, path = "/tokens", tag = "sharing",
+    responses((status = OK, description = "Every token's metadata (never the token)", body = Vec<ListedToken>)))]
 pub async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let now = Utc::now();
-    let tokens: Vec<Value> = state
+    let tokens: Vec<ListedToken> = state
         .sharing
         .tokens(&caller.0)
         .await?
         .into_iter()
-        .map(|principal| {
-            let mut value = serde_json::to_value(&principal).unwrap_or_default();
-            value["status"] = principal.token_status(now).into();
-            value
+        .map(|principal| ListedToken {
+            status: principal.token_status(now),
+            principal,
         })
         .collect();
     Ok(Json(tokens).into_response())
 }
 
 /// `DELETE /api/v1/tokens/{id}`: admins revoke any token, anyone their own.
+#[utoipa::path(delete, path = "/tokens/{id}", tag = "sharing",
+    params(("id" = i64, Path, description = "The token's id")),
+    responses((status = OK, description = "The revoked token's metadata", body = Principal)))]
 pub async fn revoke_token(
     State(state): State<AppState>,
     caller: Caller,
@@ -60,6 +88,10 @@ pub async fn revoke_token(
 }
 
 /// `POST /api/v1/datasets/{name}/share-requests`: a department applies to read a dataset.
+#[utoipa::path(post, operation_id = "apply_for_dataset", path = "/datasets/{name}/share-requests", tag = "sharing",
+    params(("name" = String, Path, description = "The dataset, `department.table`", example = "zhili.hotline_cases")),
+    request_body = Application,
+    responses((status = CREATED, description = "The share request", body = ShareRequestView)))]
 pub async fn apply(
     State(state): State<AppState>,
     caller: Caller,
@@ -67,27 +99,56 @@ pub async fn apply(
     JsonBody(body): JsonBody<Application>,
 ) -> Result<Response, ApiError> {
     let request = state.sharing.apply(&caller.0, &name, body).await?;
-    Ok((
-        StatusCode::CREATED,
-        Json(with_overdue(&request, Utc::now())),
-    )
-        .into_response())
+    Ok((StatusCode::CREATED, Json(with_overdue(request, Utc::now()))).into_response())
 }
 
-fn with_overdue(request: &ShareRequest, now: DateTime<Utc>) -> Value {
-    let mut value = serde_json::to_value(request).unwrap_or_default();
-    value["overdue"] = request.overdue(now).into();
-    value
+/// A share request and whether its answer is late.
+#[derive(Serialize, ToSchema)]
+pub struct ShareRequestView {
+    #[serde(flatten)]
+    request: ShareRequest,
+    /// Pending past its answer deadline (`answer_due_at`).
+    overdue: bool,
 }
 
-#[derive(Deserialize)]
+fn with_overdue(request: ShareRequest, now: DateTime<Utc>) -> ShareRequestView {
+    ShareRequestView {
+        overdue: request.overdue(now),
+        request,
+    }
+}
+
+/// A decided share request and the grant an approval made.
+#[derive(Serialize, ToSchema)]
+pub struct DecidedRequest {
+    #[serde(flatten)]
+    request: ShareRequestView,
+    /// `null` for a rejection.
+    grant: Option<Grant>,
+}
+
+/// A grant and whether it is in force.
+#[derive(Serialize, ToSchema)]
+pub struct GrantView {
+    #[serde(flatten)]
+    grant: Grant,
+    /// Neither revoked nor expired.
+    active: bool,
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 pub struct RequestFilter {
+    /// Only requests in this state: `pending`, `approved` or `rejected`.
     #[serde(default)]
     status: Option<String>,
 }
 
 /// `GET /api/v1/share-requests?status=`: requests made by or addressed to the caller's
 /// department (admins: all), newest first, each flagged `overdue` past its deadline.
+#[utoipa::path(get, operation_id = "list_share_requests", path = "/share-requests", tag = "sharing",
+    params(RequestFilter),
+    responses((status = OK, description = "Requests made by or addressed to the caller's department, newest first", body = Vec<ShareRequestView>)))]
 pub async fn list_requests(
     State(state): State<AppState>,
     caller: Caller,
@@ -99,27 +160,34 @@ pub async fn list_requests(
         .map(str::parse::<ShareStatus>)
         .transpose()?;
     let now = Utc::now();
-    let requests: Vec<Value> = state
+    let requests: Vec<ShareRequestView> = state
         .sharing
         .requests(&caller.0, status)
         .await?
-        .iter()
+        .into_iter()
         .map(|request| with_overdue(request, now))
         .collect();
     Ok(Json(requests).into_response())
 }
 
 /// `GET /api/v1/share-requests/{id}`: a request the caller is party to.
+#[utoipa::path(get, operation_id = "get_share_request", path = "/share-requests/{id}", tag = "sharing",
+    params(("id" = i64, Path, description = "The share request's id")),
+    responses((status = OK, description = "The share request", body = ShareRequestView)))]
 pub async fn get_request(
     State(state): State<AppState>,
     caller: Caller,
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
     let request = state.sharing.request(&caller.0, id).await?;
-    Ok(Json(with_overdue(&request, Utc::now())).into_response())
+    Ok(Json(with_overdue(request, Utc::now())).into_response())
 }
 
 /// `POST /api/v1/share-requests/{id}/approve`
+#[utoipa::path(post, operation_id = "approve_share_request", path = "/share-requests/{id}/approve", tag = "sharing",
+    params(("id" = i64, Path, description = "The share request's id")),
+    request_body = ShareAnswer,
+    responses((status = OK, description = "The approved request with its grant", body = DecidedRequest)))]
 pub async fn approve(
     state: State<AppState>,
     caller: Caller,
@@ -130,6 +198,10 @@ pub async fn approve(
 }
 
 /// `POST /api/v1/share-requests/{id}/reject`: a reason is required.
+#[utoipa::path(post, operation_id = "reject_share_request", path = "/share-requests/{id}/reject", tag = "sharing",
+    params(("id" = i64, Path, description = "The share request's id")),
+    request_body = ShareAnswer,
+    responses((status = OK, description = "The rejected request (`grant` null)", body = DecidedRequest)))]
 pub async fn reject(
     state: State<AppState>,
     caller: Caller,
@@ -147,39 +219,47 @@ async fn decide(
     approve: bool,
 ) -> Result<Response, ApiError> {
     let (request, grant) = state.sharing.decide(&caller.0, id, body, approve).await?;
-    let mut answer = with_overdue(&request, Utc::now());
-    answer["grant"] = serde_json::to_value(&grant).map_err(ApiError::internal_from)?;
+    let answer = DecidedRequest {
+        request: with_overdue(request, Utc::now()),
+        grant,
+    };
     Ok(Json(answer).into_response())
 }
 
 /// `GET /api/v1/grants`: grants the caller's department holds and gives (admins: all),
 /// each marked `active`.
+#[utoipa::path(get, path = "/grants", tag = "sharing",
+    responses((status = OK, description = "Grants held and given by the caller's department", body = Vec<GrantView>)))]
 pub async fn list_grants(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
     let now = Utc::now();
-    let body: Vec<Value> = state
+    let body: Vec<GrantView> = state
         .sharing
         .grants(&caller.0)
         .await?
-        .iter()
-        .map(|grant| {
-            let mut value = serde_json::to_value(grant).unwrap_or_default();
-            value["active"] = grant.active(now).into();
-            value
+        .into_iter()
+        .map(|grant| GrantView {
+            active: grant.active(now),
+            grant,
         })
         .collect();
     Ok(Json(body).into_response())
 }
 
-#[derive(Deserialize, Default)]
+#[derive(Deserialize, Default, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Revocation {
+    /// Why the grant ends (recorded with it and in the audit log).
     reason: String,
 }
 
 /// `POST /api/v1/grants/{id}/revoke {reason}`: the owner (or an admin) ends a grant at once.
+#[utoipa::path(post, path = "/grants/{id}/revoke", tag = "sharing",
+    params(("id" = i64, Path, description = "The grant's id")),
+    request_body = Revocation,
+    responses((status = OK, description = "The revoked grant", body = Grant)))]
 pub async fn revoke_grant(
     State(state): State<AppState>,
     caller: Caller,
@@ -195,26 +275,35 @@ pub async fn revoke_grant(
     .into_response())
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
 #[serde(deny_unknown_fields)]
 pub struct AuditQuery {
+    /// Entries at or after this time (RFC 3339).
     #[serde(default)]
     since: Option<DateTime<Utc>>,
+    /// A principal's name.
     #[serde(default)]
     principal: Option<String>,
+    /// A dataset, `department.table`.
     #[serde(default)]
     dataset: Option<String>,
+    /// An action: `query`, `push`, `import`, `kafka_flush`, ...
     #[serde(default)]
     action: Option<String>,
     /// Entries after this id: pass the last id of a page to get the next one.
     #[serde(default)]
     after: Option<i64>,
+    /// Entries in a page: default 1000, at most 10000.
     #[serde(default)]
     limit: Option<usize>,
 }
 
 /// `GET /api/v1/audit` (admin): the audit log, oldest first, in pages of `limit`
 /// (default 1000, at most 10000). Read-only: no route changes or deletes entries.
+#[utoipa::path(get, path = "/audit", tag = "sharing",
+    params(AuditQuery),
+    responses((status = OK, description = "Audit entries, oldest first", body = Vec<AuditEntry>)))]
 pub async fn read_audit(
     State(state): State<AppState>,
     caller: Caller,

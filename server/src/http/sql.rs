@@ -12,17 +12,32 @@ use serde_json::Value;
 
 use super::auth::Caller;
 use super::error::ApiError;
+use super::openapi::Binary;
 use crate::state::AppState;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, utoipa::ToSchema)]
 #[serde(deny_unknown_fields)]
-struct SqlRequest {
+pub struct SqlRequest {
+    /// One read-only statement (`SELECT`, `WITH`, `EXPLAIN`, `SHOW`, `DESCRIBE`).
+    #[schema(
+        example = "SELECT county, count(*) FROM zhili.hotline_cases WHERE created_at > $1 GROUP BY county"
+    )]
     sql: String,
+    /// Values of `$1`, `$2`, ... in order.
     #[serde(default)]
     params: Vec<Value>,
 }
 
 /// `POST /api/v1/sql`: the SQL as `text/plain`, or JSON `{"sql", "params"}`.
+#[utoipa::path(post, path = "/sql", tag = "sql",
+    params(("Accept" = Option<String>, Header, description = "`application/json` (default), `application/x-ndjson`, `text/csv` or `application/vnd.apache.arrow.stream`")),
+    request_body(description = "The SQL as text, or JSON with positional parameters (`$1`, `$2`, ...)",
+        content((String = "text/plain"), (SqlRequest = "application/json"))),
+    responses((status = OK, description = "The rows, streamed in the format asked for", content(
+        (Vec<Object> = "application/json"),
+        (String = "application/x-ndjson"),
+        (String = "text/csv"),
+        (Binary = "application/vnd.apache.arrow.stream")))))]
 pub async fn run_sql(
     State(state): State<AppState>,
     caller: Caller,
