@@ -52,6 +52,13 @@ pub struct ServerConfig {
     pub rate_limit_per_second: u64,
     /// Requests a token may make at once above its rate before it is answered 429.
     pub rate_limit_burst: u64,
+    /// Address of the PostgreSQL wire protocol (psql, DBeaver, Grafana, psycopg), `host:port`;
+    /// empty turns it off. The password is a token, so beyond loopback use TLS.
+    pub pg_bind: String,
+    /// PEM certificate (chain) for PostgreSQL clients' TLS; with `pg_tls_key`.
+    pub pg_tls_cert: String,
+    /// PEM private key of `pg_tls_cert`.
+    pub pg_tls_key: String,
 }
 
 impl Default for ServerConfig {
@@ -62,6 +69,9 @@ impl Default for ServerConfig {
             shutdown_grace_secs: 30,
             rate_limit_per_second: 100,
             rate_limit_burst: 200,
+            pg_bind: "127.0.0.1:5433".into(),
+            pg_tls_cert: String::new(),
+            pg_tls_key: String::new(),
         }
     }
 }
@@ -525,6 +535,11 @@ impl Config {
             "server.rate_limit_burst",
             self.server.rate_limit_per_second == 0 || self.server.rate_limit_burst > 0,
             "must be greater than 0 while server.rate_limit_per_second is set",
+        );
+        check(
+            "server.pg_tls_key",
+            self.server.pg_tls_cert.is_empty() == self.server.pg_tls_key.is_empty(),
+            "must be set together with server.pg_tls_cert (both PEM files), or both left empty",
         );
         check(
             "sharing.answer_within_working_days",

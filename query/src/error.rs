@@ -34,9 +34,15 @@ pub struct NotReadable {
 /// What can go wrong with a query.
 #[derive(Debug, Clone, thiserror::Error)]
 pub enum QueryError {
-    /// Not allowed on this surface (DDL, DML, settings, file tables, several statements).
+    /// The caller may not read this: its role, a conditional dataset without a grant, a
+    /// dataset outside its region.
     #[error("{0}")]
     Forbidden(String),
+
+    /// Not on this surface for anyone: DDL, DML, COPY, settings, file and URL tables,
+    /// several statements in one request.
+    #[error("{0}")]
+    Unsupported(String),
 
     /// The SQL is wrong: syntax, unknown table or column, wrong types. `line` and `column`
     /// point into the SQL where DataFusion knows the place.

@@ -20,25 +20,29 @@ pub fn check(sql: &str) -> Result<DFStatement, QueryError> {
     let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
         .map_err(QueryError::from_datafusion)?;
     if statements.len() != 1 {
-        return Err(QueryError::Forbidden(format!(
+        return Err(QueryError::Unsupported(format!(
             "send exactly one SQL statement per request (this request has {})",
             statements.len()
         )));
     }
     let statement = statements
         .pop_front()
-        .ok_or_else(|| QueryError::Forbidden("the request holds no SQL statement".into()))?;
+        .ok_or_else(|| QueryError::Unsupported("the request holds no SQL statement".into()))?;
     check_statement(&statement)?;
     Ok(statement)
 }
 
+/// The refusal of a statement that would change something or reach outside the
+/// catalogue, e.g. `refusal("COPY")`.
+pub fn refusal(what: &str) -> QueryError {
+    QueryError::Unsupported(format!(
+        "{what} is not allowed: the SQL surface is read-only (SELECT, WITH, EXPLAIN, SHOW \
+         TABLES, SHOW COLUMNS, DESCRIBE)"
+    ))
+}
+
 fn check_statement(statement: &DFStatement) -> Result<(), QueryError> {
-    let refuse = |what: &str| {
-        Err(QueryError::Forbidden(format!(
-            "{what} is not allowed: the SQL surface is read-only (SELECT, WITH, EXPLAIN, SHOW \
-             TABLES, SHOW COLUMNS, DESCRIBE)"
-        )))
-    };
+    let refuse = |what: &str| Err(refusal(what));
     match statement {
         DFStatement::CreateExternalTable(_) => refuse("CREATE EXTERNAL TABLE"),
         DFStatement::CopyTo(_) => refuse("COPY"),
@@ -136,7 +140,7 @@ fn check_relations(statement: &Statement) -> Result<(), QueryError> {
         }
     }
     match statement.visit(&mut Relations) {
-        ControlFlow::Break(message) => Err(QueryError::Forbidden(message)),
+        ControlFlow::Break(message) => Err(QueryError::Unsupported(message)),
         ControlFlow::Continue(()) => Ok(()),
     }
 }
@@ -147,7 +151,7 @@ mod tests {
 
     fn refused(sql: &str) -> String {
         match check(sql) {
-            Err(QueryError::Forbidden(message)) => message,
+            Err(QueryError::Unsupported(message)) => message,
             other => panic!("{sql} was not refused: {other:?}"),
         }
     }

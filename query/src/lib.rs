@@ -18,6 +18,7 @@ pub mod endpoint;
 pub mod error;
 pub mod guard;
 pub mod mask;
+pub mod pg;
 pub mod reader;
 pub mod rewrite;
 pub mod table;
@@ -36,13 +37,13 @@ use std::time::{Duration, Instant};
 use cityhub_catalog::{Action, AuditEvent, AuditLog, Catalog, Outcome, Principal};
 use cityhub_config::QueryConfig;
 use datafusion::arrow::array::RecordBatch;
-use datafusion::arrow::datatypes::SchemaRef;
+use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::common::{ParamValues, ScalarValue};
-use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
+use datafusion::execution::{FunctionRegistry, SendableRecordBatchStream};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig};
@@ -71,6 +72,59 @@ pub struct QueryEngine {
     /// What `now()` reads: the hub's clock, so that a hub run on another clock (tests, the
     /// demo at a fixed hour) sees its own time in SQL too.
     clock: Clock,
+}
+
+/// The front door a query came through: named in its audit entry and counted per door in
+/// `/metrics` (`cityhub_queries_total{via}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Via {
+    Http,
+    /// The PostgreSQL wire protocol: the session also has `pg_catalog` and PostgreSQL's
+    /// functions (see [`pg`]).
+    Pg,
+    Flight,
+}
+
+impl Via {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Via::Http => "http",
+            Via::Pg => "pg",
+            Via::Flight => "flight",
+        }
+    }
+}
+
+/// Where a query came from, beyond its token.
+#[derive(Debug, Clone)]
+pub struct Origin {
+    pub via: Via,
+    /// The user name a PostgreSQL client gave at login: free text, recorded in the audit
+    /// as the client said it (the token, not this name, decides what may be read).
+    pub client_user: Option<String>,
+    /// The connection's `pg_catalog` (PostgreSQL clients): its oids stay the same from one
+    /// statement to the next. A PostgreSQL query without one gets a fresh one.
+    pub pg_catalog: Option<Arc<pg::PgSessionCatalog>>,
+}
+
+impl Origin {
+    pub fn http() -> Self {
+        Self {
+            via: Via::Http,
+            client_user: None,
+            pg_catalog: None,
+        }
+    }
+}
+
+/// What a statement needs and gives, known before it runs: the front doors' prepared
+/// statements describe themselves with it.
+#[derive(Debug, Clone)]
+pub struct Described {
+    /// The types of `$1`, `$2`, ... in order, where the planner could infer them.
+    pub parameters: Vec<Option<DataType>>,
+    /// The columns of its result.
+    pub schema: SchemaRef,
 }
 
 /// A query's stream of batches.
@@ -173,13 +227,7 @@ impl QueryEngine {
         sql: &str,
         params: &[serde_json::Value],
     ) -> Result<QueryResult, QueryError> {
-        // SQL is the analysts' (and admins') door; producers push, dashboards read endpoints.
-        cityhub_catalog::access::require_role(
-            principal,
-            &[cityhub_catalog::Role::Admin, cityhub_catalog::Role::Analyst],
-            "running SQL",
-        )
-        .map_err(|err| QueryError::Forbidden(err.to_string()))?;
+        require_sql_role(principal)?;
         let values = params
             .iter()
             .enumerate()
@@ -187,8 +235,89 @@ impl QueryEngine {
             .collect::<Result<Vec<_>, _>>();
         let bindings = (!params.is_empty()).then(|| values.map(ParamValues::from));
         let audited = serde_json::Value::Array(params.to_vec());
-        self.run(principal, sql, bindings, audited, &Pins::default())
+        self.run(
+            principal,
+            sql,
+            bindings,
+            audited,
+            &Pins::default(),
+            &Origin::http(),
+        )
+        .await
+    }
+
+    /// Runs `sql` with parameters already typed by the front door (PostgreSQL's Bind, Flight
+    /// SQL's parameter batches), as [`Self::execute`] does.
+    pub async fn execute_typed(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        params: Vec<ScalarValue>,
+        origin: &Origin,
+    ) -> Result<QueryResult, QueryError> {
+        require_sql_role(principal)?;
+        let audited = serde_json::Value::Array(
+            params
+                .iter()
+                .map(|value| match value.is_null() {
+                    true => serde_json::Value::Null,
+                    false => serde_json::Value::String(value.to_string()),
+                })
+                .collect(),
+        );
+        let bindings = (!params.is_empty()).then(|| Ok(ParamValues::from(params)));
+        self.run(principal, sql, bindings, audited, &Pins::default(), origin)
             .await
+    }
+
+    /// Plans `sql` for `principal` without running it: its parameters and result columns,
+    /// for a front door's prepared statement. A refusal (a conditional dataset without a
+    /// grant, DDL) is audited here, since such a statement never runs.
+    pub async fn describe(
+        &self,
+        principal: &Principal,
+        sql: &str,
+        origin: &Origin,
+    ) -> Result<Described, QueryError> {
+        require_sql_role(principal)?;
+        let trail = AuditTrail::new(self, principal, sql, serde_json::Value::Null, origin);
+        let planned = self
+            .plan(
+                principal,
+                sql,
+                trail.reads.clone(),
+                &Pins::default(),
+                origin,
+            )
+            .await
+            .and_then(|(_state, plan, _view)| {
+                let types = plan
+                    .get_parameter_types()
+                    .map_err(QueryError::from_datafusion)?;
+                // `$1`, `$2`, ...: a placeholder the query does not use still has a place.
+                let count = types
+                    .keys()
+                    .filter_map(|name| name.strip_prefix('$')?.parse::<usize>().ok())
+                    .max()
+                    .unwrap_or(0);
+                let parameters = (1..=count)
+                    .map(|index| types.get(&format!("${index}")).cloned().flatten())
+                    .collect();
+                Ok(Described {
+                    parameters,
+                    schema: Arc::new(plan.schema().as_arrow().clone()),
+                })
+            });
+        match planned {
+            Ok(described) => {
+                trail.discard();
+                Ok(described)
+            }
+            Err(err) => {
+                trail.finish(outcome_of(&err), 0, Some(&err.to_string()));
+                Err(err)
+            }
+        }
     }
 
     /// Runs one statement with its audit trail: `bindings` are the parameter values (or
@@ -200,18 +329,13 @@ impl QueryEngine {
         bindings: Option<Result<ParamValues, QueryError>>,
         audited_params: serde_json::Value,
         pins: &Pins,
+        origin: &Origin,
     ) -> Result<QueryResult, QueryError> {
-        let trail = AuditTrail {
-            audit: self.audit.clone(),
-            principal: principal.clone(),
-            sql: sql.to_string(),
-            params: audited_params,
-            reads: Arc::default(),
-            started: Instant::now(),
-        };
+        metrics::counter!("cityhub_queries_total", "via" => origin.via.as_str()).increment(1);
+        let trail = AuditTrail::new(self, principal, sql, audited_params, origin);
         let started = match bindings.transpose() {
             Ok(bindings) => {
-                self.start(principal, sql, bindings, trail.reads.clone(), pins)
+                self.start(principal, sql, bindings, trail.reads.clone(), pins, origin)
                     .await
             }
             Err(err) => Err(err),
@@ -229,11 +353,7 @@ impl QueryEngine {
                 }),
             }),
             Err(err) => {
-                let outcome = match err {
-                    QueryError::Forbidden(_) => Outcome::Refused,
-                    _ => Outcome::Failed,
-                };
-                trail.finish(outcome, 0, Some(&err.to_string()));
+                trail.finish(outcome_of(&err), 0, Some(&err.to_string()));
                 Err(err)
             }
         }
@@ -246,6 +366,7 @@ impl QueryEngine {
         sql: &str,
         reads: Arc<ReadLog>,
         pins: &Pins,
+        origin: &Origin,
     ) -> Result<(SessionState, LogicalPlan, Arc<RequestView>), QueryError> {
         let sql = time_travel::rewrite(sql)?;
         let statement = guard::check(&sql)?;
@@ -254,14 +375,35 @@ impl QueryEngine {
                 .await
                 .map_err(QueryError::from_datafusion)?,
         );
+        let postgres = origin.via == Via::Pg;
+        let catalog = match (postgres, &origin.pg_catalog) {
+            (true, Some(session)) => session.with_view(view.catalog_provider()),
+            (true, None) => pg::PgSessionCatalog::new()
+                .map_err(QueryError::from_datafusion)?
+                .with_view(view.catalog_provider()),
+            (false, _) => view.catalog_provider(),
+        };
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
-        catalogs.register_catalog(CATALOG_NAME.to_string(), view.catalog_provider());
-        let mut state = SessionStateBuilder::new()
+        catalogs.register_catalog(CATALOG_NAME.to_string(), catalog);
+        let mut builder = SessionStateBuilder::new()
             .with_default_features()
             .with_config(self.session_config())
             .with_runtime_env(self.query_runtime())
-            .with_catalog_list(catalogs as Arc<dyn CatalogProviderList>)
-            .build();
+            .with_catalog_list(catalogs as Arc<dyn CatalogProviderList>);
+        if postgres {
+            // `::regclass` and the other oid aliases PostgreSQL clients cast to.
+            builder = builder.with_type_planner(Arc::new(
+                datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner,
+            ));
+        }
+        let mut state = builder.build();
+        if postgres {
+            for function in pg::functions() {
+                state
+                    .register_udf(function)
+                    .map_err(QueryError::from_datafusion)?;
+            }
+        }
         // Fixes now() for the whole query, as SessionContext does for each statement;
         // without a start time the planner cannot fold now() into a constant.
         let options = state.config_options().clone();
@@ -276,7 +418,7 @@ impl QueryEngine {
             .with_allow_dml(false)
             .with_allow_statements(false)
             .verify_plan(&plan)
-            .map_err(|err| QueryError::Forbidden(err.strip_backtrace()))?;
+            .map_err(|err| QueryError::Unsupported(err.strip_backtrace()))?;
         Ok((state, plan, view))
     }
 
@@ -288,8 +430,9 @@ impl QueryEngine {
         bindings: Option<ParamValues>,
         reads: Arc<ReadLog>,
         pins: &Pins,
+        origin: &Origin,
     ) -> Result<(SchemaRef, Batches), QueryError> {
-        let (state, plan, _view) = self.plan(principal, sql, reads, pins).await?;
+        let (state, plan, _view) = self.plan(principal, sql, reads, pins, origin).await?;
         let plan = match bindings {
             None => plan,
             Some(values) => plan
@@ -306,6 +449,24 @@ impl QueryEngine {
         let batches = WithDeadline::new(stream, deadline, Running::start(&self.running))
             .map(move |batch| batch.map_err(QueryError::from_datafusion));
         Ok((schema, Box::pin(batches)))
+    }
+}
+
+/// SQL is the analysts' (and admins') door; producers push, dashboards read endpoints.
+fn require_sql_role(principal: &Principal) -> Result<(), QueryError> {
+    cityhub_catalog::access::require_role(
+        principal,
+        &[cityhub_catalog::Role::Admin, cityhub_catalog::Role::Analyst],
+        "running SQL",
+    )
+    .map_err(|err| QueryError::Forbidden(err.to_string()))
+}
+
+/// How a query that failed before it produced a stream is audited.
+fn outcome_of(err: &QueryError) -> Outcome {
+    match err {
+        QueryError::Forbidden(_) | QueryError::Unsupported(_) => Outcome::Refused,
+        _ => Outcome::Failed,
     }
 }
 
@@ -334,11 +495,33 @@ struct AuditTrail {
     principal: Principal,
     sql: String,
     params: serde_json::Value,
+    origin: Origin,
     reads: Arc<ReadLog>,
     started: Instant,
 }
 
 impl AuditTrail {
+    fn new(
+        engine: &QueryEngine,
+        principal: &Principal,
+        sql: &str,
+        params: serde_json::Value,
+        origin: &Origin,
+    ) -> Self {
+        Self {
+            audit: engine.audit.clone(),
+            principal: principal.clone(),
+            sql: sql.to_string(),
+            params,
+            origin: origin.clone(),
+            reads: Arc::default(),
+            started: Instant::now(),
+        }
+    }
+
+    /// Writes nothing: the statement was only described, and its run will be audited.
+    fn discard(self) {}
+
     fn finish(self, outcome: Outcome, rows: u64, error: Option<&str>) {
         let reads = self.reads.reads();
         let datasets: Vec<&String> = reads.keys().collect();
@@ -359,6 +542,7 @@ impl AuditTrail {
             "region": self.principal.region,
             "sql": self.sql,
             "params": self.params,
+            "via": self.origin.via.as_str(),
             "datasets": datasets,
             "sensitive_columns": sensitive,
             "rows": rows,
@@ -366,6 +550,9 @@ impl AuditTrail {
         });
         if let Some(error) = error {
             detail["error"] = error.into();
+        }
+        if let Some(user) = self.origin.client_user {
+            detail["client_user"] = user.into();
         }
         let mut event = AuditEvent::by(&self.principal, Action::Query, outcome).detail(detail);
         event.dataset = datasets.first().map(|d| d.to_string());

@@ -75,9 +75,9 @@ pub async fn delete_rows(
     };
     let outcome = match &result {
         Ok(_) => Outcome::Ok,
-        Err(DeleteError::Query(QueryError::Invalid { .. } | QueryError::Forbidden(_))) => {
-            Outcome::Refused
-        }
+        Err(DeleteError::Query(
+            QueryError::Invalid { .. } | QueryError::Forbidden(_) | QueryError::Unsupported(_),
+        )) => Outcome::Refused,
         Err(_) => Outcome::Failed,
     };
     let detail = match &result {

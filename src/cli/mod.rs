@@ -39,6 +39,9 @@ enum Command {
         /// Address to listen on, e.g. 127.0.0.1:8080 (port 0 picks a free port).
         #[arg(long, value_name = "ADDR")]
         bind: Option<String>,
+        /// Address of the PostgreSQL wire protocol, e.g. 127.0.0.1:5433; empty turns it off.
+        #[arg(long, value_name = "ADDR")]
+        pg_bind: Option<String>,
         /// Load the demo city (once; later runs keep it) and print its tokens.
         #[arg(long)]
         demo: bool,
@@ -125,11 +128,12 @@ enum TokenCommand {
 /// Runs the command line given to the process.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let bind = match &cli.command {
-        Command::Serve { bind, .. } | Command::Config { bind } => bind.clone(),
-        _ => None,
+    let (bind, pg_bind) = match &cli.command {
+        Command::Serve { bind, pg_bind, .. } => (bind.clone(), pg_bind.clone()),
+        Command::Config { bind } => (bind.clone(), None),
+        _ => (None, None),
     };
-    let loaded = match load_config(&cli, bind) {
+    let loaded = match load_config(&cli, bind, pg_bind) {
         Ok(loaded) => loaded,
         Err(err) => {
             eprint!("{err}");
@@ -155,13 +159,20 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load_config(cli: &Cli, bind: Option<String>) -> Result<Loaded, cityhub_config::ConfigError> {
+fn load_config(
+    cli: &Cli,
+    bind: Option<String>,
+    pg_bind: Option<String>,
+) -> Result<Loaded, cityhub_config::ConfigError> {
     let mut flags = Vec::new();
     if let Some(dir) = &cli.data_dir {
         flags.push(("storage.data_dir", dir.clone(), "--data-dir"));
     }
     if let Some(bind) = bind {
         flags.push(("server.bind", bind, "--bind"));
+    }
+    if let Some(pg_bind) = pg_bind {
+        flags.push(("server.pg_bind", pg_bind, "--pg-bind"));
     }
     Config::load(cli.config.as_deref(), std::env::vars(), &flags)
 }

@@ -36,10 +36,20 @@ pub async fn run(config: Config, with_demo: bool) -> anyhow::Result<()> {
     )
     .await
     .context("starting the Kafka feeds")?;
+    // The PostgreSQL door stops accepting when the HTTP one does.
+    let (stop, stopped) = tokio::sync::watch::channel(false);
+    let postgres = start_postgres(&state, stopped).await?;
     let tasks = Tasks::start(&state);
     // The demo city's cameras stay alive only while something sends keepalives.
     let platform = with_demo.then(|| tokio::spawn(demo::cameras::simulate(state.clone())));
-    serve::run(listener, state.clone(), serve::shutdown_signal()).await?;
+    let shutdown = async move {
+        serve::shutdown_signal().await;
+        let _ = stop.send(true);
+    };
+    serve::run(listener, state.clone(), shutdown).await?;
+    if let Some(postgres) = postgres {
+        postgres.abort();
+    }
     tasks.stop();
     if let Some(platform) = platform {
         platform.abort();
@@ -48,4 +58,30 @@ pub async fn run(config: Config, with_demo: bool) -> anyhow::Result<()> {
     feeds.stop().await;
     state.audit.flush().await;
     Ok(())
+}
+
+/// Listens for PostgreSQL clients on `server.pg_bind` (unless it is empty) until `stopped`.
+async fn start_postgres(
+    state: &AppState,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<std::io::Result<()>>>> {
+    let address = &state.config.server.pg_bind;
+    if address.is_empty() {
+        return Ok(None);
+    }
+    let tls = cityhub_server::pg::tls_acceptor(state)?;
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| {
+            format!("cannot listen for PostgreSQL clients on {address} (server.pg_bind)")
+        })?;
+    let until = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    Ok(Some(tokio::spawn(cityhub_server::pg::run(
+        listener,
+        state.clone(),
+        tls,
+        until,
+    ))))
 }

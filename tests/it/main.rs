@@ -15,6 +15,7 @@ mod kafka_broker;
 mod kafka_cameras;
 mod lifecycle;
 mod openapi;
+mod pg;
 mod push;
 mod regions;
 mod sharing;

@@ -11,6 +11,8 @@ use tokio::sync::oneshot;
 
 pub struct TestServer {
     pub address: SocketAddr,
+    /// The PostgreSQL wire protocol's address (database `cityhub`, a token as password).
+    pub pg_address: SocketAddr,
     pub state: AppState,
     pub client: reqwest::Client,
     pub admin: String,
@@ -36,12 +38,28 @@ impl TestServer {
             .await
             .expect("bind port 0");
         let address = listener.local_addr().expect("address");
+        let pg_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let pg_address = pg_listener.local_addr().expect("address");
+        let tls = cityhub_server::pg::tls_acceptor(&state).expect("TLS certificate and key");
         let (sender, receiver) = oneshot::channel::<()>();
+        let (stop_pg, pg_stopped) = oneshot::channel::<()>();
+        tokio::spawn(cityhub_server::pg::run(
+            pg_listener,
+            state.clone(),
+            tls,
+            async {
+                let _ = pg_stopped.await;
+            },
+        ));
         let task = tokio::spawn(cityhub_server::serve::run(listener, state.clone(), async {
             let _ = receiver.await;
+            let _ = stop_pg.send(());
         }));
         let mut server = Self {
             address,
+            pg_address,
             state,
             client: reqwest::Client::new(),
             admin: String::new(),

@@ -67,6 +67,9 @@ impl EndpointError {
             EndpointError::Query(QueryError::Forbidden(message)) => {
                 EndpointError::Query(QueryError::Forbidden(format!("endpoint {name}: {message}")))
             }
+            EndpointError::Query(QueryError::Unsupported(message)) => EndpointError::Query(
+                QueryError::Unsupported(format!("endpoint {name}: {message}")),
+            ),
             other => other,
         }
     }

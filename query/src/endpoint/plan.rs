@@ -46,7 +46,13 @@ impl QueryEngine {
         spec: &EndpointSpec,
     ) -> Result<Vec<Source>, QueryError> {
         let (_, plan, view) = self
-            .plan(principal, &spec.sql, Default::default(), &Pins::default())
+            .plan(
+                principal,
+                &spec.sql,
+                Default::default(),
+                &Pins::default(),
+                &crate::Origin::http(),
+            )
             .await?;
         let used: BTreeSet<String> = plan
             .get_parameter_names()
@@ -142,7 +148,15 @@ impl QueryEngine {
                 .map(|(name, value)| (name.clone(), value.to_string().into()))
                 .collect(),
         );
-        self.run(principal, sql, bindings, audited, pins).await
+        self.run(
+            principal,
+            sql,
+            bindings,
+            audited,
+            pins,
+            &crate::Origin::http(),
+        )
+        .await
     }
 }
 

@@ -201,7 +201,9 @@ impl From<QueryError> for ApiError {
     fn from(err: QueryError) -> Self {
         let message = err.to_string();
         match err {
-            QueryError::Forbidden(_) => Self::new(StatusCode::FORBIDDEN, "forbidden", message),
+            QueryError::Forbidden(_) | QueryError::Unsupported(_) => {
+                Self::new(StatusCode::FORBIDDEN, "forbidden", message)
+            }
             QueryError::Invalid { line, column, .. } => {
                 let mut error = Self::new(StatusCode::BAD_REQUEST, "invalid_sql", message);
                 if let (Some(line), Some(column)) = (line, column) {
