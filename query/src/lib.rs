@@ -40,10 +40,10 @@ use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::common::{ParamValues, ScalarValue};
+use datafusion::execution::SendableRecordBatchStream;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
-use datafusion::execution::{FunctionRegistry, SendableRecordBatchStream};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
 use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig};
@@ -398,11 +398,7 @@ impl QueryEngine {
         }
         let mut state = builder.build();
         if postgres {
-            for function in pg::functions() {
-                state
-                    .register_udf(function)
-                    .map_err(QueryError::from_datafusion)?;
-            }
+            pg::prepare(&mut state).map_err(QueryError::from_datafusion)?;
         }
         // Fixes now() for the whole query, as SessionContext does for each statement;
         // without a start time the planner cannot fold now() into a constant.

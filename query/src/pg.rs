@@ -17,10 +17,15 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{
     CatalogProvider, CatalogProviderList, MemoryCatalogProviderList, SchemaProvider,
 };
+use datafusion::catalog::{TableFunctionArgs, TableFunctionImpl, TableProvider};
 use datafusion::common::ScalarValue;
 use datafusion::datasource::TableType;
 use datafusion::error::Result;
-use datafusion::logical_expr::{ColumnarValue, ScalarUDF, Volatility, create_udf};
+use datafusion::execution::{FunctionRegistry, SessionState};
+use datafusion::logical_expr::{
+    ColumnarValue, Expr, ScalarFunctionArgs, ScalarUDF, ScalarUDFImpl, Signature, Volatility,
+    create_udf,
+};
 use datafusion_pg_catalog::pg_catalog::{
     PgCatalogSchemaProvider, PgCatalogStaticTables, array_bounds_udf, catalog_info::CatalogInfo,
     context::EmptyContextProvider, format_type, has_privilege_udf, pg_get_expr_udf,
@@ -203,8 +208,50 @@ impl CatalogInfo for CurrentView {
     }
 }
 
+/// Makes a session planned for the PostgreSQL door answer what PostgreSQL clients call:
+/// PostgreSQL's functions, `generate_series` over `int4` bounds (`array_upper` gives one),
+/// and `pg_get_keywords()`.
+pub(crate) fn prepare(state: &mut SessionState) -> Result<()> {
+    for function in functions() {
+        state.register_udf(function)?;
+    }
+    for name in ["generate_series", "range"] {
+        let inner = state
+            .table_functions()
+            .get(name)
+            .map(|function| function.function().clone());
+        if let Some(inner) = inner {
+            state.register_udtf(name, Arc::new(WideIntegerArguments(inner)));
+        }
+    }
+    state.register_udtf("pg_get_keywords", static_tables()?.pg_get_keywords.clone());
+    Ok(())
+}
+
+/// A table function whose `int4` literal arguments are read as `int8`: DataFusion's
+/// `generate_series` takes `int8` bounds only, PostgreSQL clients pass `int4`s.
+#[derive(Debug)]
+struct WideIntegerArguments(Arc<dyn TableFunctionImpl>);
+
+impl TableFunctionImpl for WideIntegerArguments {
+    fn call_with_args(&self, args: TableFunctionArgs) -> Result<Arc<dyn TableProvider>> {
+        let widened: Vec<Expr> = args
+            .exprs()
+            .iter()
+            .map(|arg| match arg {
+                Expr::Literal(ScalarValue::Int32(value), metadata) => {
+                    Expr::Literal(ScalarValue::Int64(value.map(i64::from)), metadata.clone())
+                }
+                other => other.clone(),
+            })
+            .collect();
+        self.0
+            .call_with_args(TableFunctionArgs::new(&widened, args.session()))
+    }
+}
+
 /// The functions PostgreSQL clients call while they look around.
-pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
+fn functions() -> Vec<Arc<ScalarUDF>> {
     use datafusion_pg_catalog::pg_catalog as pg;
     [
         pg::create_current_database_udf(CATALOG_NAME),
@@ -237,8 +284,53 @@ pub(crate) fn functions() -> Vec<Arc<ScalarUDF>> {
         array_bounds_udf::create_array_lower_udf(),
     ]
     .into_iter()
+    .chain(
+        // Comments on objects: the hub keeps descriptions in its own catalogue.
+        ["obj_description", "col_description", "shobj_description"]
+            .map(|name| ScalarUDF::from(Nothing::new(name, DataType::Utf8))),
+    )
+    .chain(
+        ["pg_function_is_visible", "pg_type_is_visible"]
+            .map(|name| ScalarUDF::from(Nothing::new(name, DataType::Boolean))),
+    )
     .map(Arc::new)
     .collect()
+}
+
+/// A function of any arguments that answers NULL: what the hub has no notion of.
+#[derive(Debug, PartialEq, Eq, Hash)]
+struct Nothing {
+    name: &'static str,
+    returns: DataType,
+    signature: Signature,
+}
+
+impl Nothing {
+    fn new(name: &'static str, returns: DataType) -> Self {
+        Self {
+            name,
+            returns,
+            signature: Signature::variadic_any(Volatility::Stable),
+        }
+    }
+}
+
+impl ScalarUDFImpl for Nothing {
+    fn name(&self) -> &str {
+        self.name
+    }
+
+    fn signature(&self) -> &Signature {
+        &self.signature
+    }
+
+    fn return_type(&self, _args: &[DataType]) -> Result<DataType> {
+        Ok(self.returns.clone())
+    }
+
+    fn invoke_with_args(&self, _args: ScalarFunctionArgs) -> Result<ColumnarValue> {
+        Ok(ColumnarValue::Scalar(ScalarValue::try_from(&self.returns)?))
+    }
 }
 
 /// A function of no arguments that answers one fixed text.

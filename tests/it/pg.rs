@@ -424,3 +424,33 @@ async fn tls_with_a_configured_certificate() {
     );
     assert_eq!(stdout.trim(), "4");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_token_rate_limit_holds_on_the_postgresql_door() {
+    let Fixture { server, .. } = fixture_with(|config| {
+        config.server.rate_limit_per_second = 1000;
+        config.server.rate_limit_burst = 3;
+    })
+    .await;
+    // A token of its own rate: one statement a second, three at once.
+    let token = cityhub_catalog::token::Token::generate();
+    server
+        .state
+        .catalog
+        .create_principal(
+            cityhub_catalog::NewPrincipal {
+                name: "slow-analyst".into(),
+                department: "minzheng".into(),
+                role: Role::Analyst,
+                expires_at: None,
+                rate_limit_per_second: Some(1),
+                region: None,
+            },
+            &token.hash,
+        )
+        .await
+        .expect("create principal");
+    let seen = psycopg(&server, "rate_limited", &token.plaintext, &[]).await;
+    let answered = seen["answered"].as_u64().expect("answered");
+    assert!((1..=4).contains(&answered), "{seen}");
+}

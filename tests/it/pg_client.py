@@ -187,6 +187,32 @@ PROBES = [
     "'_timescaledb_internal', '_timescaledb_config', 'timescaledb_information', "
     "'timescaledb_experimental') ORDER BY 1",
     "SELECT current_setting('search_path')",
+    # Grafana's table picker, as its PostgreSQL data source sends it.
+    """SELECT
+        CASE WHEN
+              quote_ident(table_schema) IN (
+              SELECT
+                CASE WHEN trim(s[i]) = '"$user"' THEN user ELSE trim(s[i]) END
+              FROM
+                generate_series(
+                  array_lower(string_to_array(current_setting('search_path'),','),1),
+                  array_upper(string_to_array(current_setting('search_path'),','),1)
+                ) as i,
+                string_to_array(current_setting('search_path'),',') s
+              )
+          THEN quote_ident(table_name)
+          ELSE quote_ident(table_schema) || '.' || quote_ident(table_name)
+        END AS "table"
+        FROM information_schema.tables
+        WHERE quote_ident(table_schema) NOT IN ('information_schema', 'pg_catalog',
+          '_timescaledb_cache', '_timescaledb_catalog', '_timescaledb_internal',
+          '_timescaledb_config', 'timescaledb_information', 'timescaledb_experimental')
+        ORDER BY 1""",
+    # DBeaver's navigator: schemas with their comments, and the keywords it highlights.
+    "SELECT n.oid,n.*,d.description FROM pg_catalog.pg_namespace n "
+    "LEFT OUTER JOIN pg_catalog.pg_description d ON d.objoid=n.oid AND d.objsubid=0 "
+    "AND d.classoid='pg_namespace'::regclass ORDER BY nspname",
+    "SELECT string_agg(word, ',') FROM pg_catalog.pg_get_keywords()",
     # A Grafana time series panel after $__timeGroupAlias and $__timeFilter expansion.
     "SELECT floor(extract(epoch from at)/3600)*3600 AS \"time\", count(*) AS value "
     "FROM gongan.events WHERE at BETWEEN '2026-01-01T00:00:00Z' AND '2026-12-31T23:59:59Z' "
@@ -212,8 +238,24 @@ def probes():
     schemas = [row[0] for row in answered[PROBES[6]]]
     tables = [row[0] for row in answered[PROBES[7]]]
     listed = [row[0] for row in answered[PROBES[10]]]
+    picked = [row[0] for row in answered[PROBES[12]]]
     print(json.dumps({"schemas": schemas, "tables": tables, "listed": listed,
-                      "show": answered[PROBES[3]]}))
+                      "picked": picked, "show": answered[PROBES[3]]}))
+
+
+def rate_limited():
+    """The token's rate limit holds on this door too: 53400 once the burst is spent."""
+    with connect(autocommit=True) as conn:
+        answered = 0
+        for _ in range(20):
+            try:
+                conn.execute("SELECT 1").fetchall()
+                answered += 1
+            except errors.ConfigurationLimitExceeded as err:
+                assert "rate limit" in str(err), str(err)
+                print(json.dumps({"answered": answered, "refused": str(err)}))
+                return
+    raise AssertionError(f"20 statements in a row were all answered ({answered})")
 
 
 if __name__ == "__main__":
