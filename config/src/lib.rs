@@ -59,6 +59,9 @@ pub struct ServerConfig {
     pub pg_tls_cert: String,
     /// PEM private key of `pg_tls_cert`.
     pub pg_tls_key: String,
+    /// Address of Arrow Flight SQL (ADBC, pyarrow, the Flight SQL JDBC driver), `host:port`;
+    /// empty turns it off.
+    pub flight_bind: String,
 }
 
 impl Default for ServerConfig {
@@ -72,6 +75,7 @@ impl Default for ServerConfig {
             pg_bind: "127.0.0.1:5433".into(),
             pg_tls_cert: String::new(),
             pg_tls_key: String::new(),
+            flight_bind: "127.0.0.1:50051".into(),
         }
     }
 }

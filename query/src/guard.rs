@@ -17,6 +17,35 @@ use crate::QueryError;
 /// sessions of the PostgreSQL door only.)
 const ALLOWED_TABLE_FUNCTIONS: &[&str] = &["generate_series", "range", "unnest", "pg_get_keywords"];
 
+/// Numbers JDBC's and ADBC's `?` placeholders as the hub's `$1`, `$2`, ... in order of
+/// appearance. A `?` inside a string, a quoted name or a comment is left alone (the SQL is
+/// tokenized, not searched), and the rest of the text is kept as it was written.
+pub fn number_question_marks(sql: &str) -> Result<String, QueryError> {
+    use datafusion::sql::sqlparser::tokenizer::{Token, Tokenizer};
+    if !sql.contains('?') {
+        return Ok(sql.to_string());
+    }
+    let tokens = Tokenizer::new(&GenericDialect {}, sql)
+        .tokenize()
+        .map_err(|err| QueryError::Invalid {
+            message: format!("the SQL does not parse: {err}"),
+            line: None,
+            column: None,
+        })?;
+    let mut numbered = String::with_capacity(sql.len() + 8);
+    let mut next = 0;
+    for token in tokens {
+        match token {
+            Token::Placeholder(text) if text == "?" => {
+                next += 1;
+                numbered.push_str(&format!("${next}"));
+            }
+            other => numbered.push_str(&other.to_string()),
+        }
+    }
+    Ok(numbered)
+}
+
 /// Parses `sql` and checks that it is a single read-only statement.
 pub fn check(sql: &str) -> Result<DFStatement, QueryError> {
     let mut statements = DFParser::parse_sql_with_dialect(sql, &GenericDialect {})
@@ -156,6 +185,19 @@ mod tests {
             Err(QueryError::Unsupported(message)) => message,
             other => panic!("{sql} was not refused: {other:?}"),
         }
+    }
+
+    #[test]
+    fn question_marks_are_numbered_outside_strings_names_and_comments() {
+        let sql = "SELECT a, '?' AS \"why?\" FROM t -- why?\nWHERE b = ? AND c IN (?, ?)";
+        assert_eq!(
+            number_question_marks(sql).expect("tokenizes"),
+            "SELECT a, '?' AS \"why?\" FROM t -- why?\nWHERE b = $1 AND c IN ($2, $3)"
+        );
+        assert_eq!(
+            number_question_marks("SELECT $1").expect("as is"),
+            "SELECT $1"
+        );
     }
 
     #[test]

@@ -127,6 +127,16 @@ pub struct Described {
     pub schema: SchemaRef,
 }
 
+/// A table a principal may read, as the metadata calls of clients list it.
+#[derive(Debug, Clone)]
+pub struct ReadableTable {
+    /// The department (or `hub`).
+    pub schema: String,
+    pub table: String,
+    /// Its columns as the principal sees them (masked columns are strings).
+    pub columns: SchemaRef,
+}
+
 /// A query's stream of batches.
 pub type Batches = Pin<Box<dyn Stream<Item = Result<RecordBatch, QueryError>> + Send>>;
 
@@ -244,6 +254,50 @@ impl QueryEngine {
             &Origin::http(),
         )
         .await
+    }
+
+    /// The schemas and tables `principal` may read, with their columns: the same view its
+    /// queries get, so a client's table list never shows what a query would refuse.
+    pub async fn readable_tables(
+        &self,
+        principal: &Principal,
+    ) -> Result<(Vec<String>, Vec<ReadableTable>), QueryError> {
+        require_sql_role(principal)?;
+        let view = Arc::new(
+            RequestView::load(
+                &self.view_context(),
+                principal.clone(),
+                Arc::default(),
+                &Pins::default(),
+            )
+            .await
+            .map_err(QueryError::from_datafusion)?,
+        );
+        let catalog = view.catalog_provider();
+        let mut schemas = catalog.schema_names();
+        schemas.sort();
+        let mut tables = Vec::new();
+        for schema_name in &schemas {
+            let Some(schema) = catalog.schema(schema_name) else {
+                continue;
+            };
+            let mut names = schema.table_names();
+            names.sort();
+            for table in names {
+                if let Some(provider) = schema
+                    .table(&table)
+                    .await
+                    .map_err(QueryError::from_datafusion)?
+                {
+                    tables.push(ReadableTable {
+                        schema: schema_name.clone(),
+                        table,
+                        columns: provider.schema(),
+                    });
+                }
+            }
+        }
+        Ok((schemas, tables))
     }
 
     /// Runs `sql` with parameters already typed by the front door (PostgreSQL's Bind, Flight

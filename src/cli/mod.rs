@@ -42,6 +42,9 @@ enum Command {
         /// Address of the PostgreSQL wire protocol, e.g. 127.0.0.1:5433; empty turns it off.
         #[arg(long, value_name = "ADDR")]
         pg_bind: Option<String>,
+        /// Address of Arrow Flight SQL, e.g. 127.0.0.1:50051; empty turns it off.
+        #[arg(long, value_name = "ADDR")]
+        flight_bind: Option<String>,
         /// Load the demo city (once; later runs keep it) and print its tokens.
         #[arg(long)]
         demo: bool,
@@ -128,12 +131,24 @@ enum TokenCommand {
 /// Runs the command line given to the process.
 pub fn main() -> ExitCode {
     let cli = Cli::parse();
-    let (bind, pg_bind) = match &cli.command {
-        Command::Serve { bind, pg_bind, .. } => (bind.clone(), pg_bind.clone()),
-        Command::Config { bind } => (bind.clone(), None),
-        _ => (None, None),
+    let doors = match &cli.command {
+        Command::Serve {
+            bind,
+            pg_bind,
+            flight_bind,
+            ..
+        } => Doors {
+            bind: bind.clone(),
+            pg_bind: pg_bind.clone(),
+            flight_bind: flight_bind.clone(),
+        },
+        Command::Config { bind } => Doors {
+            bind: bind.clone(),
+            ..Doors::default()
+        },
+        _ => Doors::default(),
     };
-    let loaded = match load_config(&cli, bind, pg_bind) {
+    let loaded = match load_config(&cli, doors) {
         Ok(loaded) => loaded,
         Err(err) => {
             eprint!("{err}");
@@ -159,20 +174,27 @@ pub fn main() -> ExitCode {
     }
 }
 
-fn load_config(
-    cli: &Cli,
+/// The listening addresses given as flags.
+#[derive(Default)]
+struct Doors {
     bind: Option<String>,
     pg_bind: Option<String>,
-) -> Result<Loaded, cityhub_config::ConfigError> {
+    flight_bind: Option<String>,
+}
+
+fn load_config(cli: &Cli, doors: Doors) -> Result<Loaded, cityhub_config::ConfigError> {
     let mut flags = Vec::new();
     if let Some(dir) = &cli.data_dir {
         flags.push(("storage.data_dir", dir.clone(), "--data-dir"));
     }
-    if let Some(bind) = bind {
+    if let Some(bind) = doors.bind {
         flags.push(("server.bind", bind, "--bind"));
     }
-    if let Some(pg_bind) = pg_bind {
+    if let Some(pg_bind) = doors.pg_bind {
         flags.push(("server.pg_bind", pg_bind, "--pg-bind"));
+    }
+    if let Some(flight_bind) = doors.flight_bind {
+        flags.push(("server.flight_bind", flight_bind, "--flight-bind"));
     }
     Config::load(cli.config.as_deref(), std::env::vars(), &flags)
 }

@@ -38,7 +38,8 @@ pub async fn run(config: Config, with_demo: bool) -> anyhow::Result<()> {
     .context("starting the Kafka feeds")?;
     // The PostgreSQL door stops accepting when the HTTP one does.
     let (stop, stopped) = tokio::sync::watch::channel(false);
-    let postgres = start_postgres(&state, stopped).await?;
+    let postgres = start_postgres(&state, stopped.clone()).await?;
+    let flight = start_flight(&state, stopped).await?;
     let tasks = Tasks::start(&state);
     // The demo city's cameras stay alive only while something sends keepalives.
     let platform = with_demo.then(|| tokio::spawn(demo::cameras::simulate(state.clone())));
@@ -49,6 +50,9 @@ pub async fn run(config: Config, with_demo: bool) -> anyhow::Result<()> {
     serve::run(listener, state.clone(), shutdown).await?;
     if let Some(postgres) = postgres {
         postgres.abort();
+    }
+    if let Some(flight) = flight {
+        flight.abort();
     }
     tasks.stop();
     if let Some(platform) = platform {
@@ -82,6 +86,31 @@ async fn start_postgres(
         listener,
         state.clone(),
         tls,
+        until,
+    ))))
+}
+
+/// Listens for Arrow Flight SQL clients on `server.flight_bind` (unless it is empty) until
+/// `stopped`.
+async fn start_flight(
+    state: &AppState,
+    mut stopped: tokio::sync::watch::Receiver<bool>,
+) -> anyhow::Result<Option<tokio::task::JoinHandle<Result<(), tonic::transport::Error>>>> {
+    let address = &state.config.server.flight_bind;
+    if address.is_empty() {
+        return Ok(None);
+    }
+    let listener = tokio::net::TcpListener::bind(address)
+        .await
+        .with_context(|| {
+            format!("cannot listen for Flight SQL clients on {address} (server.flight_bind)")
+        })?;
+    let until = async move {
+        let _ = stopped.wait_for(|stop| *stop).await;
+    };
+    Ok(Some(tokio::spawn(cityhub_server::flight::run(
+        listener,
+        state.clone(),
         until,
     ))))
 }

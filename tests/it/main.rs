@@ -10,6 +10,7 @@ mod cameras;
 mod cli;
 mod crash;
 mod endpoints;
+mod flight;
 mod kafka;
 mod kafka_broker;
 mod kafka_cameras;

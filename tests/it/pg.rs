@@ -7,46 +7,7 @@ use std::path::Path;
 use cityhub_catalog::Role;
 use serde_json::{Value, json};
 
-use crate::support::{TestServer, people, sql_ok};
-
-/// Another department's analyst: `gongan.events` is unconditional, its phones masked.
-struct Fixture {
-    server: TestServer,
-    analyst: String,
-}
-
-async fn fixture_with(adjust: impl FnOnce(&mut cityhub_config::Config)) -> Fixture {
-    let server = TestServer::spawn_with(adjust).await;
-    let dataset = server.events_dataset("gongan").await;
-    let rows = [
-        json!({"id": 1, "kind": "patrol", "phone": "18012341999", "at": "2026-03-01T08:00:00Z", "score": 1.5, "ok": true}),
-        json!({"id": 2, "kind": "fire", "phone": "13700003333", "at": "2026-03-01T09:30:00Z", "score": 2.5, "ok": false}),
-        json!({"id": 3, "kind": "patrol", "phone": "13911112222", "at": "2026-03-02T10:00:00Z", "score": null, "ok": true}),
-        json!({"id": 4, "kind": "traffic", "phone": null, "at": "2026-03-02T11:00:00Z", "score": 4.0, "ok": null}),
-    ];
-    let body: String = rows.iter().map(|row| format!("{row}\n")).collect();
-    let (status, answer) = server
-        .push(&server.admin, &dataset, "application/x-ndjson", body)
-        .await;
-    assert_eq!(status, 201, "{answer}");
-    people(&server).await;
-    // A dataset shared with nobody: no door may even name it.
-    let (status, answer) = server
-        .post_json(
-            &server.admin,
-            "/api/v1/datasets",
-            json!({"name": "gongan.informants", "sharing": "none", "columns": [
-                {"name": "id", "type": "int64", "nullable": false}]}),
-        )
-        .await;
-    assert_eq!(status, 201, "{answer}");
-    let analyst = server.token("minzheng", Role::Analyst).await;
-    Fixture { server, analyst }
-}
-
-async fn fixture() -> Fixture {
-    fixture_with(|_| {}).await
-}
+use crate::support::{Fixture, TestServer, audit_entries, fixture, fixture_with, sql_ok};
 
 /// Runs one scenario of `pg_client.py` as `token`; its JSON line, or the test fails with
 /// the script's words.
@@ -131,13 +92,6 @@ async fn http_rows(
         .iter()
         .map(|row| columns.iter().map(|column| row[*column].clone()).collect())
         .collect()
-}
-
-async fn audit_entries(server: &TestServer) -> Vec<Value> {
-    server.state.audit.flush().await;
-    let (status, audit) = server.get(&server.admin, "/api/v1/audit").await;
-    assert_eq!(status, 200, "{audit}");
-    audit.as_array().expect("entries").clone()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

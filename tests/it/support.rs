@@ -13,6 +13,8 @@ pub struct TestServer {
     pub address: SocketAddr,
     /// The PostgreSQL wire protocol's address (database `cityhub`, a token as password).
     pub pg_address: SocketAddr,
+    /// Arrow Flight SQL's address (`authorization: Bearer <token>`).
+    pub flight_address: SocketAddr,
     pub state: AppState,
     pub client: reqwest::Client,
     pub admin: String,
@@ -43,8 +45,20 @@ impl TestServer {
             .expect("bind port 0");
         let pg_address = pg_listener.local_addr().expect("address");
         let tls = cityhub_server::pg::tls_acceptor(&state).expect("TLS certificate and key");
+        let flight_listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+            .await
+            .expect("bind port 0");
+        let flight_address = flight_listener.local_addr().expect("address");
         let (sender, receiver) = oneshot::channel::<()>();
         let (stop_pg, pg_stopped) = oneshot::channel::<()>();
+        let (stop_flight, flight_stopped) = oneshot::channel::<()>();
+        tokio::spawn(cityhub_server::flight::run(
+            flight_listener,
+            state.clone(),
+            async {
+                let _ = flight_stopped.await;
+            },
+        ));
         tokio::spawn(cityhub_server::pg::run(
             pg_listener,
             state.clone(),
@@ -56,10 +70,12 @@ impl TestServer {
         let task = tokio::spawn(cityhub_server::serve::run(listener, state.clone(), async {
             let _ = receiver.await;
             let _ = stop_pg.send(());
+            let _ = stop_flight.send(());
         }));
         let mut server = Self {
             address,
             pg_address,
+            flight_address,
             state,
             client: reqwest::Client::new(),
             admin: String::new(),
@@ -209,6 +225,55 @@ impl TestServer {
         let placeholder = tempfile::tempdir().expect("temp dir");
         std::mem::replace(&mut self.data_dir, placeholder)
     }
+}
+
+/// A hub for the query doors' tests: `gongan.events` (unconditional, four rows with
+/// phones), `gongan.people` (conditional), `gongan.informants` (shared with nobody), and an
+/// analyst of another department, `minzheng`, who sees `gongan`'s phones masked.
+pub struct Fixture {
+    pub server: TestServer,
+    pub analyst: String,
+}
+
+pub async fn fixture_with(adjust: impl FnOnce(&mut cityhub_config::Config)) -> Fixture {
+    let server = TestServer::spawn_with(adjust).await;
+    let dataset = server.events_dataset("gongan").await;
+    let rows = [
+        json!({"id": 1, "kind": "patrol", "phone": "18012341999", "at": "2026-03-01T08:00:00Z", "score": 1.5, "ok": true}),
+        json!({"id": 2, "kind": "fire", "phone": "13700003333", "at": "2026-03-01T09:30:00Z", "score": 2.5, "ok": false}),
+        json!({"id": 3, "kind": "patrol", "phone": "13911112222", "at": "2026-03-02T10:00:00Z", "score": null, "ok": true}),
+        json!({"id": 4, "kind": "traffic", "phone": null, "at": "2026-03-02T11:00:00Z", "score": 4.0, "ok": null}),
+    ];
+    let body: String = rows.iter().map(|row| format!("{row}\n")).collect();
+    let (status, answer) = server
+        .push(&server.admin, &dataset, "application/x-ndjson", body)
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    people(&server).await;
+    // A dataset shared with nobody: no door may even name it.
+    let (status, answer) = server
+        .post_json(
+            &server.admin,
+            "/api/v1/datasets",
+            json!({"name": "gongan.informants", "sharing": "none", "columns": [
+                {"name": "id", "type": "int64", "nullable": false}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{answer}");
+    let analyst = server.token("minzheng", Role::Analyst).await;
+    Fixture { server, analyst }
+}
+
+pub async fn fixture() -> Fixture {
+    fixture_with(|_| {}).await
+}
+
+/// The audit log as the admin reads it, flushed first.
+pub async fn audit_entries(server: &TestServer) -> Vec<Value> {
+    server.state.audit.flush().await;
+    let (status, audit) = server.get(&server.admin, "/api/v1/audit").await;
+    assert_eq!(status, 200, "{audit}");
+    audit.as_array().expect("entries").clone()
 }
 
 /// `gongan.people`: conditional, with a name and a phone column.

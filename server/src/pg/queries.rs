@@ -6,9 +6,7 @@
 //! same way `POST /api/v1/sql` sends it, so refusals read the same on both doors.
 
 use std::fmt::Debug;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 use arrow_pg::datatypes::df::deserialize_parameters_with_server_types;
 use arrow_pg::datatypes::{arrow_schema_to_pg_fields, encode_recordbatch, into_pg_type};
@@ -33,6 +31,7 @@ use pgwire::types::format::FormatOptions;
 
 use super::errors::{self, cancelled, error, from_query};
 use super::session::{CancelWatch, Session, version};
+use crate::cancel::UntilCancelled;
 use crate::state::AppState;
 
 /// A statement as the PostgreSQL door keeps it between Parse and Execute.
@@ -709,17 +708,15 @@ fn schema_of_fields(response: &QueryResponse) -> SchemaRef {
 }
 
 /// A query's batches as PostgreSQL rows, encoded one batch at a time as the engine makes
-/// them; a cancel request ends the stream with 57014 and drops the engine's stream, which
-/// stops its work.
+/// them; a cancel request ends the stream with 57014.
 fn rows(
     batches: Batches,
     fields: Arc<Vec<FieldInfo>>,
     cancel: CancelWatch,
 ) -> impl Stream<Item = PgWireResult<DataRow>> + Send + 'static {
-    Cancellable {
-        batches: Some(batches),
-        cancelled: Box::pin(cancel.cancelled()),
-    }
+    UntilCancelled::new(batches, cancel.cancelled(), cancelled, |err| {
+        from_query(&err)
+    })
     .flat_map(move |batch| {
         let rows: Box<dyn Iterator<Item = PgWireResult<DataRow>> + Send> = match batch {
             Ok(batch) => encode_recordbatch(fields.clone(), batch),
@@ -727,42 +724,6 @@ fn rows(
         };
         futures::stream::iter(rows)
     })
-}
-
-struct Cancellable {
-    batches: Option<Batches>,
-    cancelled: Pin<Box<dyn Future<Output = ()> + Send>>,
-}
-
-impl Stream for Cancellable {
-    type Item = PgWireResult<RecordBatch>;
-
-    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
-        if self.batches.is_none() {
-            return Poll::Ready(None);
-        }
-        if self.cancelled.as_mut().poll(cx).is_ready() {
-            // Dropping the engine's stream stops DataFusion's work and audits the query
-            // as cancelled.
-            self.batches = None;
-            return Poll::Ready(Some(Err(cancelled())));
-        }
-        let Some(batches) = self.batches.as_mut() else {
-            return Poll::Ready(None);
-        };
-        match batches.poll_next_unpin(cx) {
-            Poll::Ready(Some(Ok(batch))) => Poll::Ready(Some(Ok(batch))),
-            Poll::Ready(Some(Err(err))) => {
-                self.batches = None;
-                Poll::Ready(Some(Err(from_query(&err))))
-            }
-            Poll::Ready(None) => {
-                self.batches = None;
-                Poll::Ready(None)
-            }
-            Poll::Pending => Poll::Pending,
-        }
-    }
 }
 
 #[cfg(test)]
