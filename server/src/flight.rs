@@ -358,14 +358,17 @@ fn ipc_schema(schema: &Schema) -> Result<bytes::Bytes, Status> {
     Ok(message.0)
 }
 
-/// One batch as a DoGet stream.
-fn one_batch(batch: RecordBatch) -> Response<BoxStream<arrow_flight::FlightData>> {
+/// One batch (a metadata answer) as a DoGet stream.
+fn one_batch<E: std::fmt::Display>(
+    batch: Result<RecordBatch, E>,
+) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
+    let batch = batch.map_err(|err| Status::internal(err.to_string()))?;
     let schema = batch.schema();
     let stream = FlightDataEncoderBuilder::new()
         .with_schema(schema)
         .build(futures::stream::iter([Ok(batch)]))
         .map_err(|err| Status::internal(err.to_string()));
-    Response::new(Box::pin(stream))
+    Ok(Response::new(Box::pin(stream)))
 }
 
 fn metadata_info<T: ProstMessageExt>(
@@ -547,11 +550,7 @@ impl FlightSqlService for FlightDoor {
         self.caller(request.metadata()).await?;
         let mut builder = query.into_builder();
         builder.append(cityhub_query::view::CATALOG_NAME);
-        Ok(one_batch(
-            builder
-                .build()
-                .map_err(|err| Status::internal(err.to_string()))?,
-        ))
+        one_batch(builder.build())
     }
 
     async fn get_flight_info_schemas(
@@ -580,11 +579,7 @@ impl FlightSqlService for FlightDoor {
         for schema in schemas {
             builder.append(cityhub_query::view::CATALOG_NAME, schema);
         }
-        Ok(one_batch(
-            builder
-                .build()
-                .map_err(|err| Status::internal(err.to_string()))?,
-        ))
+        one_batch(builder.build())
     }
 
     async fn get_flight_info_tables(
@@ -621,11 +616,7 @@ impl FlightSqlService for FlightDoor {
                 )
                 .map_err(|err| Status::internal(err.to_string()))?;
         }
-        Ok(one_batch(
-            builder
-                .build()
-                .map_err(|err| Status::internal(err.to_string()))?,
-        ))
+        one_batch(builder.build())
     }
 
     async fn get_flight_info_table_types(
@@ -643,14 +634,12 @@ impl FlightSqlService for FlightDoor {
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         self.caller(request.metadata()).await?;
-        let batch = RecordBatch::try_new(
+        one_batch(RecordBatch::try_new(
             Arc::new(table_types_schema()),
             vec![Arc::new(datafusion::arrow::array::StringArray::from(
                 TABLE_TYPES.to_vec(),
             ))],
-        )
-        .map_err(|err| Status::internal(err.to_string()))?;
-        Ok(one_batch(batch))
+        ))
     }
 
     async fn get_flight_info_sql_info(
@@ -668,11 +657,7 @@ impl FlightSqlService for FlightDoor {
         request: Request<Ticket>,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         self.caller(request.metadata()).await?;
-        let batch = query
-            .into_builder(sql_info())
-            .build()
-            .map_err(|err| Status::internal(err.to_string()))?;
-        Ok(one_batch(batch))
+        one_batch(query.into_builder(sql_info()).build())
     }
 
     /// CancelFlightInfo: stops the statement its ticket names, if it is running.

@@ -268,6 +268,29 @@ pub async fn fixture() -> Fixture {
     fixture_with(|_| {}).await
 }
 
+/// The names a client listed (`schema.table`), checked to hold the fixture's readable
+/// table and neither the conditional dataset without a grant nor the one shared with
+/// nobody.
+pub fn listed_only_readable(listed: &Value) -> Vec<String> {
+    let listed: Vec<String> = listed
+        .as_array()
+        .expect("a list of names")
+        .iter()
+        .filter_map(|name| name.as_str().map(str::to_string))
+        .collect();
+    assert!(
+        listed.iter().any(|name| name == "gongan.events"),
+        "{listed:?}"
+    );
+    assert!(
+        !listed
+            .iter()
+            .any(|name| name.contains("people") || name.contains("informants")),
+        "{listed:?}"
+    );
+    listed
+}
+
 /// The audit log as the admin reads it, flushed first.
 pub async fn audit_entries(server: &TestServer) -> Vec<Value> {
     server.state.audit.flush().await;
