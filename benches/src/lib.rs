@@ -73,6 +73,10 @@ pub const ANALYTICAL_QUERIES: &[(&str, &str)] = &[
 /// A hub serving on 127.0.0.1 with its own temporary data folder.
 pub struct Hub {
     pub base: String,
+    /// The PostgreSQL door (`host:port`, database `cityhub`, a token as password).
+    pub pg_address: std::net::SocketAddr,
+    /// The Flight SQL door (`host:port`).
+    pub flight_address: std::net::SocketAddr,
     pub admin: String,
     pub client: reqwest::Client,
     pub state: AppState,
@@ -96,6 +100,22 @@ impl Hub {
         let task = tokio::spawn(cityhub_server::serve::run(listener, state.clone(), async {
             let _ = stopped.await;
         }));
+        // The other doors end with the process.
+        let pg_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let pg_address = pg_listener.local_addr()?;
+        tokio::spawn(cityhub_server::pg::run(
+            pg_listener,
+            state.clone(),
+            None,
+            std::future::pending(),
+        ));
+        let flight_listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+        let flight_address = flight_listener.local_addr()?;
+        tokio::spawn(cityhub_server::flight::run(
+            flight_listener,
+            state.clone(),
+            std::future::pending(),
+        ));
         let token = Token::generate();
         state
             .catalog
@@ -116,6 +136,8 @@ impl Hub {
         }
         Ok(Self {
             base,
+            pg_address,
+            flight_address,
             admin: token.plaintext,
             client: reqwest::Client::builder()
                 .pool_max_idle_per_host(2048)

@@ -10,6 +10,7 @@
 use std::collections::HashMap;
 use std::pin::Pin;
 use std::sync::{Arc, Mutex, OnceLock, PoisonError};
+use std::time::{Duration, Instant};
 
 use arrow_flight::encode::FlightDataEncoderBuilder;
 use arrow_flight::error::FlightError;
@@ -30,7 +31,7 @@ use arrow_flight::{
 };
 use base64::Engine as _;
 use cityhub_catalog::{Principal, Role};
-use cityhub_query::{Origin, QueryError, Via};
+use cityhub_query::{Origin, QueryError, QueryResult, Via};
 use datafusion::arrow::array::RecordBatch;
 use datafusion::arrow::datatypes::{DataType, Field, Schema};
 use datafusion::arrow::ipc::writer::IpcWriteOptions;
@@ -72,9 +73,20 @@ pub async fn run(
         .await
 }
 
+/// How long a statement started by GetFlightInfo waits for its DoGet.
+const PARKED_FOR: Duration = Duration::from_secs(60);
+
+struct Parked {
+    principal: i64,
+    result: QueryResult,
+    since: Instant,
+}
+
 /// The Flight SQL service of one hub process.
 pub struct FlightDoor {
     state: AppState,
+    /// Statements started by GetFlightInfo, waiting for their DoGet.
+    parked: Mutex<HashMap<String, Parked>>,
     /// Running statements by ticket, so that CancelFlightInfo reaches their streams.
     running: Arc<Mutex<HashMap<String, watch::Sender<bool>>>>,
 }
@@ -83,6 +95,7 @@ impl FlightDoor {
     pub fn new(state: AppState) -> Self {
         Self {
             state,
+            parked: Mutex::default(),
             running: Arc::default(),
         }
     }
@@ -118,25 +131,36 @@ impl FlightDoor {
     }
 
     /// A FlightInfo whose one endpoint's ticket runs `statement`.
+    ///
+    /// The statement is planned and started here, and its (lazy) stream waits for the
+    /// `DoGet` that follows, so that a statement is planned once, as over HTTP. A `DoGet`
+    /// by another principal, or after [`PARKED_FOR`], plans it again under its own caller.
     async fn statement_info(
         &self,
         principal: &Principal,
         statement: StatementHandle,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Status> {
-        let described = self
+        let result = self
             .state
             .query
-            .describe(principal, &statement.sql, &origin())
+            .execute_typed(
+                principal,
+                &statement.sql,
+                statement.parameters()?,
+                &origin(),
+            )
             .await
             .map_err(status)?;
+        let schema = result.schema.clone();
+        self.park(&statement.id, principal, result);
         let ticket = TicketStatementQuery {
             statement_handle: statement.encode()?.into(),
         };
         let endpoint =
             FlightEndpoint::new().with_ticket(Ticket::new(ticket.as_any().encode_to_vec()));
         FlightInfo::new()
-            .try_with_schema(&described.schema)
+            .try_with_schema(&schema)
             .map_err(|err| Status::internal(err.to_string()))
             .map(|info| {
                 info.with_endpoint(endpoint)
@@ -146,6 +170,31 @@ impl FlightDoor {
             })
     }
 
+    /// Keeps a started statement for its `DoGet`; statements left longer than
+    /// [`PARKED_FOR`] are dropped (and audited as cancelled: they were never read).
+    fn park(&self, id: &str, principal: &Principal, result: QueryResult) {
+        let mut parked = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
+        parked.retain(|_, statement| statement.since.elapsed() < PARKED_FOR);
+        parked.insert(
+            id.to_string(),
+            Parked {
+                principal: principal.id,
+                result,
+                since: Instant::now(),
+            },
+        );
+    }
+
+    /// The started statement `id`, if `principal` started it.
+    fn unpark(&self, id: &str, principal: &Principal) -> Option<QueryResult> {
+        let mut parked = self.parked.lock().unwrap_or_else(PoisonError::into_inner);
+        // Another caller's DoGet neither reads nor disturbs it.
+        if parked.get(id)?.principal != principal.id {
+            return None;
+        }
+        parked.remove(id).map(|statement| statement.result)
+    }
+
     /// Runs a statement for `DoGet` and streams its batches as Arrow IPC, uncompressed
     /// (the Flight SQL JDBC driver reads no compressed streams).
     async fn run_statement(
@@ -153,13 +202,20 @@ impl FlightDoor {
         principal: &Principal,
         statement: StatementHandle,
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
-        let params = statement.parameters()?;
-        let result = self
-            .state
-            .query
-            .execute_typed(principal, &statement.sql, params, &origin())
-            .await
-            .map_err(status)?;
+        let result = match self.unpark(&statement.id, principal) {
+            Some(started) => started,
+            None => self
+                .state
+                .query
+                .execute_typed(
+                    principal,
+                    &statement.sql,
+                    statement.parameters()?,
+                    &origin(),
+                )
+                .await
+                .map_err(status)?,
+        };
         let (cancel, cancelled) = watch::channel(false);
         self.running
             .lock()
@@ -682,6 +738,15 @@ impl FlightSqlService for FlightDoor {
             let Some(id) = statement_id(&ticket.ticket) else {
                 continue;
             };
+            // Started but not fetched yet: dropping it cancels it.
+            let parked = self
+                .parked
+                .lock()
+                .unwrap_or_else(PoisonError::into_inner)
+                .remove(&id);
+            if parked.is_some() {
+                outcome = CancelStatus::Cancelled;
+            }
             let running = self.running.lock().unwrap_or_else(PoisonError::into_inner);
             if let Some(sender) = running.get(&id) {
                 sender.send_replace(true);
