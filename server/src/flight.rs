@@ -141,17 +141,7 @@ impl FlightDoor {
         statement: StatementHandle,
         descriptor: FlightDescriptor,
     ) -> Result<FlightInfo, Status> {
-        let result = self
-            .state
-            .query
-            .execute_typed(
-                principal,
-                &statement.sql,
-                statement.parameters()?,
-                &origin(),
-            )
-            .await
-            .map_err(status)?;
+        let result = self.start(principal, &statement).await?;
         let schema = result.schema.clone();
         self.park(&statement.id, principal, result);
         let ticket = TicketStatementQuery {
@@ -168,6 +158,24 @@ impl FlightDoor {
                     .with_total_records(-1)
                     .with_total_bytes(-1)
             })
+    }
+
+    /// Plans and starts a statement with its bound parameters.
+    async fn start(
+        &self,
+        principal: &Principal,
+        statement: &StatementHandle,
+    ) -> Result<QueryResult, Status> {
+        self.state
+            .query
+            .execute_typed(
+                principal,
+                &statement.sql,
+                statement.parameters()?,
+                &origin(),
+            )
+            .await
+            .map_err(status)
     }
 
     /// Keeps a started statement for its `DoGet`; statements left longer than
@@ -204,17 +212,7 @@ impl FlightDoor {
     ) -> Result<Response<BoxStream<arrow_flight::FlightData>>, Status> {
         let result = match self.unpark(&statement.id, principal) {
             Some(started) => started,
-            None => self
-                .state
-                .query
-                .execute_typed(
-                    principal,
-                    &statement.sql,
-                    statement.parameters()?,
-                    &origin(),
-                )
-                .await
-                .map_err(status)?,
+            None => self.start(principal, &statement).await?,
         };
         let (cancel, cancelled) = watch::channel(false);
         self.running
