@@ -68,13 +68,18 @@ def adbc_queries():
             except flightsql.Error as err:
                 assert "share-requests" in str(err), str(err)
                 refused = str(err)
-            for statement in ["DROP TABLE gongan.events", "INSERT INTO gongan.events (id) VALUES (9)"]:
+            for statement in [
+                "DROP TABLE gongan.events",
+                "INSERT INTO gongan.events (id) VALUES (9)",
+                "COPY gongan.events TO '/tmp/out.csv'",
+                "SELECT * FROM '/etc/passwd'",
+            ]:
                 try:
                     cur.execute(statement)
                     cur.fetch_arrow_table()
                     raise AssertionError(f"{statement} was not refused")
                 except flightsql.Error as err:
-                    assert "not allowed" in str(err), str(err)
+                    assert "not allowed" in str(err) or "not available" in str(err), str(err)
         objects = conn.adbc_get_objects(depth="tables").read_all().to_pylist()
         listed = sorted(
             f"{schema['db_schema_name']}.{table['table_name']}"
