@@ -283,14 +283,43 @@ async fn the_query_time_limit_holds_on_the_postgresql_door() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_memory_limit_holds_on_the_postgresql_door() {
+    let Fixture { server, analyst } =
+        fixture_with(|config| config.query.memory_limit_bytes = 1024 * 1024).await;
+    let seen = psycopg(&server, "memory", &analyst, &[]).await;
+    assert!(
+        seen["memory"]
+            .as_str()
+            .unwrap_or("")
+            .contains("more memory"),
+        "{seen}"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn refused_logins_say_why_and_close() {
     let Fixture { server, analyst } = fixture().await;
     let producer = server.token("gongan", Role::Producer).await;
+    let revoked = server.token("minzheng", Role::Analyst).await;
+    let id = server
+        .state
+        .sharing
+        .authenticate(&revoked)
+        .await
+        .expect("a valid token")
+        .id;
+    let (status, body) = server
+        .delete(&server.admin, &format!("/api/v1/tokens/{id}"))
+        .await;
+    assert_eq!(status, 200, "{body}");
     let seen = psycopg(
         &server,
         "refused_logins",
         &analyst,
-        &[("CITYHUB_OTHER_TOKEN", producer)],
+        &[
+            ("CITYHUB_OTHER_TOKEN", producer),
+            ("CITYHUB_REVOKED_TOKEN", revoked),
+        ],
     )
     .await;
     assert!(

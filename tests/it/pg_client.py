@@ -140,6 +140,17 @@ def timeout():
             print(json.dumps({"timeout": str(err)}))
 
 
+def memory():
+    """query.memory_limit_bytes ends a statement that cannot spill with 53200."""
+    with connect(autocommit=True) as conn:
+        try:
+            conn.execute("SELECT array_agg(value) FROM generate_series(1, 20000000)").fetchall()
+            raise AssertionError("the statement outgrew its memory limit unnoticed")
+        except errors.OutOfMemory as err:
+            assert "query.memory_limit_bytes" in str(err), str(err)
+            print(json.dumps({"memory": str(err)}))
+
+
 def refused_logins():
     """Wrong tokens and databases end the connection with the reason."""
     seen = {}
@@ -147,6 +158,7 @@ def refused_logins():
         "wrong_token": {"token": "not-a-token"},
         "wrong_database": {"dbname": "postgres"},
         "producer_token": {"token": os.environ["CITYHUB_OTHER_TOKEN"]},
+        "revoked_token": {"token": os.environ["CITYHUB_REVOKED_TOKEN"]},
     }.items():
         token = kwargs.pop("token", None)
         try:
@@ -157,6 +169,7 @@ def refused_logins():
     assert "password authentication failed" in seen["wrong_token"], seen
     assert 'database "postgres" does not exist' in seen["wrong_database"], seen
     assert "cannot run SQL" in seen["producer_token"], seen
+    assert "revoked" in seen["revoked_token"], seen
     print(json.dumps(seen, ensure_ascii=False))
 
 
