@@ -213,7 +213,7 @@ impl CatalogInfo for CurrentView {
 /// and `pg_get_keywords()`.
 pub(crate) fn prepare(state: &mut SessionState) -> Result<()> {
     for function in functions() {
-        state.register_udf(function)?;
+        state.register_udf(function.clone())?;
     }
     for name in ["generate_series", "range"] {
         let inner = state
@@ -251,7 +251,13 @@ impl TableFunctionImpl for WideIntegerArguments {
 }
 
 /// The functions PostgreSQL clients call while they look around.
-fn functions() -> Vec<Arc<ScalarUDF>> {
+/// Built once per process: every PostgreSQL statement's session registers them.
+fn functions() -> &'static [Arc<ScalarUDF>] {
+    static FUNCTIONS: OnceLock<Vec<Arc<ScalarUDF>>> = OnceLock::new();
+    FUNCTIONS.get_or_init(build_functions)
+}
+
+fn build_functions() -> Vec<Arc<ScalarUDF>> {
     use datafusion_pg_catalog::pg_catalog as pg;
     [
         pg::create_current_database_udf(CATALOG_NAME),

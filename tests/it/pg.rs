@@ -406,24 +406,10 @@ async fn the_token_rate_limit_holds_on_the_postgresql_door() {
     })
     .await;
     // A token of its own rate: one statement a second, three at once.
-    let token = cityhub_catalog::token::Token::generate();
-    server
-        .state
-        .catalog
-        .create_principal(
-            cityhub_catalog::NewPrincipal {
-                name: "slow-analyst".into(),
-                department: "minzheng".into(),
-                role: Role::Analyst,
-                expires_at: None,
-                rate_limit_per_second: Some(1),
-                region: None,
-            },
-            &token.hash,
-        )
-        .await
-        .expect("create principal");
-    let seen = psycopg(&server, "rate_limited", &token.plaintext, &[]).await;
+    let token = server
+        .token_with_rate("minzheng", Role::Analyst, Some(1))
+        .await;
+    let seen = psycopg(&server, "rate_limited", &token, &[]).await;
     let answered = seen["answered"].as_u64().expect("answered");
     assert!((1..=4).contains(&answered), "{seen}");
 }

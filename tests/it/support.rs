@@ -89,6 +89,12 @@ impl TestServer {
 
     /// Makes a principal and returns its token.
     pub async fn token(&self, department: &str, role: Role) -> String {
+        self.token_with_rate(department, role, None).await
+    }
+
+    /// Makes a principal with its own request rate (`None`: the server's) and returns its
+    /// token.
+    pub async fn token_with_rate(&self, department: &str, role: Role, rate: Option<u32>) -> String {
         let token = Token::generate();
         self.state
             .catalog
@@ -98,7 +104,7 @@ impl TestServer {
                     department: department.into(),
                     role,
                     expires_at: None,
-                    rate_limit_per_second: None,
+                    rate_limit_per_second: rate,
                     region: None,
                 },
                 &token.hash,

@@ -30,9 +30,10 @@ use pgwire::messages::data::DataRow;
 use pgwire::types::format::FormatOptions;
 
 use super::errors::{self, cancelled, error, from_query};
-use super::session::{CancelWatch, Session, version};
+use super::session::{CancelWatch, Session};
 use crate::cancel::UntilCancelled;
 use crate::state::AppState;
+use cityhub_query::pg::VERSION;
 
 /// A statement as the PostgreSQL door keeps it between Parse and Execute.
 #[derive(Debug, Clone)]
@@ -103,7 +104,7 @@ impl PgQueries {
         }
     }
 
-    /// Starts a query for the session and answers its rows as they come.
+    /// Starts a query for the session: its columns, and its rows as they come.
     async fn start_query(
         &self,
         session: &Session,
@@ -111,7 +112,7 @@ impl PgQueries {
         params: Vec<ScalarValue>,
         format: &Format,
         options: Arc<FormatOptions>,
-    ) -> PgWireResult<QueryResponse> {
+    ) -> PgWireResult<(SchemaRef, QueryResponse)> {
         self.check_rate(session)?;
         let result = self
             .state
@@ -125,7 +126,7 @@ impl PgQueries {
             Some(options),
         )?);
         let rows = rows(result.batches, fields.clone(), session.cancel_watch());
-        Ok(QueryResponse::new(fields, rows))
+        Ok((result.schema, QueryResponse::new(fields, rows)))
     }
 
     /// The token's rate limit holds on every door: each statement that runs counts.
@@ -158,10 +159,12 @@ impl PgQueries {
         cursors: &MemPortalStore<PgStatement>,
     ) -> PgWireResult<Response> {
         Ok(match kind {
-            Kind::Query { sql, .. } => Response::Query(
-                self.start_query(session, sql, params, format, options)
-                    .await?,
-            ),
+            Kind::Query { sql, .. } => {
+                let (_, rows) = self
+                    .start_query(session, sql, params, format, options)
+                    .await?;
+                Response::Query(rows)
+            }
             Kind::Begin => Response::TransactionStart(Tag::new("BEGIN")),
             Kind::End { tag } => {
                 // Cursors declared WITHOUT HOLD end with their transaction.
@@ -177,19 +180,15 @@ impl PgQueries {
                 cursor,
                 sql,
                 binary,
-                described,
+                ..
             } => {
                 let format = match binary {
                     true => Format::UnifiedBinary,
                     false => Format::UnifiedText,
                 };
-                let response = self
+                let (schema, response) = self
                     .start_query(session, sql, params, &format, options)
                     .await?;
-                let schema = match described {
-                    Some(described) => described.schema.clone(),
-                    None => schema_of_fields(&response),
-                };
                 let statement = PgStatement {
                     kind: Kind::Query {
                         sql: sql.clone(),
@@ -659,7 +658,7 @@ fn show_fields(name: Option<&str>) -> Vec<FieldInfo> {
 fn show(session: &Session, name: Option<&str>) -> PgWireResult<QueryResponse> {
     let fields = Arc::new(show_fields(name));
     let rows: Vec<Vec<Option<String>>> = match name {
-        Some("server_version_full") => vec![vec![Some(version().to_string())]],
+        Some("server_version_full") => vec![vec![Some(VERSION.to_string())]],
         Some(name) => {
             let value = session.show(name).ok_or_else(|| {
                 error(
@@ -693,18 +692,6 @@ fn show(session: &Session, name: Option<&str>) -> PgWireResult<QueryResponse> {
     let mut response = QueryResponse::new(fields, futures::stream::iter(encoded));
     response.set_command_tag("SHOW");
     Ok(response)
-}
-
-/// The columns of a started query, as an Arrow schema (for a cursor declared without
-/// Describe).
-fn schema_of_fields(response: &QueryResponse) -> SchemaRef {
-    Arc::new(Schema::new(
-        response
-            .row_schema()
-            .iter()
-            .map(|field| Field::new(field.name(), DataType::Utf8, true))
-            .collect::<Vec<_>>(),
-    ))
 }
 
 /// A query's batches as PostgreSQL rows, encoded one batch at a time as the engine makes

@@ -6,7 +6,7 @@ use std::sync::{Arc, Mutex, PoisonError};
 
 use bytes::Bytes;
 use cityhub_catalog::Principal;
-use cityhub_query::pg::{PgSessionCatalog, SERVER_SETTINGS, VERSION, server_setting};
+use cityhub_query::pg::{PgSessionCatalog, SERVER_SETTINGS, server_setting};
 use datafusion::arrow::datatypes::SchemaRef;
 use pgwire::messages::startup::SecretKey;
 use tokio::sync::watch;
@@ -112,11 +112,6 @@ impl Session {
             None => cursors.clear(),
         }
     }
-}
-
-/// The answer to `SELECT version()`, also shown by `SHOW server_version` in full.
-pub fn version() -> &'static str {
-    VERSION
 }
 
 /// Fires once a cancel request for the connection arrives.
