@@ -52,7 +52,7 @@ use object_store::ObjectStore;
 
 pub use encode::ResultFormat;
 pub use error::QueryError;
-pub use reader::ReadLog;
+pub use reader::{MASKED_FIELD_METADATA, ReadLog};
 use view::{CATALOG_NAME, FileListCache, Pins, RequestView, SYSTEM_SCHEMA, ViewContext};
 
 /// Where the engine finds Parquet files: the hub's object store, registered under this URL.

@@ -15,7 +15,7 @@
 //! (reported unknown) nor an error (the filter is a plain range test on a string column,
 //! run before any expression of the query) tells how many rows lie outside.
 
-use std::collections::{BTreeMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt;
 use std::sync::{Arc, Mutex};
 
@@ -56,6 +56,10 @@ use crate::mask::Mask;
 use crate::table::SnapshotTable;
 
 /// One column as the reader sees it.
+/// Field metadata key on result columns that hold masked values; its value names the mask
+/// (`plate_no`, `withheld`, ...).
+pub const MASKED_FIELD_METADATA: &str = "cityhub.masked";
+
 #[derive(Debug, Clone)]
 pub struct ShownColumn {
     /// Its index in the dataset's full schema.
@@ -181,11 +185,20 @@ impl ReaderTable {
             .iter()
             .map(|column| {
                 let field = full.field(column.index);
-                match column.mask {
+                let shown = match column.mask {
                     None | Some(Mask::Withheld) => field.clone(),
                     Some(_) => Field::new(field.name(), DataType::Utf8View, field.is_nullable()),
                 }
-                .with_nullable(field.is_nullable() || column.mask == Some(Mask::Withheld))
+                .with_nullable(field.is_nullable() || column.mask == Some(Mask::Withheld));
+                // Marked, so that a front door can tell its client which result columns
+                // hold masked values (the metadata follows the column through projections).
+                match column.mask {
+                    Some(mask) => shown.with_metadata(HashMap::from([(
+                        MASKED_FIELD_METADATA.to_string(),
+                        mask.name().to_string(),
+                    )])),
+                    None => shown,
+                }
             })
             .collect();
         let masked: Vec<usize> = columns

@@ -18,7 +18,10 @@ pub async fn run(
 ) -> std::io::Result<()> {
     let address = listener.local_addr()?;
     let grace = Duration::from_secs(state.config.server.shutdown_grace_secs);
-    tracing::info!(%address, "cityhub is listening on http://{address}.");
+    tracing::info!(
+        %address,
+        "cityhub is listening on http://{address}; the web console is at http://{address}/console/."
+    );
     let (stopping, stop_requested) = oneshot::channel::<()>();
     let endpoints = state.endpoints.clone();
     let signal = async move {

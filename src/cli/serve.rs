@@ -28,6 +28,12 @@ pub async fn run(config: Config, with_demo: bool) -> anyhow::Result<()> {
     let listener = tokio::net::TcpListener::bind(&config.server.bind)
         .await
         .with_context(|| format!("cannot listen on {}", config.server.bind))?;
+    if with_demo {
+        println!(
+            "Web console: http://{}/console/ (sign in with one of the tokens above)",
+            listener.local_addr()?
+        );
+    }
     let feeds = cityhub_ingest::kafka::KafkaFeeds::start(
         &state.ingest,
         &config.ingest.kafka,

@@ -22,7 +22,19 @@ pub fn definitions() -> Vec<(&'static str, serde_json::Value)> {
                         FROM hub.cameras WHERE type_code IN (121, 122, 131, 132) \
                         GROUP BY county_code, county_name ORDER BY county_code",
                 "max_age_s": 10,
-                "refresh_s": 30
+                "refresh_s": 10
+            }),
+        ),
+        (
+            "camera-offline-24h",
+            json!({
+                "description": "Channels going offline per hour over the last 24 hours (the wall screen's 离线趋势)",
+                "sql": "SELECT date_trunc('hour', at) AS hour, count(*) AS went_offline \
+                        FROM hub.camera_status_events \
+                        WHERE status = 'offline' AND at >= now() - INTERVAL '24 hours' \
+                        GROUP BY 1 ORDER BY 1",
+                "max_age_s": 30,
+                "refresh_s": 60
             }),
         ),
         (

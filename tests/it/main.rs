@@ -8,6 +8,7 @@ mod support;
 mod api;
 mod cameras;
 mod cli;
+mod console;
 mod crash;
 mod endpoints;
 mod flight;

@@ -29,14 +29,17 @@ impl FromRequestParts<AppState> for Caller {
                 ApiError::unauthorized("the Authorization header must be Bearer <token>")
             })?;
         let principal = state.sharing.authenticate(token).await?;
-        // Dashboard tokens sit in screens on walls: they read dashboard endpoints and
-        // nothing else, so a leaked one exposes only what those endpoints show.
+        // Dashboard tokens sit in screens on walls: they read dashboard endpoints, the
+        // camera statistics (counts and rates, nothing about a person) and who they are,
+        // so a leaked one exposes only what a wall screen shows.
         let path = parts.uri.path();
         let path = path.strip_prefix("/api/v1").unwrap_or(path);
-        if principal.role == Role::Dashboard && !path.starts_with("/endpoints") {
+        let wall_screen_path =
+            path.starts_with("/endpoints") || path == "/cameras/stats" || path == "/me";
+        if principal.role == Role::Dashboard && !wall_screen_path {
             return Err(ApiError::forbidden(
-                "a dashboard token reads dashboard endpoints (/api/v1/endpoints/...) only; \
-                 use an analyst token for SQL and the catalogue",
+                "a dashboard token reads dashboard endpoints (/api/v1/endpoints/...) and \
+                 camera statistics only; use an analyst token for SQL and the catalogue",
             ));
         }
         if let Err(wait) = state

@@ -3,6 +3,7 @@
 
 pub mod auth;
 pub mod cameras;
+pub mod console;
 pub mod datasets;
 pub mod endpoints;
 pub mod error;
@@ -16,6 +17,7 @@ use std::sync::Arc;
 
 use axum::Router;
 use axum::extract::{DefaultBodyLimit, Extension};
+use axum::routing::get;
 use utoipa::OpenApi;
 use utoipa_axum::router::{OpenApiRouter, UtoipaMethodRouterExt};
 use utoipa_axum::routes;
@@ -30,6 +32,9 @@ pub fn router(state: AppState) -> Router {
     let (router, openapi) = routes().split_for_parts();
     let document = Arc::new(openapi::Document::render(&finish(openapi)));
     router
+        .route("/console", get(console::redirect))
+        .route("/console/", get(console::index))
+        .route("/console/{*path}", get(console::file))
         .fallback(health::not_found)
         .layer(Extension(document))
         .layer(axum::middleware::from_fn(telemetry::record_request))
@@ -73,6 +78,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(sharing::list_tokens, sharing::create_token))
         .routes(routes!(sharing::revoke_token))
         .routes(routes!(sharing::read_audit))
+        .routes(routes!(sharing::whoami))
         .routes(routes!(datasets::ingest_status))
         .routes(routes!(cameras::search))
         .routes(routes!(cameras::stats))

@@ -319,3 +319,57 @@ pub async fn read_audit(
     };
     Ok(Json(state.sharing.audit_entries(&caller.0, filter).await?).into_response())
 }
+
+/// Who a token belongs to, with the names a person reads and what its role may do.
+#[derive(Serialize, ToSchema)]
+pub struct Whoami {
+    #[serde(flatten)]
+    principal: Principal,
+    /// The department's display name (公安局).
+    department_name: Option<String>,
+    /// The name of the region the token is scoped to (资中县), if it has one.
+    region_name: Option<String>,
+    /// What the role may do: `sql`, `catalogue`, `decide`, `cameras`, `kpi`, `audit`,
+    /// `tokens`. Clients show only these; the hub enforces them on every request anyway.
+    can: Vec<&'static str>,
+}
+
+/// `GET /api/v1/me`: the caller's own token metadata (never the token), for clients such as
+/// the console that show who is signed in. Dashboard tokens may call it too.
+#[utoipa::path(get, path = "/me", tag = "sharing",
+    responses((status = OK, description = "The caller: principal, department and region names, what its role may do", body = Whoami)))]
+pub async fn whoami(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
+    use cityhub_catalog::Role;
+    let principal = caller.0;
+    let department_name = state
+        .catalog
+        .department(&principal.department)
+        .await?
+        .map(|d| d.name);
+    let region_name = principal
+        .region
+        .as_deref()
+        .and_then(cityhub_catalog::region::region)
+        .map(|r| r.name.to_string());
+    let can: &[&'static str] = match principal.role {
+        Role::Admin => &[
+            "sql",
+            "catalogue",
+            "decide",
+            "cameras",
+            "kpi",
+            "audit",
+            "tokens",
+        ],
+        Role::Analyst => &["sql", "catalogue", "decide", "cameras", "kpi"],
+        Role::Producer => &["catalogue", "decide", "kpi"],
+        Role::Dashboard => &["kpi"],
+    };
+    Ok(Json(Whoami {
+        principal,
+        department_name,
+        region_name,
+        can: can.to_vec(),
+    })
+    .into_response())
+}

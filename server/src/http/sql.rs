@@ -2,10 +2,10 @@
 
 use axum::body::{Body, Bytes};
 use axum::extract::State;
-use axum::http::{HeaderMap, header};
+use axum::http::{HeaderMap, HeaderValue, header};
 use axum::response::{IntoResponse, Response};
-use cityhub_query::ResultFormat;
 use cityhub_query::encode::encode;
+use cityhub_query::{MASKED_FIELD_METADATA, ResultFormat};
 use futures::StreamExt;
 use serde::Deserialize;
 use serde_json::Value;
@@ -53,12 +53,62 @@ pub async fn run_sql(
     let mut batches = result.batches;
     let first = batches.next().await.transpose()?;
     let stream = futures::stream::iter(first.map(Ok)).chain(batches);
+    let masked = masked_columns(&result.schema);
+    let names = column_names(&result.schema);
     let bytes = encode(format, result.schema, stream);
-    Ok((
+    let mut response = (
         [(header::CONTENT_TYPE, format.content_type())],
         Body::from_stream(bytes),
     )
-        .into_response())
+        .into_response();
+    if let Some(masked) = masked {
+        response.headers_mut().insert(MASKED_COLUMNS, masked);
+    }
+    if let Ok(names) = HeaderValue::from_str(&names) {
+        response.headers_mut().insert(COLUMNS, names);
+    }
+    Ok(response)
+}
+
+/// Response header naming the result's columns in order, each percent-encoded (UTF-8) and
+/// separated by commas: a streaming client knows them before the first row, and also when
+/// there is none.
+pub const COLUMNS: &str = "x-cityhub-columns";
+
+fn column_names(schema: &datafusion::arrow::datatypes::Schema) -> String {
+    let mut text = String::new();
+    for (position, field) in schema.fields().iter().enumerate() {
+        if position > 0 {
+            text.push(',');
+        }
+        for byte in field.name().bytes() {
+            if byte.is_ascii_alphanumeric() || b"-_.~".contains(&byte) {
+                text.push(char::from(byte));
+            } else {
+                text.push_str(&format!("%{byte:02X}"));
+            }
+        }
+    }
+    text
+}
+
+/// Response header listing the result columns (0-based positions) that hold masked values,
+/// so that a client can mark them; absent when none do. Positions, not names: names may be
+/// Chinese, which a header cannot carry as is.
+pub const MASKED_COLUMNS: &str = "x-cityhub-masked-columns";
+
+fn masked_columns(schema: &datafusion::arrow::datatypes::Schema) -> Option<HeaderValue> {
+    let positions: Vec<String> = schema
+        .fields()
+        .iter()
+        .enumerate()
+        .filter(|(_, field)| field.metadata().contains_key(MASKED_FIELD_METADATA))
+        .map(|(position, _)| position.to_string())
+        .collect();
+    if positions.is_empty() {
+        return None;
+    }
+    HeaderValue::from_str(&positions.join(",")).ok()
 }
 
 fn parse_request(headers: &HeaderMap, body: &[u8]) -> Result<(String, Vec<Value>), ApiError> {
