@@ -59,7 +59,7 @@ export function auditViewer(root) {
   }
 
   const form = h('form', { class: 'toolbar' }, principal, dataset, action, since,
-    h('button', { class: 'primary', type: 'submit' }, t('audit.search')), status);
+    h('button', { class: 'primary', type: 'submit', 'data-testid': 'audit-search' }, t('audit.search')), status);
   form.addEventListener('submit', (event) => { event.preventDefault(); last = null; load(false); });
   more.addEventListener('click', () => load(true));
   replace(root, form,

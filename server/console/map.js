@@ -226,6 +226,7 @@ export async function cameraMap(root) {
     }
     state.clustered = state.view.scale < CLUSTER_BELOW;
     state.drawnPoints = state.clustered ? paintClusters() : paintDots();
+    if (!state.ready) state.readyAt = performance.now();
     state.ready = true;
     replace(info, t('map.count', number(state.drawnPoints), number(state.filtered), number(state.total)));
   }

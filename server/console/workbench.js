@@ -293,12 +293,15 @@ export function workbench(root, session) {
     runButton.disabled = true;
     cancelButton.disabled = false;
     const started = performance.now();
+    // When the answer began and when its first rows were on screen (the benchmark reads these).
+    state.timings = { started, firstByte: null, firstRows: null };
     status.textContent = t('sql.running');
     let table = null;
     try {
       await sqlRows(sql, params, {
         signal: controller.signal,
         onColumns(columns, masked) {
+          state.timings.firstByte = performance.now();
           state.columns = columns;
           state.masked = masked;
           table = resultTable();
@@ -383,6 +386,9 @@ export function workbench(root, session) {
       const last = Math.min(count, first + visible);
       if (drawn[0] === first && drawn[1] === last && drawn[2] === count) return;
       drawn = [first, last, count];
+      if (count > 0 && state.timings && state.timings.firstRows === null) {
+        state.timings.firstRows = performance.now();
+      }
       spacer.style.height = `${count * ROW_HEIGHT}px`;
       clear(body);
       body.style.transform = `translateY(${first * ROW_HEIGHT}px)`;

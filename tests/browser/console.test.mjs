@@ -229,9 +229,50 @@ test('a query shows its rows, marks masked columns, points at errors, exports an
   const csv = readFileSync(await file.path(), 'utf8').trim().split('\n');
   assert.equal(csv[0], 'road,n');
   assert.equal(csv.length, roads.length + 1);
+  const parquetDownload = page.waitForEvent('download');
+  await page.click('text=导出 Parquet');
+  const parquet = readFileSync(await (await parquetDownload).path());
+  assert.equal(parquet.subarray(0, 4).toString(), 'PAR1');
+  assert.equal(parquet.subarray(-4).toString(), 'PAR1');
   await page.click('text=图表');
   await page.waitForSelector('[data-testid=chart] svg rect');
   assert.equal((await page.$$('[data-testid=chart] svg rect')).length, roads.length);
+  await page.click('text=表格');
+
+  // Cancel stops a long query on the hub, which audits it as cancelled.
+  // (Twenty billion numbers: many small batches, so the engine notices the cancel at once.
+  // A query that spends minutes inside one batch, such as a huge nested-loop join, would stop
+  // only when that batch is done.)
+  const slow = 'SELECT sum(value) AS total FROM generate_series(1, 20000000000)';
+  await page.fill('[data-testid=sql-editor]', slow);
+  await page.click('[data-testid=run]');
+  await page.waitForTimeout(800);
+  await page.click('[data-testid=cancel]');
+  await page.waitForFunction(() => !window.cityhubConsole.workbench.running);
+  assert.match(await page.textContent('[data-testid=sql-status]'), /已取消/);
+  let outcome = null;
+  for (let i = 0; i < 50 && outcome === null; i += 1) {
+    const { body } = await hub('/audit?principal=demo-jiaotong-analyst&action=query&limit=10000', TOKENS.admin);
+    outcome = body.filter((e) => e.detail.sql === slow).map((e) => e.outcome)[0] ?? null;
+    if (outcome === null) await new Promise((resolve) => setTimeout(resolve, 200));
+  }
+  assert.equal(outcome, 'cancelled');
+});
+
+test('the audit viewer filters by principal and action (admins only)', { timeout: 60_000 }, async (t) => {
+  const page = await newPage(t);
+  await sql(TOKENS.zhili_analyst, 'SELECT count(*) FROM zhili.grid_events');
+  await signIn(page, TOKENS.admin);
+  await page.goto(`${BASE}/console/#/audit`);
+  await page.fill('[data-testid=audit-principal]', 'demo-zhili-analyst');
+  await page.selectOption('[data-testid=audit-action]', 'query');
+  await page.click('[data-testid=audit-search]');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=audit-table] tbody tr').length > 0);
+  const principals = await page.$$eval('[data-testid=audit-table] tbody tr td:nth-child(3)', (cells) => cells.map((c) => c.textContent));
+  assert.ok(principals.every((p) => p.startsWith('demo-zhili-analyst')), principals.join(' | '));
+  const actions = await page.$$eval('[data-testid=audit-table] tbody tr td:nth-child(4)', (cells) => cells.map((c) => c.textContent));
+  assert.ok(actions.every((a) => a.startsWith('query')), actions.join(' | '));
+  assert.match(await page.textContent('[data-testid=audit-table]'), /SELECT count\(\*\) FROM zhili\.grid_events/);
 });
 
 test('a department applies for a conditional dataset, the owner approves, then it reads it', { timeout: 90_000 }, async (t) => {
