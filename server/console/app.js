@@ -24,6 +24,7 @@ const PAGES = [
 const app = document.getElementById('app');
 let session = null;
 let closeCurrent = null;
+let shown = 0;
 
 function languageToggle() {
   return h('button', {
@@ -78,6 +79,7 @@ function allowedPages() {
 function close() {
   if (typeof closeCurrent === 'function') closeCurrent();
   closeCurrent = null;
+  shown += 1;
 }
 
 function show() {
@@ -104,8 +106,13 @@ function show() {
       languageToggle(),
       h('button', { 'data-testid': 'signout', on: { click: signOut } }, t('signin.out'))),
     main);
+  const generation = ++shown;
   Promise.resolve(page.open(main, session))
-    .then((closer) => { closeCurrent = closer; })
+    .then((closer) => {
+      // A page left before it finished opening is closed at once (its event streams too).
+      if (generation === shown) closeCurrent = closer;
+      else if (typeof closer === 'function') closer();
+    })
     .catch((error) => replace(main, h('p', { class: 'bad' }, error.message)));
 }
 

@@ -95,7 +95,8 @@ async function datasetDetail(detail, name, session) {
     api(`/datasets/${encodeURIComponent(name)}`),
     api(`/datasets/${encodeURIComponent(name)}/snapshots`).catch(() => []),
   ]);
-  const history = (Array.isArray(snapshots) ? snapshots : snapshots.snapshots || []).slice(-60);
+  // Oldest first for the chart (the hub lists the newest first).
+  const history = [...(Array.isArray(snapshots) ? snapshots : [])].sort((a, b) => a.id - b.id).slice(-60);
   const canApply = dataset.owner !== session.department && dataset.sharing === 'conditional'
     && dataset.access !== 'granted' && session.can.includes('catalogue');
   replace(detail,
@@ -116,9 +117,14 @@ async function datasetDetail(detail, name, session) {
       h('tbody', {}, (dataset.columns || []).map((c) => h('tr', {},
         h('td', {}, h('code', {}, c.name)), h('td', {}, c.type), h('td', {}, c.nullable ? '✓' : ''),
         h('td', {}, c.sensitivity ? h('span', { class: 'pill sensitive' }, t(`sens.${c.sensitivity}`)) : ''))))),
-    history.length > 1 ? [h('h3', {}, t('cat.snapshots')),
-      chart('line', history.map((s) => beijingTime(s.created_at).slice(5, 16)),
-        history.map((s) => s.rows), { width: 560, height: 200 })] : null,
+    history.length ? h('h3', {}, t('cat.snapshots')) : null,
+    history.length > 1 ? chart('line', history.map((s) => beijingTime(s.created_at).slice(5, 16)),
+      history.map((s) => s.rows), { width: 560, height: 200 }) : null,
+    history.length ? h('table', { class: 'data compact', 'data-testid': 'snapshots' },
+      h('thead', {}, h('tr', {}, [t('cat.id'), t('cat.updated'), t('cat.operation'), t('cat.rows'), t('cat.files')].map((x) => h('th', {}, x)))),
+      h('tbody', {}, history.slice(-8).reverse().map((snapshot) => h('tr', {},
+        h('td', {}, snapshot.id), h('td', {}, beijingTime(snapshot.created_at)), h('td', {}, snapshot.operation),
+        h('td', { class: 'num' }, number(snapshot.rows)), h('td', { class: 'num' }, number(snapshot.files)))))) : null,
     canApply ? applyForm(dataset, detail) : null);
 }
 

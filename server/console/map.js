@@ -10,6 +10,11 @@ import { t } from './i18n.js';
 
 const STATUS = ['online', 'offline', 'unknown'];
 const STATUS_COLOUR = ['#23a55a', '#e03c3c', '#9aa3ad'];
+/** The same colours as RGBA pixels (little-endian: 0xAABBGGRR). */
+const DOT_PIXEL = STATUS_COLOUR.map((hex) => {
+  const [r, g, b] = [1, 3, 5].map((i) => parseInt(hex.slice(i, i + 2), 16));
+  return ((255 << 24) | (b << 16) | (g << 8) | r) >>> 0;
+});
 /** Below this many pixels per degree, channels are drawn as clusters. */
 const CLUSTER_BELOW = 2600;
 const CELL = 28;
@@ -94,7 +99,10 @@ export async function cameraMap(root) {
   const typeSelect = h('select', { 'data-testid': 'filter-type' }, h('option', { value: '' }, t('map.allTypes')));
   const legend = h('div', { class: 'legend' }, STATUS.map((s, i) => h('span', {},
     h('i', { class: 'dot', style: { background: STATUS_COLOUR[i] } }), t(`status.${s}`))));
-  const frame = h('div', { class: 'map-frame' }, canvas, detail);
+  // Single dots are written as pixels into a layer of their own: tens of thousands of tiny
+  // rectangles as canvas paths cost more to rasterise than the pixels themselves.
+  const dotLayer = h('canvas', { class: 'map-dots' });
+  const frame = h('div', { class: 'map-frame' }, canvas, dotLayer, detail);
   replace(root, h('div', { class: 'map-page' },
     h('div', { class: 'toolbar' }, countySelect, statusSelect, industrySelect, typeSelect,
       h('button', { on: { click: () => fit() } }, t('map.fit')), legend, info),
@@ -150,17 +158,23 @@ export async function cameraMap(root) {
 
   // ---- view: equirectangular around the city, x scaled by cos(latitude) ----
   const context = canvas.getContext('2d');
+  const dotContext = dotLayer.getContext('2d');
+  let dotPixels = null;
+  let dotsShown = false;
   let width = 0;
   let height = 0;
   function resize() {
     const ratio = window.devicePixelRatio || 1;
     width = frame.clientWidth;
     height = Math.max(frame.clientHeight, 400);
-    canvas.width = Math.round(width * ratio);
-    canvas.height = Math.round(height * ratio);
-    canvas.style.width = `${width}px`;
-    canvas.style.height = `${height}px`;
+    for (const layer of [canvas, dotLayer]) {
+      layer.width = Math.round(width * ratio);
+      layer.height = Math.round(height * ratio);
+      layer.style.width = `${width}px`;
+      layer.style.height = `${height}px`;
+    }
     context.setTransform(ratio, 0, 0, ratio, 0, 0);
+    dotPixels = null;
   }
   const px = (lon) => width / 2 + (lon - state.view.lon) * state.view.scale * cosLat;
   const py = (lat) => height / 2 - (lat - state.view.lat) * state.view.scale;
@@ -225,6 +239,11 @@ export async function cameraMap(root) {
       context.fillText(feature.properties.name, px(lon), py(lat) - 18);
     }
     state.clustered = state.view.scale < CLUSTER_BELOW;
+    if (state.clustered && dotsShown) {
+      dotContext.clearRect(0, 0, dotLayer.width, dotLayer.height);
+      dotsShown = false;
+    }
+    dotsShown = !state.clustered;
     state.drawnPoints = state.clustered ? paintClusters() : paintDots();
     if (!state.ready) state.readyAt = performance.now();
     state.ready = true;
@@ -232,21 +251,25 @@ export async function cameraMap(root) {
   }
 
   function paintDots() {
-    const size = state.view.scale > 12000 ? 5 : 3;
+    const ratio = window.devicePixelRatio || 1;
+    const [w, hgt] = [dotLayer.width, dotLayer.height];
+    if (!dotPixels || dotPixels.width !== w || dotPixels.height !== hgt) dotPixels = dotContext.createImageData(w, hgt);
+    const pixels = new Uint32Array(dotPixels.data.buffer);
+    pixels.fill(0);
+    const size = Math.max(1, Math.round((state.view.scale > 12000 ? 5 : 3) * ratio));
     let drawn = 0;
-    for (let s = 0; s < STATUS.length; s += 1) {
-      context.beginPath();
-      for (let i = 0; i < n; i += 1) {
-        if (!visible[i] || channels.status[i] !== s) continue;
-        const x = px(channels.lon[i]);
-        const y = py(channels.lat[i]);
-        if (x < -size || y < -size || x > width + size || y > height + size) continue;
-        context.rect(x - size / 2, y - size / 2, size, size);
-        drawn += 1;
+    for (let i = 0; i < n; i += 1) {
+      if (!visible[i]) continue;
+      const x0 = Math.round(px(channels.lon[i]) * ratio - size / 2);
+      const y0 = Math.round(py(channels.lat[i]) * ratio - size / 2);
+      if (x0 + size <= 0 || y0 + size <= 0 || x0 >= w || y0 >= hgt) continue;
+      const colour = DOT_PIXEL[channels.status[i]];
+      for (let y = Math.max(y0, 0); y < Math.min(y0 + size, hgt); y += 1) {
+        pixels.fill(colour, y * w + Math.max(x0, 0), y * w + Math.min(x0 + size, w));
       }
-      context.fillStyle = STATUS_COLOUR[s];
-      context.fill();
+      drawn += 1;
     }
+    dotContext.putImageData(dotPixels, 0, 0);
     if (state.selected !== null) {
       context.strokeStyle = '#ffffff';
       context.lineWidth = 2;
@@ -304,7 +327,11 @@ export async function cameraMap(root) {
   let drag = null;
   canvas.addEventListener('pointerdown', (event) => {
     drag = { x: event.clientX, y: event.clientY, lon: state.view.lon, lat: state.view.lat, moved: false };
-    canvas.setPointerCapture(event.pointerId);
+    try {
+      canvas.setPointerCapture(event.pointerId);
+    } catch {
+      // A synthetic event's pointer cannot be captured; dragging works without it.
+    }
   });
   canvas.addEventListener('pointermove', (event) => {
     if (!drag) return;

@@ -286,6 +286,11 @@ test('a department applies for a conditional dataset, the owner approves, then i
   await page.click('[data-testid=tab-datasets]');
   await page.click('tr[data-dataset="zhili.hotline_cases"]');
   await page.waitForSelector('[data-testid=apply-form]');
+  // The detail lists the snapshots with their row counts, newest first, as the hub does.
+  const listed = await hub('/datasets/zhili.hotline_cases/snapshots', TOKENS.jiaotong_analyst);
+  const shownRows = await page.$$eval('[data-testid=snapshots] tbody tr td:nth-child(4)', (cells) => cells.map((c) => c.textContent));
+  assert.equal(shownRows.length, Math.min(listed.body.length, 8));
+  assert.equal(shownRows[0], listed.body[0].rows.toLocaleString('zh-CN'));
   await page.fill('[data-testid=apply-purpose]', '交通拥堵与市民投诉关联分析');
   await page.click('[data-testid=apply-submit]');
   await page.waitForFunction(() => /#\d+/.test(document.querySelector('[data-testid=apply-message]').textContent));
