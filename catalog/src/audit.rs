@@ -246,6 +246,8 @@ pub struct AuditEntry {
 #[derive(Debug, Clone, Default)]
 pub struct AuditFilter {
     pub since: Option<DateTime<Utc>>,
+    /// Entries before this time (exclusive).
+    pub until: Option<DateTime<Utc>>,
     pub principal: Option<String>,
     pub dataset: Option<String>,
     pub action: Option<String>,

@@ -86,7 +86,9 @@ function show() {
   if (!session) return;
   close();
   const pages = allowedPages();
-  const wanted = location.hash.replace(/^#\/?/, '');
+  // #/page, or #/page/detail for a link to one thing on it (a channel on the map).
+  const [wanted, ...rest] = location.hash.replace(/^#\/?/, '').split('/');
+  const detail = rest.length ? decodeURIComponent(rest.join('/')) : null;
   const page = pages.find((p) => p.route === wanted) || pages[0];
   window.cityhubConsole.route = page.route;
   const main = h('main', { class: `page page-${page.route}` });
@@ -107,7 +109,7 @@ function show() {
       h('button', { 'data-testid': 'signout', on: { click: signOut } }, t('signin.out'))),
     main);
   const generation = ++shown;
-  Promise.resolve(page.open(main, session))
+  Promise.resolve(page.open(main, session, page.route === wanted ? detail : null))
     .then((closer) => {
       // A page left before it finished opening is closed at once (its event streams too).
       if (generation === shown) closeCurrent = closer;

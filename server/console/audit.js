@@ -15,7 +15,10 @@ export function auditViewer(root) {
   const dataset = h('input', { placeholder: t('audit.dataset'), 'data-testid': 'audit-dataset' });
   const action = h('select', { 'data-testid': 'audit-action' },
     ACTIONS.map((a) => h('option', { value: a }, a === '' ? t('audit.anyAction') : a)));
-  const since = h('input', { type: 'datetime-local', title: t('audit.since') });
+  const since = h('input', { type: 'datetime-local', title: t('audit.since'), 'data-testid': 'audit-since' });
+  const until = h('input', { type: 'datetime-local', title: t('audit.until'), 'data-testid': 'audit-until' });
+  // The inputs are Beijing wall-clock times, whatever the browser's own zone.
+  const beijing = (input) => (input.value ? new Date(`${input.value}:00+08:00`).toISOString() : '');
   const rows = h('tbody', {});
   const more = h('button', { hidden: true }, t('audit.more'));
   const status = h('span', { class: 'status' });
@@ -26,7 +29,8 @@ export function auditViewer(root) {
       principal: principal.value.trim(),
       dataset: dataset.value.trim(),
       action: action.value,
-      since: since.value ? new Date(`${since.value}:00+08:00`).toISOString() : '',
+      since: beijing(since),
+      until: beijing(until),
       limit: PAGE,
       after: append && last !== null ? last : '',
     };
@@ -58,7 +62,8 @@ export function auditViewer(root) {
         h('pre', {}, JSON.stringify(detail, null, 2)))));
   }
 
-  const form = h('form', { class: 'toolbar' }, principal, dataset, action, since,
+  const form = h('form', { class: 'toolbar' }, principal, dataset, action,
+    h('label', {}, t('audit.since'), since), h('label', {}, t('audit.until'), until),
     h('button', { class: 'primary', type: 'submit', 'data-testid': 'audit-search' }, t('audit.search')), status);
   form.addEventListener('submit', (event) => { event.preventDefault(); last = null; load(false); });
   more.addEventListener('click', () => load(true));

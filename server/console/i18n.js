@@ -61,7 +61,7 @@ const zh = {
   'kpi.county': '区县', 'kpi.industry': '行业', 'kpi.offline24h': '近24小时每小时离线通道数',
   'kpi.hotline': '今日12345热线受理（按类别）', 'kpi.violations': '近24小时交通违法（每小时）',
   'kpi.gridEvents': '未办结网格事件（按区县）', 'kpi.empty': '暂无数据',
-  'audit.principal': '操作人', 'audit.dataset': '数据集', 'audit.anyAction': '全部操作', 'audit.since': '起始时间',
+  'audit.principal': '操作人', 'audit.dataset': '数据集', 'audit.anyAction': '全部操作', 'audit.since': '起始时间', 'audit.until': '截止时间',
   'audit.search': '查询', 'audit.more': '更多', 'audit.shown': '已显示 {0} 条', 'audit.at': '时间',
   'audit.action': '操作', 'audit.outcome': '结果', 'audit.sensitive': '敏感字段', 'audit.detail': '详情',
 };
@@ -125,7 +125,7 @@ const en = {
   'kpi.county': 'County', 'kpi.industry': 'Industry', 'kpi.offline24h': 'Channels going offline per hour, last 24 h',
   'kpi.hotline': '12345 hotline cases today by category', 'kpi.violations': 'Traffic violations per hour, last 24 h',
   'kpi.gridEvents': 'Open grid events by county', 'kpi.empty': 'No data',
-  'audit.principal': 'Principal', 'audit.dataset': 'Dataset', 'audit.anyAction': 'Any action', 'audit.since': 'Since',
+  'audit.principal': 'Principal', 'audit.dataset': 'Dataset', 'audit.anyAction': 'Any action', 'audit.since': 'From', 'audit.until': 'Until',
   'audit.search': 'Search', 'audit.more': 'More', 'audit.shown': '{0} entries shown', 'audit.at': 'Time',
   'audit.action': 'Action', 'audit.outcome': 'Outcome', 'audit.sensitive': 'Sensitive columns', 'audit.detail': 'Detail',
 };

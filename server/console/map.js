@@ -86,7 +86,7 @@ async function loadNames() {
   return names;
 }
 
-export async function cameraMap(root) {
+export async function cameraMap(root, session, focus) {
   const started = performance.now();
   const canvas = h('canvas', { class: 'map-canvas', 'data-testid': 'map-canvas' });
   const info = h('div', { class: 'map-info', 'data-testid': 'map-info' });
@@ -376,16 +376,17 @@ export async function cameraMap(root) {
       const d = (px(channels.lon[i]) - x) ** 2 + (py(channels.lat[i]) - y) ** 2;
       if (d < bestDistance) { best = i; bestDistance = d; }
     }
-    if (best >= 0) showChannel(best);
+    if (best >= 0) showCamera(channels.ids[best], best);
   }
 
-  async function showChannel(index) {
+  /** The registry's record of channel `id` (`index`: its place in the drawn channels, if any). */
+  async function showCamera(id, index) {
     state.selected = index;
     draw();
     detail.hidden = false;
     replace(detail, t('common.loading'));
     try {
-      const camera = await api(`/cameras/${encodeURIComponent(channels.ids[index])}`);
+      const camera = await api(`/cameras/${encodeURIComponent(id)}`);
       state.shown = camera;
       const streams = ['rtsp', 'rtmp', 'flv', 'hls', 'webrtc']
         .map((k) => [k, (camera.streams && camera.streams[k]) || camera[`${k}_url`]])
@@ -431,6 +432,15 @@ export async function cameraMap(root) {
   resize();
   applyFilters();
   fit();
+  // A link to one channel (#/map/51102500001320000017): centred, zoomed in, its record shown.
+  if (focus) {
+    const index = channels.ids.indexOf(focus);
+    if (index >= 0) {
+      state.view = { lon: channels.lon[index], lat: channels.lat[index], scale: 20_000 };
+      draw();
+    }
+    showCamera(focus, index >= 0 ? index : null);
+  }
   state.loadMs = performance.now() - started;
   return () => observer.disconnect();
 }

@@ -273,6 +273,14 @@ test('the audit viewer filters by principal and action (admins only)', { timeout
   const actions = await page.$$eval('[data-testid=audit-table] tbody tr td:nth-child(4)', (cells) => cells.map((c) => c.textContent));
   assert.ok(actions.every((a) => a.startsWith('query')), actions.join(' | '));
   assert.match(await page.textContent('[data-testid=audit-table]'), /SELECT count\(\*\) FROM zhili\.grid_events/);
+  // A time window that ends before the hub existed holds nothing.
+  await page.fill('[data-testid=audit-until]', '2000-01-01T08:00');
+  await page.click('[data-testid=audit-search]');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=audit-table] tbody tr').length === 0);
+  await page.fill('[data-testid=audit-until]', '');
+  await page.fill('[data-testid=audit-since]', '2000-01-01T08:00');
+  await page.click('[data-testid=audit-search]');
+  await page.waitForFunction(() => document.querySelectorAll('[data-testid=audit-table] tbody tr').length > 0);
 });
 
 test('a department applies for a conditional dataset, the owner approves, then it reads it', { timeout: 90_000 }, async (t) => {
@@ -351,7 +359,7 @@ test('a keepalive batch moves a county\'s online rate on the KPI screen without 
   }
 });
 
-test('dataset texts are rendered as text: a <script> or <img onerror> description does not run', { timeout: 60_000 }, async (t) => {
+test('dataset and camera texts are rendered as text: <script>, <img onerror> and <svg onload> do not run', { timeout: 60_000 }, async (t) => {
   const hostile = '<script>window.__xss = "script"</script><img src=x onerror="window.__xss = \'img\'"> 恶意描述';
   const created = await hub('/datasets', TOKENS.zhili_producer, {
     method: 'POST',
@@ -373,6 +381,23 @@ test('dataset texts are rendered as text: a <script> or <img onerror> descriptio
   await page.waitForSelector('[data-testid=dataset-description]');
   assert.equal(await page.textContent('[data-testid=dataset-description]'), hostile);
   assert.equal(await page.locator('[data-testid=dataset-detail] img, [data-testid=dataset-list] img, script:not([src])').count(), 0);
+  await page.waitForTimeout(300);
+  assert.equal(await page.evaluate(() => window.__xss), undefined);
+
+  // The same for a camera reported with hostile texts, opened by a link to it on the map.
+  const id = '51102500001320999991';
+  const camera = await hub(`/cameras/${id}`, TOKENS.gongan_producer, {
+    method: 'PUT',
+    headers: { 'Content-Type': 'application/json' },
+    body: JSON.stringify({ name: hostile, address: '<svg onload="window.__xss=\'svg\'">资中县', longitude: 104.85, latitude: 29.76 }),
+  });
+  assert.ok(camera.status === 201 || camera.status === 200, JSON.stringify(camera.body));
+  await page.goto(`${BASE}/console/#/map/${id}`);
+  await page.reload();
+  await page.waitForFunction((name) => document.querySelector('[data-testid=camera-detail] h3')?.textContent === name, hostile, { timeout: 60_000 });
+  assert.match(await page.textContent('[data-testid=camera-detail]'), /<svg onload=/);
+  assert.equal(await page.locator('[data-testid=camera-detail] img, [data-testid=camera-detail] svg, script:not([src])').count(), 0);
+  assert.equal(await pageState(page, 'map.clustered'), false, 'the link zooms in on the channel');
   await page.waitForTimeout(300);
   assert.equal(await page.evaluate(() => window.__xss), undefined);
 });

@@ -41,7 +41,7 @@ pub fn audit_entries(conn: &Connection, filter: &AuditFilter) -> Result<Vec<Audi
          FROM audit_log WHERE (?1 IS NULL OR at >= ?1) AND (?2 IS NULL OR principal = ?2) \
          AND (?3 IS NULL OR dataset = ?3 OR EXISTS (SELECT 1 FROM \
          json_each(audit_log.detail, '$.datasets') AS read WHERE read.value = ?3)) AND (?4 IS NULL OR action = ?4) \
-         AND (?5 IS NULL OR id > ?5) ORDER BY id LIMIT ?6",
+         AND (?5 IS NULL OR id > ?5) AND (?7 IS NULL OR at < ?7) ORDER BY id LIMIT ?6",
     )?;
     let rows = stmt.query_map(
         params![
@@ -50,7 +50,8 @@ pub fn audit_entries(conn: &Connection, filter: &AuditFilter) -> Result<Vec<Audi
             filter.dataset,
             filter.action,
             filter.after_id,
-            filter.limit as i64
+            filter.limit as i64,
+            filter.until.map(time_text)
         ],
         |row| {
             Ok(AuditEntry {

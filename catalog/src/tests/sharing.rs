@@ -394,6 +394,29 @@ async fn the_audit_log_is_append_only_and_purged_only_with_a_record() {
         .await
         .expect("read");
     assert_eq!(by_action.len(), 1);
+    // A time window: `since` inclusive, `until` exclusive.
+    let purge_at = left[1].event.at;
+    let before_purge = store
+        .audit_entries(AuditFilter {
+            until: Some(purge_at),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("read");
+    assert_eq!(before_purge.len(), 1);
+    assert_eq!(before_purge[0].event.action.as_str(), "query");
+    let from_purge = store
+        .audit_entries(AuditFilter {
+            since: Some(purge_at),
+            until: Some(purge_at + Duration::seconds(1)),
+            limit: 100,
+            ..Default::default()
+        })
+        .await
+        .expect("read");
+    assert_eq!(from_purge.len(), 1);
+    assert_eq!(from_purge[0].event.action.as_str(), "audit_purge");
     drop(dir);
 }
 

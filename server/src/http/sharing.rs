@@ -282,6 +282,9 @@ pub struct AuditQuery {
     /// Entries at or after this time (RFC 3339).
     #[serde(default)]
     since: Option<DateTime<Utc>>,
+    /// Entries before this time (RFC 3339).
+    #[serde(default)]
+    until: Option<DateTime<Utc>>,
     /// A principal's name.
     #[serde(default)]
     principal: Option<String>,
@@ -311,6 +314,7 @@ pub async fn read_audit(
 ) -> Result<Response, ApiError> {
     let filter = AuditFilter {
         since: query.since,
+        until: query.until,
         principal: query.principal,
         dataset: query.dataset,
         action: query.action,
