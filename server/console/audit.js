@@ -23,8 +23,15 @@ export function auditViewer(root) {
   const more = h('button', { hidden: true }, t('audit.more'));
   const status = h('span', { class: 'status' });
   let last = null;
+  // Only the latest search may fill the table: an earlier one answering late is dropped.
+  let latest = 0;
 
   async function load(append) {
+    const search = ++latest;
+    if (!append) {
+      replace(rows);
+      status.textContent = t('common.loading');
+    }
     const params = {
       principal: principal.value.trim(),
       dataset: dataset.value.trim(),
@@ -36,13 +43,13 @@ export function auditViewer(root) {
     };
     try {
       const entries = await api(query('/audit', params));
-      if (!append) replace(rows);
+      if (search !== latest) return;
       for (const entry of entries) rows.append(entryRow(entry));
       last = entries.length ? entries[entries.length - 1].id : last;
       more.hidden = entries.length < PAGE;
       status.textContent = t('audit.shown', rows.children.length);
     } catch (error) {
-      status.textContent = error.message;
+      if (search === latest) status.textContent = error.message;
     }
   }
 
