@@ -153,10 +153,13 @@ test('each demo role signs in and sees only what its role may do', { timeout: 60
     await page.click('[data-testid=signout]');
     await page.waitForSelector('[data-testid=token]');
   }
-  // A page the role may not use falls back to one it may.
-  await signIn(page, TOKENS.zhili_dashboard);
+  // A page the role may not use falls back to its first one.
+  await signIn(page, TOKENS.jiaotong_analyst);
+  await page.goto(`${BASE}/console/#/catalogue`);
+  await page.waitForFunction(() => window.cityhubConsole.route === 'catalogue');
   await page.goto(`${BASE}/console/#/audit`);
-  await page.waitForFunction(() => window.cityhubConsole.route === 'kpi');
+  await page.waitForFunction(() => window.cityhubConsole.route === 'sql');
+  assert.equal(await page.locator('[data-testid=audit-table]').count(), 0);
   await page.click('[data-testid=signout]');
   await page.fill('[data-testid=token]', 'chub_not_a_real_token');
   await page.click('[data-testid=signin]');
