@@ -44,6 +44,37 @@ pub async fn visible_dataset(
     }
 }
 
+/// Who runs SQL (HTTP, PostgreSQL, Flight SQL): analysts and admins. Producers push,
+/// dashboards read endpoints.
+pub const SQL_ROLES: &[Role] = &[Role::Admin, Role::Analyst];
+/// Who applies for datasets, answers requests to its department and revokes its grants.
+pub const SHARING_ROLES: &[Role] = &[Role::Admin, Role::Producer, Role::Analyst];
+/// Who reads the audit log and manages tokens.
+pub const ADMIN_ROLES: &[Role] = &[Role::Admin];
+
+/// What `role` may do, in the words clients show it by (`GET /api/v1/me`), made from the
+/// same role lists the checks use: `sql`, `catalogue`, `decide`, `cameras` (the map reads
+/// `hub.cameras` by SQL), `kpi` (every role: dashboard endpoints and camera statistics),
+/// `audit`, `tokens`.
+pub fn capabilities(role: Role) -> Vec<&'static str> {
+    [
+        ("sql", SQL_ROLES),
+        ("catalogue", SHARING_ROLES),
+        ("decide", SHARING_ROLES),
+        ("cameras", SQL_ROLES),
+        (
+            "kpi",
+            &[Role::Admin, Role::Producer, Role::Analyst, Role::Dashboard][..],
+        ),
+        ("audit", ADMIN_ROLES),
+        ("tokens", ADMIN_ROLES),
+    ]
+    .into_iter()
+    .filter(|(_, roles)| roles.contains(&role))
+    .map(|(name, _)| name)
+    .collect()
+}
+
 /// Refuses `principal` unless it holds one of `roles`; `doing` says what for.
 pub fn require_role(principal: &Principal, roles: &[Role], doing: &str) -> Result<()> {
     if roles.contains(&principal.role) {
@@ -261,5 +292,32 @@ fn unscoped_access(
             rows: None,
         },
         (false, _) => Access::Apply,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn capabilities_follow_the_role_lists_the_checks_use() {
+        assert_eq!(
+            capabilities(Role::Admin),
+            [
+                "sql",
+                "catalogue",
+                "decide",
+                "cameras",
+                "kpi",
+                "audit",
+                "tokens"
+            ]
+        );
+        assert_eq!(
+            capabilities(Role::Analyst),
+            ["sql", "catalogue", "decide", "cameras", "kpi"]
+        );
+        assert_eq!(capabilities(Role::Producer), ["catalogue", "decide", "kpi"]);
+        assert_eq!(capabilities(Role::Dashboard), ["kpi"]);
     }
 }

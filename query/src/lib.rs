@@ -506,7 +506,7 @@ impl QueryEngine {
 fn require_sql_role(principal: &Principal) -> Result<(), QueryError> {
     cityhub_catalog::access::require_role(
         principal,
-        &[cityhub_catalog::Role::Admin, cityhub_catalog::Role::Analyst],
+        cityhub_catalog::access::SQL_ROLES,
         "running SQL",
     )
     .map_err(|err| QueryError::Forbidden(err.to_string()))

@@ -55,11 +55,11 @@ use futures::{StreamExt, TryStreamExt};
 use crate::mask::Mask;
 use crate::table::SnapshotTable;
 
-/// One column as the reader sees it.
 /// Field metadata key on result columns that hold masked values; its value names the mask
 /// (`plate_no`, `withheld`, ...).
 pub const MASKED_FIELD_METADATA: &str = "cityhub.masked";
 
+/// One column as the reader sees it.
 #[derive(Debug, Clone)]
 pub struct ShownColumn {
     /// Its index in the dataset's full schema.

@@ -46,7 +46,7 @@ export function sharingText(value) {
 }
 
 function accessText(value) {
-  return t(`access.${value}`) || value;
+  return t(`access.${value}`);
 }
 
 async function datasets(body, session) {

@@ -87,7 +87,6 @@ async function loadNames() {
 }
 
 export async function cameraMap(root, session, focus) {
-  const started = performance.now();
   const canvas = h('canvas', { class: 'map-canvas', 'data-testid': 'map-canvas' });
   const info = h('div', { class: 'map-info', 'data-testid': 'map-info' });
   const detail = h('aside', { class: 'map-detail', 'data-testid': 'camera-detail', hidden: true });
@@ -441,7 +440,6 @@ export async function cameraMap(root, session, focus) {
     }
     showCamera(focus, index >= 0 ? index : null);
   }
-  state.loadMs = performance.now() - started;
   return () => observer.disconnect();
 }
 

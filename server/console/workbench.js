@@ -118,27 +118,23 @@ export function workbench(root, session) {
     const cursor = textarea.selectionStart;
     const errorAt = state.error && state.error.offset !== null ? state.error.offset : -1;
     clear(highlight);
+    // A zero-width mark at the caret, inside the token it falls in: completion opens there.
     let caretPlaced = false;
-    const placeCaret = (at, token) => {
-      if (!caretPlaced && cursor >= token.start && cursor <= at) {
-        caretPlaced = true;
-        return true;
-      }
-      return false;
-    };
     for (const token of tokenize(sql)) {
       const end = token.start + token.text.length;
       const classes = [`tok-${token.type}`];
       if (errorAt >= token.start && errorAt < end && token.type !== 'space') classes.push('tok-error');
-      if (placeCaret(end, token)) {
+      const className = classes.join(' ');
+      if (!caretPlaced && cursor >= token.start && cursor <= end) {
+        caretPlaced = true;
         const split = cursor - token.start;
         highlight.append(
-          h('span', { class: classes.join(' ') }, token.text.slice(0, split)),
+          h('span', { class: className }, token.text.slice(0, split)),
           h('span', { class: 'caret-mark' }),
-          h('span', { class: classes.join(' ') }, token.text.slice(split)),
+          h('span', { class: className }, token.text.slice(split)),
         );
       } else {
-        highlight.append(h('span', { class: classes.join(' ') }, token.text));
+        highlight.append(h('span', { class: className }, token.text));
       }
     }
     if (!caretPlaced) highlight.append(h('span', { class: 'caret-mark' }));

@@ -246,7 +246,7 @@ async fn the_console_works_in_a_real_browser() {
         screenshots.display()
     );
     // Each scenario passed, none was skipped.
-    assert!(stdout.contains("# pass 7"), "{stdout}");
+    assert!(stdout.contains("# pass 8"), "{stdout}");
     assert!(
         stdout.contains("# fail 0") && stdout.contains("# skipped 0"),
         "{stdout}"

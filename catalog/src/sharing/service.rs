@@ -17,7 +17,7 @@ use super::{
     validate_columns_asked, validate_rows_asked, working_days_after,
 };
 use crate::Catalog;
-use crate::access::{Access, access, require_role, visible_dataset};
+use crate::access::{ADMIN_ROLES, Access, SHARING_ROLES, access, require_role, visible_dataset};
 use crate::audit::{Action, AuditEntry, AuditEvent, AuditFilter, AuditLog, Outcome};
 use crate::clock::Clock;
 use crate::error::{CatalogError, Result};
@@ -152,7 +152,7 @@ impl SharingService {
         code: &str,
         name: &str,
     ) -> Result<Department> {
-        require_role(by, &[Role::Admin], "creating a department")?;
+        require_role(by, ADMIN_ROLES, "creating a department")?;
         let department = self.catalog.create_department(code, name).await?;
         self.audit.record(
             AuditEvent::by(by, Action::DepartmentCreate, Outcome::Ok)
@@ -170,7 +170,7 @@ impl SharingService {
         new: NewToken,
         via: &str,
     ) -> Result<(Principal, Token)> {
-        require_role(by, &[Role::Admin], "creating a token")?;
+        require_role(by, ADMIN_ROLES, "creating a token")?;
         if new.expires_at.is_some_and(|at| at <= self.clock.now()) {
             return Err(CatalogError::invalid("expires_at", "must be in the future"));
         }
@@ -227,7 +227,7 @@ impl SharingService {
 
     /// Every principal's metadata, newest first (admins; never the tokens).
     pub async fn tokens(&self, by: &Principal) -> Result<Vec<Principal>> {
-        require_role(by, &[Role::Admin], "listing tokens")?;
+        require_role(by, ADMIN_ROLES, "listing tokens")?;
         self.catalog.list_principals().await
     }
 
@@ -268,11 +268,7 @@ impl SharingService {
         dataset: &str,
         application: Application,
     ) -> Result<ShareRequest> {
-        require_role(
-            by,
-            &[Role::Admin, Role::Analyst, Role::Producer],
-            "applying for a dataset",
-        )?;
+        require_role(by, SHARING_ROLES, "applying for a dataset")?;
         let dataset = visible_dataset(&self.catalog, by, dataset).await?;
         if dataset.owner == by.department {
             return Err(CatalogError::invalid(
@@ -355,11 +351,7 @@ impl SharingService {
         answer: ShareAnswer,
         approve: bool,
     ) -> Result<(ShareRequest, Option<Grant>)> {
-        require_role(
-            by,
-            &[Role::Admin, Role::Producer, Role::Analyst],
-            "answering a share request",
-        )?;
+        require_role(by, SHARING_ROLES, "answering a share request")?;
         let request = self.request(by, id).await?;
         if !by.acts_for(&request.owner) {
             return Err(CatalogError::Forbidden(format!(
@@ -492,11 +484,7 @@ impl SharingService {
                 Err(not_found())
             };
         }
-        require_role(
-            by,
-            &[Role::Admin, Role::Producer, Role::Analyst],
-            "revoking a grant",
-        )?;
+        require_role(by, SHARING_ROLES, "revoking a grant")?;
         if reason.trim().is_empty() {
             return Err(CatalogError::invalid("reason", "say why the grant ends"));
         }
@@ -572,7 +560,7 @@ impl SharingService {
         by: &Principal,
         filter: AuditFilter,
     ) -> Result<Vec<AuditEntry>> {
-        require_role(by, &[Role::Admin], "reading the audit log")?;
+        require_role(by, ADMIN_ROLES, "reading the audit log")?;
         if let Some(action) = &filter.action {
             action.parse::<Action>()?;
         }

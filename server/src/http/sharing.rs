@@ -343,7 +343,6 @@ pub struct Whoami {
 #[utoipa::path(get, path = "/me", tag = "sharing",
     responses((status = OK, description = "The caller: principal, department and region names, what its role may do", body = Whoami)))]
 pub async fn whoami(State(state): State<AppState>, caller: Caller) -> Result<Response, ApiError> {
-    use cityhub_catalog::Role;
     let principal = caller.0;
     let department_name = state
         .catalog
@@ -355,25 +354,12 @@ pub async fn whoami(State(state): State<AppState>, caller: Caller) -> Result<Res
         .as_deref()
         .and_then(cityhub_catalog::region::region)
         .map(|r| r.name.to_string());
-    let can: &[&'static str] = match principal.role {
-        Role::Admin => &[
-            "sql",
-            "catalogue",
-            "decide",
-            "cameras",
-            "kpi",
-            "audit",
-            "tokens",
-        ],
-        Role::Analyst => &["sql", "catalogue", "decide", "cameras", "kpi"],
-        Role::Producer => &["catalogue", "decide", "kpi"],
-        Role::Dashboard => &["kpi"],
-    };
+    let can = cityhub_catalog::access::capabilities(principal.role);
     Ok(Json(Whoami {
         principal,
         department_name,
         region_name,
-        can: can.to_vec(),
+        can,
     })
     .into_response())
 }
