@@ -239,7 +239,9 @@ impl KafkaFeed {
 #[serde(deny_unknown_fields, default)]
 pub struct QueryConfig {
     /// Memory one query may use for sorts, joins and aggregations before it spills to
-    /// disk or, where it cannot, fails cleanly.
+    /// disk or, where it cannot, fails cleanly; 0 (the default) means a quarter of the
+    /// machine's memory, at least 2 GiB. A fixed 2 GiB made a distinct count over 10M rows
+    /// spill and run 5x slower than plain DataFusion (BENCHMARKS.md, "SQL against DuckDB").
     pub memory_limit_bytes: u64,
     /// A query running longer than this is cancelled.
     pub timeout_secs: u64,
@@ -250,7 +252,7 @@ pub struct QueryConfig {
 impl Default for QueryConfig {
     fn default() -> Self {
         Self {
-            memory_limit_bytes: 2 * 1024 * 1024 * 1024,
+            memory_limit_bytes: 0,
             timeout_secs: 300,
             target_partitions: 0,
         }
@@ -527,8 +529,8 @@ impl Config {
         );
         check(
             "query.memory_limit_bytes",
-            self.query.memory_limit_bytes >= 1024 * 1024,
-            "must be at least 1048576 (1 MiB)",
+            self.query.memory_limit_bytes == 0 || self.query.memory_limit_bytes >= 1024 * 1024,
+            "must be 0 (a quarter of the machine's memory) or at least 1048576 (1 MiB)",
         );
         check(
             "query.timeout_secs",

@@ -18,6 +18,7 @@ pub mod endpoint;
 pub mod error;
 pub mod guard;
 pub mod mask;
+mod not_in;
 pub mod pg;
 pub mod reader;
 pub mod rewrite;
@@ -41,12 +42,14 @@ use datafusion::arrow::datatypes::{DataType, SchemaRef};
 use datafusion::catalog::{CatalogProviderList, MemoryCatalogProviderList};
 use datafusion::common::{ParamValues, ScalarValue};
 use datafusion::execution::SendableRecordBatchStream;
+use datafusion::execution::TaskContext;
 use datafusion::execution::memory_pool::FairSpillPool;
 use datafusion::execution::object_store::ObjectStoreUrl;
 use datafusion::execution::runtime_env::{RuntimeEnv, RuntimeEnvBuilder};
 use datafusion::execution::{SessionState, SessionStateBuilder};
 use datafusion::logical_expr::LogicalPlan;
-use datafusion::prelude::{DataFrame, SQLOptions, SessionConfig};
+use datafusion::physical_plan::execute_stream;
+use datafusion::prelude::{SQLOptions, SessionConfig};
 use futures::{Stream, StreamExt};
 use object_store::ObjectStore;
 
@@ -72,6 +75,15 @@ pub struct QueryEngine {
     /// What `now()` reads: the hub's clock, so that a hub run on another clock (tests, the
     /// demo at a fixed hour) sees its own time in SQL too.
     clock: Clock,
+    /// Sessions prepared once (functions, rules, settings), which each query clones and
+    /// gives its own view of the catalog: building one per query cost more than planning
+    /// `SELECT count(*)`. One for HTTP and Flight, one with PostgreSQL's types.
+    base: Arc<BaseSessions>,
+}
+
+struct BaseSessions {
+    plain: SessionState,
+    postgres: SessionState,
 }
 
 /// The front door a query came through: named in its audit entry and counted per door in
@@ -163,7 +175,24 @@ impl QueryEngine {
             .build_arc()
             .map_err(QueryError::internal)?;
         runtime.register_object_store(store_url.as_ref(), store);
+        // The hub's plan rewrites go first: they must see subqueries before DataFusion
+        // decorrelates them.
+        let mut rules = datafusion::optimizer::Optimizer::new().rules;
+        rules.insert(0, Arc::new(not_in::NotInToAntiJoin));
+        let plain = SessionStateBuilder::new()
+            .with_default_features()
+            .with_optimizer_rules(rules)
+            .with_config(session_config(&config))
+            .with_runtime_env(runtime.clone())
+            .build();
+        // `::regclass` and the other oid aliases PostgreSQL clients cast to.
+        let postgres = SessionStateBuilder::new_from_existing(plain.clone())
+            .with_type_planner(Arc::new(
+                datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner,
+            ))
+            .build();
         Ok(Self {
+            base: Arc::new(BaseSessions { plain, postgres }),
             catalog,
             runtime,
             files: Arc::new(FileListCache::default()),
@@ -195,7 +224,7 @@ impl QueryEngine {
     /// A runtime for one query: the process's caches and object stores, with a memory pool
     /// of the query's own so that one query cannot starve the others.
     fn query_runtime(&self) -> Arc<RuntimeEnv> {
-        let limit = usize::try_from(self.config.memory_limit_bytes).unwrap_or(usize::MAX);
+        let limit = usize::try_from(query_memory_limit(&self.config)).unwrap_or(usize::MAX);
         Arc::new(RuntimeEnv {
             memory_pool: Arc::new(FairSpillPool::new(limit)),
             disk_manager: self.runtime.disk_manager.clone(),
@@ -215,17 +244,7 @@ impl QueryEngine {
     }
 
     fn session_config(&self) -> SessionConfig {
-        let mut config = SessionConfig::new()
-            .with_information_schema(true)
-            .with_default_catalog_and_schema(CATALOG_NAME, SYSTEM_SCHEMA)
-            .with_create_default_catalog_and_schema(false);
-        if self.config.target_partitions > 0 {
-            config = config.with_target_partitions(self.config.target_partitions as usize);
-        }
-        let options = config.options_mut();
-        options.sql_parser.collect_spans = true;
-        options.sql_parser.enable_ident_normalization = true;
-        config
+        session_config(&self.config)
     }
 
     /// Plans `sql` for `principal` and starts it. Parameters bind `$1`, `$2`, ... as values.
@@ -439,18 +458,12 @@ impl QueryEngine {
         };
         let catalogs = Arc::new(MemoryCatalogProviderList::new());
         catalogs.register_catalog(CATALOG_NAME.to_string(), catalog);
-        let mut builder = SessionStateBuilder::new()
-            .with_default_features()
-            .with_config(self.session_config())
-            .with_runtime_env(self.query_runtime())
-            .with_catalog_list(catalogs as Arc<dyn CatalogProviderList>);
-        if postgres {
-            // `::regclass` and the other oid aliases PostgreSQL clients cast to.
-            builder = builder.with_type_planner(Arc::new(
-                datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner,
-            ));
-        }
-        let mut state = builder.build();
+        let mut state = if postgres {
+            self.base.postgres.clone()
+        } else {
+            self.base.plain.clone()
+        };
+        state.register_catalog_list(catalogs as Arc<dyn CatalogProviderList>);
         if postgres {
             pg::prepare(&mut state).map_err(QueryError::from_datafusion)?;
         }
@@ -489,17 +502,54 @@ impl QueryEngine {
                 .with_param_values(values)
                 .map_err(QueryError::from_datafusion)?,
         };
-        let frame = DataFrame::new(state, plan);
-        let stream = frame
-            .execute_stream()
+        let physical = state
+            .create_physical_plan(&plan)
             .await
             .map_err(QueryError::from_datafusion)?;
+        // Planning used the shared runtime (object stores, caches); running gets a memory
+        // pool of the query's own.
+        let task = TaskContext::from(&state).with_runtime(self.query_runtime());
+        let stream =
+            execute_stream(physical, Arc::new(task)).map_err(QueryError::from_datafusion)?;
         let schema = stream.schema();
         let deadline = Duration::from_secs(self.config.timeout_secs);
         let batches = WithDeadline::new(stream, deadline, Running::start(&self.running))
             .map(move |batch| batch.map_err(QueryError::from_datafusion));
         Ok((schema, Box::pin(batches)))
     }
+}
+
+/// The memory one query may use: the configured limit, or by default a quarter of the
+/// machine's memory and at least 2 GiB.
+pub fn query_memory_limit(config: &QueryConfig) -> u64 {
+    const FLOOR: u64 = 2 * 1024 * 1024 * 1024;
+    if config.memory_limit_bytes > 0 {
+        return config.memory_limit_bytes;
+    }
+    physical_memory().map_or(FLOOR, |total| (total / 4).max(FLOOR))
+}
+
+/// The machine's memory from `/proc/meminfo` (`None` where there is none).
+fn physical_memory() -> Option<u64> {
+    let meminfo = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = meminfo.lines().find(|line| line.starts_with("MemTotal:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
+}
+
+/// The settings of every query session.
+fn session_config(query: &QueryConfig) -> SessionConfig {
+    let mut config = SessionConfig::new()
+        .with_information_schema(true)
+        .with_default_catalog_and_schema(CATALOG_NAME, SYSTEM_SCHEMA)
+        .with_create_default_catalog_and_schema(false);
+    if query.target_partitions > 0 {
+        config = config.with_target_partitions(query.target_partitions as usize);
+    }
+    let options = config.options_mut();
+    options.sql_parser.collect_spans = true;
+    options.sql_parser.enable_ident_normalization = true;
+    config
 }
 
 /// SQL is the analysts' (and admins') door; producers push, dashboards read endpoints.

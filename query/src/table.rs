@@ -284,10 +284,12 @@ impl TableProvider for SnapshotTable {
     }
 
     fn statistics(&self) -> Option<Statistics> {
-        let rows: i64 = self.files.iter().map(|f| f.rows).sum();
-        let mut statistics = Statistics::new_unknown(&self.schema);
-        statistics.num_rows = Precision::Exact(rows.max(0) as usize);
-        Some(statistics)
+        let per_file: Vec<Statistics> = self
+            .files
+            .iter()
+            .map(|file| self.file_statistics(file))
+            .collect();
+        Statistics::try_merge_iter(&per_file, &self.schema).ok()
     }
 
     async fn scan(
@@ -340,17 +342,19 @@ impl SnapshotTable {
         }
         let partitions = state.config().target_partitions().max(1);
         let mut groups: Vec<Vec<PartitionedFile>> = vec![Vec::new(); partitions.min(files.len())];
-        let mut total = Statistics::new_unknown(&self.schema);
-        let mut rows = 0usize;
+        let mut per_file = Vec::with_capacity(files.len());
         for (index, file) in files.iter().enumerate() {
-            let statistics = self.file_statistics(file);
-            rows += file.rows.max(0) as usize;
+            let statistics = Arc::new(self.file_statistics(file));
+            per_file.push(statistics.clone());
             let partitioned = PartitionedFile::new(file.path.clone(), file.bytes.max(0) as u64)
-                .with_statistics(Arc::new(statistics));
+                .with_statistics(statistics);
             let count = groups.len();
             groups[index % count].push(partitioned);
         }
-        total.num_rows = Precision::Exact(rows);
+        // The whole scan's statistics (rows, bytes, null counts, min/max) are what the
+        // optimizer reads to choose join sides and modes: a 5-row dimension table is
+        // collected and broadcast rather than repartitioned with the 10M-row side.
+        let total = Statistics::try_merge_iter(per_file.iter().map(Arc::as_ref), &self.schema)?;
         let format = ParquetFormat::default().with_options(state.table_options().parquet.clone());
         let mut source = format.file_source(TableSchema::from(self.schema.clone()));
         if prune_row_groups && let Some(predicate) = conjunction(filters.iter().cloned()) {

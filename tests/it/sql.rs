@@ -465,3 +465,63 @@ async fn now_in_sql_is_the_hubs_clock() {
         .expect("bool");
     assert!(today.value(0), "now() is 2026-01-01 on this hub's clock");
 }
+
+/// The catalog's statistics reach the optimizer: a join with a small dataset collects the
+/// small side once and streams the large one, whichever side the query names it on,
+/// instead of hash-repartitioning both.
+#[tokio::test]
+async fn a_join_with_a_small_dataset_is_not_repartitioned() {
+    let server = TestServer::spawn().await;
+    let events = server.events_dataset("gongan").await;
+    let producer = server.token("gongan", Role::Producer).await;
+    let rows: String = (1..=3000)
+        .map(|i| {
+            format!(
+                "{{\"id\": {i}, \"kind\": \"k{}\", \"score\": {i}.5}}\n",
+                i % 3
+            )
+        })
+        .collect();
+    let (status, body) = server.push(&producer, &events, NDJSON, rows).await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server
+        .post_json(
+            &server.admin,
+            "/api/v1/datasets",
+            json!({"name": "gongan.kinds", "sharing": "unconditional", "columns": [
+                {"name": "kind", "type": "string", "nullable": false},
+                {"name": "label", "type": "string"}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let kinds = "{\"kind\": \"k0\", \"label\": \"零\"}\n{\"kind\": \"k1\", \"label\": \"一\"}\n";
+    let (status, body) = server
+        .push(&producer, "gongan.kinds", NDJSON, kinds.to_string())
+        .await;
+    assert_eq!(status, 201, "{body}");
+    for query in [
+        "SELECT k.label, count(*) FROM gongan.events e JOIN gongan.kinds k ON e.kind = k.kind GROUP BY k.label",
+        "SELECT k.label, count(*) FROM gongan.kinds k JOIN gongan.events e ON e.kind = k.kind GROUP BY k.label",
+    ] {
+        let response = sql(
+            &server,
+            &server.admin,
+            NDJSON,
+            json!(format!("EXPLAIN {query}")),
+        )
+        .await;
+        let plan = response.text().await.expect("plan");
+        assert!(plan.contains("HashJoinExec: mode=CollectLeft"), "{plan}");
+        assert!(!plan.contains("mode=Partitioned"), "{plan}");
+        let response = sql(
+            &server,
+            &server.admin,
+            NDJSON,
+            json!(format!("{query} ORDER BY 1")),
+        )
+        .await;
+        let text = response.text().await.expect("rows");
+        assert_eq!(text.lines().count(), 2, "{text}");
+        assert!(text.contains("1000"), "{text}");
+    }
+}
