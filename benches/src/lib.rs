@@ -87,8 +87,14 @@ pub struct Hub {
 
 impl Hub {
     pub async fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_| {}).await
+    }
+
+    /// A hub whose default configuration `adjust` changes first.
+    pub async fn start_with(adjust: impl FnOnce(&mut Config)) -> anyhow::Result<Self> {
         let data_dir = tempfile::tempdir()?;
         let mut config = Config::default();
+        adjust(&mut config);
         config.storage.data_dir = data_dir.path().display().to_string();
         config.log.level = "warn".into();
         // Benchmarks measure throughput; per-token rate limits would measure the limit.
