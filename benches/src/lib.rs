@@ -283,6 +283,50 @@ impl Hub {
         ))
     }
 
+    /// `analysts` concurrent HTTP clients, each running `per_analyst` queries of `queries`
+    /// in turn (starting at its own offset, Arrow output, body read to the end): the
+    /// seconds it took and every query's latency in milliseconds.
+    pub async fn analysts(
+        &self,
+        queries: &[String],
+        analysts: usize,
+        per_analyst: usize,
+    ) -> anyhow::Result<(f64, Vec<f64>)> {
+        let started = Instant::now();
+        let mut tasks = Vec::new();
+        for analyst in 0..analysts {
+            let queries = queries.to_vec();
+            let client = self.client.clone();
+            let url = format!("{}/api/v1/sql", self.base);
+            let token = self.admin.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut latencies = Vec::new();
+                for i in 0..per_analyst {
+                    let sql = queries[(analyst + i) % queries.len()].clone();
+                    let t = Instant::now();
+                    let response = client
+                        .post(&url)
+                        .bearer_auth(&token)
+                        .header("accept", "application/vnd.apache.arrow.stream")
+                        .body(sql)
+                        .send()
+                        .await?;
+                    if !response.status().is_success() {
+                        bail!("{}: {}", response.status(), response.text().await?);
+                    }
+                    response.bytes().await?;
+                    latencies.push(t.elapsed().as_secs_f64() * 1000.0);
+                }
+                Ok::<_, anyhow::Error>(latencies)
+            }));
+        }
+        let mut latencies = Vec::new();
+        for task in tasks {
+            latencies.extend(task.await??);
+        }
+        Ok((started.elapsed().as_secs_f64(), latencies))
+    }
+
     pub async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;

@@ -247,6 +247,10 @@ pub struct QueryConfig {
     pub timeout_secs: u64,
     /// Parallelism of one query; 0 means one per CPU core.
     pub target_partitions: u64,
+    /// DataFusion settings by their own names, over the hub's choices, e.g.
+    /// `"datafusion.execution.batch_size" = "16384"`: for measuring and tuning without a
+    /// rebuild. A name DataFusion does not know, or a bad value, stops the start.
+    pub engine_options: std::collections::BTreeMap<String, String>,
 }
 
 impl Default for QueryConfig {
@@ -255,6 +259,7 @@ impl Default for QueryConfig {
             memory_limit_bytes: 0,
             timeout_secs: 300,
             target_partitions: 0,
+            engine_options: std::collections::BTreeMap::new(),
         }
     }
 }

@@ -182,7 +182,7 @@ impl QueryEngine {
         let plain = SessionStateBuilder::new()
             .with_default_features()
             .with_optimizer_rules(rules)
-            .with_config(session_config(&config))
+            .with_config(session_config(&config)?)
             .with_runtime_env(runtime.clone())
             .build();
         // `::regclass` and the other oid aliases PostgreSQL clients cast to.
@@ -244,7 +244,7 @@ impl QueryEngine {
     }
 
     fn session_config(&self) -> SessionConfig {
-        session_config(&self.config)
+        self.base.plain.config().clone()
     }
 
     /// Plans `sql` for `principal` and starts it. Parameters bind `$1`, `$2`, ... as values.
@@ -537,8 +537,8 @@ fn physical_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The settings of every query session.
-fn session_config(query: &QueryConfig) -> SessionConfig {
+/// The settings of every query session: the hub's choices, then `query.engine_options`.
+fn session_config(query: &QueryConfig) -> Result<SessionConfig, QueryError> {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
         .with_default_catalog_and_schema(CATALOG_NAME, SYSTEM_SCHEMA)
@@ -549,7 +549,15 @@ fn session_config(query: &QueryConfig) -> SessionConfig {
     let options = config.options_mut();
     options.sql_parser.collect_spans = true;
     options.sql_parser.enable_ident_normalization = true;
-    config
+    for (name, value) in &query.engine_options {
+        options.set(name, value).map_err(|err| {
+            QueryError::internal(format!(
+                "query.engine_options: {name} = {value:?} is refused: {}",
+                err.strip_backtrace()
+            ))
+        })?;
+    }
+    Ok(config)
 }
 
 /// SQL is the analysts' (and admins') door; producers push, dashboards read endpoints.
@@ -753,5 +761,44 @@ impl Stream for WithDeadline {
             ))));
         }
         self.inner.poll_next_unpin(cx)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn engine_options_override_the_hubs_choices_and_bad_ones_are_named() {
+        let mut query = QueryConfig::default();
+        query
+            .engine_options
+            .insert("datafusion.execution.batch_size".into(), "16384".into());
+        let config = session_config(&query).expect("a known option");
+        assert_eq!(config.batch_size(), 16384);
+
+        query
+            .engine_options
+            .insert("datafusion.execution.no_such_thing".into(), "1".into());
+        let err = session_config(&query).expect_err("an unknown option");
+        assert!(
+            err.to_string()
+                .contains("datafusion.execution.no_such_thing"),
+            "{err}"
+        );
+        query.engine_options.clear();
+        query
+            .engine_options
+            .insert("datafusion.execution.batch_size".into(), "many".into());
+        let err = session_config(&query).expect_err("a bad value");
+        assert!(err.to_string().contains("\"many\""), "{err}");
+    }
+
+    #[test]
+    fn the_memory_limit_is_the_configured_one_or_a_share_of_the_machine() {
+        let mut query = QueryConfig::default();
+        assert!(query_memory_limit(&query) >= 2 * 1024 * 1024 * 1024);
+        query.memory_limit_bytes = 5 * 1024 * 1024;
+        assert_eq!(query_memory_limit(&query), 5 * 1024 * 1024);
     }
 }

@@ -238,38 +238,8 @@ async fn planning(hub: &Hub, files: usize) -> anyhow::Result<()> {
 
 /// Concurrent analysts over HTTP.
 async fn concurrency(hub: &Hub, analysts: usize, per_analyst: usize) -> anyhow::Result<()> {
-    let started = Instant::now();
-    let mut tasks = Vec::new();
-    for analyst in 0..analysts {
-        let client = hub.client.clone();
-        let url = format!("{}/api/v1/sql", hub.base);
-        let token = hub.admin.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            for i in 0..per_analyst {
-                let (_, sql) = QUERIES[(analyst + i) % QUERIES.len()];
-                let t = Instant::now();
-                let response = client
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .header("accept", "application/vnd.apache.arrow.stream")
-                    .body(sql)
-                    .send()
-                    .await?;
-                if !response.status().is_success() {
-                    bail!("{}: {}", response.status(), response.text().await?);
-                }
-                response.bytes().await?;
-                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            Ok::<_, anyhow::Error>(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    for task in tasks {
-        latencies.extend(task.await??);
-    }
-    let seconds = started.elapsed().as_secs_f64();
+    let queries: Vec<String> = QUERIES.iter().map(|(_, sql)| sql.to_string()).collect();
+    let (seconds, mut latencies) = hub.analysts(&queries, analysts, per_analyst).await?;
     println!(
         "\n{analysts} concurrent analysts, {} queries of the mix: {:.1} queries/s, p50 {:.0} ms, p99 {:.0} ms",
         latencies.len(),

@@ -59,6 +59,10 @@ struct Args {
     /// The hub's target partitions (default: the hub's own default).
     #[arg(long)]
     target_partitions: Option<u64>,
+    /// A DataFusion setting for the hub (`name=value`, repeatable), as
+    /// `query.engine_options` takes it; plain DataFusion keeps its defaults.
+    #[arg(long = "engine-option")]
+    engine_options: Vec<String>,
     /// Only the query of this name, or else the queries whose names contain this.
     #[arg(long)]
     only: Option<String>,
@@ -237,6 +241,13 @@ async fn main() -> anyhow::Result<()> {
         }
         if let Some(partitions) = args.target_partitions {
             config.query.target_partitions = partitions;
+        }
+        for option in &args.engine_options {
+            let (name, value) = option.split_once('=').unwrap_or((option, ""));
+            config
+                .query
+                .engine_options
+                .insert(name.to_string(), value.to_string());
         }
     })
     .await?;
@@ -664,39 +675,7 @@ async fn concurrency(
     per_analyst: usize,
 ) -> anyhow::Result<()> {
     let queries: Vec<String> = suite.iter().map(|(_, sql)| sql.to_string()).collect();
-    let started = Instant::now();
-    let mut tasks = futures::stream::FuturesUnordered::new();
-    for analyst in 0..analysts {
-        let queries = queries.clone();
-        let client = hub.client.clone();
-        let url = format!("{}/api/v1/sql", hub.base);
-        let token = hub.admin.clone();
-        tasks.push(tokio::spawn(async move {
-            let mut latencies = Vec::new();
-            for i in 0..per_analyst {
-                let sql = queries[(analyst + i) % queries.len()].clone();
-                let t = Instant::now();
-                let response = client
-                    .post(&url)
-                    .bearer_auth(&token)
-                    .header("accept", "application/vnd.apache.arrow.stream")
-                    .body(sql)
-                    .send()
-                    .await?;
-                if !response.status().is_success() {
-                    bail!("{}: {}", response.status(), response.text().await?);
-                }
-                response.bytes().await?;
-                latencies.push(t.elapsed().as_secs_f64() * 1000.0);
-            }
-            Ok::<_, anyhow::Error>(latencies)
-        }));
-    }
-    let mut latencies = Vec::new();
-    while let Some(task) = tasks.next().await {
-        latencies.extend(task??);
-    }
-    let hub_seconds = started.elapsed().as_secs_f64();
+    let (hub_seconds, mut latencies) = hub.analysts(&queries, analysts, per_analyst).await?;
     let answer = duckdb.ask(json!({
         "concurrent": queries, "threads": analysts, "per_thread": per_analyst
     }))?;
