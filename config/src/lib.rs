@@ -137,6 +137,9 @@ pub struct IngestConfig {
     pub file_rows: u64,
     /// Parquet compression: `zstd`, `snappy` or `none`.
     pub compression: String,
+    /// Rows per Parquet row group: the unit a scan splits over cores and skips by its
+    /// statistics (BENCHMARKS.md, "SQL against DuckDB", measures the choice).
+    pub row_group_rows: u64,
     /// Kafka feeds consumed into datasets (`[[ingest.kafka]]` tables).
     pub kafka: Vec<KafkaFeed>,
 }
@@ -148,6 +151,7 @@ impl Default for IngestConfig {
             max_rejected_reported: 1000,
             file_rows: 1_000_000,
             compression: "zstd".into(),
+            row_group_rows: 1024 * 1024,
             kafka: Vec::new(),
         }
     }
@@ -526,6 +530,11 @@ impl Config {
             "ingest.file_rows",
             self.ingest.file_rows > 0,
             "must be greater than 0",
+        );
+        check(
+            "ingest.row_group_rows",
+            self.ingest.row_group_rows >= 1024,
+            "must be at least 1024",
         );
         check(
             "ingest.compression",

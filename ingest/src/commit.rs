@@ -58,6 +58,7 @@ impl Ingest {
         label: &str,
     ) -> Result<DataFile, IngestError> {
         let compression = self.config.compression.clone();
+        let row_group_rows = usize::try_from(self.config.row_group_rows).unwrap_or(usize::MAX);
         let keys = KeyColumns::of(dataset)?;
         let (bytes, stats, rows) = tokio::task::spawn_blocking(move || {
             // A keyed dataset stores one row per key: the last of a write wins.
@@ -66,7 +67,7 @@ impl Ingest {
                 None => (batches, None),
             };
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            let bytes = encode(&batches, &compression, bloom)?;
+            let bytes = encode(&batches, &compression, row_group_rows, bloom)?;
             Ok::<_, IngestError>((bytes, column_stats(&batches), rows))
         })
         .await

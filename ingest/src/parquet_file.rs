@@ -22,11 +22,15 @@ use crate::IngestError;
 const MAX_STAT_STRING: usize = 64;
 
 /// Writer settings for hub files: the configured compression, page statistics on, and
-/// row groups of up to 1M rows so that scans parallelise over large imports. A keyed
+/// row groups of up to `row_group_rows` rows (`ingest.row_group_rows`). A keyed
 /// dataset's files carry a bloom filter on the key's leading column (`bloom`: its name and
 /// the rows the file holds, which sizes the filter), so that an upsert rules a stored file
 /// out without decoding it.
-pub fn writer_properties(compression: &str, bloom: Option<(&str, u64)>) -> WriterProperties {
+pub fn writer_properties(
+    compression: &str,
+    row_group_rows: usize,
+    bloom: Option<(&str, u64)>,
+) -> WriterProperties {
     let compression = match compression {
         "snappy" => Compression::SNAPPY,
         "none" => Compression::UNCOMPRESSED,
@@ -34,7 +38,7 @@ pub fn writer_properties(compression: &str, bloom: Option<(&str, u64)>) -> Write
     };
     let mut builder = WriterProperties::builder()
         .set_compression(compression)
-        .set_max_row_group_row_count(Some(1024 * 1024))
+        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
         .set_created_by(format!("cityhub {}", env!("CARGO_PKG_VERSION")));
     if let Some((column, rows)) = bloom {
         let column = ColumnPath::from(column);
@@ -51,6 +55,7 @@ pub fn writer_properties(compression: &str, bloom: Option<(&str, u64)>) -> Write
 pub fn encode(
     batches: &[RecordBatch],
     compression: &str,
+    row_group_rows: usize,
     bloom_column: Option<&str>,
 ) -> Result<Vec<u8>, IngestError> {
     let Some(first) = batches.first() else {
@@ -62,7 +67,7 @@ pub fn encode(
     let mut writer = ArrowWriter::try_new(
         &mut buffer,
         first.schema(),
-        Some(writer_properties(compression, bloom)),
+        Some(writer_properties(compression, row_group_rows, bloom)),
     )
     .map_err(|err| IngestError::Internal(format!("cannot start a Parquet file: {err}")))?;
     for batch in batches {
@@ -214,7 +219,7 @@ mod tests {
         assert_eq!(stats["s"].max, Some(Value::from("z")));
         assert_eq!(stats["long"].min, None);
         assert_eq!(stats["long"].max, None);
-        let bytes = encode(&[a], "zstd", None).expect("encode");
+        let bytes = encode(&[a], "zstd", 1024, None).expect("encode");
         assert_eq!(&bytes[..4], b"PAR1");
     }
 }

@@ -681,7 +681,7 @@ mod tests {
         };
         let open = |bytes: Vec<u8>| open_file("test.parquet", Bytes::from(bytes)).expect("opens");
         let with_bloom = open(
-            crate::parquet_file::encode(std::slice::from_ref(&batch), "zstd", Some("id"))
+            crate::parquet_file::encode(std::slice::from_ref(&batch), "zstd", 1024, Some("id"))
                 .expect("test value"),
         );
         assert!(leading.bloom_may_hold(&with_bloom, &[KeyValue::Int(1000), KeyValue::Int(42)]));
@@ -696,7 +696,7 @@ mod tests {
         );
         // A file without a bloom filter (written before keyed files had one) may hold any.
         let without =
-            open(crate::parquet_file::encode(&[batch], "zstd", None).expect("test value"));
+            open(crate::parquet_file::encode(&[batch], "zstd", 1024, None).expect("test value"));
         assert!(leading.bloom_may_hold(&without, &absent));
     }
 }

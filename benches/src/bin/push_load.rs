@@ -129,7 +129,9 @@ async fn baseline(bodies: &[String]) -> anyhow::Result<f64> {
                 file.try_clone()?,
                 schema.clone(),
                 Some(cityhub_ingest::parquet_file::writer_properties(
-                    "zstd", None,
+                    "zstd",
+                    1024 * 1024,
+                    None,
                 )),
             )?;
             for batch in &batches {

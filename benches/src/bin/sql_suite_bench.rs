@@ -59,6 +59,9 @@ struct Args {
     /// The hub's target partitions (default: the hub's own default).
     #[arg(long)]
     target_partitions: Option<u64>,
+    /// Rows per row group in the hub's files (`ingest.row_group_rows`; default: the hub's).
+    #[arg(long)]
+    row_group_rows: Option<u64>,
     /// A DataFusion setting for the hub (`name=value`, repeatable), as
     /// `query.engine_options` takes it; plain DataFusion keeps its defaults.
     #[arg(long = "engine-option")]
@@ -241,6 +244,9 @@ async fn main() -> anyhow::Result<()> {
         }
         if let Some(partitions) = args.target_partitions {
             config.query.target_partitions = partitions;
+        }
+        if let Some(rows) = args.row_group_rows {
+            config.ingest.row_group_rows = rows;
         }
         for option in &args.engine_options {
             let (name, value) = option.split_once('=').unwrap_or((option, ""));
