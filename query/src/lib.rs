@@ -79,6 +79,9 @@ pub struct QueryEngine {
     /// gives its own view of the catalog: building one per query cost more than planning
     /// `SELECT count(*)`. One for HTTP and Flight, one with PostgreSQL's types.
     base: Arc<BaseSessions>,
+    /// Each query's memory pool, in bytes: worked out once at start (the default reads
+    /// the machine's memory), not per query.
+    memory_limit: usize,
 }
 
 struct BaseSessions {
@@ -191,8 +194,10 @@ impl QueryEngine {
                 datafusion_pg_catalog::pg_catalog::oid_type_planner::PgOidTypePlanner,
             ))
             .build();
+        let memory_limit = usize::try_from(query_memory_limit(&config)).unwrap_or(usize::MAX);
         Ok(Self {
             base: Arc::new(BaseSessions { plain, postgres }),
+            memory_limit,
             catalog,
             runtime,
             files: Arc::new(FileListCache::default()),
@@ -224,9 +229,8 @@ impl QueryEngine {
     /// A runtime for one query: the process's caches and object stores, with a memory pool
     /// of the query's own so that one query cannot starve the others.
     fn query_runtime(&self) -> Arc<RuntimeEnv> {
-        let limit = usize::try_from(query_memory_limit(&self.config)).unwrap_or(usize::MAX);
         Arc::new(RuntimeEnv {
-            memory_pool: Arc::new(FairSpillPool::new(limit)),
+            memory_pool: Arc::new(FairSpillPool::new(self.memory_limit)),
             disk_manager: self.runtime.disk_manager.clone(),
             cache_manager: self.runtime.cache_manager.clone(),
             object_store_registry: self.runtime.object_store_registry.clone(),
@@ -521,7 +525,7 @@ impl QueryEngine {
 
 /// The memory one query may use: the configured limit, or by default a quarter of the
 /// machine's memory and at least 2 GiB.
-pub fn query_memory_limit(config: &QueryConfig) -> u64 {
+fn query_memory_limit(config: &QueryConfig) -> u64 {
     const FLOOR: u64 = 2 * 1024 * 1024 * 1024;
     if config.memory_limit_bytes > 0 {
         return config.memory_limit_bytes;

@@ -65,8 +65,7 @@ impl OptimizerRule for NotInToAntiJoin {
         let mut changed = false;
         let mut conjuncts = Vec::new();
         for conjunct in split_conjunction_owned(filter.predicate.clone()) {
-            let alias = config.alias_generator().next("__cityhub_not_in");
-            match rewrite_not_in(&conjunct, &filter.input, &alias)? {
+            match rewrite_not_in(&conjunct, &filter.input, config)? {
                 Some(rewritten) => {
                     changed = true;
                     conjuncts.extend(rewritten);
@@ -85,9 +84,11 @@ impl OptimizerRule for NotInToAntiJoin {
 
 /// The conjuncts replacing `conjunct` when it is a `column NOT IN (uncorrelated subquery)`
 /// that may meet a NULL.
-/// `alias` names the subquery inside the `NOT EXISTS`: a subquery over the outer query's own
-/// table would otherwise compare a column with itself once decorrelated.
-fn rewrite_not_in(conjunct: &Expr, input: &LogicalPlan, alias: &str) -> Result<Option<Vec<Expr>>> {
+fn rewrite_not_in(
+    conjunct: &Expr,
+    input: &LogicalPlan,
+    config: &dyn OptimizerConfig,
+) -> Result<Option<Vec<Expr>>> {
     let Expr::InSubquery(InSubquery {
         expr,
         subquery,
@@ -112,6 +113,9 @@ fn rewrite_not_in(conjunct: &Expr, input: &LogicalPlan, alias: &str) -> Result<O
         return Ok(None);
     }
     let outer_type = expr.get_type(outer_schema)?;
+    // The subquery inside the `NOT EXISTS` gets a name of its own: over the outer query's
+    // own table, its column would otherwise meet itself once decorrelated.
+    let alias = config.alias_generator().next("__cityhub_not_in");
     let aliased = LogicalPlanBuilder::from(values.clone())
         .alias(alias)?
         .build()?;

@@ -513,6 +513,19 @@ async fn a_join_with_a_small_dataset_is_not_repartitioned() {
         let plan = response.text().await.expect("plan");
         assert!(plan.contains("HashJoinExec: mode=CollectLeft"), "{plan}");
         assert!(!plan.contains("mode=Partitioned"), "{plan}");
+        // The collected (build) side is the first scan under the join: the 2-row table,
+        // the only one read with `label`, whichever side the query names it on; the
+        // probe side is the 3,000-row one.
+        // (The plan is a JSON string: its lines are separated by `\n` escapes.)
+        let under_join = &plan[plan.find("HashJoinExec").expect("a join")..];
+        let mut scans = under_join
+            .split("\\n")
+            .filter(|line| line.contains("DataSourceExec"));
+        let (build, probe) = (scans.next().expect("build"), scans.next().expect("probe"));
+        assert!(
+            build.contains("label") && !probe.contains("label"),
+            "{plan}"
+        );
         let response = sql(
             &server,
             &server.admin,
