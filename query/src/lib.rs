@@ -24,6 +24,7 @@ pub mod reader;
 pub mod rewrite;
 pub mod table;
 pub mod time_travel;
+mod utc_time;
 pub mod view;
 
 use cityhub_catalog::camera::CameraSettings;
@@ -182,6 +183,8 @@ impl QueryEngine {
         // decorrelates them.
         let mut rules = datafusion::optimizer::Optimizer::new().rules;
         rules.insert(0, Arc::new(not_in::NotInToAntiJoin));
+        // Last, so it sees the simplifier's folded interval literals.
+        rules.push(Arc::new(utc_time::UtcTimeArithmetic));
         let plain = SessionStateBuilder::new()
             .with_default_features()
             .with_optimizer_rules(rules)
