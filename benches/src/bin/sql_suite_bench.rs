@@ -77,6 +77,9 @@ struct Args {
     /// (EXPLAIN ANALYZE, with each operator's rows, time and spills).
     #[arg(long)]
     explain: Option<String>,
+    /// Run this SQL (repeatable) instead of the suite: for taking a query apart.
+    #[arg(long = "query")]
+    queries: Vec<String>,
 }
 
 /// The suite: (name, SQL). Shaped like what city analysts write; every statement is valid
@@ -282,7 +285,18 @@ async fn main() -> anyhow::Result<()> {
         Some(only) if SUITE.iter().any(|(n, _)| *n == only) => name == only,
         Some(only) => name.contains(only),
     };
-    let suite: Vec<(&str, &str)> = SUITE.iter().copied().filter(|(n, _)| wanted(n)).collect();
+    let names: Vec<String> = (1..=args.queries.len())
+        .map(|n| format!("query {n}"))
+        .collect();
+    let suite: Vec<(&str, &str)> = if args.queries.is_empty() {
+        SUITE.iter().copied().filter(|(n, _)| wanted(n)).collect()
+    } else {
+        names
+            .iter()
+            .zip(&args.queries)
+            .map(|(name, sql)| (name.as_str(), sql.as_str()))
+            .collect()
+    };
     let explain = match args.explain.as_deref() {
         None => None,
         Some("plan") => Some("EXPLAIN"),
