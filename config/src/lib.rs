@@ -62,6 +62,18 @@ pub struct ServerConfig {
     /// Address of Arrow Flight SQL (ADBC, pyarrow, the Flight SQL JDBC driver), `host:port`;
     /// empty turns it off.
     pub flight_bind: String,
+    /// Seconds a client has to send a request's headers, and that an idle keep-alive
+    /// connection is kept waiting for its next request; then the connection is closed.
+    pub header_read_timeout_secs: u64,
+    /// Connections open at once, from everyone; past it new ones are closed at once (and a
+    /// warning says so). 0 turns the cap off.
+    pub max_connections: u64,
+    /// Connections open at once from one client address; 0 turns the cap off. Behind a
+    /// proxy every connection comes from the proxy's address: raise it or turn it off there.
+    pub max_connections_per_client: u64,
+    /// Bearer token `GET /metrics` asks for (Prometheus `authorization`). Empty: the metrics
+    /// answer only callers on the loopback interface, since their labels name datasets.
+    pub metrics_token: String,
 }
 
 impl Default for ServerConfig {
@@ -76,6 +88,10 @@ impl Default for ServerConfig {
             pg_tls_cert: String::new(),
             pg_tls_key: String::new(),
             flight_bind: "127.0.0.1:50051".into(),
+            header_read_timeout_secs: 30,
+            max_connections: 8192,
+            max_connections_per_client: 1024,
+            metrics_token: String::new(),
         }
     }
 }

@@ -12,6 +12,7 @@ mod console;
 mod crash;
 mod endpoints;
 mod flight;
+mod hardening;
 mod kafka;
 mod kafka_broker;
 mod kafka_cameras;

@@ -1,11 +1,12 @@
 //! Liveness, readiness, metrics, and the answer for routes that do not exist.
 
-use axum::extract::State;
+use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
 use super::error::ApiError;
 use super::openapi::ErrorAnswer;
+use crate::serve::peer_address;
 use crate::state::AppState;
 
 #[utoipa::path(get, path = "/healthz", tag = "health",
@@ -35,8 +36,48 @@ pub async fn readyz(State(state): State<AppState>) -> Response {
 }
 
 #[utoipa::path(get, path = "/metrics", tag = "health",
-    responses((status = OK, description = "Prometheus text exposition: requests by route and status, rows and bytes pushed, commit latency, Kafka lag, camera keepalives and status counts", body = String, content_type = "text/plain; version=0.0.4")))]
-pub async fn metrics(State(state): State<AppState>) -> Response {
+    responses(
+        (status = OK, description = "Prometheus text exposition: requests by route and status, rows and bytes pushed, commit latency, Kafka lag, camera keepalives and status counts", body = String, content_type = "text/plain; version=0.0.4"),
+        (status = UNAUTHORIZED, description = "`unauthorized`: `server.metrics_token` is set and the request does not carry it as a bearer token", body = ErrorAnswer),
+        (status = FORBIDDEN, description = "`forbidden`: no `server.metrics_token` is set and the caller is not on the loopback interface", body = ErrorAnswer)))]
+pub async fn metrics(State(state): State<AppState>, request: Request) -> Response {
+    // The series are labelled with endpoint, dataset and topic names, which not every
+    // caller may know: a token, or else loopback only.
+    let token = &state.config.server.metrics_token;
+    if token.is_empty() {
+        let local = peer_address(request.extensions()).is_none_or(|peer| peer.ip().is_loopback());
+        if !local {
+            return ApiError::new(
+                StatusCode::FORBIDDEN,
+                "forbidden",
+                "the metrics answer only on the loopback interface; set server.metrics_token \
+                 to scrape them from elsewhere with that bearer token",
+            )
+            .into_response();
+        }
+    } else {
+        let presented = request
+            .headers()
+            .get(header::AUTHORIZATION)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.strip_prefix("Bearer "));
+        let matches = presented.is_some_and(|presented| {
+            presented.len() == token.len()
+                && presented
+                    .bytes()
+                    .zip(token.bytes())
+                    .fold(0_u8, |differ, (a, b)| differ | (a ^ b))
+                    == 0
+        });
+        if !matches {
+            return ApiError::new(
+                StatusCode::UNAUTHORIZED,
+                "unauthorized",
+                "the metrics need the bearer token of server.metrics_token",
+            )
+            .into_response();
+        }
+    }
     state.sharing.update_gauges().await;
     (
         [(header::CONTENT_TYPE, "text/plain; version=0.0.4")],
