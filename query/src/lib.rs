@@ -13,7 +13,6 @@
 //! - [`encode`]: streaming result encoders (JSON, NDJSON, CSV, Arrow IPC, Parquet).
 
 pub mod cameras;
-mod eager_aggregate;
 pub mod encode;
 pub mod endpoint;
 pub mod error;
@@ -186,7 +185,6 @@ impl QueryEngine {
         rules.insert(0, Arc::new(not_in::NotInToAntiJoin));
         // Last, so it sees the simplifier's folded interval literals.
         rules.push(Arc::new(utc_time::UtcTimeArithmetic));
-        rules.push(Arc::new(eager_aggregate::EagerAggregate));
         let plain = SessionStateBuilder::new()
             .with_default_features()
             .with_optimizer_rules(rules)
