@@ -284,8 +284,11 @@ impl TableProvider for SnapshotTable {
     }
 
     fn statistics(&self) -> Option<Statistics> {
-        let per_file: Vec<Statistics> =
-            self.files.iter().map(|f| self.file_statistics(f)).collect();
+        let per_file: Vec<Statistics> = self
+            .files
+            .iter()
+            .map(|file| self.file_statistics(file))
+            .collect();
         Statistics::try_merge_iter(&per_file, &self.schema).ok()
     }
 

@@ -23,8 +23,8 @@ use std::sync::Arc;
 
 use datafusion::arrow::array::{Array, ArrayRef, AsArray};
 use datafusion::arrow::datatypes::{
-    DataType, Field, FieldRef, TimeUnit, TimestampMicrosecondType, TimestampMillisecondType,
-    TimestampNanosecondType, TimestampSecondType,
+    ArrowTimestampType, DataType, Field, FieldRef, TimeUnit, TimestampMicrosecondType,
+    TimestampMillisecondType, TimestampNanosecondType, TimestampSecondType,
 };
 use datafusion::common::tree_node::{Transformed, TreeNode};
 use datafusion::common::{DFSchema, Result, ScalarValue};
@@ -261,31 +261,20 @@ fn untagged_field(field: &FieldRef) -> FieldRef {
 
 /// The same values under another zone tag: no copy, no conversion.
 fn retag(array: &ArrayRef, zone: Option<Arc<str>>) -> ArrayRef {
+    fn as_zone<T: ArrowTimestampType>(array: &ArrayRef, zone: Option<Arc<str>>) -> ArrayRef {
+        Arc::new(array.as_primitive::<T>().clone().with_timezone_opt(zone))
+    }
     match array.data_type() {
-        DataType::Timestamp(TimeUnit::Second, _) => Arc::new(
-            array
-                .as_primitive::<TimestampSecondType>()
-                .clone()
-                .with_timezone_opt(zone),
-        ),
-        DataType::Timestamp(TimeUnit::Millisecond, _) => Arc::new(
-            array
-                .as_primitive::<TimestampMillisecondType>()
-                .clone()
-                .with_timezone_opt(zone),
-        ),
-        DataType::Timestamp(TimeUnit::Microsecond, _) => Arc::new(
-            array
-                .as_primitive::<TimestampMicrosecondType>()
-                .clone()
-                .with_timezone_opt(zone),
-        ),
-        DataType::Timestamp(TimeUnit::Nanosecond, _) => Arc::new(
-            array
-                .as_primitive::<TimestampNanosecondType>()
-                .clone()
-                .with_timezone_opt(zone),
-        ),
+        DataType::Timestamp(TimeUnit::Second, _) => as_zone::<TimestampSecondType>(array, zone),
+        DataType::Timestamp(TimeUnit::Millisecond, _) => {
+            as_zone::<TimestampMillisecondType>(array, zone)
+        }
+        DataType::Timestamp(TimeUnit::Microsecond, _) => {
+            as_zone::<TimestampMicrosecondType>(array, zone)
+        }
+        DataType::Timestamp(TimeUnit::Nanosecond, _) => {
+            as_zone::<TimestampNanosecondType>(array, zone)
+        }
         _ => Arc::clone(array),
     }
 }

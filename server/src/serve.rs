@@ -10,7 +10,7 @@
 use std::collections::HashMap;
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
@@ -114,12 +114,17 @@ pub async fn run(
 struct ConnectionLimits {
     total_cap: usize,
     per_client_cap: usize,
-    total: AtomicUsize,
-    per_client: Mutex<HashMap<IpAddr, usize>>,
+    open: Mutex<OpenConnections>,
     /// Refusals since the last warning, and when that was: one line a second at most, or a
     /// flood of clients becomes a flood of logs.
     refused: AtomicU64,
     last_warning: Mutex<Option<Instant>>,
+}
+
+#[derive(Default)]
+struct OpenConnections {
+    total: usize,
+    per_client: HashMap<IpAddr, usize>,
 }
 
 impl ConnectionLimits {
@@ -131,8 +136,7 @@ impl ConnectionLimits {
         Self {
             total_cap: cap(total_cap),
             per_client_cap: cap(per_client_cap),
-            total: AtomicUsize::new(0),
-            per_client: Mutex::default(),
+            open: Mutex::default(),
             refused: AtomicU64::new(0),
             last_warning: Mutex::default(),
         }
@@ -141,26 +145,23 @@ impl ConnectionLimits {
     /// A place for one more connection from `client`, held until the guard drops; `None`
     /// (and a warning) when a cap is reached.
     fn admit(self: &Arc<Self>, client: IpAddr) -> Option<Admitted> {
-        let mut per_client = self
-            .per_client
-            .lock()
-            .unwrap_or_else(|err| err.into_inner());
-        let open_from_client = per_client.get(&client).copied().unwrap_or(0);
-        let open = self.total.load(Ordering::Relaxed);
-        let refusal = if open >= self.total_cap {
+        let mut open = self.open.lock().unwrap_or_else(|err| err.into_inner());
+        let from_client = open.per_client.get(&client).copied().unwrap_or(0);
+        let refusal = if open.total >= self.total_cap {
             Some(("max_connections", self.total_cap))
-        } else if open_from_client >= self.per_client_cap {
+        } else if from_client >= self.per_client_cap {
             Some(("max_connections_per_client", self.per_client_cap))
         } else {
             None
         };
         if let Some((setting, cap)) = refusal {
-            drop(per_client);
-            self.warn_refused(client, setting, cap, open);
+            let total = open.total;
+            drop(open);
+            self.warn_refused(client, setting, cap, total);
             return None;
         }
-        per_client.insert(client, open_from_client + 1);
-        self.total.fetch_add(1, Ordering::Relaxed);
+        open.per_client.insert(client, from_client + 1);
+        open.total += 1;
         Some(Admitted {
             limits: Arc::clone(self),
             client,
@@ -199,16 +200,16 @@ struct Admitted {
 
 impl Drop for Admitted {
     fn drop(&mut self) {
-        self.limits.total.fetch_sub(1, Ordering::Relaxed);
-        let mut per_client = self
+        let mut open = self
             .limits
-            .per_client
+            .open
             .lock()
             .unwrap_or_else(|err| err.into_inner());
-        if let Some(open) = per_client.get_mut(&self.client) {
-            *open -= 1;
-            if *open == 0 {
-                per_client.remove(&self.client);
+        open.total -= 1;
+        if let Some(from_client) = open.per_client.get_mut(&self.client) {
+            *from_client -= 1;
+            if *from_client == 0 {
+                open.per_client.remove(&self.client);
             }
         }
     }

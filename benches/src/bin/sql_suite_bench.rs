@@ -285,6 +285,7 @@ async fn main() -> anyhow::Result<()> {
         Some(only) if SUITE.iter().any(|(n, _)| *n == only) => name == only,
         Some(only) => name.contains(only),
     };
+    // Given SQL is named by its place: "query 1", "query 2", ...
     let names: Vec<String> = (1..=args.queries.len())
         .map(|n| format!("query {n}"))
         .collect();
@@ -293,8 +294,8 @@ async fn main() -> anyhow::Result<()> {
     } else {
         names
             .iter()
-            .zip(&args.queries)
-            .map(|(name, sql)| (name.as_str(), sql.as_str()))
+            .map(String::as_str)
+            .zip(args.queries.iter().map(String::as_str))
             .collect()
     };
     let explain = match args.explain.as_deref() {

@@ -8,6 +8,16 @@ use cityhub_catalog::{Principal, Role};
 use super::error::ApiError;
 use crate::state::AppState;
 
+/// The token of an `Authorization: Bearer <token>` header, if it is one.
+pub fn bearer(header: &axum::http::HeaderValue) -> Option<&str> {
+    header
+        .to_str()
+        .ok()
+        .and_then(|value| value.strip_prefix("Bearer "))
+        .map(str::trim)
+        .filter(|token| !token.is_empty())
+}
+
 /// The authenticated principal of a request.
 #[derive(Debug, Clone)]
 pub struct Caller(pub Principal);
@@ -19,15 +29,9 @@ impl FromRequestParts<AppState> for Caller {
         let header = parts.headers.get(AUTHORIZATION).ok_or_else(|| {
             ApiError::unauthorized("send an Authorization: Bearer <token> header")
         })?;
-        let token = header
-            .to_str()
-            .ok()
-            .and_then(|value| value.strip_prefix("Bearer "))
-            .map(str::trim)
-            .filter(|token| !token.is_empty())
-            .ok_or_else(|| {
-                ApiError::unauthorized("the Authorization header must be Bearer <token>")
-            })?;
+        let token = bearer(header).ok_or_else(|| {
+            ApiError::unauthorized("the Authorization header must be Bearer <token>")
+        })?;
         let principal = state.sharing.authenticate(token).await?;
         // Dashboard tokens sit in screens on walls: they read dashboard endpoints, the
         // camera statistics (counts and rates, nothing about a person) and who they are,

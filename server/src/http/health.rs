@@ -4,6 +4,7 @@ use axum::extract::{Request, State};
 use axum::http::{StatusCode, header};
 use axum::response::{IntoResponse, Response};
 
+use super::auth::bearer;
 use super::error::ApiError;
 use super::openapi::ErrorAnswer;
 use crate::serve::peer_address;
@@ -47,9 +48,7 @@ pub async fn metrics(State(state): State<AppState>, request: Request) -> Respons
     if token.is_empty() {
         let local = peer_address(request.extensions()).is_none_or(|peer| peer.ip().is_loopback());
         if !local {
-            return ApiError::new(
-                StatusCode::FORBIDDEN,
-                "forbidden",
+            return ApiError::forbidden(
                 "the metrics answer only on the loopback interface; set server.metrics_token \
                  to scrape them from elsewhere with that bearer token",
             )
@@ -59,20 +58,9 @@ pub async fn metrics(State(state): State<AppState>, request: Request) -> Respons
         let presented = request
             .headers()
             .get(header::AUTHORIZATION)
-            .and_then(|value| value.to_str().ok())
-            .and_then(|value| value.strip_prefix("Bearer "));
-        let matches = presented.is_some_and(|presented| {
-            presented.len() == token.len()
-                && presented
-                    .bytes()
-                    .zip(token.bytes())
-                    .fold(0_u8, |differ, (a, b)| differ | (a ^ b))
-                    == 0
-        });
-        if !matches {
-            return ApiError::new(
-                StatusCode::UNAUTHORIZED,
-                "unauthorized",
+            .and_then(bearer);
+        if !presented.is_some_and(|presented| same_secret(presented, token)) {
+            return ApiError::unauthorized(
                 "the metrics need the bearer token of server.metrics_token",
             )
             .into_response();
@@ -84,6 +72,16 @@ pub async fn metrics(State(state): State<AppState>, request: Request) -> Respons
         state.metrics.render(),
     )
         .into_response()
+}
+
+/// Equal strings, compared in a time that does not tell how much of a guess was right.
+fn same_secret(presented: &str, secret: &str) -> bool {
+    presented.len() == secret.len()
+        && presented
+            .bytes()
+            .zip(secret.bytes())
+            .fold(0_u8, |differ, (a, b)| differ | (a ^ b))
+            == 0
 }
 
 pub async fn not_found() -> ApiError {
