@@ -722,7 +722,7 @@ async fn run(filters: &[String]) -> (usize, usize, usize) {
     config.storage.data_dir = dir.path().display().to_string();
     config.cameras.keepalive_interval_secs = 3600;
     config.cameras.rtsp_template = "rtsp://media.neijiang:554/rtp/{device}_{channel}".into();
-    let state = AppState::open(config).expect("open");
+    let state = AppState::open(config).await.expect("open");
     fixture(&state).await;
 
     let mut failures = Vec::new();

@@ -99,7 +99,7 @@ impl Hub {
         config.log.level = "warn".into();
         // Benchmarks measure throughput; per-token rate limits would measure the limit.
         config.server.rate_limit_per_second = 0;
-        let state = AppState::open(config)?;
+        let state = AppState::open(config).await?;
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
         let base = format!("http://{}", listener.local_addr()?);
         let (stop, stopped) = oneshot::channel::<()>();

@@ -402,6 +402,43 @@ pub enum Saved {
     Unchanged,
 }
 
+/// What saving a definition comes to, decided from the current version.
+pub enum SavePlan {
+    /// It equals the current version (given back): nothing to write.
+    Unchanged(Endpoint),
+    /// Write this version; it creates or updates.
+    Write(i64, Saved),
+}
+
+impl SavePlan {
+    /// What saving `spec` as `name`, to run as `owner`, means next to the `current`
+    /// version; refused when `acting_for` (the caller's department; `None` for an admin)
+    /// does not own the endpoint.
+    pub fn of(
+        name: &str,
+        current: Option<Endpoint>,
+        owner: &str,
+        spec: &EndpointSpec,
+        acting_for: Option<&str>,
+    ) -> Result<SavePlan, crate::error::CatalogError> {
+        let Some(current) = current else {
+            return Ok(SavePlan::Write(1, Saved::Created));
+        };
+        if let Some(acting_for) = acting_for
+            && current.owner != acting_for
+        {
+            return Err(crate::error::CatalogError::WrongState(format!(
+                "endpoint {name:?} belongs to department {}; only it or an admin may change it",
+                current.owner
+            )));
+        }
+        if current.owner == owner && &current.spec == spec {
+            return Ok(SavePlan::Unchanged(current));
+        }
+        Ok(SavePlan::Write(current.version + 1, Saved::Updated))
+    }
+}
+
 /// A saved version of an endpoint.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct Endpoint {

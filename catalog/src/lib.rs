@@ -8,7 +8,8 @@
 //! - [`store`]: one store trait per domain (datasets, sharing, audit, cameras, endpoints);
 //!   [`CatalogStore`] is all of them, the only way the hub reads or changes metadata.
 //! - [`sqlite`]: the embedded implementation, one file per domain (numbered migrations in
-//!   `migrations/`).
+//!   `migrations/`); [`postgres`]: the same on PostgreSQL for several nodes
+//!   (`migrations/postgres/`).
 //! - [`sharing`]: share requests and grants, and [`SharingService`]: departments, tokens,
 //!   applications, decisions, revocations and audit retention, each checked and audited.
 //! - [`gb28181`]: GB/T 28181 device and channel ids, validated and decoded.
@@ -32,6 +33,7 @@ pub mod error;
 pub mod gb28181;
 pub mod lifecycle;
 pub mod model;
+pub mod postgres;
 pub mod principals;
 pub mod region;
 pub mod sharing;
@@ -50,6 +52,7 @@ pub use lifecycle::{
     validate_region, validate_sort_key,
 };
 pub use model::*;
+pub use postgres::PostgresStore;
 pub use sharing::SharingService;
 pub use sharing::{Grant, ShareRequest, ShareStatus};
 pub use sqlite::SqliteStore;
@@ -58,9 +61,14 @@ pub use store::{AuditStore, CameraStore, CatalogStore, DatasetStore, EndpointSto
 /// A shared handle on the catalog store.
 pub type Catalog = Arc<dyn CatalogStore>;
 
-/// Opens the catalog the configuration names (creating and migrating it if needed).
-pub fn open(config: &cityhub_config::Config) -> Result<Catalog> {
-    let store = SqliteStore::open_url(&config.catalog_url(), config.catalog.busy_timeout_ms)?;
+/// Opens the catalog the configuration names (creating and migrating it if needed): the
+/// embedded SQLite file, or a PostgreSQL database shared by several nodes.
+pub async fn open(config: &cityhub_config::Config) -> Result<Catalog> {
+    let url = config.catalog_url();
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok(Arc::new(PostgresStore::open_url(&url).await?));
+    }
+    let store = SqliteStore::open_url(&url, config.catalog.busy_timeout_ms)?;
     Ok(Arc::new(store))
 }
 

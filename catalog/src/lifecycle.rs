@@ -4,7 +4,7 @@
 use serde::{Deserialize, Serialize};
 
 use crate::error::CatalogError;
-use crate::model::{Column, ColumnType, DataFile, RowRetention, validate_columns};
+use crate::model::{Column, ColumnType, DataFile, NewDataset, RowRetention, validate_columns};
 
 /// Validates how a dataset says where its rows lie: a region column (a string column that
 /// is never masked: scopes compare its raw values), or `region_free`, not both.
@@ -48,6 +48,24 @@ where
 }
 
 /// Validates a declared sort key against the columns: known, sortable, not repeated.
+/// Every check a dataset's registration must pass before it reaches the database.
+pub fn validate_new_dataset(new: &NewDataset) -> Result<(), CatalogError> {
+    validate_columns(&new.columns)?;
+    validate_sort_key(&new.sort_key, &new.columns)?;
+    validate_primary_key(&new.primary_key, &new.columns)?;
+    validate_region(new.region_column.as_deref(), new.region_free, &new.columns)?;
+    if let Some(retention) = &new.row_retention {
+        validate_row_retention(retention, &new.columns)?;
+    }
+    if new.snapshot_retention_days == Some(0) {
+        return Err(CatalogError::invalid(
+            "snapshot_retention_days",
+            "must be at least 1: a replaced snapshot stays readable for at least a day",
+        ));
+    }
+    Ok(())
+}
+
 pub fn validate_sort_key(sort_key: &[String], columns: &[Column]) -> Result<(), CatalogError> {
     let mut seen = std::collections::HashSet::new();
     for (index, name) in sort_key.iter().enumerate() {

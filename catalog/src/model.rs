@@ -28,6 +28,24 @@ pub struct Department {
     pub created_at: DateTime<Utc>,
 }
 
+impl Department {
+    /// A new department, checked: a valid code and a display name.
+    pub fn new(code: &str, name: &str, created_at: DateTime<Utc>) -> Result<Self, CatalogError> {
+        validate_department_code(code)?;
+        if name.trim().is_empty() {
+            return Err(CatalogError::invalid(
+                "name",
+                "a department needs a display name such as 公安局",
+            ));
+        }
+        Ok(Department {
+            code: code.to_string(),
+            name: name.trim().to_string(),
+            created_at,
+        })
+    }
+}
+
 /// Checks a department code: lowercase ASCII letter first, then letters, digits or `_`.
 pub fn validate_department_code(code: &str) -> Result<(), CatalogError> {
     if !is_identifier(code) {

@@ -126,7 +126,8 @@ impl Default for StorageConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct CatalogConfig {
-    /// `sqlite:///path/catalog.db`; empty means `{data_dir}/catalog.db`.
+    /// `sqlite:///path/catalog.db` (embedded; empty means `{data_dir}/catalog.db`), or
+    /// `postgres://user:password@host:port/database` for a catalog several nodes share.
     pub url: String,
     /// How long a catalog writer waits for a lock held by another process.
     pub busy_timeout_ms: u64,
@@ -539,8 +540,12 @@ impl Config {
         );
         check(
             "catalog.url",
-            self.catalog.url.is_empty() || self.catalog.url.starts_with("sqlite://"),
-            "must be empty (catalog.db in the data folder) or a sqlite:// URL",
+            self.catalog.url.is_empty()
+                || ["sqlite://", "postgres://", "postgresql://"]
+                    .iter()
+                    .any(|scheme| self.catalog.url.starts_with(scheme)),
+            "must be empty (catalog.db in the data folder), a sqlite:// URL, or a postgres:// \
+             URL (postgres://user:password@host:port/database)",
         );
         check(
             "ingest.file_rows",

@@ -69,13 +69,13 @@ pub struct Parts {
 impl AppState {
     /// Opens the catalog and the object store the configuration names, and starts the
     /// audit writer and the endpoints' poller (so it must run inside a tokio runtime).
-    pub fn open(config: Config) -> Result<Self, OpenError> {
-        Self::open_with_clock(config, Clock::system())
+    pub async fn open(config: Config) -> Result<Self, OpenError> {
+        Self::open_with_clock(config, Clock::system()).await
     }
 
     /// [`Self::open`] with the clock the hub reads the time of day from.
-    pub fn open_with_clock(config: Config, clock: Clock) -> Result<Self, OpenError> {
-        let catalog = cityhub_catalog::open(&config)?;
+    pub async fn open_with_clock(config: Config, clock: Clock) -> Result<Self, OpenError> {
+        let catalog = cityhub_catalog::open(&config).await?;
         let storage = Storage::open(&config.storage_url())?;
         let audit = AuditLog::start(catalog.clone());
         let settings = CameraSettings::from_config(&config.cameras);

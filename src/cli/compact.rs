@@ -10,7 +10,7 @@ use indicatif::{ProgressBar, ProgressStyle};
 
 pub async fn run(config: Config, dataset: &str) -> anyhow::Result<()> {
     let name = DatasetName::parse(dataset)?;
-    let state = AppState::open(config)?;
+    let state = AppState::open(config).await?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(

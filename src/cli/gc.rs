@@ -9,7 +9,7 @@ use cityhub_ingest::gc::Reason;
 use cityhub_server::AppState;
 
 pub async fn run(config: Config, dry_run: bool) -> anyhow::Result<()> {
-    let state = AppState::open(config)?;
+    let state = AppState::open(config).await?;
     let report = state
         .ingest
         .collect_garbage(

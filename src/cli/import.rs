@@ -17,7 +17,7 @@ pub async fn run(
     create: bool,
 ) -> anyhow::Result<()> {
     let name = DatasetName::parse(dataset)?;
-    let state = AppState::open(config)?;
+    let state = AppState::open(config).await?;
     let bar = ProgressBar::new(0);
     bar.set_style(
         ProgressStyle::with_template(

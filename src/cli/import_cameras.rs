@@ -17,7 +17,7 @@ use serde_json::{Map, Value};
 /// `cityhub import cameras FILE.csv [--skip-bad]`.
 pub async fn run(config: Config, file: &Path, skip_bad: bool) -> anyhow::Result<()> {
     let started = std::time::Instant::now();
-    let state = AppState::open(config)?;
+    let state = AppState::open(config).await?;
     let departments = state
         .catalog
         .list_departments()

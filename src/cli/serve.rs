@@ -14,7 +14,7 @@ use crate::demo;
 /// store the audit log's last events.
 pub async fn run(config: Config, with_demo: bool) -> anyhow::Result<()> {
     telemetry::init_logging(&config.log.level, &config.log.format);
-    let state = AppState::open(config.clone())?;
+    let state = AppState::open(config.clone()).await?;
     if with_demo {
         let started = Instant::now();
         let loaded = demo::load(&state).await.context("loading the demo city")?;

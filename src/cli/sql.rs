@@ -28,7 +28,7 @@ pub async fn run(
 /// Queries the local data folder as its operator (whoever can read the folder can read the
 /// files anyway).
 async fn local(config: Config, sql: &str, format: &str) -> anyhow::Result<()> {
-    let state = AppState::open(config)?;
+    let state = AppState::open(config).await?;
     let operator = Principal::local_operator();
     let result = state
         .query

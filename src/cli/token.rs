@@ -17,7 +17,7 @@ pub async fn create(
     region: Option<String>,
 ) -> anyhow::Result<()> {
     let role: Role = role.parse()?;
-    let catalog = cityhub_catalog::open(&config)?;
+    let catalog = cityhub_catalog::open(&config).await?;
     let audit = AuditLog::start(catalog.clone());
     let sharing = SharingService::new(
         catalog,

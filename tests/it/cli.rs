@@ -24,10 +24,12 @@ fn text(bytes: &[u8]) -> String {
 
 /// A hub on `data_dir` whose clock reads the last 17:58 UTC: an hour at which the demo
 /// once had no "today" (its Beijing midnight was a day late from 16:00 to 24:00 UTC).
-fn state_for(data_dir: &std::path::Path) -> AppState {
+async fn state_for(data_dir: &std::path::Path) -> AppState {
     let mut config = Config::default();
     config.storage.data_dir = data_dir.display().to_string();
-    AppState::open_with_clock(config, support::evening_clock()).expect("open")
+    AppState::open_with_clock(config, support::evening_clock())
+        .await
+        .expect("open")
 }
 
 #[tokio::test]
@@ -54,7 +56,7 @@ async fn token_create_prints_only_a_working_token() {
     );
     let token = lines[0];
     assert!(token.starts_with("chub_"));
-    let state = state_for(dir.path());
+    let state = state_for(dir.path()).await;
     let principal = state
         .catalog
         .principal_by_token_hash(&hash_token(token))
@@ -144,7 +146,7 @@ fn config_prints_values_with_their_sources_and_reports_all_problems() {
 async fn import_creates_a_dataset_from_a_csv_and_refuses_bad_files_whole() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let state = state_for(&data);
+    let state = state_for(&data).await;
     state
         .catalog
         .create_department("zhili", "社会治理中心")
@@ -177,7 +179,7 @@ async fn import_creates_a_dataset_from_a_csv_and_refuses_bad_files_whole() {
         "{stdout}"
     );
 
-    let state = state_for(&data);
+    let state = state_for(&data).await;
     let name = DatasetName::parse("zhili.cases").expect("name");
     let dataset = state
         .catalog
@@ -224,7 +226,7 @@ async fn import_creates_a_dataset_from_a_csv_and_refuses_bad_files_whole() {
 #[tokio::test]
 async fn the_demo_city_loads_once_and_keeps_its_tokens() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = state_for(dir.path());
+    let state = state_for(dir.path()).await;
     let first = cityhub::demo::load_scaled(&state, 0.01)
         .await
         .expect("demo");
@@ -492,7 +494,7 @@ async fn the_demo_city_loads_once_and_keeps_its_tokens() {
 async fn import_reads_ndjson_and_parquet_and_a_failed_create_leaves_nothing() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let state = state_for(&data);
+    let state = state_for(&data).await;
     state
         .catalog
         .create_department("yingji", "应急管理局")
@@ -567,7 +569,7 @@ async fn import_reads_ndjson_and_parquet_and_a_failed_create_leaves_nothing() {
 async fn compact_merges_a_datasets_files_and_names_what_it_did() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let state = state_for(&data);
+    let state = state_for(&data).await;
     state
         .catalog
         .create_department("yingji", "应急管理局")
@@ -622,7 +624,7 @@ async fn compact_merges_a_datasets_files_and_names_what_it_did() {
 async fn gc_dry_run_lists_orphans_with_sizes_and_gc_deletes_them() {
     let dir = tempfile::tempdir().expect("tempdir");
     let data = dir.path().join("data");
-    let state = state_for(&data);
+    let state = state_for(&data).await;
     state
         .catalog
         .create_department("yingji", "应急管理局")
@@ -756,7 +758,7 @@ async fn sql_runs_locally_and_against_a_server() {
 #[tokio::test]
 async fn import_cameras_reports_every_bad_line_and_loads_a_clean_file() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let state = state_for(dir.path());
+    let state = state_for(dir.path()).await;
     state
         .catalog
         .create_department("gongan", "公安局")
@@ -797,7 +799,7 @@ async fn import_cameras_reports_every_bad_line_and_loads_a_clean_file() {
     ] {
         assert!(stderr.contains(expected), "{expected:?} not in {stderr}");
     }
-    let state = state_for(dir.path());
+    let state = state_for(dir.path()).await;
     assert!(
         state
             .catalog
@@ -825,7 +827,7 @@ async fn import_cameras_reports_every_bad_line_and_loads_a_clean_file() {
         text(&output.stdout)
     );
     assert!(text(&output.stderr).contains("Skipped 7 bad line(s)"));
-    let state = state_for(dir.path());
+    let state = state_for(dir.path()).await;
     let (camera, _) = state
         .catalog
         .camera("51102500001320000001")

@@ -234,7 +234,7 @@ async fn acknowledged_rows_survive_kill_9_exactly_once() {
     let token = Token::generate();
     let admin = Token::generate();
     {
-        let state = AppState::open(config.clone()).expect("open");
+        let state = AppState::open(config.clone()).await.expect("open");
         state
             .catalog
             .create_department("gongan", "公安局")
@@ -445,7 +445,7 @@ async fn acknowledged_rows_survive_kill_9_exactly_once() {
     child.kill().expect("SIGKILL");
     child.wait().expect("reaped");
 
-    let state = AppState::open(config).expect("open");
+    let state = AppState::open(config).await.expect("open");
     let later = chrono::Utc::now() + chrono::Duration::hours(2);
     let retention = state.retention.clone();
     state

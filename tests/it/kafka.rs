@@ -312,8 +312,9 @@ async fn two_hubs_share_the_partitions_and_a_rebalance_loses_and_duplicates_noth
     tokio::time::sleep(Duration::from_millis(300)).await;
     // A second hub on the same data folder, with its own catalog connections and commit
     // queues (as a second process has), joins the group: the partitions are split.
-    let other_hub =
-        cityhub_server::AppState::open((*server.state.config).clone()).expect("a second hub");
+    let other_hub = cityhub_server::AppState::open((*server.state.config).clone())
+        .await
+        .expect("a second hub");
     let second = start(&other_hub, feed(&bootstrap)).await;
     good.extend(produce(&bootstrap, 4, 401..801));
     wait_for_offsets(&server, &dataset, 800).await;

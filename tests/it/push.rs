@@ -582,7 +582,9 @@ async fn acknowledged_rows_survive_a_restart() {
         data_dir, state, ..
     } = server;
     drop(state);
-    let reopened = cityhub_server::AppState::open(config).expect("reopen");
+    let reopened = cityhub_server::AppState::open(config)
+        .await
+        .expect("reopen");
     assert_eq!(ids(&read_rows(&reopened, &dataset).await), vec![42]);
     drop(data_dir);
 }

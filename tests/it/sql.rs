@@ -441,6 +441,7 @@ async fn now_in_sql_is_the_hubs_clock() {
         config,
         cityhub_catalog::clock::Clock::starting_at(start),
     )
+    .await
     .expect("open");
     let admin = cityhub_catalog::Principal::local_operator();
     let result = state

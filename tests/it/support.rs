@@ -35,7 +35,7 @@ impl TestServer {
         config.storage.data_dir = data_dir.path().display().to_string();
         config.server.bind = "127.0.0.1:0".into();
         adjust(&mut config);
-        let state = AppState::open(config).expect("open the hub");
+        let state = AppState::open(config).await.expect("open the hub");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind port 0");

@@ -19,9 +19,11 @@ use crate::gb28181::{self, DeviceId};
 
 pub mod geo;
 pub mod registry;
+pub mod rules;
 pub mod signal;
 pub mod status;
 pub mod streams;
+pub mod tally;
 
 pub use geo::wgs84_to_gcj02;
 pub use registry::CameraRegistry;

@@ -234,6 +234,45 @@ pub struct Decision {
     pub expires_at: Option<DateTime<Utc>>,
 }
 
+/// What an approval grants: the decision's narrowing where it gives one, else what was asked.
+pub struct GrantTerms {
+    pub columns: Option<Vec<String>>,
+    pub unmasked: Vec<String>,
+    pub expires_at: Option<DateTime<Utc>>,
+    pub rows: Option<RowLimit>,
+}
+
+impl Decision {
+    /// Refuses a decision on a request that is no longer pending.
+    pub fn check_pending(request: &ShareRequest) -> Result<(), CatalogError> {
+        if request.status == ShareStatus::Pending {
+            return Ok(());
+        }
+        Err(CatalogError::WrongState(format!(
+            "share request {} was already {} on {}",
+            request.id,
+            request.status.as_str(),
+            request
+                .decided_at
+                .map(|t| t.to_rfc3339())
+                .unwrap_or_default()
+        )))
+    }
+
+    /// The terms of the grant this decision creates on `request` (if it approves).
+    pub fn grant_terms(&self, request: &ShareRequest) -> GrantTerms {
+        GrantTerms {
+            columns: self.columns.clone().or(request.columns.clone()),
+            unmasked: self
+                .unmasked
+                .clone()
+                .unwrap_or_else(|| request.unmasked.clone()),
+            expires_at: self.expires_at.or(request.until),
+            rows: self.rows.clone().or(request.rows.clone()),
+        }
+    }
+}
+
 /// A department's right to read a dataset.
 #[derive(Debug, Clone, PartialEq, Serialize, utoipa::ToSchema)]
 pub struct Grant {

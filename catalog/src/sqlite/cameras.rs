@@ -8,6 +8,7 @@ use rusqlite::{
     Connection, OptionalExtension, Row, Transaction, TransactionBehavior, named_params,
 };
 
+use crate::camera::rules::{self, EventStep, StoredChannel};
 use crate::camera::status::{Event, LiveState, Liveness, Notified, Signal, Status, Transition};
 use crate::camera::{
     CameraFeed, CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats,
@@ -22,7 +23,8 @@ use crate::store::CameraStore;
 use super::SqliteStore;
 use super::camera_feeds::{commit_stream, rejected_records, stream_offsets};
 use super::camera_search::{camera, search};
-use super::camera_stats::{channel_pass, combine, status_events, transition_pass};
+use super::camera_stats::{channel_pass, status_events, transition_pass};
+use crate::camera::tally::combine;
 use async_trait::async_trait;
 
 /// The status at `:now` from the evidence columns; the same rule as
@@ -111,6 +113,16 @@ struct Existing {
     live: LiveState,
 }
 
+impl Existing {
+    fn rules(&self) -> StoredChannel<'_> {
+        StoredChannel {
+            department: self.department.as_deref(),
+            deleted: self.deleted,
+            reported: &self.reported,
+        }
+    }
+}
+
 fn existing(tx: &Transaction<'_>, id: &str) -> Result<Option<Existing>> {
     let mut stmt = tx.prepare_cached(
         "SELECT c.department, c.reported, c.curated, l.deleted_at IS NOT NULL, l.notified, \
@@ -133,17 +145,6 @@ fn existing(tx: &Transaction<'_>, id: &str) -> Result<Option<Existing>> {
 fn department_exists(tx: &Transaction<'_>, code: &str) -> Result<bool> {
     let mut stmt = tx.prepare_cached("SELECT 1 FROM departments WHERE code = ?1")?;
     Ok(stmt.exists([code])?)
-}
-
-fn not_yours(id: &str, owner: Option<&str>, acting_for: &str) -> FieldError {
-    FieldError::forbidden(
-        "id",
-        format!(
-            "channel {id} belongs to department {}; {acting_for} may change only its own \
-             channels (an admin may change any)",
-            owner.unwrap_or("(none)")
-        ),
-    )
 }
 
 /// Writes the shown values computed from both sources.
@@ -238,19 +239,8 @@ pub(crate) fn register_one(
     at: i64,
 ) -> Result<Result<Registered, FieldError>> {
     let ChannelReport { id, mut fields } = report;
-    if let Some(acting) = acting_for {
-        match fields.department.as_deref() {
-            None => fields.department = Some(acting.to_string()),
-            Some(named) if named != acting => {
-                return Ok(Err(FieldError::forbidden(
-                    "department",
-                    format!(
-                        "{acting} registers its own channels; {named}'s are registered by {named}"
-                    ),
-                )));
-            }
-            Some(_) => {}
-        }
+    if let Err(refused) = rules::claim_department(&mut fields, acting_for) {
+        return Ok(Err(refused));
     }
     if let Some(department) = &fields.department
         && !department_exists(tx, department)?
@@ -261,22 +251,11 @@ pub(crate) fn register_one(
         )));
     }
     let before = existing(tx, &id.id)?;
-    let outcome = match &before {
-        None => Registered::Created,
-        Some(old) => {
-            if let Some(acting) = acting_for
-                && old.department.as_deref() != Some(acting)
-                && !old.deleted
-            {
-                return Ok(Err(not_yours(&id.id, old.department.as_deref(), acting)));
-            }
-            if old.deleted {
-                Registered::Restored
-            } else {
-                Registered::Updated
-            }
-        }
-    };
+    let outcome =
+        match rules::registration(&id.id, before.as_ref().map(Existing::rules), acting_for) {
+            Ok(outcome) => outcome,
+            Err(refused) => return Ok(Err(refused)),
+        };
     let curated = before
         .as_ref()
         .map(|old| old.curated.clone())
@@ -327,20 +306,12 @@ pub fn curate(
             what: "camera",
             name: id.clone(),
         })?;
-    if let Some(acting) = acting_for.as_deref() {
-        if old.department.as_deref() != Some(acting) {
-            let err = not_yours(&id, old.department.as_deref(), acting);
-            return Err(CatalogError::invalid(err.field, err.message));
-        }
-        if let Some(named) = curated.department.as_deref()
-            && named != acting
-        {
-            return Err(CatalogError::invalid(
-                "department",
-                format!("only an admin may hand a channel to another department ({named})"),
-            ));
-        }
-    }
+    rules::check_curation(
+        &id,
+        old.department.as_deref(),
+        &curated,
+        acting_for.as_deref(),
+    )?;
     if let Some(department) = &curated.department
         && !department_exists(&tx, department)?
     {
@@ -456,15 +427,6 @@ fn children(tx: &Transaction<'_>, id: &str) -> Result<Vec<(String, Option<String
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
-fn unknown_camera(id: &str) -> FieldError {
-    FieldError::new(
-        "id",
-        format!(
-            "{id} is not a registered channel or device; register it first (PUT /api/v1/cameras/{id})"
-        ),
-    )
-}
-
 pub(crate) fn signal_one(
     tx: &Transaction<'_>,
     signal: CameraSignal,
@@ -495,7 +457,7 @@ fn keepalive_signal(
         if let Some(acting) = acting_for
             && department.as_deref() != Some(acting)
         {
-            return Ok(Err(not_yours(id, department.as_deref(), acting)));
+            return Ok(Err(rules::not_yours(id, department.as_deref(), acting)));
         }
         keepalive_one(tx, id, at, liveness)?;
         marked += 1;
@@ -508,7 +470,7 @@ fn keepalive_signal(
         }
     }
     if marked == 0 && owner.is_none() {
-        return Ok(Err(unknown_camera(id)));
+        return Ok(Err(rules::unknown_camera(id)));
     }
     Ok(Ok(marked))
 }
@@ -524,59 +486,37 @@ fn event_signal(
     liveness: Liveness,
 ) -> Result<Result<usize, FieldError>> {
     let stored = existing(tx, id)?;
-    let registered = stored.as_ref().filter(|old| !old.deleted);
-    if let (Some(acting), Some(old)) = (acting_for, registered)
-        && old.department.as_deref() != Some(acting)
-    {
-        return Ok(Err(not_yours(id, old.department.as_deref(), acting)));
-    }
-    let register = |fields: ChannelFields| -> Result<Result<usize, FieldError>> {
-        let device = match gb28181::parse(id) {
-            Ok(device) => device,
-            Err(err) => return Ok(Err(err.into())),
-        };
-        let report = ChannelReport { id: device, fields };
-        Ok(register_one(tx, report, acting_for, at)?.map(|_| 1))
-    };
-    match (event, registered, fields) {
-        (Event::Add | Event::Update, _, Some(fields)) => register(*fields),
-        // ADD of a channel deleted earlier brings it back with its known values.
-        (Event::Add, None, None) => match stored {
-            Some(old) => {
-                if let Some(acting) = acting_for
-                    && old.department.as_deref() != Some(acting)
-                {
-                    return Ok(Err(not_yours(id, old.department.as_deref(), acting)));
-                }
-                register(old.reported)
-            }
-            None => Ok(Err(FieldError::new(
-                "channel",
-                format!(
-                    "{id} is not registered; an ADD of a new channel carries its fields \
-                     (\"channel\": {{\"name\": ...}})"
-                ),
-            ))),
-        },
-        (Event::Add, Some(_), None) => Ok(Ok(0)),
-        (Event::Update, Some(_), None) => Ok(Err(FieldError::new(
-            "channel",
-            "UPDATE carries the channel's new fields (\"channel\": {...})",
-        ))),
-        (_, None, _) => Ok(Err(unknown_camera(id))),
-        (Event::Del, Some(old), _) => {
+    let step = rules::plan_event(
+        id,
+        event,
+        stored.as_ref().map(Existing::rules),
+        fields,
+        acting_for,
+    );
+    match (step, stored) {
+        (EventStep::Answer(answer), _) => Ok(answer),
+        (EventStep::Register(fields), _) => {
+            let device = match gb28181::parse(id) {
+                Ok(device) => device,
+                Err(err) => return Ok(Err(err.into())),
+            };
+            let report = ChannelReport {
+                id: device,
+                fields: *fields,
+            };
+            Ok(register_one(tx, report, acting_for, at)?.map(|_| 1))
+        }
+        (EventStep::Delete, Some(old)) => {
             apply_signal(tx, id, old.live, Signal::Deleted, at, liveness)?;
             tx.prepare_cached("UPDATE camera_live SET deleted_at = ?2 WHERE id = ?1")?
                 .execute(rusqlite::params![id, at])?;
             Ok(Ok(1))
         }
-        (event, Some(old), _) => match event.notified() {
-            Some(notified) => {
-                apply_signal(tx, id, old.live, Signal::Notify(notified), at, liveness)?;
-                Ok(Ok(1))
-            }
-            None => Ok(Err(FieldError::new("event", "not a status event"))),
-        },
+        (EventStep::Notify(notified), Some(old)) => {
+            apply_signal(tx, id, old.live, Signal::Notify(notified), at, liveness)?;
+            Ok(Ok(1))
+        }
+        (EventStep::Delete | EventStep::Notify(_), None) => Ok(Err(rules::unknown_camera(id))),
     }
 }
 
@@ -597,39 +537,16 @@ pub fn signals(
 /// channel's recorded history and ends where its evidence says.
 pub fn import_history(conn: &mut Connection, histories: Vec<ImportedHistory>) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
-    for history in histories {
-        let id = history.id;
-        let old = existing(&tx, &id)?
+    for history in &histories {
+        let id = &history.id;
+        let old = existing(&tx, id)?
             .filter(|old| !old.deleted)
             .ok_or_else(|| CatalogError::NotFound {
                 what: "camera",
                 name: id.clone(),
             })?;
-        let mut status = old.live.recorded.unwrap_or(Status::Unknown);
-        let mut since = old.live.recorded_since.unwrap_or(i64::MIN);
-        for transition in &history.transitions {
-            if transition.from != status
-                || transition.at < since
-                || transition.from == transition.to
-            {
-                return Err(CatalogError::invalid(
-                    "transitions",
-                    format!(
-                        "{id}: {:?} at {} does not continue the history ({status:?} since {since})",
-                        transition.to, transition.at
-                    ),
-                ));
-            }
-            status = transition.to;
-            since = transition.at;
-        }
-        if history.live.recorded.unwrap_or(Status::Unknown) != status {
-            return Err(CatalogError::invalid(
-                "live",
-                format!("{id}: the evidence's recorded status is not the history's last"),
-            ));
-        }
-        write_live(&tx, &id, &history.live, &history.transitions)?;
+        history.check_continues(old.live.recorded, old.live.recorded_since)?;
+        write_live(&tx, id, &history.live, &history.transitions)?;
     }
     tx.commit()?;
     Ok(())

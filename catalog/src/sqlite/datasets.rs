@@ -125,18 +125,7 @@ fn load_idempotency(
 #[async_trait]
 impl DatasetStore for SqliteStore {
     async fn create_department(&self, code: &str, name: &str) -> Result<Department> {
-        validate_department_code(code)?;
-        if name.trim().is_empty() {
-            return Err(CatalogError::invalid(
-                "name",
-                "a department needs a display name such as 公安局",
-            ));
-        }
-        let department = Department {
-            code: code.to_string(),
-            name: name.trim().to_string(),
-            created_at: now(),
-        };
+        let department = Department::new(code, name, now())?;
         let row = department.clone();
         self.write(move |conn| {
             let inserted = conn.execute(
@@ -239,19 +228,7 @@ impl DatasetStore for SqliteStore {
     }
 
     async fn create_dataset(&self, new: NewDataset) -> Result<Dataset> {
-        validate_columns(&new.columns)?;
-        validate_sort_key(&new.sort_key, &new.columns)?;
-        validate_primary_key(&new.primary_key, &new.columns)?;
-        validate_region(new.region_column.as_deref(), new.region_free, &new.columns)?;
-        if let Some(retention) = &new.row_retention {
-            validate_row_retention(retention, &new.columns)?;
-        }
-        if new.snapshot_retention_days == Some(0) {
-            return Err(CatalogError::invalid(
-                "snapshot_retention_days",
-                "must be at least 1: a replaced snapshot stays readable for at least a day",
-            ));
-        }
+        validate_new_dataset(&new)?;
         let name = new.name.clone();
         self.write(move |conn| {
             let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;

@@ -5,7 +5,7 @@ use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 use async_trait::async_trait;
 
 use super::{SqliteStore, now, parse_time, time_text};
-use crate::endpoint::{Endpoint, EndpointSpec, Saved};
+use crate::endpoint::{Endpoint, EndpointSpec, SavePlan, Saved};
 use crate::error::{CatalogError, Result};
 use crate::store::EndpointStore;
 
@@ -105,21 +105,10 @@ pub fn save(
         }
     }
     let current = latest(&tx, name)?;
-    if let (Some(current), Some(acting_for)) = (&current, acting_for)
-        && current.owner != acting_for
-    {
-        return Err(CatalogError::WrongState(format!(
-            "endpoint {name:?} belongs to department {}; only it or an admin may change it",
-            current.owner
-        )));
-    }
-    if let Some(current) = &current
-        && current.owner == owner
-        && &current.spec == spec
-    {
-        return Ok((current.clone(), Saved::Unchanged));
-    }
-    let version = current.as_ref().map_or(1, |c| c.version + 1);
+    let (version, saved) = match SavePlan::of(name, current, owner, spec, acting_for)? {
+        SavePlan::Unchanged(current) => return Ok((current, Saved::Unchanged)),
+        SavePlan::Write(version, saved) => (version, saved),
+    };
     let created_at = now();
     tx.execute(
         "INSERT INTO endpoints (name, version, owner, spec, created_by, created_at) \
@@ -134,11 +123,6 @@ pub fn save(
         ],
     )?;
     tx.commit()?;
-    let saved = if current.is_some() {
-        Saved::Updated
-    } else {
-        Saved::Created
-    };
     Ok((
         Endpoint {
             name: name.to_string(),

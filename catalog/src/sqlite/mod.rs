@@ -16,13 +16,13 @@ use rusqlite::{Connection, Row, TransactionBehavior};
 
 use crate::error::{CatalogError, Result};
 use crate::lifecycle::{
-    DatasetChange, ExpiredSnapshots, SnapshotSummary, check_evolution, validate_primary_key,
+    DatasetChange, ExpiredSnapshots, SnapshotSummary, check_evolution, validate_new_dataset,
     validate_region, validate_row_retention, validate_sort_key,
 };
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
     NewDataset, NewPrincipal, Operation, Principal, RejectedRecord, SchemaVersion, Snapshot,
-    StoredRejection, StreamOffset, StreamProgress, validate_columns, validate_department_code,
+    StoredRejection, StreamOffset, StreamProgress,
 };
 
 mod audit;

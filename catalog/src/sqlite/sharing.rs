@@ -158,17 +158,7 @@ pub fn decide_share_request(
             what: "share request",
             name: decision.request_id.to_string(),
         })?;
-    if request.status != ShareStatus::Pending {
-        return Err(CatalogError::WrongState(format!(
-            "share request {} was already {} on {}",
-            request.id,
-            request.status.as_str(),
-            request
-                .decided_at
-                .map(|t| t.to_rfc3339())
-                .unwrap_or_default()
-        )));
-    }
+    Decision::check_pending(&request)?;
     let at = now();
     let mut grant_id = None;
     if decision.approve {
@@ -177,13 +167,7 @@ pub fn decide_share_request(
             [request.id],
             |row| row.get(0),
         )?;
-        let columns = decision.columns.clone().or(request.columns.clone());
-        let unmasked = decision
-            .unmasked
-            .clone()
-            .unwrap_or_else(|| request.unmasked.clone());
-        let expires_at = decision.expires_at.or(request.until);
-        let rows = decision.rows.clone().or(request.rows.clone());
+        let terms = decision.grant_terms(&request);
         tx.execute(
             "INSERT INTO grants (dataset_id, department, request_id, columns, unmasked, \
              created_by, created_at, expires_at, rows) \
@@ -192,12 +176,16 @@ pub fn decide_share_request(
                 dataset_id,
                 request.department,
                 request.id,
-                columns.as_ref().map(serde_json::to_string).transpose()?,
-                serde_json::to_string(&unmasked)?,
+                terms
+                    .columns
+                    .as_ref()
+                    .map(serde_json::to_string)
+                    .transpose()?,
+                serde_json::to_string(&terms.unmasked)?,
                 decision.decided_by,
                 time_text(at),
-                expires_at.map(time_text),
-                rows.as_ref().map(serde_json::to_string).transpose()?,
+                terms.expires_at.map(time_text),
+                terms.rows.as_ref().map(serde_json::to_string).transpose()?,
             ],
         )?;
         grant_id = Some(tx.last_insert_rowid());

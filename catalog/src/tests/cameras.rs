@@ -1,11 +1,10 @@
-//! The camera registry on SQLite: registration with per-item errors, curated overrides,
+//! The camera registry, on both catalog backends: registration with per-item errors, curated overrides,
 //! keepalives and NOTIFY events on a controlled clock, the status history, searches and
 //! statistics.
 
-use std::sync::Arc;
-
 use serde_json::json;
 
+use super::{Backend, TestCatalog, on_both_backends};
 use crate::camera::status::{Event, LiveState, Liveness, Notified, Status};
 use crate::camera::{
     CameraQuery, CameraSignal, ChannelFields, ChannelReport, Registered, SignalKind, StatsGroup,
@@ -28,10 +27,8 @@ const CAM_B: &str = "51102500001320000002";
 const CAM_LEGACY: &str = "51102800051310000003";
 const CAM_WEIYUAN: &str = "51102400041320000004";
 
-async fn store() -> (tempfile::TempDir, Catalog) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("catalog.db"), 5_000).expect("open");
-    let catalog: Catalog = Arc::new(store);
+async fn store(backend: Backend) -> Option<(TestCatalog, Catalog)> {
+    let (dir, catalog) = super::open(backend).await?;
     catalog
         .create_department("gongan", "公安局")
         .await
@@ -40,7 +37,7 @@ async fn store() -> (tempfile::TempDir, Catalog) {
         .create_department("jiaotong", "交通局")
         .await
         .expect("department");
-    (dir, catalog)
+    Some((dir, catalog))
 }
 
 fn report(value: serde_json::Value) -> ChannelReport {
@@ -105,9 +102,10 @@ async fn history(catalog: &Catalog) -> Vec<(String, i64, Status, String)> {
         .collect()
 }
 
-#[tokio::test]
-async fn registration_reports_each_refused_item_and_keeps_the_rest() {
-    let (_dir, catalog) = store().await;
+async fn registration_reports_each_refused_item_and_keeps_the_rest(backend: Backend) {
+    let Some((_dir, catalog)) = store(backend).await else {
+        return;
+    };
     register_city(&catalog).await;
     let outcomes = catalog
         .register_cameras(
@@ -164,9 +162,10 @@ async fn registration_reports_each_refused_item_and_keeps_the_rest() {
     );
 }
 
-#[tokio::test]
-async fn curated_values_survive_re_reports_and_win() {
-    let (_dir, catalog) = store().await;
+async fn curated_values_survive_re_reports_and_win(backend: Backend) {
+    let Some((_dir, catalog)) = store(backend).await else {
+        return;
+    };
     register_city(&catalog).await;
     let curated = ChannelFields {
         name: Some("资中县 北街与东街交叉口 (核实)".into()),
@@ -227,9 +226,10 @@ async fn curated_values_survive_re_reports_and_win() {
     assert!(record.complete);
 }
 
-#[tokio::test]
-async fn keepalives_events_and_the_clock_drive_status_and_history() {
-    let (_dir, catalog) = store().await;
+async fn keepalives_events_and_the_clock_drive_status_and_history(backend: Backend) {
+    let Some((_dir, catalog)) = store(backend).await else {
+        return;
+    };
     register_city(&catalog).await;
     assert_eq!(status_of(&catalog, CAM_A, T0).await, Status::Unknown);
     // The NVR's keepalive marks itself and both of its channels.
@@ -324,9 +324,10 @@ async fn keepalives_events_and_the_clock_drive_status_and_history() {
     assert_eq!(of(CAM_WEIYUAN).len(), 2, "ON, then its timeout");
 }
 
-#[tokio::test]
-async fn events_refuse_unknown_cameras_and_other_departments() {
-    let (_dir, catalog) = store().await;
+async fn events_refuse_unknown_cameras_and_other_departments(backend: Backend) {
+    let Some((_dir, catalog)) = store(backend).await else {
+        return;
+    };
     register_city(&catalog).await;
     let outcomes = catalog
         .camera_signals(
@@ -419,9 +420,10 @@ async fn events_refuse_unknown_cameras_and_other_departments() {
     );
 }
 
-#[tokio::test]
-async fn searches_filter_by_region_status_kind_and_box_with_a_cursor() {
-    let (_dir, catalog) = store().await;
+async fn searches_filter_by_region_status_kind_and_box_with_a_cursor(backend: Backend) {
+    let Some((_dir, catalog)) = store(backend).await else {
+        return;
+    };
     register_city(&catalog).await;
     catalog
         .camera_signals(
@@ -527,9 +529,10 @@ async fn searches_filter_by_region_status_kind_and_box_with_a_cursor() {
     assert_eq!(seen.len(), 5);
 }
 
-#[tokio::test]
-async fn stats_count_rates_completeness_and_availability_from_the_history() {
-    let (_dir, catalog) = store().await;
+async fn stats_count_rates_completeness_and_availability_from_the_history(backend: Backend) {
+    let Some((_dir, catalog)) = store(backend).await else {
+        return;
+    };
     register_city(&catalog).await;
     // Over the two hours before T0: CAM_A online the whole time (keepalive every minute),
     // CAM_B online the first hour only (its keepalives stop; timeout after 3 minutes).
@@ -629,11 +632,12 @@ fn status_sql_agrees_with_the_state_machine() {
     }
 }
 
-#[tokio::test]
-async fn imported_histories_must_continue_the_recorded_one() {
+async fn imported_histories_must_continue_the_recorded_one(backend: Backend) {
     use crate::camera::ImportedHistory;
     use crate::camera::status::Transition;
-    let (_dir, catalog) = store().await;
+    let Some((_dir, catalog)) = store(backend).await else {
+        return;
+    };
     register_city(&catalog).await;
     let online = |at| Transition {
         at,
@@ -696,3 +700,13 @@ async fn imported_histories_must_continue_the_recorded_one() {
         Status::Online
     );
 }
+
+on_both_backends!(
+    registration_reports_each_refused_item_and_keeps_the_rest,
+    curated_values_survive_re_reports_and_win,
+    keepalives_events_and_the_clock_drive_status_and_history,
+    events_refuse_unknown_cameras_and_other_departments,
+    searches_filter_by_region_status_kind_and_box_with_a_cursor,
+    stats_count_rates_completeness_and_availability_from_the_history,
+    imported_histories_must_continue_the_recorded_one,
+);

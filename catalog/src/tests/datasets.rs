@@ -1,12 +1,10 @@
 use std::collections::BTreeMap;
-use std::sync::Arc;
 
+use super::{Backend, TestCatalog, on_both_backends};
 use crate::*;
 
-fn store() -> (tempfile::TempDir, Catalog) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("catalog.db"), 5_000).expect("open");
-    (dir, Arc::new(store))
+async fn store(backend: Backend) -> Option<(TestCatalog, Catalog)> {
+    super::open(backend).await
 }
 
 fn new_dataset(name: &str) -> NewDataset {
@@ -76,16 +74,18 @@ fn committed(outcome: CommitOutcome) -> Snapshot {
     }
 }
 
-#[tokio::test]
-async fn admin_department_exists_after_migration() {
-    let (_dir, store) = store();
+async fn admin_department_exists_after_migration(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     let admin = store.department(ADMIN_DEPARTMENT).await.expect("query");
     assert!(admin.is_some());
 }
 
-#[tokio::test]
-async fn departments_are_validated_and_unique() {
-    let (_dir, store) = store();
+async fn departments_are_validated_and_unique(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     store
         .create_department("gongan", "公安局")
         .await
@@ -113,9 +113,10 @@ async fn departments_are_validated_and_unique() {
     assert_eq!(codes, vec!["admin", "gongan"]);
 }
 
-#[tokio::test]
-async fn principals_are_found_by_token_hash_only() {
-    let (_dir, store) = store();
+async fn principals_are_found_by_token_hash_only(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     let token = token::Token::generate();
     let principal = store
         .create_principal(
@@ -161,9 +162,10 @@ async fn principals_are_found_by_token_hash_only() {
     assert!(matches!(no_department, Err(CatalogError::NotFound { .. })));
 }
 
-#[tokio::test]
-async fn datasets_round_trip_and_refuse_duplicates() {
-    let (_dir, store) = store();
+async fn datasets_round_trip_and_refuse_duplicates(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     store
         .create_department("gongan", "公安局")
         .await
@@ -237,9 +239,10 @@ fn column_types_parse_and_print() {
     }
 }
 
-#[tokio::test]
-async fn commits_chain_snapshots_and_track_live_files() {
-    let (_dir, store) = store();
+async fn commits_chain_snapshots_and_track_live_files(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     store
         .create_department("gongan", "公安局")
         .await
@@ -319,9 +322,10 @@ async fn commits_chain_snapshots_and_track_live_files() {
     );
 }
 
-#[tokio::test]
-async fn a_stale_parent_is_a_conflict_and_changes_nothing() {
-    let (_dir, store) = store();
+async fn a_stale_parent_is_a_conflict_and_changes_nothing(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     store
         .create_department("gongan", "公安局")
         .await
@@ -361,9 +365,10 @@ async fn a_stale_parent_is_a_conflict_and_changes_nothing() {
     assert_eq!(store.snapshots(dataset.id).await.expect("log").len(), 1);
 }
 
-#[tokio::test]
-async fn a_compaction_rebases_over_appends_that_committed_while_it_ran() {
-    let (_dir, store) = store();
+async fn a_compaction_rebases_over_appends_that_committed_while_it_ran(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     store
         .create_department("gongan", "公安局")
         .await
@@ -425,9 +430,10 @@ async fn a_compaction_rebases_over_appends_that_committed_while_it_ran() {
     ));
 }
 
-#[tokio::test]
-async fn a_compaction_loses_cleanly_to_a_change_that_removed_its_files() {
-    let (_dir, store) = store();
+async fn a_compaction_loses_cleanly_to_a_change_that_removed_its_files(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     store
         .create_department("gongan", "公安局")
         .await
@@ -479,9 +485,10 @@ async fn a_compaction_loses_cleanly_to_a_change_that_removed_its_files() {
     );
 }
 
-#[tokio::test]
-async fn expired_snapshots_go_with_the_files_only_they_named() {
-    let (_dir, store) = store();
+async fn expired_snapshots_go_with_the_files_only_they_named(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     store
         .create_department("gongan", "公安局")
         .await
@@ -595,9 +602,10 @@ async fn expired_snapshots_go_with_the_files_only_they_named() {
     );
 }
 
-#[tokio::test]
-async fn a_sort_key_is_kept_and_checked_against_the_columns() {
-    let (_dir, store) = store();
+async fn a_sort_key_is_kept_and_checked_against_the_columns(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     store
         .create_department("gongan", "公安局")
         .await
@@ -632,9 +640,10 @@ async fn a_sort_key_is_kept_and_checked_against_the_columns() {
     }
 }
 
-#[tokio::test]
-async fn idempotency_keys_replay_and_refuse_different_bodies() {
-    let (_dir, store) = store();
+async fn idempotency_keys_replay_and_refuse_different_bodies(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     store
         .create_department("gongan", "公安局")
         .await
@@ -689,9 +698,10 @@ async fn idempotency_keys_replay_and_refuse_different_bodies() {
     assert_eq!(store.snapshots(dataset.id).await.expect("log").len(), 1);
 }
 
-#[tokio::test]
-async fn concurrent_writers_never_lose_a_commit() {
-    let (_dir, store) = store();
+async fn concurrent_writers_never_lose_a_commit(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     store
         .create_department("gongan", "公安局")
         .await
@@ -732,24 +742,119 @@ async fn concurrent_writers_never_lose_a_commit() {
     assert_eq!(log[0].rows, 16);
 }
 
-#[tokio::test]
-async fn reopening_keeps_everything_and_does_not_remigrate() {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let path = dir.path().join("catalog.db");
-    {
-        let store = SqliteStore::open(&path, 1000).expect("open");
-        store
-            .create_department("gongan", "公安局")
-            .await
-            .expect("dept");
+/// Two stores on one catalog (two hub nodes on one PostgreSQL, or a server and an `import`
+/// on one SQLite file): commits from both to one dataset all land, each exactly once, and
+/// the same idempotency key sent to both at once commits once and replays once.
+async fn two_nodes_commit_to_one_dataset_exactly_once(backend: Backend) {
+    let Some((database, first)) = store(backend).await else {
+        return;
+    };
+    let second = database.reopen().await;
+    first
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    let dataset = first
+        .create_dataset(new_dataset("gongan.alarms"))
+        .await
+        .expect("create");
+    let mut tasks = Vec::new();
+    for writer in 0..12 {
+        let node = if writer % 2 == 0 {
+            first.clone()
+        } else {
+            second.clone()
+        };
+        let name = dataset.name.clone();
+        tasks.push(tokio::spawn(async move {
+            // Each writer sends its push under its own key, and retries after a conflict
+            // the way the ingest path does: re-read, commit again with the same key.
+            let record = IdempotencyRecord {
+                key: format!("push-{writer}"),
+                request_hash: format!("body-{writer}"),
+                response: "{}".into(),
+                snapshot_id: None,
+            };
+            loop {
+                let current = node.dataset(&name).await.expect("q").expect("present");
+                let commit = Commit {
+                    idempotency: Some(record.clone()),
+                    ..append(
+                        &current,
+                        current.snapshot_id,
+                        vec![file(&format!("w{writer}"), 1)],
+                    )
+                };
+                match node.commit(commit).await {
+                    Ok(_) => return,
+                    Err(CatalogError::Conflict { .. }) => continue,
+                    Err(other) => panic!("{other}"),
+                }
+            }
+        }));
     }
-    let store = SqliteStore::open(&path, 1000).expect("reopen");
-    assert!(store.department("gongan").await.expect("q").is_some());
+    for task in tasks {
+        task.await.expect("join");
+    }
+    let files = second
+        .snapshot_files(dataset.id, None)
+        .await
+        .expect("files");
+    assert_eq!(files.len(), 12);
+    assert_eq!(first.snapshots(dataset.id).await.expect("log").len(), 12);
+
+    // One key, sent to both nodes at once (a client retrying through the load balancer).
+    let current = first
+        .dataset(&dataset.name)
+        .await
+        .expect("q")
+        .expect("present");
+    let record = IdempotencyRecord {
+        key: "retried".into(),
+        request_hash: "same body".into(),
+        response: "{}".into(),
+        snapshot_id: None,
+    };
+    let send = |node: Catalog, path: &'static str| {
+        let commit = Commit {
+            idempotency: Some(record.clone()),
+            ..append(&current, current.snapshot_id, vec![file(path, 1)])
+        };
+        tokio::spawn(async move { node.commit(commit).await })
+    };
+    let (a, b) = (send(first.clone(), "a"), send(second.clone(), "b"));
+    let outcomes = [a.await.expect("join"), b.await.expect("join")];
+    let committed = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(CommitOutcome::Committed(_))))
+        .count();
+    let replayed = outcomes
+        .iter()
+        .filter(|o| matches!(o, Ok(CommitOutcome::Replayed(_))))
+        .count();
+    assert_eq!((committed, replayed), (1, 1), "{outcomes:?}");
+    let after = first.snapshot_files(dataset.id, None).await.expect("files");
+    assert_eq!(after.len(), 13);
 }
 
-#[tokio::test]
-async fn only_datasets_without_data_can_be_dropped() {
-    let (_dir, store) = store();
+async fn reopening_keeps_everything_and_does_not_remigrate(backend: Backend) {
+    let Some((database, store)) = store(backend).await else {
+        return;
+    };
+    store
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    drop(store);
+    let store = database.reopen().await;
+    assert!(store.department("gongan").await.expect("q").is_some());
+    assert_eq!(store.list_departments().await.expect("q").len(), 2);
+}
+
+async fn only_datasets_without_data_can_be_dropped(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     store
         .create_department("gongan", "公安局")
         .await
@@ -795,9 +900,10 @@ fn stream_commit(
     }
 }
 
-#[tokio::test]
-async fn stream_offsets_advance_with_the_snapshot_and_refuse_a_zombie() {
-    let (_dir, store) = store();
+async fn stream_offsets_advance_with_the_snapshot_and_refuse_a_zombie(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     store
         .create_department("gongan", "公安局")
         .await
@@ -886,10 +992,11 @@ async fn stream_offsets_advance_with_the_snapshot_and_refuse_a_zombie() {
     );
 }
 
-#[tokio::test]
-async fn endpoints_are_versioned_and_owned() {
+async fn endpoints_are_versioned_and_owned(backend: Backend) {
     use crate::endpoint::{EndpointSpec, Saved};
-    let (_dir, store) = store();
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     store
         .create_department("zhili", "治理")
         .await
@@ -1026,9 +1133,10 @@ fn schema_evolution_widens_and_adds_but_never_narrows_drops_or_reorders() {
     );
 }
 
-#[tokio::test]
-async fn a_primary_key_is_kept_checked_and_an_upsert_never_rebases() {
-    let (_dir, store) = store();
+async fn a_primary_key_is_kept_checked_and_an_upsert_never_rebases(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     store
         .create_department("gongan", "公安局")
         .await
@@ -1109,3 +1217,24 @@ async fn a_primary_key_is_kept_checked_and_an_upsert_never_rebases() {
     assert_eq!(landed.operation, Operation::Upsert);
     assert_eq!((landed.rows, landed.files), (5, 3));
 }
+
+on_both_backends!(
+    admin_department_exists_after_migration,
+    departments_are_validated_and_unique,
+    principals_are_found_by_token_hash_only,
+    datasets_round_trip_and_refuse_duplicates,
+    commits_chain_snapshots_and_track_live_files,
+    a_stale_parent_is_a_conflict_and_changes_nothing,
+    a_compaction_rebases_over_appends_that_committed_while_it_ran,
+    a_compaction_loses_cleanly_to_a_change_that_removed_its_files,
+    expired_snapshots_go_with_the_files_only_they_named,
+    a_sort_key_is_kept_and_checked_against_the_columns,
+    idempotency_keys_replay_and_refuse_different_bodies,
+    concurrent_writers_never_lose_a_commit,
+    two_nodes_commit_to_one_dataset_exactly_once,
+    reopening_keeps_everything_and_does_not_remigrate,
+    only_datasets_without_data_can_be_dropped,
+    stream_offsets_advance_with_the_snapshot_and_refuse_a_zombie,
+    endpoints_are_versioned_and_owned,
+    a_primary_key_is_kept_checked_and_an_upsert_never_rebases,
+);

@@ -1,16 +1,13 @@
-//! Share requests, grants, access decisions and the audit log on the SQLite store.
-
-use std::sync::Arc;
+//! Share requests, grants, access decisions and the audit log, on both catalog backends.
 
 use chrono::{Duration, TimeZone, Utc};
 
+use super::{Backend, TestCatalog, on_both_backends};
 use crate::sharing::{self, Decision, NewShareRequest};
 use crate::*;
 
-fn store() -> (tempfile::TempDir, Catalog) {
-    let dir = tempfile::tempdir().expect("tempdir");
-    let store = SqliteStore::open(&dir.path().join("catalog.db"), 5_000).expect("open");
-    (dir, Arc::new(store))
+async fn store(backend: Backend) -> Option<(TestCatalog, Catalog)> {
+    super::open(backend).await
 }
 
 async fn principal(store: &Catalog, department: &str, role: Role) -> Principal {
@@ -114,9 +111,10 @@ fn request(dataset: &Dataset, by: &Principal, columns: Option<&[&str]>) -> NewSh
     }
 }
 
-#[tokio::test]
-async fn approval_creates_a_grant_that_opens_a_conditional_dataset() {
-    let (_dir, store) = store();
+async fn approval_creates_a_grant_that_opens_a_conditional_dataset(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     let owner = principal(&store, "gongan", Role::Producer).await;
     let reader = principal(&store, "minzheng", Role::Analyst).await;
     let data = dataset(&store, Sharing::Conditional).await;
@@ -207,9 +205,10 @@ async fn approval_creates_a_grant_that_opens_a_conditional_dataset() {
     assert!(matches!(again, Err(CatalogError::WrongState(_))));
 }
 
-#[tokio::test]
-async fn rejection_keeps_its_reason_and_listing_filters_by_department_and_status() {
-    let (_dir, store) = store();
+async fn rejection_keeps_its_reason_and_listing_filters_by_department_and_status(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     let owner = principal(&store, "gongan", Role::Producer).await;
     let reader = principal(&store, "minzheng", Role::Analyst).await;
     let other = principal(&store, "jiaotong", Role::Analyst).await;
@@ -311,9 +310,10 @@ fn deadlines_count_working_days() {
     assert_eq!(sharing::working_days_after(friday, 0), friday);
 }
 
-#[tokio::test]
-async fn the_audit_log_is_append_only_and_purged_only_with_a_record() {
-    let (dir, store) = store();
+async fn the_audit_log_is_append_only_and_purged_only_with_a_record(backend: Backend) {
+    let Some((dir, store)) = store(backend).await else {
+        return;
+    };
     let who = principal(&store, "gongan", Role::Analyst).await;
     let old = AuditEvent {
         at: Utc::now() - Duration::days(400),
@@ -331,33 +331,28 @@ async fn the_audit_log_is_append_only_and_purged_only_with_a_record() {
     assert_eq!(all.len(), 2);
 
     // Nobody can change or delete entries through the database either.
-    let conn = rusqlite::Connection::open(dir.path().join("catalog.db")).expect("open");
-    let update = conn.execute("UPDATE audit_log SET outcome = 'forged'", []);
-    assert!(
-        update
-            .expect_err("must fail")
-            .to_string()
-            .contains("append-only")
-    );
-    let delete = conn.execute("DELETE FROM audit_log", []);
-    assert!(
-        delete
-            .expect_err("must fail")
-            .to_string()
-            .contains("retention")
-    );
-    let rewind = conn.execute("UPDATE audit_retention SET cutoff = '9999'", []);
-    assert!(rewind.is_ok(), "moving the cutoff forward is allowed");
-    let rewind = conn.execute("UPDATE audit_retention SET cutoff = '0000'", []);
+    let update = dir
+        .raw_execute("UPDATE audit_log SET outcome = 'forged'")
+        .await;
+    assert!(update.expect_err("must fail").contains("append-only"));
+    let delete = dir.raw_execute("DELETE FROM audit_log").await;
+    assert!(delete.expect_err("must fail").contains("retention"));
+    let forward = dir
+        .raw_execute("UPDATE audit_retention SET cutoff = '9999-01-01T00:00:00.000000Z'")
+        .await;
+    assert!(forward.is_ok(), "moving the cutoff forward is allowed");
+    let rewind = dir
+        .raw_execute("UPDATE audit_retention SET cutoff = '0001-01-01T00:00:00.000000Z'")
+        .await;
     assert!(
         rewind
             .expect_err("must fail")
-            .to_string()
             .contains("only moves forward")
     );
-    drop(conn);
 
-    let (dir, store) = self::store();
+    let Some((dir, store)) = self::store(backend).await else {
+        return;
+    };
     let who = principal(&store, "gongan", Role::Analyst).await;
     let old = AuditEvent {
         at: Utc::now() - Duration::days(400),
@@ -420,9 +415,10 @@ async fn the_audit_log_is_append_only_and_purged_only_with_a_record() {
     drop(dir);
 }
 
-#[tokio::test]
-async fn revoked_tokens_are_listed_as_revoked() {
-    let (_dir, store) = store();
+async fn revoked_tokens_are_listed_as_revoked(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
     let who = principal(&store, "gongan", Role::Analyst).await;
     let revoked = store.revoke_principal(who.id).await.expect("revoke");
     assert!(revoked.revoked_at.is_some());
@@ -481,3 +477,10 @@ fn requests_may_only_name_known_columns_and_unmask_sensitive_ones() {
             .starts_with("columns")
     );
 }
+
+on_both_backends!(
+    approval_creates_a_grant_that_opens_a_conditional_dataset,
+    rejection_keeps_its_reason_and_listing_filters_by_department_and_status,
+    the_audit_log_is_append_only_and_purged_only_with_a_record,
+    revoked_tokens_are_listed_as_revoked,
+);

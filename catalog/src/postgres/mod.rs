@@ -1,0 +1,232 @@
+//! The catalog on PostgreSQL, for several hub nodes sharing one catalog.
+//!
+//! The same store traits as the SQLite catalog, with the same semantics, on a pool of
+//! connections. Where SQLite serialises writers with `BEGIN IMMEDIATE`, PostgreSQL locks
+//! the row that decides: a commit locks its dataset's row (`SELECT ... FOR UPDATE`) before
+//! it checks the expected parent, so two nodes can never both see the same parent and both
+//! win, and the loser waits for the winner instead of failing spuriously. The append-only
+//! rules of the audit log are triggers in the database, so they hold for every client.
+
+use std::str::FromStr;
+
+use chrono::{DateTime, SubsecRound, Utc};
+use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
+use tokio_postgres::Row;
+use tokio_postgres::error::SqlState;
+
+use crate::error::{CatalogError, Result};
+use crate::model::{RejectedRecord, StoredRejection};
+
+mod audit;
+mod cameras;
+mod datasets;
+mod endpoints;
+mod sharing;
+
+/// Numbered migrations, applied in order; `cityhub_migrations` records each one applied.
+const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+
+/// Any constant works; it only has to be the same for every node, so that two nodes
+/// starting together migrate one after the other.
+const MIGRATION_LOCK: i64 = 0x0063_6974_7968_7562;
+
+/// Connections per node. Every catalog call holds one for a single transaction, so a
+/// handful serves a node's requests; PostgreSQL's default `max_connections` (100) leaves
+/// room for a dozen nodes.
+const POOL_SIZE: usize = 8;
+
+/// The PostgreSQL catalog store.
+#[derive(Clone)]
+pub struct PostgresStore {
+    pool: Pool,
+}
+
+impl PostgresStore {
+    /// Connects to the catalog named by a `postgres://` (or `postgresql://`) URL and brings
+    /// its tables to the newest version.
+    pub async fn open_url(url: &str) -> Result<Self> {
+        let config = tokio_postgres::Config::from_str(url).map_err(|err| {
+            CatalogError::invalid(
+                "catalog.url",
+                format!(
+                    "{} is not a PostgreSQL URL ({err}); write postgres://user:password@host:port/database",
+                    redact(url)
+                ),
+            )
+        })?;
+        let manager = Manager::from_config(
+            config,
+            tokio_postgres::NoTls,
+            ManagerConfig {
+                recycling_method: RecyclingMethod::Fast,
+            },
+        );
+        let pool = Pool::builder(manager)
+            .max_size(POOL_SIZE)
+            .build()
+            .map_err(|err| CatalogError::Storage(format!("cannot build the pool: {err}")))?;
+        let store = Self { pool };
+        store.migrate().await.map_err(|err| match err {
+            CatalogError::Storage(message) => CatalogError::Storage(format!(
+                "cannot open the PostgreSQL catalog at {}: {message}",
+                redact(url)
+            )),
+            other => other,
+        })?;
+        Ok(store)
+    }
+
+    /// A pooled connection.
+    async fn client(&self) -> Result<deadpool_postgres::Object> {
+        self.pool.get().await.map_err(|err| {
+            CatalogError::Storage(format!("no connection to the PostgreSQL catalog: {err}"))
+        })
+    }
+
+    async fn migrate(&self) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
+            .await?;
+        tx.batch_execute(
+            "CREATE TABLE IF NOT EXISTS cityhub_migrations (\
+             version bigint PRIMARY KEY, applied_at timestamptz NOT NULL DEFAULT now())",
+        )
+        .await?;
+        let current: i64 = tx
+            .query_one(
+                "SELECT coalesce(max(version), 0) FROM cityhub_migrations",
+                &[],
+            )
+            .await?
+            .try_get(0)?;
+        let newest = MIGRATIONS.last().map(|(version, _)| *version).unwrap_or(0);
+        if current > newest {
+            return Err(CatalogError::Storage(format!(
+                "the catalog is at version {current}, newer than this cityhub knows ({newest}); \
+                 upgrade cityhub"
+            )));
+        }
+        // All pending migrations and their records commit together: a failure leaves the
+        // catalog where it was, ready to retry.
+        for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > current) {
+            tx.batch_execute(sql).await.map_err(|err| {
+                CatalogError::Storage(format!(
+                    "catalog migration {version} failed: {}",
+                    describe(&err)
+                ))
+            })?;
+            tx.execute(
+                "INSERT INTO cityhub_migrations (version) VALUES ($1)",
+                &[version],
+            )
+            .await?;
+            tracing::info!(version, "Applied catalog migration on PostgreSQL.");
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let credentials = &url[scheme + 3..at];
+            match credentials.split_once(':') {
+                Some((user, _)) => format!("{}{user}:***{}", &url[..scheme + 3], &url[at..]),
+                None => url.to_string(),
+            }
+        }
+        _ => url.to_string(),
+    }
+}
+
+/// A database error with the server's own message (tokio-postgres prints only "db error")
+/// and its SQLSTATE code, which does not depend on the server's language.
+fn describe(err: &tokio_postgres::Error) -> String {
+    match err.as_db_error() {
+        Some(db) => format!("{} (SQLSTATE {})", db.message(), db.code().code()),
+        None => err.to_string(),
+    }
+}
+
+/// Whether an error is PostgreSQL aborting a transaction for another's sake (a deadlock or
+/// a serialization failure): running it again is the documented answer.
+fn is_retryable(err: &CatalogError) -> bool {
+    let retryable = [
+        SqlState::T_R_DEADLOCK_DETECTED.code(),
+        SqlState::T_R_SERIALIZATION_FAILURE.code(),
+    ];
+    matches!(err, CatalogError::Storage(message)
+        if retryable.iter().any(|code| message.ends_with(&format!("(SQLSTATE {code})"))))
+}
+
+impl From<tokio_postgres::Error> for CatalogError {
+    fn from(err: tokio_postgres::Error) -> Self {
+        CatalogError::Storage(describe(&err))
+    }
+}
+
+/// Whether an error is a unique-key violation (a racing insert of the same name).
+fn is_unique_violation(err: &tokio_postgres::Error) -> bool {
+    err.code() == Some(&SqlState::UNIQUE_VIOLATION)
+}
+
+/// Now, at the microsecond precision the catalog stores, so that a value returned from a
+/// write equals the same value read back.
+fn now() -> DateTime<Utc> {
+    Utc::now().trunc_subsecs(6)
+}
+
+/// A text column parsed into one of the catalog's enums.
+fn parse<T: FromStr>(row: &Row, index: usize) -> Result<T>
+where
+    T::Err: std::fmt::Display,
+{
+    let text: String = row.try_get(index)?;
+    text.parse().map_err(|err: T::Err| {
+        CatalogError::Storage(format!("stored value {text:?} is unreadable: {err}"))
+    })
+}
+
+/// A JSON text column.
+fn json<T: serde::de::DeserializeOwned>(row: &Row, index: usize) -> Result<T> {
+    let text: String = row.try_get(index)?;
+    Ok(serde_json::from_str(&text)?)
+}
+
+/// A nullable JSON text column.
+fn optional_json<T: serde::de::DeserializeOwned>(row: &Row, index: usize) -> Result<Option<T>> {
+    let text: Option<String> = row.try_get(index)?;
+    Ok(text.map(|text| serde_json::from_str(&text)).transpose()?)
+}
+
+/// A `u32` kept in a bigint column (PostgreSQL has no unsigned types).
+fn optional_u32(row: &Row, index: usize) -> Result<Option<u32>> {
+    let value: Option<i64> = row.try_get(index)?;
+    value
+        .map(|value| {
+            u32::try_from(value)
+                .map_err(|_| CatalogError::Storage(format!("stored value {value} is out of range")))
+        })
+        .transpose()
+}
+
+/// A dead letter as both dead-letter tables store it: id, dataset (or feed), topic,
+/// partition, offset, key, payload, error, time.
+fn rejection_from_row(row: &Row) -> Result<StoredRejection> {
+    Ok(StoredRejection {
+        id: row.try_get(0)?,
+        dataset: row.try_get(1)?,
+        record: RejectedRecord {
+            topic: row.try_get(2)?,
+            partition: row.try_get(3)?,
+            offset: row.try_get(4)?,
+            key: row.try_get(5)?,
+            payload: row.try_get(6)?,
+            error: row.try_get(7)?,
+        },
+        at: row.try_get(8)?,
+    })
+}
