@@ -8,6 +8,7 @@ mod support;
 mod api;
 mod cameras;
 mod cli;
+mod cluster;
 mod console;
 mod crash;
 mod endpoints;

@@ -1,0 +1,193 @@
+//! Past one machine: hubs whose catalog is PostgreSQL and whose objects are in an S3 bucket
+//! (a moto server), as `.ci/run` starts them: `CITYHUB_TEST_POSTGRES_URL`, and
+//! `CITYHUB_TEST_S3_ENDPOINT` with the usual `AWS_*` variables the hub reads its S3
+//! settings from. Without them these tests say so and pass, unless `CITYHUB_REQUIRE_POSTGRES`
+//! or `CITYHUB_REQUIRE_S3` is `1` (as in `.ci/run`).
+
+use bytes::Bytes;
+use cityhub_catalog::Role;
+use cityhub_ingest::Storage;
+use serde_json::{Value, json};
+
+use crate::support::{self, TestServer};
+
+const NDJSON: &str = "application/x-ndjson";
+
+/// A fresh catalog schema and a fresh bucket for one test.
+struct Shared {
+    catalog_url: String,
+    storage_url: String,
+}
+
+fn required(variable: &str, flag: &str) -> Option<String> {
+    match std::env::var(variable) {
+        Ok(value) if !value.is_empty() => Some(value),
+        _ => {
+            assert!(
+                std::env::var(flag).as_deref() != Ok("1"),
+                "{flag}=1 but {variable} is not set"
+            );
+            eprintln!("skipped: set {variable} to run the cluster tests");
+            None
+        }
+    }
+}
+
+async fn shared() -> Option<Shared> {
+    let postgres = required("CITYHUB_TEST_POSTGRES_URL", "CITYHUB_REQUIRE_POSTGRES")?;
+    let endpoint = required("CITYHUB_TEST_S3_ENDPOINT", "CITYHUB_REQUIRE_S3")?;
+    let suffix = hex_suffix();
+    let (client, connection) = tokio_postgres::connect(&postgres, tokio_postgres::NoTls)
+        .await
+        .expect("connect to CITYHUB_TEST_POSTGRES_URL");
+    tokio::spawn(connection);
+    let schema = format!("cluster_{suffix}");
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await
+        .expect("create a schema");
+    let separator = if postgres.contains('?') { '&' } else { '?' };
+    let catalog_url = format!("{postgres}{separator}options=-c%20search_path%3D{schema}");
+    // moto creates a bucket on a plain PUT, as S3 does for its owner.
+    let bucket = format!("cityhub-{suffix}");
+    let created = reqwest::Client::new()
+        .put(format!("{}/{bucket}", endpoint.trim_end_matches('/')))
+        .send()
+        .await
+        .expect("the S3 server answers");
+    assert!(created.status().is_success(), "{}", created.status());
+    Some(Shared {
+        catalog_url,
+        storage_url: format!("s3://{bucket}/hub"),
+    })
+}
+
+fn hex_suffix() -> String {
+    use std::time::{SystemTime, UNIX_EPOCH};
+    let nanos = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .expect("clock")
+        .as_nanos();
+    format!("{:x}{:04x}", nanos, std::process::id() & 0xffff)
+}
+
+async fn node(shared: &Shared) -> TestServer {
+    TestServer::spawn_with(|config| {
+        config.catalog.url = shared.catalog_url.clone();
+        config.storage.url = shared.storage_url.clone();
+    })
+    .await
+}
+
+/// Every file below `dir`.
+fn files_below(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut pending = vec![dir.to_path_buf()];
+    while let Some(folder) = pending.pop() {
+        for entry in std::fs::read_dir(&folder).expect("read dir") {
+            let path = entry.expect("entry").path();
+            if path.is_dir() {
+                pending.push(path);
+            } else {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+async fn push(node: &TestServer, token: &str, dataset: &str, key: String, body: String) -> Value {
+    let response = node
+        .client
+        .post(node.url(&format!("/api/v1/datasets/{dataset}/rows")))
+        .bearer_auth(token)
+        .header("content-type", NDJSON)
+        .header("idempotency-key", key)
+        .body(body)
+        .send()
+        .await
+        .expect("request");
+    let (status, answer) = support::split(response).await;
+    assert!(status == 200 || status == 201, "{status} {answer}");
+    answer
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn two_nodes_on_postgres_and_s3_commit_every_push_exactly_once() {
+    let Some(shared) = shared().await else {
+        return;
+    };
+    let (a, b) = (node(&shared).await, node(&shared).await);
+    // Registered through one node, known to the other at once: one catalog.
+    let dataset = a.events_dataset("gongan").await;
+    let producer = b.token("gongan", Role::Producer).await;
+    let (status, listed) = b.get(&producer, "/api/v1/datasets").await;
+    assert_eq!(status, 200, "{listed}");
+    assert!(listed.to_string().contains(&dataset), "{listed}");
+
+    // 16 pushes of 25 rows, through both nodes at once, each sent twice (the client
+    // retrying through the load balancer): once to each node.
+    let mut sends = Vec::new();
+    for push_index in 0..16 {
+        let body: String = (0..25)
+            .map(|row| {
+                format!(
+                    "{}\n",
+                    json!({"id": push_index * 25 + row, "kind": "patrol"})
+                )
+            })
+            .collect();
+        let key = format!("push-{push_index:02}");
+        for target in [&a, &b] {
+            sends.push(push(target, &producer, &dataset, key.clone(), body.clone()));
+        }
+    }
+    let answers = futures::future::join_all(sends).await;
+    let replayed = answers.iter().filter(|a| a["replayed"] == true).count();
+    assert_eq!(replayed, 16, "one of each pair is a replay: {answers:?}");
+    for pair in answers.chunks(2) {
+        assert_eq!(pair[0]["snapshot_id"], pair[1]["snapshot_id"], "{pair:?}");
+    }
+
+    // Both nodes answer the same 400 rows, each once.
+    for target in [&a, &b] {
+        let rows = support::sql_ok(
+            target,
+            &target.admin,
+            &format!("SELECT count(*) AS n, count(DISTINCT id) AS ids FROM {dataset}"),
+        )
+        .await;
+        assert_eq!(rows, json!([{"n": 400, "ids": 400}]));
+    }
+
+    // The objects are in the bucket; nothing was written below either node's data folder.
+    let storage = Storage::open(&shared.storage_url).expect("open the bucket");
+    let objects = storage.list("datasets/").await.expect("list");
+    assert!(objects.len() >= 16, "{objects:?}");
+    for target in [a, b] {
+        let data_dir = target.stop().await;
+        assert_eq!(
+            files_below(data_dir.path()),
+            Vec::<std::path::PathBuf>::new()
+        );
+    }
+}
+
+#[tokio::test]
+async fn objects_on_s3_are_never_overwritten() {
+    let Some(shared) = shared().await else {
+        return;
+    };
+    let storage = Storage::open(&shared.storage_url).expect("open the bucket");
+    storage
+        .put_new("datasets/1/first.parquet", Bytes::from_static(b"first"))
+        .await
+        .expect("a new key is written");
+    let again = storage
+        .put_new("datasets/1/first.parquet", Bytes::from_static(b"second"))
+        .await
+        .expect_err("an existing key is refused");
+    assert!(again.to_string().contains("first.parquet"), "{again}");
+    let kept = storage.get("datasets/1/first.parquet").await.expect("read");
+    assert_eq!(kept, Bytes::from_static(b"first"));
+}
