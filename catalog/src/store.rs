@@ -127,6 +127,14 @@ pub trait DatasetStore: Send + Sync + 'static {
     /// Every dataset's current snapshot id (`None` before its first commit): what the
     /// endpoint cache polls to see commits made by other processes.
     async fn current_snapshots(&self) -> Result<Vec<(i64, Option<i64>)>>;
+
+    /// A counter that moves when any process on this catalog commits data, changes a
+    /// dataset's schema, decides a share request, revokes a grant or saves an endpoint,
+    /// when the database can tell (PostgreSQL's LISTEN/NOTIFY, within milliseconds); `None`
+    /// when it cannot (SQLite), and readers poll instead.
+    fn change_notices(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        None
+    }
 }
 
 /// Principals' lifecycle, share requests and their decisions, grants.

@@ -362,7 +362,8 @@ pub struct EndpointsConfig {
     /// Memory the cached results may take, in bytes (least recently used go first).
     pub cache_bytes: u64,
     /// How often the hub looks for commits made by other processes on the same catalog
-    /// (commits of this process are seen at once).
+    /// (commits of this process are seen at once). A PostgreSQL catalog announces changes
+    /// as they commit (LISTEN/NOTIFY); then this is only a safety net, at least 30 s.
     pub poll_interval_ms: u64,
     /// Server-sent events wait this long after a change before recomputing, so that a
     /// burst of commits sends one update.

@@ -191,3 +191,122 @@ async fn objects_on_s3_are_never_overwritten() {
     let kept = storage.get("datasets/1/first.parquet").await.expect("read");
     assert_eq!(kept, Bytes::from_static(b"first"));
 }
+
+/// Polls `check` every 20 ms until it holds; answers how long that took (panics after 10 s).
+async fn time_until<F, Fut>(mut check: F) -> std::time::Duration
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = std::time::Instant::now();
+    while !check().await {
+        assert!(
+            start.elapsed() < std::time::Duration::from_secs(10),
+            "never happened"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    start.elapsed()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn changes_on_one_node_reach_the_others_cache_within_a_second() {
+    let Some(shared) = shared().await else {
+        return;
+    };
+    // Both nodes would poll the catalog only once a minute: what they learn within a second
+    // they learn from PostgreSQL's notices.
+    let slow_poll = |config: &mut cityhub_config::Config| {
+        config.catalog.url = shared.catalog_url.clone();
+        config.storage.url = shared.storage_url.clone();
+        config.endpoints.poll_interval_ms = 60_000;
+    };
+    let a = TestServer::spawn_with(slow_poll).await;
+    let b = TestServer::spawn_with(slow_poll).await;
+    let dataset = a.events_dataset("gongan").await;
+    let one_row = |id: i64| format!("{}\n", json!({"id": id, "kind": "patrol"}));
+    push(&a, &a.admin, &dataset, "first".into(), one_row(1)).await;
+    let (status, saved) = a
+        .put_json(
+            &a.admin,
+            "/api/v1/endpoints/patrols",
+            json!({"sql": format!("SELECT count(*) AS n FROM {dataset}"), "owner": "gongan"}),
+        )
+        .await;
+    assert!(status == 200 || status == 201, "{saved}");
+    let answer = |node: &TestServer| {
+        let (client, url, token) = (
+            node.client.clone(),
+            node.url("/api/v1/endpoints/patrols"),
+            node.admin.clone(),
+        );
+        async move {
+            let response = client
+                .get(url)
+                .bearer_auth(token)
+                .send()
+                .await
+                .expect("call");
+            support::split(response).await.1
+        }
+    };
+    // B learns of the dataset's first commit and of the endpoint from the catalog's notices.
+    let took = time_until(|| async { answer(&b).await == json!([{"n": 1}]) }).await;
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "B served the endpoint after {took:?}"
+    );
+
+    // A commit on A: B's cached answer is replaced within a second.
+    push(&a, &a.admin, &dataset, "second".into(), one_row(2)).await;
+    let took = time_until(|| async { answer(&b).await == json!([{"n": 2}]) }).await;
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "B saw the commit after {took:?}"
+    );
+
+    // A new version of the endpoint saved on A: B serves it within a second.
+    let (status, saved) = a
+        .put_json(
+            &a.admin,
+            "/api/v1/endpoints/patrols",
+            json!({"sql": format!("SELECT count(*) AS patrols FROM {dataset}"), "owner": "gongan"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{saved}");
+    let took = time_until(|| async { answer(&b).await == json!([{"patrols": 2}]) }).await;
+    assert!(
+        took < std::time::Duration::from_secs(1),
+        "B saw the new version after {took:?}"
+    );
+
+    // A token revoked on A is refused by B within the principal cache's two seconds.
+    let token = cityhub_catalog::token::Token::generate();
+    let principal = a
+        .state
+        .catalog
+        .create_principal(
+            cityhub_catalog::NewPrincipal {
+                name: "leaving".into(),
+                department: "gongan".into(),
+                role: Role::Analyst,
+                expires_at: None,
+                rate_limit_per_second: None,
+                region: None,
+            },
+            &token.hash,
+        )
+        .await
+        .expect("principal");
+    let (status, _) = b.get(&token.plaintext, "/api/v1/me").await;
+    assert_eq!(status, 200);
+    let (status, revoked) = a
+        .delete(&a.admin, &format!("/api/v1/tokens/{}", principal.id))
+        .await;
+    assert_eq!(status, 200, "{revoked}");
+    let took = time_until(|| async { b.get(&token.plaintext, "/api/v1/me").await.0 == 401 }).await;
+    assert!(
+        took <= std::time::Duration::from_millis(2_100),
+        "B still accepted the revoked token after {took:?}"
+    );
+}

@@ -322,6 +322,7 @@ impl DatasetStore for PostgresStore {
             )
             .await?;
         let dataset = dataset_from_row(&dataset)?;
+        self.notify_change(&*tx, "dataset created").await?;
         tx.commit().await?;
         Ok(dataset)
     }
@@ -402,6 +403,7 @@ impl DatasetStore for PostgresStore {
         }
         tx.execute("DELETE FROM datasets WHERE id = $1", &[&dataset_id])
             .await?;
+        self.notify_change(&*tx, "dataset dropped").await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -487,6 +489,7 @@ impl DatasetStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let changed = change_in(&tx, dataset_id, change).await?;
+        self.notify_change(&*tx, "dataset changed").await?;
         tx.commit().await?;
         Ok(changed)
     }
@@ -615,6 +618,13 @@ impl DatasetStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let outcome = commit_in(&tx, commit).await?;
+        if let CommitOutcome::Committed(snapshot) = &outcome {
+            let what = format!(
+                "dataset {} at snapshot {}",
+                snapshot.dataset_id, snapshot.id
+            );
+            self.notify_change(&*tx, &what).await?;
+        }
         tx.commit().await?;
         Ok(outcome)
     }
@@ -666,6 +676,10 @@ impl DatasetStore for PostgresStore {
             )
             .await?;
         collect(rows, rejection_from_row)
+    }
+
+    fn change_notices(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
+        Some(self.notices.subscribe())
     }
 
     async fn current_snapshots(&self) -> Result<Vec<(i64, Option<i64>)>> {

@@ -8,11 +8,14 @@
 //! rules of the audit log are triggers in the database, so they hold for every client.
 
 use std::str::FromStr;
+use std::sync::{Arc, Weak};
+use std::time::Duration;
 
 use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
-use tokio_postgres::Row;
+use tokio::sync::watch;
 use tokio_postgres::error::SqlState;
+use tokio_postgres::{AsyncMessage, GenericClient, Row};
 
 use crate::error::{CatalogError, Result};
 use crate::model::{RejectedRecord, StoredRejection};
@@ -35,10 +38,28 @@ const MIGRATION_LOCK: i64 = 0x0063_6974_7968_7562;
 /// room for a dozen nodes.
 const POOL_SIZE: usize = 8;
 
+/// The channel every node LISTENs on, `cityhub_changes:` and the catalog's schema (a
+/// database may hold several catalogs, one per schema; notices are database-wide). Writers
+/// NOTIFY it inside their transactions, so a notice arrives only for a change that committed.
+fn changes_channel(schema: &str) -> String {
+    let channel = format!("cityhub_changes:{schema}");
+    // PostgreSQL refuses channel names past 63 bytes: a long schema name goes by its hash.
+    if channel.len() <= 63 {
+        return channel;
+    }
+    use sha2::Digest;
+    let digest = sha2::Sha256::digest(schema.as_bytes());
+    format!("cityhub_changes:{}", hex::encode(&digest[..16]))
+}
+
 /// The PostgreSQL catalog store.
 #[derive(Clone)]
 pub struct PostgresStore {
     pool: Pool,
+    /// Moves on every notice from [`CHANGES_CHANNEL`] (see [`listen_for_changes`]).
+    notices: Arc<watch::Sender<u64>>,
+    /// See [`changes_channel`].
+    channel: Arc<str>,
 }
 
 impl PostgresStore {
@@ -55,7 +76,7 @@ impl PostgresStore {
             )
         })?;
         let manager = Manager::from_config(
-            config,
+            config.clone(),
             tokio_postgres::NoTls,
             ManagerConfig {
                 recycling_method: RecyclingMethod::Fast,
@@ -65,14 +86,24 @@ impl PostgresStore {
             .max_size(POOL_SIZE)
             .build()
             .map_err(|err| CatalogError::Storage(format!("cannot build the pool: {err}")))?;
-        let store = Self { pool };
-        store.migrate().await.map_err(|err| match err {
+        let mut store = Self {
+            pool,
+            notices: Arc::new(watch::Sender::new(0)),
+            channel: Arc::from(""),
+        };
+        let schema = store.migrate().await.map_err(|err| match err {
             CatalogError::Storage(message) => CatalogError::Storage(format!(
                 "cannot open the PostgreSQL catalog at {}: {message}",
                 redact(url)
             )),
             other => other,
         })?;
+        store.channel = Arc::from(changes_channel(&schema));
+        tokio::spawn(listen_for_changes(
+            config,
+            store.channel.clone(),
+            Arc::downgrade(&store.notices),
+        ));
         Ok(store)
     }
 
@@ -83,7 +114,8 @@ impl PostgresStore {
         })
     }
 
-    async fn migrate(&self) -> Result<()> {
+    /// Brings the tables to the newest version; answers the schema they are in.
+    async fn migrate(&self) -> Result<String> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
@@ -123,8 +155,87 @@ impl PostgresStore {
             .await?;
             tracing::info!(version, "Applied catalog migration on PostgreSQL.");
         }
+        let schema: String = tx
+            .query_one("SELECT current_schema()", &[])
+            .await?
+            .try_get(0)?;
         tx.commit().await?;
+        Ok(schema)
+    }
+
+    /// Tells every node, once `tx` commits, that the catalog changed (`what` is for people
+    /// reading a packet trace or `pg_stat_activity`; nodes only count notices).
+    async fn notify_change(&self, tx: &impl GenericClient, what: &str) -> Result<()> {
+        tx.execute("SELECT pg_notify($1, $2)", &[&&*self.channel, &what])
+            .await?;
         Ok(())
+    }
+}
+
+/// Keeps a connection that LISTENs for other nodes' changes and moves `notices` on each;
+/// reconnects (with a growing pause, at most 5 s) when the connection drops, and moves
+/// `notices` once after every (re)connection, for what may have been missed meanwhile.
+/// Ends when the store is gone.
+async fn listen_for_changes(
+    config: tokio_postgres::Config,
+    channel: Arc<str>,
+    notices: Weak<watch::Sender<u64>>,
+) {
+    let mut pause = Duration::from_millis(100);
+    loop {
+        match config.connect(tokio_postgres::NoTls).await {
+            Ok((client, mut connection)) => {
+                let (heard, mut news) = tokio::sync::mpsc::unbounded_channel::<()>();
+                // The connection delivers notifications only to whoever polls it.
+                let driver = tokio::spawn(async move {
+                    loop {
+                        match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
+                            Some(Ok(AsyncMessage::Notification(_))) => {
+                                if heard.send(()).is_err() {
+                                    return None;
+                                }
+                            }
+                            Some(Ok(_)) => {}
+                            Some(Err(err)) => return Some(err),
+                            None => return None,
+                        }
+                    }
+                });
+                match client
+                    .batch_execute(&format!("LISTEN \"{}\"", channel.replace('"', "\"\"")))
+                    .await
+                {
+                    Ok(()) => {
+                        pause = Duration::from_millis(100);
+                        let Some(sender) = notices.upgrade() else {
+                            return;
+                        };
+                        sender.send_modify(|n| *n += 1);
+                        drop(sender);
+                        while news.recv().await.is_some() {
+                            let Some(sender) = notices.upgrade() else {
+                                return;
+                            };
+                            sender.send_modify(|n| *n += 1);
+                        }
+                    }
+                    Err(err) => tracing::warn!(error = %describe(&err),
+                        "Could not LISTEN for other nodes' catalog changes; retrying."),
+                }
+                drop(client);
+                if let Ok(Some(err)) = driver.await {
+                    tracing::warn!(error = %err,
+                        "The connection that hears other nodes' catalog changes dropped; reconnecting.");
+                }
+            }
+            Err(err) => tracing::warn!(error = %describe(&err),
+                "Could not connect to hear other nodes' catalog changes; retrying."),
+        }
+        if notices.strong_count() == 0 {
+            return;
+        }
+        tokio::time::sleep(pause).await;
+        pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
 

@@ -837,6 +837,52 @@ async fn two_nodes_commit_to_one_dataset_exactly_once(backend: Backend) {
     assert_eq!(after.len(), 13);
 }
 
+/// A commit, a schema change and an endpoint saved through one store are heard by another
+/// store on the same PostgreSQL catalog at once (LISTEN/NOTIFY); SQLite offers no notices
+/// (its readers poll), and a failed commit sends none.
+async fn other_nodes_hear_of_changes(backend: Backend) {
+    let Some((database, first)) = store(backend).await else {
+        return;
+    };
+    let second = database.reopen().await;
+    let Some(mut notices) = second.change_notices() else {
+        assert!(matches!(backend, Backend::Sqlite));
+        return;
+    };
+    let heard = async |notices: &mut tokio::sync::watch::Receiver<u64>| {
+        tokio::time::timeout(std::time::Duration::from_secs(1), notices.changed())
+            .await
+            .is_ok()
+    };
+    // The listener says it is connected (a first notice) before anything is sent.
+    assert!(heard(&mut notices).await, "the listener did not connect");
+    notices.mark_unchanged();
+    first
+        .create_department("gongan", "公安局")
+        .await
+        .expect("dept");
+    let dataset = first
+        .create_dataset(new_dataset("gongan.alarms"))
+        .await
+        .expect("create");
+    assert!(heard(&mut notices).await, "a new dataset was not heard");
+    notices.mark_unchanged();
+    committed(
+        first
+            .commit(append(&dataset, None, vec![file("a", 1)]))
+            .await
+            .expect("commit"),
+    );
+    assert!(heard(&mut notices).await, "a commit was not heard");
+    notices.mark_unchanged();
+    // A commit that loses (stale parent) changes nothing and tells nobody.
+    let stale = first
+        .commit(append(&dataset, None, vec![file("b", 1)]))
+        .await;
+    assert!(matches!(stale, Err(CatalogError::Conflict { .. })));
+    assert!(!heard(&mut notices).await, "a refused commit was heard");
+}
+
 async fn reopening_keeps_everything_and_does_not_remigrate(backend: Backend) {
     let Some((database, store)) = store(backend).await else {
         return;
@@ -1232,6 +1278,7 @@ on_both_backends!(
     idempotency_keys_replay_and_refuse_different_bodies,
     concurrent_writers_never_lose_a_commit,
     two_nodes_commit_to_one_dataset_exactly_once,
+    other_nodes_hear_of_changes,
     reopening_keeps_everything_and_does_not_remigrate,
     only_datasets_without_data_can_be_dropped,
     stream_offsets_advance_with_the_snapshot_and_refuse_a_zombie,

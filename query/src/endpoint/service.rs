@@ -13,6 +13,7 @@ use std::sync::{Arc, RwLock};
 use std::time::Duration;
 
 use bytes::Bytes;
+use chrono::{DateTime, Utc};
 use cityhub_catalog::access::require_role;
 use cityhub_catalog::camera::now_ms;
 use cityhub_catalog::clock::Clock;
@@ -96,7 +97,18 @@ pub struct Endpoints {
     closing: watch::Sender<bool>,
     /// The newest result of each call family of endpoints that allow stale answers.
     recent: std::sync::Mutex<HashMap<Key, Recent>>,
+    /// When the next active grant lapses: its department's rights change then without any
+    /// write to the catalog, so the poller looks again at that moment.
+    next_lapse: RwLock<Option<DateTime<Utc>>>,
 }
+
+/// With a catalog that announces changes (PostgreSQL), the poller reads it at least this
+/// often anyway, as a safety net for a notice lost with a dropped connection.
+const NOTIFIED_POLL_INTERVAL: Duration = Duration::from_secs(30);
+
+/// How long the poller lets notices gather before it reads the catalog: a burst of
+/// commits on other nodes costs one read, not one per commit.
+const NOTICE_GATHERING: Duration = Duration::from_millis(50);
 
 /// Call families whose newest result is kept for stale answers, at most.
 const RECENT_FAMILIES: usize = 4096;
@@ -134,6 +146,7 @@ impl Endpoints {
             news: watch::Sender::new(0),
             closing: watch::Sender::new(false),
             recent: std::sync::Mutex::default(),
+            next_lapse: RwLock::default(),
         }
     }
 
@@ -663,8 +676,12 @@ impl Endpoints {
 
         let now = self.clock.now();
         let mut fingerprints: HashMap<String, Sha256> = HashMap::new();
+        let mut next_lapse: Option<DateTime<Utc>> = None;
         for grant in self.catalog.grants_held_by(None).await? {
             if grant.active(now) {
+                if let Some(expires) = grant.expires_at {
+                    next_lapse = Some(next_lapse.map_or(expires, |next| next.min(expires)));
+                }
                 fingerprints
                     .entry(grant.department.clone())
                     .or_default()
@@ -680,6 +697,7 @@ impl Endpoints {
                 (department, u64::from_le_bytes(bytes))
             })
             .collect();
+        *write(&self.next_lapse) = next_lapse;
         let mut news = false;
         {
             let mut known = write(&self.access);
@@ -713,13 +731,20 @@ impl Endpoints {
         self.cache.retain_current(|dep| self.is_current(dep)).await
     }
 
-    /// Polls the catalog every `poll_interval_ms` and at once when this process changes
-    /// rights, and drops stale cache entries after every commit of this process, until the
-    /// process ends.
+    /// Reads the catalog for other processes' changes and drops stale cache entries, until
+    /// the process ends: at once when this process changes rights, when the catalog
+    /// announces a change (PostgreSQL; otherwise every `poll_interval_ms`), and when a
+    /// grant lapses; drops stale entries after every commit of this process.
     pub async fn run(self: Arc<Self>) {
         let mut commits = self.versions.subscribe();
         let mut rights = self.versions.subscribe_access();
-        let interval = Duration::from_millis(self.config.poll_interval_ms);
+        let mut notices = self.catalog.change_notices();
+        let configured = Duration::from_millis(self.config.poll_interval_ms);
+        let interval = if notices.is_some() {
+            configured.max(NOTIFIED_POLL_INTERVAL)
+        } else {
+            configured
+        };
         if let Err(err) = self.poll().await {
             tracing::warn!(error = %err, "Could not read the catalog's snapshots and grants at start; will try again.");
         }
@@ -737,12 +762,40 @@ impl Endpoints {
                         return;
                     }
                 }
-                _ = tokio::time::sleep(interval) => {}
+                heard = next_notice(&mut notices) => {
+                    if heard.is_err() {
+                        notices = None;
+                    }
+                    tokio::time::sleep(NOTICE_GATHERING).await;
+                }
+                _ = tokio::time::sleep(self.until_next_poll(interval)) => {}
             }
             if let Err(err) = self.poll().await {
                 tracing::warn!(error = %err, "Could not poll the catalog for changes; the endpoint cache keeps what it knows.");
             }
         }
+    }
+}
+
+impl Endpoints {
+    /// The pause before the next scheduled read: the interval, or less when a grant lapses
+    /// sooner (a moment after it, so that it reads as lapsed).
+    fn until_next_poll(&self, interval: Duration) -> Duration {
+        let Some(lapse) = *read(&self.next_lapse) else {
+            return interval;
+        };
+        let until = (lapse - self.clock.now()).to_std().unwrap_or_default();
+        interval.min(until + Duration::from_millis(1))
+    }
+}
+
+/// The next notice of a change, or never when the catalog does not announce changes.
+async fn next_notice(
+    notices: &mut Option<watch::Receiver<u64>>,
+) -> Result<(), watch::error::RecvError> {
+    match notices {
+        Some(receiver) => receiver.changed().await,
+        None => std::future::pending().await,
     }
 }
 
