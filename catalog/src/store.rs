@@ -135,6 +135,17 @@ pub trait DatasetStore: Send + Sync + 'static {
     fn change_notices(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None
     }
+
+    /// Takes or renews the lease on a cluster-wide job for `holder` until `until`; answers
+    /// whether `holder` holds it now. Another holder's lease is taken over only once it
+    /// has expired (at `now`), so of several nodes one runs the job at a time.
+    async fn take_job_lease(
+        &self,
+        job: &str,
+        holder: &str,
+        now: chrono::DateTime<chrono::Utc>,
+        until: chrono::DateTime<chrono::Utc>,
+    ) -> Result<bool>;
 }
 
 /// Principals' lifecycle, share requests and their decisions, grants.

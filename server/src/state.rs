@@ -64,6 +64,9 @@ pub struct Parts {
     pub compaction: CompactionPolicy,
     /// How long replaced snapshots stay readable; when orphan files go.
     pub retention: RetentionPolicy,
+    /// This node among the nodes on one catalog (host, address, data folder): the holder
+    /// named in the leases of cluster-wide jobs.
+    pub node: String,
 }
 
 impl AppState {
@@ -117,6 +120,7 @@ impl AppState {
         ));
         // Watches the catalog for commits, grants and definitions of other processes.
         tokio::spawn(endpoints.clone().run());
+        let node = node_name(&config);
         Ok(Self(Arc::new(Parts {
             compaction: CompactionPolicy::from_config(&config),
             retention: RetentionPolicy::from_config(&config),
@@ -132,6 +136,7 @@ impl AppState {
             kafka: StatusBoard::default(),
             endpoints,
             clock,
+            node,
         })))
     }
 
@@ -160,4 +165,22 @@ impl AppState {
         });
         Ok(partitions)
     }
+}
+
+/// A name for this node that no other node on the catalog has, and that stays the same
+/// when it restarts (so that it takes its own job leases back at once, instead of waiting
+/// for them to expire as another node would): the host, the address it serves and its
+/// data folder.
+fn node_name(config: &Config) -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .ok()
+        .map(|name| name.trim().to_string())
+        .filter(|name| !name.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "node".into());
+    format!(
+        "{host} {} {}",
+        config.server.bind,
+        config.data_dir().display()
+    )
 }

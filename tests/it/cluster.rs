@@ -160,6 +160,32 @@ async fn two_nodes_on_postgres_and_s3_commit_every_push_exactly_once() {
         assert_eq!(rows, json!([{"n": 400, "ids": 400}]));
     }
 
+    // Both nodes start their background jobs: the ones that run at once (the camera
+    // sweeper, the audit purge) are each held by one of the two nodes, and the other node
+    // stays out of them.
+    let jobs_a = cityhub_server::tasks::Tasks::start(&a.state);
+    let jobs_b = cityhub_server::tasks::Tasks::start(&b.state);
+    tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    jobs_a.stop();
+    jobs_b.stop();
+    let (client, connection) = tokio_postgres::connect(&shared.catalog_url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let leases = client
+        .query("SELECT job, holder FROM job_leases ORDER BY job", &[])
+        .await
+        .expect("leases");
+    let leases: Vec<(String, String)> = leases.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let jobs: Vec<&str> = leases.iter().map(|(job, _)| job.as_str()).collect();
+    assert_eq!(jobs, ["audit_purge", "camera_sweep"], "{leases:?}");
+    for (_, holder) in &leases {
+        assert!(
+            holder == &a.state.node || holder == &b.state.node,
+            "{leases:?}"
+        );
+    }
+
     // The objects are in the bucket; nothing was written below either node's data folder.
     let storage = Storage::open(&shared.storage_url).expect("open the bucket");
     let objects = storage.list("datasets/").await.expect("list");

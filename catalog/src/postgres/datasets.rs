@@ -678,6 +678,29 @@ impl DatasetStore for PostgresStore {
         collect(rows, rejection_from_row)
     }
 
+    async fn take_job_lease(
+        &self,
+        job: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        // One statement: of two nodes racing for an expired lease, the row lock lets one
+        // in first and the other then finds the lease held.
+        let taken = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO job_leases (job, holder, expires_at) VALUES ($1, $2, $3) \
+                 ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, \
+                 expires_at = excluded.expires_at \
+                 WHERE job_leases.holder = excluded.holder OR job_leases.expires_at <= $4",
+                &[&job, &holder, &until, &now],
+            )
+            .await?;
+        Ok(taken == 1)
+    }
+
     fn change_notices(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.notices.subscribe())
     }

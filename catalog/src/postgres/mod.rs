@@ -27,7 +27,13 @@ mod endpoints;
 mod sharing;
 
 /// Numbered migrations, applied in order; `cityhub_migrations` records each one applied.
-const MIGRATIONS: &[(i64, &str)] = &[(1, include_str!("../../migrations/postgres/0001_init.sql"))];
+const MIGRATIONS: &[(i64, &str)] = &[
+    (1, include_str!("../../migrations/postgres/0001_init.sql")),
+    (
+        2,
+        include_str!("../../migrations/postgres/0002_job_leases.sql"),
+    ),
+];
 
 /// Any constant works; it only has to be the same for every node, so that two nodes
 /// starting together migrate one after the other.

@@ -577,6 +577,28 @@ impl DatasetStore for SqliteStore {
         .await
     }
 
+    async fn take_job_lease(
+        &self,
+        job: &str,
+        holder: &str,
+        now: DateTime<Utc>,
+        until: DateTime<Utc>,
+    ) -> Result<bool> {
+        let (job, holder) = (job.to_string(), holder.to_string());
+        self.write(move |conn| {
+            // Times are fixed-width RFC 3339 UTC text: text order is time order.
+            let taken = conn.execute(
+                "INSERT INTO job_leases (job, holder, expires_at) VALUES (?1, ?2, ?3) \
+                 ON CONFLICT (job) DO UPDATE SET holder = excluded.holder, \
+                 expires_at = excluded.expires_at \
+                 WHERE job_leases.holder = excluded.holder OR job_leases.expires_at <= ?4",
+                params![job, holder, time_text(until), time_text(now)],
+            )?;
+            Ok(taken == 1)
+        })
+        .await
+    }
+
     async fn current_snapshots(&self) -> Result<Vec<(i64, Option<i64>)>> {
         self.read(endpoints::current_snapshots).await
     }

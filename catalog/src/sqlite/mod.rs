@@ -47,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (6, include_str!("../../migrations/0006_lifecycle.sql")),
     (7, include_str!("../../migrations/0007_primary_key.sql")),
     (8, include_str!("../../migrations/0008_regions.sql")),
+    (9, include_str!("../../migrations/0009_job_leases.sql")),
 ];
 
 const READERS: usize = 4;

@@ -883,6 +883,78 @@ async fn other_nodes_hear_of_changes(backend: Backend) {
     assert!(!heard(&mut notices).await, "a refused commit was heard");
 }
 
+/// A cluster-wide job's lease: one holder at a time, renewed by its holder, taken over only
+/// once expired; two nodes racing for a free lease never both get it.
+async fn a_job_lease_has_one_holder_at_a_time(backend: Backend) {
+    let Some((database, first)) = store(backend).await else {
+        return;
+    };
+    let second = database.reopen().await;
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-12-05T08:00:00Z")
+        .expect("time")
+        .with_timezone(&chrono::Utc);
+    let minutes = move |n: i64| t0 + chrono::Duration::minutes(n);
+    let take = |store: &Catalog, holder: &'static str, now, until| {
+        let store = store.clone();
+        async move {
+            store
+                .take_job_lease("sweep", holder, now, until)
+                .await
+                .expect("lease")
+        }
+    };
+    assert!(take(&first, "node-a", t0, minutes(3)).await);
+    assert!(
+        !take(&second, "node-b", minutes(1), minutes(4)).await,
+        "held by node-a"
+    );
+    assert!(
+        take(&first, "node-a", minutes(2), minutes(5)).await,
+        "renewed"
+    );
+    assert!(
+        !take(&second, "node-b", minutes(4), minutes(7)).await,
+        "renewed until 5"
+    );
+    assert!(
+        take(&second, "node-b", minutes(5), minutes(8)).await,
+        "expired: taken over"
+    );
+    assert!(
+        !take(&first, "node-a", minutes(6), minutes(9)).await,
+        "node-b holds it now"
+    );
+    // Other jobs have their own leases.
+    assert!(
+        first
+            .take_job_lease("gc", "node-a", minutes(6), minutes(9))
+            .await
+            .expect("lease")
+    );
+
+    // Sixteen nodes race for one expired lease: exactly one wins.
+    let racers: Vec<_> = (0..16)
+        .map(|n| {
+            let store = if n % 2 == 0 {
+                first.clone()
+            } else {
+                second.clone()
+            };
+            tokio::spawn(async move {
+                store
+                    .take_job_lease("compact", &format!("racer-{n}"), minutes(10), minutes(13))
+                    .await
+                    .expect("lease")
+            })
+        })
+        .collect();
+    let mut winners = 0;
+    for racer in racers {
+        winners += usize::from(racer.await.expect("join"));
+    }
+    assert_eq!(winners, 1);
+}
+
 async fn reopening_keeps_everything_and_does_not_remigrate(backend: Backend) {
     let Some((database, store)) = store(backend).await else {
         return;
@@ -1279,6 +1351,7 @@ on_both_backends!(
     concurrent_writers_never_lose_a_commit,
     two_nodes_commit_to_one_dataset_exactly_once,
     other_nodes_hear_of_changes,
+    a_job_lease_has_one_holder_at_a_time,
     reopening_keeps_everything_and_does_not_remigrate,
     only_datasets_without_data_can_be_dropped,
     stream_offsets_advance_with_the_snapshot_and_refuse_a_zombie,
