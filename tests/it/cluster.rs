@@ -336,3 +336,188 @@ async fn changes_on_one_node_reach_the_others_cache_within_a_second() {
         "B still accepted the revoked token after {took:?}"
     );
 }
+
+/// `deploy/cityhub.env.example` as (name, value) pairs.
+fn example_environment() -> Vec<(String, String)> {
+    std::fs::read_to_string("deploy/cityhub.env.example")
+        .expect("deploy/cityhub.env.example")
+        .lines()
+        .filter(|line| !line.trim_start().starts_with('#'))
+        .filter_map(|line| line.split_once('='))
+        .map(|(name, value)| (name.trim().to_string(), value.trim().to_string()))
+        .collect()
+}
+
+#[test]
+fn the_deploy_files_configure_a_node_for_the_cluster() {
+    let loaded = cityhub_config::Config::load(
+        Some(std::path::Path::new("deploy/cityhub.toml")),
+        example_environment(),
+        &[],
+    )
+    .expect("deploy/cityhub.toml with the example environment is a valid configuration");
+    let config = &loaded.config;
+    assert!(config.catalog_url().starts_with("postgres://"));
+    assert!(config.storage_url().starts_with("s3://"));
+    assert_eq!(config.server.bind, "0.0.0.0:8080");
+    assert_eq!(
+        config.server.max_connections_per_client, 0,
+        "behind a load balancer every client has its address"
+    );
+    assert!(!config.server.metrics_token.is_empty());
+    let unit = std::fs::read_to_string("deploy/cityhub.service").expect("unit");
+    assert!(
+        unit.contains("ExecStart=/usr/local/bin/cityhub serve --config /etc/cityhub/cityhub.toml")
+    );
+    assert!(unit.contains("EnvironmentFile=/etc/cityhub/cityhub.env"));
+}
+
+/// `deploy/haproxy.cfg` with its listeners on free loopback ports and its servers replaced
+/// by `nodes` (HTTP address, PostgreSQL address, Flight address); answers the config and
+/// the HTTP listener's address.
+fn haproxy_config_for(nodes: &[&TestServer]) -> (String, std::net::SocketAddr) {
+    let free = || {
+        std::net::TcpListener::bind("127.0.0.1:0")
+            .expect("a free port")
+            .local_addr()
+            .expect("address")
+    };
+    let template = std::fs::read_to_string("deploy/haproxy.cfg").expect("deploy/haproxy.cfg");
+    let mut http = None;
+    let mut backend = String::new();
+    let mut out = String::new();
+    for line in template.lines() {
+        let trimmed = line.trim_start();
+        if let Some(name) = trimmed.strip_prefix("backend ") {
+            backend = name.to_string();
+        }
+        if trimmed.starts_with("bind :") {
+            let address = free();
+            if http.is_none() {
+                http = Some(address);
+            }
+            out.push_str(&format!("    bind {address}\n"));
+        } else if let Some(rest) = trimmed.strip_prefix("server node") {
+            // node1..nodeN of the template become the test's nodes; the rest are dropped.
+            let index: usize = rest
+                .split_whitespace()
+                .next()
+                .and_then(|n| n.parse().ok())
+                .expect("server nodeN");
+            let Some(node) = nodes.get(index - 1) else {
+                continue;
+            };
+            let (address, check) = match backend.as_str() {
+                "cityhub_nodes" => (node.address, String::new()),
+                "cityhub_postgres_nodes" => {
+                    (node.pg_address, format!(" port {}", node.address.port()))
+                }
+                _ => (
+                    node.flight_address,
+                    format!(" port {}", node.address.port()),
+                ),
+            };
+            out.push_str(&format!("    server node{index} {address} check{check}\n"));
+        } else {
+            out.push_str(line);
+            out.push('\n');
+        }
+    }
+    (out, http.expect("an HTTP listener"))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn haproxy_from_the_deploy_folder_keeps_serving_when_a_node_stops() {
+    let Some(shared) = shared().await else {
+        return;
+    };
+    let haproxy = match which("haproxy") {
+        Some(path) => path,
+        None => {
+            assert!(
+                std::env::var("CITYHUB_REQUIRE_HAPROXY").as_deref() != Ok("1"),
+                "CITYHUB_REQUIRE_HAPROXY=1 but haproxy is not installed"
+            );
+            eprintln!("skipped: install haproxy to run the load balancer test");
+            return;
+        }
+    };
+    let (a, b) = (node(&shared).await, node(&shared).await);
+    let dataset = a.events_dataset("gongan").await;
+    let (config, front) = haproxy_config_for(&[&a, &b]);
+    let folder = tempfile::tempdir().expect("temp dir");
+    let config_path = folder.path().join("haproxy.cfg");
+    std::fs::write(&config_path, config).expect("write haproxy.cfg");
+    let checked = std::process::Command::new(&haproxy)
+        .arg("-c")
+        .arg("-f")
+        .arg(&config_path)
+        .output()
+        .expect("haproxy -c");
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let mut proxy = tokio::process::Command::new(&haproxy)
+        .arg("-db")
+        .arg("-f")
+        .arg(&config_path)
+        .kill_on_drop(true)
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .expect("start haproxy");
+    let client = reqwest::Client::new();
+    let push_through = |id: i64| {
+        let client = client.clone();
+        let url = format!("http://{front}/api/v1/datasets/{dataset}/rows");
+        let token = a.admin.clone();
+        async move {
+            client
+                .post(url)
+                .bearer_auth(token)
+                .header("content-type", NDJSON)
+                .header("idempotency-key", format!("through-haproxy-{id}"))
+                .body(format!("{}\n", json!({"id": id, "kind": "patrol"})))
+                .send()
+                .await
+                .map(|response| response.status().as_u16())
+                .unwrap_or(0)
+        }
+    };
+    // Both nodes pass their checks (rise 2 at 1 s) before HAProxy sends them anything.
+    time_until(|| async { push_through(0).await == 201 }).await;
+    for id in 1..=20 {
+        assert_eq!(push_through(id).await, 201, "push {id} through both nodes");
+    }
+    // One node stops: after its checks fail, every push lands on the other.
+    let _ = b.stop().await;
+    tokio::time::sleep(std::time::Duration::from_millis(2_500)).await;
+    for id in 21..=40 {
+        assert_eq!(
+            push_through(id).await,
+            201,
+            "push {id} with one node stopped"
+        );
+    }
+    let rows = support::sql_ok(
+        &a,
+        &a.admin,
+        &format!("SELECT count(*) AS n, count(DISTINCT id) AS ids FROM {dataset}"),
+    )
+    .await;
+    assert_eq!(rows, json!([{"n": 41, "ids": 41}]));
+    proxy.kill().await.expect("stop haproxy");
+}
+
+fn which(program: &str) -> Option<std::path::PathBuf> {
+    std::env::var_os("PATH")?
+        .to_str()?
+        .split(':')
+        .map(|folder| std::path::Path::new(folder).join(program))
+        .chain(std::iter::once(
+            std::path::Path::new("/usr/sbin").join(program),
+        ))
+        .find(|path| path.is_file())
+}
