@@ -3,31 +3,49 @@
 
 use async_trait::async_trait;
 use chrono::{DateTime, SecondsFormat, Utc};
-use tokio_postgres::GenericClient;
 
 use super::*;
 use crate::audit::{AuditEntry, AuditEvent, AuditFilter};
 use crate::store::AuditStore;
 
-async fn insert_audit(client: &impl GenericClient, events: &[AuditEvent]) -> Result<()> {
-    for event in events {
-        client
-            .execute(
-                "INSERT INTO audit_log (at, principal_id, principal, department, action, \
-                 outcome, dataset, detail) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-                &[
-                    &event.at,
-                    &event.principal_id,
-                    &event.principal,
-                    &event.department,
-                    &event.action.as_str(),
-                    &event.outcome.as_str(),
-                    &event.dataset,
-                    &serde_json::to_string(&event.detail)?,
-                ],
-            )
-            .await?;
+/// Appends events in one statement, however many (the audit writer hands over batches).
+async fn insert_audit(client: &impl Cached, events: &[AuditEvent]) -> Result<()> {
+    if events.is_empty() {
+        return Ok(());
     }
+    let at: Vec<_> = events.iter().map(|e| e.at).collect();
+    let principal_id: Vec<Option<i64>> = events.iter().map(|e| e.principal_id).collect();
+    let principal: Vec<Option<&str>> = events.iter().map(|e| e.principal.as_deref()).collect();
+    let department: Vec<Option<&str>> = events.iter().map(|e| e.department.as_deref()).collect();
+    let action: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
+    let outcome: Vec<&str> = events.iter().map(|e| e.outcome.as_str()).collect();
+    let dataset: Vec<Option<&str>> = events.iter().map(|e| e.dataset.as_deref()).collect();
+    let detail = events
+        .iter()
+        .map(|e| serde_json::to_string(&e.detail))
+        .collect::<serde_json::Result<Vec<_>>>()?;
+    // `WITH ORDINALITY` keeps the batch's order in the ids.
+    client
+        .exec(
+            "INSERT INTO audit_log (at, principal_id, principal, department, action, outcome, \
+             dataset, detail) \
+             SELECT at, principal_id, principal, department, action, outcome, dataset, detail \
+             FROM unnest($1::timestamptz[], $2::bigint[], $3::text[], $4::text[], $5::text[], \
+               $6::text[], $7::text[], $8::text[]) WITH ORDINALITY \
+               AS e(at, principal_id, principal, department, action, outcome, dataset, detail, n) \
+             ORDER BY n",
+            &[
+                &at,
+                &principal_id,
+                &principal,
+                &department,
+                &action,
+                &outcome,
+                &dataset,
+                &detail,
+            ],
+        )
+        .await?;
     Ok(())
 }
 
@@ -36,7 +54,7 @@ impl AuditStore for PostgresStore {
     async fn append_audit(&self, events: Vec<AuditEvent>) -> Result<()> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        insert_audit(&*tx, &events).await?;
+        insert_audit(&tx, &events).await?;
         tx.commit().await?;
         Ok(())
     }
@@ -104,7 +122,7 @@ impl AuditStore for PostgresStore {
                 cutoff.to_rfc3339_opts(SecondsFormat::Micros, true).into(),
             );
         }
-        insert_audit(&*tx, std::slice::from_ref(&purge)).await?;
+        insert_audit(&tx, std::slice::from_ref(&purge)).await?;
         tx.commit().await?;
         Ok(deleted)
     }

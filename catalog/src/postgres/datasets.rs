@@ -119,12 +119,12 @@ fn collect<T>(rows: Vec<Row>, read: impl Fn(&Row) -> Result<T>) -> Result<Vec<T>
 }
 
 async fn load_idempotency(
-    client: &impl GenericClient,
+    client: &impl Cached,
     dataset_id: i64,
     key: &str,
 ) -> Result<Option<IdempotencyRecord>> {
     let row = client
-        .query_opt(
+        .row_opt(
             "SELECT key, request_hash, response, snapshot_id FROM idempotency_keys \
              WHERE dataset_id = $1 AND key = $2",
             &[&dataset_id, &key],
@@ -322,7 +322,7 @@ impl DatasetStore for PostgresStore {
             )
             .await?;
         let dataset = dataset_from_row(&dataset)?;
-        self.notify_change(&*tx, "dataset created").await?;
+        self.notify_change(&tx, "dataset created").await?;
         tx.commit().await?;
         Ok(dataset)
     }
@@ -403,7 +403,7 @@ impl DatasetStore for PostgresStore {
         }
         tx.execute("DELETE FROM datasets WHERE id = $1", &[&dataset_id])
             .await?;
-        self.notify_change(&*tx, "dataset dropped").await?;
+        self.notify_change(&tx, "dataset dropped").await?;
         tx.commit().await?;
         Ok(true)
     }
@@ -489,7 +489,7 @@ impl DatasetStore for PostgresStore {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
         let changed = change_in(&tx, dataset_id, change).await?;
-        self.notify_change(&*tx, "dataset changed").await?;
+        self.notify_change(&tx, "dataset changed").await?;
         tx.commit().await?;
         Ok(changed)
     }
@@ -623,7 +623,7 @@ impl DatasetStore for PostgresStore {
                 "dataset {} at snapshot {}",
                 snapshot.dataset_id, snapshot.id
             );
-            self.notify_change(&*tx, &what).await?;
+            self.notify_change(&tx, &what).await?;
         }
         tx.commit().await?;
         Ok(outcome)
@@ -634,7 +634,7 @@ impl DatasetStore for PostgresStore {
         dataset_id: i64,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>> {
-        load_idempotency(&**self.client().await?, dataset_id, key).await
+        load_idempotency(&*self.client().await?, dataset_id, key).await
     }
 
     async fn stream_offsets(&self, dataset_id: i64) -> Result<Vec<StreamOffset>> {
@@ -716,14 +716,10 @@ impl DatasetStore for PostgresStore {
 }
 
 /// Refuses a stream commit whose expected offsets are not the stored ones.
-async fn check_offsets(
-    tx: &impl GenericClient,
-    dataset_id: i64,
-    stream: &StreamProgress,
-) -> Result<()> {
+async fn check_offsets(tx: &impl Cached, dataset_id: i64, stream: &StreamProgress) -> Result<()> {
     for advance in &stream.offsets {
         let actual: Option<i64> = tx
-            .query_opt(
+            .row_opt(
                 "SELECT next_offset FROM stream_offsets WHERE dataset_id = $1 AND topic = $2 \
                  AND partition = $3",
                 &[&dataset_id, &advance.topic, &advance.partition],
@@ -737,14 +733,14 @@ async fn check_offsets(
 }
 
 async fn write_progress(
-    tx: &impl GenericClient,
+    tx: &impl Cached,
     dataset_id: i64,
     stream: &StreamProgress,
     snapshot_id: Option<i64>,
 ) -> Result<()> {
     let at = now();
     for advance in &stream.offsets {
-        tx.execute(
+        tx.exec(
             "INSERT INTO stream_offsets (dataset_id, topic, partition, next_offset, snapshot_id, \
              updated_at) VALUES ($1, $2, $3, $4, $5, $6) ON CONFLICT (dataset_id, topic, partition) \
              DO UPDATE SET next_offset = excluded.next_offset, \
@@ -762,7 +758,7 @@ async fn write_progress(
         .await?;
     }
     for record in &stream.rejected {
-        tx.execute(
+        tx.exec(
             "INSERT INTO rejected_records (dataset_id, topic, partition, \"offset\", key, \
              payload, error, at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
             &[
@@ -790,7 +786,7 @@ async fn commit_in(
     commit: Commit,
 ) -> Result<CommitOutcome> {
     let current = tx
-        .query_opt(
+        .row_opt(
             "SELECT snapshot_id, snapshot_seq, rows, bytes, files, schema_version \
              FROM datasets WHERE id = $1 FOR UPDATE",
             &[&commit.dataset_id],
@@ -811,7 +807,7 @@ async fn commit_in(
     );
     let schema_version: i64 = current.try_get(5)?;
     if let Some(record) = &commit.idempotency
-        && let Some(existing) = load_idempotency(&**tx, commit.dataset_id, &record.key).await?
+        && let Some(existing) = load_idempotency(tx, commit.dataset_id, &record.key).await?
     {
         if existing.request_hash != record.request_hash {
             return Err(CatalogError::IdempotencyMismatch { key: existing.key });
@@ -819,10 +815,10 @@ async fn commit_in(
         return Ok(CommitOutcome::Replayed(existing));
     }
     if let Some(stream) = &commit.stream {
-        check_offsets(&**tx, commit.dataset_id, stream).await?;
+        check_offsets(tx, commit.dataset_id, stream).await?;
         if commit.added.is_empty() && commit.removed.is_empty() {
             // Only progress (e.g. a batch of nothing but bad messages): no new snapshot.
-            write_progress(&**tx, commit.dataset_id, stream, None).await?;
+            write_progress(tx, commit.dataset_id, stream, None).await?;
             return Ok(CommitOutcome::Progressed);
         }
     }
@@ -845,13 +841,16 @@ async fn commit_in(
 
     // One statement marks every removed file and answers which it found live; the
     // transaction is rolled back (by dropping it) if any was not.
-    let removed = tx
-        .query(
+    let removed = if commit.removed.is_empty() {
+        Vec::new()
+    } else {
+        tx.rows(
             "UPDATE files SET removed_seq = $1 WHERE dataset_id = $2 AND path = ANY($3) \
              AND removed_seq IS NULL RETURNING path, rows, bytes",
             &[&seq, &commit.dataset_id, &commit.removed],
         )
-        .await?;
+        .await?
+    };
     let mut removed_rows = 0;
     let mut removed_bytes = 0;
     let mut found = std::collections::HashSet::with_capacity(removed.len());
@@ -877,7 +876,7 @@ async fn commit_in(
     let total_bytes = bytes + added_bytes - removed_bytes;
     let total_files = files + added_files - commit.removed.len() as i64;
     let snapshot_id: i64 = tx
-        .query_one(
+        .rows(
             "INSERT INTO snapshots (dataset_id, seq, parent_id, created_at, operation, \
              schema_version, added_rows, added_bytes, added_files, rows, bytes, files) \
              VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) RETURNING id",
@@ -897,6 +896,8 @@ async fn commit_in(
             ],
         )
         .await?
+        .first()
+        .ok_or_else(|| CatalogError::Storage("a snapshot insert returned no id".into()))?
         .try_get(0)?;
     if !commit.added.is_empty() {
         // One statement for every added file: a compaction can add thousands.
@@ -908,7 +909,7 @@ async fn commit_in(
             .iter()
             .map(|f| serde_json::to_string(&f.stats))
             .collect::<serde_json::Result<Vec<_>>>()?;
-        tx.execute(
+        tx.exec(
             "INSERT INTO files (dataset_id, path, rows, bytes, stats, added_seq) \
              SELECT $1, path, rows, bytes, stats, $2 \
              FROM unnest($3::text[], $4::bigint[], $5::bigint[], $6::text[]) \
@@ -923,18 +924,14 @@ async fn commit_in(
             ],
         )
         .await
-        .map_err(|err| {
-            if is_unique_violation(&err) {
-                CatalogError::Storage(format!(
-                    "a file this commit adds is already in the catalog: {}",
-                    describe(&err)
-                ))
-            } else {
-                err.into()
-            }
+        .map_err(|err| match err {
+            CatalogError::Storage(message) => CatalogError::Storage(format!(
+                "recording the commit's files failed (a path already in the catalog?): {message}"
+            )),
+            other => other,
         })?;
     }
-    tx.execute(
+    tx.exec(
         "UPDATE datasets SET snapshot_id = $1, snapshot_seq = $2, rows = $3, bytes = $4, \
          files = $5, updated_at = $6 WHERE id = $7",
         &[
@@ -949,10 +946,10 @@ async fn commit_in(
     )
     .await?;
     if let Some(stream) = &commit.stream {
-        write_progress(&**tx, commit.dataset_id, stream, Some(snapshot_id)).await?;
+        write_progress(tx, commit.dataset_id, stream, Some(snapshot_id)).await?;
     }
     if let Some(record) = &commit.idempotency {
-        tx.execute(
+        tx.exec(
             "INSERT INTO idempotency_keys (dataset_id, key, request_hash, response, \
              snapshot_id, created_at) VALUES ($1, $2, $3, $4, $5, $6)",
             &[

@@ -99,7 +99,7 @@ impl EndpointStore for PostgresStore {
             ],
         )
         .await?;
-        self.notify_change(&*tx, "endpoint saved").await?;
+        self.notify_change(&tx, "endpoint saved").await?;
         tx.commit().await?;
         Ok((
             Endpoint {

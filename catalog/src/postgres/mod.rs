@@ -15,7 +15,8 @@ use chrono::{DateTime, SubsecRound, Utc};
 use deadpool_postgres::{Manager, ManagerConfig, Pool, RecyclingMethod};
 use tokio::sync::watch;
 use tokio_postgres::error::SqlState;
-use tokio_postgres::{AsyncMessage, GenericClient, Row};
+use tokio_postgres::types::ToSql;
+use tokio_postgres::{AsyncMessage, Row};
 
 use crate::error::{CatalogError, Result};
 use crate::model::{RejectedRecord, StoredRejection};
@@ -66,6 +67,9 @@ pub struct PostgresStore {
     notices: Arc<watch::Sender<u64>>,
     /// See [`changes_channel`].
     channel: Arc<str>,
+    /// This store among the catalog's clients, at the head of its notices: its own notices
+    /// are not news to it (this process already knows its own commits).
+    origin: Arc<str>,
 }
 
 impl PostgresStore {
@@ -96,6 +100,7 @@ impl PostgresStore {
             pool,
             notices: Arc::new(watch::Sender::new(0)),
             channel: Arc::from(""),
+            origin: Arc::from(hex::encode(rand::random::<[u8; 8]>())),
         };
         let schema = store.migrate().await.map_err(|err| match err {
             CatalogError::Storage(message) => CatalogError::Storage(format!(
@@ -108,6 +113,7 @@ impl PostgresStore {
         tokio::spawn(listen_for_changes(
             config,
             store.channel.clone(),
+            store.origin.clone(),
             Arc::downgrade(&store.notices),
         ));
         Ok(store)
@@ -171,8 +177,9 @@ impl PostgresStore {
 
     /// Tells every node, once `tx` commits, that the catalog changed (`what` is for people
     /// reading a packet trace or `pg_stat_activity`; nodes only count notices).
-    async fn notify_change(&self, tx: &impl GenericClient, what: &str) -> Result<()> {
-        tx.execute("SELECT pg_notify($1, $2)", &[&&*self.channel, &what])
+    async fn notify_change(&self, tx: &impl Cached, what: &str) -> Result<()> {
+        let payload = format!("{} {what}", self.origin);
+        tx.exec("SELECT pg_notify($1, $2)", &[&&*self.channel, &payload])
             .await?;
         Ok(())
     }
@@ -185,6 +192,7 @@ impl PostgresStore {
 async fn listen_for_changes(
     config: tokio_postgres::Config,
     channel: Arc<str>,
+    origin: Arc<str>,
     notices: Weak<watch::Sender<u64>>,
 ) {
     let mut pause = Duration::from_millis(100);
@@ -193,10 +201,16 @@ async fn listen_for_changes(
             Ok((client, mut connection)) => {
                 let (heard, mut news) = tokio::sync::mpsc::unbounded_channel::<()>();
                 // The connection delivers notifications only to whoever polls it.
+                let origin = origin.clone();
                 let driver = tokio::spawn(async move {
                     loop {
                         match std::future::poll_fn(|cx| connection.poll_message(cx)).await {
-                            Some(Ok(AsyncMessage::Notification(_))) => {
+                            Some(Ok(AsyncMessage::Notification(notice)))
+                                if !notice
+                                    .payload()
+                                    .strip_prefix(&*origin)
+                                    .is_some_and(|rest| rest.starts_with(' ')) =>
+                            {
                                 if heard.send(()).is_err() {
                                     return None;
                                 }
@@ -244,6 +258,42 @@ async fn listen_for_changes(
         pause = (pause * 2).min(Duration::from_secs(5));
     }
 }
+
+/// Statements run through prepared statements that each pooled connection keeps (deadpool's
+/// statement cache): a statement sent as text is prepared again on every call, a second
+/// round trip to the server. Used on the hot paths (commits, audit appends).
+pub(super) trait Cached {
+    async fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64>;
+    async fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>>;
+    async fn row_opt(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Option<Row>>;
+}
+
+macro_rules! cached_statements {
+    ($type:ty) => {
+        impl Cached for $type {
+            async fn exec(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<u64> {
+                let statement = self.prepare_cached(sql).await?;
+                Ok(self.execute(&statement, params).await?)
+            }
+
+            async fn rows(&self, sql: &str, params: &[&(dyn ToSql + Sync)]) -> Result<Vec<Row>> {
+                let statement = self.prepare_cached(sql).await?;
+                Ok(self.query(&statement, params).await?)
+            }
+
+            async fn row_opt(
+                &self,
+                sql: &str,
+                params: &[&(dyn ToSql + Sync)],
+            ) -> Result<Option<Row>> {
+                let statement = self.prepare_cached(sql).await?;
+                Ok(self.query_opt(&statement, params).await?)
+            }
+        }
+    };
+}
+cached_statements!(deadpool_postgres::Transaction<'_>);
+cached_statements!(deadpool_postgres::ClientWrapper);
 
 /// The URL without its password, for messages.
 fn redact(url: &str) -> String {

@@ -124,7 +124,7 @@ impl SharingStore for PostgresStore {
             &[&at, &id],
         )
         .await?;
-        self.notify_change(&*tx, "token revoked").await?;
+        self.notify_change(&tx, "token revoked").await?;
         tx.commit().await?;
         Ok(Principal {
             revoked_at: Some(at),
@@ -257,7 +257,7 @@ impl SharingStore for PostgresStore {
             Some(id) => load_grant(&*tx, id).await?,
             None => None,
         };
-        self.notify_change(&*tx, "share request decided").await?;
+        self.notify_change(&tx, "share request decided").await?;
         tx.commit().await?;
         Ok((request, grant))
     }
@@ -319,7 +319,7 @@ impl SharingStore for PostgresStore {
         let grant = load_grant(&*tx, id)
             .await?
             .ok_or_else(|| CatalogError::Storage("a revoked grant vanished".into()))?;
-        self.notify_change(&*tx, "grant revoked").await?;
+        self.notify_change(&tx, "grant revoked").await?;
         tx.commit().await?;
         Ok(grant)
     }

@@ -857,6 +857,9 @@ async fn other_nodes_hear_of_changes(backend: Backend) {
     // The listener says it is connected (a first notice) before anything is sent.
     assert!(heard(&mut notices).await, "the listener did not connect");
     notices.mark_unchanged();
+    // The writer's listener connected when it opened, before the other store did.
+    let mut own = first.change_notices().expect("notices");
+    own.mark_unchanged();
     first
         .create_department("gongan", "公安局")
         .await
@@ -875,6 +878,11 @@ async fn other_nodes_hear_of_changes(backend: Backend) {
     );
     assert!(heard(&mut notices).await, "a commit was not heard");
     notices.mark_unchanged();
+    // The writer already knows its own changes: they are not news to it.
+    assert!(
+        !own.has_changed().expect("open"),
+        "a store heard its own changes"
+    );
     // A commit that loses (stale parent) changes nothing and tells nobody.
     let stale = first
         .commit(append(&dataset, None, vec![file("b", 1)]))
