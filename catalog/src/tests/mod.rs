@@ -115,6 +115,60 @@ async fn fresh_schema(url: &str) -> String {
     schema
 }
 
+/// The two catalogs hold the same tables with the same columns: a migration added to one
+/// backend and forgotten in the other fails here.
+#[tokio::test]
+async fn both_backends_have_the_same_tables_and_columns() {
+    let Some((TestCatalog::Postgres(url), _store)) = open(Backend::Postgres).await else {
+        return;
+    };
+    let Some((TestCatalog::Sqlite(dir), _sqlite)) = open(Backend::Sqlite).await else {
+        panic!("SQLite always opens");
+    };
+    let conn = rusqlite::Connection::open(dir.path().join("catalog.db")).expect("open");
+    let mut sqlite = std::collections::BTreeSet::new();
+    let tables: Vec<String> = conn
+        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .expect("tables")
+        .query_map([], |row| row.get(0))
+        .expect("tables")
+        .collect::<Result<_, _>>()
+        .expect("tables");
+    for table in tables {
+        let columns: Vec<String> = conn
+            .prepare(&format!("SELECT name FROM pragma_table_info('{table}')"))
+            .expect("columns")
+            .query_map([], |row| row.get(0))
+            .expect("columns")
+            .collect::<Result<_, _>>()
+            .expect("columns");
+        for column in columns {
+            sqlite.insert((table.clone(), column));
+        }
+    }
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let rows = client
+        .query(
+            "SELECT table_name::text, column_name::text FROM information_schema.columns \
+             WHERE table_schema = current_schema() AND table_name <> 'cityhub_migrations'",
+            &[],
+        )
+        .await
+        .expect("columns");
+    let postgres: std::collections::BTreeSet<(String, String)> =
+        rows.iter().map(|row| (row.get(0), row.get(1))).collect();
+    let only_sqlite: Vec<_> = sqlite.difference(&postgres).collect();
+    let only_postgres: Vec<_> = postgres.difference(&sqlite).collect();
+    assert!(
+        only_sqlite.is_empty() && only_postgres.is_empty(),
+        "only in SQLite: {only_sqlite:?}; only in PostgreSQL: {only_postgres:?}"
+    );
+    assert!(sqlite.len() > 100, "{} columns", sqlite.len());
+}
+
 /// Runs each named test function (`async fn name(backend: Backend)`) once per backend, as
 /// `sqlite::name` and `postgres::name`.
 macro_rules! on_both_backends {
