@@ -164,6 +164,52 @@ pub struct DatasetChange {
     pub region_free: Option<bool>,
 }
 
+/// A dataset's settings once a [`DatasetChange`] applies, checked against the columns
+/// they will apply to. Both catalog stores resolve a change this way inside their write
+/// transaction (against the schema that is current) and then write what differs.
+pub struct ChangedSettings {
+    /// The new columns when they differ from the current ones (a new schema version).
+    pub new_columns: Option<Vec<Column>>,
+    /// A row retention the change sets.
+    pub row_retention: Option<RowRetention>,
+    pub region_column: Option<String>,
+    pub region_free: bool,
+    pub sort_key: Vec<String>,
+}
+
+impl DatasetChange {
+    /// Resolves the change over `current`: a schema change must keep old files readable,
+    /// and the row retention, region column and sort key must fit the resulting columns
+    /// (a declared region column cannot be dropped or retyped).
+    pub fn resolve(self, current: &crate::model::Dataset) -> Result<ChangedSettings, CatalogError> {
+        let columns = self.columns.unwrap_or_else(|| current.columns.clone());
+        if columns != current.columns {
+            check_evolution(&current.columns, &columns, &current.primary_key)?;
+        }
+        if let Some(retention) = self
+            .row_retention
+            .as_ref()
+            .or(current.row_retention.as_ref())
+        {
+            validate_row_retention(retention, &columns)?;
+        }
+        let region_column = self
+            .region_column
+            .unwrap_or_else(|| current.region_column.clone());
+        let region_free = self.region_free.unwrap_or(current.region_free);
+        validate_region(region_column.as_deref(), region_free, &columns)?;
+        let sort_key = self.sort_key.unwrap_or_else(|| current.sort_key.clone());
+        validate_sort_key(&sort_key, &columns)?;
+        Ok(ChangedSettings {
+            new_columns: (columns != current.columns).then_some(columns),
+            row_retention: self.row_retention,
+            region_column,
+            region_free,
+            sort_key,
+        })
+    }
+}
+
 /// Validates a row retention against the columns: a timestamp or date column, at least a day.
 pub fn validate_row_retention(
     retention: &RowRetention,

@@ -130,7 +130,7 @@ pub trait DatasetStore: Send + Sync + 'static {
 
     /// A counter that moves when any process on this catalog commits data, changes a
     /// dataset's schema, decides a share request, revokes a grant or saves an endpoint,
-    /// when the database can tell (PostgreSQL's LISTEN/NOTIFY, within milliseconds); `None`
+    /// when the database can tell (PostgreSQL's LISTEN/NOTIFY, as the change commits); `None`
     /// when it cannot (SQLite), and readers poll instead.
     fn change_notices(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         None

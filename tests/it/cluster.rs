@@ -431,7 +431,7 @@ async fn haproxy_from_the_deploy_folder_keeps_serving_when_a_node_stops() {
     let Some(shared) = shared().await else {
         return;
     };
-    let haproxy = match which("haproxy") {
+    let haproxy = match support::program_on_path("haproxy") {
         Some(path) => path,
         None => {
             assert!(
@@ -509,15 +509,4 @@ async fn haproxy_from_the_deploy_folder_keeps_serving_when_a_node_stops() {
     .await;
     assert_eq!(rows, json!([{"n": 41, "ids": 41}]));
     proxy.kill().await.expect("stop haproxy");
-}
-
-fn which(program: &str) -> Option<std::path::PathBuf> {
-    std::env::var_os("PATH")?
-        .to_str()?
-        .split(':')
-        .map(|folder| std::path::Path::new(folder).join(program))
-        .chain(std::iter::once(
-            std::path::Path::new("/usr/sbin").join(program),
-        ))
-        .find(|path| path.is_file())
 }

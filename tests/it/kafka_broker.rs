@@ -25,11 +25,7 @@ fn tansu() -> Option<PathBuf> {
     if let Ok(path) = std::env::var("CITYHUB_TANSU") {
         return Some(PathBuf::from(path));
     }
-    std::env::var_os("PATH").and_then(|paths| {
-        std::env::split_paths(&paths)
-            .map(|dir| dir.join("tansu"))
-            .find(|candidate| candidate.is_file())
-    })
+    support::program_on_path("tansu")
 }
 
 fn free_port() -> u16 {

@@ -491,3 +491,12 @@ pub fn send<K, P>(
         }
     }
 }
+
+/// A program on `PATH` (and in `/usr/sbin`, where Debian puts daemons such as haproxy).
+pub fn program_on_path(program: &str) -> Option<std::path::PathBuf> {
+    let paths = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&paths)
+        .chain(std::iter::once(std::path::PathBuf::from("/usr/sbin")))
+        .map(|dir| dir.join(program))
+        .find(|candidate| candidate.is_file())
+}

@@ -53,17 +53,6 @@ fn small(value: Option<u8>) -> Option<i32> {
     value.map(i32::from)
 }
 
-fn optional_u8(row: &Row, index: usize) -> Result<Option<u8>> {
-    let value: Option<i32> = row.try_get(index)?;
-    value
-        .map(|value| {
-            u8::try_from(value).map_err(|_| {
-                CatalogError::Storage(format!("stored camera code {value} is out of range"))
-            })
-        })
-        .transpose()
-}
-
 fn live_from_row(row: &Row, first: usize) -> Result<LiveState> {
     let notified: Option<String> = row.try_get(first)?;
     let recorded: Option<String> = row.try_get(first + 3)?;
@@ -93,11 +82,11 @@ fn camera_from_row(row: &Row) -> Result<CameraRecord> {
             latitude: row.try_get(7)?,
             manufacturer: row.try_get(8)?,
             model: row.try_get(9)?,
-            ptz_type: optional_u8(row, 10)?,
-            position_type: optional_u8(row, 11)?,
-            room_type: optional_u8(row, 12)?,
-            use_type: optional_u8(row, 13)?,
-            supply_light_type: optional_u8(row, 14)?,
+            ptz_type: optional_unsigned::<i32, u8>(row, 10)?,
+            position_type: optional_unsigned::<i32, u8>(row, 11)?,
+            room_type: optional_unsigned::<i32, u8>(row, 12)?,
+            use_type: optional_unsigned::<i32, u8>(row, 13)?,
+            supply_light_type: optional_unsigned::<i32, u8>(row, 14)?,
             resolution: row.try_get(15)?,
             streams: optional_json::<Streams>(row, 16)?,
             tags: optional_json::<Vec<String>>(row, 17)?,

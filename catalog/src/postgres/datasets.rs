@@ -6,10 +6,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, Row};
 
 use super::*;
-use crate::lifecycle::{
-    DatasetChange, ExpiredSnapshots, SnapshotSummary, check_evolution, validate_new_dataset,
-    validate_region, validate_row_retention, validate_sort_key,
-};
+use crate::lifecycle::{DatasetChange, ExpiredSnapshots, SnapshotSummary, validate_new_dataset};
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
     NewDataset, NewPrincipal, Operation, Principal, SchemaVersion, Snapshot, StoredRejection,
@@ -37,7 +34,7 @@ pub(super) fn principal_from_row(row: &Row) -> Result<Principal> {
         created_at: row.try_get(4)?,
         expires_at: row.try_get(5)?,
         revoked_at: row.try_get(6)?,
-        rate_limit_per_second: optional_u32(row, 7)?,
+        rate_limit_per_second: optional_unsigned::<i64, u32>(row, 7)?,
         region: row.try_get(8)?,
     })
 }
@@ -75,7 +72,7 @@ pub(super) fn dataset_from_row(row: &Row) -> Result<Dataset> {
         updated_at: row.try_get(16)?,
         columns: json(row, 17)?,
         sort_key: json(row, 18)?,
-        snapshot_retention_days: optional_u32(row, 19)?,
+        snapshot_retention_days: optional_unsigned::<i64, u32>(row, 19)?,
         last_gc_at: row.try_get(20)?,
         row_retention: optional_json(row, 21)?,
         primary_key: json(row, 22)?,
@@ -997,20 +994,14 @@ async fn change_in(
             name: dataset_id.to_string(),
         })?;
     let current = dataset_from_row(&current)?;
-    let columns = change.columns.unwrap_or_else(|| current.columns.clone());
-    if columns != current.columns {
-        check_evolution(&current.columns, &columns, &current.primary_key)?;
+    let settings = change.resolve(&current)?;
+    if let Some(columns) = &settings.new_columns {
         let version = current.schema_version + 1;
         let at = now();
         tx.execute(
             "INSERT INTO schema_versions (dataset_id, version, columns, created_at) \
              VALUES ($1, $2, $3, $4)",
-            &[
-                &dataset_id,
-                &version,
-                &serde_json::to_string(&columns)?,
-                &at,
-            ],
+            &[&dataset_id, &version, &serde_json::to_string(columns)?, &at],
         )
         .await?;
         tx.execute(
@@ -1019,32 +1010,19 @@ async fn change_in(
         )
         .await?;
     }
-    if let Some(retention) = &change.row_retention {
-        validate_row_retention(retention, &columns)?;
+    if let Some(retention) = &settings.row_retention {
         tx.execute(
             "UPDATE datasets SET row_retention = $1 WHERE id = $2",
             &[&serde_json::to_string(retention)?, &dataset_id],
         )
         .await?;
-    } else if let Some(retention) = &current.row_retention {
-        // The aged column must stay fit for it.
-        validate_row_retention(retention, &columns)?;
     }
-    let region_column = change
-        .region_column
-        .unwrap_or_else(|| current.region_column.clone());
-    let region_free = change.region_free.unwrap_or(current.region_free);
-    // Checked against the new columns too: a region column cannot be dropped or retyped
-    // while it is declared.
-    validate_region(region_column.as_deref(), region_free, &columns)?;
-    let sort_key = change.sort_key.unwrap_or_else(|| current.sort_key.clone());
-    validate_sort_key(&sort_key, &columns)?;
     tx.execute(
         "UPDATE datasets SET region_column = $1, region_free = $2, sort_key = $3 WHERE id = $4",
         &[
-            &region_column,
-            &region_free,
-            &serde_json::to_string(&sort_key)?,
+            &settings.region_column,
+            &settings.region_free,
+            &serde_json::to_string(&settings.sort_key)?,
             &dataset_id,
         ],
     )

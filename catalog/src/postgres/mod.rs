@@ -28,7 +28,7 @@ mod endpoints;
 mod sharing;
 
 /// Numbered migrations, applied in order; `cityhub_migrations` records each one applied.
-const MIGRATIONS: &[(i64, &str)] = &[
+pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (1, include_str!("../../migrations/postgres/0001_init.sql")),
     (
         2,
@@ -369,13 +369,19 @@ fn optional_json<T: serde::de::DeserializeOwned>(row: &Row, index: usize) -> Res
     Ok(text.map(|text| serde_json::from_str(&text)).transpose()?)
 }
 
-/// A `u32` kept in a bigint column (PostgreSQL has no unsigned types).
-fn optional_u32(row: &Row, index: usize) -> Result<Option<u32>> {
-    let value: Option<i64> = row.try_get(index)?;
-    value
-        .map(|value| {
-            u32::try_from(value)
-                .map_err(|_| CatalogError::Storage(format!("stored value {value} is out of range")))
+/// An unsigned value kept in a wider signed column (PostgreSQL has no unsigned types):
+/// `u32`s in bigint columns, GB/T 28181 code values (`u8`) in integer columns.
+fn optional_unsigned<'a, Stored, Value>(row: &'a Row, index: usize) -> Result<Option<Value>>
+where
+    Stored: tokio_postgres::types::FromSql<'a> + Copy + std::fmt::Display,
+    Value: TryFrom<Stored>,
+{
+    let stored: Option<Stored> = row.try_get(index)?;
+    stored
+        .map(|stored| {
+            Value::try_from(stored).map_err(|_| {
+                CatalogError::Storage(format!("stored value {stored} is out of range"))
+            })
         })
         .transpose()
 }

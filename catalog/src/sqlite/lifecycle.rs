@@ -22,48 +22,35 @@ pub(super) fn change(
             what: "dataset",
             name: dataset_id.to_string(),
         })?;
-    let columns = change.columns.unwrap_or_else(|| current.columns.clone());
-    if columns != current.columns {
-        // Checked inside the write transaction: against the schema that is current.
-        check_evolution(&current.columns, &columns, &current.primary_key)?;
+    // Resolved inside the write transaction: against the schema that is current.
+    let settings = change.resolve(&current)?;
+    if let Some(columns) = &settings.new_columns {
         let version = current.schema_version + 1;
         let at = time_text(now());
         tx.execute(
             "INSERT INTO schema_versions (dataset_id, version, columns, created_at) \
                  VALUES (?1, ?2, ?3, ?4)",
-            params![dataset_id, version, serde_json::to_string(&columns)?, at],
+            params![dataset_id, version, serde_json::to_string(columns)?, at],
         )?;
         tx.execute(
             "UPDATE datasets SET schema_version = ?1, updated_at = ?2 WHERE id = ?3",
             params![version, at, dataset_id],
         )?;
     }
-    if let Some(retention) = &change.row_retention {
-        validate_row_retention(retention, &columns)?;
+    if let Some(retention) = &settings.row_retention {
         tx.execute(
             "UPDATE datasets SET row_retention = ?1 WHERE id = ?2",
             params![serde_json::to_string(retention)?, dataset_id],
         )?;
-    } else if let Some(retention) = &current.row_retention {
-        // The aged column must stay fit for it.
-        validate_row_retention(retention, &columns)?;
     }
-    let region_column = change
-        .region_column
-        .unwrap_or_else(|| current.region_column.clone());
-    let region_free = change.region_free.unwrap_or(current.region_free);
-    // Checked against the new columns too: a region column cannot be dropped or retyped
-    // while it is declared.
-    validate_region(region_column.as_deref(), region_free, &columns)?;
     tx.execute(
-        "UPDATE datasets SET region_column = ?1, region_free = ?2 WHERE id = ?3",
-        params![region_column, region_free, dataset_id],
-    )?;
-    let sort_key = change.sort_key.unwrap_or_else(|| current.sort_key.clone());
-    validate_sort_key(&sort_key, &columns)?;
-    tx.execute(
-        "UPDATE datasets SET sort_key = ?1 WHERE id = ?2",
-        params![serde_json::to_string(&sort_key)?, dataset_id],
+        "UPDATE datasets SET region_column = ?1, region_free = ?2, sort_key = ?3 WHERE id = ?4",
+        params![
+            settings.region_column,
+            settings.region_free,
+            serde_json::to_string(&settings.sort_key)?,
+            dataset_id
+        ],
     )?;
     let changed = tx.query_row(&by_id, [dataset_id], dataset_from_row)?;
     tx.commit()?;

@@ -15,10 +15,7 @@ use chrono::{DateTime, SecondsFormat, SubsecRound, Utc};
 use rusqlite::{Connection, Row, TransactionBehavior};
 
 use crate::error::{CatalogError, Result};
-use crate::lifecycle::{
-    DatasetChange, ExpiredSnapshots, SnapshotSummary, check_evolution, validate_new_dataset,
-    validate_region, validate_row_retention, validate_sort_key,
-};
+use crate::lifecycle::{DatasetChange, ExpiredSnapshots, SnapshotSummary, validate_new_dataset};
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
     NewDataset, NewPrincipal, Operation, Principal, RejectedRecord, SchemaVersion, Snapshot,

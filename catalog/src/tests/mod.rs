@@ -115,6 +115,40 @@ async fn fresh_schema(url: &str) -> String {
     schema
 }
 
+/// Nodes that start together on a new catalog migrate it once between them: the others
+/// wait for the first's migration and find it done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn nodes_starting_together_migrate_once() {
+    let Some(url) = postgres_url() else {
+        return;
+    };
+    let schema = fresh_schema(&url).await;
+    let separator = if url.contains('?') { "&" } else { "?" };
+    let url = format!("{url}{separator}options=-c%20search_path%3D{schema}");
+    let starts: Vec<_> = (0..4)
+        .map(|_| {
+            let url = url.clone();
+            tokio::spawn(async move { PostgresStore::open_url(&url).await.map(drop) })
+        })
+        .collect();
+    for start in starts {
+        start
+            .await
+            .expect("join")
+            .expect("every node opens the catalog");
+    }
+    let (client, connection) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .expect("connect");
+    tokio::spawn(connection);
+    let applied: i64 = client
+        .query_one("SELECT count(*) FROM cityhub_migrations", &[])
+        .await
+        .expect("migrations")
+        .get(0);
+    assert_eq!(applied, crate::postgres::MIGRATIONS.len() as i64);
+}
+
 /// The two catalogs hold the same tables with the same columns: a migration added to one
 /// backend and forgotten in the other fails here.
 #[tokio::test]
