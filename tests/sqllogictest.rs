@@ -6,8 +6,12 @@
 //! so that `statement error forbidden` and `query error invalid_sql` assert the kind of
 //! refusal.
 //!
+//! Every file runs twice: on the hub's own engine, then through a Ballista scheduler and two
+//! executors started from the hub's binary (`query.engine = "ballista"`), which must give
+//! the same answers. A record that may differ there is marked `skipif ballista`.
+//!
 //! Its own runner (`harness = false`): `cargo test --test sqllogictest -- cameras` runs the
-//! files whose names contain `cameras`; each file is reported as one test.
+//! files whose names contain `cameras`; each file is reported as one test per engine.
 
 use std::path::{Path, PathBuf};
 
@@ -18,6 +22,7 @@ use cityhub_catalog::sharing::{Decision, NewShareRequest};
 use cityhub_catalog::token::Token;
 use cityhub_catalog::{DatasetName, NewPrincipal, Principal, Role};
 use cityhub_ingest::{Format, PushRequest};
+use cityhub_query::QueryEngine;
 use cityhub_server::AppState;
 use cityhub_server::http::ApiError;
 use futures::StreamExt;
@@ -36,7 +41,7 @@ impl std::fmt::Display for SqlError {
 impl std::error::Error for SqlError {}
 
 struct HubDb {
-    state: AppState,
+    query: QueryEngine,
     principal: Principal,
 }
 
@@ -51,7 +56,6 @@ impl sqllogictest::AsyncDB for HubDb {
             SqlError(format!("{}: {}", answer.code, answer.message))
         };
         let result = self
-            .state
             .query
             .execute(&self.principal, sql, &[])
             .await
@@ -722,35 +726,163 @@ async fn run(filters: &[String]) -> (usize, usize, usize) {
     config.storage.data_dir = dir.path().display().to_string();
     config.cameras.keepalive_interval_secs = 3600;
     config.cameras.rtsp_template = "rtsp://media.neijiang:554/rtp/{device}_{channel}".into();
-    let state = AppState::open(config).await.expect("open");
+    let state = AppState::open(config.clone()).await.expect("open");
     fixture(&state).await;
 
     let mut failures = Vec::new();
-    for file in &files {
-        let principal = principal_of(file);
-        let state = state.clone();
-        let mut runner = sqllogictest::Runner::new(move || {
-            let db = HubDb {
-                state: state.clone(),
-                principal: principal.clone(),
-            };
-            async move { Ok::<_, SqlError>(db) }
-        });
-        let name = file.file_name().unwrap_or_default().to_string_lossy();
-        match runner.run_file_async(file).await {
-            Ok(()) => println!("test {name} ... ok"),
-            Err(err) => {
-                println!("test {name} ... FAILED");
-                failures.push(format!("{}:\n{err}", file.display()));
-            }
-        }
+    run_files(&files, state.query.clone(), "local", &mut failures).await;
+    let cluster = BallistaCluster::start(dir.path());
+    let mut on_cluster = config.query.clone();
+    on_cluster.engine = cityhub_config::QueryEngineKind::Ballista;
+    on_cluster.ballista_scheduler = cluster.scheduler.clone();
+    // A query the cluster cannot finish fails the file within a minute, not five.
+    on_cluster.timeout_secs = 60;
+    let engine = QueryEngine::new(
+        state.catalog.clone(),
+        state.ingest.storage().store(),
+        on_cluster,
+        state.audit.clone(),
+        cityhub_catalog::camera::CameraSettings::from_config(&config.cameras),
+    )
+    .expect("an engine on the cluster");
+    cluster.wait_until_ready(&engine).await;
+    run_files(&files, engine.clone(), "ballista", &mut failures).await;
+    // The second pass ran on the cluster, not quietly on the hub: without the cluster the
+    // same engine answers that it cannot reach it.
+    drop(cluster);
+    let admin = principal("admin", Role::Admin);
+    match engine
+        .execute(&admin, "SELECT count(*) FROM zhili.events", &[])
+        .await
+    {
+        Err(cityhub_query::QueryError::Unavailable(_)) => {}
+        Err(other) => failures.push(format!("without its cluster the engine answered {other}")),
+        Ok(_) => failures.push("without its cluster the engine still answered".into()),
     }
     for failure in &failures {
         println!("\n---- {failure}");
     }
+    let ran = files.len() * 2;
     (
-        files.len() - failures.len(),
+        ran - failures.len(),
         failures.len(),
-        all - files.len(),
+        (all - files.len()) * 2,
     )
+}
+
+/// Runs `files` on `query`; `engine` names the pass (and is the label `skipif` matches).
+async fn run_files(
+    files: &[PathBuf],
+    query: QueryEngine,
+    engine: &str,
+    failures: &mut Vec<String>,
+) {
+    for file in files {
+        let principal = principal_of(file);
+        let query = query.clone();
+        let mut runner = sqllogictest::Runner::new(move || {
+            let db = HubDb {
+                query: query.clone(),
+                principal: principal.clone(),
+            };
+            async move { Ok::<_, SqlError>(db) }
+        });
+        runner.add_label(engine);
+        let name = file.file_name().unwrap_or_default().to_string_lossy();
+        match runner.run_file_async(file).await {
+            Ok(()) => println!("test {name} ({engine}) ... ok"),
+            Err(err) => {
+                println!("test {name} ({engine}) ... FAILED");
+                failures.push(format!("{} ({engine}):\n{err}", file.display()));
+            }
+        }
+    }
+}
+
+/// A Ballista scheduler and two executors, each a `cityhub` process, reading the hub's
+/// objects in `data_dir`; stopped when dropped.
+struct BallistaCluster {
+    /// `df://127.0.0.1:port`.
+    scheduler: String,
+    processes: Vec<std::process::Child>,
+}
+
+impl BallistaCluster {
+    fn start(data_dir: &Path) -> Self {
+        let free_port = || {
+            std::net::TcpListener::bind("127.0.0.1:0")
+                .and_then(|listener| listener.local_addr())
+                .expect("a free port")
+                .port()
+        };
+        let hub = |args: &[&str]| {
+            std::process::Command::new(env!("CARGO_BIN_EXE_cityhub"))
+                .args(args)
+                .arg("--data-dir")
+                .arg(data_dir)
+                .env("CITYHUB__LOG__LEVEL", "warn")
+                .stdout(std::process::Stdio::null())
+                .spawn()
+                .expect("start cityhub")
+        };
+        let port = free_port();
+        let scheduler = format!("df://127.0.0.1:{port}");
+        let mut processes = vec![hub(&["scheduler", "--bind", &format!("127.0.0.1:{port}")])];
+        // The scheduler plans scans too, and looks at the store to do so: it is given the
+        // data folder like the executors.
+        for _ in 0..2 {
+            let (flight, grpc) = (free_port(), free_port());
+            processes.push(hub(&[
+                "executor",
+                "--scheduler",
+                &scheduler,
+                "--bind",
+                &format!("127.0.0.1:{flight}"),
+                "--grpc-port",
+                &grpc.to_string(),
+                "--concurrent-tasks",
+                "2",
+            ]));
+        }
+        Self {
+            scheduler,
+            processes,
+        }
+    }
+
+    /// Waits until the cluster answers a query over a dataset (the executors have
+    /// registered), for up to a minute.
+    async fn wait_until_ready(&self, engine: &QueryEngine) {
+        let admin = principal("admin", Role::Admin);
+        let mut last = String::new();
+        for _ in 0..120 {
+            match engine
+                .execute(&admin, "SELECT count(*) FROM zhili.events", &[])
+                .await
+            {
+                Ok(result) => {
+                    let batches: Vec<_> = result.batches.collect().await;
+                    match batches.into_iter().collect::<Result<Vec<_>, _>>() {
+                        Ok(_) => return,
+                        Err(err) => last = err.to_string(),
+                    }
+                }
+                Err(err) => last = err.to_string(),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+        }
+        panic!(
+            "the Ballista cluster at {} did not answer within a minute: {last}",
+            self.scheduler
+        );
+    }
+}
+
+impl Drop for BallistaCluster {
+    fn drop(&mut self) {
+        for process in &mut self.processes {
+            let _ = process.kill();
+            let _ = process.wait();
+        }
+    }
 }

@@ -272,6 +272,25 @@ pub struct QueryConfig {
     /// `"datafusion.execution.batch_size" = "16384"`: for measuring and tuning without a
     /// rebuild. A name DataFusion does not know, or a bad value, stops the start.
     pub engine_options: std::collections::BTreeMap<String, String>,
+    /// Where queries over datasets run: `local` (this process) or `ballista` (the Ballista
+    /// cluster at `ballista_scheduler`, for queries bigger than one node).
+    pub engine: QueryEngineKind,
+    /// The Ballista scheduler, `df://host:port` (`cityhub scheduler` listens on 50050).
+    pub ballista_scheduler: String,
+    /// When the Ballista scheduler cannot be reached, run the query here instead of
+    /// answering an error. A query the cluster started and then failed is never re-run.
+    pub ballista_fallback: bool,
+}
+
+/// Where queries over datasets run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum QueryEngineKind {
+    /// In the hub's own process.
+    #[default]
+    Local,
+    /// On a Ballista cluster: the hub plans, the executors scan, mask and compute.
+    Ballista,
 }
 
 impl Default for QueryConfig {
@@ -281,7 +300,22 @@ impl Default for QueryConfig {
             timeout_secs: 300,
             target_partitions: 0,
             engine_options: std::collections::BTreeMap::new(),
+            engine: QueryEngineKind::Local,
+            ballista_scheduler: String::new(),
+            ballista_fallback: false,
         }
+    }
+}
+
+impl QueryConfig {
+    /// The Ballista scheduler's gRPC address as `http://host:port`, from
+    /// `ballista_scheduler` (`df://host:port`; `None` when it is not such a URL).
+    pub fn ballista_scheduler_url(&self) -> Option<String> {
+        let rest = self.ballista_scheduler.strip_prefix("df://")?;
+        let (host, port) = rest.trim_end_matches('/').rsplit_once(':')?;
+        let port: u16 = port.parse().ok()?;
+        (!host.is_empty() && port > 0 && !host.contains('/'))
+            .then(|| format!("http://{host}:{port}"))
     }
 }
 
@@ -547,6 +581,13 @@ impl Config {
                     .any(|scheme| self.catalog.url.starts_with(scheme)),
             "must be empty (catalog.db in the data folder), a sqlite:// URL, or a postgres:// \
              URL (postgres://user:password@host:port/database)",
+        );
+        check(
+            "query.ballista_scheduler",
+            self.query.engine != QueryEngineKind::Ballista
+                || self.query.ballista_scheduler_url().is_some(),
+            "must be the Ballista scheduler as df://host:port (e.g. df://10.0.0.5:50050) \
+             when query.engine = \"ballista\"",
         );
         check(
             "ingest.file_rows",

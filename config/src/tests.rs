@@ -244,3 +244,46 @@ fn compaction_settings_load_and_a_small_file_larger_than_the_target_is_refused()
         "{err}"
     );
 }
+
+#[test]
+fn a_ballista_engine_needs_its_scheduler_as_a_df_url() {
+    let loaded = Config::load(
+        None,
+        env(&[
+            ("CITYHUB__QUERY__ENGINE", "ballista"),
+            ("CITYHUB__QUERY__BALLISTA_SCHEDULER", "df://10.0.0.5:50050"),
+        ]),
+        &[],
+    )
+    .expect("valid");
+    assert_eq!(loaded.config.query.engine, QueryEngineKind::Ballista);
+    assert_eq!(
+        loaded.config.query.ballista_scheduler_url().as_deref(),
+        Some("http://10.0.0.5:50050")
+    );
+    for scheduler in [
+        "",
+        "10.0.0.5:50050",
+        "df://10.0.0.5",
+        "df://:50050",
+        "df://h:0",
+    ] {
+        let err = Config::load(
+            None,
+            env(&[
+                ("CITYHUB__QUERY__ENGINE", "ballista"),
+                ("CITYHUB__QUERY__BALLISTA_SCHEDULER", scheduler),
+            ]),
+            &[],
+        )
+        .expect_err("not a scheduler URL");
+        let text = err.to_string();
+        assert!(
+            text.contains("query.ballista_scheduler") && text.contains("df://host:port"),
+            "{scheduler:?}: {text}"
+        );
+    }
+    let err = Config::load(None, env(&[("CITYHUB__QUERY__ENGINE", "spark")]), &[])
+        .expect_err("an unknown engine");
+    assert!(err.to_string().contains("query.engine"), "{err}");
+}

@@ -68,6 +68,11 @@ pub enum QueryError {
     #[error("{0}")]
     MemoryLimit(String),
 
+    /// The engine that should run the query cannot be reached (the Ballista scheduler is
+    /// down and `query.ballista_fallback` is off): nothing ran; try again later.
+    #[error("{0}")]
+    Unavailable(String),
+
     #[error("{0}")]
     Internal(String),
 }

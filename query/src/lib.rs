@@ -11,8 +11,11 @@
 //! - [`endpoint`]: dashboard endpoints: their sources, typed parameters, the result cache
 //!   and its invalidation, and streams of new results.
 //! - [`encode`]: streaming result encoders (JSON, NDJSON, CSV, Arrow IPC, Parquet).
+//! - [`distributed`]: queries on a Ballista cluster, and the codecs that carry the hub's
+//!   tables and operators to it.
 
 pub mod cameras;
+pub mod distributed;
 pub mod encode;
 pub mod endpoint;
 pub mod error;
@@ -59,8 +62,9 @@ pub use error::QueryError;
 pub use reader::{MASKED_FIELD_METADATA, ReadLog};
 use view::{CATALOG_NAME, FileListCache, Pins, RequestView, SYSTEM_SCHEMA, ViewContext};
 
-/// Where the engine finds Parquet files: the hub's object store, registered under this URL.
-const STORE_URL: &str = "cityhub://objects";
+/// Where the engine finds Parquet files: the hub's object store, registered under this URL
+/// (a Ballista executor registers the hub's store under it too).
+pub const STORE_URL: &str = "cityhub://objects";
 
 /// The SQL engine of one hub process.
 #[derive(Clone)]
@@ -83,6 +87,51 @@ pub struct QueryEngine {
     /// Each query's memory pool, in bytes: worked out once at start (the default reads
     /// the machine's memory), not per query.
     memory_limit: usize,
+    /// The Ballista cluster that runs queries over datasets (`query.engine = "ballista"`).
+    cluster: Option<Arc<Cluster>>,
+}
+
+/// A Ballista cluster, as the hub submits queries to it.
+struct Cluster {
+    /// `host:port` of the scheduler's gRPC service.
+    address: String,
+    /// As configured (`df://host:port`), for messages.
+    shown: String,
+    fallback: bool,
+    /// Sends a logical plan to the scheduler and streams back the result.
+    planner: Arc<dyn datafusion::execution::context::QueryPlanner + Send + Sync>,
+}
+
+impl Cluster {
+    fn new(config: &QueryConfig) -> Option<Self> {
+        if config.engine != cityhub_config::QueryEngineKind::Ballista {
+            return None;
+        }
+        let url = config.ballista_scheduler_url()?;
+        let planner = ballista_core::planner::BallistaQueryPlanner::<
+            datafusion_proto::protobuf::LogicalPlanNode,
+        >::with_extension(
+            url.clone(),
+            ballista_core::config::BallistaConfig::default(),
+            Arc::new(distributed::HubLogicalCodec::default()),
+        );
+        Some(Self {
+            address: url.trim_start_matches("http://").to_string(),
+            shown: config.ballista_scheduler.clone(),
+            fallback: config.ballista_fallback,
+            planner: Arc::new(planner),
+        })
+    }
+
+    /// Whether the scheduler answers a connection within two seconds; why not if not.
+    async fn reachable(&self) -> Result<(), String> {
+        let connect = tokio::net::TcpStream::connect(&self.address);
+        match tokio::time::timeout(Duration::from_secs(2), connect).await {
+            Ok(Ok(_)) => Ok(()),
+            Ok(Err(err)) => Err(err.to_string()),
+            Err(_) => Err("no answer within 2 s".into()),
+        }
+    }
 }
 
 struct BaseSessions {
@@ -185,10 +234,20 @@ impl QueryEngine {
         rules.insert(0, Arc::new(not_in::NotInToAntiJoin));
         // Last, so it sees the simplifier's folded interval literals.
         rules.push(Arc::new(utc_time::UtcTimeArithmetic));
+        let mut settings = session_config(&config)?;
+        let cluster = Cluster::new(&config).map(Arc::new);
+        if cluster.is_some() {
+            // Ballista's settings for plans it runs: no dynamic filters (a filter built in
+            // one stage never reaches a scan in another, which then waits forever), scalar
+            // subqueries as joins (their physical form cannot cross stages), sort-merge
+            // joins (they spill), no round-robin repartitions. The hub optimizes the plan
+            // it sends, so its sessions take them too.
+            settings = ballista_core::extension::SessionConfigExt::upgrade_for_ballista(settings);
+        }
         let plain = SessionStateBuilder::new()
             .with_default_features()
             .with_optimizer_rules(rules)
-            .with_config(session_config(&config)?)
+            .with_config(settings)
             .with_runtime_env(runtime.clone())
             .build();
         // `::regclass` and the other oid aliases PostgreSQL clients cast to.
@@ -199,6 +258,7 @@ impl QueryEngine {
             .build();
         let memory_limit = usize::try_from(query_memory_limit(&config)).unwrap_or(usize::MAX);
         Ok(Self {
+            cluster,
             base: Arc::new(BaseSessions { plain, postgres }),
             memory_limit,
             catalog,
@@ -509,13 +569,43 @@ impl QueryEngine {
                 .with_param_values(values)
                 .map_err(QueryError::from_datafusion)?,
         };
+        if let Some(cluster) = &self.cluster
+            && distributed::runs_on_cluster(&plan).map_err(QueryError::from_datafusion)?
+        {
+            match cluster.reachable().await {
+                Ok(()) => return self.start_on_cluster(cluster, &state, &plan).await,
+                Err(why) if cluster.fallback => tracing::warn!(
+                    scheduler = %cluster.shown,
+                    error = %why,
+                    "The Ballista scheduler cannot be reached, so this query runs on this hub \
+                     (query.ballista_fallback is on)."
+                ),
+                Err(why) => {
+                    return Err(QueryError::Unavailable(format!(
+                        "the Ballista scheduler at {} cannot be reached ({why}); nothing ran. \
+                         Try again later, or ask an operator to start it or to set \
+                         query.ballista_fallback = true",
+                        cluster.shown
+                    )));
+                }
+            }
+        }
         let physical = state
             .create_physical_plan(&plan)
             .await
             .map_err(QueryError::from_datafusion)?;
-        // Planning used the shared runtime (object stores, caches); running gets a memory
-        // pool of the query's own.
-        let task = TaskContext::from(&state).with_runtime(self.query_runtime());
+        self.run_physical(&state, physical)
+    }
+
+    /// Starts a physical plan: its schema and its batches, counted as running and ended by
+    /// the deadline. Planning used the shared runtime (object stores, caches); running gets
+    /// a memory pool of the query's own.
+    fn run_physical(
+        &self,
+        state: &SessionState,
+        physical: Arc<dyn datafusion::physical_plan::ExecutionPlan>,
+    ) -> Result<(SchemaRef, Batches), QueryError> {
+        let task = TaskContext::from(state).with_runtime(self.query_runtime());
         let stream =
             execute_stream(physical, Arc::new(task)).map_err(QueryError::from_datafusion)?;
         let schema = stream.schema();
@@ -526,9 +616,31 @@ impl QueryEngine {
     }
 }
 
+impl QueryEngine {
+    /// Sends a planned query to the Ballista cluster and streams back its result. The hub
+    /// optimizes the plan (its own rules included) and notes what it reads; the scheduler
+    /// plans the scans, masks and row scopes from the tables the plan carries.
+    async fn start_on_cluster(
+        &self,
+        cluster: &Cluster,
+        state: &SessionState,
+        plan: &LogicalPlan,
+    ) -> Result<(SchemaRef, Batches), QueryError> {
+        let optimized = state.optimize(plan).map_err(QueryError::from_datafusion)?;
+        distributed::record_reads(&optimized).map_err(QueryError::from_datafusion)?;
+        let physical = cluster
+            .planner
+            .create_physical_plan(&optimized, state)
+            .await
+            .map_err(QueryError::from_datafusion)?;
+        tracing::debug!(scheduler = %cluster.shown, "A query goes to the Ballista cluster.");
+        self.run_physical(state, physical)
+    }
+}
+
 /// The memory one query may use: the configured limit, or by default a quarter of the
 /// machine's memory and at least 2 GiB.
-fn query_memory_limit(config: &QueryConfig) -> u64 {
+pub fn query_memory_limit(config: &QueryConfig) -> u64 {
     const FLOOR: u64 = 2 * 1024 * 1024 * 1024;
     if config.memory_limit_bytes > 0 {
         return config.memory_limit_bytes;

@@ -52,6 +52,21 @@ impl Mask {
         }
     }
 
+    /// The mask called `name` (as [`Mask::name`] spells it).
+    pub fn from_name(name: &str) -> Option<Self> {
+        [
+            Mask::Phone,
+            Mask::IdCardWide,
+            Mask::IdCardTrusted,
+            Mask::PersonName,
+            Mask::Address,
+            Mask::PlateNo,
+            Mask::Withheld,
+        ]
+        .into_iter()
+        .find(|mask| mask.name() == name)
+    }
+
     /// The masked text of `value`; `None` when the value is withheld altogether.
     pub fn apply(self, value: &str) -> Option<String> {
         let mut out = String::new();

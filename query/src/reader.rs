@@ -158,12 +158,15 @@ fn complement(predicate: &Expr) -> Option<Expr> {
 
 /// A dataset's snapshot through one reader's eyes.
 pub struct ReaderTable {
-    dataset: String,
-    inner: SnapshotTable,
-    columns: Vec<ShownColumn>,
+    pub(crate) dataset: String,
+    pub(crate) inner: SnapshotTable,
+    pub(crate) columns: Vec<ShownColumn>,
     schema: SchemaRef,
     log: Arc<ReadLog>,
-    rows: Option<RowFilter>,
+    pub(crate) rows: Option<RowFilter>,
+    /// Planned on a Ballista scheduler: a row scope is then planned as
+    /// [`ScopedFilterExec`]s over the scans, which Ballista can split by partition.
+    pub(crate) on_cluster: bool,
 }
 
 impl fmt::Debug for ReaderTable {
@@ -214,6 +217,7 @@ impl ReaderTable {
             schema: Arc::new(Schema::new(fields)),
             log,
             rows: None,
+            on_cluster: false,
         }
     }
 
@@ -289,21 +293,7 @@ impl TableProvider for ReaderTable {
             Some(indices) => indices.clone(),
             None => (0..self.columns.len()).collect(),
         };
-        self.log.record(
-            &self.dataset,
-            shown.iter().filter_map(|&i| {
-                let column = &self.columns[i];
-                column.sensitivity.map(|sensitivity| {
-                    (
-                        self.schema.field(i).name().clone(),
-                        DatasetColumnRead {
-                            sensitivity,
-                            masked: column.mask.is_some(),
-                        },
-                    )
-                })
-            }),
-        );
+        self.record_reads(&shown);
         let has_masks = shown.iter().any(|&i| self.columns[i].mask.is_some());
         let plain = self.columns.iter().all(|c| c.mask.is_none());
         if plain && self.rows.is_none() {
@@ -365,6 +355,27 @@ impl TableProvider for ReaderTable {
 }
 
 impl ReaderTable {
+    /// Notes in the request's read log the sensitive columns among `shown` (indices of
+    /// this table's columns), and whether they are masked. A scan does this; so does a
+    /// plan sent to a Ballista cluster, which the cluster scans.
+    pub(crate) fn record_reads(&self, shown: &[usize]) {
+        self.log.record(
+            &self.dataset,
+            shown.iter().filter_map(|&i| {
+                let column = self.columns.get(i)?;
+                column.sensitivity.map(|sensitivity| {
+                    (
+                        self.schema.field(i).name().clone(),
+                        DatasetColumnRead {
+                            sensitivity,
+                            masked: column.mask.is_some(),
+                        },
+                    )
+                })
+            }),
+        );
+    }
+
     /// The stored columns `projection` (indices of the full schema) of the rows `rows`
     /// keeps, sealed in a [`RowScopeExec`]. Files and row groups outside the rows (by their
     /// statistics) are skipped; `filters` prune too but are applied by the caller.
@@ -429,12 +440,34 @@ impl ReaderTable {
                 .await?;
             scans.push(SealedScan { plan, filter: None });
         }
-        let scope = RowScope {
+        let scope = Arc::new(RowScope {
             shown: (0..projection.len()).collect(),
             fetch,
             description: rows.description.clone(),
-        };
-        Ok(Arc::new(RowScopeExec::new(scans, Arc::new(scope))?))
+        });
+        if self.on_cluster {
+            // Ballista gives each task only its partitions of a stage's scans; it knows how
+            // to cut a Parquet scan but not a sealed one. So on the cluster the row filter
+            // sits on each scan as its parent, one partition for one, and a union joins
+            // them. The hub runs EXPLAIN ANALYZE itself, so the scans' counts stay hidden.
+            let mut filtered: Vec<Arc<dyn ExecutionPlan>> = scans
+                .into_iter()
+                .map(|scan| {
+                    Arc::new(ScopedFilterExec::new(
+                        scan.plan,
+                        scan.filter,
+                        Arc::clone(&scope),
+                    )) as Arc<dyn ExecutionPlan>
+                })
+                .collect::<Vec<_>>();
+            return match filtered.len() {
+                1 => Ok(filtered.remove(0)),
+                _ => Ok(datafusion::physical_plan::union::UnionExec::try_new(
+                    filtered,
+                )?),
+            };
+        }
+        Ok(Arc::new(RowScopeExec::new(scans, scope)?))
     }
 
     /// `MaskExec` over `input`, whose first columns are `shown` (table indices), keeping
@@ -499,13 +532,13 @@ struct SealedScan {
 
 /// What a [`RowScopeExec`] passes on of its scans' batches.
 #[derive(Debug)]
-struct RowScope {
+pub(crate) struct RowScope {
     /// The scans' columns passed on (their first ones; the rest only feed the filter).
-    shown: Vec<usize>,
+    pub(crate) shown: Vec<usize>,
     /// At most this many rows a partition, when the scan had a limit.
-    fetch: Option<usize>,
+    pub(crate) fetch: Option<usize>,
     /// What `EXPLAIN` shows (`region_code in region 511025`).
-    description: String,
+    pub(crate) description: String,
 }
 
 impl RowScopeExec {
@@ -574,6 +607,34 @@ impl RowScopeExec {
 }
 
 impl RowScope {
+    /// The rows of `batches` (one partition of a scan) that `filter` keeps, in the shown
+    /// columns, up to the scope's fetch; counted in `baseline` where given.
+    fn rows_of(
+        self: &Arc<Self>,
+        batches: SendableRecordBatchStream,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        schema: SchemaRef,
+        baseline: Option<BaselineMetrics>,
+    ) -> SendableRecordBatchStream {
+        let scope = Arc::clone(self);
+        let fetch = scope.fetch.unwrap_or(usize::MAX);
+        let rows = batches
+            .scan(fetch, move |remaining, batch| {
+                let next = (*remaining > 0).then(|| {
+                    let batch = scope.apply(batch?, filter.as_ref())?;
+                    let batch = batch.slice(0, batch.num_rows().min(*remaining));
+                    *remaining -= batch.num_rows();
+                    if let Some(baseline) = &baseline {
+                        baseline.record_output(batch.num_rows());
+                    }
+                    Ok(batch)
+                });
+                futures::future::ready(next)
+            })
+            .try_filter(|batch| futures::future::ready(batch.num_rows() > 0));
+        Box::pin(RecordBatchStreamAdapter::new(schema, rows))
+    }
+
     /// The rows of `batch` that `filter` keeps (all without one), in the shown columns. A
     /// batch wholly inside passes without a copy.
     fn apply(
@@ -720,39 +781,142 @@ impl ExecutionPlan for RowScopeExec {
         context: Arc<TaskContext>,
     ) -> Result<SendableRecordBatchStream> {
         let (scan, scan_partition) = self.scan_of(partition)?;
-        let filter = scan.filter.clone();
         let batches = scan.plan.execute(scan_partition, context)?;
         let baseline = BaselineMetrics::new(&self.metrics, partition);
-        let scope = Arc::clone(&self.scope);
-        let fetch = scope.fetch.unwrap_or(usize::MAX);
-        let rows = batches
-            .scan(fetch, move |remaining, batch| {
-                let next = (*remaining > 0).then(|| {
-                    let batch = scope.apply(batch?, filter.as_ref())?;
-                    let batch = batch.slice(0, batch.num_rows().min(*remaining));
-                    *remaining -= batch.num_rows();
-                    baseline.record_output(batch.num_rows());
-                    Ok(batch)
-                });
-                futures::future::ready(next)
-            })
-            .try_filter(|batch| futures::future::ready(batch.num_rows() > 0));
-        Ok(Box::pin(RecordBatchStreamAdapter::new(self.schema(), rows)))
+        Ok(self
+            .scope
+            .rows_of(batches, scan.filter.clone(), self.schema(), Some(baseline)))
+    }
+}
+
+/// A row scope on a Ballista cluster: the rows of its input (a Parquet scan) that the
+/// scope keeps, in the shown columns, partition for partition. Nothing is pushed through
+/// it and it asks for no repartitioning of its input, so the filter stays directly on the
+/// scan, in the scan's stage.
+#[derive(Debug)]
+pub struct ScopedFilterExec {
+    pub(crate) input: Arc<dyn ExecutionPlan>,
+    /// The scope's predicate over the input's columns; `None` when every row is inside.
+    pub(crate) filter: Option<Arc<dyn PhysicalExpr>>,
+    pub(crate) scope: Arc<RowScope>,
+    properties: Arc<PlanProperties>,
+}
+
+impl ScopedFilterExec {
+    pub(crate) fn new(
+        input: Arc<dyn ExecutionPlan>,
+        filter: Option<Arc<dyn PhysicalExpr>>,
+        scope: Arc<RowScope>,
+    ) -> Self {
+        let schema = input
+            .schema()
+            .project(&scope.shown)
+            .map(Arc::new)
+            .unwrap_or_else(|_| input.schema());
+        let properties = PlanProperties::new(
+            EquivalenceProperties::new(schema),
+            input.output_partitioning().clone(),
+            EmissionType::Incremental,
+            Boundedness::Bounded,
+        );
+        Self {
+            input,
+            filter,
+            scope,
+            properties: Arc::new(properties),
+        }
+    }
+}
+
+impl DisplayAs for ScopedFilterExec {
+    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "ScopedFilterExec: {}", self.scope.description)
+    }
+}
+
+impl ExecutionPlan for ScopedFilterExec {
+    fn name(&self) -> &'static str {
+        "ScopedFilterExec"
+    }
+
+    fn properties(&self) -> &Arc<PlanProperties> {
+        &self.properties
+    }
+
+    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
+        vec![&self.input]
+    }
+
+    fn apply_expressions(
+        &self,
+        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
+    ) -> Result<TreeNodeRecursion> {
+        Ok(TreeNodeRecursion::Continue)
+    }
+
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
+    }
+
+    // Nothing says it keeps its input's order, so that no sort is pushed below it to see
+    // rows outside the scope; filters and projections are not pushed through either
+    // (DataFusion's defaults for a node that does not allow them).
+    fn partition_statistics(&self, _partition: Option<usize>) -> Result<Arc<Statistics>> {
+        Ok(Arc::new(Statistics::new_unknown(&self.schema())))
+    }
+
+    fn replace_children(
+        self: Arc<Self>,
+        mut children: Vec<Arc<dyn ExecutionPlan>>,
+        _: ReplaceChildrenOptions,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        let input = children
+            .pop()
+            .filter(|_| children.is_empty())
+            .ok_or_else(|| {
+                DataFusionError::Internal("ScopedFilterExec takes exactly one input".into())
+            })?;
+        Ok(Arc::new(ScopedFilterExec::new(
+            input,
+            self.filter.clone(),
+            Arc::clone(&self.scope),
+        )))
+    }
+
+    fn with_new_children(
+        self: Arc<Self>,
+        children: Vec<Arc<dyn ExecutionPlan>>,
+    ) -> Result<Arc<dyn ExecutionPlan>> {
+        self.replace_children(
+            children,
+            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
+        )
+    }
+
+    fn execute(
+        &self,
+        partition: usize,
+        context: Arc<TaskContext>,
+    ) -> Result<SendableRecordBatchStream> {
+        let batches = self.input.execute(partition, context)?;
+        Ok(self
+            .scope
+            .rows_of(batches, self.filter.clone(), self.schema(), None))
     }
 }
 
 /// Masks columns of every batch that passes; the first node above a masked table's scan.
 #[derive(Debug)]
 pub struct MaskExec {
-    input: Arc<dyn ExecutionPlan>,
+    pub(crate) input: Arc<dyn ExecutionPlan>,
     /// Output column i is input column `columns[i].0`, masked with `columns[i].1`.
-    columns: Arc<Vec<(usize, Option<Mask>)>>,
-    schema: SchemaRef,
+    pub(crate) columns: Arc<Vec<(usize, Option<Mask>)>>,
+    pub(crate) schema: SchemaRef,
     properties: Arc<PlanProperties>,
 }
 
 impl MaskExec {
-    fn new(
+    pub(crate) fn new(
         input: Arc<dyn ExecutionPlan>,
         columns: Vec<(usize, Option<Mask>)>,
         schema: SchemaRef,
@@ -802,6 +966,12 @@ impl ExecutionPlan for MaskExec {
         _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
     ) -> Result<TreeNodeRecursion> {
         Ok(TreeNodeRecursion::Continue)
+    }
+
+    /// No repartitioning between the scan and the masking: on a Ballista cluster a
+    /// repartition is a shuffle, and raw values would cross to another executor.
+    fn benefits_from_input_partitioning(&self) -> Vec<bool> {
+        vec![false]
     }
 
     fn replace_children(

@@ -29,12 +29,12 @@ use datafusion::physical_plan::empty::EmptyExec;
 /// One snapshot of one dataset.
 #[derive(Debug)]
 pub struct SnapshotTable {
-    schema: SchemaRef,
-    column_types: Vec<ColumnType>,
-    files: Arc<Vec<DataFile>>,
-    store_url: ObjectStoreUrl,
+    pub(crate) schema: SchemaRef,
+    pub(crate) column_types: Vec<ColumnType>,
+    pub(crate) files: Arc<Vec<DataFile>>,
+    pub(crate) store_url: ObjectStoreUrl,
     /// Columns whose catalog statistics must not be used (masked for this reader).
-    hidden_statistics: Vec<bool>,
+    pub(crate) hidden_statistics: Vec<bool>,
 }
 
 /// The schema a table shows DataFusion: strings and binaries as view types, which is how

@@ -181,6 +181,19 @@ fn as_duration(interval: &ScalarValue, timestamp: &DataType) -> Option<ScalarVal
     })
 }
 
+/// `inner` (`date_trunc` or `date_part`) handed its UTC timestamp untagged: how a plan
+/// decoded on a Ballista scheduler or executor gets back what this rule wrote.
+pub(crate) fn untagged(inner: Arc<ScalarUDF>) -> ScalarUDF {
+    ScalarUDF::new_from_impl(UtcAsUntagged { inner })
+}
+
+/// True for a function this rule wrote (it has the name of the function it wraps, so
+/// only its type tells it apart).
+pub(crate) fn is_untagged(udf: &ScalarUDF) -> bool {
+    let inner: &dyn Any = udf.inner().as_ref();
+    inner.is::<UtcAsUntagged>()
+}
+
 /// DataFusion's `date_trunc` or `date_part`, handed its UTC timestamp untagged. Same name,
 /// signature and result type as the function it wraps.
 #[derive(Debug, PartialEq, Eq, Hash)]

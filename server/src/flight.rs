@@ -297,6 +297,7 @@ fn status(err: QueryError) -> Status {
         QueryError::Invalid { .. } | QueryError::Parameter(_) => Status::invalid_argument(message),
         QueryError::Timeout(_) => Status::deadline_exceeded(message),
         QueryError::MemoryLimit(_) => Status::resource_exhausted(message),
+        QueryError::Unavailable(_) => Status::unavailable(message),
         QueryError::Internal(_) => Status::internal(message),
     }
 }

@@ -22,6 +22,7 @@ pub mod deletes;
 pub mod flight;
 pub mod http;
 pub mod pg;
+pub mod query_cluster;
 pub mod ratelimit;
 pub mod serve;
 pub mod state;

@@ -96,6 +96,39 @@ enum Command {
         #[arg(long, env = "CITYHUB_TOKEN", hide_env_values = true)]
         token: Option<String>,
     },
+    /// Run a Ballista scheduler for hubs with query.engine = "ballista": it plans the
+    /// queries hubs send it and hands their stages to executors.
+    Scheduler {
+        /// Address of its gRPC service, where hubs and executors reach it.
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:50050")]
+        bind: String,
+        /// The host name executors and hubs reach it by (default: the address bound).
+        #[arg(long, value_name = "HOST")]
+        external_host: Option<String>,
+    },
+    /// Run a Ballista executor: it runs the stages a scheduler hands it, reading the hub's
+    /// objects from storage.url (give it the hubs' --config).
+    Executor {
+        /// The scheduler, df://host:port.
+        #[arg(long, value_name = "URL")]
+        scheduler: String,
+        /// Address of its Arrow Flight service (shuffle reads and results).
+        #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:50051")]
+        bind: String,
+        /// Port of its gRPC service (default: the Flight port + 1).
+        #[arg(long, value_name = "PORT")]
+        grpc_port: Option<u16>,
+        /// The host name the scheduler and other executors reach it by (default: the
+        /// address bound).
+        #[arg(long, value_name = "HOST")]
+        external_host: Option<String>,
+        /// Tasks it runs at once (default: one per core).
+        #[arg(long, value_name = "N")]
+        concurrent_tasks: Option<usize>,
+        /// Folder for shuffle files (default: a temporary folder).
+        #[arg(long, value_name = "DIR")]
+        work_dir: Option<PathBuf>,
+    },
     /// Print the HTTP API's OpenAPI 3.1 document (what GET /api/v1/openapi.json serves),
     /// e.g. to generate a client.
     Openapi,
@@ -214,6 +247,37 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
             Ok(())
         }
         Command::Serve { demo, .. } => serve::run(config, demo).await,
+        Command::Scheduler {
+            bind,
+            external_host,
+        } => {
+            telemetry::init_logging(&config.log.level, &config.log.format);
+            let bind = parse_address("--bind", &bind)?;
+            cityhub_server::query_cluster::run_scheduler(&config, bind, external_host)
+                .await
+                .map_err(|err| anyhow::anyhow!("the Ballista scheduler stopped: {err}"))
+        }
+        Command::Executor {
+            scheduler,
+            bind,
+            grpc_port,
+            external_host,
+            concurrent_tasks,
+            work_dir,
+        } => {
+            telemetry::init_logging(&config.log.level, &config.log.format);
+            let options = cityhub_server::query_cluster::ExecutorOptions {
+                scheduler,
+                bind: parse_address("--bind", &bind)?,
+                grpc_port,
+                external_host,
+                concurrent_tasks,
+                work_dir,
+            };
+            cityhub_server::query_cluster::run_executor(&config, options)
+                .await
+                .map_err(|err| anyhow::anyhow!("the Ballista executor stopped: {err}"))
+        }
         Command::Token {
             command:
                 TokenCommand::Create {
@@ -263,4 +327,11 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
             import::run(config, &dataset, &file, create).await
         }
     }
+}
+
+/// A listening address given as a flag, or an error naming the flag.
+fn parse_address(flag: &str, text: &str) -> anyhow::Result<std::net::SocketAddr> {
+    text.parse().map_err(|_| {
+        anyhow::anyhow!("{flag} {text:?} must be an IP address and port such as 0.0.0.0:50050")
+    })
 }

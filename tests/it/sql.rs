@@ -539,3 +539,56 @@ async fn a_join_with_a_small_dataset_is_not_repartitioned() {
         assert!(text.contains("1000"), "{text}");
     }
 }
+
+/// With `query.engine = "ballista"` and nothing listening where the scheduler should be, a
+/// query over a dataset answers 503 naming the scheduler, runs nothing and is audited as
+/// failed; a query of no dataset runs on the hub. With `query.ballista_fallback` the query
+/// runs on the hub instead.
+#[tokio::test]
+async fn an_unreachable_ballista_scheduler_answers_503_or_the_hub_runs_the_query() {
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .and_then(|listener| listener.local_addr())
+        .expect("a free port")
+        .port();
+    let scheduler = format!("df://127.0.0.1:{closed}");
+    let on_cluster = |fallback: bool| {
+        let scheduler = scheduler.clone();
+        move |config: &mut cityhub_config::Config| {
+            config.query.engine = cityhub_config::QueryEngineKind::Ballista;
+            config.query.ballista_scheduler = scheduler;
+            config.query.ballista_fallback = fallback;
+        }
+    };
+    let fixture = support::fixture_with(on_cluster(false)).await;
+    let server = &fixture.server;
+    let (status, body) = support::sql_status(
+        server,
+        &fixture.analyst,
+        "SELECT count(*) FROM gongan.events",
+    )
+    .await;
+    assert_eq!(status, 503, "{body}");
+    assert_eq!(body["error"]["code"], "engine_unavailable", "{body}");
+    let message = body["error"]["message"].as_str().expect("a message");
+    assert!(
+        message.contains(&scheduler) && message.contains("query.ballista_fallback"),
+        "{message}"
+    );
+    let entries = support::audit_entries(server).await;
+    let last = entries
+        .iter()
+        .find(|entry| entry["action"] == "query")
+        .expect("the query's audit entry");
+    assert_eq!(last["outcome"], "failed", "{last}");
+    let constant = support::sql_ok(server, &fixture.analyst, "SELECT 1 AS one").await;
+    assert_eq!(constant, json!([{"one": 1}]));
+
+    let fixture = support::fixture_with(on_cluster(true)).await;
+    let rows = support::sql_ok(
+        &fixture.server,
+        &fixture.analyst,
+        "SELECT count(*) AS n, max(phone) AS phone FROM gongan.events",
+    )
+    .await;
+    assert_eq!(rows, json!([{"n": 4, "phone": "180****1999"}]));
+}

@@ -8,7 +8,11 @@
 //!    the same files; medians and their ratio are printed per query;
 //! 3. planning over a dataset of `--files` files: the time from request to a started
 //!    physical plan (catalog view, file list, pruning, planning), median of 20;
-//! 4. 32 concurrent analysts run the query mix: throughput and p99.
+//! 4. 32 concurrent analysts run the query mix: throughput and p99;
+//! 5. (`--phases ballista`) each analytical query on the hub's own engine and on a Ballista
+//!    scheduler with two executors (the hub's embedded ones, in this process, each with
+//!    its own task slots), same catalog and files: medians, the ratio and the overhead per
+//!    query.
 //!
 //! Run: `cargo run --release -p cityhub-benches --bin query_bench`
 
@@ -37,8 +41,8 @@ struct Args {
     /// Queries each analyst runs.
     #[arg(long, default_value_t = 10)]
     per_analyst: usize,
-    /// Phases to run, comma-separated: queries, planning, concurrency (the table lifecycle
-    /// has its own benchmark, `lifecycle_bench`).
+    /// Phases to run, comma-separated: queries, planning, concurrency, ballista (the table
+    /// lifecycle has its own benchmark, `lifecycle_bench`).
     #[arg(long, default_value = "queries,planning,concurrency")]
     phases: String,
 }
@@ -56,6 +60,9 @@ async fn main() -> anyhow::Result<()> {
     }
     if phases.contains(&"concurrency") {
         concurrency(&hub, args.analysts, args.per_analyst).await?;
+    }
+    if phases.contains(&"ballista") {
+        ballista(&hub, args.runs).await?;
     }
     hub.stop().await;
     Ok(())
@@ -248,4 +255,114 @@ async fn concurrency(hub: &Hub, analysts: usize, per_analyst: usize) -> anyhow::
         percentile(&mut latencies, 0.99)
     );
     Ok(())
+}
+
+/// The analytical queries on the hub's engine and on a Ballista cluster of one scheduler
+/// and two executors (two task slots each), on the same catalog and files.
+async fn ballista(hub: &Hub, runs: usize) -> anyhow::Result<()> {
+    use cityhub_server::query_cluster::{ExecutorOptions, run_executor, run_scheduler};
+    let free = || -> anyhow::Result<std::net::SocketAddr> {
+        Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?)
+    };
+    let scheduler = free()?;
+    let config = hub.state.config.as_ref().clone();
+    tokio::spawn(async move { run_scheduler(&config, scheduler, None).await });
+    let url = format!("df://{scheduler}");
+    for _ in 0..2 {
+        let options = ExecutorOptions {
+            scheduler: url.clone(),
+            bind: free()?,
+            grpc_port: Some(free()?.port()),
+            external_host: None,
+            concurrent_tasks: Some(2),
+            work_dir: None,
+        };
+        let config = hub.state.config.as_ref().clone();
+        tokio::spawn(async move { run_executor(&config, options).await });
+    }
+    let mut query = hub.state.config.query.clone();
+    query.engine = cityhub_config::QueryEngineKind::Ballista;
+    query.ballista_scheduler = url;
+    let cluster = cityhub_query::QueryEngine::new(
+        hub.state.catalog.clone(),
+        hub.state.ingest.storage().store(),
+        query,
+        hub.state.audit.clone(),
+        cityhub_catalog::camera::CameraSettings::from_config(&hub.state.config.cameras),
+    )?;
+    let admin = bench_admin();
+    // The executors register with the scheduler within seconds of starting.
+    let mut ready = false;
+    for _ in 0..60 {
+        if engine_rows(&cluster, &admin, QUERIES[0].1).await.is_ok() {
+            ready = true;
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(500)).await;
+    }
+    if !ready {
+        bail!("the Ballista cluster did not answer within 30 s");
+    }
+    println!(
+        "\n{:<26} {:>10} {:>12} {:>7} {:>12} {:>8}",
+        "query", "local ms", "ballista ms", "ratio", "overhead ms", "rows"
+    );
+    let mut ratios = Vec::new();
+    let mut overheads = Vec::new();
+    for (name, sql) in QUERIES {
+        let (mut local_times, mut cluster_times) = (Vec::new(), Vec::new());
+        let mut rows = (0, 0);
+        for run in 0..=runs {
+            let t = Instant::now();
+            let local_rows = engine_rows(&hub.state.query, &admin, sql).await?;
+            let local_ms = t.elapsed().as_secs_f64() * 1000.0;
+            let t = Instant::now();
+            let cluster_rows = engine_rows(&cluster, &admin, sql).await?;
+            let cluster_ms = t.elapsed().as_secs_f64() * 1000.0;
+            rows = (local_rows, cluster_rows);
+            if run > 0 {
+                local_times.push(local_ms);
+                cluster_times.push(cluster_ms);
+            }
+        }
+        if rows.0 != rows.1 {
+            bail!(
+                "{name}: the hub returned {} rows, Ballista {}",
+                rows.0,
+                rows.1
+            );
+        }
+        let local_ms = percentile(&mut local_times, 0.5);
+        let cluster_ms = percentile(&mut cluster_times, 0.5);
+        let ratio = cluster_ms / local_ms;
+        ratios.push(ratio);
+        overheads.push(cluster_ms - local_ms);
+        println!(
+            "{name:<26} {local_ms:>10.1} {cluster_ms:>12.1} {ratio:>7.2} {:>12.1} {:>8}",
+            cluster_ms - local_ms,
+            rows.0
+        );
+    }
+    println!(
+        "median ratio Ballista / local over {} queries: {:.2}; median overhead {:.1} ms",
+        ratios.len(),
+        percentile(&mut ratios, 0.5),
+        percentile(&mut overheads, 0.5)
+    );
+    Ok(())
+}
+
+/// Rows of `sql` run on `engine` as `admin`.
+async fn engine_rows(
+    engine: &cityhub_query::QueryEngine,
+    admin: &cityhub_catalog::Principal,
+    sql: &str,
+) -> anyhow::Result<usize> {
+    let result = engine.execute(admin, sql, &[]).await?;
+    let mut batches = result.batches;
+    let mut rows = 0;
+    while let Some(batch) = batches.next().await {
+        rows += batch?.num_rows();
+    }
+    Ok(rows)
 }

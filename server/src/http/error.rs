@@ -225,6 +225,11 @@ impl From<QueryError> for ApiError {
                 "memory_limit_exceeded",
                 message,
             ),
+            QueryError::Unavailable(_) => Self::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "engine_unavailable",
+                message,
+            ),
             QueryError::Internal(_) => Self::internal(message),
         }
     }

@@ -44,6 +44,8 @@ pub fn sqlstate(err: &QueryError) -> &'static str {
         // query_canceled, as PostgreSQL's statement_timeout answers.
         QueryError::Timeout(_) => "57014",
         QueryError::MemoryLimit(_) => "53200",
+        // connection_exception: the engine behind the hub cannot be reached.
+        QueryError::Unavailable(_) => "08006",
         QueryError::Internal(_) => "XX000",
     }
 }
