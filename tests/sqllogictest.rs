@@ -23,6 +23,10 @@ use cityhub_catalog::token::Token;
 use cityhub_catalog::{DatasetName, NewPrincipal, Principal, Role};
 use cityhub_ingest::{Format, PushRequest};
 use cityhub_query::QueryEngine;
+
+#[path = "it/ballista_cluster.rs"]
+mod ballista_cluster;
+use ballista_cluster::BallistaCluster;
 use cityhub_server::AppState;
 use cityhub_server::http::ApiError;
 use futures::StreamExt;
@@ -745,7 +749,13 @@ async fn run(filters: &[String]) -> (usize, usize, usize) {
         cityhub_catalog::camera::CameraSettings::from_config(&config.cameras),
     )
     .expect("an engine on the cluster");
-    cluster.wait_until_ready(&engine).await;
+    cluster
+        .wait_until_ready(
+            &engine,
+            &principal("admin", Role::Admin),
+            "SELECT count(*) FROM zhili.events",
+        )
+        .await;
     run_files(&files, engine.clone(), "ballista", &mut failures).await;
     // The second pass ran on the cluster, not quietly on the hub: without the cluster the
     // same engine answers that it cannot reach it.
@@ -795,94 +805,6 @@ async fn run_files(
                 println!("test {name} ({engine}) ... FAILED");
                 failures.push(format!("{} ({engine}):\n{err}", file.display()));
             }
-        }
-    }
-}
-
-/// A Ballista scheduler and two executors, each a `cityhub` process, reading the hub's
-/// objects in `data_dir`; stopped when dropped.
-struct BallistaCluster {
-    /// `df://127.0.0.1:port`.
-    scheduler: String,
-    processes: Vec<std::process::Child>,
-}
-
-impl BallistaCluster {
-    fn start(data_dir: &Path) -> Self {
-        let free_port = || {
-            std::net::TcpListener::bind("127.0.0.1:0")
-                .and_then(|listener| listener.local_addr())
-                .expect("a free port")
-                .port()
-        };
-        let hub = |args: &[&str]| {
-            std::process::Command::new(env!("CARGO_BIN_EXE_cityhub"))
-                .args(args)
-                .arg("--data-dir")
-                .arg(data_dir)
-                .env("CITYHUB__LOG__LEVEL", "warn")
-                .stdout(std::process::Stdio::null())
-                .spawn()
-                .expect("start cityhub")
-        };
-        let port = free_port();
-        let scheduler = format!("df://127.0.0.1:{port}");
-        let mut processes = vec![hub(&["scheduler", "--bind", &format!("127.0.0.1:{port}")])];
-        // The scheduler plans scans too, and looks at the store to do so: it is given the
-        // data folder like the executors.
-        for _ in 0..2 {
-            let (flight, grpc) = (free_port(), free_port());
-            processes.push(hub(&[
-                "executor",
-                "--scheduler",
-                &scheduler,
-                "--bind",
-                &format!("127.0.0.1:{flight}"),
-                "--grpc-port",
-                &grpc.to_string(),
-                "--concurrent-tasks",
-                "2",
-            ]));
-        }
-        Self {
-            scheduler,
-            processes,
-        }
-    }
-
-    /// Waits until the cluster answers a query over a dataset (the executors have
-    /// registered), for up to a minute.
-    async fn wait_until_ready(&self, engine: &QueryEngine) {
-        let admin = principal("admin", Role::Admin);
-        let mut last = String::new();
-        for _ in 0..120 {
-            match engine
-                .execute(&admin, "SELECT count(*) FROM zhili.events", &[])
-                .await
-            {
-                Ok(result) => {
-                    let batches: Vec<_> = result.batches.collect().await;
-                    match batches.into_iter().collect::<Result<Vec<_>, _>>() {
-                        Ok(_) => return,
-                        Err(err) => last = err.to_string(),
-                    }
-                }
-                Err(err) => last = err.to_string(),
-            }
-            tokio::time::sleep(std::time::Duration::from_millis(500)).await;
-        }
-        panic!(
-            "the Ballista cluster at {} did not answer within a minute: {last}",
-            self.scheduler
-        );
-    }
-}
-
-impl Drop for BallistaCluster {
-    fn drop(&mut self) {
-        for process in &mut self.processes {
-            let _ = process.kill();
-            let _ = process.wait();
         }
     }
 }

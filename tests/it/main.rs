@@ -6,6 +6,7 @@
 mod support;
 
 mod api;
+mod ballista_cluster;
 mod cameras;
 mod cli;
 mod cluster;

@@ -592,3 +592,73 @@ async fn an_unreachable_ballista_scheduler_answers_503_or_the_hub_runs_the_query
     .await;
     assert_eq!(rows, json!([{"n": 4, "phone": "180****1999"}]));
 }
+
+/// Through a Ballista scheduler and two executors (processes of the hub's binary): an
+/// analyst of another department reads `gongan.events` with its phones masked, the answer
+/// is the hub's own, and the audit names the phone column as read masked. Without the
+/// cluster the same hub answers 503: the queries did go to it.
+#[tokio::test]
+async fn queries_on_a_ballista_cluster_are_masked_and_audited_as_on_the_hub() {
+    let mut cluster = None;
+    let fixture = support::fixture_with(|config| {
+        let started = crate::ballista_cluster::BallistaCluster::start(std::path::Path::new(
+            &config.storage.data_dir,
+        ));
+        config.query.engine = cityhub_config::QueryEngineKind::Ballista;
+        config.query.ballista_scheduler = started.scheduler.clone();
+        cluster = Some(started);
+    })
+    .await;
+    let cluster = cluster.expect("a cluster");
+    let server = &fixture.server;
+    let admin = cityhub_catalog::Principal {
+        id: 0,
+        name: "ballista-admin".into(),
+        department: "admin".into(),
+        role: Role::Admin,
+        created_at: chrono::Utc::now(),
+        expires_at: None,
+        revoked_at: None,
+        rate_limit_per_second: None,
+        region: None,
+    };
+    cluster
+        .wait_until_ready(
+            &server.state.query,
+            &admin,
+            "SELECT count(*) FROM gongan.events",
+        )
+        .await;
+    let sql = "SELECT id, kind, phone FROM gongan.events WHERE kind = 'patrol' ORDER BY id";
+    let rows = support::sql_ok(server, &fixture.analyst, sql).await;
+    assert_eq!(
+        rows,
+        json!([
+            {"id": 1, "kind": "patrol", "phone": "180****1999"},
+            {"id": 3, "kind": "patrol", "phone": "139****2222"}
+        ])
+    );
+    // A filter on the masked column sees masked values, on the executors too.
+    let rows = support::sql_ok(
+        server,
+        &fixture.analyst,
+        "SELECT count(*) AS n FROM gongan.events WHERE phone = '18012341999'",
+    )
+    .await;
+    assert_eq!(rows, json!([{"n": 0}]));
+    let entries = support::audit_entries(server).await;
+    let read = entries
+        .iter()
+        .find(|entry| entry["action"] == "query" && entry["detail"]["sql"] == sql)
+        .expect("the query's audit entry");
+    assert_eq!(read["outcome"], "ok", "{read}");
+    assert_eq!(
+        read["detail"]["sensitive_columns"],
+        json!([{"dataset": "gongan.events", "column": "phone", "sensitivity": "phone", "masked": true}]),
+        "{read}"
+    );
+
+    drop(cluster);
+    let (status, body) = support::sql_status(server, &fixture.analyst, sql).await;
+    assert_eq!(status, 503, "{body}");
+}
