@@ -311,12 +311,18 @@ impl QueryConfig {
     /// The Ballista scheduler's gRPC address as `http://host:port`, from
     /// `ballista_scheduler` (`df://host:port`; `None` when it is not such a URL).
     pub fn ballista_scheduler_url(&self) -> Option<String> {
-        let rest = self.ballista_scheduler.strip_prefix("df://")?;
-        let (host, port) = rest.trim_end_matches('/').rsplit_once(':')?;
-        let port: u16 = port.parse().ok()?;
-        (!host.is_empty() && port > 0 && !host.contains('/'))
-            .then(|| format!("http://{host}:{port}"))
+        let (host, port) = ballista_scheduler_address(&self.ballista_scheduler)?;
+        Some(format!("http://{host}:{port}"))
     }
+}
+
+/// The host and port of a Ballista scheduler given as `df://host:port` (`None` when `url`
+/// is not such a URL).
+pub fn ballista_scheduler_address(url: &str) -> Option<(&str, u16)> {
+    let rest = url.strip_prefix("df://")?;
+    let (host, port) = rest.trim_end_matches('/').rsplit_once(':')?;
+    let port: u16 = port.parse().ok()?;
+    (!host.is_empty() && port > 0 && !host.contains('/')).then_some((host, port))
 }
 
 /// Sharing between departments.

@@ -66,12 +66,10 @@ enum EncodedTable {
     /// A dataset as one reader sees it.
     Reader {
         dataset: String,
-        snapshot: EncodedSnapshot,
+        snapshot: Box<EncodedSnapshot>,
         columns: Vec<EncodedColumn>,
         rows: Option<EncodedRows>,
     },
-    /// A snapshot read whole.
-    Snapshot(EncodedSnapshot),
     /// A `hub.*` system table: its rows, as an Arrow IPC stream.
     Memory { ipc: String },
 }
@@ -82,7 +80,6 @@ struct EncodedSnapshot {
     column_types: Vec<String>,
     files: Vec<DataFile>,
     store_url: String,
-    hidden_statistics: Vec<bool>,
 }
 
 #[derive(Serialize, Deserialize)]
@@ -143,6 +140,15 @@ fn decode<T: for<'de> Deserialize<'de>>(buf: &[u8]) -> Option<Result<T>> {
     }))
 }
 
+/// The mask a plan names (`None`: shown as stored).
+fn mask_named(name: Option<&str>) -> Result<Option<Mask>> {
+    name.map(|name| {
+        Mask::from_name(name)
+            .ok_or_else(|| DataFusionError::Internal(format!("unknown mask {name:?} in a plan")))
+    })
+    .transpose()
+}
+
 fn unbase64(text: &str) -> Result<Vec<u8>> {
     BASE64
         .decode(text)
@@ -166,7 +172,6 @@ impl HubLogicalCodec {
                 .collect(),
             files: snapshot.files.as_ref().clone(),
             store_url: snapshot.store_url.as_str().to_string(),
-            hidden_statistics: snapshot.hidden_statistics.clone(),
         }
     }
 
@@ -180,14 +185,13 @@ impl HubLogicalCodec {
                 })
             })
             .collect::<Result<Vec<_>>>()?;
-        let mut table = SnapshotTable::new(
+        // The statistics of masked columns are hidden again by `ReaderTable::new`.
+        Ok(SnapshotTable::new(
             Arc::new(encoded.schema),
             column_types,
             Arc::new(encoded.files),
             ObjectStoreUrl::parse(&encoded.store_url)?,
-        );
-        table.hidden_statistics = encoded.hidden_statistics;
-        Ok(table)
+        ))
     }
 }
 
@@ -227,16 +231,10 @@ impl LogicalExtensionCodec for HubLogicalCodec {
                 let columns = columns
                     .into_iter()
                     .map(|column| {
-                        let mask = match column.mask.as_deref() {
-                            None => None,
-                            Some(name) => Some(Mask::from_name(name).ok_or_else(|| {
-                                DataFusionError::Internal(format!("unknown mask {name:?}"))
-                            })?),
-                        };
                         Ok(ShownColumn {
                             index: column.index,
                             sensitivity: column.sensitivity,
-                            mask,
+                            mask: mask_named(column.mask.as_deref())?,
                         })
                     })
                     .collect::<Result<Vec<_>>>()?;
@@ -250,12 +248,11 @@ impl LogicalExtensionCodec for HubLogicalCodec {
                 // What this copy reads is logged by the hub that planned the query.
                 let reads = Arc::new(ReadLog::default());
                 let mut table =
-                    ReaderTable::new(dataset, Self::decode_snapshot(snapshot)?, columns, reads)
+                    ReaderTable::new(dataset, Self::decode_snapshot(*snapshot)?, columns, reads)
                         .with_rows(rows);
                 table.on_cluster = true;
                 Arc::new(table)
             }
-            EncodedTable::Snapshot(snapshot) => Arc::new(Self::decode_snapshot(snapshot)?),
             EncodedTable::Memory { ipc } => {
                 let bytes = unbase64(&ipc)?;
                 let reader = StreamReader::try_new(bytes.as_slice(), None)?;
@@ -291,16 +288,10 @@ impl LogicalExtensionCodec for HubLogicalCodec {
             return encode(
                 &EncodedTable::Reader {
                     dataset: reader.dataset.clone(),
-                    snapshot: Self::encode_snapshot(&reader.inner),
+                    snapshot: Box::new(Self::encode_snapshot(&reader.inner)),
                     columns,
                     rows,
                 },
-                buf,
-            );
-        }
-        if let Some(snapshot) = node.downcast_ref::<SnapshotTable>() {
-            return encode(
-                &EncodedTable::Snapshot(Self::encode_snapshot(snapshot)),
                 buf,
             );
         }
@@ -435,14 +426,7 @@ impl HubPhysicalCodec {
                 };
                 let columns = columns
                     .into_iter()
-                    .map(|(index, mask)| match mask {
-                        None => Ok((index, None)),
-                        Some(name) => Mask::from_name(&name)
-                            .map(|mask| (index, Some(mask)))
-                            .ok_or_else(|| {
-                                DataFusionError::Internal(format!("unknown mask {name:?}"))
-                            }),
-                    })
+                    .map(|(index, mask)| Ok((index, mask_named(mask.as_deref())?)))
                     .collect::<Result<Vec<_>>>()?;
                 Ok(Arc::new(MaskExec::new(
                     Arc::clone(input),
@@ -537,7 +521,7 @@ pub(crate) fn runs_on_cluster(plan: &LogicalPlan) -> Result<bool> {
     plan.apply_with_subqueries(|node| {
         if let LogicalPlan::TableScan(scan) = node {
             let provider = source_as_provider(&scan.source)?;
-            if provider.is::<ReaderTable>() || provider.is::<SnapshotTable>() {
+            if provider.is::<ReaderTable>() {
                 datasets += 1;
             } else if !provider.is::<MemTable>() {
                 carried = false;

@@ -107,7 +107,8 @@ impl Cluster {
         if config.engine != cityhub_config::QueryEngineKind::Ballista {
             return None;
         }
-        let url = config.ballista_scheduler_url()?;
+        let (host, port) = cityhub_config::ballista_scheduler_address(&config.ballista_scheduler)?;
+        let url = format!("http://{host}:{port}");
         let planner = ballista_core::planner::BallistaQueryPlanner::<
             datafusion_proto::protobuf::LogicalPlanNode,
         >::with_extension(
@@ -116,7 +117,7 @@ impl Cluster {
             Arc::new(distributed::HubLogicalCodec::default()),
         );
         Some(Self {
-            address: url.trim_start_matches("http://").to_string(),
+            address: format!("{host}:{port}"),
             shown: config.ballista_scheduler.clone(),
             fallback: config.ballista_fallback,
             planner: Arc::new(planner),

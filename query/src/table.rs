@@ -34,7 +34,7 @@ pub struct SnapshotTable {
     pub(crate) files: Arc<Vec<DataFile>>,
     pub(crate) store_url: ObjectStoreUrl,
     /// Columns whose catalog statistics must not be used (masked for this reader).
-    pub(crate) hidden_statistics: Vec<bool>,
+    hidden_statistics: Vec<bool>,
 }
 
 /// The schema a table shows DataFusion: strings and binaries as view types, which is how

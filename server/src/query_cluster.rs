@@ -77,22 +77,13 @@ pub struct ExecutorOptions {
 /// Runs an executor until the process ends. It reads objects from the store of `config`
 /// (`storage.url`), with each task's memory limited as a hub limits a query's.
 pub async fn run_executor(config: &Config, options: ExecutorOptions) -> Result<(), BallistaError> {
-    let scheduler = cityhub_config::QueryConfig {
-        ballista_scheduler: options.scheduler.clone(),
-        ..Default::default()
-    }
-    .ballista_scheduler_url()
-    .ok_or_else(|| {
-        BallistaError::Configuration(format!(
-            "--scheduler {:?} must be the scheduler as df://host:port",
-            options.scheduler
-        ))
-    })?;
-    let (host, port) = scheduler
-        .trim_start_matches("http://")
-        .rsplit_once(':')
-        .and_then(|(host, port)| Some((host.to_string(), port.parse::<u16>().ok()?)))
-        .ok_or_else(|| BallistaError::Configuration(format!("bad scheduler {scheduler}")))?;
+    let (host, port) =
+        cityhub_config::ballista_scheduler_address(&options.scheduler).ok_or_else(|| {
+            BallistaError::Configuration(format!(
+                "--scheduler {:?} must be the scheduler as df://host:port",
+                options.scheduler
+            ))
+        })?;
     let (store_url, store) = hub_store(config)?;
     let memory = cityhub_query::query_memory_limit(&config.query);
     let runtime = Arc::new(move |_: &SessionConfig| {
@@ -113,7 +104,7 @@ pub async fn run_executor(config: &Config, options: ExecutorOptions) -> Result<(
         grpc_port: options
             .grpc_port
             .unwrap_or_else(|| options.bind.port().saturating_add(1)),
-        scheduler_host: host,
+        scheduler_host: host.to_string(),
         scheduler_port: port,
         scheduler_connect_timeout_seconds: 30,
         vcores: options.concurrent_tasks.unwrap_or(defaults.vcores),
