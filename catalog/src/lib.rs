@@ -30,6 +30,7 @@ pub mod camera;
 pub mod clock;
 pub mod endpoint;
 pub mod error;
+pub mod feeds;
 pub mod gb28181;
 pub mod lifecycle;
 pub mod model;

@@ -146,6 +146,19 @@ pub trait DatasetStore: Send + Sync + 'static {
         now: chrono::DateTime<chrono::Utc>,
         until: chrono::DateTime<chrono::Utc>,
     ) -> Result<bool>;
+
+    /// Replaces `node`'s Kafka worker reports with `reports` (a worker no longer configured
+    /// disappears), and forgets any node's reports older than [`crate::feeds::FORGET_AFTER`]
+    /// before `now`.
+    async fn replace_feed_reports(
+        &self,
+        node: &str,
+        reports: Vec<crate::feeds::FeedWorkerReport>,
+        now: chrono::DateTime<chrono::Utc>,
+    ) -> Result<()>;
+
+    /// Every node's Kafka worker reports, by worker.
+    async fn feed_reports(&self) -> Result<Vec<crate::feeds::FeedWorkerReport>>;
 }
 
 /// Principals' lifecycle, share requests and their decisions, grants.

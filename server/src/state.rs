@@ -7,7 +7,7 @@ use cityhub_catalog::camera::{CameraFeed, CameraRegistry, CameraSettings};
 use cityhub_catalog::clock::Clock;
 use cityhub_catalog::{AuditLog, Catalog, CatalogError, Principal, Role, SharingService};
 use cityhub_config::Config;
-use cityhub_ingest::kafka::{PartitionStatus, StatusBoard};
+use cityhub_ingest::kafka::{ClusterFeedStatus, StatusBoard};
 use cityhub_ingest::{CompactionPolicy, Ingest, IngestError, RetentionPolicy, Storage};
 use cityhub_query::endpoint::Endpoints;
 use cityhub_query::{QueryEngine, QueryError};
@@ -133,19 +133,16 @@ impl AppState {
             audit,
             limiter,
             sharing,
-            kafka: StatusBoard::default(),
+            kafka: StatusBoard::new(node.clone()),
             endpoints,
             clock,
             node,
         })))
     }
 
-    /// The Kafka feeds' partitions whose datasets `caller` may see (admins: the camera
-    /// registry's feeds too).
-    pub async fn feed_status(
-        &self,
-        caller: &Principal,
-    ) -> Result<Vec<PartitionStatus>, CatalogError> {
+    /// Every node's Kafka feeds and their partitions, as far as `caller` may see their
+    /// datasets (admins: the camera registry's feeds too).
+    pub async fn feed_status(&self, caller: &Principal) -> Result<ClusterFeedStatus, CatalogError> {
         let visible: std::collections::HashSet<String> = self
             .catalog
             .list_datasets()
@@ -156,14 +153,16 @@ impl AppState {
             .filter(|d| caller.may_see(d) && (caller.region.is_none() || d.region_free))
             .map(|d| d.name.to_string())
             .collect();
-        let mut partitions = self.kafka.snapshot();
+        // Wall time, as the nodes' reports are stamped: silence is elapsed time between
+        // processes, not a time of day.
+        let mut status =
+            ClusterFeedStatus::read(&self.catalog, &self.kafka, chrono::Utc::now()).await?;
         // The camera registry's feeds (`hub.cameras`, ...) are the operators' business.
         let admin = caller.role == Role::Admin;
-        partitions.retain(|status| {
-            visible.contains(&status.dataset)
-                || (admin && CameraFeed::of_dataset(&status.dataset).is_some())
+        status.retain(|dataset| {
+            visible.contains(dataset) || (admin && CameraFeed::of_dataset(dataset).is_some())
         });
-        Ok(partitions)
+        Ok(status)
     }
 }
 

@@ -14,9 +14,9 @@ use crate::support::{self, TestServer};
 const NDJSON: &str = "application/x-ndjson";
 
 /// A fresh catalog schema and a fresh bucket for one test.
-struct Shared {
-    catalog_url: String,
-    storage_url: String,
+pub struct Shared {
+    pub catalog_url: String,
+    pub storage_url: String,
 }
 
 fn required(variable: &str, flag: &str) -> Option<String> {
@@ -33,7 +33,9 @@ fn required(variable: &str, flag: &str) -> Option<String> {
     }
 }
 
-async fn shared() -> Option<Shared> {
+/// A fresh schema on `CITYHUB_TEST_POSTGRES_URL` and a fresh bucket on
+/// `CITYHUB_TEST_S3_ENDPOINT`; `None` (the test skips) when they are not configured.
+pub async fn shared() -> Option<Shared> {
     let postgres = required("CITYHUB_TEST_POSTGRES_URL", "CITYHUB_REQUIRE_POSTGRES")?;
     let endpoint = required("CITYHUB_TEST_S3_ENDPOINT", "CITYHUB_REQUIRE_S3")?;
     let suffix = hex_suffix();
@@ -372,6 +374,51 @@ fn the_deploy_files_configure_a_node_for_the_cluster() {
     assert!(unit.contains("EnvironmentFile=/etc/cityhub/cityhub.env"));
 }
 
+/// `systemd-analyze verify` on `unit` (written to a temp folder): its complaints, empty
+/// when systemd accepts every line.
+fn systemd_complaints(program: &std::path::Path, unit: &str) -> String {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let path = dir.path().join("cityhub.service");
+    std::fs::write(&path, unit).expect("unit");
+    let verified = std::process::Command::new(program)
+        .args(["verify", "--man=no"])
+        .arg(&path)
+        .output()
+        .expect("systemd-analyze");
+    let mut complaints = String::from_utf8_lossy(&verified.stderr).into_owned();
+    if !verified.status.success() {
+        complaints.push_str(&format!("(exit {})", verified.status));
+    }
+    complaints
+}
+
+/// systemd accepts `deploy/cityhub.service` without a single complaint (an unknown key or a
+/// bad value is only a warning to systemd, and would go unnoticed until a node misbehaves).
+/// The unit starts the binary this test was built with, since nothing is installed here.
+#[test]
+fn systemd_accepts_the_deploy_unit() {
+    let Some(program) = support::program_on_path("systemd-analyze") else {
+        assert!(
+            std::env::var("CITYHUB_REQUIRE_SYSTEMD").as_deref() != Ok("1"),
+            "CITYHUB_REQUIRE_SYSTEMD=1 but there is no systemd-analyze (Debian: systemd)"
+        );
+        eprintln!("skipped: no systemd-analyze on PATH");
+        return;
+    };
+    let unit = std::fs::read_to_string("deploy/cityhub.service")
+        .expect("unit")
+        .replace("/usr/local/bin/cityhub", env!("CARGO_BIN_EXE_cityhub"));
+    assert_eq!(systemd_complaints(&program, &unit), "");
+    // The check itself catches a mistake.
+    let broken = unit.replace("Restart=on-failure", "Restart=sometimes");
+    assert!(
+        systemd_complaints(&program, &broken)
+            .to_lowercase()
+            .contains("restart"),
+        "systemd-analyze let a bad Restart= through"
+    );
+}
+
 /// `deploy/haproxy.cfg` with its listeners on free loopback ports and its servers replaced
 /// by `nodes` (HTTP address, PostgreSQL address, Flight address); answers the config and
 /// the HTTP listener's address.
@@ -595,4 +642,64 @@ async fn cli_commands_with_config_work_on_the_shared_catalog_and_bucket() {
                 && !path.to_string_lossy().contains("objects")),
         "the operator's machine keeps no catalog or objects: {kept:?}"
     );
+}
+
+/// Camera platforms report to whichever node the load balancer picks: channels registered
+/// through one node and kept alive through the other make one registry, and both nodes
+/// answer the same status, over the API and in SQL.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cameras_registered_on_one_node_are_kept_alive_through_the_other() {
+    let Some(shared) = shared().await else {
+        return;
+    };
+    let a = node(&shared).await;
+    let b = node(&shared).await;
+    a.department("gongan").await;
+    let producer = a.token("gongan", Role::Producer).await;
+    let (nvr, live, quiet) = (
+        "51102500001180000001",
+        "51102500001320000001",
+        "51102500001320000002",
+    );
+    let (status, body) = a
+        .post_json(
+            &producer,
+            "/api/v1/cameras/batch",
+            json!([
+                {"id": nvr, "name": "资中 NVR", "department": "gongan"},
+                {"id": live, "parent_id": nvr, "name": "北街口", "department": "gongan"},
+                {"id": quiet, "parent_id": nvr, "name": "东街口", "department": "gongan"}
+            ]),
+        )
+        .await;
+    assert_eq!((status, &body["created"]), (200, &json!(3)), "{body}");
+    let (status, body) = b
+        .post_json(
+            &producer,
+            "/api/v1/cameras/keepalive",
+            json!([{"id": live}]),
+        )
+        .await;
+    assert_eq!((status, &body["accepted"]), (200, &json!(1)), "{body}");
+    for (name, node) in [("a", &a), ("b", &b)] {
+        let (_, camera) = node
+            .get(&producer, &format!("/api/v1/cameras/{live}"))
+            .await;
+        assert_eq!(camera["status"], "online", "node {name}: {camera}");
+        let (_, camera) = node
+            .get(&producer, &format!("/api/v1/cameras/{quiet}"))
+            .await;
+        assert_ne!(camera["status"], "online", "node {name}: {camera}");
+        let rows = support::sql_ok(
+            node,
+            &node.admin,
+            "SELECT id, status FROM hub.cameras WHERE status = 'online' ORDER BY id",
+        )
+        .await;
+        assert_eq!(
+            rows,
+            json!([{"id": live, "status": "online"}]),
+            "node {name}"
+        );
+    }
 }

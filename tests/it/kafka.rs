@@ -467,3 +467,74 @@ async fn a_keyed_feed_keeps_the_last_message_of_each_key() {
         assert_eq!(kind, format!("v{}", 250 + id), "id {id}");
     }
 }
+
+/// A feed whose broker does not answer is in the status from the moment it starts: first
+/// joining, then unreachable with the time it became so and the error, to the departments
+/// that may see its dataset and to nobody else.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_feed_whose_broker_is_down_shows_as_unreachable_to_those_who_may_see_it() {
+    let server = TestServer::spawn().await;
+    server.department("gongan").await;
+    server.department("jiaotong").await;
+    let (status, body) = server
+        .post_json(
+            &server.admin,
+            "/api/v1/datasets",
+            json!({"name": "gongan.secret_alarms", "sharing": "none", "columns": [
+                {"name": "id", "type": "int64", "nullable": false}]}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    // Nothing listens on port 1.
+    let down = KafkaFeed::new("127.0.0.1:1", "gongan.secret", "gongan.secret_alarms");
+    let feeds = KafkaFeeds::start(
+        &server.state.ingest,
+        &[down],
+        server.state.kafka.clone(),
+        Default::default(),
+    )
+    .await
+    .expect("a feed starts whether or not its broker answers");
+    let (_, status) = server.get(&server.admin, "/api/v1/ingest/status").await;
+    let feed = &status["feeds"][0];
+    assert_eq!(feed["dataset"], "gongan.secret_alarms", "{status}");
+    assert!(
+        feed["state"] == "joining" || feed["state"] == "broker_unreachable",
+        "{status}"
+    );
+    assert_eq!(feed["silent"], false);
+
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let status = loop {
+        let (_, status) = server.get(&server.admin, "/api/v1/ingest/status").await;
+        if status["feeds"][0]["state"] == "broker_unreachable" {
+            break status;
+        }
+        assert!(Instant::now() < deadline, "{status}");
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    let feed = &status["feeds"][0];
+    assert!(feed["broker_unreachable_since"].is_string(), "{status}");
+    assert!(
+        feed["last_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("broker")),
+        "{status}"
+    );
+    assert_eq!(feed["partitions"], json!([]));
+
+    // The owner's analysts see it; another department's do not, not even its name.
+    let owner = server.token("gongan", cityhub_catalog::Role::Analyst).await;
+    let (_, seen) = server.get(&owner, "/api/v1/ingest/status").await;
+    assert_eq!(seen["feeds"].as_array().map(Vec::len), Some(1), "{seen}");
+    let other = server
+        .token("jiaotong", cityhub_catalog::Role::Analyst)
+        .await;
+    let (_, hidden) = server.get(&other, "/api/v1/ingest/status").await;
+    assert_eq!(hidden, json!({"feeds": [], "partitions": []}));
+    feeds.stop().await;
+
+    // Stopped with its node: said so, not silent.
+    let (_, status) = server.get(&server.admin, "/api/v1/ingest/status").await;
+    assert_eq!(status["feeds"][0]["state"], "stopped", "{status}");
+}

@@ -6,6 +6,7 @@ use chrono::{DateTime, Utc};
 use tokio_postgres::{GenericClient, Row};
 
 use super::*;
+use crate::feeds::{FeedState, FeedWorkerReport};
 use crate::lifecycle::{DatasetChange, ExpiredSnapshots, SnapshotSummary, validate_new_dataset};
 use crate::model::{
     Commit, CommitOutcome, DataFile, Dataset, DatasetName, Department, IdempotencyRecord,
@@ -700,6 +701,88 @@ impl DatasetStore for PostgresStore {
 
     fn change_notices(&self) -> Option<tokio::sync::watch::Receiver<u64>> {
         Some(self.notices.subscribe())
+    }
+
+    async fn replace_feed_reports(
+        &self,
+        node: &str,
+        reports: Vec<FeedWorkerReport>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        tx.execute("DELETE FROM feed_workers WHERE node = $1", &[&node])
+            .await?;
+        tx.execute(
+            "DELETE FROM feed_workers WHERE reported_at < $1",
+            &[&(now - crate::feeds::FORGET_AFTER)],
+        )
+        .await?;
+        for report in &reports {
+            let partitions = serde_json::to_string(&report.partitions)?;
+            tx.execute(
+                "INSERT INTO feed_workers (worker, node, dataset, topic, group_id, state, \
+                 state_since, broker_unreachable_since, last_error, last_error_at, partitions, \
+                 reported_at) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12) \
+                 ON CONFLICT (worker) DO UPDATE SET node = excluded.node, \
+                 dataset = excluded.dataset, topic = excluded.topic, \
+                 group_id = excluded.group_id, state = excluded.state, \
+                 state_since = excluded.state_since, \
+                 broker_unreachable_since = excluded.broker_unreachable_since, \
+                 last_error = excluded.last_error, last_error_at = excluded.last_error_at, \
+                 partitions = excluded.partitions, reported_at = excluded.reported_at",
+                &[
+                    &report.worker,
+                    &node,
+                    &report.dataset,
+                    &report.topic,
+                    &report.group_id,
+                    &report.state.as_str(),
+                    &report.state_since,
+                    &report.broker_unreachable_since,
+                    &report.last_error,
+                    &report.last_error_at,
+                    &partitions,
+                    &report.reported_at,
+                ],
+            )
+            .await?;
+        }
+        tx.commit().await?;
+        Ok(())
+    }
+
+    async fn feed_reports(&self) -> Result<Vec<FeedWorkerReport>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                &format!(
+                    "SELECT {} FROM feed_workers ORDER BY worker",
+                    crate::feeds::COLUMNS
+                ),
+                &[],
+            )
+            .await?;
+        collect(rows, |row| {
+            let state: String = row.try_get(5)?;
+            let partitions: String = row.try_get(10)?;
+            let report = FeedWorkerReport {
+                worker: row.try_get(0)?,
+                node: row.try_get(1)?,
+                dataset: row.try_get(2)?,
+                topic: row.try_get(3)?,
+                group_id: row.try_get(4)?,
+                state: FeedState::Stopped,
+                state_since: row.try_get(6)?,
+                broker_unreachable_since: row.try_get(7)?,
+                last_error: row.try_get(8)?,
+                last_error_at: row.try_get(9)?,
+                partitions: Vec::new(),
+                reported_at: row.try_get(11)?,
+            };
+            crate::feeds::read_stored_report(report, &state, &partitions)
+        })
     }
 
     async fn current_snapshots(&self) -> Result<Vec<(i64, Option<i64>)>> {

@@ -34,6 +34,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
         2,
         include_str!("../../migrations/postgres/0002_job_leases.sql"),
     ),
+    (
+        3,
+        include_str!("../../migrations/postgres/0003_feed_workers.sql"),
+    ),
 ];
 
 /// Any constant works; it only has to be the same for every node, so that two nodes

@@ -4,6 +4,7 @@ use async_trait::async_trait;
 use rusqlite::{Connection, OptionalExtension, Row, TransactionBehavior, params};
 
 use super::*;
+use crate::feeds::{FeedState, FeedWorkerReport};
 use crate::store::DatasetStore;
 
 fn department_from_row(row: &Row<'_>) -> rusqlite::Result<Department> {
@@ -601,6 +602,95 @@ impl DatasetStore for SqliteStore {
 
     async fn current_snapshots(&self) -> Result<Vec<(i64, Option<i64>)>> {
         self.read(endpoints::current_snapshots).await
+    }
+
+    async fn replace_feed_reports(
+        &self,
+        node: &str,
+        reports: Vec<FeedWorkerReport>,
+        now: DateTime<Utc>,
+    ) -> Result<()> {
+        let node = node.to_string();
+        let mut rows = Vec::with_capacity(reports.len());
+        for report in reports {
+            let partitions = serde_json::to_string(&report.partitions)?;
+            rows.push((report, partitions));
+        }
+        self.write(move |conn| {
+            let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+            tx.execute("DELETE FROM feed_workers WHERE node = ?1", params![node])?;
+            tx.execute(
+                "DELETE FROM feed_workers WHERE reported_at < ?1",
+                params![time_text(now - crate::feeds::FORGET_AFTER)],
+            )?;
+            for (report, partitions) in rows {
+                // Upsert: a worker name is its node's, but a node renamed by a new bind
+                // address may still hold a row under an old one.
+                tx.execute(
+                    "INSERT OR REPLACE INTO feed_workers (worker, node, dataset, topic, \
+                     group_id, state, state_since, broker_unreachable_since, last_error, \
+                     last_error_at, partitions, reported_at) \
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12)",
+                    params![
+                        report.worker,
+                        node,
+                        report.dataset,
+                        report.topic,
+                        report.group_id,
+                        report.state.as_str(),
+                        time_text(report.state_since),
+                        report.broker_unreachable_since.map(time_text),
+                        report.last_error,
+                        report.last_error_at.map(time_text),
+                        partitions,
+                        time_text(report.reported_at),
+                    ],
+                )?;
+            }
+            tx.commit()?;
+            Ok(())
+        })
+        .await
+    }
+
+    async fn feed_reports(&self) -> Result<Vec<FeedWorkerReport>> {
+        self.read(|conn| {
+            let mut stmt = conn.prepare_cached(&format!(
+                "SELECT {} FROM feed_workers ORDER BY worker",
+                crate::feeds::COLUMNS
+            ))?;
+            let rows = stmt.query_map([], |row| {
+                Ok((
+                    row.get::<_, String>(5)?,
+                    row.get::<_, String>(10)?,
+                    FeedWorkerReport {
+                        worker: row.get(0)?,
+                        node: row.get(1)?,
+                        dataset: row.get(2)?,
+                        topic: row.get(3)?,
+                        group_id: row.get(4)?,
+                        state: FeedState::Stopped,
+                        state_since: parse_time(row.get(6)?)?,
+                        broker_unreachable_since: parse_optional_time(row.get(7)?)?,
+                        last_error: row.get(8)?,
+                        last_error_at: parse_optional_time(row.get(9)?)?,
+                        partitions: Vec::new(),
+                        reported_at: parse_time(row.get(11)?)?,
+                    },
+                ))
+            })?;
+            let mut reports = Vec::new();
+            for row in rows {
+                let (state, partitions, report) = row?;
+                reports.push(crate::feeds::read_stored_report(
+                    report,
+                    &state,
+                    &partitions,
+                )?);
+            }
+            Ok(reports)
+        })
+        .await
     }
 }
 

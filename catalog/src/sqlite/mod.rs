@@ -45,6 +45,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (7, include_str!("../../migrations/0007_primary_key.sql")),
     (8, include_str!("../../migrations/0008_regions.sql")),
     (9, include_str!("../../migrations/0009_job_leases.sql")),
+    (10, include_str!("../../migrations/0010_feed_workers.sql")),
 ];
 
 const READERS: usize = 4;

@@ -1344,6 +1344,101 @@ async fn a_primary_key_is_kept_checked_and_an_upsert_never_rebases(backend: Back
     assert_eq!((landed.rows, landed.files), (5, 3));
 }
 
+/// Each node replaces its own workers' reports, which every node reads back as written;
+/// another node's reports stay, and a node silent for a week is forgotten.
+async fn every_node_reads_every_nodes_feed_reports(backend: Backend) {
+    use crate::feeds::{FeedState, FeedWorkerReport, HeldPartition};
+    let Some((database, first)) = store(backend).await else {
+        return;
+    };
+    let second = database.reopen().await;
+    let t0 = chrono::DateTime::parse_from_rfc3339("2026-12-05T08:00:00.123456Z")
+        .expect("time")
+        .with_timezone(&chrono::Utc);
+    let report = |node: &str, worker: &str, state, at| FeedWorkerReport {
+        worker: format!("{node}#{worker}"),
+        node: node.to_string(),
+        dataset: "gongan.alarms".into(),
+        topic: "alarms".into(),
+        group_id: "cityhub".into(),
+        state,
+        state_since: t0,
+        broker_unreachable_since: (state == FeedState::BrokerUnreachable).then_some(t0),
+        last_error: (state == FeedState::BrokerUnreachable)
+            .then(|| "all brokers down: 127.0.0.1:9 refused".to_string()),
+        last_error_at: (state == FeedState::BrokerUnreachable).then_some(t0),
+        partitions: if state == FeedState::Assigned {
+            vec![HeldPartition {
+                topic: "alarms".into(),
+                partition: 3,
+                high_watermark: Some(1_000),
+                last_flush_at: Some(t0),
+                rows_total: 900,
+                rejected_total: 10,
+                rows_per_second: 450.5,
+            }]
+        } else {
+            Vec::new()
+        },
+        reported_at: at,
+    };
+    let a0 = report("node-a", "0.0", FeedState::Assigned, t0);
+    let a1 = report("node-a", "1.0", FeedState::BrokerUnreachable, t0);
+    let b0 = report("node-b", "0.0", FeedState::Joining, t0);
+    first
+        .replace_feed_reports("node-a", vec![a0.clone(), a1.clone()], t0)
+        .await
+        .expect("report a");
+    second
+        .replace_feed_reports("node-b", vec![b0.clone()], t0)
+        .await
+        .expect("report b");
+    assert_eq!(
+        second.feed_reports().await.expect("read"),
+        vec![a0.clone(), a1.clone(), b0.clone()]
+    );
+
+    // node-a restarts without its second feed: that worker's row goes, node-b's stays.
+    let later = t0 + chrono::Duration::seconds(4);
+    let a0_later = FeedWorkerReport {
+        state: FeedState::Stopped,
+        reported_at: later,
+        ..a0.clone()
+    };
+    first
+        .replace_feed_reports("node-a", vec![a0_later.clone()], later)
+        .await
+        .expect("report a again");
+    let read = first.feed_reports().await.expect("read");
+    assert_eq!(read, vec![a0_later.clone(), b0.clone()]);
+    assert!(
+        !read[0].is_silent(later + chrono::Duration::hours(1)),
+        "stopped, not silent"
+    );
+    assert!(b0.is_silent(later + chrono::Duration::seconds(11)));
+    assert!(!b0.is_silent(later));
+
+    // A week after node-b last reported, a report from node-a forgets it.
+    let week = t0 + crate::feeds::FORGET_AFTER + chrono::Duration::seconds(1);
+    first
+        .replace_feed_reports("node-a", vec![], week)
+        .await
+        .expect("report a, no feeds");
+    assert_eq!(first.feed_reports().await.expect("read"), vec![]);
+
+    // A state the code does not know is an error naming the worker, not a guess.
+    first
+        .replace_feed_reports("node-a", vec![a0.clone()], t0)
+        .await
+        .expect("report");
+    database
+        .raw_execute("UPDATE feed_workers SET state = 'dancing'")
+        .await
+        .expect("raw update");
+    let err = first.feed_reports().await.expect_err("unknown state");
+    assert!(err.to_string().contains("node-a#0.0"), "{err}");
+}
+
 on_both_backends!(
     admin_department_exists_after_migration,
     departments_are_validated_and_unique,
@@ -1360,6 +1455,7 @@ on_both_backends!(
     two_nodes_commit_to_one_dataset_exactly_once,
     other_nodes_hear_of_changes,
     a_job_lease_has_one_holder_at_a_time,
+    every_node_reads_every_nodes_feed_reports,
     reopening_keeps_everything_and_does_not_remigrate,
     only_datasets_without_data_can_be_dropped,
     stream_offsets_advance_with_the_snapshot_and_refuse_a_zombie,

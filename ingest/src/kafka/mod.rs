@@ -11,12 +11,13 @@ pub mod batch;
 pub mod status;
 pub mod worker;
 
-use cityhub_catalog::DatasetName;
 use cityhub_catalog::camera::CameraFeed;
 use cityhub_catalog::camera::status::Liveness;
+use cityhub_catalog::feeds;
+use cityhub_catalog::{Catalog, CatalogError, DatasetName};
 use cityhub_config::KafkaFeed;
 
-pub use status::{PartitionStatus, StatusBoard};
+pub use status::{ClusterFeedStatus, FeedWorkerStatus, PartitionStatus, StatusBoard};
 pub use worker::{Sink, Worker};
 
 use crate::{Ingest, IngestError};
@@ -25,6 +26,9 @@ use crate::{Ingest, IngestError};
 pub struct KafkaFeeds {
     workers: Vec<Worker>,
     board: StatusBoard,
+    catalog: Catalog,
+    /// Writes this node's worker reports to the catalog every few seconds.
+    reporter: Option<tokio::task::JoinHandle<()>>,
 }
 
 impl KafkaFeeds {
@@ -98,13 +102,45 @@ impl KafkaFeeds {
                     ingest.clone(),
                     feed.clone(),
                     sink.clone(),
-                    format!("{}/{index}.{worker}", std::process::id()),
+                    board.worker_name(index, worker),
                     board.clone(),
                     runtime.clone(),
                 )?);
             }
         }
-        Ok(Self { workers, board })
+        let catalog = ingest.catalog().clone();
+        // The first report also clears what this node reported for feeds it no longer has.
+        if let Err(err) = report(&catalog, &board).await {
+            tracing::warn!(node = board.node(), error = %err, "Could not write this node's Kafka feed status to the catalog; trying again in a few seconds.");
+        }
+        let reporter = (!workers.is_empty()).then(|| {
+            let (catalog, board) = (catalog.clone(), board.clone());
+            tokio::spawn(async move {
+                let mut failing = false;
+                loop {
+                    tokio::time::sleep(feeds::REPORT_EVERY).await;
+                    // One warning per outage of the catalog, not one per round.
+                    match report(&catalog, &board).await {
+                        Ok(()) if failing => {
+                            failing = false;
+                            tracing::info!(node = board.node(), "Writing this node's Kafka feed status to the catalog works again.");
+                        }
+                        Ok(()) => {}
+                        Err(err) if !failing => {
+                            failing = true;
+                            tracing::warn!(node = board.node(), error = %err, "Could not write this node's Kafka feed status to the catalog; trying again every few seconds (logged once until it works).");
+                        }
+                        Err(_) => {}
+                    }
+                }
+            })
+        });
+        Ok(Self {
+            workers,
+            board,
+            catalog,
+            reporter,
+        })
     }
 
     /// Every partition's offsets, lag and rates.
@@ -112,20 +148,30 @@ impl KafkaFeeds {
         self.board.snapshot()
     }
 
-    /// Stops every worker after committing what it consumed.
-    pub async fn stop(self) {
-        let workers = self.workers;
+    /// Stops every worker after committing what it consumed, and tells the catalog.
+    pub async fn stop(mut self) {
+        if let Some(reporter) = self.reporter.take() {
+            reporter.abort();
+        }
+        let workers = std::mem::take(&mut self.workers);
         let _ = tokio::task::spawn_blocking(move || {
             for worker in workers {
                 worker.stop();
             }
         })
         .await;
+        if let Err(err) = report(&self.catalog, &self.board).await {
+            tracing::warn!(node = self.board.node(), error = %err, "Could not tell the catalog that this node's Kafka feeds stopped; other nodes will show them as silent.");
+        }
     }
 
-    /// Stops every worker without committing (a crash, for tests of recovery).
-    pub async fn abandon(self) {
-        let workers = self.workers;
+    /// Stops every worker without committing or telling the catalog (a crash, for tests of
+    /// recovery).
+    pub async fn abandon(mut self) {
+        if let Some(reporter) = self.reporter.take() {
+            reporter.abort();
+        }
+        let workers = std::mem::take(&mut self.workers);
         let _ = tokio::task::spawn_blocking(move || {
             for worker in workers {
                 worker.abandon();
@@ -133,4 +179,13 @@ impl KafkaFeeds {
         })
         .await;
     }
+}
+
+/// Writes this node's worker reports to the catalog. A failure only costs the status: the
+/// feeds go on without it, and the next round tries again.
+async fn report(catalog: &Catalog, board: &StatusBoard) -> Result<(), CatalogError> {
+    let now = chrono::Utc::now();
+    catalog
+        .replace_feed_reports(board.node(), board.reports(now), now)
+        .await
 }

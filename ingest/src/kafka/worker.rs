@@ -13,7 +13,7 @@
 //! memory stays within two batches per partition plus librdkafka's own bounded queue.
 
 use std::collections::HashMap;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
@@ -29,7 +29,7 @@ use rdkafka::Message as _;
 use rdkafka::client::ClientContext;
 use rdkafka::config::ClientConfig;
 use rdkafka::consumer::{BaseConsumer, CommitMode, Consumer, ConsumerContext};
-use rdkafka::error::KafkaError;
+use rdkafka::error::{KafkaError, RDKafkaErrorCode};
 use rdkafka::statistics::Statistics;
 use rdkafka::topic_partition_list::{Offset, TopicPartitionList};
 use rdkafka::types::RDKafkaRespErr;
@@ -42,6 +42,9 @@ use crate::{Ingest, IngestError};
 const REVOKE_FLUSH_WAIT: Duration = Duration::from_secs(30);
 /// How long a stopping worker keeps retrying a commit that fails.
 const STOP_RETRY_LIMIT: Duration = Duration::from_secs(10);
+/// Statistics rounds (one a second) without any broker up before the feed's brokers count
+/// as unreachable: a worker that has just started is still connecting for the first ones.
+const DOWN_ROUNDS: u32 = 3;
 
 /// A running worker.
 pub struct Worker {
@@ -91,8 +94,11 @@ struct Shared {
     /// Stop without flushing: what a crash looks like (tests).
     abandon: AtomicBool,
     resync: AtomicBool,
-    /// The kind of trouble being reported, so that it is logged once per episode.
-    trouble: Mutex<Option<String>>,
+    /// The kinds of trouble being reported, so that each is logged once per episode (a
+    /// broker outage brings several at once, every poll).
+    trouble: Mutex<std::collections::BTreeSet<String>>,
+    /// Statistics rounds in a row in which no broker was up.
+    down_rounds: AtomicU32,
 }
 
 /// The consumer's context: rebalances and statistics come through here, on the consumer
@@ -131,8 +137,16 @@ impl Worker {
             stop: AtomicBool::new(false),
             abandon: AtomicBool::new(false),
             resync: AtomicBool::new(false),
-            trouble: Mutex::new(None),
+            trouble: Mutex::new(Default::default()),
+            down_rounds: AtomicU32::new(0),
         });
+        shared.board.worker_joining(
+            &shared.name,
+            &shared.feed.dataset,
+            &shared.feed.topic,
+            &shared.feed.group_id,
+            chrono::Utc::now(),
+        );
         let consumer: Arc<FeedConsumer> = Arc::new(
             consumer_config(&shared.feed)
                 .create_with_context(FeedContext {
@@ -260,6 +274,9 @@ fn consume_loop(shared: &Arc<Shared>, consumer: Arc<FeedConsumer>) {
     }
     if !shared.abandon.load(Ordering::SeqCst) {
         shared.flush_all_and_wait();
+        shared
+            .board
+            .worker_stopped(&shared.name, chrono::Utc::now());
     }
     // Closing the channel ends the flusher once it has done what it holds.
     if let Ok(mut flushes) = shared.flushes.lock() {
@@ -388,10 +405,13 @@ impl Shared {
             self.board
                 .update(&self.feed.dataset, element.topic(), partition, |status| {
                     status.worker = Some(self.name.clone());
+                    status.node = Some(self.board.node().to_string());
                     status.catalog_offset = next;
                 });
         }
         drop(partitions);
+        self.board
+            .worker_assigned(&self.name, &partitions_of(assignment), chrono::Utc::now());
         let topic = self.feed.topic.clone();
         for (partition, next) in assignment
             .elements()
@@ -415,9 +435,17 @@ impl Shared {
                 self.board
                     .update(&self.feed.dataset, &state.topic, partition, |status| {
                         status.worker = None;
+                        status.node = None;
                     });
             }
         }
+        self.board.worker_joining(
+            &self.name,
+            &self.feed.dataset,
+            &self.feed.topic,
+            &self.feed.group_id,
+            chrono::Utc::now(),
+        );
         tracing::info!(worker = %self.name, topic = %self.feed.topic, "Gave partitions up after committing what was consumed.");
         if let Err(err) = consumer.unassign() {
             self.troubled("giving partitions up", &err.to_string());
@@ -451,14 +479,15 @@ impl Shared {
         tracing::info!(worker = %self.name, "Re-read the catalog's offsets after a refused commit and sought there.");
     }
 
-    /// Logs a kind of trouble once per episode.
+    /// Logs a kind of trouble once per episode, and shows the latest in the feed's status.
     fn troubled(&self, doing: &str, error: &str) {
+        self.board
+            .worker_error(&self.name, &format!("{doing}: {error}"), chrono::Utc::now());
         let Ok(mut trouble) = self.trouble.lock() else {
             return;
         };
-        if trouble.as_deref() != Some(doing) {
+        if trouble.insert(doing.to_string()) {
             tracing::warn!(worker = %self.name, topic = %self.feed.topic, error, "Trouble {doing}; retrying with backoff (logged once until it recovers).");
-            *trouble = Some(doing.to_string());
         }
         metrics::counter!("cityhub_kafka_errors_total", "topic" => self.feed.topic.clone())
             .increment(1);
@@ -466,9 +495,10 @@ impl Shared {
 
     fn recovered(&self) {
         if let Ok(mut trouble) = self.trouble.lock()
-            && let Some(doing) = trouble.take()
+            && !trouble.is_empty()
         {
-            tracing::info!(worker = %self.name, topic = %self.feed.topic, "Recovered from trouble {doing}.");
+            let doing: Vec<String> = std::mem::take(&mut *trouble).into_iter().collect();
+            tracing::info!(worker = %self.name, topic = %self.feed.topic, "Recovered from trouble {}.", doing.join(" and "));
         }
     }
 }
@@ -492,6 +522,23 @@ fn take_batch(state: &mut PartitionState) -> Batch {
 impl ClientContext for FeedContext {
     fn stats(&self, statistics: Statistics) {
         let shared = &self.shared;
+        // Real brokers only: librdkafka also lists internal and logical ones.
+        let reachable = statistics
+            .brokers
+            .values()
+            .filter(|broker| broker.source == "learned" || broker.source == "configured")
+            .any(|broker| broker.state == "UP");
+        let down_rounds = if reachable {
+            shared.down_rounds.store(0, Ordering::SeqCst);
+            0
+        } else {
+            shared.down_rounds.fetch_add(1, Ordering::SeqCst) + 1
+        };
+        if reachable || down_rounds >= DOWN_ROUNDS {
+            shared
+                .board
+                .worker_brokers_reachable(&shared.name, reachable, chrono::Utc::now());
+        }
         for (topic, details) in &statistics.topics {
             for (partition, details) in &details.partitions {
                 if *partition < 0 || details.hi_offset < 0 {
@@ -507,6 +554,13 @@ impl ClientContext for FeedContext {
     }
 
     fn error(&self, error: KafkaError, reason: &str) {
+        if error.rdkafka_error_code() == Some(RDKafkaErrorCode::AllBrokersDown) {
+            self.shared.board.worker_brokers_reachable(
+                &self.shared.name,
+                false,
+                chrono::Utc::now(),
+            );
+        }
         self.shared
             .troubled("talking to the brokers", &format!("{error}: {reason}"));
     }

@@ -14,7 +14,7 @@ use cityhub_ingest::{
     CompactionReport, Format, IngestError, PushOutcome, PushRequest, StorageHealth,
 };
 use serde::{Deserialize, Serialize};
-use serde_json::{Value, json};
+use serde_json::Value;
 use utoipa::{IntoParams, ToSchema};
 
 use super::auth::Caller;
@@ -346,15 +346,16 @@ pub async fn push_rows(
     Ok((status, Json(outcome)).into_response())
 }
 
-/// `GET /api/v1/ingest/status`: the Kafka feeds' partitions whose datasets the caller may
-/// see (admins: the camera registry's feeds too), with catalog offset, high watermark, lag,
-/// last flush, rows/s and dead letters.
+/// `GET /api/v1/ingest/status`: every node's Kafka feeds whose datasets the caller may see
+/// (admins: the camera registry's feeds too), each worker with its state, and every
+/// partition of their topics with its catalog offset, the worker holding it, high
+/// watermark, lag, last flush, rows/s and dead letters.
 #[utoipa::path(get, operation_id = "ingest_status", path = "/ingest/status", tag = "ingest",
-    responses((status = OK, description = "`{partitions: [...]}`: each Kafka feed partition the caller may see with catalog offset, high watermark, lag, last flush, rows/s and dead letters", body = Object)))]
+    responses((status = OK, description = "`{feeds: [...], partitions: [...]}`: every node's Kafka feed workers the caller may see (state joining, assigned, idle, broker_unreachable or stopped; silent when its node stopped reporting; broker unreachable since, last error) and every partition of their topics with its catalog offset, worker, high watermark, lag, last flush, rows/s and dead letters", body = Object)))]
 pub async fn ingest_status(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let partitions = state.feed_status(&caller.0).await?;
-    Ok(Json(json!({ "partitions": partitions })).into_response())
+    let status = state.feed_status(&caller.0).await?;
+    Ok(Json(status).into_response())
 }
