@@ -157,6 +157,15 @@ pub struct IngestConfig {
     /// Rows per Parquet row group: the unit a scan splits over cores and skips by its
     /// statistics (BENCHMARKS.md, "SQL against DuckDB", measures the choice).
     pub row_group_rows: u64,
+    /// Target size of a Parquet data page in bytes: the unit the page index lets a scan
+    /// skip inside a row group.
+    pub data_page_bytes: u64,
+    /// Statistics written into files: `page` (row groups and a page index), `chunk` (row
+    /// groups only) or `none`. The catalog keeps its own per-file statistics either way.
+    pub statistics: String,
+    /// Dictionary-encode columns (each falls back to plain encoding once its dictionary
+    /// outgrows a page).
+    pub dictionary: bool,
     /// Kafka feeds consumed into datasets (`[[ingest.kafka]]` tables).
     pub kafka: Vec<KafkaFeed>,
 }
@@ -169,6 +178,9 @@ impl Default for IngestConfig {
             file_rows: 1_000_000,
             compression: "zstd".into(),
             row_group_rows: 1024 * 1024,
+            data_page_bytes: 1024 * 1024,
+            statistics: "page".into(),
+            dictionary: true,
             kafka: Vec::new(),
         }
     }
@@ -604,6 +616,16 @@ impl Config {
             "ingest.row_group_rows",
             self.ingest.row_group_rows >= 1024,
             "must be at least 1024",
+        );
+        check(
+            "ingest.data_page_bytes",
+            self.ingest.data_page_bytes >= 4096,
+            "must be at least 4096",
+        );
+        check(
+            "ingest.statistics",
+            ["page", "chunk", "none"].contains(&self.ingest.statistics.as_str()),
+            "must be one of page, chunk, none",
         );
         check(
             "ingest.compression",

@@ -287,3 +287,37 @@ fn a_ballista_engine_needs_its_scheduler_as_a_df_url() {
         .expect_err("an unknown engine");
     assert!(err.to_string().contains("query.engine"), "{err}");
 }
+
+#[test]
+fn the_file_layout_settings_load_and_bad_ones_are_named() {
+    let file = toml_file(
+        "[ingest]\ndata_page_bytes = 65536\nstatistics = \"chunk\"\ndictionary = false\n",
+    );
+    let loaded = Config::load(Some(file.path()), env(&[]), &[]).expect("loads");
+    let ingest = &loaded.config.ingest;
+    assert_eq!(
+        (
+            ingest.data_page_bytes,
+            ingest.statistics.as_str(),
+            ingest.dictionary
+        ),
+        (65536, "chunk", false)
+    );
+    let err = Config::load(
+        None,
+        env(&[
+            ("CITYHUB__INGEST__DATA_PAGE_BYTES", "100"),
+            ("CITYHUB__INGEST__STATISTICS", "column"),
+        ]),
+        &[],
+    )
+    .expect_err("must fail");
+    let text = err.to_string();
+    let keys: Vec<&str> = err.problems.iter().map(|p| p.key.as_str()).collect();
+    assert_eq!(
+        keys,
+        ["ingest.data_page_bytes", "ingest.statistics"],
+        "{text}"
+    );
+    assert!(text.contains("must be one of page, chunk, none"), "{text}");
+}

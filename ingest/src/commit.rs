@@ -10,7 +10,7 @@ use cityhub_catalog::{
 };
 use rand::Rng;
 
-use crate::parquet_file::{column_stats, encode};
+use crate::parquet_file::{FileLayout, column_stats, encode};
 use crate::upsert::KeyColumns;
 use crate::{Ingest, IngestError};
 
@@ -57,8 +57,7 @@ impl Ingest {
         batches: Vec<RecordBatch>,
         label: &str,
     ) -> Result<DataFile, IngestError> {
-        let compression = self.config.compression.clone();
-        let row_group_rows = usize::try_from(self.config.row_group_rows).unwrap_or(usize::MAX);
+        let layout = FileLayout::of(&self.config);
         let keys = KeyColumns::of(dataset)?;
         let (bytes, stats, rows) = tokio::task::spawn_blocking(move || {
             // A keyed dataset stores one row per key: the last of a write wins.
@@ -67,7 +66,7 @@ impl Ingest {
                 None => (batches, None),
             };
             let rows: usize = batches.iter().map(RecordBatch::num_rows).sum();
-            let bytes = encode(&batches, &compression, row_group_rows, bloom)?;
+            let bytes = encode(&batches, &layout, bloom)?;
             Ok::<_, IngestError>((bytes, column_stats(&batches), rows))
         })
         .await

@@ -12,7 +12,7 @@ use arrow::record_batch::RecordBatch;
 use cityhub_catalog::ColumnStats;
 use parquet::arrow::ArrowWriter;
 use parquet::basic::{Compression, ZstdLevel};
-use parquet::file::properties::WriterProperties;
+use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde_json::Value;
 
@@ -21,24 +21,57 @@ use crate::IngestError;
 /// Longest string kept as a min/max statistic; longer values would bloat the catalog.
 const MAX_STAT_STRING: usize = 64;
 
-/// Writer settings for hub files: the configured compression, page statistics on, and
-/// row groups of up to `row_group_rows` rows (`ingest.row_group_rows`). A keyed
-/// dataset's files carry a bloom filter on the key's leading column (`bloom`: its name and
-/// the rows the file holds, which sizes the filter), so that an upsert rules a stored file
-/// out without decoding it.
-pub fn writer_properties(
-    compression: &str,
-    row_group_rows: usize,
-    bloom: Option<(&str, u64)>,
-) -> WriterProperties {
-    let compression = match compression {
+/// How the hub lays out the Parquet files it writes: the `ingest.*` layout settings
+/// (BENCHMARKS.md, "SQL against DuckDB", measures each).
+#[derive(Debug, Clone, PartialEq)]
+pub struct FileLayout {
+    /// `zstd` (level 1), `snappy` or `none`.
+    pub compression: String,
+    pub row_group_rows: usize,
+    pub data_page_bytes: usize,
+    /// `page`, `chunk` or `none`.
+    pub statistics: String,
+    pub dictionary: bool,
+}
+
+impl FileLayout {
+    pub fn of(config: &cityhub_config::IngestConfig) -> Self {
+        Self {
+            compression: config.compression.clone(),
+            row_group_rows: usize::try_from(config.row_group_rows).unwrap_or(usize::MAX),
+            data_page_bytes: usize::try_from(config.data_page_bytes).unwrap_or(usize::MAX),
+            statistics: config.statistics.clone(),
+            dictionary: config.dictionary,
+        }
+    }
+}
+
+impl Default for FileLayout {
+    fn default() -> Self {
+        Self::of(&cityhub_config::IngestConfig::default())
+    }
+}
+
+/// Writer settings for hub files, as `layout` says. A keyed dataset's files carry a bloom
+/// filter on the key's leading column (`bloom`: its name and the rows the file holds, which
+/// sizes the filter), so that an upsert rules a stored file out without decoding it.
+pub fn writer_properties(layout: &FileLayout, bloom: Option<(&str, u64)>) -> WriterProperties {
+    let compression = match layout.compression.as_str() {
         "snappy" => Compression::SNAPPY,
         "none" => Compression::UNCOMPRESSED,
         _ => Compression::ZSTD(ZstdLevel::try_new(1).unwrap_or_default()),
     };
+    let statistics = match layout.statistics.as_str() {
+        "none" => EnabledStatistics::None,
+        "chunk" => EnabledStatistics::Chunk,
+        _ => EnabledStatistics::Page,
+    };
     let mut builder = WriterProperties::builder()
         .set_compression(compression)
-        .set_max_row_group_row_count(Some(row_group_rows.max(1)))
+        .set_max_row_group_row_count(Some(layout.row_group_rows.max(1)))
+        .set_data_page_size_limit(layout.data_page_bytes.max(1))
+        .set_statistics_enabled(statistics)
+        .set_dictionary_enabled(layout.dictionary)
         .set_created_by(format!("cityhub {}", env!("CARGO_PKG_VERSION")));
     if let Some((column, rows)) = bloom {
         let column = ColumnPath::from(column);
@@ -50,12 +83,11 @@ pub fn writer_properties(
     builder.build()
 }
 
-/// Encodes batches (all of one schema) into one Parquet file in memory, with a bloom filter
-/// on `bloom_column` if given (see [`writer_properties`]).
+/// Encodes batches (all of one schema) into one Parquet file in memory, laid out as `layout`
+/// says, with a bloom filter on `bloom_column` if given (see [`writer_properties`]).
 pub fn encode(
     batches: &[RecordBatch],
-    compression: &str,
-    row_group_rows: usize,
+    layout: &FileLayout,
     bloom_column: Option<&str>,
 ) -> Result<Vec<u8>, IngestError> {
     let Some(first) = batches.first() else {
@@ -67,7 +99,7 @@ pub fn encode(
     let mut writer = ArrowWriter::try_new(
         &mut buffer,
         first.schema(),
-        Some(writer_properties(compression, row_group_rows, bloom)),
+        Some(writer_properties(layout, bloom)),
     )
     .map_err(|err| IngestError::Internal(format!("cannot start a Parquet file: {err}")))?;
     for batch in batches {
@@ -185,6 +217,56 @@ mod tests {
 
     use super::*;
 
+    /// Each layout setting reaches the file: statistics levels, dictionaries, row groups.
+    #[test]
+    fn the_layout_settings_shape_the_file() {
+        use parquet::file::reader::{FileReader, SerializedFileReader};
+
+        let schema = Arc::new(Schema::new(vec![Field::new(
+            "county",
+            DataType::Utf8,
+            false,
+        )]));
+        let counties: Vec<&str> = (0..10_000)
+            .map(|i| ["511002", "511011", "511024", "511025", "511083"][i % 5])
+            .collect();
+        let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(counties))])
+            .expect("batch");
+        let write = |layout: FileLayout| {
+            let bytes = encode(std::slice::from_ref(&batch), &layout, None).expect("encode");
+            SerializedFileReader::new(bytes::Bytes::from(bytes)).expect("read back")
+        };
+        let base = FileLayout {
+            row_group_rows: 4096,
+            ..FileLayout::default()
+        };
+
+        let page = write(base.clone());
+        let meta = page.metadata();
+        assert_eq!(meta.num_row_groups(), 3, "10,000 rows in groups of 4,096");
+        let chunk = meta.row_group(0).column(0);
+        assert!(chunk.statistics().is_some());
+        assert!(chunk.column_index_offset().is_some(), "a page index");
+        assert!(chunk.dictionary_page_offset().is_some(), "a dictionary");
+
+        let chunk_only = write(FileLayout {
+            statistics: "chunk".into(),
+            ..base.clone()
+        });
+        let chunk = chunk_only.metadata().row_group(0).column(0);
+        assert!(chunk.statistics().is_some());
+        assert!(chunk.column_index_offset().is_none(), "no page index");
+
+        let bare = write(FileLayout {
+            statistics: "none".into(),
+            dictionary: false,
+            ..base
+        });
+        let chunk = bare.metadata().row_group(0).column(0);
+        assert!(chunk.statistics().is_none());
+        assert!(chunk.dictionary_page_offset().is_none(), "plain encoding");
+    }
+
     #[test]
     fn stats_span_all_batches_and_skip_long_strings() {
         let schema = Arc::new(Schema::new(vec![
@@ -219,7 +301,11 @@ mod tests {
         assert_eq!(stats["s"].max, Some(Value::from("z")));
         assert_eq!(stats["long"].min, None);
         assert_eq!(stats["long"].max, None);
-        let bytes = encode(&[a], "zstd", 1024, None).expect("encode");
+        let layout = FileLayout {
+            row_group_rows: 1024,
+            ..FileLayout::default()
+        };
+        let bytes = encode(&[a], &layout, None).expect("encode");
         assert_eq!(&bytes[..4], b"PAR1");
     }
 }

@@ -680,8 +680,12 @@ mod tests {
             stored_as_i32: false,
         };
         let open = |bytes: Vec<u8>| open_file("test.parquet", Bytes::from(bytes)).expect("opens");
+        let layout = crate::parquet_file::FileLayout {
+            row_group_rows: 1024,
+            ..Default::default()
+        };
         let with_bloom = open(
-            crate::parquet_file::encode(std::slice::from_ref(&batch), "zstd", 1024, Some("id"))
+            crate::parquet_file::encode(std::slice::from_ref(&batch), &layout, Some("id"))
                 .expect("test value"),
         );
         assert!(leading.bloom_may_hold(&with_bloom, &[KeyValue::Int(1000), KeyValue::Int(42)]));
@@ -696,7 +700,7 @@ mod tests {
         );
         // A file without a bloom filter (written before keyed files had one) may hold any.
         let without =
-            open(crate::parquet_file::encode(&[batch], "zstd", 1024, None).expect("test value"));
+            open(crate::parquet_file::encode(&[batch], &layout, None).expect("test value"));
         assert!(leading.bloom_may_hold(&without, &absent));
     }
 }

@@ -129,8 +129,7 @@ async fn baseline(bodies: &[String]) -> anyhow::Result<f64> {
                 file.try_clone()?,
                 schema.clone(),
                 Some(cityhub_ingest::parquet_file::writer_properties(
-                    "zstd",
-                    1024 * 1024,
+                    &Default::default(),
                     None,
                 )),
             )?;

@@ -66,6 +66,15 @@ struct Args {
     /// Rows per row group in the hub's files (`ingest.row_group_rows`; default: the hub's).
     #[arg(long)]
     row_group_rows: Option<u64>,
+    /// Data page size in bytes in the hub's files (`ingest.data_page_bytes`).
+    #[arg(long)]
+    data_page_bytes: Option<u64>,
+    /// Statistics in the hub's files: page, chunk or none (`ingest.statistics`).
+    #[arg(long)]
+    statistics: Option<String>,
+    /// Write the hub's files without dictionary encoding (`ingest.dictionary = false`).
+    #[arg(long)]
+    no_dictionary: bool,
     /// A DataFusion setting for the hub (`name=value`, repeatable), as
     /// `query.engine_options` takes it; plain DataFusion keeps its defaults.
     #[arg(long = "engine-option")]
@@ -254,6 +263,15 @@ async fn main() -> anyhow::Result<()> {
         }
         if let Some(rows) = args.row_group_rows {
             config.ingest.row_group_rows = rows;
+        }
+        if let Some(bytes) = args.data_page_bytes {
+            config.ingest.data_page_bytes = bytes;
+        }
+        if let Some(statistics) = &args.statistics {
+            config.ingest.statistics = statistics.clone();
+        }
+        if args.no_dictionary {
+            config.ingest.dictionary = false;
         }
         for option in &args.engine_options {
             let (name, value) = option.split_once('=').unwrap_or((option, ""));

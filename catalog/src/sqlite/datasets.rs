@@ -624,8 +624,9 @@ impl DatasetStore for SqliteStore {
                 params![time_text(now - crate::feeds::FORGET_AFTER)],
             )?;
             for (report, partitions) in rows {
-                // Upsert: a worker name is its node's, but a node renamed by a new bind
-                // address may still hold a row under an old one.
+                // Upsert, not insert: two processes misconfigured onto one address and data
+                // folder report under one node name, and the last word should win rather
+                // than fail every round.
                 tx.execute(
                     "INSERT OR REPLACE INTO feed_workers (worker, node, dataset, topic, \
                      group_id, state, state_since, broker_unreachable_since, last_error, \
