@@ -291,9 +291,17 @@ async fn main() -> anyhow::Result<()> {
             .await
             .map_err(|err| anyhow::anyhow!("importing {name}: {err}"))?;
     }
+    let events = hub
+        .state
+        .catalog
+        .dataset(&DatasetName::parse("bench.events")?)
+        .await?
+        .ok_or_else(|| anyhow::anyhow!("bench.events is missing"))?;
     println!(
-        "imported into the hub in {:.1} s",
-        started.elapsed().as_secs_f64()
+        "imported into the hub in {:.1} s; bench.events takes {:.1} MiB in {} files",
+        started.elapsed().as_secs_f64(),
+        events.bytes as f64 / (1024.0 * 1024.0),
+        events.files
     );
     let tables = hub_files(&hub).await?;
     let plain = plain_datafusion(&tables, args.plain_dictionary).await?;
