@@ -10,7 +10,7 @@ use cityhub_catalog::{
 };
 use rand::Rng;
 
-use crate::parquet_file::{FileLayout, column_stats, encode};
+use crate::parquet_file::{column_stats, encode};
 use crate::upsert::KeyColumns;
 use crate::{Ingest, IngestError};
 
@@ -57,7 +57,7 @@ impl Ingest {
         batches: Vec<RecordBatch>,
         label: &str,
     ) -> Result<DataFile, IngestError> {
-        let layout = FileLayout::of(&self.config);
+        let layout = self.config.clone();
         let keys = KeyColumns::of(dataset)?;
         let (bytes, stats, rows) = tokio::task::spawn_blocking(move || {
             // A keyed dataset stores one row per key: the last of a write wins.

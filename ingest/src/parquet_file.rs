@@ -16,46 +16,19 @@ use parquet::file::properties::{EnabledStatistics, WriterProperties};
 use parquet::schema::types::ColumnPath;
 use serde_json::Value;
 
+use cityhub_config::IngestConfig;
+
 use crate::IngestError;
 
 /// Longest string kept as a min/max statistic; longer values would bloat the catalog.
 const MAX_STAT_STRING: usize = 64;
 
-/// How the hub lays out the Parquet files it writes: the `ingest.*` layout settings
-/// (BENCHMARKS.md, "SQL against DuckDB", measures each).
-#[derive(Debug, Clone, PartialEq)]
-pub struct FileLayout {
-    /// `zstd` (level 1), `snappy` or `none`.
-    pub compression: String,
-    pub row_group_rows: usize,
-    pub data_page_bytes: usize,
-    /// `page`, `chunk` or `none`.
-    pub statistics: String,
-    pub dictionary: bool,
-}
-
-impl FileLayout {
-    pub fn of(config: &cityhub_config::IngestConfig) -> Self {
-        Self {
-            compression: config.compression.clone(),
-            row_group_rows: usize::try_from(config.row_group_rows).unwrap_or(usize::MAX),
-            data_page_bytes: usize::try_from(config.data_page_bytes).unwrap_or(usize::MAX),
-            statistics: config.statistics.clone(),
-            dictionary: config.dictionary,
-        }
-    }
-}
-
-impl Default for FileLayout {
-    fn default() -> Self {
-        Self::of(&cityhub_config::IngestConfig::default())
-    }
-}
-
-/// Writer settings for hub files, as `layout` says. A keyed dataset's files carry a bloom
-/// filter on the key's leading column (`bloom`: its name and the rows the file holds, which
-/// sizes the filter), so that an upsert rules a stored file out without decoding it.
-pub fn writer_properties(layout: &FileLayout, bloom: Option<(&str, u64)>) -> WriterProperties {
+/// Writer settings for hub files, as the `ingest.*` layout settings say (compression, row
+/// group and page sizes, statistics level, dictionaries; BENCHMARKS.md, "SQL against
+/// DuckDB", measures each). A keyed dataset's files carry a bloom filter on the key's
+/// leading column (`bloom`: its name and the rows the file holds, which sizes the filter),
+/// so that an upsert rules a stored file out without decoding it.
+pub fn writer_properties(layout: &IngestConfig, bloom: Option<(&str, u64)>) -> WriterProperties {
     let compression = match layout.compression.as_str() {
         "snappy" => Compression::SNAPPY,
         "none" => Compression::UNCOMPRESSED,
@@ -68,8 +41,8 @@ pub fn writer_properties(layout: &FileLayout, bloom: Option<(&str, u64)>) -> Wri
     };
     let mut builder = WriterProperties::builder()
         .set_compression(compression)
-        .set_max_row_group_row_count(Some(layout.row_group_rows.max(1)))
-        .set_data_page_size_limit(layout.data_page_bytes.max(1))
+        .set_max_row_group_row_count(Some(as_size(layout.row_group_rows)))
+        .set_data_page_size_limit(as_size(layout.data_page_bytes))
         .set_statistics_enabled(statistics)
         .set_dictionary_enabled(layout.dictionary)
         .set_created_by(format!("cityhub {}", env!("CARGO_PKG_VERSION")));
@@ -83,11 +56,16 @@ pub fn writer_properties(layout: &FileLayout, bloom: Option<(&str, u64)>) -> Wri
     builder.build()
 }
 
-/// Encodes batches (all of one schema) into one Parquet file in memory, laid out as `layout`
-/// says, with a bloom filter on `bloom_column` if given (see [`writer_properties`]).
+/// A configured count as a size for the writer (at least 1; validated larger at load).
+fn as_size(value: u64) -> usize {
+    usize::try_from(value).unwrap_or(usize::MAX).max(1)
+}
+
+/// Encodes batches (all of one schema) into one Parquet file in memory, laid out as the
+/// `layout` settings say, with a bloom filter on `bloom_column` if given (see [`writer_properties`]).
 pub fn encode(
     batches: &[RecordBatch],
-    layout: &FileLayout,
+    layout: &IngestConfig,
     bloom_column: Option<&str>,
 ) -> Result<Vec<u8>, IngestError> {
     let Some(first) = batches.first() else {
@@ -232,13 +210,13 @@ mod tests {
             .collect();
         let batch = RecordBatch::try_new(schema, vec![Arc::new(StringArray::from(counties))])
             .expect("batch");
-        let write = |layout: FileLayout| {
+        let write = |layout: IngestConfig| {
             let bytes = encode(std::slice::from_ref(&batch), &layout, None).expect("encode");
             SerializedFileReader::new(bytes::Bytes::from(bytes)).expect("read back")
         };
-        let base = FileLayout {
+        let base = IngestConfig {
             row_group_rows: 4096,
-            ..FileLayout::default()
+            ..IngestConfig::default()
         };
 
         let page = write(base.clone());
@@ -249,7 +227,7 @@ mod tests {
         assert!(chunk.column_index_offset().is_some(), "a page index");
         assert!(chunk.dictionary_page_offset().is_some(), "a dictionary");
 
-        let chunk_only = write(FileLayout {
+        let chunk_only = write(IngestConfig {
             statistics: "chunk".into(),
             ..base.clone()
         });
@@ -257,7 +235,7 @@ mod tests {
         assert!(chunk.statistics().is_some());
         assert!(chunk.column_index_offset().is_none(), "no page index");
 
-        let bare = write(FileLayout {
+        let bare = write(IngestConfig {
             statistics: "none".into(),
             dictionary: false,
             ..base
@@ -301,9 +279,9 @@ mod tests {
         assert_eq!(stats["s"].max, Some(Value::from("z")));
         assert_eq!(stats["long"].min, None);
         assert_eq!(stats["long"].max, None);
-        let layout = FileLayout {
+        let layout = IngestConfig {
             row_group_rows: 1024,
-            ..FileLayout::default()
+            ..IngestConfig::default()
         };
         let bytes = encode(&[a], &layout, None).expect("encode");
         assert_eq!(&bytes[..4], b"PAR1");

@@ -680,7 +680,7 @@ mod tests {
             stored_as_i32: false,
         };
         let open = |bytes: Vec<u8>| open_file("test.parquet", Bytes::from(bytes)).expect("opens");
-        let layout = crate::parquet_file::FileLayout {
+        let layout = cityhub_config::IngestConfig {
             row_group_rows: 1024,
             ..Default::default()
         };

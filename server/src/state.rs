@@ -153,16 +153,14 @@ impl AppState {
             .filter(|d| caller.may_see(d) && (caller.region.is_none() || d.region_free))
             .map(|d| d.name.to_string())
             .collect();
-        // Wall time, as the nodes' reports are stamped: silence is elapsed time between
-        // processes, not a time of day.
-        let mut status =
-            ClusterFeedStatus::read(&self.catalog, &self.kafka, chrono::Utc::now()).await?;
         // The camera registry's feeds (`hub.cameras`, ...) are the operators' business.
         let admin = caller.role == Role::Admin;
-        status.retain(|dataset| {
+        // Wall time, as the nodes' reports are stamped: silence is elapsed time between
+        // processes, not a time of day.
+        ClusterFeedStatus::read(&self.catalog, &self.kafka, chrono::Utc::now(), |dataset| {
             visible.contains(dataset) || (admin && CameraFeed::of_dataset(dataset).is_some())
-        });
-        Ok(status)
+        })
+        .await
     }
 }
 

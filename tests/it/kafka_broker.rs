@@ -6,6 +6,11 @@
 //! The broker is found through `CITYHUB_TANSU` or `PATH`. Without it the test says so and
 //! passes, unless `CITYHUB_REQUIRE_BROKER=1` (set by `.ci/run`, which installs tansu), in
 //! which case its absence is a failure.
+//!
+//! Two `cityhub serve` nodes on a PostgreSQL catalog and an S3 bucket share one feed through
+//! a node's SIGKILL and the rebalance after it; their broker is librdkafka's mock cluster on
+//! a loopback port (tansu 0.6's consumer groups lose a dead member's partitions, see that
+//! test).
 
 use crate::support;
 use std::net::TcpListener;
@@ -172,9 +177,9 @@ async fn wait_for_rows(client: &reqwest::Client, base: &str, token: &str, expect
     }
 }
 
-/// A tansu broker on a free port with in-memory storage, and `topic` created on it with
-/// `partitions` partitions; `None` (the test skips) when there is no tansu.
-async fn broker(dir: &Path, topic: &str, partitions: i32) -> Option<(Running, String)> {
+/// A tansu broker on a free port with in-memory storage, and [`TOPIC`] created on it with
+/// two partitions; `None` (the test skips) when there is no tansu.
+async fn broker(dir: &Path) -> Option<(Running, String)> {
     let Some(tansu) = tansu() else {
         assert!(
             std::env::var("CITYHUB_REQUIRE_BROKER").as_deref() != Ok("1"),
@@ -205,7 +210,7 @@ async fn broker(dir: &Path, topic: &str, partitions: i32) -> Option<(Running, St
         .expect("admin client");
     let created = admin
         .create_topics(
-            &[NewTopic::new(topic, partitions, TopicReplication::Fixed(1))],
+            &[NewTopic::new(TOPIC, 2, TopicReplication::Fixed(1))],
             &AdminOptions::new().operation_timeout(Some(Duration::from_secs(10))),
         )
         .await
@@ -265,7 +270,7 @@ async fn register_alarms(client: &reqwest::Client, base: &str, token: &str) {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_hub_consumes_a_topic_of_a_separate_broker_and_resumes_after_a_restart() {
     let dir = tempfile::tempdir().expect("tempdir");
-    let Some((_broker, bootstrap)) = broker(dir.path(), TOPIC, 2).await else {
+    let Some((_broker, bootstrap)) = broker(dir.path()).await else {
         return;
     };
 

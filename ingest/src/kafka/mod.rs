@@ -189,3 +189,35 @@ async fn report(catalog: &Catalog, board: &StatusBoard) -> Result<(), CatalogErr
         .replace_feed_reports(board.node(), board.reports(now), now)
         .await
 }
+
+/// Where the catalog keeps a feed's offsets.
+#[derive(Debug, Clone, Copy)]
+pub enum OffsetsOf {
+    /// A dataset's stream offsets, by its id.
+    Dataset(i64),
+    /// One of the camera registry's feeds.
+    Cameras(CameraFeed),
+}
+
+/// The catalog's next offset of each partition of `topic` for the feed whose offsets `of`
+/// names: where a worker resumes, and what the status shows as committed.
+pub async fn catalog_offsets(
+    catalog: &Catalog,
+    of: OffsetsOf,
+    topic: &str,
+) -> Result<std::collections::BTreeMap<i32, i64>, CatalogError> {
+    let offsets = match of {
+        OffsetsOf::Dataset(id) => catalog
+            .stream_offsets(id)
+            .await?
+            .into_iter()
+            .map(|o| (o.topic, o.partition, o.next_offset))
+            .collect(),
+        OffsetsOf::Cameras(feed) => catalog.camera_stream_offsets(feed).await?,
+    };
+    Ok(offsets
+        .into_iter()
+        .filter(|(t, _, _)| t == topic)
+        .map(|(_, partition, next)| (partition, next))
+        .collect())
+}

@@ -307,15 +307,17 @@ pub struct ClusterFeedStatus {
 }
 
 impl ClusterFeedStatus {
-    /// Reads the feed reports of every node and the catalog's offsets of their topics; a
-    /// partition nobody holds yet shows its catalog offset, one a live worker holds shows
-    /// that worker's figures too. This node's own workers are taken from `local` as they
-    /// are now rather than from its last report.
+    /// Reads the feed reports of every node whose dataset `visible` accepts, and the
+    /// catalog's offsets of their topics; a partition nobody holds yet shows its catalog
+    /// offset, one a live worker holds shows that worker's figures too. This node's own
+    /// workers are taken from `local` as they are now rather than from its last report.
     pub async fn read(
         catalog: &cityhub_catalog::Catalog,
         local: &StatusBoard,
         now: DateTime<Utc>,
+        visible: impl Fn(&str) -> bool,
     ) -> Result<Self, cityhub_catalog::CatalogError> {
+        use super::{OffsetsOf, catalog_offsets};
         use cityhub_catalog::camera::CameraFeed;
 
         let mut reports = catalog.feed_reports().await?;
@@ -325,36 +327,26 @@ impl ClusterFeedStatus {
             reports.extend(fresh);
             reports.sort_by(|a, b| a.worker.cmp(&b.worker));
         }
+        reports.retain(|r| visible(&r.dataset));
         let mut partitions: BTreeMap<PartitionKey, PartitionStatus> = BTreeMap::new();
         let feeds: BTreeSet<(String, String)> = reports
             .iter()
             .map(|r| (r.dataset.clone(), r.topic.clone()))
             .collect();
         for (dataset, topic) in &feeds {
-            let offsets: Vec<(i32, i64)> = if let Some(feed) = CameraFeed::of_dataset(dataset) {
-                catalog
-                    .camera_stream_offsets(feed)
-                    .await?
-                    .into_iter()
-                    .filter(|(t, _, _)| t == topic)
-                    .map(|(_, partition, next)| (partition, next))
-                    .collect()
-            } else {
-                let Ok(name) = cityhub_catalog::DatasetName::parse(dataset) else {
-                    continue;
-                };
-                let Some(found) = catalog.dataset(&name).await? else {
-                    continue;
-                };
-                catalog
-                    .stream_offsets(found.id)
-                    .await?
-                    .into_iter()
-                    .filter(|o| &o.topic == topic)
-                    .map(|o| (o.partition, o.next_offset))
-                    .collect()
+            let of = match CameraFeed::of_dataset(dataset) {
+                Some(feed) => OffsetsOf::Cameras(feed),
+                None => {
+                    let Ok(name) = cityhub_catalog::DatasetName::parse(dataset) else {
+                        continue;
+                    };
+                    let Some(found) = catalog.dataset(&name).await? else {
+                        continue;
+                    };
+                    OffsetsOf::Dataset(found.id)
+                }
             };
-            for (partition, next) in offsets {
+            for (partition, next) in catalog_offsets(catalog, of, topic).await? {
                 partitions.insert(
                     (dataset.clone(), topic.clone(), partition),
                     PartitionStatus {
@@ -405,12 +397,6 @@ impl ClusterFeedStatus {
             })
             .collect();
         Ok(Self { feeds, partitions })
-    }
-
-    /// Keeps what `visible` lets a caller see, by dataset.
-    pub fn retain(&mut self, visible: impl Fn(&str) -> bool) {
-        self.feeds.retain(|f| visible(&f.report.dataset));
-        self.partitions.retain(|p| visible(&p.dataset));
     }
 }
 

@@ -36,6 +36,7 @@ use rdkafka::types::RDKafkaRespErr;
 
 use super::batch::{Batch, Message, MessageFormat, decode_batch, decode_camera_batch};
 use super::status::StatusBoard;
+use super::{OffsetsOf, catalog_offsets};
 use crate::{Ingest, IngestError};
 
 /// How long a rebalance waits for the flush of revoked partitions.
@@ -343,28 +344,17 @@ impl Shared {
     fn stored_offsets(&self) -> Option<HashMap<i32, i64>> {
         let mut pause = Duration::from_millis(100);
         while !self.stop.load(Ordering::SeqCst) {
-            let catalog = &self.ingest.catalog;
-            let read = self.runtime.block_on(async {
-                match &self.sink {
-                    Sink::Dataset { id, .. } => catalog.stream_offsets(*id).await.map(|offsets| {
-                        offsets
-                            .into_iter()
-                            .map(|o| (o.topic, o.partition, o.next_offset))
-                            .collect::<Vec<_>>()
-                    }),
-                    Sink::Cameras { feed, .. } => catalog.camera_stream_offsets(*feed).await,
-                }
-            });
+            let target = match &self.sink {
+                Sink::Dataset { id, .. } => OffsetsOf::Dataset(*id),
+                Sink::Cameras { feed, .. } => OffsetsOf::Cameras(*feed),
+            };
+            let read = self.runtime.block_on(catalog_offsets(
+                &self.ingest.catalog,
+                target,
+                &self.feed.topic,
+            ));
             match read {
-                Ok(offsets) => {
-                    return Some(
-                        offsets
-                            .into_iter()
-                            .filter(|(topic, _, _)| *topic == self.feed.topic)
-                            .map(|(_, partition, next)| (partition, next))
-                            .collect(),
-                    );
-                }
+                Ok(offsets) => return Some(offsets.into_iter().collect()),
                 Err(err) => {
                     self.troubled("reading offsets from the catalog", &err.to_string());
                     std::thread::sleep(pause);
