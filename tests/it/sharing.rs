@@ -251,7 +251,14 @@ async fn grants_lapse_at_their_expiry() {
 
 #[tokio::test]
 async fn overdue_requests_are_flagged_in_the_listing_and_in_metrics() {
-    let server = TestServer::spawn().await;
+    // A Monday morning in Beijing: five working days end the next Monday, whatever day the
+    // test runs on.
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-30T10:00:00+08:00")
+        .expect("time")
+        .with_timezone(&chrono::Utc);
+    let server =
+        TestServer::spawn_with_clock(|_| {}, cityhub_catalog::clock::Clock::starting_at(start))
+            .await;
     let dataset = support::people(&server).await;
     let analyst = server.token("minzheng", Role::Analyst).await;
     let (_, request) = server
@@ -264,7 +271,7 @@ async fn overdue_requests_are_flagged_in_the_listing_and_in_metrics() {
     // Five working days from now, by the default setting.
     let due = chrono::DateTime::parse_from_rfc3339(request["answer_due_at"].as_str().expect("due"))
         .expect("time");
-    let days = (due.with_timezone(&chrono::Utc) - chrono::Utc::now()).num_days();
+    let days = (due.with_timezone(&chrono::Utc) - start).num_days();
     assert!((5..=7).contains(&days), "due in {days} days");
 
     // One request whose deadline has passed (filed long ago).
@@ -295,7 +302,7 @@ async fn overdue_requests_are_flagged_in_the_listing_and_in_metrics() {
             columns: None,
             unmasked: vec![],
             until: None,
-            answer_due_at: chrono::Utc::now() - chrono::Duration::days(1),
+            answer_due_at: start - chrono::Duration::days(1),
             rows: None,
         })
         .await

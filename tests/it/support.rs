@@ -30,12 +30,22 @@ impl TestServer {
 
     /// Starts a hub whose configuration `adjust` may change (e.g. a small body limit).
     pub async fn spawn_with(adjust: impl FnOnce(&mut Config)) -> Self {
+        Self::spawn_with_clock(adjust, cityhub_catalog::clock::Clock::system()).await
+    }
+
+    /// [`Self::spawn_with`] on a hub reading the time from `clock`.
+    pub async fn spawn_with_clock(
+        adjust: impl FnOnce(&mut Config),
+        clock: cityhub_catalog::clock::Clock,
+    ) -> Self {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let mut config = Config::default();
         config.storage.data_dir = data_dir.path().display().to_string();
         config.server.bind = "127.0.0.1:0".into();
         adjust(&mut config);
-        let state = AppState::open(config).await.expect("open the hub");
+        let state = AppState::open_with_clock(config, clock)
+            .await
+            .expect("open the hub");
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
             .await
             .expect("bind port 0");
