@@ -295,6 +295,34 @@ pub trait CameraStore: Send + Sync + 'static {
 
     /// The status history after `after_seq`, oldest first.
     async fn camera_status_events(&self, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>>;
+
+    /// Sweeps to `now`, then rolls up every finished Beijing-time day (through yesterday,
+    /// keeping `retention_days`) that is missing or that a transition appended since the
+    /// last roll-up falls in. Returns the days computed, in order.
+    async fn roll_up_camera_days(
+        &self,
+        now: i64,
+        liveness: Liveness,
+        retention_days: u32,
+    ) -> Result<Vec<i32>>;
+
+    /// Statistics per group and over all channels, with availability over the whole
+    /// Beijing-time `days` from their roll-ups (roll up first) and the counts at `now`.
+    async fn camera_daily_stats(
+        &self,
+        group: StatsGroup,
+        days: std::ops::RangeInclusive<i32>,
+        now: i64,
+        liveness: Liveness,
+        scope: Option<crate::region::Scope>,
+    ) -> Result<(Vec<CameraStats>, CameraStats)>;
+
+    /// Rows of the daily roll-ups after `(day, camera id)`, in that order.
+    async fn camera_daily_rows(
+        &self,
+        after: (i32, String),
+        limit: usize,
+    ) -> Result<Vec<crate::camera::daily::DailyRow>>;
 }
 
 /// Dashboard endpoint definitions, versioned per name.

@@ -381,6 +381,9 @@ pub struct CamerasConfig {
     /// How often the sweeper appends "went offline" transitions to the status history.
     /// Reads never wait for it: the status is computed from the evidence when read.
     pub sweep_interval_secs: u64,
+    /// How many Beijing-time days of daily roll-ups (`hub.camera_daily`) are kept; weekly
+    /// and monthly availability reach this far back.
+    pub daily_retention_days: u64,
     /// Media-server URL templates for channels without explicit stream URLs; `{device}` is
     /// the parent device id, `{channel}` the channel id. Empty: no derived URL. ZLMediaKit
     /// plays a GB/T 28181 stream as app `rtp`, stream `{device}_{channel}`, e.g.
@@ -398,6 +401,7 @@ impl Default for CamerasConfig {
             keepalive_interval_secs: 60,
             offline_after_missed: 3,
             sweep_interval_secs: 30,
+            daily_retention_days: 400,
             rtsp_template: String::new(),
             rtmp_template: String::new(),
             flv_template: String::new(),
@@ -676,6 +680,11 @@ impl Config {
             "cameras.sweep_interval_secs",
             self.cameras.sweep_interval_secs >= 1,
             "must be at least 1 second",
+        );
+        check(
+            "cameras.daily_retention_days",
+            (1..=3_660).contains(&self.cameras.daily_retention_days),
+            "must be between 1 and 3660 days (ten years)",
         );
         check(
             "endpoints.cache_bytes",

@@ -8,13 +8,16 @@
 use std::sync::Arc;
 
 use cityhub_catalog::Catalog;
+use std::collections::HashSet;
+
+use cityhub_catalog::camera::daily::DailyRow;
 use cityhub_catalog::camera::{
     CameraQuery, CameraRecord, CameraSettings, position_type_name, wgs84_to_gcj02,
 };
 use cityhub_catalog::region;
 use cityhub_catalog::region::Scope;
 use datafusion::arrow::array::{
-    ArrayRef, BooleanArray, Float64Array, Int64Array, RecordBatch, StringArray,
+    ArrayRef, BooleanArray, Date32Array, Float64Array, Int64Array, RecordBatch, StringArray,
     TimestampMillisecondArray, UInt8Array, UInt16Array, UInt32Array,
 };
 use datafusion::arrow::datatypes::{DataType, Field, Schema, TimeUnit};
@@ -207,29 +210,32 @@ pub async fn cameras_batch(
     Ok(RecordBatch::try_new(schema, columns)?)
 }
 
+/// The ids of the channels inside `scope` (`None`: no scope, every channel): a scoped
+/// reader sees the history and roll-ups of those (a town's are known by their civil code,
+/// which neither carries).
+async fn scoped_ids(
+    catalog: &Catalog,
+    settings: &CameraSettings,
+    now: i64,
+    scope: Option<Scope>,
+) -> Result<Option<HashSet<String>>> {
+    let Some(scope) = scope else {
+        return Ok(None);
+    };
+    let records = scoped_cameras(catalog, settings, now, Some(scope)).await?;
+    Ok(Some(
+        records.into_iter().map(|record| record.id.id).collect(),
+    ))
+}
+
 /// The status history: every transition with its time, previous and new status and cause.
 pub async fn status_events_batch(
     catalog: &Catalog,
     settings: &CameraSettings,
+    now: i64,
     scope: Option<Scope>,
 ) -> Result<RecordBatch> {
-    // A scoped reader sees the history of the channels inside its scope (a town's are
-    // known by their civil code, which the history does not carry).
-    let inside: Option<std::collections::HashSet<String>> = match scope {
-        None => None,
-        Some(scope) => Some(
-            scoped_cameras(
-                catalog,
-                settings,
-                cityhub_catalog::camera::now_ms(),
-                Some(scope),
-            )
-            .await?
-            .into_iter()
-            .map(|record| record.id.id)
-            .collect(),
-        ),
-    };
+    let inside = scoped_ids(catalog, settings, now, scope).await?;
     let mut events = Vec::new();
     let mut after = 0;
     loop {
@@ -265,6 +271,91 @@ pub async fn status_events_batch(
         strings(events.iter().map(|e| Some(e.previous.as_str()))),
         strings(events.iter().map(|e| Some(e.status.as_str()))),
         strings(events.iter().map(|e| Some(e.cause.as_str()))),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The daily roll-ups (rolled up first): per channel per Beijing-time day, seconds
+/// observed, online and offline, status changes, and whether the whole day was observed.
+pub async fn daily_batch(
+    catalog: &Catalog,
+    settings: &CameraSettings,
+    now: i64,
+    scope: Option<Scope>,
+) -> Result<RecordBatch> {
+    catalog
+        .roll_up_camera_days(now, settings.liveness, settings.daily_retention_days)
+        .await
+        .map_err(external)?;
+    let inside = scoped_ids(catalog, settings, now, scope).await?;
+    let mut rows: Vec<DailyRow> = Vec::new();
+    let mut after = (i32::MIN, String::new());
+    loop {
+        let page = catalog
+            .camera_daily_rows(after.clone(), 100_000)
+            .await
+            .map_err(external)?;
+        let Some(last) = page.last() else { break };
+        after = (last.day, last.camera_id.clone());
+        rows.extend(
+            page.into_iter()
+                .filter(|r| inside.as_ref().is_none_or(|ids| ids.contains(&r.camera_id))),
+        );
+    }
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("day", DataType::Date32, false),
+        Field::new("camera_id", DataType::Utf8, false),
+        Field::new("county_code", DataType::Utf8, false),
+        Field::new("industry", DataType::UInt8, false),
+        Field::new("type_code", DataType::UInt16, false),
+        Field::new("position_type", DataType::UInt8, true),
+        Field::new("department", DataType::Utf8, true),
+        Field::new("observed_seconds", DataType::Float64, false),
+        Field::new("online_seconds", DataType::Float64, false),
+        Field::new("offline_seconds", DataType::Float64, false),
+        Field::new("transitions", DataType::Int64, false),
+        Field::new("complete", DataType::Boolean, false),
+    ]));
+    let seconds = |ms: fn(&DailyRow) -> i64| -> ArrayRef {
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(ms(r) as f64 / 1000.0))
+                .collect::<Float64Array>(),
+        )
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(rows.iter().map(|r| Some(r.day)).collect::<Date32Array>()),
+        strings(rows.iter().map(|r| Some(r.camera_id.as_str()))),
+        strings(rows.iter().map(|r| Some(r.group.region_code.as_str()))),
+        Arc::new(
+            rows.iter()
+                .map(|r| u8::try_from(r.group.industry).ok())
+                .collect::<UInt8Array>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| u16::try_from(r.group.type_code).ok())
+                .collect::<UInt16Array>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| r.group.position_type.and_then(|p| u8::try_from(p).ok()))
+                .collect::<UInt8Array>(),
+        ),
+        strings(rows.iter().map(|r| r.group.department.as_deref())),
+        seconds(|r| r.observed_ms),
+        seconds(|r| r.online_ms),
+        seconds(|r| r.observed_ms - r.online_ms),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.transitions))
+                .collect::<Int64Array>(),
+        ),
+        Arc::new(
+            rows.iter()
+                .map(|r| Some(r.complete))
+                .collect::<BooleanArray>(),
+        ),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -308,6 +308,7 @@ impl QueryEngine {
             store_url: self.store_url.clone(),
             audit: self.audit.clone(),
             cameras: self.cameras.clone(),
+            clock: self.clock,
         }
     }
 

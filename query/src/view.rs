@@ -80,6 +80,8 @@ pub struct ViewContext {
     pub audit: AuditLog,
     /// Liveness and stream templates of `hub.cameras`.
     pub cameras: CameraSettings,
+    /// The hub's clock: the camera tables' "now" (statuses, the day that just ended).
+    pub clock: cityhub_catalog::clock::Clock,
 }
 
 /// Snapshots some tables must be read at (dataset id → snapshot id, `None`: empty, as
@@ -108,6 +110,7 @@ pub struct RequestView {
     audit: AuditLog,
     /// Liveness and stream templates of `hub.cameras`.
     cameras: CameraSettings,
+    clock: cityhub_catalog::clock::Clock,
 }
 
 impl RequestView {
@@ -125,6 +128,7 @@ impl RequestView {
             store_url,
             audit,
             cameras,
+            clock,
         } = context.clone();
         let external = |err| DataFusionError::External(Box::new(err));
         let mut all = catalog.list_datasets().await.map_err(external)?;
@@ -184,6 +188,7 @@ impl RequestView {
             reads,
             audit,
             cameras,
+            clock,
         })
     }
 
@@ -511,6 +516,7 @@ const SYSTEM_TABLES: &[&str] = &[
     "rejected_records",
     "cameras",
     "camera_status_events",
+    "camera_daily",
 ];
 /// System tables for admins only; to everyone else they do not exist.
 const ADMIN_TABLES: &[&str] = &["audit_log"];
@@ -526,20 +532,30 @@ impl SchemaProvider for SystemSchema {
     }
 
     async fn table(&self, name: &str) -> Result<Option<Arc<dyn TableProvider>>> {
+        let now = self.view.clock.now().timestamp_millis();
         let batch = match name {
             "datasets" => datasets_batch(&self.view)?,
             "regions" => regions_batch()?,
             "snapshots" => self.snapshots_batch().await?,
             "rejected_records" => self.rejected_batch().await?,
             "cameras" => {
-                let now = cityhub_catalog::camera::now_ms();
                 let scope = self.view.principal.scope();
                 crate::cameras::cameras_batch(&self.view.catalog, &self.view.cameras, now, scope)
                     .await?
             }
             "camera_status_events" => {
                 let scope = self.view.principal.scope();
-                crate::cameras::status_events_batch(&self.view.catalog, &self.view.cameras, scope)
+                crate::cameras::status_events_batch(
+                    &self.view.catalog,
+                    &self.view.cameras,
+                    now,
+                    scope,
+                )
+                .await?
+            }
+            "camera_daily" => {
+                let scope = self.view.principal.scope();
+                crate::cameras::daily_batch(&self.view.catalog, &self.view.cameras, now, scope)
                     .await?
             }
             "audit_log" if self.admin() => self.audit_batch().await?,

@@ -125,7 +125,8 @@ impl AppState {
             compaction: CompactionPolicy::from_config(&config),
             retention: RetentionPolicy::from_config(&config),
             config: Arc::new(config),
-            cameras: CameraRegistry::new(catalog.clone(), audit.clone(), settings),
+            cameras: CameraRegistry::new(catalog.clone(), audit.clone(), settings)
+                .with_clock(clock),
             catalog,
             ingest,
             query,

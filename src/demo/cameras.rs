@@ -11,7 +11,7 @@
 use cityhub_catalog::camera::status::{Event, LiveState, Notified, Status, Transition};
 use cityhub_catalog::camera::{
     CameraQuery, CameraSettings, CameraSignal, ChannelFields, ChannelReport, ImportedHistory,
-    SignalKind, now_ms,
+    SignalKind,
 };
 use cityhub_catalog::gb28181;
 use cityhub_catalog::region::{Region, counties_of};
@@ -425,7 +425,7 @@ pub async fn load(state: &AppState, scale: f64) -> anyhow::Result<usize> {
                 limit: 1,
                 ..CameraQuery::default()
             },
-            now_ms(),
+            state.clock.now().timestamp_millis(),
             Default::default(),
         )
         .await?;
@@ -433,7 +433,7 @@ pub async fn load(state: &AppState, scale: f64) -> anyhow::Result<usize> {
         return Ok(0);
     }
     let channels = ((FULL_CHANNELS as f64) * scale).max(100.0) as usize;
-    let now = now_ms();
+    let now = state.clock.now().timestamp_millis();
     let registered = now - 8 * DAY;
     let built = tokio::task::spawn_blocking(move || {
         let mut rng = StdRng::seed_from_u64(2_818_194);
@@ -483,7 +483,7 @@ pub async fn load(state: &AppState, scale: f64) -> anyhow::Result<usize> {
 pub async fn simulate(state: AppState) {
     let settings = state.cameras.settings().clone();
     let interval = std::time::Duration::from_millis(settings.liveness.interval_ms as u64);
-    let mut rng = StdRng::seed_from_u64(now_ms() as u64);
+    let mut rng = StdRng::seed_from_u64(state.clock.now().timestamp_millis() as u64);
     loop {
         if let Err(err) = tick(&state, &settings, &mut rng).await {
             tracing::warn!(error = %err, "The demo camera platform could not report; will retry.");
@@ -498,7 +498,7 @@ pub async fn tick(
     settings: &CameraSettings,
     rng: &mut StdRng,
 ) -> anyhow::Result<()> {
-    let now = now_ms();
+    let now = state.clock.now().timestamp_millis();
     let nvrs = state
         .catalog
         .search_cameras(

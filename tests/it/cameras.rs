@@ -545,3 +545,157 @@ async fn searches_page_with_a_cursor_and_refuse_bad_parameters() {
         assert_eq!(status, 400, "{query}: {body}");
     }
 }
+
+/// Weekly and monthly availability (`days=`, `from=`/`to=`) come from the daily roll-ups,
+/// which `hub.camera_daily` shows: on a hub whose clock reads 2026-11-28 10:00 in Beijing,
+/// with a history placed on the three days before.
+#[tokio::test]
+async fn whole_day_statistics_and_hub_camera_daily_come_from_the_daily_roll_ups() {
+    use cityhub_catalog::camera::daily::{beijing_day, day_start};
+    use cityhub_catalog::camera::{CameraSignal, ChannelReport, SignalKind};
+    const HOUR: i64 = 3_600_000;
+    const WEIYUAN: &str = "51102400041320000004";
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00+08:00")
+        .expect("time")
+        .with_timezone(&chrono::Utc);
+    // Keepalives an hour apart: a channel is online for three hours after one.
+    let server = TestServer::spawn_with_clock(
+        |config| config.cameras.keepalive_interval_secs = 3600,
+        cityhub_catalog::clock::Clock::starting_at(start),
+    )
+    .await;
+    server.department("gongan").await;
+    server.department("jiaotong").await;
+    let today = beijing_day(start.timestamp_millis());
+    let began = |days_ago: i32| day_start(today - days_ago);
+    let catalog = &server.state.catalog;
+    let reports = [
+        json!({"id": CAM_A, "department": "gongan"}),
+        json!({"id": CAM_B, "department": "gongan"}),
+        json!({"id": WEIYUAN, "department": "jiaotong"}),
+    ]
+    .into_iter()
+    .map(|r| ChannelReport::from_json(r, None).expect("report"))
+    .collect();
+    // Registered at 23:00 on 11-24; CAM_A online 02:00-05:00 on 11-25, CAM_B 22:00 on
+    // 11-26 to 01:00 on 11-27, 威远's never heard of.
+    catalog
+        .register_cameras(reports, None, began(3) - HOUR)
+        .await
+        .expect("register");
+    let keepalive = |id: &str, at: i64| CameraSignal {
+        id: id.into(),
+        at,
+        kind: SignalKind::Keepalive,
+    };
+    catalog
+        .camera_signals(
+            vec![
+                keepalive(CAM_A, began(3) + 2 * HOUR),
+                keepalive(CAM_B, began(2) + 22 * HOUR),
+            ],
+            None,
+            server.state.cameras.settings().liveness,
+        )
+        .await
+        .expect("keepalives");
+    let viewer = server.token("gongan", Role::Analyst).await;
+    let stats = |query: &'static str| {
+        let server = &server;
+        let viewer = viewer.clone();
+        async move {
+            let (status, body) = server
+                .get(
+                    &viewer,
+                    &format!("/api/v1/cameras/stats?group_by=region&{query}"),
+                )
+                .await;
+            assert_eq!(status, 200, "{query}: {body}");
+            body
+        }
+    };
+    let availability = |body: &Value, key: &str| {
+        body["groups"]
+            .as_array()
+            .expect("groups")
+            .iter()
+            .find(|g| g["key"] == key)
+            .and_then(|g| g["availability"].as_f64())
+            .unwrap_or_else(|| panic!("{key} in {body}"))
+    };
+
+    let three = stats("days=3").await;
+    assert_eq!(
+        three["window"],
+        json!({"from": "2026-11-24T16:00:00.000Z", "to": "2026-11-27T16:00:00.000Z",
+               "first_day": "2026-11-25", "last_day": "2026-11-27", "days": 3})
+    );
+    // 资中: 3 + 3 online hours of 2 channels × 72 h; 威远: none of 72 h.
+    assert_eq!(availability(&three, "511025"), 6.0 / 144.0, "{three}");
+    assert_eq!(availability(&three, "511024"), 0.0);
+    assert_eq!(three["overall"]["availability"].as_f64(), Some(6.0 / 216.0));
+    assert_eq!(three["overall"]["total"], 3, "counts are the channels now");
+    let one_day = stats("from=2026-11-26&to=2026-11-26").await;
+    assert_eq!(availability(&one_day, "511025"), 2.0 / 48.0, "{one_day}");
+    let yesterday = stats("days=1").await;
+    assert_eq!(availability(&yesterday, "511025"), 1.0 / 48.0);
+    assert_eq!(yesterday["window"]["first_day"], "2026-11-27");
+
+    // The rows behind them, per channel per day; the 11-24 hour of registration included.
+    let rows = support::sql_ok(
+        &server,
+        &server.admin,
+        "SELECT camera_id, count(*) AS days, sum(online_seconds) AS online, \
+         sum(observed_seconds) AS observed, sum(CASE WHEN complete THEN 1 ELSE 0 END) AS whole \
+         FROM hub.camera_daily GROUP BY camera_id ORDER BY camera_id",
+    )
+    .await;
+    assert_eq!(
+        rows,
+        json!([
+            {"camera_id": WEIYUAN, "days": 4, "online": 0.0, "observed": 262800.0, "whole": 3},
+            {"camera_id": CAM_A, "days": 4, "online": 10800.0, "observed": 262800.0, "whole": 3},
+            {"camera_id": CAM_B, "days": 4, "online": 10800.0, "observed": 262800.0, "whole": 3},
+        ])
+    );
+    let per_day = support::sql_ok(
+        &server,
+        &server.admin,
+        &format!(
+            "SELECT CAST(day AS VARCHAR) AS day, online_seconds, transitions FROM hub.camera_daily \
+             WHERE camera_id = '{CAM_B}' ORDER BY day"
+        ),
+    )
+    .await;
+    assert_eq!(
+        per_day,
+        json!([
+            {"day": "2026-11-24", "online_seconds": 0.0, "transitions": 0},
+            {"day": "2026-11-25", "online_seconds": 0.0, "transitions": 0},
+            {"day": "2026-11-26", "online_seconds": 7200.0, "transitions": 1},
+            {"day": "2026-11-27", "online_seconds": 3600.0, "transitions": 1},
+        ])
+    );
+
+    for (query, needle) in [
+        ("days=3&to=2026-11-27", "days"),
+        ("window_hours=24&days=7", "window_hours"),
+        ("days=0", "days"),
+        ("days=401", "kept for 400 days"),
+        ("to=2026-11-27", "from"),
+        ("from=2026-11-28", "has not ended yet"),
+        ("from=2026-11-27&to=2026-11-26", "after"),
+        ("from=2026-13-01", "not a date"),
+        (
+            "from=2025-01-01&to=2025-01-31",
+            "earliest day is 2025-10-24",
+        ),
+    ] {
+        let (status, body) = server
+            .get(&viewer, &format!("/api/v1/cameras/stats?{query}"))
+            .await;
+        assert_eq!(status, 400, "{query}: {body}");
+        let message = body["error"]["message"].as_str().unwrap_or("");
+        assert!(message.contains(needle), "{query}: {message}");
+    }
+}

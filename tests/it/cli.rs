@@ -281,7 +281,8 @@ async fn the_demo_city_loads_once_and_keeps_its_tokens() {
     // The video network: channels in all five counties, a few percent offline, a week of
     // history, and checkpoints whose ids the traffic violations carry.
     assert!(first.cameras_loaded >= 940, "{}", first.cameras_loaded);
-    let now = cityhub_catalog::camera::now_ms();
+    // The hub's clock, which the demo loaded its history on.
+    let now = state.clock.now().timestamp_millis();
     let liveness = cityhub_catalog::camera::status::Liveness::default();
     let (counties, overall) = state
         .catalog
@@ -328,7 +329,7 @@ async fn the_demo_city_loads_once_and_keeps_its_tokens() {
     );
 
     // The demo platform's round: NVRs that are up refresh their channels, down ones do not.
-    let before = cityhub_catalog::camera::now_ms();
+    let before = state.clock.now().timestamp_millis();
     let settings = state.cameras.settings().clone();
     let mut rng = <rand::rngs::StdRng as rand::SeedableRng>::seed_from_u64(7);
     cityhub::demo::cameras::tick(&state, &settings, &mut rng)

@@ -411,6 +411,15 @@ async fn camera_statistics_and_searches_of_a_scope_are_the_admins_for_its_region
     let (_, town_stats) = server.get(&town, stats).await;
     assert_eq!(town_stats["overall"]["total"], 1, "{town_stats}");
     assert_eq!(town_stats["overall"]["online"], 1, "{town_stats}");
+    // Whole-day statistics take the same scopes (a town's through its channels' daily rows,
+    // the county's through the daily group totals).
+    let daily = "/api/v1/cameras/stats?group_by=region&days=7";
+    for (token, total) in [(&town, 1), (&county, 3)] {
+        let (status, body) = server.get(token, daily).await;
+        assert_eq!(status, 200, "{body}");
+        assert_eq!(body["overall"]["total"], total, "{body}");
+        assert_eq!(body["window"]["days"], 7, "{body}");
+    }
 
     let listed = |body: &Value| -> Vec<String> {
         body["cameras"]

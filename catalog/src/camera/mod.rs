@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use crate::camera::status::{Event, LiveState, Liveness, Status};
 use crate::gb28181::{self, DeviceId};
 
+pub mod daily;
 pub mod geo;
 pub mod registry;
 pub mod rules;
@@ -383,10 +384,18 @@ pub fn position_type_name(code: u8) -> Option<&'static str> {
 }
 
 /// How the registry judges liveness and derives stream URLs, from `[cameras]`.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct CameraSettings {
     pub liveness: Liveness,
     pub templates: StreamTemplates,
+    /// Days of daily roll-ups kept.
+    pub daily_retention_days: u32,
+}
+
+impl Default for CameraSettings {
+    fn default() -> Self {
+        Self::from_config(&cityhub_config::CamerasConfig::default())
+    }
 }
 
 impl CameraSettings {
@@ -404,6 +413,7 @@ impl CameraSettings {
                 hls: template(&config.hls_template),
                 webrtc: template(&config.webrtc_template),
             }),
+            daily_retention_days: config.daily_retention_days as u32,
         }
     }
 
@@ -528,6 +538,20 @@ impl CameraScope {
     }
 }
 
+impl CameraScope {
+    /// The SQL condition on a table that holds channel ids in `id_column` and the id's
+    /// region in `region_code` (the daily roll-ups).
+    pub fn sql_by_id(&self, id_column: &str) -> String {
+        match self {
+            CameraScope::Region(_) => self.sql(""),
+            CameraScope::CivilCode(_) => {
+                let condition = self.sql("c.");
+                format!("{id_column} IN (SELECT c.id FROM cameras c WHERE {condition})")
+            }
+        }
+    }
+}
+
 impl CameraQuery {
     /// The id prefix a region code stands for: trailing `00` pairs are levels not named
     /// (511000 → 5110, all of 内江; 510000 → 51).
@@ -568,6 +592,86 @@ impl StatsGroup {
             StatsGroup::Type => "type_code",
             StatsGroup::Department => "department",
         }
+    }
+}
+
+/// The time a statistic's availability covers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StatsWindow {
+    /// The last hours up to now, walked from the status history.
+    Hours(i64),
+    /// The last whole Beijing-time days, through yesterday, from the daily roll-ups.
+    LastDays(u32),
+    /// Whole Beijing-time days from one date through another (yesterday if none), from the
+    /// daily roll-ups: a month reported to the province.
+    Dates {
+        from: chrono::NaiveDate,
+        to: Option<chrono::NaiveDate>,
+    },
+}
+
+impl StatsWindow {
+    /// The window that `window_hours`, `days` or `from`/`to` name (24 hours if none).
+    pub fn from_params(
+        hours: Option<&str>,
+        days: Option<&str>,
+        from: Option<&str>,
+        to: Option<&str>,
+    ) -> Result<Self, FieldError> {
+        let date = |field: &str, text: &str| {
+            chrono::NaiveDate::parse_from_str(text, "%Y-%m-%d").map_err(|_| {
+                FieldError::new(field, format!("{text:?} is not a date like 2026-11-30"))
+            })
+        };
+        if hours.is_some() && (days.is_some() || from.is_some() || to.is_some()) {
+            return Err(FieldError::new(
+                "window_hours",
+                "give either window_hours or days or from/to, not two of them",
+            ));
+        }
+        if days.is_some() && (from.is_some() || to.is_some()) {
+            return Err(FieldError::new(
+                "days",
+                "give either days or from/to, not both",
+            ));
+        }
+        if let Some(text) = days {
+            return match text.parse::<u32>() {
+                Ok(n) if n >= 1 => Ok(StatsWindow::LastDays(n)),
+                _ => Err(FieldError::new(
+                    "days",
+                    format!("{text:?} is not a number of days (1 or more)"),
+                )),
+            };
+        }
+        match (from, to) {
+            (Some(from), to) => {
+                return Ok(StatsWindow::Dates {
+                    from: date("from", from)?,
+                    to: to.map(|to| date("to", to)).transpose()?,
+                });
+            }
+            (None, Some(_)) => {
+                return Err(FieldError::new(
+                    "from",
+                    "missing: to needs a first day (from=2026-11-01)",
+                ));
+            }
+            (None, None) => {}
+        }
+        let hours = match hours {
+            None => 24,
+            Some(text) => text.parse::<i64>().map_err(|_| {
+                FieldError::new("window_hours", format!("{text:?} is not a number of hours"))
+            })?,
+        };
+        if !(1..=24 * 366).contains(&hours) {
+            return Err(FieldError::new(
+                "window_hours",
+                "must be between 1 and 8784 (a year)",
+            ));
+        }
+        Ok(StatsWindow::Hours(hours))
     }
 }
 

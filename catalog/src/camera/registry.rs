@@ -8,13 +8,15 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
+use super::daily::{self, beijing_day, day_date, day_start};
 use super::{
     CameraQuery, CameraRecord, CameraScope, CameraSettings, CameraSources, CameraStats,
-    ChannelFields, ChannelReport, FieldError, Registered, SignalKind, StatsGroup, now_ms,
+    ChannelFields, ChannelReport, FieldError, Registered, SignalKind, StatsGroup, StatsWindow,
     parse_signal, position_type_name, wgs84_to_gcj02,
 };
 use crate::access::require_role;
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
+use crate::clock::Clock;
 use crate::error::{CatalogError, Result};
 use crate::model::{Principal, Role};
 use crate::region::Scope;
@@ -30,6 +32,8 @@ pub struct CameraRegistry {
     catalog: Catalog,
     audit: AuditLog,
     settings: CameraSettings,
+    /// Where "now" is read: the day that just ended decides which days are rolled up.
+    clock: Clock,
 }
 
 /// The department a writer may act for (`None`: an admin, any department).
@@ -58,7 +62,17 @@ impl CameraRegistry {
             catalog,
             audit,
             settings,
+            clock: Clock::system(),
         }
+    }
+
+    /// The registry reading the time from `clock`.
+    pub fn with_clock(self, clock: Clock) -> Self {
+        Self { clock, ..self }
+    }
+
+    fn now(&self) -> i64 {
+        self.clock.now().timestamp_millis()
     }
 
     /// The liveness rule and stream templates (`[cameras]`).
@@ -79,7 +93,7 @@ impl CameraRegistry {
                 what: "camera",
                 name: id.to_string(),
             })?;
-        let mut answer = camera_json(&record, &self.settings, now_ms());
+        let mut answer = camera_json(&record, &self.settings, self.now());
         answer["reported"] = json!(reported);
         answer["curated"] = json!(curated);
         Ok(answer)
@@ -97,7 +111,7 @@ impl CameraRegistry {
         let report = ChannelReport::from_json(body, Some(id)).map_err(single_error)?;
         let mut outcomes = self
             .catalog
-            .register_cameras(vec![report], acting, now_ms())
+            .register_cameras(vec![report], acting, self.now())
             .await?;
         let outcome = outcomes
             .pop()
@@ -123,7 +137,7 @@ impl CameraRegistry {
         let curated = ChannelFields::from_json(object).map_err(single_error)?;
         curated.validate().map_err(single_error)?;
         self.catalog
-            .curate_camera(id.to_string(), curated.clone(), acting, now_ms())
+            .curate_camera(id.to_string(), curated.clone(), acting, self.now())
             .await?;
         self.audit.record(
             AuditEvent::by(by, Action::CameraCurate, Outcome::Ok)
@@ -163,7 +177,7 @@ impl CameraRegistry {
         }
         let outcomes = self
             .catalog
-            .register_cameras(reports, acting, now_ms())
+            .register_cameras(reports, acting, self.now())
             .await?;
         let (mut created, mut updated, mut restored) = (0u64, 0u64, 0u64);
         for ((item, line, id), outcome) in positions.into_iter().zip(outcomes) {
@@ -213,7 +227,7 @@ impl CameraRegistry {
             "sending camera events"
         };
         let acting = acting_for(by, doing)?;
-        let now = now_ms();
+        let now = self.now();
         let mut errors = Vec::new();
         let mut signals = Vec::with_capacity(items.len());
         let mut positions = Vec::with_capacity(items.len());
@@ -271,7 +285,7 @@ impl CameraRegistry {
         let limit = query.limit;
         // One more than asked tells whether there is a next page.
         query.limit = limit + 1;
-        let now = now_ms();
+        let now = self.now();
         let mut records = self
             .catalog
             .search_cameras(query, now, self.settings.liveness)
@@ -289,21 +303,50 @@ impl CameraRegistry {
         Ok(json!({"cameras": cameras, "next_cursor": next_cursor}))
     }
 
-    /// Online rate and availability per `group` over the last `hours`, of the channels
-    /// inside `scope` (all without one).
+    /// Online rate and availability per `group` over `window`, of the channels inside
+    /// `scope` (all without one). Whole-day windows read the daily roll-ups (rolled up
+    /// first, so that they never wait for the sweeper).
     pub async fn stats(
         &self,
         group: StatsGroup,
         group_text: &str,
-        hours: i64,
+        window: StatsWindow,
         scope: Option<Scope>,
     ) -> Result<Value> {
-        let now = now_ms();
-        let since = now - hours * 3_600_000;
-        let (groups, overall) = self
-            .catalog
-            .camera_stats(group, since, now, self.settings.liveness, scope)
-            .await?;
+        let now = self.now();
+        let liveness = self.settings.liveness;
+        let (stats, window) = match window {
+            StatsWindow::Hours(hours) => {
+                let since = now - hours * 3_600_000;
+                let stats = self
+                    .catalog
+                    .camera_stats(group, since, now, liveness, scope)
+                    .await?;
+                let window =
+                    json!({"from": time_text(since), "to": time_text(now), "hours": hours});
+                (stats, window)
+            }
+            window => {
+                let days = self.whole_days(window, now)?;
+                self.catalog
+                    .roll_up_camera_days(now, liveness, self.settings.daily_retention_days)
+                    .await?;
+                let (first, last) = (*days.start(), *days.end());
+                let stats = self
+                    .catalog
+                    .camera_daily_stats(group, days, now, liveness, scope)
+                    .await?;
+                let window = json!({
+                    "from": time_text(day_start(first)),
+                    "to": time_text(day_start(last + 1)),
+                    "first_day": day_date(first).to_string(),
+                    "last_day": day_date(last).to_string(),
+                    "days": last - first + 1,
+                });
+                (stats, window)
+            }
+        };
+        let (groups, overall) = stats;
         let groups: Vec<Value> = groups.iter().map(|g| stats_json(group, g)).collect();
         let mut overall = json!(overall);
         if let Some(object) = overall.as_object_mut() {
@@ -311,17 +354,70 @@ impl CameraRegistry {
         }
         Ok(json!({
             "group_by": group_text,
-            "window": {"from": time_text(since), "to": time_text(now), "hours": hours},
+            "window": window,
             "groups": groups,
             "overall": overall,
         }))
     }
 
-    /// One round of the sweeper: appends keepalive timeouts to the history and sets the
-    /// `cityhub_cameras{region,status}` gauges. Reads never depend on it (the status is
-    /// computed when read).
+    /// The Beijing-time days a whole-day window covers at `now`: finished days, inside the
+    /// roll-ups' retention.
+    fn whole_days(&self, window: StatsWindow, now: i64) -> Result<std::ops::RangeInclusive<i32>> {
+        let yesterday = beijing_day(now) - 1;
+        let kept = self.settings.daily_retention_days as i32;
+        let earliest = yesterday - kept + 1;
+        let (first, last) = match window {
+            StatsWindow::Hours(_) => unreachable!("hours are not whole days"),
+            StatsWindow::LastDays(n) => (yesterday - n.min(kept as u32) as i32 + 1, yesterday),
+            StatsWindow::Dates { from, to } => {
+                (daily::date_day(from), to.map_or(yesterday, daily::date_day))
+            }
+        };
+        if let StatsWindow::LastDays(n) = window
+            && n as i32 > kept
+        {
+            return Err(CatalogError::invalid(
+                "days",
+                format!("daily roll-ups are kept for {kept} days (cameras.daily_retention_days)"),
+            ));
+        }
+        for (field, day) in [("from", first), ("to", last)] {
+            if day > yesterday {
+                return Err(CatalogError::invalid(
+                    field,
+                    format!(
+                        "{} has not ended yet (Beijing time); the last whole day is {}",
+                        day_date(day),
+                        day_date(yesterday)
+                    ),
+                ));
+            }
+        }
+        if first > last {
+            return Err(CatalogError::invalid(
+                "from",
+                format!("{} is after to ({})", day_date(first), day_date(last)),
+            ));
+        }
+        if first < earliest {
+            return Err(CatalogError::invalid(
+                "from",
+                format!(
+                    "daily roll-ups are kept for {kept} days (cameras.daily_retention_days); \
+                     the earliest day is {}",
+                    day_date(earliest)
+                ),
+            ));
+        }
+        Ok(first..=last)
+    }
+
+    /// One round of the sweeper: appends keepalive timeouts to the history, sets the
+    /// `cityhub_cameras{region,status}` gauges and rolls up the days that ended (or that
+    /// late signals changed). Reads never depend on it (the status is computed when read,
+    /// and whole-day statistics roll up first).
     pub async fn sweep(&self) -> Result<()> {
-        let now = now_ms();
+        let now = self.now();
         // The gauges need the counts, not availability: an empty window skips reading
         // the history (the sweep before the statistics is the point of the call).
         let (groups, _) = self
@@ -337,7 +433,36 @@ impl CameraRegistry {
             metrics::gauge!("cityhub_cameras", "region" => region, "status" => "unknown")
                 .set(group.unknown as f64);
         }
+        let days = self
+            .catalog
+            .roll_up_camera_days(
+                now,
+                self.settings.liveness,
+                self.settings.daily_retention_days,
+            )
+            .await?;
+        metrics::counter!("cityhub_camera_days_rolled_up_total").increment(days.len() as u64);
+        if let (Some(first), Some(last)) = (days.first(), days.last()) {
+            tracing::info!(
+                first = %day_date(*first),
+                last = %day_date(*last),
+                days = days.len(),
+                "Rolled up the camera status history of the days that ended or changed."
+            );
+        }
         Ok(())
+    }
+
+    /// Brings the daily roll-ups up to date, for readers of `hub.camera_daily`.
+    pub async fn roll_up_days(&self) -> Result<()> {
+        self.catalog
+            .roll_up_camera_days(
+                self.now(),
+                self.settings.liveness,
+                self.settings.daily_retention_days,
+            )
+            .await
+            .map(drop)
     }
 }
 

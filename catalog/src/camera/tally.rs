@@ -82,7 +82,7 @@ impl std::hash::Hasher for IdHasher {
 pub type IdMap<V> = HashMap<u128, V, std::hash::BuildHasherDefault<IdHasher>>;
 
 /// A group column's value, compared without allocating.
-#[derive(PartialEq)]
+#[derive(Clone, PartialEq)]
 pub enum GroupValue {
     Null,
     Integer(i64),
@@ -150,6 +150,13 @@ impl ChannelPass {
                 self.groups.len() - 1
             }
         }
+    }
+
+    /// Adds time counted elsewhere (the daily roll-ups) to a group's availability.
+    pub fn add_time(&mut self, group: usize, online_ms: i64, observed_ms: i64) {
+        let entry = &mut self.groups[group];
+        entry.online_ms += online_ms;
+        entry.observed_ms += observed_ms;
     }
 
     /// Counts one channel in its group: status now, completeness, and the online time of a

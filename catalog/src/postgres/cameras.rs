@@ -882,6 +882,34 @@ impl CameraStore for PostgresStore {
         Ok(tally::combine(channels?, &walks?, now))
     }
 
+    async fn roll_up_camera_days(
+        &self,
+        now: i64,
+        liveness: Liveness,
+        retention_days: u32,
+    ) -> Result<Vec<i32>> {
+        self.roll_up_days(now, liveness, retention_days).await
+    }
+
+    async fn camera_daily_stats(
+        &self,
+        group: StatsGroup,
+        days: std::ops::RangeInclusive<i32>,
+        now: i64,
+        liveness: Liveness,
+        scope: Option<crate::region::Scope>,
+    ) -> Result<(Vec<CameraStats>, CameraStats)> {
+        self.daily_stats(group, days, now, liveness, scope).await
+    }
+
+    async fn camera_daily_rows(
+        &self,
+        after: (i32, String),
+        limit: usize,
+    ) -> Result<Vec<crate::camera::daily::DailyRow>> {
+        self.daily_rows(after, limit).await
+    }
+
     async fn camera_status_events(&self, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>> {
         let rows = self
             .client()
@@ -907,6 +935,21 @@ impl CameraStore for PostgresStore {
             })
             .collect()
     }
+}
+
+/// The index of the group whose value (as text, `NULL` for none) is `value`.
+pub(super) fn text_group(pass: &mut ChannelPass, value: Option<&str>) -> usize {
+    pass.group(
+        |known| match (known, value) {
+            (GroupValue::Null, None) => true,
+            (GroupValue::Text(known), Some(value)) => known.as_slice() == value.as_bytes(),
+            _ => false,
+        },
+        || match value {
+            Some(value) => GroupValue::Text(value.as_bytes().to_vec()),
+            None => GroupValue::Null,
+        },
+    )
 }
 
 impl PostgresStore {
@@ -941,7 +984,7 @@ impl PostgresStore {
     }
 
     /// Every video channel's narrow liveness row, grouped by the group column as text.
-    async fn channel_pass(
+    pub(super) async fn channel_pass(
         &self,
         group: StatsGroup,
         since: i64,
@@ -967,18 +1010,7 @@ impl PostgresStore {
             .await?;
         let mut pass = ChannelPass::default();
         for row in &rows {
-            let value: Option<&str> = row.try_get(1)?;
-            let index = pass.group(
-                |known| match (known, value) {
-                    (GroupValue::Null, None) => true,
-                    (GroupValue::Text(known), Some(value)) => known.as_slice() == value.as_bytes(),
-                    _ => false,
-                },
-                || match value {
-                    Some(value) => GroupValue::Text(value.as_bytes().to_vec()),
-                    None => GroupValue::Null,
-                },
-            );
+            let index = text_group(&mut pass, row.try_get(1)?);
             let id: &str = row.try_get(0)?;
             let notified: Option<&str> = row.try_get(2)?;
             let recorded: Option<&str> = row.try_get(6)?;

@@ -22,6 +22,7 @@ use crate::error::{CatalogError, Result};
 use crate::model::{RejectedRecord, StoredRejection};
 
 mod audit;
+mod camera_daily;
 mod cameras;
 mod datasets;
 mod endpoints;
@@ -37,6 +38,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (
         3,
         include_str!("../../migrations/postgres/0003_feed_workers.sql"),
+    ),
+    (
+        4,
+        include_str!("../../migrations/postgres/0004_camera_daily.sql"),
     ),
 ];
 

@@ -45,7 +45,7 @@ pub fn transition_pass(conn: &Connection, since: i64, now: i64) -> Result<Walks>
 }
 
 /// A group column's value, compared with a known group's without allocating.
-fn matches(group: &GroupValue, value: ValueRef<'_>) -> bool {
+pub(crate) fn matches(group: &GroupValue, value: ValueRef<'_>) -> bool {
     match (group, value) {
         (GroupValue::Null, ValueRef::Null) => true,
         (GroupValue::Integer(a), ValueRef::Integer(b)) => *a == b,
@@ -54,7 +54,7 @@ fn matches(group: &GroupValue, value: ValueRef<'_>) -> bool {
     }
 }
 
-fn group_value(value: ValueRef<'_>) -> GroupValue {
+pub(crate) fn group_value(value: ValueRef<'_>) -> GroupValue {
     match value {
         ValueRef::Integer(n) => GroupValue::Integer(n),
         ValueRef::Text(t) | ValueRef::Blob(t) => GroupValue::Text(t.to_vec()),

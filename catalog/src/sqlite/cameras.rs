@@ -21,9 +21,11 @@ use crate::model::StoredRejection;
 use crate::store::CameraStore;
 
 use super::SqliteStore;
+use super::camera_daily::{daily_rows, daily_time, roll_up_days};
 use super::camera_feeds::{commit_stream, rejected_records, stream_offsets};
 use super::camera_search::{camera, search};
 use super::camera_stats::{channel_pass, status_events, transition_pass};
+use crate::camera::daily::DailyRow;
 use crate::camera::tally::combine;
 use async_trait::async_trait;
 
@@ -675,6 +677,45 @@ impl CameraStore for SqliteStore {
 
     async fn camera_status_events(&self, after_seq: i64, limit: usize) -> Result<Vec<StatusEvent>> {
         self.read(move |conn| status_events(conn, after_seq, limit))
+            .await
+    }
+
+    async fn roll_up_camera_days(
+        &self,
+        now: i64,
+        liveness: Liveness,
+        retention_days: u32,
+    ) -> Result<Vec<i32>> {
+        self.write(move |conn| roll_up_days(conn, now, liveness, retention_days))
+            .await
+    }
+
+    async fn camera_daily_stats(
+        &self,
+        group: StatsGroup,
+        days: std::ops::RangeInclusive<i32>,
+        now: i64,
+        liveness: Liveness,
+        scope: Option<crate::region::Scope>,
+    ) -> Result<(Vec<CameraStats>, CameraStats)> {
+        let scope = scope.as_ref().map(crate::camera::CameraScope::of);
+        let totals_scope = scope.clone();
+        // The counts are the channels' now (their window is empty); the time comes from the
+        // roll-ups. The two read different tables: at once, on two connections.
+        let (pass, totals) = tokio::join!(
+            self.read(move |conn| channel_pass(conn, group, now, now, liveness, scope.as_ref())),
+            self.read(move |conn| daily_time(conn, group, &days, totals_scope.as_ref())),
+        );
+        let mut pass = pass?;
+        for (value, online_ms, observed_ms) in totals? {
+            let index = pass.group(|known| *known == value, || value.clone());
+            pass.add_time(index, online_ms, observed_ms);
+        }
+        Ok(combine(pass, &Default::default(), now))
+    }
+
+    async fn camera_daily_rows(&self, after: (i32, String), limit: usize) -> Result<Vec<DailyRow>> {
+        self.read(move |conn| daily_rows(conn, (after.0, &after.1), limit))
             .await
     }
 }

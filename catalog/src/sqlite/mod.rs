@@ -23,6 +23,7 @@ use crate::model::{
 };
 
 mod audit;
+mod camera_daily;
 mod camera_feeds;
 mod camera_search;
 pub(crate) mod camera_stats;
@@ -46,6 +47,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (8, include_str!("../../migrations/0008_regions.sql")),
     (9, include_str!("../../migrations/0009_job_leases.sql")),
     (10, include_str!("../../migrations/0010_feed_workers.sql")),
+    (11, include_str!("../../migrations/0011_camera_daily.sql")),
 ];
 
 const READERS: usize = 4;

@@ -8,7 +8,9 @@ use axum::http::{HeaderMap, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cityhub_catalog::camera::registry::BatchItem;
 use cityhub_catalog::camera::status::Status;
-use cityhub_catalog::camera::{CameraQuery, ChannelFields, FieldError, Registered, StatsGroup};
+use cityhub_catalog::camera::{
+    CameraQuery, ChannelFields, FieldError, Registered, StatsGroup, StatsWindow,
+};
 use cityhub_catalog::gb28181;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -339,14 +341,23 @@ pub async fn search(
 pub struct StatsParams {
     /// `region` (default), `industry`, `position_type`, `type` or `department`.
     group_by: Option<String>,
-    /// Hours back over which availability (完好率) is measured, 1..8784 (default 24).
+    /// Hours back over which availability (完好率) is measured, 1..8784 (default 24),
+    /// walked from the status history.
     window_hours: Option<String>,
+    /// Instead of hours: the last whole Beijing-time days through yesterday, from the daily
+    /// roll-ups (`days=30`).
+    days: Option<String>,
+    /// Instead of hours: the first whole day (`2026-11-01`), through `to` or yesterday.
+    from: Option<String>,
+    /// The last whole day (`2026-11-30`), with `from`.
+    to: Option<String>,
 }
 
-/// `GET /api/v1/cameras/stats?group_by=region|industry|position_type|type|department&window_hours=24`.
+/// `GET /api/v1/cameras/stats?group_by=region|industry|position_type|type|department&window_hours=24`
+/// (or `&days=30`, or `&from=2026-11-01&to=2026-11-30`).
 #[utoipa::path(get, operation_id = "camera_stats", path = "/cameras/stats", tag = "cameras",
     params(StatsParams),
-    responses((status = OK, description = "Per group and `overall`: total, online, offline, unknown, online_rate, availability, complete, completeness", body = Object)))]
+    responses((status = OK, description = "Per group and `overall`: total, online, offline, unknown, online_rate, availability, complete, completeness; `window` says what availability covers", body = Object)))]
 pub async fn stats(
     State(state): State<AppState>,
     caller: Caller,
@@ -359,17 +370,19 @@ pub async fn stats(
             StatsGroup::NAMES
         ))
     })?;
-    let hours: i64 = number_param(
-        "window_hours",
+    let window = StatsWindow::from_params(
         params.window_hours.as_deref(),
-        "a number of hours",
-    )?
-    .unwrap_or(24);
-    if !(1..=24 * 366).contains(&hours) {
-        return Err(ApiError::bad_request(
-            "window_hours: must be between 1 and 8784 (a year)",
-        ));
-    }
+        params.days.as_deref(),
+        params.from.as_deref(),
+        params.to.as_deref(),
+    )
+    .map_err(|err| ApiError::bad_request(format!("{}: {}", err.field, err.message)))?;
     let scope = caller.0.scope();
-    Ok(Json(state.cameras.stats(group, group_text, hours, scope).await?).into_response())
+    Ok(Json(
+        state
+            .cameras
+            .stats(group, group_text, window, scope)
+            .await?,
+    )
+    .into_response())
 }
