@@ -386,3 +386,20 @@ pub fn percentile(values: &mut [f64], q: f64) -> f64 {
     let rank = ((values.len() as f64 * q).ceil() as usize).clamp(1, values.len());
     values[rank - 1]
 }
+
+/// The URL of a new empty schema in the PostgreSQL database at `url`, for one hub's
+/// catalog (the URL sets the schema as the connections' search path).
+pub async fn fresh_postgres_catalog(url: &str) -> anyhow::Result<String> {
+    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
+        .await
+        .with_context(|| format!("connecting to {url}"))?;
+    tokio::spawn(connection);
+    let schema = format!("bench_{}_{}", std::process::id(), rand::random::<u32>());
+    client
+        .batch_execute(&format!("CREATE SCHEMA {schema}"))
+        .await?;
+    let separator = if url.contains('?') { '&' } else { '?' };
+    Ok(format!(
+        "{url}{separator}options=-c%20search_path%3D{schema}"
+    ))
+}

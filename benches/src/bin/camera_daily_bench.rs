@@ -37,6 +37,10 @@ struct Args {
     /// Runs of each statistics request.
     #[arg(long, default_value_t = 30)]
     runs: usize,
+    /// A PostgreSQL database to keep the catalog in (a fresh schema of it), instead of the
+    /// embedded SQLite: `postgres://user@127.0.0.1:5432/db`.
+    #[arg(long)]
+    postgres: Option<String>,
 }
 
 const MINUTE: i64 = 60_000;
@@ -130,14 +134,32 @@ async fn stats(hub: &Hub, query: &str, runs: usize) -> anyhow::Result<(f64, f64,
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
     // The sweeper would roll up in the middle of the timings: once an hour is out of the way.
-    let hub = Hub::start_with(|config| config.cameras.sweep_interval_secs = 3600).await?;
+    let catalog_url = match &args.postgres {
+        Some(url) => Some(cityhub_benches::fresh_postgres_catalog(url).await?),
+        None => None,
+    };
+    // Keepalives an hour apart (offline after three hours): loading takes minutes on
+    // PostgreSQL, and channels timing out meanwhile would add a sweep to the timings.
+    let hub = Hub::start_with(|config| {
+        config.cameras.sweep_interval_secs = 3600;
+        config.cameras.keepalive_interval_secs = 3600;
+        if let Some(url) = catalog_url {
+            config.catalog.url = url;
+        }
+    })
+    .await?;
     let catalog = hub.state.catalog.clone();
     let settings = hub.state.cameras.settings().clone();
     println!(
-        "machine: {} cores; {} channels, {} days of history, outage rate {} a day",
+        "machine: {} cores; catalog: {}; {} channels, {} days of history, outage rate {} a day",
         std::thread::available_parallelism()
             .map(|n| n.get())
             .unwrap_or(0),
+        if args.postgres.is_some() {
+            "PostgreSQL"
+        } else {
+            "SQLite"
+        },
         args.channels,
         args.days,
         args.outage_rate

@@ -11,7 +11,7 @@
 use std::time::Instant;
 
 use anyhow::{Context, bail};
-use cityhub_benches::{Hub, percentile, rows_ndjson, schema_json};
+use cityhub_benches::{Hub, fresh_postgres_catalog, percentile, rows_ndjson, schema_json};
 use cityhub_config::Config;
 use clap::Parser;
 
@@ -59,15 +59,13 @@ async fn main() -> anyhow::Result<()> {
     );
     let sqlite = measure(&args, |_| {}).await?;
     report("SQLite", &sqlite, None);
-    let schema = fresh_schema(&args.postgres).await?;
-    let catalog_url = with_schema(&args.postgres, &schema);
+    let catalog_url = fresh_postgres_catalog(&args.postgres).await?;
     let postgres = measure(&args, |config| config.catalog.url = catalog_url.clone()).await?;
     report("PostgreSQL", &postgres, Some(&sqlite));
 
     // Two hubs on one PostgreSQL catalog and one object folder, half the pushes each.
     let objects = tempfile::tempdir()?;
-    let schema = fresh_schema(&args.postgres).await?;
-    let catalog_url = with_schema(&args.postgres, &schema);
+    let catalog_url = fresh_postgres_catalog(&args.postgres).await?;
     let shared = |config: &mut Config| {
         config.catalog.url = catalog_url.clone();
         config.storage.url = format!("file://{}", objects.path().display());
@@ -198,23 +196,4 @@ async fn measure(args: &Args, adjust: impl FnOnce(&mut Config)) -> anyhow::Resul
         commits_per_s,
         plan_ms,
     })
-}
-
-/// A new empty schema for one hub's catalog.
-async fn fresh_schema(url: &str) -> anyhow::Result<String> {
-    let (client, connection) = tokio_postgres::connect(url, tokio_postgres::NoTls)
-        .await
-        .with_context(|| format!("connecting to {url}"))?;
-    tokio::spawn(connection);
-    let schema = format!("bench_{}", std::process::id());
-    let schema = format!("{schema}_{}", rand::random::<u32>());
-    client
-        .batch_execute(&format!("CREATE SCHEMA {schema}"))
-        .await?;
-    Ok(schema)
-}
-
-fn with_schema(url: &str, schema: &str) -> String {
-    let separator = if url.contains('?') { '&' } else { '?' };
-    format!("{url}{separator}options=-c%20search_path%3D{schema}")
 }
