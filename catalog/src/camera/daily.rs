@@ -251,27 +251,19 @@ pub fn days_to_roll_up(
     if first > last {
         return None;
     }
-    let mut missing = None;
-    let mut expected = first;
+    // The first day of the kept range that is not rolled up (`rolled` is in order).
+    let mut missing = first;
     for &day in state.rolled.iter().filter(|d| (first..=last).contains(*d)) {
-        if day != expected {
+        if day != missing {
             break;
         }
-        expected += 1;
-    }
-    if expected <= last {
-        missing = Some(expected);
+        missing += 1;
     }
     let changed = state
         .earliest_new_transition
-        .map(beijing_day)
-        .filter(|day| *day <= last)
-        .map(|day| day.max(first));
-    let from = match (missing, changed) {
-        (Some(a), Some(b)) => a.min(b),
-        (a, b) => a.or(b)?,
-    };
-    Some(from..=last)
+        .map(|at| beijing_day(at).max(first));
+    let from = [Some(missing), changed].into_iter().flatten().min()?;
+    (from <= last).then_some(from..=last)
 }
 
 /// `days` cut into runs of at most [`DAYS_PER_TRANSACTION`].

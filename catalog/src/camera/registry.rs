@@ -366,21 +366,20 @@ impl CameraRegistry {
         let yesterday = beijing_day(now) - 1;
         let kept = self.settings.daily_retention_days as i32;
         let earliest = yesterday - kept + 1;
-        let (first, last) = match window {
+        // The field a day too early or too late is named by.
+        let (first, last, first_field) = match window {
             StatsWindow::Hours(_) => unreachable!("hours are not whole days"),
-            StatsWindow::LastDays(n) => (yesterday - n.min(kept as u32) as i32 + 1, yesterday),
-            StatsWindow::Dates { from, to } => {
-                (daily::date_day(from), to.map_or(yesterday, daily::date_day))
-            }
-        };
-        if let StatsWindow::LastDays(n) = window
-            && n as i32 > kept
-        {
-            return Err(CatalogError::invalid(
+            StatsWindow::LastDays(n) => (
+                yesterday - i32::try_from(n).unwrap_or(i32::MAX) + 1,
+                yesterday,
                 "days",
-                format!("daily roll-ups are kept for {kept} days (cameras.daily_retention_days)"),
-            ));
-        }
+            ),
+            StatsWindow::Dates { from, to } => (
+                daily::date_day(from),
+                to.map_or(yesterday, daily::date_day),
+                "from",
+            ),
+        };
         for (field, day) in [("from", first), ("to", last)] {
             if day > yesterday {
                 return Err(CatalogError::invalid(
@@ -401,7 +400,7 @@ impl CameraRegistry {
         }
         if first < earliest {
             return Err(CatalogError::invalid(
-                "from",
+                first_field,
                 format!(
                     "daily roll-ups are kept for {kept} days (cameras.daily_retention_days); \
                      the earliest day is {}",
@@ -451,18 +450,6 @@ impl CameraRegistry {
             );
         }
         Ok(())
-    }
-
-    /// Brings the daily roll-ups up to date, for readers of `hub.camera_daily`.
-    pub async fn roll_up_days(&self) -> Result<()> {
-        self.catalog
-            .roll_up_camera_days(
-                self.now(),
-                self.settings.liveness,
-                self.settings.daily_retention_days,
-            )
-            .await
-            .map(drop)
     }
 }
 

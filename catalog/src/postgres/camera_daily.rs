@@ -14,10 +14,7 @@ use crate::camera::tally::{self, ChannelPass};
 use crate::camera::{CameraScope, StatsGroup};
 use crate::store::CameraStore;
 
-type Tx<'a> = deadpool_postgres::Transaction<'a>;
-
-/// The types statistics count as video channels (see the SQLite store).
-const VIDEO_TYPES: &str = "(121, 122, 131, 132)";
+use super::cameras::{Tx, VIDEO_TYPES};
 
 /// Held by the transaction that rolls up days (the bytes of "cityhub daily").
 const ROLL_UP_LOCK: i64 = 0x6369_7479_6461_696c;
@@ -36,9 +33,7 @@ impl PostgresStore {
             let tx = client.transaction().await?;
             tx.execute("SELECT pg_advisory_xact_lock($1)", &[&ROLL_UP_LOCK])
                 .await?;
-            // Checked first: most rounds have nothing to purge, and a DELETE on the
-            // million-row table right after a roll-up, before autovacuum has analysed it,
-            // is planned as a scan of the whole table (190 ms at 100,000 channels).
+            // Checked first: most rounds have nothing to purge (as on SQLite).
             let oldest: Option<i32> = tx
                 .query_one("SELECT MIN(day) FROM camera_daily_days", &[])
                 .await?
@@ -83,6 +78,13 @@ impl PostgresStore {
             tx.commit().await?;
             done.extend(chunk);
         }
+        // Millions of new rows leave the planner's statistics stale until autovacuum gets
+        // to them (a minute or more); meanwhile the purge above was planned as a scan of
+        // the whole table (190 ms at 100,000 channels). Analysing here closes that window
+        // for every statement on these tables.
+        client
+            .batch_execute("ANALYZE camera_daily, camera_daily_groups, camera_daily_days")
+            .await?;
         Ok(done)
     }
 

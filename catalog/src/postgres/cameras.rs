@@ -23,10 +23,10 @@ use crate::camera::{
 use crate::gb28181;
 use crate::store::CameraStore;
 
-type Tx<'a> = deadpool_postgres::Transaction<'a>;
+pub(super) type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
 /// The types statistics count as video channels (see the SQLite store).
-const VIDEO_TYPES: &str = "(121, 122, 131, 132)";
+pub(super) const VIDEO_TYPES: &str = "(121, 122, 131, 132)";
 
 /// How often a batch that lost a deadlock is run again before the error is returned.
 const DEADLOCK_RETRIES: usize = 5;
