@@ -516,6 +516,46 @@ async fn cameras(state: &AppState) {
         .await
         .expect("camera signals");
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");
+    // Alarms of three counties' channels and two positions of 东兴's 0005.
+    use cityhub_catalog::camera::{CameraAlarm, CameraPosition, CameraReport};
+    let hour = 3_600_000;
+    let alarm = |id: &str, at: i64, priority: u8, method: u8, alarm_type: u8| {
+        CameraReport::Alarm(CameraAlarm {
+            id: id.into(),
+            at,
+            priority,
+            method,
+            alarm_type: Some(alarm_type),
+            description: None,
+            longitude: None,
+            latitude: None,
+        })
+    };
+    let position = |at: i64, longitude: f64| {
+        CameraReport::Position(CameraPosition {
+            id: "51101100011320000005".into(),
+            at,
+            longitude,
+            latitude: 29.6,
+            speed: Some(30.0),
+            direction: Some(90.0),
+            altitude: None,
+        })
+    };
+    let reports = vec![
+        alarm("51102800051210000001", now - 2 * hour, 2, 5, 7),
+        alarm("51102500001320000003", now - hour, 1, 5, 6),
+        alarm("51100200001320000004", now - hour / 2, 3, 2, 1),
+        alarm("51100200001320000004", now - 3 * hour, 4, 6, 1),
+        position(now - 60_000, 105.10),
+        position(now, 105.11),
+    ];
+    let outcomes = state
+        .catalog
+        .record_camera_reports(reports, None, now)
+        .await
+        .expect("camera reports");
+    assert!(outcomes.iter().all(|o| *o == Ok(true)), "{outcomes:?}");
 }
 
 /// Grants on `gongan.residents`: zhili may read some columns, all masked (the trusted tier);

@@ -8,9 +8,10 @@
 use async_trait::async_trait;
 
 use crate::audit::{AuditEntry, AuditEvent, AuditFilter};
+use crate::camera::alarms::{StoredAlarm, StoredPosition};
 use crate::camera::status::Liveness;
 use crate::camera::{
-    CameraFeed, CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats,
+    CameraFeed, CameraQuery, CameraRecord, CameraReport, CameraSignal, CameraSources, CameraStats,
     CameraStreamCommit, CameraStreamOutcome, ChannelFields, ChannelReport, FieldError,
     ImportedHistory, Registered, StatsGroup, StatusEvent,
 };
@@ -248,6 +249,30 @@ pub trait CameraStore: Send + Sync + 'static {
         acting_for: Option<String>,
         liveness: Liveness,
     ) -> Result<Vec<Result<usize, FieldError>>>;
+
+    /// Appends alarms and positions of registered channels and devices, in one
+    /// transaction; each item answers whether it is new (`false`: the same report was kept
+    /// before, and is not kept twice) or why it was refused.
+    async fn record_camera_reports(
+        &self,
+        reports: Vec<CameraReport>,
+        acting_for: Option<String>,
+        received_at: i64,
+    ) -> Result<Vec<Result<bool, FieldError>>>;
+
+    /// The alarms after `after_seq`, in the order they were received.
+    async fn camera_alarms(&self, after_seq: i64, limit: usize) -> Result<Vec<StoredAlarm>>;
+
+    /// The positions after `after_seq`, in the order they were received.
+    async fn camera_positions(&self, after_seq: i64, limit: usize) -> Result<Vec<StoredPosition>>;
+
+    /// Deletes the alarms that happened before `alarms_before` and the positions reported
+    /// for before `positions_before` (Unix ms); returns how many of each.
+    async fn purge_camera_reports(
+        &self,
+        alarms_before: i64,
+        positions_before: i64,
+    ) -> Result<(u64, u64)>;
 
     /// The stored next offsets of a camera feed: (topic, partition, next offset).
     async fn camera_stream_offsets(&self, feed: CameraFeed) -> Result<Vec<(String, i32, i64)>>;

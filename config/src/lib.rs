@@ -384,6 +384,12 @@ pub struct CamerasConfig {
     /// How many Beijing-time days of daily roll-ups (`hub.camera_daily`) are kept; weekly
     /// and monthly availability reach this far back.
     pub daily_retention_days: u64,
+    /// How many days of GB/T 28181 alarms (`hub.camera_alarms`) are kept, counted from the
+    /// time each happened.
+    pub alarm_retention_days: u64,
+    /// How many days of mobile positions (`hub.camera_positions`) are kept: a patrol car
+    /// reporting every 10 s sends 8,640 a day.
+    pub position_retention_days: u64,
     /// Media-server URL templates for channels without explicit stream URLs; `{device}` is
     /// the parent device id, `{channel}` the channel id. Empty: no derived URL. ZLMediaKit
     /// plays a GB/T 28181 stream as app `rtp`, stream `{device}_{channel}`, e.g.
@@ -402,6 +408,8 @@ impl Default for CamerasConfig {
             offline_after_missed: 3,
             sweep_interval_secs: 30,
             daily_retention_days: 400,
+            alarm_retention_days: 400,
+            position_retention_days: 90,
             rtsp_template: String::new(),
             rtmp_template: String::new(),
             flv_template: String::new(),
@@ -684,6 +692,16 @@ impl Config {
         check(
             "cameras.daily_retention_days",
             (1..=3_660).contains(&self.cameras.daily_retention_days),
+            "must be between 1 and 3660 days (ten years)",
+        );
+        check(
+            "cameras.alarm_retention_days",
+            (1..=3_660).contains(&self.cameras.alarm_retention_days),
+            "must be between 1 and 3660 days (ten years)",
+        );
+        check(
+            "cameras.position_retention_days",
+            (1..=3_660).contains(&self.cameras.position_retention_days),
             "must be between 1 and 3660 days (ten years)",
         );
         check(

@@ -1,15 +1,20 @@
-//! `hub.cameras` and `hub.camera_status_events`: the camera registry as SQL tables, so
-//! that channels join with any department's data (violations per checkpoint, hotline cases
-//! near offline cameras).
+//! `hub.cameras`, `hub.camera_status_events`, `hub.camera_daily`, `hub.camera_alarms` and
+//! `hub.camera_positions`: the camera registry and its histories as SQL tables, so that
+//! channels join with any department's data (violations per checkpoint, hotline cases near
+//! offline cameras, alarms beside the cameras that raised them).
 //!
-//! Both are built from the catalog when a query names them; the status is computed at that
-//! moment from the liveness evidence, like every other answer about cameras.
+//! Each is built from the catalog when a query names it; the status is computed at that
+//! moment from the liveness evidence, like every other answer about cameras. A reader with
+//! a region scope sees the rows of the channels inside it.
 
 use std::sync::Arc;
 
 use cityhub_catalog::Catalog;
 use std::collections::HashSet;
 
+use cityhub_catalog::camera::alarms::{
+    CameraAlarm, CameraPosition, alarm_method_name, alarm_priority_name, alarm_type_name,
+};
 use cityhub_catalog::camera::daily::DailyRow;
 use cityhub_catalog::camera::{
     CameraQuery, CameraRecord, CameraSettings, position_type_name, wgs84_to_gcj02,
@@ -228,6 +233,37 @@ async fn scoped_ids(
     ))
 }
 
+/// How many rows one catalog read returns.
+const PAGE: usize = 100_000;
+
+/// Every row of a history kept in the catalog, page by page in `seq` order, that `keep`
+/// keeps.
+async fn every_page<T, Page>(
+    page: impl Fn(i64) -> Page,
+    seq: fn(&T) -> i64,
+    keep: impl Fn(&T) -> bool,
+) -> Result<Vec<T>>
+where
+    Page: std::future::Future<Output = std::result::Result<Vec<T>, cityhub_catalog::CatalogError>>,
+{
+    let mut rows = Vec::new();
+    let mut after = 0;
+    loop {
+        let page = page(after).await.map_err(external)?;
+        let Some(last) = page.last() else { break };
+        after = seq(last);
+        rows.extend(page.into_iter().filter(|row| keep(row)));
+    }
+    Ok(rows)
+}
+
+/// The county of an id: its region code as it is today (a retired code is its successor's).
+fn county_of(id: &str) -> Option<String> {
+    cityhub_catalog::gb28181::parse(id)
+        .ok()
+        .map(|id| id.current_region_code.to_string())
+}
+
 /// The status history: every transition with its time, previous and new status and cause.
 pub async fn status_events_batch(
     catalog: &Catalog,
@@ -236,20 +272,12 @@ pub async fn status_events_batch(
     scope: Option<Scope>,
 ) -> Result<RecordBatch> {
     let inside = scoped_ids(catalog, settings, now, scope).await?;
-    let mut events = Vec::new();
-    let mut after = 0;
-    loop {
-        let page = catalog
-            .camera_status_events(after, 100_000)
-            .await
-            .map_err(external)?;
-        let Some(last) = page.last() else { break };
-        after = last.seq;
-        events.extend(
-            page.into_iter()
-                .filter(|e| inside.as_ref().is_none_or(|ids| ids.contains(&e.camera_id))),
-        );
-    }
+    let events = every_page(
+        |after| catalog.camera_status_events(after, PAGE),
+        |e| e.seq,
+        |e| inside.as_ref().is_none_or(|ids| ids.contains(&e.camera_id)),
+    )
+    .await?;
     let schema = Arc::new(Schema::new(vec![
         Field::new("seq", DataType::Int64, false),
         Field::new("camera_id", DataType::Utf8, false),
@@ -262,11 +290,7 @@ pub async fn status_events_batch(
     let columns: Vec<ArrayRef> = vec![
         Arc::new(events.iter().map(|e| Some(e.seq)).collect::<Int64Array>()),
         strings(events.iter().map(|e| Some(e.camera_id.as_str()))),
-        strings(events.iter().map(|e| {
-            cityhub_catalog::gb28181::parse(&e.camera_id)
-                .ok()
-                .map(|id| id.current_region_code)
-        })),
+        owned_strings(events.iter().map(|e| county_of(&e.camera_id))),
         times(events.iter().map(|e| Some(e.at))),
         strings(events.iter().map(|e| Some(e.previous.as_str()))),
         strings(events.iter().map(|e| Some(e.status.as_str()))),
@@ -356,6 +380,123 @@ pub async fn daily_batch(
                 .map(|r| Some(r.complete))
                 .collect::<BooleanArray>(),
         ),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The GB/T 28181 alarms of the channels and devices inside `scope`, with the code tables'
+/// names beside the numbers.
+pub async fn alarms_batch(
+    catalog: &Catalog,
+    settings: &CameraSettings,
+    now: i64,
+    scope: Option<Scope>,
+) -> Result<RecordBatch> {
+    let inside = scoped_ids(catalog, settings, now, scope).await?;
+    let alarms = every_page(
+        |after| catalog.camera_alarms(after, PAGE),
+        |a| a.seq,
+        |a| inside.as_ref().is_none_or(|ids| ids.contains(&a.alarm.id)),
+    )
+    .await?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("seq", DataType::Int64, false),
+        Field::new("camera_id", DataType::Utf8, false),
+        Field::new("county_code", DataType::Utf8, true),
+        Field::new("at", utc_millis(), false),
+        Field::new("priority", DataType::UInt8, false),
+        Field::new("priority_name", DataType::Utf8, false),
+        Field::new("method", DataType::UInt8, false),
+        Field::new("method_name", DataType::Utf8, false),
+        Field::new("alarm_type", DataType::UInt8, true),
+        Field::new("alarm_type_name", DataType::Utf8, true),
+        Field::new("description", DataType::Utf8, true),
+        Field::new("longitude", DataType::Float64, true),
+        Field::new("latitude", DataType::Float64, true),
+        Field::new("received_at", utc_millis(), false),
+    ]));
+    let a: Vec<&CameraAlarm> = alarms.iter().map(|stored| &stored.alarm).collect();
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(alarms.iter().map(|s| Some(s.seq)).collect::<Int64Array>()),
+        strings(a.iter().map(|a| Some(a.id.as_str()))),
+        owned_strings(a.iter().map(|a| county_of(&a.id))),
+        times(a.iter().map(|a| Some(a.at))),
+        Arc::new(a.iter().map(|a| Some(a.priority)).collect::<UInt8Array>()),
+        strings(a.iter().map(|a| alarm_priority_name(a.priority))),
+        Arc::new(a.iter().map(|a| Some(a.method)).collect::<UInt8Array>()),
+        strings(a.iter().map(|a| alarm_method_name(a.method))),
+        Arc::new(a.iter().map(|a| a.alarm_type).collect::<UInt8Array>()),
+        strings(
+            a.iter()
+                .map(|a| a.alarm_type.and_then(|t| alarm_type_name(a.method, t))),
+        ),
+        strings(a.iter().map(|a| a.description.as_deref())),
+        Arc::new(a.iter().map(|a| a.longitude).collect::<Float64Array>()),
+        Arc::new(a.iter().map(|a| a.latitude).collect::<Float64Array>()),
+        times(alarms.iter().map(|s| Some(s.received_at))),
+    ];
+    Ok(RecordBatch::try_new(schema, columns)?)
+}
+
+/// The MobilePosition reports of the devices inside `scope`, in WGS-84 and GCJ-02 (for
+/// web maps, as `hub.cameras`).
+pub async fn positions_batch(
+    catalog: &Catalog,
+    settings: &CameraSettings,
+    now: i64,
+    scope: Option<Scope>,
+) -> Result<RecordBatch> {
+    let inside = scoped_ids(catalog, settings, now, scope).await?;
+    let positions = every_page(
+        |after| catalog.camera_positions(after, PAGE),
+        |p| p.seq,
+        |p| {
+            inside
+                .as_ref()
+                .is_none_or(|ids| ids.contains(&p.position.id))
+        },
+    )
+    .await?;
+    let schema = Arc::new(Schema::new(vec![
+        Field::new("seq", DataType::Int64, false),
+        Field::new("camera_id", DataType::Utf8, false),
+        Field::new("county_code", DataType::Utf8, true),
+        Field::new("at", utc_millis(), false),
+        Field::new("longitude", DataType::Float64, false),
+        Field::new("latitude", DataType::Float64, false),
+        Field::new("gcj02_longitude", DataType::Float64, false),
+        Field::new("gcj02_latitude", DataType::Float64, false),
+        Field::new("speed", DataType::Float64, true),
+        Field::new("direction", DataType::Float64, true),
+        Field::new("altitude", DataType::Float64, true),
+        Field::new("received_at", utc_millis(), false),
+    ]));
+    let p: Vec<&CameraPosition> = positions.iter().map(|stored| &stored.position).collect();
+    let gcj: Vec<(f64, f64)> = p
+        .iter()
+        .map(|p| wgs84_to_gcj02(p.longitude, p.latitude))
+        .collect();
+    let numbers = |f: fn(&CameraPosition) -> Option<f64>| -> ArrayRef {
+        Arc::new(p.iter().map(|p| f(p)).collect::<Float64Array>())
+    };
+    let columns: Vec<ArrayRef> = vec![
+        Arc::new(
+            positions
+                .iter()
+                .map(|s| Some(s.seq))
+                .collect::<Int64Array>(),
+        ),
+        strings(p.iter().map(|p| Some(p.id.as_str()))),
+        owned_strings(p.iter().map(|p| county_of(&p.id))),
+        times(p.iter().map(|p| Some(p.at))),
+        numbers(|p| Some(p.longitude)),
+        numbers(|p| Some(p.latitude)),
+        Arc::new(gcj.iter().map(|g| Some(g.0)).collect::<Float64Array>()),
+        Arc::new(gcj.iter().map(|g| Some(g.1)).collect::<Float64Array>()),
+        numbers(|p| p.speed),
+        numbers(|p| p.direction),
+        numbers(|p| p.altitude),
+        times(positions.iter().map(|s| Some(s.received_at))),
     ];
     Ok(RecordBatch::try_new(schema, columns)?)
 }

@@ -517,6 +517,8 @@ const SYSTEM_TABLES: &[&str] = &[
     "cameras",
     "camera_status_events",
     "camera_daily",
+    "camera_alarms",
+    "camera_positions",
 ];
 /// System tables for admins only; to everyone else they do not exist.
 const ADMIN_TABLES: &[&str] = &["audit_log"];
@@ -556,6 +558,16 @@ impl SchemaProvider for SystemSchema {
             "camera_daily" => {
                 let scope = self.view.principal.scope();
                 crate::cameras::daily_batch(&self.view.catalog, &self.view.cameras, now, scope)
+                    .await?
+            }
+            "camera_alarms" => {
+                let scope = self.view.principal.scope();
+                crate::cameras::alarms_batch(&self.view.catalog, &self.view.cameras, now, scope)
+                    .await?
+            }
+            "camera_positions" => {
+                let scope = self.view.principal.scope();
+                crate::cameras::positions_batch(&self.view.catalog, &self.view.cameras, now, scope)
                     .await?
             }
             "audit_log" if self.admin() => self.audit_batch().await?,

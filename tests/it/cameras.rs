@@ -699,3 +699,215 @@ async fn whole_day_statistics_and_hub_camera_daily_come_from_the_daily_roll_ups(
         assert!(message.contains(needle), "{query}: {message}");
     }
 }
+
+#[tokio::test]
+async fn alarms_and_positions_are_kept_per_item_and_read_beside_their_cameras() {
+    const CAR: &str = "51102500001380000009";
+    let start = chrono::DateTime::parse_from_rfc3339("2026-11-28T10:00:00+08:00")
+        .expect("time")
+        .with_timezone(&chrono::Utc);
+    let server = TestServer::spawn_with_clock(
+        |config| config.cameras.position_retention_days = 1,
+        cityhub_catalog::clock::Clock::starting_at(start),
+    )
+    .await;
+    server.department("gongan").await;
+    server.department("jiaotong").await;
+    let gongan = server.token("gongan", Role::Producer).await;
+    let jiaotong = server.token("jiaotong", Role::Producer).await;
+    register_three(&server, &gongan).await;
+    let (status, body) = server
+        .put_json(
+            &gongan,
+            &format!("/api/v1/cameras/{CAR}"),
+            json!({"name": "巡逻车 9"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let (status, body) = server
+        .put_json(
+            &jiaotong,
+            &format!("/api/v1/cameras/{CAM_LEGACY}"),
+            json!({"name": "隆昌 卡口"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+
+    // A JSON array: the good alarms are kept, a re-sent one once, each bad one named.
+    let (status, body) = server
+        .post_json(
+            &gongan,
+            "/api/v1/cameras/alarms",
+            json!([
+                {"id": CAM_A, "priority": 1, "method": 5, "type": 6,
+                 "at": "2026-11-28T09:30:00", "description": "周界入侵"},
+                {"id": CAM_B, "priority": 3, "method": 2, "type": 1,
+                 "at": "2026-11-28T09:40:00+08:00"},
+                {"id": CAM_A, "priority": 1, "method": 5, "type": 6,
+                 "at": "2026-11-28T01:30:00Z"},
+                {"id": CAM_A, "priority": 9, "method": 5, "at": "2026-11-28T09:31:00+08:00"},
+                {"id": CAM_A, "priority": 2, "method": 1, "type": 3,
+                 "at": "2026-11-28T09:31:00+08:00"},
+                {"id": "51102500001320000777", "priority": 2, "method": 2,
+                 "at": "2026-11-28T09:31:00+08:00"},
+                {"id": CAM_LEGACY, "priority": 2, "method": 2, "at": "2026-11-28T09:31:00+08:00"},
+                {"id": CAM_A, "priority": 2, "method": 2, "at": "2026-11-28T11:00:00+08:00"},
+                "ALARM"
+            ]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["accepted"], &body["duplicates"], &body["rejected"]),
+        (&json!(2), &json!(1), &json!(6)),
+        "{body}"
+    );
+    let refused: Vec<(u64, &str)> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| {
+            (
+                e["item"].as_u64().expect("item"),
+                e["field"].as_str().expect("field"),
+            )
+        })
+        .collect();
+    assert_eq!(
+        refused,
+        vec![
+            (3, "priority"),
+            (4, "type"),
+            (5, "id"),
+            (6, "id"),
+            (7, "at"),
+            (8, "item")
+        ]
+    );
+    assert!(
+        body["errors"][3]["message"]
+            .as_str()
+            .expect("message")
+            .contains("belongs to department jiaotong"),
+        "{body}"
+    );
+
+    // NDJSON positions: a bad line is that line's error.
+    let (status, body) = post_body(
+        &server,
+        &gongan,
+        "/api/v1/cameras/positions",
+        "application/x-ndjson",
+        &format!(
+            "{{\"id\":\"{CAR}\",\"at\":\"2026-11-28T09:59:00+08:00\",\"longitude\":105.05,\"latitude\":29.58,\"speed\":36.5,\"direction\":90}}\n\
+             {{\"id\":\"{CAR}\",\"at\":\n\
+             {{\"id\":\"{CAR}\",\"at\":\"2026-11-26T09:00:00+08:00\",\"longitude\":105.01,\"latitude\":29.57}}\n\
+             {{\"id\":\"{CAR}\",\"at\":\"2026-11-28T09:59:10+08:00\",\"longitude\":105.06,\"latitude\":29.58,\"speed\":-1}}\n"
+        ),
+    )
+    .await;
+    assert_eq!(status, 200, "{body}");
+    assert_eq!(
+        (&body["accepted"], &body["rejected"]),
+        (&json!(2), &json!(2)),
+        "{body}"
+    );
+    let lines: Vec<(u64, &str)> = body["errors"]
+        .as_array()
+        .expect("errors")
+        .iter()
+        .map(|e| {
+            (
+                e["line"].as_u64().expect("line"),
+                e["field"].as_str().expect("field"),
+            )
+        })
+        .collect();
+    assert_eq!(lines, vec![(2, "line"), (4, "speed")]);
+
+    // Dashboards read; they do not report.
+    let dashboard = server.token("gongan", Role::Dashboard).await;
+    let (status, _) = server
+        .post_json(&dashboard, "/api/v1/cameras/alarms", json!([]))
+        .await;
+    assert_eq!(status, 403);
+    // The admin reports for any department.
+    let (status, body) = server
+        .post_json(
+            &server.admin,
+            "/api/v1/cameras/alarms",
+            json!([{"id": CAM_LEGACY, "priority": 4, "method": 6, "type": 2, "at": start.timestamp_millis()}]),
+        )
+        .await;
+    assert_eq!((status, &body["accepted"]), (200, &json!(1)), "{body}");
+
+    // In SQL beside the cameras, with the code tables' names.
+    let rows = support::sql_ok(
+        &server,
+        &server.admin,
+        "SELECT a.camera_id, c.name, a.county_code, a.priority_name, a.method_name, \
+         a.alarm_type_name, a.description, CAST(a.at AS VARCHAR) AS at \
+         FROM hub.camera_alarms a JOIN hub.cameras c ON c.id = a.camera_id ORDER BY a.seq",
+    )
+    .await;
+    assert_eq!(
+        rows,
+        json!([
+            {"camera_id": CAM_A, "name": "北街口", "county_code": "511025",
+             "priority_name": "一级警情", "method_name": "视频报警",
+             "alarm_type_name": "入侵检测报警", "description": "周界入侵",
+             "at": "2026-11-28T01:30:00Z"},
+            {"camera_id": CAM_B, "name": "东街口", "county_code": "511025",
+             "priority_name": "三级警情", "method_name": "设备报警",
+             "alarm_type_name": "视频丢失报警", "description": null,
+             "at": "2026-11-28T01:40:00Z"},
+            {"camera_id": CAM_LEGACY, "name": "隆昌 卡口", "county_code": "511083",
+             "priority_name": "四级警情", "method_name": "设备故障报警",
+             "alarm_type_name": "存储设备风扇故障报警", "description": null,
+             "at": "2026-11-28T02:00:00Z"}
+        ])
+    );
+    // A county sees its own cameras' alarms only.
+    let (status, body) = server
+        .post_json(
+            &server.admin,
+            "/api/v1/tokens",
+            json!({"department": "gongan", "role": "analyst", "region": "511083"}),
+        )
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let longchang = body["token"].as_str().expect("token").to_string();
+    let rows = support::sql_ok(
+        &server,
+        &longchang,
+        "SELECT camera_id FROM hub.camera_alarms UNION ALL SELECT camera_id FROM hub.camera_positions",
+    )
+    .await;
+    assert_eq!(rows, json!([{"camera_id": CAM_LEGACY}]));
+    let analyst = server.token("gongan", Role::Analyst).await;
+    let rows = support::sql_ok(
+        &server,
+        &analyst,
+        "SELECT count(*) AS n, max(speed) AS fastest, \
+         bool_and(gcj02_longitude > longitude) AS shifted FROM hub.camera_positions",
+    )
+    .await;
+    assert_eq!(rows, json!([{"n": 2, "fastest": 36.5, "shifted": true}]));
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains("cityhub_camera_reports_total{kind=\"alarm\"} 3"),
+        "metrics count what was kept"
+    );
+
+    // The sweeper deletes the positions older than cameras.position_retention_days (1).
+    server.state.cameras.sweep().await.expect("sweep");
+    let rows = support::sql_ok(
+        &server,
+        &analyst,
+        "SELECT CAST(at AS VARCHAR) AS at FROM hub.camera_positions",
+    )
+    .await;
+    assert_eq!(rows, json!([{"at": "2026-11-28T01:59:00Z"}]));
+}

@@ -315,3 +315,127 @@ async fn camera_feeds_are_checked_before_anything_starts() {
     .expect("system table refused");
     assert!(refused.to_string().contains("system table"), "{refused}");
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn alarm_and_position_topics_are_kept_exactly_once() {
+    const ALARMS: &str = "platform.alarms";
+    const POSITIONS: &str = "platform.positions";
+    let server = TestServer::spawn().await;
+    server.department("gongan").await;
+    let reports = (1..=10)
+        .map(|serial| {
+            cityhub_catalog::camera::ChannelReport::from_json(
+                serde_json::json!({"id": id(serial), "department": "gongan"}),
+                None,
+            )
+            .expect("report")
+        })
+        .collect();
+    let now = cityhub_catalog::camera::now_ms();
+    server
+        .state
+        .catalog
+        .register_cameras(reports, None, now - 60_000)
+        .await
+        .expect("register");
+    let cluster = MockCluster::new(1).expect("mock cluster");
+    for topic in [ALARMS, POSITIONS] {
+        cluster.create_topic(topic, 2, 1).expect("topic");
+    }
+    let bootstrap = cluster.bootstrap_servers();
+    // 40 alarms of the ten channels, each sent twice (a platform re-sending after a
+    // reconnect), and three bad ones.
+    let alarm = |serial: u32, minute: i64| {
+        format!(
+            r#"{{"id":"{}","priority":2,"method":5,"type":2,"at":{}}}"#,
+            id(serial),
+            now - minute * 60_000
+        )
+    };
+    let mut alarms: Vec<String> = (0..40).map(|i| alarm(1 + i % 10, i as i64)).collect();
+    alarms.extend((0..40).map(|i| alarm(1 + i % 10, i as i64)));
+    alarms.push(format!(
+        r#"{{"id":"{}","priority":7,"method":5,"at":{now}}}"#,
+        id(1)
+    ));
+    alarms.push(format!(
+        r#"{{"id":"{}","priority":2,"method":5,"at":{now}}}"#,
+        id(99)
+    ));
+    alarms.push("[]".into());
+    produce(&bootstrap, ALARMS, &alarms);
+    let positions: Vec<String> = (0..30)
+        .map(|second| {
+            format!(
+                r#"{{"id":"{}","at":{},"longitude":105.05,"latitude":29.58,"speed":{second}}}"#,
+                id(1),
+                now - second * 1_000
+            )
+        })
+        .collect();
+    produce(&bootstrap, POSITIONS, &positions);
+
+    let alarm_feed = start(
+        &server,
+        feed(&bootstrap, ALARMS, "hub.camera_alarms"),
+        Default::default(),
+    )
+    .await;
+    let position_feed = start(
+        &server,
+        feed(&bootstrap, POSITIONS, "hub.camera_positions"),
+        Default::default(),
+    )
+    .await;
+    wait_for(&server, CameraFeed::Alarms, alarms.len() as i64).await;
+    wait_for(&server, CameraFeed::Positions, positions.len() as i64).await;
+    // A crash, ten more positions, a restart: nothing lost, nothing twice.
+    position_feed.abandon().await;
+    let more: Vec<String> = (30..40)
+        .map(|second| {
+            format!(
+                r#"{{"id":"{}","at":{},"longitude":105.05,"latitude":29.58}}"#,
+                id(2),
+                now - second * 1_000
+            )
+        })
+        .collect();
+    produce(&bootstrap, POSITIONS, &more);
+    let position_feed = start(
+        &server,
+        feed(&bootstrap, POSITIONS, "hub.camera_positions"),
+        Default::default(),
+    )
+    .await;
+    wait_for(
+        &server,
+        CameraFeed::Positions,
+        (positions.len() + more.len()) as i64,
+    )
+    .await;
+
+    let rows = support::sql_ok(
+        &server,
+        &server.admin,
+        "SELECT (SELECT count(*) FROM hub.camera_alarms) AS alarms, \
+         (SELECT count(DISTINCT camera_id) FROM hub.camera_alarms) AS alarming, \
+         (SELECT count(*) FROM hub.camera_positions) AS positions, \
+         (SELECT count(*) FROM hub.camera_positions p JOIN hub.cameras c ON c.id = p.camera_id \
+          WHERE c.department = 'gongan') AS joined",
+    )
+    .await;
+    assert_eq!(
+        rows,
+        serde_json::json!([{"alarms": 40, "alarming": 10, "positions": 40, "joined": 40}])
+    );
+    let letters = dead_letters(&server).await;
+    assert_eq!(letters.len(), 3, "{letters:?}");
+    assert!(letters.iter().all(|l| l.dataset == "hub.camera_alarms"));
+    assert!(
+        letters.iter().any(|l| l.record.error.contains("priority")),
+        "{letters:?}"
+    );
+    for feeds in [alarm_feed, position_feed] {
+        feeds.stop().await;
+    }
+}

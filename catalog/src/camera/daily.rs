@@ -18,7 +18,7 @@ use crate::camera::tally::{IdMap, id_key};
 pub const DAY_MS: i64 = 86_400_000;
 
 /// Beijing time (UTC+8, no daylight saving): the day the province's reports count by.
-const BEIJING_OFFSET_MS: i64 = 8 * 3_600_000;
+pub(crate) const BEIJING_OFFSET_MS: i64 = 8 * 3_600_000;
 
 /// At most this many days are rolled up in one transaction, so that a first run over a
 /// long imported history does not hold the catalog's writer for minutes.

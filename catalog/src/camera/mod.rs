@@ -17,6 +17,7 @@ use serde_json::{Map, Value};
 use crate::camera::status::{Event, LiveState, Liveness, Status};
 use crate::gb28181::{self, DeviceId};
 
+pub mod alarms;
 pub mod daily;
 pub mod geo;
 pub mod registry;
@@ -26,6 +27,7 @@ pub mod status;
 pub mod streams;
 pub mod tally;
 
+pub use alarms::{CameraAlarm, CameraPosition, CameraReport, ReportKind};
 pub use geo::wgs84_to_gcj02;
 pub use registry::CameraRegistry;
 pub use signal::{CameraSignal, SignalKind, parse_signal};
@@ -103,6 +105,33 @@ impl FieldError {
 impl From<gb28181::IdError> for FieldError {
     fn from(err: gb28181::IdError) -> Self {
         FieldError::new("id", err.to_string())
+    }
+}
+
+/// A WGS-84 position given as two optional fields: both or neither, each in range.
+pub(crate) fn coordinate_pair(
+    longitude: Option<f64>,
+    latitude: Option<f64>,
+) -> Result<Option<(f64, f64)>, FieldError> {
+    match (longitude, latitude) {
+        (Some(lon), _) if !(-180.0..=180.0).contains(&lon) => Err(FieldError::new(
+            "longitude",
+            format!("{lon} is outside -180..180 (WGS-84 degrees)"),
+        )),
+        (_, Some(lat)) if !(-90.0..=90.0).contains(&lat) => Err(FieldError::new(
+            "latitude",
+            format!("{lat} is outside -90..90 (WGS-84 degrees)"),
+        )),
+        (Some(_), None) => Err(FieldError::new(
+            "latitude",
+            "missing: give longitude and latitude together",
+        )),
+        (None, Some(_)) => Err(FieldError::new(
+            "longitude",
+            "missing: give longitude and latitude together",
+        )),
+        (Some(lon), Some(lat)) => Ok(Some((lon, lat))),
+        (None, None) => Ok(None),
     }
 }
 
@@ -185,33 +214,7 @@ impl ChannelFields {
                 ));
             }
         }
-        match (self.longitude, self.latitude) {
-            (Some(lon), _) if !(-180.0..=180.0).contains(&lon) => {
-                return Err(FieldError::new(
-                    "longitude",
-                    format!("{lon} is outside -180..180 (WGS-84 degrees)"),
-                ));
-            }
-            (_, Some(lat)) if !(-90.0..=90.0).contains(&lat) => {
-                return Err(FieldError::new(
-                    "latitude",
-                    format!("{lat} is outside -90..90 (WGS-84 degrees)"),
-                ));
-            }
-            (Some(_), None) => {
-                return Err(FieldError::new(
-                    "latitude",
-                    "missing: give longitude and latitude together",
-                ));
-            }
-            (None, Some(_)) => {
-                return Err(FieldError::new(
-                    "longitude",
-                    "missing: give longitude and latitude together",
-                ));
-            }
-            _ => {}
-        }
+        coordinate_pair(self.longitude, self.latitude)?;
         for (field, allowed, meaning) in CODE_FIELDS {
             if let Some(code) = self.code(field)
                 && !allowed.contains(&code)
@@ -390,6 +393,10 @@ pub struct CameraSettings {
     pub templates: StreamTemplates,
     /// Days of daily roll-ups kept.
     pub daily_retention_days: u32,
+    /// Days of alarms kept (by the time they happened).
+    pub alarm_retention_days: u32,
+    /// Days of mobile positions kept.
+    pub position_retention_days: u32,
 }
 
 impl Default for CameraSettings {
@@ -414,6 +421,8 @@ impl CameraSettings {
                 webrtc: template(&config.webrtc_template),
             }),
             daily_retention_days: config.daily_retention_days as u32,
+            alarm_retention_days: config.alarm_retention_days as u32,
+            position_retention_days: config.position_retention_days as u32,
         }
     }
 
@@ -707,7 +716,8 @@ pub struct ImportedHistory {
 }
 
 /// What a Kafka feed into the registry carries; its `dataset` in the configuration is
-/// `hub.cameras`, `hub.camera_keepalives` or `hub.camera_events`.
+/// `hub.cameras`, `hub.camera_keepalives`, `hub.camera_events`, `hub.camera_alarms` or
+/// `hub.camera_positions`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
 pub enum CameraFeed {
     /// Channel records, as `PUT /api/v1/cameras/{id}` takes them (with `id`).
@@ -716,10 +726,15 @@ pub enum CameraFeed {
     Keepalives,
     /// `{id, event, at?, channel?}`
     Events,
+    /// GB/T 28181 alarms `{id, priority, method, type?, at, ...}`.
+    Alarms,
+    /// MobilePosition reports `{id, at, longitude, latitude, ...}`.
+    Positions,
 }
 
 impl CameraFeed {
-    pub const DATASETS: &'static str = "hub.cameras, hub.camera_keepalives or hub.camera_events";
+    pub const DATASETS: &'static str = "hub.cameras, hub.camera_keepalives, hub.camera_events, \
+                                        hub.camera_alarms or hub.camera_positions";
 
     /// The feed a configured `dataset` names, if it is one of the registry's.
     pub fn of_dataset(dataset: &str) -> Option<Self> {
@@ -727,6 +742,8 @@ impl CameraFeed {
             "hub.cameras" => Some(CameraFeed::Registrations),
             "hub.camera_keepalives" => Some(CameraFeed::Keepalives),
             "hub.camera_events" => Some(CameraFeed::Events),
+            "hub.camera_alarms" => Some(CameraFeed::Alarms),
+            "hub.camera_positions" => Some(CameraFeed::Positions),
             _ => None,
         }
     }
@@ -736,6 +753,8 @@ impl CameraFeed {
             CameraFeed::Registrations => "hub.cameras",
             CameraFeed::Keepalives => "hub.camera_keepalives",
             CameraFeed::Events => "hub.camera_events",
+            CameraFeed::Alarms => "hub.camera_alarms",
+            CameraFeed::Positions => "hub.camera_positions",
         }
     }
 
@@ -747,6 +766,8 @@ impl CameraFeed {
             }
             CameraFeed::Keepalives => parse_signal(value, now, true).map(CameraOp::Signal),
             CameraFeed::Events => parse_signal(value, now, false).map(CameraOp::Signal),
+            CameraFeed::Alarms => ReportKind::Alarm.parse(value, now).map(CameraOp::Report),
+            CameraFeed::Positions => ReportKind::Position.parse(value, now).map(CameraOp::Report),
         }
     }
 }
@@ -756,6 +777,8 @@ impl CameraFeed {
 pub enum CameraOp {
     Register(Box<ChannelReport>),
     Signal(CameraSignal),
+    /// An alarm or a position: appended to its history, the registry unchanged.
+    Report(CameraReport),
 }
 
 /// A Kafka batch of one partition applied to the registry: the decoded operations with the

@@ -8,11 +8,11 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
-use super::daily::{self, beijing_day, day_date, day_start};
+use super::daily::{self, DAY_MS, beijing_day, day_date, day_start};
 use super::{
     CameraQuery, CameraRecord, CameraScope, CameraSettings, CameraSources, CameraStats,
-    ChannelFields, ChannelReport, FieldError, Registered, SignalKind, StatsGroup, StatsWindow,
-    parse_signal, position_type_name, wgs84_to_gcj02,
+    ChannelFields, ChannelReport, FieldError, Registered, ReportKind, SignalKind, StatsGroup,
+    StatsWindow, parse_signal, position_type_name, wgs84_to_gcj02,
 };
 use crate::access::require_role;
 use crate::audit::{Action, AuditEvent, AuditLog, Outcome};
@@ -280,6 +280,56 @@ impl CameraRegistry {
         }))
     }
 
+    /// Alarms or positions of registered channels and devices: the valid items are kept
+    /// (once each, however often sent), the others answered by field.
+    pub async fn reports(
+        &self,
+        by: &Principal,
+        items: Vec<BatchItem>,
+        kind: ReportKind,
+    ) -> Result<Value> {
+        let doing = match kind {
+            ReportKind::Alarm => "sending camera alarms",
+            ReportKind::Position => "sending camera positions",
+        };
+        let acting = acting_for(by, doing)?;
+        let now = self.now();
+        let mut errors = Vec::new();
+        let mut reports = Vec::with_capacity(items.len());
+        let mut origins = Vec::with_capacity(items.len());
+        for (item, (line, value)) in items.into_iter().enumerate() {
+            let id = id_of(&value);
+            match value.and_then(|value| kind.parse(value, now)) {
+                Ok(report) => {
+                    origins.push((item, line, report.id().to_string()));
+                    reports.push(report);
+                }
+                Err(err) => errors.push(item_error(&err, item, line, id.as_deref())),
+            }
+        }
+        let outcomes = self
+            .catalog
+            .record_camera_reports(reports, acting, now)
+            .await?;
+        let (mut accepted, mut duplicates) = (0u64, 0u64);
+        for ((item, line, id), outcome) in origins.into_iter().zip(outcomes) {
+            match outcome {
+                Ok(true) => accepted += 1,
+                Ok(false) => duplicates += 1,
+                Err(err) => errors.push(item_error(&err, item, line, Some(&id))),
+            }
+        }
+        metrics::counter!("cityhub_camera_reports_total", "kind" => kind.name())
+            .increment(accepted);
+        errors.sort_by_key(|e| e["item"].as_u64());
+        Ok(json!({
+            "accepted": accepted,
+            "duplicates": duplicates,
+            "rejected": errors.len(),
+            "errors": errors,
+        }))
+    }
+
     /// A page of the registry (`query.limit` channels) and the cursor of the next one.
     pub async fn search(&self, mut query: CameraQuery) -> Result<Value> {
         let limit = query.limit;
@@ -441,6 +491,22 @@ impl CameraRegistry {
             )
             .await?;
         metrics::counter!("cityhub_camera_days_rolled_up_total").increment(days.len() as u64);
+        let (alarms, positions) = self
+            .catalog
+            .purge_camera_reports(
+                now - i64::from(self.settings.alarm_retention_days) * DAY_MS,
+                now - i64::from(self.settings.position_retention_days) * DAY_MS,
+            )
+            .await?;
+        if alarms + positions > 0 {
+            tracing::info!(
+                alarms,
+                positions,
+                alarm_days = self.settings.alarm_retention_days,
+                position_days = self.settings.position_retention_days,
+                "Deleted the camera alarms and positions older than their retention."
+            );
+        }
         if let (Some(first), Some(last)) = (days.first(), days.last()) {
             tracing::info!(
                 first = %day_date(*first),

@@ -26,6 +26,21 @@ pub fn not_yours(id: &str, owner: Option<&str>, acting_for: &str) -> FieldError 
     )
 }
 
+/// Whether a caller acting for `acting_for` (`None`: an admin) may send an alarm or a
+/// position as `id`, whose owner is `owner` (`None`: not registered; `Some(None)`:
+/// registered without a department).
+pub fn may_report(
+    id: &str,
+    owner: Option<Option<&str>>,
+    acting_for: Option<&str>,
+) -> Result<(), FieldError> {
+    match (owner, acting_for) {
+        (None, _) => Err(unknown_camera(id)),
+        (Some(owner), Some(acting)) if owner != Some(acting) => Err(not_yours(id, owner, acting)),
+        _ => Ok(()),
+    }
+}
+
 pub fn unknown_camera(id: &str) -> FieldError {
     FieldError::new(
         "id",

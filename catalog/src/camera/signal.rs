@@ -3,6 +3,7 @@
 use serde_json::Value;
 
 use super::*;
+use crate::camera::daily::BEIJING_OFFSET_MS;
 
 /// A keepalive or a NOTIFY event for one id, at a time (Unix milliseconds).
 #[derive(Debug, Clone, PartialEq)]
@@ -23,12 +24,26 @@ pub enum SignalKind {
 /// How far in the future a device clock may be before its `at` is refused.
 const CLOCK_SKEW_MS: i64 = 5 * 60_000;
 
-/// The time of a keepalive or event: RFC 3339 text or Unix milliseconds; now if absent.
+/// The time of a keepalive or event: as [`report_time`] reads it; now if absent.
 fn signal_time(value: Option<&Value>, now: i64) -> Result<i64, FieldError> {
+    match value {
+        None | Some(Value::Null) => Ok(now),
+        Some(value) => report_time(value, now),
+    }
+}
+
+/// A device's time of a report (field `at`): RFC 3339 text, GB/T 28181's own form without an
+/// offset (`2026-11-28T08:00:00`, Beijing time), or Unix milliseconds; not before 1970 and
+/// not more than five minutes ahead of `now`.
+pub(crate) fn report_time(value: &Value, now: i64) -> Result<i64, FieldError> {
     let at = match value {
-        None | Some(Value::Null) => return Ok(now),
-        Some(Value::String(text)) => chrono::DateTime::parse_from_rfc3339(text)
+        Value::String(text) => chrono::DateTime::parse_from_rfc3339(text)
             .map(|t| t.timestamp_millis())
+            .or_else(|err| {
+                chrono::NaiveDateTime::parse_from_str(text, "%Y-%m-%dT%H:%M:%S%.f")
+                    .map(|local| local.and_utc().timestamp_millis() - BEIJING_OFFSET_MS)
+                    .map_err(|_| err)
+            })
             .map_err(|err| {
                 FieldError::new(
                     "at",
@@ -37,10 +52,10 @@ fn signal_time(value: Option<&Value>, now: i64) -> Result<i64, FieldError> {
                     ),
                 )
             })?,
-        Some(Value::Number(n)) => n
+        Value::Number(n) => n
             .as_i64()
             .ok_or_else(|| FieldError::new("at", format!("{n} is not Unix milliseconds")))?,
-        Some(other) => {
+        other => {
             return Err(FieldError::new(
                 "at",
                 format!("{other} is neither an RFC 3339 time nor Unix milliseconds"),

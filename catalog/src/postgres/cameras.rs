@@ -12,12 +12,13 @@ use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
 use super::*;
+use crate::camera::alarms::{StoredAlarm, StoredPosition};
 use crate::camera::rules::{self, EventStep, StoredChannel};
 use crate::camera::status::{Event, LiveState, Liveness, Notified, Signal, Status, Transition};
 use crate::camera::tally::{self, ChannelPass, ChannelRow, GroupValue, Walks};
 use crate::camera::{
-    CameraFeed, CameraOp, CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats,
-    CameraStreamCommit, CameraStreamOutcome, ChannelFields, ChannelReport, FieldError,
+    CameraFeed, CameraOp, CameraQuery, CameraRecord, CameraReport, CameraSignal, CameraSources,
+    CameraStats, CameraStreamCommit, CameraStreamOutcome, ChannelFields, ChannelReport, FieldError,
     ImportedHistory, Registered, SignalKind, StatsGroup, StatusEvent, Streams,
 };
 use crate::gb28181;
@@ -610,6 +611,45 @@ impl CameraStore for PostgresStore {
         })
     }
 
+    async fn record_camera_reports(
+        &self,
+        reports: Vec<CameraReport>,
+        acting_for: Option<String>,
+        received_at: i64,
+    ) -> Result<Vec<Result<bool, FieldError>>> {
+        camera_batch!(self, |tx| {
+            let mut outcomes = Vec::with_capacity(reports.len());
+            for report in &reports {
+                outcomes.push(
+                    super::camera_alarms::record_one(
+                        tx,
+                        report,
+                        acting_for.as_deref(),
+                        received_at,
+                    )
+                    .await?,
+                );
+            }
+            Ok(outcomes)
+        })
+    }
+
+    async fn camera_alarms(&self, after_seq: i64, limit: usize) -> Result<Vec<StoredAlarm>> {
+        self.alarms_after(after_seq, limit).await
+    }
+
+    async fn camera_positions(&self, after_seq: i64, limit: usize) -> Result<Vec<StoredPosition>> {
+        self.positions_after(after_seq, limit).await
+    }
+
+    async fn purge_camera_reports(
+        &self,
+        alarms_before: i64,
+        positions_before: i64,
+    ) -> Result<(u64, u64)> {
+        self.purge_reports(alarms_before, positions_before).await
+    }
+
     async fn camera_stream_offsets(&self, feed: CameraFeed) -> Result<Vec<(String, i32, i64)>> {
         let rows = self
             .client()
@@ -654,6 +694,11 @@ impl CameraStore for PostgresStore {
                     }
                     CameraOp::Signal(signal) => {
                         signal_one(tx, signal.clone(), None, commit.liveness).await?
+                    }
+                    CameraOp::Report(report) => {
+                        super::camera_alarms::record_one(tx, report, None, commit.at)
+                            .await?
+                            .map(|_| 1)
                     }
                 };
                 match result {

@@ -22,6 +22,7 @@ use crate::error::{CatalogError, Result};
 use crate::model::{RejectedRecord, StoredRejection};
 
 mod audit;
+mod camera_alarms;
 mod camera_daily;
 mod cameras;
 mod datasets;
@@ -42,6 +43,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (
         4,
         include_str!("../../migrations/postgres/0004_camera_daily.sql"),
+    ),
+    (
+        5,
+        include_str!("../../migrations/postgres/0005_camera_alarms.sql"),
     ),
 ];
 

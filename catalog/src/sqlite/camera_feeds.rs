@@ -3,6 +3,7 @@
 
 use rusqlite::{Connection, OptionalExtension, Transaction, TransactionBehavior};
 
+use super::camera_alarms::record_one;
 use super::cameras::{register_one, signal_one};
 use crate::camera::{CameraFeed, CameraOp, CameraStreamCommit, CameraStreamOutcome};
 use crate::error::Result;
@@ -62,6 +63,7 @@ pub fn commit_stream(
         let result = match op {
             CameraOp::Register(report) => register_one(&tx, *report, None, commit.at)?.map(|_| 1),
             CameraOp::Signal(signal) => signal_one(&tx, signal, None, commit.liveness)?,
+            CameraOp::Report(report) => record_one(&tx, &report, None, commit.at)?.map(|_| 1),
         };
         match result {
             Ok(_) => outcome.applied += 1,

@@ -8,10 +8,11 @@ use rusqlite::{
     Connection, OptionalExtension, Row, Transaction, TransactionBehavior, named_params,
 };
 
+use crate::camera::alarms::{PURGE_CHUNK, StoredAlarm, StoredPosition};
 use crate::camera::rules::{self, EventStep, StoredChannel};
 use crate::camera::status::{Event, LiveState, Liveness, Notified, Signal, Status, Transition};
 use crate::camera::{
-    CameraFeed, CameraQuery, CameraRecord, CameraSignal, CameraSources, CameraStats,
+    CameraFeed, CameraQuery, CameraRecord, CameraReport, CameraSignal, CameraSources, CameraStats,
     CameraStreamCommit, CameraStreamOutcome, ChannelFields, ChannelReport, FieldError,
     ImportedHistory, Registered, SignalKind, StatsGroup, StatusEvent, Streams,
 };
@@ -21,6 +22,7 @@ use crate::model::StoredRejection;
 use crate::store::CameraStore;
 
 use super::SqliteStore;
+use super::camera_alarms::{alarms, positions, purge_chunk, record_reports};
 use super::camera_daily::{daily_rows, daily_time, roll_up_days};
 use super::camera_feeds::{commit_stream, rejected_records, stream_offsets};
 use super::camera_search::{camera, search};
@@ -410,7 +412,7 @@ fn keepalive_one(tx: &Transaction<'_>, id: &str, at: i64, liveness: Liveness) ->
 }
 
 /// Who owns a registered, not deleted channel (`None`: no such channel).
-fn owner(tx: &Transaction<'_>, id: &str) -> Result<Option<Option<String>>> {
+pub(crate) fn owner(tx: &Transaction<'_>, id: &str) -> Result<Option<Option<String>>> {
     Ok(tx
         .prepare_cached("SELECT department FROM camera_live WHERE id = ?1 AND deleted_at IS NULL")?
         .query_row([id], |row| row.get(0))
@@ -611,6 +613,49 @@ impl CameraStore for SqliteStore {
     ) -> Result<Vec<Result<usize, FieldError>>> {
         self.write(move |conn| super::cameras::signals(conn, signals, acting_for, liveness))
             .await
+    }
+
+    async fn record_camera_reports(
+        &self,
+        reports: Vec<CameraReport>,
+        acting_for: Option<String>,
+        received_at: i64,
+    ) -> Result<Vec<Result<bool, FieldError>>> {
+        self.write(move |conn| record_reports(conn, reports, acting_for, received_at))
+            .await
+    }
+
+    async fn camera_alarms(&self, after_seq: i64, limit: usize) -> Result<Vec<StoredAlarm>> {
+        self.read(move |conn| alarms(conn, after_seq, limit)).await
+    }
+
+    async fn camera_positions(&self, after_seq: i64, limit: usize) -> Result<Vec<StoredPosition>> {
+        self.read(move |conn| positions(conn, after_seq, limit))
+            .await
+    }
+
+    async fn purge_camera_reports(
+        &self,
+        alarms_before: i64,
+        positions_before: i64,
+    ) -> Result<(u64, u64)> {
+        let mut deleted = (0, 0);
+        for (positions, before) in [(false, alarms_before), (true, positions_before)] {
+            loop {
+                let chunk = self
+                    .write(move |conn| purge_chunk(conn, positions, before, PURGE_CHUNK))
+                    .await?;
+                if positions {
+                    deleted.1 += chunk;
+                } else {
+                    deleted.0 += chunk;
+                }
+                if chunk < PURGE_CHUNK as u64 {
+                    break;
+                }
+            }
+        }
+        Ok(deleted)
     }
 
     async fn camera_stream_offsets(&self, feed: CameraFeed) -> Result<Vec<(String, i32, i64)>> {

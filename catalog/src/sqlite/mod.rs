@@ -23,6 +23,7 @@ use crate::model::{
 };
 
 mod audit;
+mod camera_alarms;
 mod camera_daily;
 mod camera_feeds;
 mod camera_search;
@@ -48,6 +49,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (9, include_str!("../../migrations/0009_job_leases.sql")),
     (10, include_str!("../../migrations/0010_feed_workers.sql")),
     (11, include_str!("../../migrations/0011_camera_daily.sql")),
+    (12, include_str!("../../migrations/0012_camera_alarms.sql")),
 ];
 
 const READERS: usize = 4;

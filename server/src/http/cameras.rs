@@ -9,7 +9,7 @@ use axum::response::{IntoResponse, Response};
 use cityhub_catalog::camera::registry::BatchItem;
 use cityhub_catalog::camera::status::Status;
 use cityhub_catalog::camera::{
-    CameraQuery, ChannelFields, FieldError, Registered, StatsGroup, StatsWindow,
+    CameraQuery, ChannelFields, FieldError, Registered, ReportKind, StatsGroup, StatsWindow,
 };
 use cityhub_catalog::gb28181;
 use serde::Deserialize;
@@ -172,6 +172,46 @@ pub async fn events(
     body: Body,
 ) -> Result<Response, ApiError> {
     signals(state, caller, headers, body, false).await
+}
+
+/// `POST /api/v1/cameras/alarms`: GB/T 28181 alarms of registered channels and devices.
+#[utoipa::path(post, operation_id = "camera_alarms", path = "/cameras/alarms", tag = "cameras",
+    request_body(description = "`[{id, priority, method, type?, at, description?, longitude?, latitude?}]`: AlarmPriority 1-4, AlarmMethod 1-7, AlarmType of methods 2, 5 and 6; `at` RFC 3339, GB/T 28181 local time (Beijing) or Unix ms", content(
+        (Vec<Object> = "application/json"), (String = "application/x-ndjson"))),
+    responses((status = OK, description = "`{accepted, duplicates, rejected, errors: [{item, line?, id, field, message}]}`; an alarm sent before is a duplicate, kept once", body = Object)))]
+pub async fn alarms(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    reports(state, caller, headers, body, ReportKind::Alarm).await
+}
+
+/// `POST /api/v1/cameras/positions`: MobilePosition reports of registered devices.
+#[utoipa::path(post, operation_id = "camera_positions", path = "/cameras/positions", tag = "cameras",
+    request_body(description = "`[{id, at, longitude, latitude, speed?, direction?, altitude?}]`: WGS-84 degrees, km/h, degrees clockwise from north, metres", content(
+        (Vec<Object> = "application/json"), (String = "application/x-ndjson"))),
+    responses((status = OK, description = "`{accepted, duplicates, rejected, errors: [{item, line?, id, field, message}]}`; a position of a device and time sent before is a duplicate, kept once", body = Object)))]
+pub async fn positions(
+    State(state): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+) -> Result<Response, ApiError> {
+    reports(state, caller, headers, body, ReportKind::Position).await
+}
+
+async fn reports(
+    state: AppState,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Body,
+    kind: ReportKind,
+) -> Result<Response, ApiError> {
+    let body = read_limited(body, &headers, state.config.server.max_body_bytes).await?;
+    let items = batch_items(&headers, &body)?;
+    Ok(Json(state.cameras.reports(&caller.0, items, kind).await?).into_response())
 }
 
 async fn signals(

@@ -85,6 +85,8 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(cameras::register_batch).layer(DefaultBodyLimit::disable()))
         .routes(routes!(cameras::keepalive).layer(DefaultBodyLimit::disable()))
         .routes(routes!(cameras::events).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(cameras::alarms).layer(DefaultBodyLimit::disable()))
+        .routes(routes!(cameras::positions).layer(DefaultBodyLimit::disable()))
         .routes(routes!(cameras::get_camera, cameras::put_camera))
         .routes(routes!(cameras::put_curated, cameras::delete_curated))
         .routes(routes!(endpoints::list))
