@@ -48,7 +48,8 @@ pub(crate) fn report_time(value: &Value, now: i64) -> Result<i64, FieldError> {
                 FieldError::new(
                     "at",
                     format!(
-                        "{text:?} is not an RFC 3339 time ({err}); e.g. 2026-11-28T08:00:00+08:00"
+                        "{text:?} is not an RFC 3339 time ({err}) nor GB/T 28181's local form; \
+                         e.g. 2026-11-28T08:00:00+08:00 or 2026-11-28T08:00:00 (Beijing time)"
                     ),
                 )
             })?,
