@@ -163,8 +163,13 @@ async fn both_backends_have_the_same_tables_and_columns() {
     };
     let conn = rusqlite::Connection::open(dir.path().join("catalog.db")).expect("open");
     let mut sqlite = std::collections::BTreeSet::new();
+    // Names starting sqlite_ are SQLite's own bookkeeping (sqlite_sequence keeps the
+    // AUTOINCREMENT counters), as cityhub_migrations is the PostgreSQL store's.
     let tables: Vec<String> = conn
-        .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+        .prepare(
+            "SELECT name FROM sqlite_master WHERE type = 'table' \
+             AND name NOT LIKE 'sqlite\\_%' ESCAPE '\\' ORDER BY name",
+        )
         .expect("tables")
         .query_map([], |row| row.get(0))
         .expect("tables")
