@@ -823,7 +823,7 @@ impl Config {
                 feed.dataset
                     .split_once('.')
                     .is_some_and(|(d, t)| !d.is_empty() && !t.is_empty()),
-                "must be department.table, or hub.cameras, hub.camera_keepalives or hub.camera_events for the camera registry",
+                "must be department.table, or one of the camera registry's: hub.cameras, hub.camera_keepalives, hub.camera_events, hub.camera_alarms or hub.camera_positions",
             );
             check(
                 "format",
