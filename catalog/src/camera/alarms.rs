@@ -155,6 +155,14 @@ pub enum ReportKind {
 }
 
 impl ReportKind {
+    /// What a caller refused the role is told it may not do.
+    pub fn doing(self) -> &'static str {
+        match self {
+            ReportKind::Alarm => "sending camera alarms",
+            ReportKind::Position => "sending camera positions",
+        }
+    }
+
     /// `alarm` or `position`, as metrics label them.
     pub fn name(self) -> &'static str {
         match self {

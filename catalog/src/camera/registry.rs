@@ -288,11 +288,7 @@ impl CameraRegistry {
         items: Vec<BatchItem>,
         kind: ReportKind,
     ) -> Result<Value> {
-        let doing = match kind {
-            ReportKind::Alarm => "sending camera alarms",
-            ReportKind::Position => "sending camera positions",
-        };
-        let acting = acting_for(by, doing)?;
+        let acting = acting_for(by, kind.doing())?;
         let now = self.now();
         let mut errors = Vec::new();
         let mut reports = Vec::with_capacity(items.len());

@@ -7,7 +7,7 @@ use crate::camera::alarms::{
 };
 use crate::camera::{CameraReport, FieldError, rules};
 
-use super::cameras::Tx;
+use super::cameras::{Tx, owner};
 
 /// A code-table number as PostgreSQL's smallint.
 fn small(code: u8) -> i16 {
@@ -28,14 +28,7 @@ pub(super) async fn record_one(
     acting_for: Option<&str>,
     received_at: i64,
 ) -> Result<std::result::Result<bool, FieldError>> {
-    let statement = tx
-        .prepare_cached("SELECT department FROM camera_live WHERE id = $1 AND deleted_at IS NULL")
-        .await?;
-    let owner: Option<Option<String>> = tx
-        .query_opt(&statement, &[&report.id()])
-        .await?
-        .map(|row| row.try_get(0))
-        .transpose()?;
+    let owner = owner(tx, report.id()).await?;
     if let Err(err) = rules::may_report(
         report.id(),
         owner.as_ref().map(Option::as_deref),

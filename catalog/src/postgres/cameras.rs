@@ -26,6 +26,19 @@ use crate::store::CameraStore;
 
 pub(super) type Tx<'a> = deadpool_postgres::Transaction<'a>;
 
+/// The department of a registered (not deleted) id: `None` if it is not registered,
+/// `Some(None)` if it is registered without one.
+pub(super) async fn owner(tx: &Tx<'_>, id: &str) -> Result<Option<Option<String>>> {
+    let statement = tx
+        .prepare_cached("SELECT department FROM camera_live WHERE id = $1 AND deleted_at IS NULL")
+        .await?;
+    tx.query_opt(&statement, &[&id])
+        .await?
+        .map(|row| row.try_get(0))
+        .transpose()
+        .map_err(Into::into)
+}
+
 /// The types statistics count as video channels (see the SQLite store).
 pub(super) const VIDEO_TYPES: &str = "(121, 122, 131, 132)";
 
@@ -396,14 +409,7 @@ async fn keepalive_signal(
     acting_for: Option<&str>,
     liveness: Liveness,
 ) -> Result<Result<usize, FieldError>> {
-    let statement = tx
-        .prepare_cached("SELECT department FROM camera_live WHERE id = $1 AND deleted_at IS NULL")
-        .await?;
-    let owner: Option<Option<String>> = tx
-        .query_opt(&statement, &[&id])
-        .await?
-        .map(|row| row.try_get(0))
-        .transpose()?;
+    let owner = owner(tx, id).await?;
     let mut marked = 0;
     if let Some(department) = &owner {
         if let Some(acting) = acting_for

@@ -135,6 +135,22 @@ pub fn positions(conn: &Connection, after_seq: i64, limit: usize) -> Result<Vec<
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
+fn report_table(positions: bool) -> &'static str {
+    if positions {
+        "camera_positions"
+    } else {
+        "camera_alarms"
+    }
+}
+
+/// When the oldest kept alarm (`positions` false) or position happened (an index probe).
+pub fn oldest_report(conn: &Connection, positions: bool) -> Result<Option<i64>> {
+    let table = report_table(positions);
+    Ok(conn
+        .prepare_cached(&format!("SELECT min(at) FROM {table}"))?
+        .query_row([], |row| row.get(0))?)
+}
+
 /// The alarms (`positions` false) or positions of before `before`: deletes at most
 /// `limit` of them, oldest first, and returns how many. Retention deletes in such chunks so
 /// that a first purge of a long history does not hold the writer for long.
@@ -144,11 +160,7 @@ pub fn purge_chunk(
     before: i64,
     limit: usize,
 ) -> Result<u64> {
-    let table = if positions {
-        "camera_positions"
-    } else {
-        "camera_alarms"
-    };
+    let table = report_table(positions);
     let deleted = conn.execute(
         &format!(
             "DELETE FROM {table} WHERE seq IN \

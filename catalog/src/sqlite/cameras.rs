@@ -22,7 +22,7 @@ use crate::model::StoredRejection;
 use crate::store::CameraStore;
 
 use super::SqliteStore;
-use super::camera_alarms::{alarms, positions, purge_chunk, record_reports};
+use super::camera_alarms::{alarms, oldest_report, positions, purge_chunk, record_reports};
 use super::camera_daily::{daily_rows, daily_time, roll_up_days};
 use super::camera_feeds::{commit_stream, rejected_records, stream_offsets};
 use super::camera_search::{camera, search};
@@ -639,23 +639,28 @@ impl CameraStore for SqliteStore {
         alarms_before: i64,
         positions_before: i64,
     ) -> Result<(u64, u64)> {
-        let mut deleted = (0, 0);
-        for (positions, before) in [(false, alarms_before), (true, positions_before)] {
+        let mut deleted = [0u64; 2];
+        for (index, before) in [alarms_before, positions_before].into_iter().enumerate() {
+            let positions = index == 1;
+            // The sweeper asks every round and most rounds have nothing past retention: a
+            // look at the oldest time on a reader spares them the writer.
+            let oldest = self
+                .read(move |conn| oldest_report(conn, positions))
+                .await?;
+            if oldest.is_none_or(|at| at >= before) {
+                continue;
+            }
             loop {
                 let chunk = self
                     .write(move |conn| purge_chunk(conn, positions, before, PURGE_CHUNK))
                     .await?;
-                if positions {
-                    deleted.1 += chunk;
-                } else {
-                    deleted.0 += chunk;
-                }
+                deleted[index] += chunk;
                 if chunk < PURGE_CHUNK as u64 {
                     break;
                 }
             }
         }
-        Ok(deleted)
+        Ok((deleted[0], deleted[1]))
     }
 
     async fn camera_stream_offsets(&self, feed: CameraFeed) -> Result<Vec<(String, i32, i64)>> {

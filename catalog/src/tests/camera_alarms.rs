@@ -67,8 +67,8 @@ async fn city(backend: Backend) -> Option<(super::TestCatalog, Catalog)> {
     Some((dir, catalog))
 }
 
-fn alarm(id: &str, at: i64, method: u8, alarm_type: Option<u8>) -> CameraReport {
-    CameraReport::Alarm(CameraAlarm {
+fn camera_alarm(id: &str, at: i64, method: u8, alarm_type: Option<u8>) -> CameraAlarm {
+    CameraAlarm {
         id: id.into(),
         at,
         priority: 2,
@@ -77,7 +77,11 @@ fn alarm(id: &str, at: i64, method: u8, alarm_type: Option<u8>) -> CameraReport 
         description: Some("入侵".into()),
         longitude: Some(104.85),
         latitude: Some(29.77),
-    })
+    }
+}
+
+fn alarm(id: &str, at: i64, method: u8, alarm_type: Option<u8>) -> CameraReport {
+    CameraReport::Alarm(camera_alarm(id, at, method, alarm_type))
 }
 
 fn position(id: &str, at: i64, longitude: f64) -> CameraReport {
@@ -168,12 +172,7 @@ async fn reports_are_kept_once_for_registered_sources_of_the_callers_department(
     );
     let first = &catalog.camera_alarms(0, 1).await.expect("catalog")[0];
     assert_eq!(first.received_at, T0 + 1_000);
-    assert_eq!(first.alarm, {
-        let CameraReport::Alarm(alarm) = alarm(CAMERA, T0, 5, Some(6)) else {
-            unreachable!()
-        };
-        alarm
-    });
+    assert_eq!(first.alarm, camera_alarm(CAMERA, T0, 5, Some(6)));
     // The first position of a device and time stays; the re-sent one does not replace it.
     assert_eq!(
         kept_positions(&catalog).await,

@@ -70,6 +70,16 @@ fn batch_items(headers: &HeaderMap, body: &[u8]) -> Result<Vec<BatchItem>, ApiEr
     }
 }
 
+/// The items of a batch request's body, read up to the server's body limit.
+async fn read_batch(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+) -> Result<Vec<BatchItem>, ApiError> {
+    let body = read_limited(body, headers, state.config.server.max_body_bytes).await?;
+    batch_items(headers, &body)
+}
+
 /// `PUT /api/v1/cameras/{id}`: registers or updates one channel's reported values.
 #[utoipa::path(put, operation_id = "put_camera", path = "/cameras/{id}", tag = "cameras",
     params(("id" = String, Path, description = "The channel's 20-digit GB/T 28181 id", example = "51102500001320000017")),
@@ -141,8 +151,7 @@ pub async fn register_batch(
     headers: HeaderMap,
     body: Body,
 ) -> Result<Response, ApiError> {
-    let body = read_limited(body, &headers, state.config.server.max_body_bytes).await?;
-    let items = batch_items(&headers, &body)?;
+    let items = read_batch(&state, &headers, body).await?;
     Ok(Json(state.cameras.register_batch(&caller.0, items).await?).into_response())
 }
 
@@ -209,8 +218,7 @@ async fn reports(
     body: Body,
     kind: ReportKind,
 ) -> Result<Response, ApiError> {
-    let body = read_limited(body, &headers, state.config.server.max_body_bytes).await?;
-    let items = batch_items(&headers, &body)?;
+    let items = read_batch(&state, &headers, body).await?;
     Ok(Json(state.cameras.reports(&caller.0, items, kind).await?).into_response())
 }
 
@@ -221,8 +229,7 @@ async fn signals(
     body: Body,
     keepalive: bool,
 ) -> Result<Response, ApiError> {
-    let body = read_limited(body, &headers, state.config.server.max_body_bytes).await?;
-    let items = batch_items(&headers, &body)?;
+    let items = read_batch(&state, &headers, body).await?;
     Ok(Json(state.cameras.signals(&caller.0, items, keepalive).await?).into_response())
 }
 
