@@ -512,7 +512,7 @@ async fn cameras(state: &AppState) {
     let liveness = state.cameras.settings().liveness;
     let outcomes = state
         .catalog
-        .camera_signals(signals, None, liveness)
+        .camera_signals(signals, None, liveness, now)
         .await
         .expect("camera signals");
     assert!(outcomes.iter().all(Result::is_ok), "{outcomes:?}");

@@ -65,6 +65,11 @@ pub enum CatalogError {
     #[error("{0}")]
     WrongState(String),
 
+    /// A change feed's cursor is older than what retention kept: the consumer must read the
+    /// whole state again; the message says how.
+    #[error("{0}")]
+    ResyncRequired(String),
+
     /// The underlying database failed; not the caller's fault.
     #[error("catalog storage failed: {0}")]
     Storage(String),

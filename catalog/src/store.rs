@@ -248,6 +248,7 @@ pub trait CameraStore: Send + Sync + 'static {
         signals: Vec<CameraSignal>,
         acting_for: Option<String>,
         liveness: Liveness,
+        received_at: i64,
     ) -> Result<Vec<Result<usize, FieldError>>>;
 
     /// Appends alarms and positions of registered channels and devices, in one
@@ -274,6 +275,22 @@ pub trait CameraStore: Send + Sync + 'static {
         positions_before: i64,
     ) -> Result<(u64, u64)>;
 
+    /// The catalogue changes after `after_seq`, at most `limit`, in feed order, and the last
+    /// place retention deleted.
+    async fn camera_changes(
+        &self,
+        after_seq: i64,
+        limit: usize,
+    ) -> Result<crate::camera::changes::ChangePage>;
+
+    /// The cursor of the newest change (what a consumer listing the registry now follows
+    /// the feed from).
+    async fn camera_change_head(&self) -> Result<i64>;
+
+    /// Deletes the changes recorded before `before` (Unix ms) from the head of the feed
+    /// (a change goes once it and every one before it are older); returns how many.
+    async fn purge_camera_changes(&self, before: i64) -> Result<u64>;
+
     /// The stored next offsets of a camera feed: (topic, partition, next offset).
     async fn camera_stream_offsets(&self, feed: CameraFeed) -> Result<Vec<(String, i32, i64)>>;
 
@@ -292,7 +309,7 @@ pub trait CameraStore: Send + Sync + 'static {
 
     /// Brings in whole status histories with their final evidence, in one transaction;
     /// each must continue the channel's recorded history.
-    async fn import_camera_history(&self, histories: Vec<ImportedHistory>) -> Result<()>;
+    async fn import_camera_history(&self, histories: Vec<ImportedHistory>, at: i64) -> Result<()>;
 
     /// Appends the offline transitions of channels whose keepalives stopped before `now`.
     async fn sweep_cameras(&self, now: i64, liveness: Liveness) -> Result<usize>;

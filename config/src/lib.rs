@@ -390,6 +390,9 @@ pub struct CamerasConfig {
     /// How many days of mobile positions (`hub.camera_positions`) are kept: a patrol car
     /// reporting every 10 s sends 8,640 a day.
     pub position_retention_days: u64,
+    /// How many days of catalogue changes (`GET /api/v1/cameras/changes`) are kept: a
+    /// consumer that falls further behind is told to list the registry again.
+    pub change_retention_days: u64,
     /// Media-server URL templates for channels without explicit stream URLs; `{device}` is
     /// the parent device id, `{channel}` the channel id. Empty: no derived URL. ZLMediaKit
     /// plays a GB/T 28181 stream as app `rtp`, stream `{device}_{channel}`, e.g.
@@ -410,6 +413,7 @@ impl Default for CamerasConfig {
             daily_retention_days: 400,
             alarm_retention_days: 400,
             position_retention_days: 90,
+            change_retention_days: 7,
             rtsp_template: String::new(),
             rtmp_template: String::new(),
             flv_template: String::new(),
@@ -703,6 +707,11 @@ impl Config {
             "cameras.position_retention_days",
             (1..=3_660).contains(&self.cameras.position_retention_days),
             "must be between 1 and 3660 days (ten years)",
+        );
+        check(
+            "cameras.change_retention_days",
+            (1..=366).contains(&self.cameras.change_retention_days),
+            "must be between 1 and 366 days",
         );
         check(
             "endpoints.cache_bytes",

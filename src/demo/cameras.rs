@@ -472,7 +472,7 @@ pub async fn load(state: &AppState, scale: f64) -> anyhow::Result<usize> {
     let mut histories = histories.into_iter().peekable();
     while histories.peek().is_some() {
         let chunk: Vec<ImportedHistory> = histories.by_ref().take(10_000).collect();
-        catalog.import_camera_history(chunk).await?;
+        catalog.import_camera_history(chunk, now).await?;
     }
     Ok(total)
 }
@@ -554,7 +554,7 @@ pub async fn tick(
     let sent = signals.len();
     state
         .catalog
-        .camera_signals(signals, None, settings.liveness)
+        .camera_signals(signals, None, settings.liveness, now)
         .await?;
     tracing::debug!(signals = sent, "The demo camera platform reported.");
     Ok(())

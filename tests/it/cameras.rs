@@ -596,6 +596,7 @@ async fn whole_day_statistics_and_hub_camera_daily_come_from_the_daily_roll_ups(
             ],
             None,
             server.state.cameras.settings().liveness,
+            began(0),
         )
         .await
         .expect("keepalives");
@@ -910,4 +911,238 @@ async fn alarms_and_positions_are_kept_per_item_and_read_beside_their_cameras() 
     )
     .await;
     assert_eq!(rows, json!([{"at": "2026-11-28T01:59:00Z"}]));
+}
+
+/// The seq of each change of a page, with its kind.
+fn kinds(page: &Value) -> Vec<(String, String)> {
+    page["changes"]
+        .as_array()
+        .expect("changes")
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().expect("id").to_string(),
+                c["change"].as_str().expect("change").to_string(),
+            )
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn the_change_feed_pages_streams_scopes_and_tells_a_late_consumer_to_resync() {
+    let server = hub().await;
+    let gongan = server.token("gongan", Role::Producer).await;
+    let analyst = server.token("gongan", Role::Analyst).await;
+    let (status, listed) = server.get(&analyst, "/api/v1/cameras").await;
+    assert_eq!(status, 200, "{listed}");
+    let start = listed["change_cursor"]
+        .as_str()
+        .expect("change_cursor")
+        .to_string();
+    let mut events = support::EventReader::open(
+        &server,
+        &analyst,
+        &format!("/api/v1/cameras/changes?since={start}"),
+        None,
+    )
+    .await;
+    register_three(&server, &gongan).await;
+    let (status, body) = server
+        .post_json(&gongan, "/api/v1/cameras/keepalive", json!([{"id": NVR}]))
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .post_json(
+            &gongan,
+            "/api/v1/cameras/events",
+            json!([{"id": CAM_B, "event": "VLOST"}, {"id": CAM_A, "event": "DEL"}]),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = server
+        .put_json(
+            &gongan,
+            &format!("/api/v1/cameras/{CAM_B}/curated"),
+            json!({"name": "东街口 (改)"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let expected = [
+        (NVR, "registered"),
+        (CAM_A, "registered"),
+        (CAM_B, "registered"),
+        // The NVR's keepalive marks it and both channels under it.
+        (NVR, "status"),
+        (CAM_A, "status"),
+        (CAM_B, "status"),
+        (CAM_B, "status"),
+        (CAM_A, "deleted"),
+        (CAM_B, "curated"),
+    ];
+    // As events, in order, each with its seq as id.
+    let mut streamed = Vec::new();
+    let mut last_seq: Option<i64> = None;
+    for _ in &expected {
+        let (event, id, data) = events
+            .next(std::time::Duration::from_secs(10))
+            .await
+            .expect("a change event");
+        assert_eq!(event, "change");
+        let change: Value = serde_json::from_str(&data).expect("JSON");
+        assert_eq!(change["seq"].to_string(), id);
+        let seq: i64 = id.parse().expect("the id is the seq");
+        assert!(
+            last_seq.is_none_or(|last| seq > last),
+            "{seq} after {last_seq:?}"
+        );
+        last_seq = Some(seq);
+        streamed.push(change);
+    }
+    let got: Vec<(&str, &str)> = streamed
+        .iter()
+        .map(|c| {
+            (
+                c["id"].as_str().expect("id"),
+                c["change"].as_str().expect("kind"),
+            )
+        })
+        .collect();
+    assert_eq!(got, expected);
+    assert_eq!(streamed[3]["status"], json!("online"));
+    assert_eq!(streamed[3]["cause"], json!("keepalive"));
+    assert_eq!(streamed[6]["status"], json!("offline"));
+    assert_eq!(streamed[6]["notified"], json!("VLOST"));
+    assert_eq!(streamed[8]["camera"]["name"], json!("东街口 (改)"));
+    assert_eq!(streamed[8]["camera"]["status"], json!("offline"));
+    assert_eq!(
+        streamed[8]["camera"]["streams"]["rtsp"],
+        json!("rtsp://nvr.zizhong/ch2")
+    );
+    // Reconnecting with Last-Event-ID goes on after it.
+    let third = streamed[2]["seq"].to_string();
+    let mut again = support::EventReader::open(
+        &server,
+        &analyst,
+        "/api/v1/cameras/changes?since=0",
+        Some(&third),
+    )
+    .await;
+    let (_, id, _) = again
+        .next(std::time::Duration::from_secs(10))
+        .await
+        .expect("event");
+    assert_eq!(id, streamed[3]["seq"].to_string());
+
+    // The same as pages: two at a time, with the cursor.
+    let mut cursor = start.clone();
+    let mut paged = Vec::new();
+    loop {
+        let (status, page) = server
+            .get(
+                &analyst,
+                &format!("/api/v1/cameras/changes?since={cursor}&limit=2"),
+            )
+            .await;
+        assert_eq!(status, 200, "{page}");
+        paged.extend(kinds(&page));
+        cursor = page["next_cursor"].as_str().expect("cursor").to_string();
+        if !page["more"].as_bool().expect("more") {
+            break;
+        }
+    }
+    let expected: Vec<(String, String)> = expected
+        .iter()
+        .map(|(id, kind)| (id.to_string(), kind.to_string()))
+        .collect();
+    assert_eq!(paged, expected);
+    let (_, page) = server
+        .get(&analyst, &format!("/api/v1/cameras/changes?since={cursor}"))
+        .await;
+    assert_eq!(page["changes"], json!([]), "nothing after the end");
+    assert_eq!(page["next_cursor"].as_str(), Some(cursor.as_str()));
+
+    // A 威远 (511024) token sees none of 资中's channels; a 资中 one sees them all.
+    for (region, seen) in [("511024", 0), ("511025", 9)] {
+        let (status, body) = server
+            .post_json(
+                &server.admin,
+                "/api/v1/tokens",
+                json!({"department": "gongan", "role": "analyst", "region": region}),
+            )
+            .await;
+        assert_eq!(status, 201, "{body}");
+        let scoped = body["token"].as_str().expect("token");
+        let (status, page) = server
+            .get(scoped, &format!("/api/v1/cameras/changes?since={start}"))
+            .await;
+        assert_eq!(status, 200, "{page}");
+        assert_eq!(kinds(&page).len(), seen, "{region}: {page}");
+        assert_eq!(page["next_cursor"].as_str(), Some(cursor.as_str()));
+    }
+
+    // Bad cursors and limits name the parameter.
+    for (query, field) in [
+        ("since=abc", "since"),
+        ("since=-1", "since"),
+        ("limit=0", "limit"),
+        ("limit=5000", "limit"),
+        ("after=3", "after"),
+    ] {
+        let (status, body) = server
+            .get(&analyst, &format!("/api/v1/cameras/changes?{query}"))
+            .await;
+        assert_eq!(status, 400, "{query}: {body}");
+        let message = body["error"]["message"].as_str().expect("message");
+        assert!(message.contains(field), "{query}: {message}");
+    }
+
+    // Retention deleted everything up to now: a consumer from before is told to list again,
+    // as a 410 and (for a stream) before any event; one at the end goes on.
+    let deleted = server
+        .state
+        .catalog
+        .purge_camera_changes(i64::MAX)
+        .await
+        .expect("purge");
+    assert_eq!(deleted, expected.len() as u64);
+    for accept in ["application/json", "text/event-stream"] {
+        let response = server
+            .client
+            .get(server.url(&format!("/api/v1/cameras/changes?since={start}")))
+            .bearer_auth(&analyst)
+            .header("accept", accept)
+            .send()
+            .await
+            .expect("request");
+        let (status, body) = support::split(response).await;
+        assert_eq!(status, 410, "{accept}: {body}");
+        assert_eq!(body["error"]["code"], json!("resync_required"));
+        assert!(
+            body["error"]["message"]
+                .as_str()
+                .is_some_and(|m| m.contains("change_cursor")),
+            "{body}"
+        );
+    }
+    let (status, page) = server
+        .get(&analyst, &format!("/api/v1/cameras/changes?since={cursor}"))
+        .await;
+    assert_eq!(status, 200, "{page}");
+    let (_, listed) = server.get(&analyst, "/api/v1/cameras").await;
+    assert_eq!(listed["change_cursor"].as_str(), Some(cursor.as_str()));
+    // The stream that was open is at the end, past what retention deleted: it goes on.
+    let (status, _) = server
+        .put_json(
+            &gongan,
+            &format!("/api/v1/cameras/{CAM_B}/curated"),
+            json!({"name": "东街口"}),
+        )
+        .await;
+    assert_eq!(status, 200);
+    let (event, _, data) = events
+        .next(std::time::Duration::from_secs(10))
+        .await
+        .expect("the stream goes on");
+    assert_eq!(event, "change");
+    assert!(data.contains("\"curated\""), "{data}");
 }

@@ -5,7 +5,7 @@
 use crate::support;
 use std::time::Duration;
 
-use crate::support::TestServer;
+use crate::support::{EventReader, TestServer};
 use cityhub_catalog::Role;
 use futures::StreamExt;
 use serde_json::{Value, json};
@@ -488,71 +488,6 @@ async fn concurrent_misses_run_the_query_once() {
         assert_eq!(executions(&server, &analyst, "kinds").await, round);
         // The burst right after a commit is a burst of misses: still one execution.
         push(&server, "zhili.events", &[(10 + round as i64, "fire")]).await;
-    }
-}
-
-/// Reads server-sent events from a response: (event, id, data) of each, skipping comments.
-struct EventReader {
-    body: std::pin::Pin<Box<dyn futures::Stream<Item = reqwest::Result<bytes::Bytes>> + Send>>,
-    buffer: String,
-    /// Comment lines seen (the server's heartbeats).
-    comments: usize,
-}
-
-impl EventReader {
-    async fn open(server: &TestServer, token: &str, path: &str, last_id: Option<&str>) -> Self {
-        let mut request = server.client.get(server.url(path)).bearer_auth(token);
-        if let Some(id) = last_id {
-            request = request.header("last-event-id", id);
-        }
-        let response = request.send().await.expect("request");
-        assert_eq!(response.status(), 200);
-        assert_eq!(
-            response
-                .headers()
-                .get("content-type")
-                .and_then(|v| v.to_str().ok()),
-            Some("text/event-stream")
-        );
-        Self {
-            body: Box::pin(response.bytes_stream()),
-            buffer: String::new(),
-            comments: 0,
-        }
-    }
-
-    /// The next event within `wait`, or `None`.
-    async fn next(&mut self, wait: Duration) -> Option<(String, String, String)> {
-        tokio::time::timeout(wait, async {
-            loop {
-                if let Some(end) = self.buffer.find("\n\n") {
-                    let block: String = self.buffer.drain(..end + 2).collect();
-                    let (mut event, mut id, mut data) =
-                        (String::new(), String::new(), String::new());
-                    for line in block.lines() {
-                        if line.starts_with(':') {
-                            self.comments += 1;
-                        }
-                        if let Some(v) = line.strip_prefix("event: ") {
-                            event = v.into();
-                        } else if let Some(v) = line.strip_prefix("id: ") {
-                            id = v.into();
-                        } else if let Some(v) = line.strip_prefix("data: ") {
-                            data.push_str(v);
-                        }
-                    }
-                    if !event.is_empty() {
-                        return Some((event, id, data));
-                    }
-                    continue;
-                }
-                let chunk = self.body.next().await?.ok()?;
-                self.buffer.push_str(&String::from_utf8_lossy(&chunk));
-            }
-        })
-        .await
-        .ok()
-        .flatten()
     }
 }
 

@@ -181,6 +181,25 @@ async fn camera_topics_feed_the_registry_exactly_once() {
         15,
         "each bad message kept once"
     );
+    // The catalogue's change feed heard of each channel once.
+    let changes = server
+        .state
+        .catalog
+        .camera_changes(0, 10_000)
+        .await
+        .expect("changes")
+        .changes;
+    let fed: std::collections::BTreeSet<&str> = changes
+        .iter()
+        .map(|c| c.change.camera_id.as_str())
+        .collect();
+    assert_eq!(changes.len(), 150, "one change per channel");
+    assert_eq!(fed.len(), 150, "of 150 channels");
+    assert!(
+        changes
+            .iter()
+            .all(|c| c.change.kind == cityhub_catalog::camera::changes::ChangeKind::Registered)
+    );
 
     // Keepalives for 1..=80 (and two unknown ids), NOTIFY VLOST for 1..=5 (and a bad name).
     let now = cityhub_catalog::camera::now_ms();

@@ -199,7 +199,7 @@ async fn main() -> anyhow::Result<()> {
         pending.push(history);
         if pending.len() == 10_000 || i + 1 == args.channels {
             catalog
-                .import_camera_history(std::mem::take(&mut pending))
+                .import_camera_history(std::mem::take(&mut pending), now)
                 .await?;
         }
     }

@@ -62,7 +62,7 @@ async fn main() {
         .map(|serial| keepalive(&format!("51102500001320{serial:06}"), T0 - HOUR))
         .collect();
     catalog
-        .camera_signals(signals, None, LIVENESS)
+        .camera_signals(signals, None, LIVENESS, T0)
         .await
         .expect("keepalives");
     println!(
@@ -74,7 +74,7 @@ async fn main() {
         .map(|serial| keepalive(&format!("51102500001320{serial:06}"), T0 - HOUR + MINUTE))
         .collect();
     catalog
-        .camera_signals(signals, None, LIVENESS)
+        .camera_signals(signals, None, LIVENESS, T0)
         .await
         .expect("keepalives");
     println!(
@@ -94,7 +94,7 @@ async fn main() {
             })
             .collect();
         catalog
-            .camera_signals(signals, None, LIVENESS)
+            .camera_signals(signals, None, LIVENESS, T0)
             .await
             .expect("keepalives");
     }

@@ -18,6 +18,7 @@ use crate::camera::status::{Event, LiveState, Liveness, Status};
 use crate::gb28181::{self, DeviceId};
 
 pub mod alarms;
+pub mod changes;
 pub mod daily;
 pub mod geo;
 pub mod registry;
@@ -397,6 +398,8 @@ pub struct CameraSettings {
     pub alarm_retention_days: u32,
     /// Days of mobile positions kept.
     pub position_retention_days: u32,
+    /// Days of catalogue changes kept for the change feed.
+    pub change_retention_days: u32,
 }
 
 impl Default for CameraSettings {
@@ -423,6 +426,7 @@ impl CameraSettings {
             daily_retention_days: config.daily_retention_days as u32,
             alarm_retention_days: config.alarm_retention_days as u32,
             position_retention_days: config.position_retention_days as u32,
+            change_retention_days: config.change_retention_days as u32,
         }
     }
 
@@ -514,15 +518,10 @@ impl CameraScope {
 
     /// Whether a channel lies inside the scope.
     pub fn contains(&self, record: &CameraRecord) -> bool {
-        let (value, ranges) = match self {
-            CameraScope::Region(ranges) => (Some(record.id.current_region_code), ranges),
-            CameraScope::CivilCode(ranges) => (record.fields.civil_code.as_deref(), ranges),
-        };
-        value.is_some_and(|value| {
-            ranges
-                .iter()
-                .any(|(low, high)| value >= low.as_str() && value < high.as_str())
-        })
+        self.contains_codes(
+            record.id.current_region_code,
+            record.fields.civil_code.as_deref(),
+        )
     }
 
     /// The SQL condition on `column_prefix`'s `region_code` or `civil_code` (`c.`, or empty

@@ -8,7 +8,9 @@
 use chrono::{DateTime, Utc};
 use serde_json::{Map, Value, json};
 
+use super::changes::{ChangePage, Seen, change_json};
 use super::daily::{self, DAY_MS, beijing_day, day_date, day_start};
+use super::status::Status;
 use super::{
     CameraQuery, CameraRecord, CameraScope, CameraSettings, CameraSources, CameraStats,
     ChannelFields, ChannelReport, FieldError, Registered, ReportKind, SignalKind, StatsGroup,
@@ -51,7 +53,7 @@ fn single_error(err: FieldError) -> CatalogError {
     }
 }
 
-fn time_text(ms: i64) -> Option<String> {
+pub(crate) fn time_text(ms: i64) -> Option<String> {
     DateTime::<Utc>::from_timestamp_millis(ms)
         .map(|t| t.to_rfc3339_opts(chrono::SecondsFormat::Millis, true))
 }
@@ -250,7 +252,7 @@ impl CameraRegistry {
             .collect();
         let outcomes = self
             .catalog
-            .camera_signals(signals, acting, self.settings.liveness)
+            .camera_signals(signals, acting, self.settings.liveness, now)
             .await?;
         let mut accepted = 0u64;
         let mut marked = 0u64;
@@ -328,6 +330,12 @@ impl CameraRegistry {
 
     /// A page of the registry (`query.limit` channels) and the cursor of the next one.
     pub async fn search(&self, mut query: CameraQuery) -> Result<Value> {
+        // A consumer of the change feed starts from the first page: the changes after this
+        // cursor (read before the channels) are all it must apply over the listing.
+        let change_cursor = match query.after {
+            None => Some(self.catalog.camera_change_head().await?),
+            Some(_) => None,
+        };
         let limit = query.limit;
         // One more than asked tells whether there is a next page.
         query.limit = limit + 1;
@@ -346,7 +354,55 @@ impl CameraRegistry {
             .iter()
             .map(|r| camera_json(r, &self.settings, now))
             .collect();
-        Ok(json!({"cameras": cameras, "next_cursor": next_cursor}))
+        let mut answer = json!({"cameras": cameras, "next_cursor": next_cursor});
+        if let Some(cursor) = change_cursor {
+            answer["change_cursor"] = json!(cursor.to_string());
+        }
+        Ok(answer)
+    }
+
+    /// The changes of the registry after `since` (a cursor from this feed, or the
+    /// `change_cursor` of a listing's first page), at most `limit` read, of the channels
+    /// inside `scope`: `{changes: [...], next_cursor, more}`. Sweeps first, so that channels
+    /// whose keepalives stopped show as offline here as they do in the listing. A cursor
+    /// before what retention kept is refused: the consumer must list the registry again.
+    pub async fn changes(&self, scope: Option<&Scope>, since: i64, limit: usize) -> Result<Value> {
+        let now = self.now();
+        self.catalog
+            .sweep_cameras(now, self.settings.liveness)
+            .await?;
+        let ChangePage {
+            changes,
+            purged_through,
+        } = self.catalog.camera_changes(since, limit).await?;
+        if since < purged_through {
+            return Err(CatalogError::ResyncRequired(format!(
+                "the changes after cursor {since} up to {purged_through} were deleted \
+                 (cameras.change_retention_days = {}): list GET /api/v1/cameras again and \
+                 follow the feed from the change_cursor of its first page",
+                self.settings.change_retention_days
+            )));
+        }
+        let more = changes.len() >= limit;
+        let next_cursor = changes.last().map_or(since, |c| c.seq);
+        let scope = scope.map(CameraScope::of);
+        let render = |record: &CameraRecord, status: Status, since: Option<i64>| {
+            shown_json(record, &self.settings, status, since)
+        };
+        let shown: Vec<Value> = changes
+            .iter()
+            .filter_map(|stored| {
+                let seen = scope
+                    .as_ref()
+                    .map_or(Seen::AsIs, |scope| scope.sees(&stored.change));
+                change_json(stored, seen, self.settings.liveness, render)
+            })
+            .collect();
+        Ok(json!({
+            "changes": shown,
+            "next_cursor": next_cursor.to_string(),
+            "more": more,
+        }))
     }
 
     /// Online rate and availability per `group` over `window`, of the channels inside
@@ -494,6 +550,18 @@ impl CameraRegistry {
                 now - i64::from(self.settings.position_retention_days) * DAY_MS,
             )
             .await?;
+        let changes = self
+            .catalog
+            .purge_camera_changes(now - i64::from(self.settings.change_retention_days) * DAY_MS)
+            .await?;
+        if changes > 0 {
+            tracing::info!(
+                changes,
+                days = self.settings.change_retention_days,
+                "Deleted the camera catalogue changes older than their retention; consumers \
+                 behind them will be told to list the registry again."
+            );
+        }
         if alarms + positions > 0 {
             tracing::info!(
                 alarms,
@@ -518,13 +586,26 @@ impl CameraRegistry {
 /// A channel as answers show it: its values, the decoded id, derived coordinates and
 /// streams, and the live status at `now`.
 pub fn camera_json(record: &CameraRecord, settings: &CameraSettings, now: i64) -> Value {
+    let (status, since) = record.live.status_and_since(now, settings.liveness);
+    let mut answer = shown_json(record, settings, status, since);
+    answer["last_keepalive_at"] = json!(record.live.last_seen_at.and_then(time_text));
+    answer
+}
+
+/// A channel as answers show it with a given status, without its last keepalive: what a
+/// change of the feed carries (keepalives that change no status are not changes).
+fn shown_json(
+    record: &CameraRecord,
+    settings: &CameraSettings,
+    status: Status,
+    since: Option<i64>,
+) -> Value {
     let mut object = match serde_json::to_value(&record.fields) {
         Ok(Value::Object(object)) => object,
         _ => Map::new(),
     };
     let id = &record.id;
     let county = region::region(id.current_region_code);
-    let (status, since) = record.live.status_and_since(now, settings.liveness);
     object.insert("id".into(), json!(id.id));
     let decoded = json!({
         "region_code": id.region_code,
@@ -540,7 +621,6 @@ pub fn camera_json(record: &CameraRecord, settings: &CameraSettings, now: i64) -
         "serial": id.serial,
         "status": status.as_str(),
         "status_since": since.and_then(time_text),
-        "last_keepalive_at": record.live.last_seen_at.and_then(time_text),
         "notified": record.live.notified.map(|n| n.as_str()),
         "complete": record.complete,
         "registered_at": time_text(record.registered_at),

@@ -11,8 +11,10 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 use tokio_postgres::types::ToSql;
 
+use super::camera_changes;
 use super::*;
 use crate::camera::alarms::{StoredAlarm, StoredPosition};
+use crate::camera::changes::{ChangeKind, ChangePage, status_changed};
 use crate::camera::rules::{self, EventStep, StoredChannel};
 use crate::camera::status::{Event, LiveState, Liveness, Notified, Signal, Status, Transition};
 use crate::camera::tally::{self, ChannelPass, ChannelRow, GroupValue, Walks};
@@ -45,13 +47,13 @@ pub(super) const VIDEO_TYPES: &str = "(121, 122, 131, 132)";
 /// How often a batch that lost a deadlock is run again before the error is returned.
 const DEADLOCK_RETRIES: usize = 5;
 
-const CAMERA_COLUMNS: &str = "c.id, c.parent_id, c.name, c.department, c.civil_code, c.address, \
+pub(super) const CAMERA_COLUMNS: &str = "c.id, c.parent_id, c.name, c.department, c.civil_code, c.address, \
      c.longitude, c.latitude, c.manufacturer, c.model, c.ptz_type, c.position_type, \
      c.room_type, c.use_type, c.supply_light_type, c.resolution, c.streams, c.tags, c.complete, \
      l.notified, l.notified_at, l.last_seen_at, l.recorded_status, l.recorded_since, \
      l.registered_at, c.updated_at";
 
-const CAMERAS_JOINED: &str = "cameras c JOIN camera_live l ON l.id = c.id";
+pub(super) const CAMERAS_JOINED: &str = "cameras c JOIN camera_live l ON l.id = c.id";
 
 /// The status at `$now` from the evidence columns; the same rule as
 /// [`LiveState::status_at`] (the shared test suite holds the two together through searches).
@@ -79,7 +81,7 @@ fn live_from_row(row: &Row, first: usize) -> Result<LiveState> {
     })
 }
 
-fn camera_from_row(row: &Row) -> Result<CameraRecord> {
+pub(super) fn camera_from_row(row: &Row) -> Result<CameraRecord> {
     let id: String = row.try_get(0)?;
     let device = gb28181::parse(&id).map_err(|err| {
         CatalogError::Storage(format!("stored camera id {id:?} is unreadable: {err}"))
@@ -262,12 +264,14 @@ async fn store_values(
     Ok(())
 }
 
-/// Registers or updates one channel's reported values inside `tx`.
+/// Registers or updates one channel's reported values inside `tx` (`at`: the values' time;
+/// `recorded_at`: the hub's, for the change feed).
 async fn register_one(
     tx: &Tx<'_>,
     report: ChannelReport,
     acting_for: Option<&str>,
     at: i64,
+    recorded_at: i64,
 ) -> Result<Result<Registered, FieldError>> {
     let ChannelReport { id, mut fields } = report;
     if let Err(refused) = rules::claim_department(&mut fields, acting_for) {
@@ -287,11 +291,22 @@ async fn register_one(
             Ok(outcome) => outcome,
             Err(refused) => return Ok(Err(refused)),
         };
+    if let Some(old) = &before
+        && !old.deleted
+        && old.reported == fields
+    {
+        // The same values again change nothing (see the SQLite store).
+        return Ok(Ok(outcome));
+    }
     let curated = before
         .as_ref()
         .map(|old| old.curated.clone())
         .unwrap_or_default();
     store_values(tx, &id, &fields, &curated, at).await?;
+    let civil_before = before
+        .filter(|old| !old.deleted)
+        .and_then(|old| old.curated.over(&old.reported).civil_code);
+    camera_changes::append_values(tx, &id.id, outcome.into(), recorded_at, civil_before).await?;
     Ok(Ok(outcome))
 }
 
@@ -338,23 +353,35 @@ async fn write_live(
     Ok(())
 }
 
-/// Applies one signal to one stored channel (its evidence and history).
+/// Applies one signal to one stored channel (its evidence and history), and tells the
+/// change feed at `received_at` when what the channel shows changed (a deletion is told
+/// as one by its caller).
 async fn apply_signal(
     tx: &Tx<'_>,
     id: &str,
-    mut live: LiveState,
+    before: LiveState,
     signal: Signal,
-    at: i64,
+    at: (i64, i64),
     liveness: Liveness,
 ) -> Result<()> {
+    let (at, received_at) = at;
+    let mut live = before;
     let transitions = live.apply(signal, at, liveness);
-    write_live(tx, id, &live, &transitions).await
+    write_live(tx, id, &live, &transitions).await?;
+    if signal != Signal::Deleted && status_changed(&before, &live, transitions.len()) {
+        let cause = transitions
+            .last()
+            .map(|t| t.cause)
+            .or(live.notified.map(Notified::as_str));
+        camera_changes::append_status(tx, id, received_at, &live, cause).await?;
+    }
+    Ok(())
 }
 
 /// A keepalive for one stored channel. The common case (online, still within its timeout)
 /// is one UPDATE that cannot change the status; anything else goes through the state
 /// machine on the locked row.
-async fn keepalive_one(tx: &Tx<'_>, id: &str, at: i64, liveness: Liveness) -> Result<()> {
+async fn keepalive_one(tx: &Tx<'_>, id: &str, at: (i64, i64), liveness: Liveness) -> Result<()> {
     let statement = tx
         .prepare_cached(
             "UPDATE camera_live SET last_seen_at = greatest(last_seen_at, $2) \
@@ -364,7 +391,7 @@ async fn keepalive_one(tx: &Tx<'_>, id: &str, at: i64, liveness: Liveness) -> Re
         )
         .await?;
     let refreshed = tx
-        .execute(&statement, &[&id, &at, &liveness.timeout_ms()])
+        .execute(&statement, &[&id, &at.0, &liveness.timeout_ms()])
         .await?;
     if refreshed == 1 {
         return Ok(());
@@ -385,13 +412,16 @@ async fn keepalive_one(tx: &Tx<'_>, id: &str, at: i64, liveness: Liveness) -> Re
     }
 }
 
+/// Applies one signal received by the hub at `received_at`.
 async fn signal_one(
     tx: &Tx<'_>,
     signal: CameraSignal,
     acting_for: Option<&str>,
     liveness: Liveness,
+    received_at: i64,
 ) -> Result<Result<usize, FieldError>> {
     let CameraSignal { id, at, kind } = signal;
+    let at = (at, received_at);
     match kind {
         SignalKind::Keepalive => keepalive_signal(tx, &id, at, acting_for, liveness).await,
         SignalKind::Event(event, fields) => {
@@ -405,7 +435,7 @@ async fn signal_one(
 async fn keepalive_signal(
     tx: &Tx<'_>,
     id: &str,
-    at: i64,
+    at: (i64, i64),
     acting_for: Option<&str>,
     liveness: Liveness,
 ) -> Result<Result<usize, FieldError>> {
@@ -445,7 +475,7 @@ async fn keepalive_signal(
 async fn event_signal(
     tx: &Tx<'_>,
     id: &str,
-    at: i64,
+    at: (i64, i64),
     event: Event,
     fields: Option<Box<ChannelFields>>,
     acting_for: Option<&str>,
@@ -470,15 +500,18 @@ async fn event_signal(
                 id: device,
                 fields: *fields,
             };
-            Ok(register_one(tx, report, acting_for, at).await?.map(|_| 1))
+            Ok(register_one(tx, report, acting_for, at.0, at.1)
+                .await?
+                .map(|_| 1))
         }
         (EventStep::Delete, Some(old)) => {
             apply_signal(tx, id, old.live, Signal::Deleted, at, liveness).await?;
             tx.execute(
                 "UPDATE camera_live SET deleted_at = $2 WHERE id = $1",
-                &[&id, &at],
+                &[&id, &at.0],
             )
             .await?;
+            camera_changes::append_deleted(tx, id, at.1).await?;
             Ok(Ok(1))
         }
         (EventStep::Notify(notified), Some(old)) => {
@@ -560,7 +593,8 @@ impl CameraStore for PostgresStore {
         camera_batch!(self, |tx| {
             let mut outcomes = Vec::with_capacity(reports.len());
             for report in &reports {
-                outcomes.push(register_one(tx, report.clone(), acting_for.as_deref(), at).await?);
+                outcomes
+                    .push(register_one(tx, report.clone(), acting_for.as_deref(), at, at).await?);
             }
             Ok(outcomes)
         })
@@ -595,9 +629,14 @@ impl CameraStore for PostgresStore {
                     format!("{department} is not a department of this hub"),
                 ));
             }
+            if old.curated == curated {
+                return Ok(());
+            }
             let device =
                 gb28181::parse(&id).map_err(|err| CatalogError::invalid("id", err.to_string()))?;
-            store_values(tx, &device, &old.reported, &curated, at).await
+            store_values(tx, &device, &old.reported, &curated, at).await?;
+            let civil_before = old.curated.over(&old.reported).civil_code;
+            camera_changes::append_values(tx, &id, ChangeKind::Curated, at, civil_before).await
         })
     }
 
@@ -606,12 +645,21 @@ impl CameraStore for PostgresStore {
         signals: Vec<CameraSignal>,
         acting_for: Option<String>,
         liveness: Liveness,
+        received_at: i64,
     ) -> Result<Vec<Result<usize, FieldError>>> {
         camera_batch!(self, |tx| {
             let mut outcomes = Vec::with_capacity(signals.len());
             for signal in &signals {
-                outcomes
-                    .push(signal_one(tx, signal.clone(), acting_for.as_deref(), liveness).await?);
+                outcomes.push(
+                    signal_one(
+                        tx,
+                        signal.clone(),
+                        acting_for.as_deref(),
+                        liveness,
+                        received_at,
+                    )
+                    .await?,
+                );
             }
             Ok(outcomes)
         })
@@ -656,6 +704,18 @@ impl CameraStore for PostgresStore {
         self.purge_reports(alarms_before, positions_before).await
     }
 
+    async fn camera_changes(&self, after_seq: i64, limit: usize) -> Result<ChangePage> {
+        self.changes_after(after_seq, limit).await
+    }
+
+    async fn camera_change_head(&self) -> Result<i64> {
+        self.change_head().await
+    }
+
+    async fn purge_camera_changes(&self, before: i64) -> Result<u64> {
+        self.purge_changes(before).await
+    }
+
     async fn camera_stream_offsets(&self, feed: CameraFeed) -> Result<Vec<(String, i32, i64)>> {
         let rows = self
             .client()
@@ -694,12 +754,12 @@ impl CameraStore for PostgresStore {
             for (origin, op) in &commit.items {
                 let result = match op {
                     CameraOp::Register(report) => {
-                        register_one(tx, (**report).clone(), None, commit.at)
+                        register_one(tx, (**report).clone(), None, commit.at, commit.at)
                             .await?
                             .map(|_| 1)
                     }
                     CameraOp::Signal(signal) => {
-                        signal_one(tx, signal.clone(), None, commit.liveness).await?
+                        signal_one(tx, signal.clone(), None, commit.liveness, commit.at).await?
                     }
                     CameraOp::Report(report) => {
                         super::camera_alarms::record_one(tx, report, None, commit.at)
@@ -774,7 +834,7 @@ impl CameraStore for PostgresStore {
         rows.iter().map(rejection_from_row).collect()
     }
 
-    async fn import_camera_history(&self, histories: Vec<ImportedHistory>) -> Result<()> {
+    async fn import_camera_history(&self, histories: Vec<ImportedHistory>, at: i64) -> Result<()> {
         camera_batch!(self, |tx| {
             for history in &histories {
                 let id = &history.id;
@@ -787,6 +847,10 @@ impl CameraStore for PostgresStore {
                     })?;
                 history.check_continues(old.live.recorded, old.live.recorded_since)?;
                 write_live(tx, id, &history.live, &history.transitions).await?;
+                if status_changed(&old.live, &history.live, history.transitions.len()) {
+                    let cause = history.transitions.last().map(|t| t.cause);
+                    camera_changes::append_status(tx, id, at, &history.live, cause).await?;
+                }
             }
             Ok(())
         })
@@ -810,6 +874,8 @@ impl CameraStore for PostgresStore {
                 let mut live = live_from_row(row, 1)?;
                 if let Some(transition) = live.catch_up(now, liveness) {
                     write_live(tx, &id, &live, &[transition]).await?;
+                    camera_changes::append_status(tx, &id, now, &live, Some("keepalive_timeout"))
+                        .await?;
                     swept += 1;
                 }
             }

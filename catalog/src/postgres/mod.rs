@@ -23,6 +23,7 @@ use crate::model::{RejectedRecord, StoredRejection};
 
 mod audit;
 mod camera_alarms;
+mod camera_changes;
 mod camera_daily;
 mod cameras;
 mod datasets;
@@ -47,6 +48,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (
         5,
         include_str!("../../migrations/postgres/0005_camera_alarms.sql"),
+    ),
+    (
+        6,
+        include_str!("../../migrations/postgres/0006_camera_changes.sql"),
     ),
 ];
 

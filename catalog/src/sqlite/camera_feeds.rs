@@ -61,8 +61,10 @@ pub fn commit_stream(
     let mut outcome = CameraStreamOutcome::default();
     for (mut origin, op) in commit.items {
         let result = match op {
-            CameraOp::Register(report) => register_one(&tx, *report, None, commit.at)?.map(|_| 1),
-            CameraOp::Signal(signal) => signal_one(&tx, signal, None, commit.liveness)?,
+            CameraOp::Register(report) => {
+                register_one(&tx, *report, None, commit.at, commit.at)?.map(|_| 1)
+            }
+            CameraOp::Signal(signal) => signal_one(&tx, signal, None, commit.liveness, commit.at)?,
             CameraOp::Report(report) => record_one(&tx, &report, None, commit.at)?.map(|_| 1),
         };
         match result {

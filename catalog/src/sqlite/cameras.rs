@@ -9,6 +9,7 @@ use rusqlite::{
 };
 
 use crate::camera::alarms::{PURGE_CHUNK, StoredAlarm, StoredPosition};
+use crate::camera::changes::{ChangeKind, ChangePage, status_changed};
 use crate::camera::rules::{self, EventStep, StoredChannel};
 use crate::camera::status::{Event, LiveState, Liveness, Notified, Signal, Status, Transition};
 use crate::camera::{
@@ -23,6 +24,7 @@ use crate::store::CameraStore;
 
 use super::SqliteStore;
 use super::camera_alarms::{alarms, oldest_report, positions, purge_chunk, record_reports};
+use super::camera_changes;
 use super::camera_daily::{daily_rows, daily_time, roll_up_days};
 use super::camera_feeds::{commit_stream, rejected_records, stream_offsets};
 use super::camera_search::{camera, search};
@@ -235,12 +237,14 @@ fn store_values(
     Ok(())
 }
 
-/// Registers or updates one channel's reported values inside `tx`.
+/// Registers or updates one channel's reported values inside `tx` (`at`: the values' time;
+/// `recorded_at`: the hub's, for the change feed).
 pub(crate) fn register_one(
     tx: &Transaction<'_>,
     report: ChannelReport,
     acting_for: Option<&str>,
     at: i64,
+    recorded_at: i64,
 ) -> Result<Result<Registered, FieldError>> {
     let ChannelReport { id, mut fields } = report;
     if let Err(refused) = rules::claim_department(&mut fields, acting_for) {
@@ -260,11 +264,23 @@ pub(crate) fn register_one(
             Ok(outcome) => outcome,
             Err(refused) => return Ok(Err(refused)),
         };
+    if let Some(old) = &before
+        && !old.deleted
+        && old.reported == fields
+    {
+        // Platforms send their whole catalogue again and again: the same values change
+        // nothing (not even updated_at), and the change feed hears of nothing.
+        return Ok(Ok(outcome));
+    }
     let curated = before
         .as_ref()
         .map(|old| old.curated.clone())
         .unwrap_or_default();
     store_values(tx, &id, &fields, &curated, at)?;
+    let civil_before = before
+        .filter(|old| !old.deleted)
+        .and_then(|old| old.curated.over(&old.reported).civil_code);
+    camera_changes::append_values(tx, &id.id, outcome.into(), recorded_at, civil_before)?;
     Ok(Ok(outcome))
 }
 
@@ -291,7 +307,7 @@ pub fn register(
     at: i64,
 ) -> Result<Vec<Result<Registered, FieldError>>> {
     each_in_one_transaction(conn, reports, |tx, report| {
-        register_one(tx, report, acting_for.as_deref(), at)
+        register_one(tx, report, acting_for.as_deref(), at, at)
     })
 }
 
@@ -324,8 +340,13 @@ pub fn curate(
             format!("{department} is not a department of this hub"),
         ));
     }
+    if old.curated == curated {
+        return Ok(());
+    }
     let device = gb28181::parse(&id).map_err(|err| CatalogError::invalid("id", err.to_string()))?;
     store_values(&tx, &device, &old.reported, &curated, at)?;
+    let civil_before = old.curated.over(&old.reported).civil_code;
+    camera_changes::append_values(&tx, &id, ChangeKind::Curated, at, civil_before)?;
     tx.commit()?;
     Ok(())
 }
@@ -371,22 +392,35 @@ fn append_transitions(tx: &Transaction<'_>, id: &str, transitions: &[Transition]
     Ok(())
 }
 
-/// Applies one signal to one stored channel (its evidence and history).
+/// Applies one signal to one stored channel (its evidence and history), and tells the
+/// change feed at `received_at` when what the channel shows changed (a deletion is told
+/// as one by its caller).
 fn apply_signal(
     tx: &Transaction<'_>,
     id: &str,
-    mut live: LiveState,
+    before: LiveState,
     signal: Signal,
-    at: i64,
+    at: (i64, i64),
     liveness: Liveness,
 ) -> Result<()> {
+    let (at, received_at) = at;
+    let mut live = before;
     let transitions = live.apply(signal, at, liveness);
-    write_live(tx, id, &live, &transitions)
+    write_live(tx, id, &live, &transitions)?;
+    if signal != Signal::Deleted && status_changed(&before, &live, transitions.len()) {
+        let cause = transitions
+            .last()
+            .map(|t| t.cause)
+            .or(live.notified.map(Notified::as_str));
+        camera_changes::append_status(tx, id, received_at, &live, cause)?;
+    }
+    Ok(())
 }
 
 /// A keepalive for one stored channel. The common case (online, still within its timeout)
 /// is one UPDATE that cannot change the status; anything else goes through the state machine.
-fn keepalive_one(tx: &Transaction<'_>, id: &str, at: i64, liveness: Liveness) -> Result<()> {
+fn keepalive_one(tx: &Transaction<'_>, id: &str, at: (i64, i64), liveness: Liveness) -> Result<()> {
+    let (signal_at, _) = at;
     let refreshed = tx
         .prepare_cached(
             "UPDATE camera_live SET last_seen_at = max(last_seen_at, :at) \
@@ -394,7 +428,7 @@ fn keepalive_one(tx: &Transaction<'_>, id: &str, at: i64, liveness: Liveness) ->
              AND notified IS NOT 'VLOST' AND notified IS NOT 'DEFECT' \
              AND :at < last_seen_at + :timeout",
         )?
-        .execute(named_params! {":id": id, ":at": at, ":timeout": liveness.timeout_ms()})?;
+        .execute(named_params! {":id": id, ":at": signal_at, ":timeout": liveness.timeout_ms()})?;
     if refreshed == 1 {
         return Ok(());
     }
@@ -425,19 +459,22 @@ pub(crate) fn owner(tx: &Transaction<'_>, id: &str) -> Result<Option<Option<Stri
 fn children(tx: &Transaction<'_>, id: &str) -> Result<Vec<(String, Option<String>)>> {
     let mut stmt = tx.prepare_cached(
         "SELECT c.id, c.department FROM cameras c JOIN camera_live l ON l.id = c.id \
-         WHERE c.parent_id = ?1 AND l.deleted_at IS NULL",
+         WHERE c.parent_id = ?1 AND l.deleted_at IS NULL ORDER BY c.id",
     )?;
     let rows = stmt.query_map([id], |row| Ok((row.get(0)?, row.get(1)?)))?;
     Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
 }
 
+/// Applies one signal received by the hub at `received_at`.
 pub(crate) fn signal_one(
     tx: &Transaction<'_>,
     signal: CameraSignal,
     acting_for: Option<&str>,
     liveness: Liveness,
+    received_at: i64,
 ) -> Result<Result<usize, FieldError>> {
     let CameraSignal { id, at, kind } = signal;
+    let at = (at, received_at);
     match kind {
         SignalKind::Keepalive => keepalive_signal(tx, &id, at, acting_for, liveness),
         SignalKind::Event(event, fields) => {
@@ -451,7 +488,7 @@ pub(crate) fn signal_one(
 fn keepalive_signal(
     tx: &Transaction<'_>,
     id: &str,
-    at: i64,
+    at: (i64, i64),
     acting_for: Option<&str>,
     liveness: Liveness,
 ) -> Result<Result<usize, FieldError>> {
@@ -483,7 +520,7 @@ fn keepalive_signal(
 fn event_signal(
     tx: &Transaction<'_>,
     id: &str,
-    at: i64,
+    at: (i64, i64),
     event: Event,
     fields: Option<Box<ChannelFields>>,
     acting_for: Option<&str>,
@@ -508,12 +545,13 @@ fn event_signal(
                 id: device,
                 fields: *fields,
             };
-            Ok(register_one(tx, report, acting_for, at)?.map(|_| 1))
+            Ok(register_one(tx, report, acting_for, at.0, at.1)?.map(|_| 1))
         }
         (EventStep::Delete, Some(old)) => {
             apply_signal(tx, id, old.live, Signal::Deleted, at, liveness)?;
             tx.prepare_cached("UPDATE camera_live SET deleted_at = ?2 WHERE id = ?1")?
-                .execute(rusqlite::params![id, at])?;
+                .execute(rusqlite::params![id, at.0])?;
+            camera_changes::append_deleted(tx, id, at.1)?;
             Ok(Ok(1))
         }
         (EventStep::Notify(notified), Some(old)) => {
@@ -531,15 +569,20 @@ pub fn signals(
     signals: Vec<CameraSignal>,
     acting_for: Option<String>,
     liveness: Liveness,
+    received_at: i64,
 ) -> Result<Vec<Result<usize, FieldError>>> {
     each_in_one_transaction(conn, signals, |tx, signal| {
-        signal_one(tx, signal, acting_for.as_deref(), liveness)
+        signal_one(tx, signal, acting_for.as_deref(), liveness, received_at)
     })
 }
 
 /// Brings in whole histories (see [`ImportedHistory`]), checking that each continues the
 /// channel's recorded history and ends where its evidence says.
-pub fn import_history(conn: &mut Connection, histories: Vec<ImportedHistory>) -> Result<()> {
+pub fn import_history(
+    conn: &mut Connection,
+    histories: Vec<ImportedHistory>,
+    at: i64,
+) -> Result<()> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
     for history in &histories {
         let id = &history.id;
@@ -551,6 +594,10 @@ pub fn import_history(conn: &mut Connection, histories: Vec<ImportedHistory>) ->
             })?;
         history.check_continues(old.live.recorded, old.live.recorded_since)?;
         write_live(&tx, id, &history.live, &history.transitions)?;
+        if status_changed(&old.live, &history.live, history.transitions.len()) {
+            let cause = history.transitions.last().map(|t| t.cause);
+            camera_changes::append_status(&tx, id, at, &history.live, cause)?;
+        }
     }
     tx.commit()?;
     Ok(())
@@ -575,6 +622,7 @@ pub fn sweep(conn: &mut Connection, now: i64, liveness: Liveness) -> Result<usiz
     for (id, mut live) in due {
         if let Some(transition) = live.catch_up(now, liveness) {
             write_live(&tx, &id, &live, &[transition])?;
+            camera_changes::append_status(&tx, &id, now, &live, Some("keepalive_timeout"))?;
             swept += 1;
         }
     }
@@ -610,9 +658,12 @@ impl CameraStore for SqliteStore {
         signals: Vec<CameraSignal>,
         acting_for: Option<String>,
         liveness: Liveness,
+        received_at: i64,
     ) -> Result<Vec<Result<usize, FieldError>>> {
-        self.write(move |conn| super::cameras::signals(conn, signals, acting_for, liveness))
-            .await
+        self.write(move |conn| {
+            super::cameras::signals(conn, signals, acting_for, liveness, received_at)
+        })
+        .await
     }
 
     async fn record_camera_reports(
@@ -663,6 +714,34 @@ impl CameraStore for SqliteStore {
         Ok((deleted[0], deleted[1]))
     }
 
+    async fn camera_changes(&self, after_seq: i64, limit: usize) -> Result<ChangePage> {
+        self.read(move |conn| camera_changes::changes(conn, after_seq, limit))
+            .await
+    }
+
+    async fn camera_change_head(&self) -> Result<i64> {
+        self.read(camera_changes::head).await
+    }
+
+    async fn purge_camera_changes(&self, before: i64) -> Result<u64> {
+        // As for alarms: most sweeper rounds have nothing to delete, and see so on a reader.
+        let oldest = self.read(camera_changes::oldest).await?;
+        if oldest.is_none_or(|at| at >= before) {
+            return Ok(0);
+        }
+        let mut deleted = 0;
+        loop {
+            let chunk = self
+                .write(move |conn| camera_changes::purge_chunk(conn, before, PURGE_CHUNK))
+                .await?;
+            deleted += chunk;
+            // A short chunk stopped at a younger change (or the end).
+            if chunk < PURGE_CHUNK as u64 {
+                return Ok(deleted);
+            }
+        }
+    }
+
     async fn camera_stream_offsets(&self, feed: CameraFeed) -> Result<Vec<(String, i32, i64)>> {
         self.read(move |conn| stream_offsets(conn, feed)).await
     }
@@ -683,8 +762,8 @@ impl CameraStore for SqliteStore {
             .await
     }
 
-    async fn import_camera_history(&self, histories: Vec<ImportedHistory>) -> Result<()> {
-        self.write(move |conn| import_history(conn, histories))
+    async fn import_camera_history(&self, histories: Vec<ImportedHistory>, at: i64) -> Result<()> {
+        self.write(move |conn| import_history(conn, histories, at))
             .await
     }
 

@@ -24,6 +24,7 @@ use crate::model::{
 
 mod audit;
 mod camera_alarms;
+mod camera_changes;
 mod camera_daily;
 mod camera_feeds;
 mod camera_search;
@@ -50,6 +51,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (10, include_str!("../../migrations/0010_feed_workers.sql")),
     (11, include_str!("../../migrations/0011_camera_daily.sql")),
     (12, include_str!("../../migrations/0012_camera_alarms.sql")),
+    (13, include_str!("../../migrations/0013_camera_changes.sql")),
 ];
 
 const READERS: usize = 4;

@@ -60,6 +60,7 @@ async fn city(backend: Backend) -> Option<(super::TestCatalog, Catalog)> {
             }],
             None,
             LIVENESS,
+            T0,
         )
         .await
         .expect("catalog");

@@ -130,7 +130,7 @@ async fn play(catalog: &Catalog, script: &Script) {
                     kind: kind.clone(),
                 };
                 let outcome = catalog
-                    .camera_signals(vec![signal], None, LIVENESS)
+                    .camera_signals(vec![signal], None, LIVENESS, T0)
                     .await
                     .expect("signals");
                 assert!(outcome[0].is_ok(), "{action:?}: {outcome:?}");
@@ -315,7 +315,7 @@ async fn a_late_signal_recomputes_the_days_it_changed(backend: Backend) {
         kind: SignalKind::Keepalive,
     };
     catalog
-        .camera_signals(vec![keepalive(start + HOUR)], None, LIVENESS)
+        .camera_signals(vec![keepalive(start + HOUR)], None, LIVENESS, T0)
         .await
         .expect("keepalive");
     let now = day_start(day + 3) + HOUR;
@@ -341,6 +341,7 @@ async fn a_late_signal_recomputes_the_days_it_changed(backend: Backend) {
             vec![keepalive(day_start(day + 1) + 10 * HOUR)],
             None,
             LIVENESS,
+            T0,
         )
         .await
         .expect("late keepalive");
@@ -399,7 +400,7 @@ async fn whole_day_statistics_keep_to_the_scope(backend: Backend) {
         kind: SignalKind::Keepalive,
     });
     catalog
-        .camera_signals(signals.to_vec(), None, LIVENESS)
+        .camera_signals(signals.to_vec(), None, LIVENESS, T0)
         .await
         .expect("keepalives");
     let now = day_start(day + 1) + HOUR;

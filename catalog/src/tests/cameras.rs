@@ -234,7 +234,7 @@ async fn keepalives_events_and_the_clock_drive_status_and_history(backend: Backe
     assert_eq!(status_of(&catalog, CAM_A, T0).await, Status::Unknown);
     // The NVR's keepalive marks itself and both of its channels.
     let outcomes = catalog
-        .camera_signals(vec![keepalive(NVR, T0)], None, LIVENESS)
+        .camera_signals(vec![keepalive(NVR, T0)], None, LIVENESS, T0)
         .await
         .expect("keepalive");
     assert_eq!(outcomes, vec![Ok(3)]);
@@ -253,6 +253,7 @@ async fn keepalives_events_and_the_clock_drive_status_and_history(backend: Backe
             ],
             None,
             LIVENESS,
+            T0,
         )
         .await
         .expect("signals");
@@ -353,6 +354,7 @@ async fn events_refuse_unknown_cameras_and_other_departments(backend: Backend) {
             ],
             Some("gongan".into()),
             LIVENESS,
+            T0,
         )
         .await
         .expect("signals");
@@ -404,6 +406,7 @@ async fn events_refuse_unknown_cameras_and_other_departments(backend: Backend) {
             vec![event(CAM_A, T0 + 2 * MINUTE, Event::Add)],
             None,
             LIVENESS,
+            T0,
         )
         .await
         .expect("add");
@@ -430,6 +433,7 @@ async fn searches_filter_by_region_status_kind_and_box_with_a_cursor(backend: Ba
             vec![keepalive(CAM_A, T0), keepalive(CAM_LEGACY, T0)],
             None,
             LIVENESS,
+            T0,
         )
         .await
         .expect("keepalive");
@@ -545,7 +549,7 @@ async fn stats_count_rates_completeness_and_availability_from_the_history(backen
         }
     }
     catalog
-        .camera_signals(signals, None, LIVENESS)
+        .camera_signals(signals, None, LIVENESS, T0)
         .await
         .expect("signals");
     let (stats, overall) = catalog
@@ -659,20 +663,26 @@ async fn imported_histories_must_continue_the_recorded_one(backend: Backend) {
         recorded_since: Some(T0 - HOUR),
     };
     let broken = catalog
-        .import_camera_history(vec![ImportedHistory {
-            id: CAM_A.into(),
-            transitions: vec![offline(T0 - HOUR)],
-            live,
-        }])
+        .import_camera_history(
+            vec![ImportedHistory {
+                id: CAM_A.into(),
+                transitions: vec![offline(T0 - HOUR)],
+                live,
+            }],
+            T0,
+        )
         .await
         .expect_err("starts from online, but CAM_A is unknown");
     assert!(broken.to_string().contains("does not continue"), "{broken}");
     let mismatched = catalog
-        .import_camera_history(vec![ImportedHistory {
-            id: CAM_A.into(),
-            transitions: vec![online(T0 - 2 * HOUR)],
-            live,
-        }])
+        .import_camera_history(
+            vec![ImportedHistory {
+                id: CAM_A.into(),
+                transitions: vec![online(T0 - 2 * HOUR)],
+                live,
+            }],
+            T0,
+        )
         .await
         .expect_err("evidence says offline, history ends online");
     assert!(mismatched.to_string().contains("live"), "{mismatched}");
@@ -681,18 +691,26 @@ async fn imported_histories_must_continue_the_recorded_one(backend: Backend) {
         "nothing of a refused import is kept"
     );
     catalog
-        .import_camera_history(vec![ImportedHistory {
-            id: CAM_A.into(),
-            transitions: vec![online(T0 - 2 * HOUR), offline(T0 - HOUR)],
-            live,
-        }])
+        .import_camera_history(
+            vec![ImportedHistory {
+                id: CAM_A.into(),
+                transitions: vec![online(T0 - 2 * HOUR), offline(T0 - HOUR)],
+                live,
+            }],
+            T0,
+        )
         .await
         .expect("import");
     assert_eq!(history(&catalog).await.len(), 2);
     assert_eq!(status_of(&catalog, CAM_A, T0).await, Status::Offline);
     // Going on from there through the state machine: ON brings it back.
     catalog
-        .camera_signals(vec![event(CAM_A, T0 + MINUTE, Event::On)], None, LIVENESS)
+        .camera_signals(
+            vec![event(CAM_A, T0 + MINUTE, Event::On)],
+            None,
+            LIVENESS,
+            T0,
+        )
         .await
         .expect("on");
     assert_eq!(

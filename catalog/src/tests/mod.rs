@@ -9,6 +9,7 @@ use std::sync::Arc;
 use crate::{Catalog, PostgresStore, SqliteStore};
 
 mod camera_alarms;
+mod camera_changes;
 mod camera_daily;
 mod cameras;
 mod datasets;

@@ -1,17 +1,25 @@
 //! Routes of the camera registry. Bodies and query strings are parsed here; the work is
 //! [`CameraRegistry`](cityhub_catalog::camera::CameraRegistry)'s.
 
+use std::collections::VecDeque;
+use std::convert::Infallible;
+use std::time::Duration;
+
 use axum::Json;
 use axum::body::Body;
 use axum::extract::{Path, State};
 use axum::http::{HeaderMap, StatusCode, header};
+use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
+use cityhub_catalog::CatalogError;
+use cityhub_catalog::camera::CameraRegistry;
 use cityhub_catalog::camera::registry::BatchItem;
 use cityhub_catalog::camera::status::Status;
 use cityhub_catalog::camera::{
     CameraQuery, ChannelFields, FieldError, Registered, ReportKind, StatsGroup, StatsWindow,
 };
 use cityhub_catalog::gb28181;
+use cityhub_catalog::region::Scope;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -380,6 +388,145 @@ pub async fn search(
         ..params.query()?
     };
     Ok(Json(state.cameras.search(query).await?).into_response())
+}
+
+#[derive(Deserialize, IntoParams)]
+#[into_params(parameter_in = Query)]
+#[serde(deny_unknown_fields)]
+pub struct ChangesParams {
+    /// Where to read from: the `next_cursor` of the previous page, or the `change_cursor` of
+    /// a listing's first page (`GET /api/v1/cameras`); 0 (default) for every change kept.
+    since: Option<String>,
+    /// How many changes to read, 1..1000 (default 100). A region-scoped caller may get fewer
+    /// (other regions' changes are skipped); `more` says whether to read on.
+    limit: Option<String>,
+}
+
+/// How often a stream of changes looks for new ones (changes made by other nodes and
+/// Kafka feeds reach no in-process notice, so the stream polls).
+const CHANGE_POLL: Duration = Duration::from_secs(1);
+
+/// `GET /api/v1/cameras/changes?since=&limit=`: the catalogue's changes in order, or with
+/// `Accept: text/event-stream` the same as server-sent events that go on as changes come.
+#[utoipa::path(get, operation_id = "camera_changes", path = "/cameras/changes", tag = "cameras",
+    params(ChangesParams),
+    responses(
+        (status = OK, description = "`{changes: [{seq, id, at, change, camera | status, status_since, notified, cause}], next_cursor, more}`: `change` is registered, updated, restored or curated (with the whole `camera` as `GET /api/v1/cameras` lists it, less `last_keepalive_at`), status, or deleted (`left_scope` when a town's channel moved out of it). As server-sent events: `event: change` (`id` is its `seq`; reconnect with `Last-Event-ID`), heartbeats, and `event: resync` if the consumer falls behind retention", body = Object),
+        (status = GONE, description = "The cursor is older than what `cameras.change_retention_days` kept: list `GET /api/v1/cameras` again and follow from its `change_cursor`", body = Object)))]
+pub async fn changes(
+    State(state): State<AppState>,
+    caller: Caller,
+    QueryParams(params): QueryParams<ChangesParams>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let last_event = headers.get("last-event-id").and_then(|v| v.to_str().ok());
+    let since = number_param::<i64>(
+        "since",
+        last_event.or(params.since.as_deref()),
+        "a change cursor (a whole number from next_cursor or change_cursor)",
+    )?
+    .unwrap_or(0);
+    if since < 0 {
+        return Err(ApiError::bad_request(format!(
+            "since: {since} is not a change cursor; cursors start at 0"
+        )));
+    }
+    let limit = number_param::<usize>("limit", params.limit.as_deref(), "a whole number")?
+        .unwrap_or(DEFAULT_PAGE);
+    if !(1..=MAX_PAGE).contains(&limit) {
+        return Err(ApiError::bad_request(format!(
+            "limit: {limit} is outside 1..{MAX_PAGE}"
+        )));
+    }
+    let scope = caller.0.scope();
+    // The first page is read before answering, so that a cursor behind retention is a 410
+    // either way.
+    let first = state.cameras.changes(scope.as_ref(), since, limit).await?;
+    let wants_events = headers
+        .get(header::ACCEPT)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|accept| accept.contains("text/event-stream"));
+    if !wants_events {
+        return Ok(Json(first).into_response());
+    }
+    let mut feed = ChangeStream {
+        cameras: state.cameras.clone(),
+        scope,
+        cursor: since,
+        limit,
+        queue: VecDeque::new(),
+        more: false,
+        ended: false,
+    };
+    feed.take(first);
+    let events = futures::stream::unfold(feed, |mut feed| async move {
+        loop {
+            if let Some(event) = feed.queue.pop_front() {
+                return Some((Ok::<_, Infallible>(event), feed));
+            }
+            if feed.ended {
+                return None;
+            }
+            if !feed.more {
+                tokio::time::sleep(CHANGE_POLL).await;
+            }
+            let page = feed
+                .cameras
+                .changes(feed.scope.as_ref(), feed.cursor, feed.limit)
+                .await;
+            match page {
+                Ok(page) => feed.take(page),
+                Err(err) => {
+                    // The consumer reconnects (with Last-Event-ID) or, told to resync,
+                    // lists the registry again; either way this stream ends here.
+                    let kind = match err {
+                        CatalogError::ResyncRequired(_) => "resync",
+                        _ => "error",
+                    };
+                    let err = ApiError::from(err);
+                    let data = json!({"error": {"code": err.code, "message": err.message}});
+                    feed.queue
+                        .push_back(Event::default().event(kind).data(data.to_string()));
+                    feed.ended = true;
+                }
+            }
+        }
+    });
+    Ok(Sse::new(events)
+        .keep_alive(
+            KeepAlive::new()
+                .interval(Duration::from_secs(15))
+                .text("heartbeat"),
+        )
+        .into_response())
+}
+
+/// Where a stream of changes is, and the events read but not yet sent.
+struct ChangeStream {
+    cameras: CameraRegistry,
+    scope: Option<Scope>,
+    cursor: i64,
+    limit: usize,
+    queue: VecDeque<Event>,
+    /// The last page was full: read on at once.
+    more: bool,
+    ended: bool,
+}
+
+impl ChangeStream {
+    fn take(&mut self, page: Value) {
+        for change in page["changes"].as_array().into_iter().flatten() {
+            let event = Event::default()
+                .event("change")
+                .id(change["seq"].to_string())
+                .data(change.to_string());
+            self.queue.push_back(event);
+        }
+        if let Some(next) = page["next_cursor"].as_str().and_then(|c| c.parse().ok()) {
+            self.cursor = next;
+        }
+        self.more = page["more"].as_bool().unwrap_or(false);
+    }
 }
 
 #[derive(Deserialize, IntoParams)]

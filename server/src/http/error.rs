@@ -133,6 +133,9 @@ impl From<CatalogError> for ApiError {
                 Self::new(StatusCode::CONFLICT, "idempotency_key_reused", message)
             }
             CatalogError::WrongState(_) => Self::new(StatusCode::CONFLICT, "wrong_state", message),
+            CatalogError::ResyncRequired(_) => {
+                Self::new(StatusCode::GONE, "resync_required", message)
+            }
             CatalogError::Forbidden(_) => Self::forbidden(message),
             CatalogError::Unauthenticated(_) => Self::unauthorized(message),
             CatalogError::OffsetConflict { .. } => {

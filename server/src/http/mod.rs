@@ -82,6 +82,7 @@ fn routes() -> OpenApiRouter<AppState> {
         .routes(routes!(datasets::ingest_status))
         .routes(routes!(cameras::search))
         .routes(routes!(cameras::stats))
+        .routes(routes!(cameras::changes))
         .routes(routes!(cameras::register_batch).layer(DefaultBodyLimit::disable()))
         .routes(routes!(cameras::keepalive).layer(DefaultBodyLimit::disable()))
         .routes(routes!(cameras::events).layer(DefaultBodyLimit::disable()))
