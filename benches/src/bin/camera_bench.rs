@@ -10,7 +10,9 @@
 //!    `oha` at a fixed rate (the latency a fleet of clients sees) against `oha` on `/healthz`
 //!    at the same rate; also from a paced client inside the bench process;
 //! 4. statistics over the 100,000 channels `GET /api/v1/cameras/stats`, against plain SQLite
-//!    counting the same table by region; and over the demo city with a week of history.
+//!    counting the same table by region; and over the demo city with a week of history;
+//! 5. a new consumer reading the whole change feed (`GET /api/v1/cameras/changes`), against
+//!    listing the registry (`GET /api/v1/cameras`), and a poll at the head.
 //!
 //! Run: `cargo run --release -p cityhub-benches --bin camera_bench`
 
@@ -313,6 +315,41 @@ async fn main() -> anyhow::Result<()> {
         "   plain SQLite count by region, same file: p50 {:>6.1} ms",
         percentile(&mut times, 0.5)
     );
+
+    // 5. The change feed, against re-reading the registry.
+    let (read, feed_secs) = follow_feed(&hub).await?;
+    let (listed, list_secs) = list_all(&hub).await?;
+    let mut polls = Vec::new();
+    let head = format!(
+        "{}/api/v1/cameras/changes?since={}",
+        hub.base,
+        hub.state.catalog.camera_change_head().await?
+    );
+    for run in 0..=args.stats_runs {
+        let started = Instant::now();
+        let answer = get_json(&hub, head.clone()).await?;
+        if answer["changes"].as_array().is_none_or(|c| !c.is_empty()) {
+            bail!("a poll at the head found changes: {answer}");
+        }
+        if run > 0 {
+            polls.push(started.elapsed().as_secs_f64() * 1000.0);
+        }
+    }
+    println!("\n5. change feed (GET /api/v1/cameras/changes, pages of 1,000)");
+    println!(
+        "   hub, from the start: {read} changes in {feed_secs:.2} s = {:.0} changes/s",
+        read as f64 / feed_secs
+    );
+    println!(
+        "   baseline, listing GET /api/v1/cameras: {listed} channels in {list_secs:.2} s = {:.0} channels/s (feed / listing = {:.2})",
+        listed as f64 / list_secs,
+        (read as f64 / feed_secs) / (listed as f64 / list_secs)
+    );
+    println!(
+        "   a poll at the head (nothing new; sweeps first): p50 {:.2} ms  p99 {:.2} ms",
+        percentile(&mut polls, 0.5),
+        percentile(&mut polls, 0.99)
+    );
     hub.stop().await;
 
     if !args.no_demo {
@@ -600,4 +637,57 @@ async fn stats_times(
         }
     }
     Ok((percentile(&mut times, 0.5), percentile(&mut times, 0.99)))
+}
+
+/// Reads the whole change feed from the start as a new consumer would: how many changes,
+/// in how many seconds.
+async fn follow_feed(hub: &Hub) -> anyhow::Result<(usize, f64)> {
+    let started = Instant::now();
+    let (mut cursor, mut read) = ("0".to_string(), 0);
+    loop {
+        let page = get_json(
+            hub,
+            format!(
+                "{}/api/v1/cameras/changes?since={cursor}&limit=1000",
+                hub.base
+            ),
+        )
+        .await?;
+        read += page["changes"].as_array().context("changes")?.len();
+        cursor = page["next_cursor"].as_str().context("cursor")?.to_string();
+        if !page["more"].as_bool().context("more")? {
+            return Ok((read, started.elapsed().as_secs_f64()));
+        }
+    }
+}
+
+/// Lists every channel in pages of 1,000: what a consumer without the feed re-reads.
+async fn list_all(hub: &Hub) -> anyhow::Result<(usize, f64)> {
+    let started = Instant::now();
+    let (mut after, mut listed) = (None::<String>, 0);
+    loop {
+        let mut url = format!("{}/api/v1/cameras?limit=1000", hub.base);
+        if let Some(after) = &after {
+            url.push_str(&format!("&cursor={after}"));
+        }
+        let page = get_json(hub, url).await?;
+        listed += page["cameras"].as_array().context("cameras")?.len();
+        match page["next_cursor"].as_str() {
+            Some(next) => after = Some(next.to_string()),
+            None => return Ok((listed, started.elapsed().as_secs_f64())),
+        }
+    }
+}
+
+/// An admin's GET that must succeed, as JSON.
+async fn get_json(hub: &Hub, url: String) -> anyhow::Result<Value> {
+    Ok(hub
+        .client
+        .get(url)
+        .bearer_auth(&hub.admin)
+        .send()
+        .await?
+        .error_for_status()?
+        .json()
+        .await?)
 }
