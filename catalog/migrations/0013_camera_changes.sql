@@ -4,11 +4,12 @@
 -- the registry: registrations, updates, restorations and curations (with the channel's
 -- shown values), deletions, and changes of status or NOTIFY state. `seq` is the feed's
 -- order and the consumers' cursor: every writer is the single SQLite writer, so the next
--- number is given as the row is written. (PostgreSQL, where transactions commit in another
--- order than they start, gives it when the row is first read; `id` is the write order.)
+-- number is given as the row is written, and it is the table's key. (PostgreSQL, where
+-- transactions commit in another order than they start, gives it when the row is first
+-- read, and keeps the write order in `id`; here `id` stays empty.)
 CREATE TABLE camera_changes (
-    id                 INTEGER PRIMARY KEY,
-    seq                INTEGER UNIQUE,
+    seq                INTEGER PRIMARY KEY,
+    id                 INTEGER,
     camera_id          TEXT NOT NULL,
     at                 INTEGER NOT NULL,     -- when the hub recorded it, Unix ms
     change             TEXT NOT NULL,        -- registered | updated | restored | curated | status | deleted

@@ -1096,6 +1096,14 @@ async fn the_change_feed_pages_streams_scopes_and_tells_a_late_consumer_to_resyn
         assert!(message.contains(field), "{query}: {message}");
     }
 
+    // A cursor past the newest change is not this feed's (another hub's, or the catalog was
+    // restored from an older backup): list again rather than wait for what never comes.
+    let (status, body) = server
+        .get(&analyst, "/api/v1/cameras/changes?since=999999")
+        .await;
+    assert_eq!(status, 410, "{body}");
+    assert_eq!(body["error"]["code"], json!("resync_required"));
+
     // Retention deleted everything up to now: a consumer from before is told to list again,
     // as a 410 and (for a stream) before any event; one at the end goes on.
     let deleted = server

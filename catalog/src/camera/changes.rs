@@ -111,12 +111,13 @@ pub struct StoredChange {
     pub change: CameraChange,
 }
 
-/// A page of the feed, and the last place retention deleted: a cursor before it missed
-/// changes.
+/// A page of the feed, the last place retention deleted (a cursor before it missed
+/// changes) and the newest place (a cursor past it is not this feed's).
 #[derive(Debug, Clone, PartialEq, Default)]
 pub struct ChangePage {
     pub changes: Vec<StoredChange>,
     pub purged_through: i64,
+    pub head: i64,
 }
 
 impl CameraChange {

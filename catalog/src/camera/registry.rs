@@ -374,7 +374,16 @@ impl CameraRegistry {
         let ChangePage {
             changes,
             purged_through,
+            head,
         } = self.catalog.camera_changes(since, limit).await?;
+        if since > head {
+            return Err(CatalogError::ResyncRequired(format!(
+                "cursor {since} is past the newest change ({head}): it is not from this hub's \
+                 feed, or the catalog was restored from an older backup; list GET \
+                 /api/v1/cameras again and follow the feed from the change_cursor of its \
+                 first page"
+            )));
+        }
         if since < purged_through {
             return Err(CatalogError::ResyncRequired(format!(
                 "the changes after cursor {since} up to {purged_through} were deleted \

@@ -15,6 +15,50 @@ pub struct StoredChannel<'a> {
     pub reported: &'a ChannelFields,
 }
 
+/// The stored state of a channel a write needs (both stores read the same columns).
+pub(crate) struct Existing {
+    pub department: Option<String>,
+    pub reported: ChannelFields,
+    pub curated: ChannelFields,
+    pub deleted: bool,
+    pub live: crate::camera::status::LiveState,
+    pub registered_at: i64,
+}
+
+impl Existing {
+    pub fn rules(&self) -> StoredChannel<'_> {
+        StoredChannel {
+            department: self.department.as_deref(),
+            deleted: self.deleted,
+            reported: &self.reported,
+        }
+    }
+
+    /// The change of this channel's values just written (`shown`, at `at`), recorded by
+    /// the hub at `recorded_at`; `before` is `None` for a new channel.
+    pub fn values_change(
+        before: Option<&Existing>,
+        kind: crate::camera::changes::ChangeKind,
+        id: crate::gb28181::DeviceId,
+        shown: ChannelFields,
+        (at, recorded_at): (i64, i64),
+    ) -> crate::camera::changes::CameraChange {
+        // A channel whose civil code changed may have left a town's scope.
+        let civil_before = before
+            .filter(|old| !old.deleted)
+            .and_then(|old| old.curated.over(&old.reported).civil_code);
+        let record = crate::camera::CameraRecord {
+            id,
+            complete: shown.is_complete(),
+            fields: shown,
+            live: before.map(|old| old.live).unwrap_or_default(),
+            registered_at: before.map_or(at, |old| old.registered_at),
+            updated_at: at,
+        };
+        crate::camera::changes::CameraChange::values(kind, record, recorded_at, civil_before)
+    }
+}
+
 pub fn not_yours(id: &str, owner: Option<&str>, acting_for: &str) -> FieldError {
     FieldError::forbidden(
         "id",

@@ -9,7 +9,7 @@
 
 use tokio_postgres::Row;
 
-use super::cameras::{CAMERA_COLUMNS, CAMERAS_JOINED, Tx, camera_from_row};
+use super::cameras::Tx;
 use super::*;
 use crate::camera::alarms::PURGE_CHUNK;
 use crate::camera::changes::{CameraChange, ChangeKind, ChangePage, ChangedValues, StoredChange};
@@ -59,27 +59,6 @@ pub(super) async fn append(tx: &Tx<'_>, change: &CameraChange) -> Result<()> {
     )
     .await?;
     Ok(())
-}
-
-/// Appends the change of a channel's values just written, as the registry now shows it.
-pub(super) async fn append_values(
-    tx: &Tx<'_>,
-    id: &str,
-    kind: ChangeKind,
-    at: i64,
-    civil_code_before: Option<String>,
-) -> Result<()> {
-    let statement = tx
-        .prepare_cached(&format!(
-            "SELECT {CAMERA_COLUMNS} FROM {CAMERAS_JOINED} WHERE c.id = $1"
-        ))
-        .await?;
-    let record = camera_from_row(&tx.query_one(&statement, &[&id]).await?)?;
-    append(
-        tx,
-        &CameraChange::values(kind, record, at, civil_code_before),
-    )
-    .await
 }
 
 async fn civil_code(tx: &Tx<'_>, id: &str) -> Result<Option<String>> {
@@ -195,7 +174,7 @@ impl PostgresStore {
     pub(super) async fn changes_after(&self, after_seq: i64, limit: usize) -> Result<ChangePage> {
         let mut client = self.client().await?;
         let tx = client.transaction().await?;
-        number(&tx).await?;
+        let head = number(&tx).await?;
         let rows = tx
             .query(
                 "SELECT seq, camera_id, at, change, region_code, civil_code, civil_code_before, \
@@ -213,6 +192,7 @@ impl PostgresStore {
         Ok(ChangePage {
             changes: rows.iter().map(change_from_row).collect::<Result<_>>()?,
             purged_through,
+            head,
         })
     }
 

@@ -15,7 +15,7 @@ use super::camera_changes;
 use super::*;
 use crate::camera::alarms::{StoredAlarm, StoredPosition};
 use crate::camera::changes::{ChangeKind, ChangePage, status_changed};
-use crate::camera::rules::{self, EventStep, StoredChannel};
+use crate::camera::rules::{self, EventStep, Existing};
 use crate::camera::status::{Event, LiveState, Liveness, Notified, Signal, Status, Transition};
 use crate::camera::tally::{self, ChannelPass, ChannelRow, GroupValue, Walks};
 use crate::camera::{
@@ -47,13 +47,13 @@ pub(super) const VIDEO_TYPES: &str = "(121, 122, 131, 132)";
 /// How often a batch that lost a deadlock is run again before the error is returned.
 const DEADLOCK_RETRIES: usize = 5;
 
-pub(super) const CAMERA_COLUMNS: &str = "c.id, c.parent_id, c.name, c.department, c.civil_code, c.address, \
+const CAMERA_COLUMNS: &str = "c.id, c.parent_id, c.name, c.department, c.civil_code, c.address, \
      c.longitude, c.latitude, c.manufacturer, c.model, c.ptz_type, c.position_type, \
      c.room_type, c.use_type, c.supply_light_type, c.resolution, c.streams, c.tags, c.complete, \
      l.notified, l.notified_at, l.last_seen_at, l.recorded_status, l.recorded_since, \
      l.registered_at, c.updated_at";
 
-pub(super) const CAMERAS_JOINED: &str = "cameras c JOIN camera_live l ON l.id = c.id";
+const CAMERAS_JOINED: &str = "cameras c JOIN camera_live l ON l.id = c.id";
 
 /// The status at `$now` from the evidence columns; the same rule as
 /// [`LiveState::status_at`] (the shared test suite holds the two together through searches).
@@ -81,7 +81,7 @@ fn live_from_row(row: &Row, first: usize) -> Result<LiveState> {
     })
 }
 
-pub(super) fn camera_from_row(row: &Row) -> Result<CameraRecord> {
+fn camera_from_row(row: &Row) -> Result<CameraRecord> {
     let id: String = row.try_get(0)?;
     let device = gb28181::parse(&id).map_err(|err| {
         CatalogError::Storage(format!("stored camera id {id:?} is unreadable: {err}"))
@@ -114,32 +114,14 @@ pub(super) fn camera_from_row(row: &Row) -> Result<CameraRecord> {
     })
 }
 
-/// The stored state of a channel a write needs.
-struct Existing {
-    department: Option<String>,
-    reported: ChannelFields,
-    curated: ChannelFields,
-    deleted: bool,
-    live: LiveState,
-}
-
-impl Existing {
-    fn rules(&self) -> StoredChannel<'_> {
-        StoredChannel {
-            department: self.department.as_deref(),
-            deleted: self.deleted,
-            reported: &self.reported,
-        }
-    }
-}
-
 /// A channel's stored state, its liveness row locked until the transaction ends.
 async fn existing(tx: &Tx<'_>, id: &str) -> Result<Option<Existing>> {
     let statement = tx
         .prepare_cached(
             "SELECT c.department, c.reported, c.curated, l.deleted_at IS NOT NULL, l.notified, \
-             l.notified_at, l.last_seen_at, l.recorded_status, l.recorded_since \
-             FROM cameras c JOIN camera_live l ON l.id = c.id WHERE c.id = $1 FOR UPDATE OF l",
+             l.notified_at, l.last_seen_at, l.recorded_status, l.recorded_since, \
+             l.registered_at FROM cameras c JOIN camera_live l ON l.id = c.id WHERE c.id = $1 \
+             FOR UPDATE OF l",
         )
         .await?;
     tx.query_opt(&statement, &[&id])
@@ -151,6 +133,7 @@ async fn existing(tx: &Tx<'_>, id: &str) -> Result<Option<Existing>> {
                 curated: json(&row, 2)?,
                 deleted: row.try_get(3)?,
                 live: live_from_row(&row, 4)?,
+                registered_at: row.try_get(9)?,
             })
         })
         .transpose()
@@ -163,14 +146,14 @@ async fn department_exists(tx: &Tx<'_>, code: &str) -> Result<bool> {
     Ok(tx.query_one(&statement, &[&code]).await?.try_get(0)?)
 }
 
-/// Writes the shown values computed from both sources.
+/// Writes the shown values computed from both sources, and answers them.
 async fn store_values(
     tx: &Tx<'_>,
     id: &gb28181::DeviceId,
     reported: &ChannelFields,
     curated: &ChannelFields,
     at: i64,
-) -> Result<()> {
+) -> Result<ChannelFields> {
     let shown = curated.over(reported);
     let streams = shown
         .streams
@@ -261,7 +244,7 @@ async fn store_values(
         ],
     )
     .await?;
-    Ok(())
+    Ok(shown)
 }
 
 /// Registers or updates one channel's reported values inside `tx` (`at`: the values' time;
@@ -302,11 +285,15 @@ async fn register_one(
         .as_ref()
         .map(|old| old.curated.clone())
         .unwrap_or_default();
-    store_values(tx, &id, &fields, &curated, at).await?;
-    let civil_before = before
-        .filter(|old| !old.deleted)
-        .and_then(|old| old.curated.over(&old.reported).civil_code);
-    camera_changes::append_values(tx, &id.id, outcome.into(), recorded_at, civil_before).await?;
+    let shown = store_values(tx, &id, &fields, &curated, at).await?;
+    let change = Existing::values_change(
+        before.as_ref(),
+        outcome.into(),
+        id,
+        shown,
+        (at, recorded_at),
+    );
+    camera_changes::append(tx, &change).await?;
     Ok(Ok(outcome))
 }
 
@@ -634,9 +621,10 @@ impl CameraStore for PostgresStore {
             }
             let device =
                 gb28181::parse(&id).map_err(|err| CatalogError::invalid("id", err.to_string()))?;
-            store_values(tx, &device, &old.reported, &curated, at).await?;
-            let civil_before = old.curated.over(&old.reported).civil_code;
-            camera_changes::append_values(tx, &id, ChangeKind::Curated, at, civil_before).await
+            let shown = store_values(tx, &device, &old.reported, &curated, at).await?;
+            let change =
+                Existing::values_change(Some(&old), ChangeKind::Curated, device, shown, (at, at));
+            camera_changes::append(tx, &change).await
         })
     }
 

@@ -7,7 +7,6 @@
 
 use rusqlite::{Connection, OptionalExtension, Row, Transaction, named_params};
 
-use super::cameras::{CAMERA_COLUMNS, CAMERAS_JOINED, camera_from_row};
 use crate::camera::changes::{CameraChange, ChangeKind, ChangePage, ChangedValues, StoredChange};
 use crate::camera::status::{LiveState, Notified, Status};
 use crate::camera::{ChannelFields, FieldError};
@@ -48,25 +47,6 @@ pub(crate) fn append(tx: &Transaction<'_>, change: &CameraChange) -> Result<()> 
         ":cause": change.cause,
     })?;
     Ok(())
-}
-
-/// Appends the change of a channel's values just written, as the registry now shows it.
-pub(crate) fn append_values(
-    tx: &Transaction<'_>,
-    id: &str,
-    kind: ChangeKind,
-    at: i64,
-    civil_code_before: Option<String>,
-) -> Result<()> {
-    let record = tx
-        .prepare_cached(&format!(
-            "SELECT {CAMERA_COLUMNS} FROM {CAMERAS_JOINED} WHERE c.id = ?1"
-        ))?
-        .query_row([id], camera_from_row)?;
-    append(
-        tx,
-        &CameraChange::values(kind, record, at, civil_code_before),
-    )
 }
 
 /// The civil code a channel shows now (the scope of a town-level consumer).
@@ -166,14 +146,11 @@ pub fn changes(conn: &Connection, after_seq: i64, limit: usize) -> Result<Change
         .collect::<rusqlite::Result<Vec<_>>>()?;
     Ok(ChangePage {
         changes,
-        purged_through: purged_through(conn)?,
+        purged_through: conn
+            .prepare_cached("SELECT purged_through FROM camera_change_state")?
+            .query_row([], |row| row.get(0))?,
+        head: head(conn)?,
     })
-}
-
-fn purged_through(conn: &Connection) -> Result<i64> {
-    Ok(conn
-        .prepare_cached("SELECT purged_through FROM camera_change_state")?
-        .query_row([], |row| row.get(0))?)
 }
 
 /// The newest change's number (or what retention deleted last, when none is kept).

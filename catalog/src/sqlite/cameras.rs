@@ -10,7 +10,7 @@ use rusqlite::{
 
 use crate::camera::alarms::{PURGE_CHUNK, StoredAlarm, StoredPosition};
 use crate::camera::changes::{ChangeKind, ChangePage, status_changed};
-use crate::camera::rules::{self, EventStep, StoredChannel};
+use crate::camera::rules::{self, EventStep, Existing};
 use crate::camera::status::{Event, LiveState, Liveness, Notified, Signal, Status, Transition};
 use crate::camera::{
     CameraFeed, CameraQuery, CameraRecord, CameraReport, CameraSignal, CameraSources, CameraStats,
@@ -110,29 +110,10 @@ pub(crate) fn camera_from_row(row: &Row<'_>) -> rusqlite::Result<CameraRecord> {
     })
 }
 
-/// The stored state of a channel a write needs.
-struct Existing {
-    department: Option<String>,
-    reported: ChannelFields,
-    curated: ChannelFields,
-    deleted: bool,
-    live: LiveState,
-}
-
-impl Existing {
-    fn rules(&self) -> StoredChannel<'_> {
-        StoredChannel {
-            department: self.department.as_deref(),
-            deleted: self.deleted,
-            reported: &self.reported,
-        }
-    }
-}
-
 fn existing(tx: &Transaction<'_>, id: &str) -> Result<Option<Existing>> {
     let mut stmt = tx.prepare_cached(
         "SELECT c.department, c.reported, c.curated, l.deleted_at IS NOT NULL, l.notified, \
-         l.notified_at, l.last_seen_at, l.recorded_status, l.recorded_since \
+         l.notified_at, l.last_seen_at, l.recorded_status, l.recorded_since, l.registered_at \
          FROM cameras c JOIN camera_live l ON l.id = c.id WHERE c.id = ?1",
     )?;
     Ok(stmt
@@ -143,6 +124,7 @@ fn existing(tx: &Transaction<'_>, id: &str) -> Result<Option<Existing>> {
                 curated: super::parse_json(row.get(2)?)?,
                 deleted: row.get(3)?,
                 live: live_from_row(row, 4)?,
+                registered_at: row.get(9)?,
             })
         })
         .optional()?)
@@ -153,14 +135,14 @@ fn department_exists(tx: &Transaction<'_>, code: &str) -> Result<bool> {
     Ok(stmt.exists([code])?)
 }
 
-/// Writes the shown values computed from both sources.
+/// Writes the shown values computed from both sources, and answers them.
 fn store_values(
     tx: &Transaction<'_>,
     id: &gb28181::DeviceId,
     reported: &ChannelFields,
     curated: &ChannelFields,
     at: i64,
-) -> Result<()> {
+) -> Result<ChannelFields> {
     let shown = curated.over(reported);
     let mut stmt = tx.prepare_cached(
         "INSERT INTO cameras (id, parent_id, name, department, civil_code, address, longitude, \
@@ -234,7 +216,7 @@ fn store_values(
         ":complete": shown.is_complete(),
         ":at": at,
     })?;
-    Ok(())
+    Ok(shown)
 }
 
 /// Registers or updates one channel's reported values inside `tx` (`at`: the values' time;
@@ -276,11 +258,15 @@ pub(crate) fn register_one(
         .as_ref()
         .map(|old| old.curated.clone())
         .unwrap_or_default();
-    store_values(tx, &id, &fields, &curated, at)?;
-    let civil_before = before
-        .filter(|old| !old.deleted)
-        .and_then(|old| old.curated.over(&old.reported).civil_code);
-    camera_changes::append_values(tx, &id.id, outcome.into(), recorded_at, civil_before)?;
+    let shown = store_values(tx, &id, &fields, &curated, at)?;
+    let change = Existing::values_change(
+        before.as_ref(),
+        outcome.into(),
+        id,
+        shown,
+        (at, recorded_at),
+    );
+    camera_changes::append(tx, &change)?;
     Ok(Ok(outcome))
 }
 
@@ -344,9 +330,9 @@ pub fn curate(
         return Ok(());
     }
     let device = gb28181::parse(&id).map_err(|err| CatalogError::invalid("id", err.to_string()))?;
-    store_values(&tx, &device, &old.reported, &curated, at)?;
-    let civil_before = old.curated.over(&old.reported).civil_code;
-    camera_changes::append_values(&tx, &id, ChangeKind::Curated, at, civil_before)?;
+    let shown = store_values(&tx, &device, &old.reported, &curated, at)?;
+    let change = Existing::values_change(Some(&old), ChangeKind::Curated, device, shown, (at, at));
+    camera_changes::append(&tx, &change)?;
     tx.commit()?;
     Ok(())
 }
