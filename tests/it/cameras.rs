@@ -1132,6 +1132,15 @@ async fn the_change_feed_pages_streams_scopes_and_tells_a_late_consumer_to_resyn
             "{body}"
         );
     }
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains("cityhub_camera_change_resyncs_total 3"),
+        "each answer that told a consumer to resync is counted"
+    );
+    assert!(
+        metrics.contains("cityhub_camera_change_streams 2"),
+        "the two streams still open are counted"
+    );
     let (status, page) = server
         .get(&analyst, &format!("/api/v1/cameras/changes?since={cursor}"))
         .await;

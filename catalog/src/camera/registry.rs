@@ -377,6 +377,7 @@ impl CameraRegistry {
             head,
         } = self.catalog.camera_changes(since, limit).await?;
         if since > head {
+            metrics::counter!("cityhub_camera_change_resyncs_total").increment(1);
             return Err(CatalogError::ResyncRequired(format!(
                 "cursor {since} is past the newest change ({head}): it is not from this hub's \
                  feed, or the catalog was restored from an older backup; list GET \
@@ -385,6 +386,7 @@ impl CameraRegistry {
             )));
         }
         if since < purged_through {
+            metrics::counter!("cityhub_camera_change_resyncs_total").increment(1);
             return Err(CatalogError::ResyncRequired(format!(
                 "the changes after cursor {since} up to {purged_through} were deleted \
                  (cameras.change_retention_days = {}): list GET /api/v1/cameras again and \

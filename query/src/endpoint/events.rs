@@ -57,7 +57,7 @@ impl Endpoints {
             live_until: None,
             first: true,
             ended: false,
-            _open: OpenStream::open(),
+            _open: OpenStream::open("cityhub_endpoint_streams"),
         };
         Ok(futures::stream::unfold(
             listener,
@@ -69,19 +69,20 @@ impl Endpoints {
     }
 }
 
-/// Counts open streams.
-struct OpenStream;
+/// Counts a stream in the gauge it names while it is open (a stream and this with it are
+/// dropped when the client goes away).
+pub struct OpenStream(&'static str);
 
 impl OpenStream {
-    fn open() -> Self {
-        metrics::gauge!("cityhub_endpoint_streams").increment(1.0);
-        OpenStream
+    pub fn open(gauge: &'static str) -> Self {
+        metrics::gauge!(gauge).increment(1.0);
+        OpenStream(gauge)
     }
 }
 
 impl Drop for OpenStream {
     fn drop(&mut self) {
-        metrics::gauge!("cityhub_endpoint_streams").decrement(1.0);
+        metrics::gauge!(self.0).decrement(1.0);
     }
 }
 

@@ -20,6 +20,7 @@ use cityhub_catalog::camera::{
 };
 use cityhub_catalog::gb28181;
 use cityhub_catalog::region::Scope;
+use cityhub_query::endpoint::events::OpenStream;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 use serde_json::{Value, json};
@@ -457,6 +458,7 @@ pub async fn changes(
         queue: VecDeque::new(),
         more: false,
         ended: false,
+        _open: OpenStream::open("cityhub_camera_change_streams"),
     };
     feed.take(first);
     let events = futures::stream::unfold(feed, |mut feed| async move {
@@ -511,6 +513,7 @@ struct ChangeStream {
     /// The last page was full: read on at once.
     more: bool,
     ended: bool,
+    _open: OpenStream,
 }
 
 impl ChangeStream {
