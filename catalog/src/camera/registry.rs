@@ -28,6 +28,24 @@ use crate::{Catalog, gb28181, region};
 /// is not JSON.
 pub type BatchItem = (Option<usize>, std::result::Result<Value, FieldError>);
 
+/// A page of the change feed: the changes the caller may see, where to read on from (past
+/// the changes it may not see too), and whether the page was full.
+#[derive(Debug, Clone, serde::Serialize)]
+pub struct ChangesAnswer {
+    pub changes: Vec<Value>,
+    /// A string in JSON, like every cursor of the API.
+    #[serde(serialize_with = "as_text")]
+    pub next_cursor: i64,
+    pub more: bool,
+}
+
+fn as_text<S: serde::Serializer>(
+    value: &i64,
+    serializer: S,
+) -> std::result::Result<S::Ok, S::Error> {
+    serializer.collect_str(value)
+}
+
 /// The camera registry of one hub process.
 #[derive(Clone)]
 pub struct CameraRegistry {
@@ -366,7 +384,12 @@ impl CameraRegistry {
     /// inside `scope`: `{changes: [...], next_cursor, more}`. Sweeps first, so that channels
     /// whose keepalives stopped show as offline here as they do in the listing. A cursor
     /// before what retention kept is refused: the consumer must list the registry again.
-    pub async fn changes(&self, scope: Option<&Scope>, since: i64, limit: usize) -> Result<Value> {
+    pub async fn changes(
+        &self,
+        scope: Option<&Scope>,
+        since: i64,
+        limit: usize,
+    ) -> Result<ChangesAnswer> {
         let now = self.now();
         self.catalog
             .sweep_cameras(now, self.settings.liveness)
@@ -376,22 +399,25 @@ impl CameraRegistry {
             purged_through,
             head,
         } = self.catalog.camera_changes(since, limit).await?;
-        if since > head {
-            metrics::counter!("cityhub_camera_change_resyncs_total").increment(1);
-            return Err(CatalogError::ResyncRequired(format!(
+        let why = if since > head {
+            Some(format!(
                 "cursor {since} is past the newest change ({head}): it is not from this hub's \
-                 feed, or the catalog was restored from an older backup; list GET \
-                 /api/v1/cameras again and follow the feed from the change_cursor of its \
-                 first page"
-            )));
-        }
-        if since < purged_through {
+                 feed, or the catalog was restored from an older backup"
+            ))
+        } else if since < purged_through {
+            Some(format!(
+                "the changes after cursor {since} up to {purged_through} were deleted \
+                 (cameras.change_retention_days = {})",
+                self.settings.change_retention_days
+            ))
+        } else {
+            None
+        };
+        if let Some(why) = why {
             metrics::counter!("cityhub_camera_change_resyncs_total").increment(1);
             return Err(CatalogError::ResyncRequired(format!(
-                "the changes after cursor {since} up to {purged_through} were deleted \
-                 (cameras.change_retention_days = {}): list GET /api/v1/cameras again and \
-                 follow the feed from the change_cursor of its first page",
-                self.settings.change_retention_days
+                "{why}; list GET /api/v1/cameras again and follow the feed from the \
+                 change_cursor of its first page"
             )));
         }
         let more = changes.len() >= limit;
@@ -409,11 +435,11 @@ impl CameraRegistry {
                 change_json(stored, seen, self.settings.liveness, render)
             })
             .collect();
-        Ok(json!({
-            "changes": shown,
-            "next_cursor": next_cursor.to_string(),
-            "more": more,
-        }))
+        Ok(ChangesAnswer {
+            changes: shown,
+            next_cursor,
+            more,
+        })
     }
 
     /// Online rate and availability per `group` over `window`, of the channels inside

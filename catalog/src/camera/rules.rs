@@ -34,6 +34,13 @@ impl Existing {
         }
     }
 
+    /// Whether a registration of `fields` would change nothing: platforms send their whole
+    /// catalogue again and again, and the same values change nothing (not even
+    /// `updated_at`), so the change feed hears of nothing.
+    pub fn reported_already(&self, fields: &ChannelFields) -> bool {
+        !self.deleted && self.reported == *fields
+    }
+
     /// The change of this channel's values just written (`shown`, at `at`), recorded by
     /// the hub at `recorded_at`; `before` is `None` for a new channel.
     pub fn values_change(

@@ -274,11 +274,10 @@ async fn register_one(
             Ok(outcome) => outcome,
             Err(refused) => return Ok(Err(refused)),
         };
-    if let Some(old) = &before
-        && !old.deleted
-        && old.reported == fields
+    if before
+        .as_ref()
+        .is_some_and(|old| old.reported_already(&fields))
     {
-        // The same values again change nothing (see the SQLite store).
         return Ok(Ok(outcome));
     }
     let curated = before

@@ -246,12 +246,10 @@ pub(crate) fn register_one(
             Ok(outcome) => outcome,
             Err(refused) => return Ok(Err(refused)),
         };
-    if let Some(old) = &before
-        && !old.deleted
-        && old.reported == fields
+    if before
+        .as_ref()
+        .is_some_and(|old| old.reported_already(&fields))
     {
-        // Platforms send their whole catalogue again and again: the same values change
-        // nothing (not even updated_at), and the change feed hears of nothing.
         return Ok(Ok(outcome));
     }
     let curated = before

@@ -83,10 +83,14 @@ impl Consumer {
     /// Reads the feed to its end in pages of `page`.
     async fn catch_up(&mut self, registry: &CameraRegistry, page: usize) {
         loop {
-            let answer = registry
-                .changes(self.scope.as_ref(), self.cursor, page)
-                .await
-                .expect("changes");
+            // As the API answers it (the cursor is a string there).
+            let answer = serde_json::to_value(
+                registry
+                    .changes(self.scope.as_ref(), self.cursor, page)
+                    .await
+                    .expect("changes"),
+            )
+            .expect("JSON");
             let changes = answer["changes"].as_array().expect("changes");
             assert!(changes.len() <= page);
             for change in changes {

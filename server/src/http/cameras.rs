@@ -13,7 +13,7 @@ use axum::response::sse::{Event, KeepAlive, Sse};
 use axum::response::{IntoResponse, Response};
 use cityhub_catalog::CatalogError;
 use cityhub_catalog::camera::CameraRegistry;
-use cityhub_catalog::camera::registry::BatchItem;
+use cityhub_catalog::camera::registry::{BatchItem, ChangesAnswer};
 use cityhub_catalog::camera::status::Status;
 use cityhub_catalog::camera::{
     CameraQuery, ChannelFields, FieldError, Registered, ReportKind, StatsGroup, StatsWindow,
@@ -517,18 +517,16 @@ struct ChangeStream {
 }
 
 impl ChangeStream {
-    fn take(&mut self, page: Value) {
-        for change in page["changes"].as_array().into_iter().flatten() {
+    fn take(&mut self, page: ChangesAnswer) {
+        for change in page.changes {
             let event = Event::default()
                 .event("change")
                 .id(change["seq"].to_string())
                 .data(change.to_string());
             self.queue.push_back(event);
         }
-        if let Some(next) = page["next_cursor"].as_str().and_then(|c| c.parse().ok()) {
-            self.cursor = next;
-        }
-        self.more = page["more"].as_bool().unwrap_or(false);
+        self.cursor = page.next_cursor;
+        self.more = page.more;
     }
 }
 
