@@ -20,6 +20,7 @@
 //! - [`token`] and [`principals`]: bearer tokens, stored only as hashes, and a short-lived
 //!   cache of their principals.
 //! - [`clock`]: where the time of day is read, so tests choose the hour.
+//! - [`viid`]: GA/T 1400 accounts (digest credentials) and their registrations.
 //!
 //! The catalog knows nothing of DataFusion, Parquet or HTTP: it records which files make up
 //! which snapshot, and commits a new snapshot in one transaction guarded by its parent.
@@ -42,6 +43,7 @@ pub mod sqlite;
 pub mod store;
 pub mod token;
 pub mod versions;
+pub mod viid;
 
 use std::sync::Arc;
 
@@ -57,7 +59,9 @@ pub use postgres::PostgresStore;
 pub use sharing::SharingService;
 pub use sharing::{Grant, ShareRequest, ShareStatus};
 pub use sqlite::SqliteStore;
-pub use store::{AuditStore, CameraStore, CatalogStore, DatasetStore, EndpointStore, SharingStore};
+pub use store::{
+    AuditStore, CameraStore, CatalogStore, DatasetStore, EndpointStore, SharingStore, ViidStore,
+};
 
 /// A shared handle on the catalog store.
 pub type Catalog = Arc<dyn CatalogStore>;

@@ -812,6 +812,31 @@ pub struct Commit {
     pub stream: Option<StreamProgress>,
 }
 
+/// Refuses commits that may not be made together: an idempotency key or stream progress
+/// belongs to one commit alone, and two commits of one dataset would each expect the
+/// parent the other replaces.
+pub fn check_together(commits: &[Commit]) -> crate::Result<()> {
+    let mut seen = std::collections::BTreeSet::new();
+    for commit in commits {
+        if commit.idempotency.is_some() || commit.stream.is_some() {
+            return Err(CatalogError::invalid(
+                "commit",
+                "commits made together carry neither an idempotency key nor stream progress",
+            ));
+        }
+        if !seen.insert(commit.dataset_id) {
+            return Err(CatalogError::invalid(
+                "commit",
+                format!(
+                    "dataset {} appears twice among commits made together",
+                    commit.dataset_id
+                ),
+            ));
+        }
+    }
+    Ok(())
+}
+
 /// What a stream consumer commits together with its rows: where each partition continues,
 /// and the messages it could not turn into rows.
 #[derive(Debug, Clone, Default, PartialEq)]

@@ -23,6 +23,8 @@ use crate::model::{
     NewDataset, NewPrincipal, Principal, SchemaVersion, Snapshot, StoredRejection, StreamOffset,
 };
 use crate::sharing::{Decision, Grant, NewShareRequest, ShareRequest, ShareStatus};
+use crate::viid::ViidAccount;
+use chrono::{DateTime, Utc};
 
 /// Departments, principals and their tokens, datasets, schema versions, snapshots and
 /// their files, commits with idempotency keys and stream offsets, dead letters.
@@ -106,6 +108,12 @@ pub trait DatasetStore: Send + Sync + 'static {
     /// files it read, so appends that landed meanwhile are kept), with `FilesGone` when a
     /// file to remove is no longer live, and answers `Replayed` when the idempotency key was already used for the same request.
     async fn commit(&self, commit: Commit) -> Result<CommitOutcome>;
+
+    /// Commits appends to several datasets in one transaction: every one of them or none
+    /// (a GA/T 1400 object's row and its images' rows). Each is checked like [`Self::commit`]
+    /// (`Conflict` when a dataset moved on); none may carry an idempotency key or stream
+    /// progress, and no dataset may appear twice ([`crate::model::check_together`]).
+    async fn commit_together(&self, commits: Vec<Commit>) -> Result<Vec<CommitOutcome>>;
 
     /// The stored answer of an earlier push with this idempotency key.
     async fn idempotency_record(
@@ -392,14 +400,38 @@ pub trait EndpointStore: Send + Sync + 'static {
     async fn list_endpoints(&self) -> Result<Vec<Endpoint>>;
 }
 
+/// GA/T 1400 accounts and their registrations.
+#[async_trait]
+pub trait ViidStore: Send + Sync + 'static {
+    /// Creates an account; `AlreadyExists` if the id is taken, `NotFound` if the
+    /// department is unknown.
+    async fn create_viid_account(
+        &self,
+        id: &str,
+        department: &str,
+        ha1: &str,
+    ) -> Result<ViidAccount>;
+
+    async fn viid_account(&self, id: &str) -> Result<Option<ViidAccount>>;
+
+    /// Every account, by id.
+    async fn viid_accounts(&self) -> Result<Vec<ViidAccount>>;
+
+    /// Records a registration at `at`, or with `None` an unregistration.
+    async fn set_viid_registration(&self, id: &str, at: Option<DateTime<Utc>>) -> Result<()>;
+
+    /// Records a keepalive at `at` of a registered account; false when it is not registered.
+    async fn viid_keepalive(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
+}
+
 /// The whole catalog: every domain's store, implemented for anything that implements all
 /// of them.
 pub trait CatalogStore:
-    DatasetStore + SharingStore + AuditStore + CameraStore + EndpointStore
+    DatasetStore + SharingStore + AuditStore + CameraStore + EndpointStore + ViidStore
 {
 }
 
 impl<T> CatalogStore for T where
-    T: DatasetStore + SharingStore + AuditStore + CameraStore + EndpointStore
+    T: DatasetStore + SharingStore + AuditStore + CameraStore + EndpointStore + ViidStore
 {
 }

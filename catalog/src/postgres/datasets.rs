@@ -627,6 +627,38 @@ impl DatasetStore for PostgresStore {
         Ok(outcome)
     }
 
+    async fn commit_together(&self, commits: Vec<Commit>) -> Result<Vec<CommitOutcome>> {
+        crate::model::check_together(&commits)?;
+        // Rows are locked in dataset order, so two nodes committing to the same datasets
+        // together wait for each other instead of deadlocking.
+        let mut commits = commits;
+        let order: Vec<i64> = commits.iter().map(|c| c.dataset_id).collect();
+        commits.sort_by_key(|c| c.dataset_id);
+        let mut client = self.client().await?;
+        let tx = client.transaction().await?;
+        let mut outcomes = Vec::with_capacity(commits.len());
+        for commit in commits {
+            let dataset_id = commit.dataset_id;
+            let outcome = commit_in(&tx, commit).await?;
+            if let CommitOutcome::Committed(snapshot) = &outcome {
+                let what = format!("dataset {} at snapshot {}", dataset_id, snapshot.id);
+                self.notify_change(&tx, &what).await?;
+            }
+            outcomes.push((dataset_id, outcome));
+        }
+        tx.commit().await?;
+        // Answered in the order asked.
+        Ok(order
+            .iter()
+            .filter_map(|id| {
+                let at = outcomes
+                    .iter()
+                    .position(|(dataset_id, _)| dataset_id == id)?;
+                Some(outcomes.swap_remove(at).1)
+            })
+            .collect())
+    }
+
     async fn idempotency_record(
         &self,
         dataset_id: i64,

@@ -29,6 +29,7 @@ mod cameras;
 mod datasets;
 mod endpoints;
 mod sharing;
+mod viid;
 
 /// Numbered migrations, applied in order; `cityhub_migrations` records each one applied.
 pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
@@ -52,6 +53,10 @@ pub(crate) const MIGRATIONS: &[(i64, &str)] = &[
     (
         6,
         include_str!("../../migrations/postgres/0006_camera_changes.sql"),
+    ),
+    (
+        7,
+        include_str!("../../migrations/postgres/0007_viid_accounts.sql"),
     ),
 ];
 

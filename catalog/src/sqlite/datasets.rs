@@ -527,6 +527,12 @@ impl DatasetStore for SqliteStore {
         self.write(move |conn| commit_in(conn, commit)).await
     }
 
+    async fn commit_together(&self, commits: Vec<Commit>) -> Result<Vec<CommitOutcome>> {
+        crate::model::check_together(&commits)?;
+        self.write(move |conn| commit_together_in(conn, commits))
+            .await
+    }
+
     async fn idempotency_record(
         &self,
         dataset_id: i64,
@@ -761,8 +767,27 @@ fn write_progress(
 /// other commits have happened since.
 fn commit_in(conn: &mut Connection, commit: Commit) -> Result<CommitOutcome> {
     let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let outcome = commit_in_tx(&tx, commit)?;
+    tx.commit()?;
+    Ok(outcome)
+}
+
+/// Several commits in one transaction: all of them or none (see
+/// [`DatasetStore::commit_together`]).
+fn commit_together_in(conn: &mut Connection, commits: Vec<Commit>) -> Result<Vec<CommitOutcome>> {
+    let tx = conn.transaction_with_behavior(TransactionBehavior::Immediate)?;
+    let mut outcomes = Vec::with_capacity(commits.len());
+    for commit in commits {
+        outcomes.push(commit_in_tx(&tx, commit)?);
+    }
+    tx.commit()?;
+    Ok(outcomes)
+}
+
+/// The body of a commit, inside the caller's transaction.
+fn commit_in_tx(tx: &rusqlite::Transaction<'_>, commit: Commit) -> Result<CommitOutcome> {
     if let Some(record) = &commit.idempotency
-        && let Some(existing) = load_idempotency(&tx, commit.dataset_id, &record.key)?
+        && let Some(existing) = load_idempotency(tx, commit.dataset_id, &record.key)?
     {
         if existing.request_hash != record.request_hash {
             return Err(CatalogError::IdempotencyMismatch { key: existing.key });
@@ -770,11 +795,10 @@ fn commit_in(conn: &mut Connection, commit: Commit) -> Result<CommitOutcome> {
         return Ok(CommitOutcome::Replayed(existing));
     }
     if let Some(stream) = &commit.stream {
-        check_offsets(&tx, commit.dataset_id, stream)?;
+        check_offsets(tx, commit.dataset_id, stream)?;
         if commit.added.is_empty() && commit.removed.is_empty() {
             // Only progress (e.g. a batch of nothing but bad messages): no new snapshot.
-            write_progress(&tx, commit.dataset_id, stream, None)?;
-            tx.commit()?;
+            write_progress(tx, commit.dataset_id, stream, None)?;
             return Ok(CommitOutcome::Progressed);
         }
     }
@@ -902,7 +926,7 @@ fn commit_in(conn: &mut Connection, commit: Commit) -> Result<CommitOutcome> {
         ],
     )?;
     if let Some(stream) = &commit.stream {
-        write_progress(&tx, commit.dataset_id, stream, Some(snapshot_id))?;
+        write_progress(tx, commit.dataset_id, stream, Some(snapshot_id))?;
     }
     if let Some(record) = &commit.idempotency {
         tx.execute(
@@ -918,7 +942,6 @@ fn commit_in(conn: &mut Connection, commit: Commit) -> Result<CommitOutcome> {
             ],
         )?;
     }
-    tx.commit()?;
     Ok(CommitOutcome::Committed(Snapshot {
         id: snapshot_id,
         dataset_id: commit.dataset_id,

@@ -34,6 +34,7 @@ mod datasets;
 pub(crate) mod endpoints;
 mod lifecycle;
 mod sharing;
+mod viid;
 
 pub(crate) use datasets::{PRINCIPAL_COLUMNS, principal_from_row};
 
@@ -52,6 +53,7 @@ const MIGRATIONS: &[(i64, &str)] = &[
     (11, include_str!("../../migrations/0011_camera_daily.sql")),
     (12, include_str!("../../migrations/0012_camera_alarms.sql")),
     (13, include_str!("../../migrations/0013_camera_changes.sql")),
+    (14, include_str!("../../migrations/0014_viid_accounts.sql")),
 ];
 
 const READERS: usize = 4;

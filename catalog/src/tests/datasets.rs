@@ -1439,6 +1439,152 @@ async fn every_node_reads_every_nodes_feed_reports(backend: Backend) {
     assert!(err.to_string().contains("node-a#0.0"), "{err}");
 }
 
+async fn commits_made_together_land_together_or_not_at_all(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
+    let vehicles = store
+        .create_dataset(new_dataset("admin.vehicles"))
+        .await
+        .expect("created");
+    let images = store
+        .create_dataset(new_dataset("admin.images"))
+        .await
+        .expect("created");
+    let outcomes = store
+        .commit_together(vec![
+            append(&vehicles, None, vec![file("v1.parquet", 3)]),
+            append(&images, None, vec![file("i1.parquet", 5)]),
+        ])
+        .await
+        .expect("committed");
+    let snapshots: Vec<Snapshot> = outcomes.into_iter().map(committed).collect();
+    assert_eq!(
+        (snapshots[0].dataset_id, snapshots[0].rows),
+        (vehicles.id, 3)
+    );
+    assert_eq!((snapshots[1].dataset_id, snapshots[1].rows), (images.id, 5));
+
+    // The second commit's parent is stale: neither lands, not even the first.
+    let err = store
+        .commit_together(vec![
+            append(
+                &vehicles,
+                Some(snapshots[0].id),
+                vec![file("v2.parquet", 1)],
+            ),
+            append(&images, None, vec![file("i2.parquet", 1)]),
+        ])
+        .await
+        .expect_err("conflict");
+    assert!(
+        matches!(err, CatalogError::Conflict { dataset_id, .. } if dataset_id == images.id),
+        "{err:?}"
+    );
+    for (dataset, path) in [(&vehicles, "v1.parquet"), (&images, "i1.parquet")] {
+        let now = store
+            .dataset(&dataset.name)
+            .await
+            .expect("read")
+            .expect("exists");
+        let live = live_paths(store.snapshot_files(now.id, None).await.expect("files"));
+        assert_eq!(live, vec![path.to_string()]);
+    }
+
+    // One dataset twice, or an idempotency key, is refused before anything is written.
+    let twice = store
+        .commit_together(vec![
+            append(
+                &vehicles,
+                Some(snapshots[0].id),
+                vec![file("v3.parquet", 1)],
+            ),
+            append(
+                &vehicles,
+                Some(snapshots[0].id),
+                vec![file("v4.parquet", 1)],
+            ),
+        ])
+        .await
+        .expect_err("refused");
+    assert!(twice.to_string().contains("appears twice"), "{twice}");
+}
+
+async fn viid_accounts_register_keep_alive_and_unregister(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
+    store
+        .create_department("gaj", "公安局")
+        .await
+        .expect("created");
+    let id = "51100000001190000001";
+    let ha1 = crate::viid::ha1(id, "secret");
+    let account = store
+        .create_viid_account(id, "gaj", &ha1)
+        .await
+        .expect("created");
+    assert_eq!(
+        (account.department.as_str(), account.registered_at),
+        ("gaj", None)
+    );
+    let again = store.create_viid_account(id, "gaj", &ha1).await;
+    assert!(
+        matches!(again, Err(CatalogError::AlreadyExists { .. })),
+        "{again:?}"
+    );
+    let unknown = store
+        .create_viid_account("51100000001190000002", "nope", &ha1)
+        .await;
+    assert!(
+        matches!(
+            unknown,
+            Err(CatalogError::NotFound {
+                what: "department",
+                ..
+            })
+        ),
+        "{unknown:?}"
+    );
+    let bad = store.create_viid_account("123", "gaj", &ha1).await;
+    assert!(matches!(bad, Err(CatalogError::Invalid { .. })), "{bad:?}");
+
+    let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+    // A keepalive of an unregistered platform is refused.
+    assert!(!store.viid_keepalive(id, at).await.expect("keepalive"));
+    store
+        .set_viid_registration(id, Some(at))
+        .await
+        .expect("registered");
+    let later = at + chrono::Duration::seconds(60);
+    assert!(store.viid_keepalive(id, later).await.expect("keepalive"));
+    let stored = store.viid_account(id).await.expect("read").expect("exists");
+    assert_eq!(
+        (stored.registered_at, stored.last_seen_at),
+        (Some(at), Some(later))
+    );
+    assert_eq!(stored.ha1, ha1);
+    assert!(stored.registered(later));
+    store
+        .set_viid_registration(id, None)
+        .await
+        .expect("unregistered");
+    let stored = store.viid_account(id).await.expect("read").expect("exists");
+    assert_eq!(
+        (stored.registered_at, stored.last_seen_at),
+        (None, Some(later))
+    );
+    assert!(!stored.registered(later));
+    assert_eq!(store.viid_accounts().await.expect("list").len(), 1);
+    assert!(
+        store
+            .viid_account("51100000001190000009")
+            .await
+            .expect("read")
+            .is_none()
+    );
+}
+
 on_both_backends!(
     admin_department_exists_after_migration,
     departments_are_validated_and_unique,
@@ -1461,4 +1607,6 @@ on_both_backends!(
     stream_offsets_advance_with_the_snapshot_and_refuse_a_zombie,
     endpoints_are_versioned_and_owned,
     a_primary_key_is_kept_checked_and_an_upsert_never_rebases,
+    commits_made_together_land_together_or_not_at_all,
+    viid_accounts_register_keep_alive_and_unregister,
 );
