@@ -50,6 +50,12 @@ pub enum Action {
     Gc,
     /// Rows matching a predicate deleted from a dataset (the predicate is in the detail).
     Delete,
+    /// GA/T 1400 records received from a platform (`/VIID/...`).
+    ViidReceive,
+    /// A GA/T 1400 account created, registered or unregistered.
+    ViidAccount,
+    /// An image of a GA/T 1400 record served (`GET /api/v1/images/{key}`), or refused.
+    ImageRead,
 }
 
 /// Every action, for listings and error messages.
@@ -75,6 +81,9 @@ pub const ACTIONS: &[Action] = &[
     Action::Compact,
     Action::Gc,
     Action::Delete,
+    Action::ViidReceive,
+    Action::ViidAccount,
+    Action::ImageRead,
 ];
 
 impl Action {
@@ -101,6 +110,9 @@ impl Action {
             Action::Compact => "compact",
             Action::Gc => "gc",
             Action::Delete => "delete",
+            Action::ViidReceive => "viid_receive",
+            Action::ViidAccount => "viid_account",
+            Action::ImageRead => "image_read",
         }
     }
 }

@@ -31,6 +31,7 @@ pub struct Config {
     pub sharing: SharingConfig,
     pub audit: AuditConfig,
     pub cameras: CamerasConfig,
+    pub viid: ViidConfig,
     pub endpoints: EndpointsConfig,
     pub compaction: CompactionConfig,
     pub retention: RetentionConfig,
@@ -423,6 +424,32 @@ impl Default for CamerasConfig {
     }
 }
 
+/// The GA/T 1400 视图库 receiver under `/VIID/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ViidConfig {
+    /// The hub's own 20-digit id, as `System/Time` answers it (`VIIDServerID`).
+    pub server_id: String,
+    /// Days the landed records (`{dept}.viid_*`) are kept, counted from capture time;
+    /// their images go with them. Personal data is kept no longer than needed (PIPL).
+    pub retention_days: u32,
+    /// The largest request body accepted, in bytes (a list of records with their images).
+    pub max_body_bytes: u64,
+    /// The largest single image accepted, in bytes (decoded).
+    pub max_image_bytes: u64,
+}
+
+impl Default for ViidConfig {
+    fn default() -> Self {
+        Self {
+            server_id: "51100000005030000001".into(),
+            retention_days: 180,
+            max_body_bytes: 64 * 1024 * 1024,
+            max_image_bytes: 8 * 1024 * 1024,
+        }
+    }
+}
+
 /// Dashboard endpoints: saved queries served from a cache.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
@@ -712,6 +739,28 @@ impl Config {
             "cameras.change_retention_days",
             (1..=366).contains(&self.cameras.change_retention_days),
             "must be between 1 and 366 days",
+        );
+        check(
+            "viid.server_id",
+            self.viid.server_id.len() == 20
+                && self.viid.server_id.bytes().all(|b| b.is_ascii_digit()),
+            "must be the hub's 20-digit GA/T 1400 id",
+        );
+        check(
+            "viid.retention_days",
+            (1..=3_660).contains(&self.viid.retention_days),
+            "must be between 1 and 3660 days (ten years)",
+        );
+        check(
+            "viid.max_body_bytes",
+            (1024..=1024 * 1024 * 1024).contains(&self.viid.max_body_bytes),
+            "must be between 1 KiB and 1 GiB",
+        );
+        check(
+            "viid.max_image_bytes",
+            self.viid.max_image_bytes >= 1024
+                && self.viid.max_image_bytes <= self.viid.max_body_bytes,
+            "must be at least 1 KiB and at most viid.max_body_bytes",
         );
         check(
             "endpoints.cache_bytes",

@@ -5,7 +5,7 @@ use std::time::{Duration, Instant};
 
 use arrow::record_batch::RecordBatch;
 use cityhub_catalog::{
-    CatalogError, Commit, CommitOutcome, DataFile, Dataset, IdempotencyRecord, Operation,
+    CatalogError, Commit, CommitOutcome, DataFile, Dataset, IdempotencyRecord, Operation, Snapshot,
     StreamProgress,
 };
 use rand::Rng;
@@ -188,6 +188,107 @@ impl Ingest {
                 }
                 Err(CatalogError::IdempotencyMismatch { key }) => {
                     return Err(IngestError::IdempotencyMismatch(key));
+                }
+                Err(other) => return Err(other.into()),
+            }
+        }
+        Err(IngestError::Contention {
+            attempts: max_attempts,
+        })
+    }
+
+    /// Commits appends to several datasets as one: every file lands, or none does (a
+    /// GA/T 1400 record and its images). Lost races are rebased and retried per dataset,
+    /// as [`Self::commit_append`] does; the datasets' commit queues are taken in id order,
+    /// so two such writers never wait on each other in a circle. Keyed datasets are not
+    /// accepted here (an upsert rewrites files). On failure the files are removed.
+    /// Answers one snapshot per dataset (tell them apart by `dataset_id`).
+    pub async fn commit_appends_together(
+        &self,
+        parts: Vec<(&Dataset, Vec<DataFile>)>,
+    ) -> Result<Vec<Snapshot>, IngestError> {
+        let paths: Vec<String> = parts
+            .iter()
+            .flat_map(|(_, files)| files.iter().map(|f| f.path.clone()))
+            .collect();
+        let result = self.commit_together_with_retries(parts).await;
+        if result.is_err() {
+            for path in &paths {
+                self.storage.delete(path).await;
+            }
+        }
+        result
+    }
+
+    async fn commit_together_with_retries(
+        &self,
+        mut parts: Vec<(&Dataset, Vec<DataFile>)>,
+    ) -> Result<Vec<Snapshot>, IngestError> {
+        for (dataset, _) in &parts {
+            if KeyColumns::of(dataset)?.is_some() {
+                return Err(IngestError::Internal(format!(
+                    "{} has a primary key; keyed datasets are committed alone",
+                    dataset.name
+                )));
+            }
+        }
+        let started = Instant::now();
+        parts.sort_by_key(|(dataset, _)| dataset.id);
+        let queues: Vec<_> = parts
+            .iter()
+            .map(|(dataset, _)| self.commit_queue(dataset.id))
+            .collect();
+        let mut guards = Vec::with_capacity(queues.len());
+        for queue in &queues {
+            guards.push(queue.lock().await);
+        }
+        let mut parents: Vec<Option<i64>> = parts
+            .iter()
+            .zip(&guards)
+            .map(|((dataset, _), seen)| starting_parent(**seen, dataset))
+            .collect();
+        let max_attempts = self.config.commit_retries.max(1);
+        for attempt in 1..=max_attempts {
+            let commits = parts
+                .iter()
+                .zip(&parents)
+                .map(|((dataset, files), parent)| Commit {
+                    dataset_id: dataset.id,
+                    expected_parent: *parent,
+                    operation: Operation::Append,
+                    added: files.clone(),
+                    removed: Vec::new(),
+                    idempotency: None,
+                    stream: None,
+                })
+                .collect();
+            match self.catalog.commit_together(commits).await {
+                Ok(outcomes) => {
+                    let mut snapshots = Vec::with_capacity(outcomes.len());
+                    for (outcome, seen) in outcomes.into_iter().zip(guards.iter_mut()) {
+                        let CommitOutcome::Committed(snapshot) = outcome else {
+                            return Err(IngestError::Internal(
+                                "an append made together was answered without a snapshot".into(),
+                            ));
+                        };
+                        **seen = Some(snapshot.id);
+                        self.versions.committed(snapshot.dataset_id, snapshot.id);
+                        snapshots.push(snapshot);
+                    }
+                    metrics::histogram!("cityhub_commit_seconds")
+                        .record(started.elapsed().as_secs_f64());
+                    return Ok(snapshots);
+                }
+                Err(CatalogError::Conflict {
+                    dataset_id, actual, ..
+                }) => {
+                    let Some(at) = parts.iter().position(|(d, _)| d.id == dataset_id) else {
+                        return Err(IngestError::Internal(format!(
+                            "a conflict on dataset {dataset_id}, which was not committed"
+                        )));
+                    };
+                    parents[at] = self.lost_race(dataset_id, actual, attempt).await;
+                    *guards[at] = actual;
                 }
                 Err(other) => return Err(other.into()),
             }

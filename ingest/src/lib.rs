@@ -14,6 +14,7 @@
 //! - [`import`]: streaming bulk loads of local files, with schema inference.
 //! - [`upsert`]: keyed datasets, one row per primary key, kept so by every commit.
 //! - [`kafka`]: department topics consumed into datasets exactly once, with dead letters.
+//! - [`viid`]: GA/T 1400 records (vehicles, faces, persons, devices) and their images.
 //!
 //! Every write is audited here, whichever front door made it.
 //!
@@ -36,6 +37,7 @@ pub mod register;
 pub mod storage;
 pub mod upsert;
 pub mod value;
+pub mod viid;
 
 pub use compact::{CompactionPolicy, CompactionReport, StorageHealth};
 pub use decode::{Format, RowError};

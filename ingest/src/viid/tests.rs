@@ -1,0 +1,287 @@
+//! Checking GA/T 1400 requests: whole-request refusals, and record by record.
+
+use serde_json::json;
+
+use super::*;
+
+const DEVICE: &str = "51102500001190000001";
+
+fn now() -> DateTime<Utc> {
+    // 2026-12-06 08:30:00 Beijing time.
+    fields::parse_time("20261206083000").expect("valid")
+}
+
+fn sender() -> Sender {
+    Sender {
+        account_id: "51100000001190000001".into(),
+        department: "gaj".into(),
+    }
+}
+
+fn settings() -> ViidSettings {
+    ViidSettings {
+        retention_days: 180,
+        max_image_bytes: 1024,
+    }
+}
+
+/// A 41-digit source (image) id: device, type 02, time, serial.
+fn source_id(serial: u32) -> String {
+    format!("{DEVICE}02{}{serial:05}", "20261206082959")
+}
+
+/// A 48-digit vehicle id: its source, type 02, a serial.
+fn vehicle_id(serial: u32) -> String {
+    format!("{}02{:05}", source_id(serial), 1)
+}
+
+fn vehicle(serial: u32) -> Value {
+    json!({
+        "MotorVehicleID": vehicle_id(serial),
+        "InfoKind": 1,
+        "SourceID": source_id(serial),
+        "DeviceID": DEVICE,
+        "PassTime": "20261206082959",
+        "LaneNo": 2,
+        "PlateNo": "川K12345",
+        "PlateColor": "5",
+        "VehicleClass": "K33",
+        "VehicleColor": 2,
+        "Speed": 42.5,
+        "Direction": "3",
+        "SubImageList": {"SubImageInfoObject": [{
+            "ImageID": source_id(serial),
+            "Type": "01",
+            "FileFormat": "Jpeg",
+            "ShotTime": "20261206082959",
+            "Width": 1920,
+            "Height": 1080,
+            "Data": "/9j/4AAQSkZJRgABAQ=="
+        }]}
+    })
+}
+
+fn body(objects: Vec<Value>) -> Vec<u8> {
+    serde_json::to_vec(&json!({"MotorVehicleListObject": {"MotorVehicleObject": objects}}))
+        .expect("json")
+}
+
+fn check(body: &[u8]) -> Result<(Vec<RecordStatus>, Vec<RecordIn>), ViidFailure> {
+    check_request(ViidKind::MotorVehicle, body, &sender(), now(), settings())
+}
+
+fn refusal(body: &[u8]) -> RequestRefused {
+    match check(body) {
+        Err(ViidFailure::Refused(refused)) => refused,
+        Err(ViidFailure::Failed(err)) => panic!("failed instead of refused: {err}"),
+        Ok(_) => panic!("accepted"),
+    }
+}
+
+#[test]
+fn a_good_vehicle_becomes_a_row_and_an_image() {
+    let (statuses, good) = check(&body(vec![vehicle(1)])).expect("checked");
+    assert_eq!(statuses[0].code, StatusCode::Ok);
+    assert_eq!(statuses[0].id, vehicle_id(1));
+    let record = &good[0];
+    assert_eq!(record.row["motor_vehicle_id"], json!(vehicle_id(1)));
+    assert_eq!(record.row["captured_at"], json!("2026-12-06T00:29:59.000Z"));
+    assert_eq!(record.row["plate_no"], json!("川K12345"));
+    assert_eq!(record.row["vehicle_color"], json!("2"));
+    assert_eq!(record.row["region_code"], json!("511025"));
+    assert_eq!(record.row["platform_id"], json!("51100000001190000001"));
+    assert_eq!(record.row["image_count"], json!(1));
+    let image = &record.images[0];
+    assert_eq!(image.extension, "jpg");
+    assert_eq!(image.data.as_deref().map(<[u8]>::len), Some(13));
+    assert_eq!(image.row["parent_kind"], json!("motor_vehicle"));
+    assert_eq!(image.row["parent_id"], json!(vehicle_id(1)));
+    assert_eq!(image.row["device_id"], json!(DEVICE));
+    assert_eq!(image.row["width"], json!(1920));
+}
+
+#[test]
+fn a_body_that_is_not_the_standard_shape_is_refused_whole() {
+    let not_json = refusal(b"{\"MotorVehicleListObject\": ");
+    assert_eq!(not_json.code, StatusCode::InvalidJsonFormat);
+    assert!(
+        not_json.message.contains("not JSON"),
+        "{}",
+        not_json.message
+    );
+    let wrong = refusal(br#"{"FaceListObject": {"FaceObject": []}}"#);
+    assert_eq!(wrong.code, StatusCode::InvalidJsonContent);
+    assert!(
+        wrong
+            .message
+            .contains(r#"{"MotorVehicleListObject": {"MotorVehicleObject": [...]}}"#),
+        "{}",
+        wrong.message
+    );
+    let empty = refusal(&body(vec![]));
+    assert!(empty.message.contains("at least one"), "{}", empty.message);
+}
+
+#[test]
+fn each_bad_record_is_refused_alone_with_its_field() {
+    let mut cases: Vec<(Value, &str, &str)> = Vec::new();
+    let mut bad = |change: &dyn Fn(&mut Value), field: &'static str, says: &'static str| {
+        let mut record = vehicle(100 + cases.len() as u32);
+        change(&mut record);
+        cases.push((record, field, says));
+    };
+    bad(
+        &|v| v["PlateColor"] = json!("77"),
+        "PlateColor",
+        "code table",
+    );
+    bad(
+        &|v| v["PassTime"] = json!("20261306082959"),
+        "PassTime",
+        "YYYYMMDDhhmmss",
+    );
+    bad(
+        &|v| v["PassTime"] = json!("20261207082959"),
+        "PassTime",
+        "in the future",
+    );
+    bad(
+        &|v| v["PassTime"] = json!("20250101000000"),
+        "PassTime",
+        "older than the 180 days",
+    );
+    bad(
+        &|v| v["MotorVehicleID"] = json!("123"),
+        "MotorVehicleID",
+        "48 digits",
+    );
+    bad(
+        &|v| v["VehicleClass"] = json!("car"),
+        "VehicleClass",
+        "GA 24.4",
+    );
+    bad(&|v| v["Speed"] = json!("fast"), "Speed", "from 0 to 500");
+    bad(
+        &|v| v["SubImageList"]["SubImageInfoObject"][0]["Data"] = json!("!!!"),
+        "SubImageList.SubImageInfoObject[0].Data",
+        "base64",
+    );
+    bad(
+        &|v| v["SubImageList"]["SubImageInfoObject"][0]["Data"] = json!("A".repeat(4000)),
+        "SubImageList.SubImageInfoObject[0].Data",
+        "larger than 1024 bytes",
+    );
+    bad(
+        &|v| {
+            v["SubImageList"]["SubImageInfoObject"][0]
+                .as_object_mut()
+                .expect("object")
+                .remove("Data");
+        },
+        "SubImageList.SubImageInfoObject[0].Data",
+        "StoragePath",
+    );
+    bad(
+        &|v| {
+            v.as_object_mut().expect("object").remove("DeviceID");
+        },
+        "DeviceID",
+        "which device",
+    );
+    bad(&|v| v["PlateNo"] = json!("川K\u{7}1"), "PlateNo", "control");
+    let mut objects = vec![vehicle(1)];
+    objects.extend(cases.iter().map(|(record, _, _)| record.clone()));
+    objects.push(vehicle(2));
+    objects.push(json!("not an object"));
+    objects.push(vehicle(1));
+    let (statuses, good) = check(&body(objects)).expect("checked");
+    assert_eq!(good.len(), 2, "the two good vehicles");
+    assert_eq!(statuses.len(), cases.len() + 4);
+    assert_eq!(statuses[0].code, StatusCode::Ok);
+    for (status, (_, field, says)) in statuses[1..].iter().zip(&cases) {
+        assert_eq!(status.code, StatusCode::InvalidJsonContent, "{status:?}");
+        assert!(
+            status.message.starts_with(&format!("{field}: ")) && status.message.contains(says),
+            "{field} / {says}: {}",
+            status.message
+        );
+    }
+    let after = &statuses[cases.len() + 1..];
+    assert_eq!(after[0].code, StatusCode::Ok);
+    assert!(
+        after[1].message.contains("must be a JSON object"),
+        "{:?}",
+        after[1]
+    );
+    assert!(after[2].message.contains("appears twice"), "{:?}", after[2]);
+    assert_eq!(
+        good.iter().map(|r| r.index).collect::<Vec<_>>(),
+        vec![0, cases.len() + 1]
+    );
+}
+
+#[test]
+fn faces_take_their_time_from_the_first_time_field_present_and_tag_personal_data() {
+    let face = json!({"FaceListObject": {"FaceObject": [{
+        "FaceID": "650100000011900000010220171219100515999830656599",
+        "InfoKind": 1,
+        "SourceID": "66000000001190123456022017120110101000007",
+        "DeviceID": "51102500001190000007",
+        "FaceAppearTime": "20261206080000",
+        "LocationMarkTime": "20261206070000",
+        "IDType": "111",
+        "IDNumber": "511025199001011234",
+        "Name": "张三",
+        "GenderCode": "1",
+        "AgeUpLimit": 40,
+        "AgeLowerLimit": 30
+    }]}});
+    let (statuses, good) = check_request(
+        ViidKind::Face,
+        &serde_json::to_vec(&face).expect("json"),
+        &sender(),
+        now(),
+        settings(),
+    )
+    .expect("checked");
+    assert_eq!(statuses[0].code, StatusCode::Ok, "{statuses:?}");
+    assert_eq!(
+        good[0].row["captured_at"],
+        json!("2026-12-06T00:00:00.000Z")
+    );
+    assert_eq!(good[0].row["image_count"], json!(0));
+    let dataset = ViidKind::Face.new_dataset("gaj", 180);
+    let tagged: Vec<(&str, Option<cityhub_catalog::Sensitivity>)> = dataset
+        .columns
+        .iter()
+        .filter(|c| c.sensitivity.is_some())
+        .map(|c| (c.name.as_str(), c.sensitivity))
+        .collect();
+    assert_eq!(
+        tagged,
+        vec![
+            ("id_number", Some(cityhub_catalog::Sensitivity::IdCard)),
+            ("name", Some(cityhub_catalog::Sensitivity::PersonName)),
+        ]
+    );
+    assert_eq!(dataset.sort_key, vec!["captured_at".to_string()]);
+    assert_eq!(dataset.row_retention.map(|r| r.days), Some(180));
+}
+
+#[test]
+fn image_keys_name_their_landing_dataset_and_nothing_else() {
+    assert_eq!(
+        image_owner("viid/gaj/face/2026-12-06/0193a1b2-0000-7000-8000-000000000000.jpg")
+            .map(|name| name.to_string()),
+        Some("gaj.viid_images".to_string())
+    );
+    for bad in [
+        "datasets/1/2026-12-06/x.parquet",
+        "viid/gaj/face/2026-12-06/../x.jpg",
+        "viid/gaj/nothing/2026-12-06/x.jpg",
+        "viid/gaj/face/x.jpg",
+        "viid/gaj/face/2026-12-06/a/b.jpg",
+    ] {
+        assert!(image_owner(bad).is_none(), "{bad}");
+    }
+}
