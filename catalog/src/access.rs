@@ -215,6 +215,36 @@ pub fn out_of_scope_message(principal: &Principal, dataset: &Dataset) -> String 
     )
 }
 
+/// Whether `principal`, whose access to an images dataset is `how`, may be served one of
+/// its images, named in column `column`, of a device standing in `region`. An image cannot
+/// be masked, so only who may see the column unmasked gets it: the owner, or a reader
+/// whose grant unmasks it for every row (a grant limited to some rows cannot be checked
+/// against an image alone, so it does not reach images). A region-scoped principal gets
+/// only images of its region.
+pub fn may_see_image(principal: &Principal, how: &Access, column: &str, region: &str) -> bool {
+    let in_scope = match &principal.region {
+        None => true,
+        Some(_) => principal
+            .scope()
+            .is_some_and(|scope| scope.contains(region)),
+    };
+    let unmasked = match how {
+        Access::Full => true,
+        Access::Read {
+            columns,
+            unmasked,
+            rows,
+            ..
+        } => {
+            columns.as_ref().is_none_or(|c| c.contains(column))
+                && unmasked.contains(column)
+                && rows.is_none()
+        }
+        Access::Apply | Access::OutOfScope | Access::Hidden => false,
+    };
+    in_scope && unmasked
+}
+
 /// What `principal` may do with `dataset`, given the active and inactive grants held by the
 /// principal's department (grants of other datasets are ignored). A region-scoped
 /// principal's own scope is applied by the reader on top of this ([`Principal::scope`]).
@@ -298,6 +328,36 @@ fn unscoped_access(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn images_go_only_to_who_sees_them_unmasked_and_in_scope() {
+        let mut principal = Principal::local_operator();
+        principal.role = Role::Analyst;
+        principal.department = "jtj".into();
+        let read = |unmasked: &[&str], rows: Option<Vec<crate::sharing::RowLimit>>| Access::Read {
+            columns: None,
+            unmasked: unmasked.iter().map(|c| c.to_string()).collect(),
+            trusted: true,
+            rows,
+        };
+        let sees = |principal: &Principal, how: &Access, region: &str| {
+            may_see_image(principal, how, "object_key", region)
+        };
+        assert!(sees(&principal, &Access::Full, "511025"));
+        assert!(!sees(&principal, &read(&[], None), "511025"));
+        assert!(sees(&principal, &read(&["object_key"], None), "511025"));
+        assert!(!sees(
+            &principal,
+            &read(&["object_key"], Some(vec![])),
+            "511025"
+        ));
+        for how in [Access::Apply, Access::OutOfScope, Access::Hidden] {
+            assert!(!sees(&principal, &how, "511025"));
+        }
+        principal.region = Some("511025".into());
+        assert!(sees(&principal, &Access::Full, "511025"));
+        assert!(!sees(&principal, &Access::Full, "511011"));
+    }
 
     #[test]
     fn capabilities_follow_the_role_lists_the_checks_use() {

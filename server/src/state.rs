@@ -8,6 +8,7 @@ use cityhub_catalog::clock::Clock;
 use cityhub_catalog::{AuditLog, Catalog, CatalogError, Principal, Role, SharingService};
 use cityhub_config::Config;
 use cityhub_ingest::kafka::{ClusterFeedStatus, StatusBoard};
+use cityhub_ingest::viid::{ViidReceiver, ViidSettings};
 use cityhub_ingest::{CompactionPolicy, Ingest, IngestError, RetentionPolicy, Storage};
 use cityhub_query::endpoint::Endpoints;
 use cityhub_query::{QueryEngine, QueryError};
@@ -58,6 +59,8 @@ pub struct Parts {
     pub cameras: CameraRegistry,
     /// Dashboard endpoints and their result cache.
     pub endpoints: Arc<Endpoints>,
+    /// The GA/T 1400 receiver: records and images into the `viid_*` datasets.
+    pub viid: ViidReceiver,
     /// Where the time of day is read (the demo city, endpoints' `today`).
     pub clock: Clock,
     /// When and how datasets' small files are merged.
@@ -104,6 +107,13 @@ impl AppState {
             audit.clone(),
             Arc::clone(&versions),
         );
+        let viid = ViidReceiver::new(
+            ingest.clone(),
+            ViidSettings {
+                retention_days: config.viid.retention_days,
+                max_image_bytes: config.viid.max_image_bytes,
+            },
+        );
         let sharing = SharingService::new(
             catalog.clone(),
             audit.clone(),
@@ -136,6 +146,7 @@ impl AppState {
             sharing,
             kafka: StatusBoard::new(node.clone()),
             endpoints,
+            viid,
             clock,
             node,
         })))

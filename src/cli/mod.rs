@@ -14,6 +14,7 @@ pub mod import_cameras;
 pub mod serve;
 pub mod sql;
 pub mod token;
+pub mod viid;
 
 #[derive(Parser)]
 #[command(
@@ -81,6 +82,11 @@ enum Command {
         #[command(subcommand)]
         command: TokenCommand,
     },
+    /// Manage GA/T 1400 视图库 accounts (the platforms that post to /VIID/).
+    Viid {
+        #[command(subcommand)]
+        command: ViidCommand,
+    },
     /// Run one SQL query against the local data folder, or a server with --server.
     Sql {
         /// The query, e.g. "SELECT * FROM hub.datasets".
@@ -137,6 +143,31 @@ enum Command {
         #[arg(long, value_name = "ADDR")]
         bind: Option<String>,
     },
+}
+
+#[derive(Subcommand)]
+enum ViidCommand {
+    /// GA/T 1400 accounts.
+    Account {
+        #[command(subcommand)]
+        command: ViidAccountCommand,
+    },
+}
+
+#[derive(Subcommand)]
+enum ViidAccountCommand {
+    /// Create an account and print its password (and nothing else) on stdout, once.
+    Create {
+        /// The platform's 20-digit GA/T 1400 id (its User-Identify header and digest
+        /// username).
+        #[arg(long, value_name = "ID")]
+        id: String,
+        /// The department whose viid_* datasets its records land in.
+        #[arg(long, value_name = "CODE")]
+        department: String,
+    },
+    /// List the accounts and whether each is registered.
+    List,
 }
 
 #[derive(Subcommand)]
@@ -290,6 +321,17 @@ async fn run(command: Command, loaded: Loaded) -> anyhow::Result<()> {
         } => {
             telemetry::init_logging("warn", "text");
             token::create(config, department, &role, name, expires_in_days, region).await
+        }
+        Command::Viid {
+            command: ViidCommand::Account { command },
+        } => {
+            telemetry::init_logging("warn", "text");
+            match command {
+                ViidAccountCommand::Create { id, department } => {
+                    viid::create_account(config, &id, &department).await
+                }
+                ViidAccountCommand::List => viid::list_accounts(config).await,
+            }
         }
         Command::Sql {
             sql,

@@ -26,3 +26,4 @@ mod regions;
 mod sharing;
 mod sql;
 mod upsert;
+mod viid;

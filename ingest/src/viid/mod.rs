@@ -305,8 +305,13 @@ impl ViidReceiver {
                         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                         .map(|t| t.with_timezone(&Utc))
                         .unwrap_or(now);
+                    let region = row
+                        .get("region_code")
+                        .and_then(Value::as_str)
+                        .unwrap_or("000000")
+                        .to_string();
                     let key = format!(
-                        "viid/{}/{}/{}/{}.{}",
+                        "viid/{}/{}/{region}/{}/{}.{}",
                         sender.department,
                         kind.label(),
                         captured
@@ -414,6 +419,79 @@ impl ViidReceiver {
             "Committed GA/T 1400 records."
         );
         Ok(())
+    }
+}
+
+/// The column of `viid_images` that names each image.
+pub const IMAGE_COLUMN: &str = "object_key";
+
+impl ViidReceiver {
+    /// The image stored under `key`, with its media type, for `principal` at `now`: only
+    /// to who may see it unmasked ([`cityhub_catalog::access::may_see_image`]). Every
+    /// image served, and every refusal, is recorded in the audit log (PIPL art. 26: images
+    /// of public-security cameras are for public-security purposes). An image whose
+    /// dataset the principal may not even see is answered as not found.
+    pub async fn image(
+        &self,
+        principal: &cityhub_catalog::Principal,
+        key: &str,
+        now: DateTime<Utc>,
+    ) -> Result<(Bytes, &'static str), IngestError> {
+        let not_found = || IngestError::DatasetNotFound(format!("image {key}"));
+        let Some(owner) = image_owner(key) else {
+            return Err(not_found());
+        };
+        let dataset = self
+            .ingest
+            .catalog
+            .dataset(&owner.dataset)
+            .await?
+            .ok_or_else(not_found)?;
+        let grants = self
+            .ingest
+            .catalog
+            .grants_held_by(Some(&principal.department))
+            .await?;
+        let how = cityhub_catalog::access::access(principal, &dataset, &grants, now);
+        let event = |outcome, detail: Value| {
+            AuditEvent::by(principal, Action::ImageRead, outcome)
+                .dataset(owner.dataset.to_string())
+                .detail(detail)
+        };
+        if how == cityhub_catalog::Access::Hidden {
+            self.ingest.audit.record(event(
+                Outcome::Refused,
+                json!({"key": key, "why": "hidden"}),
+            ));
+            return Err(not_found());
+        }
+        if !cityhub_catalog::access::may_see_image(principal, &how, IMAGE_COLUMN, &owner.region) {
+            self.ingest.audit.record(event(
+                Outcome::Refused,
+                json!({"key": key, "access": how.label()}),
+            ));
+            return Err(IngestError::Forbidden(format!(
+                "images of {} are served only to who may see {IMAGE_COLUMN} unmasked (its \
+                 owner {}, or a department whose grant unmasks it) and, for region-scoped \
+                 tokens, only images of their region; apply for a grant with unmasked: \
+                 [\"{IMAGE_COLUMN}\"]",
+                owner.dataset, dataset.owner
+            )));
+        }
+        let bytes = match self.ingest.storage.get(key).await {
+            Ok(bytes) => bytes,
+            Err(err) => {
+                // Past retention, or never written: not found either way.
+                tracing::debug!(key, error = %err, "An image asked for is not in the object store.");
+                return Err(not_found());
+            }
+        };
+        self.ingest.audit.record(event(
+            Outcome::Ok,
+            json!({"key": key, "bytes": bytes.len(), "access": how.label()}),
+        ));
+        metrics::counter!("cityhub_viid_images_served_total").increment(1);
+        Ok((bytes, content_type(key)))
     }
 }
 
@@ -824,25 +902,39 @@ pub fn content_type(key: &str) -> &'static str {
     }
 }
 
-/// The department and landing dataset an image key belongs to
-/// (`viid/{department}/{kind}/{date}/{uuid}.{ext}`), if it is one.
-pub fn image_owner(key: &str) -> Option<DatasetName> {
-    let mut parts = key.split('/');
-    if parts.next() != Some("viid") {
+/// Whose an image is, read from its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ImageOwner {
+    /// The images dataset that names it (`{department}.viid_images`): who may see it.
+    pub dataset: DatasetName,
+    /// Where its device stands (GB/T 2260): which region-scoped readers may see it.
+    pub region: String,
+}
+
+/// The owner of an image key (`viid/{department}/{kind}/{region}/{date}/{uuid}.{ext}`),
+/// if it is one the receiver writes.
+pub fn image_owner(key: &str) -> Option<ImageOwner> {
+    let parts: Vec<&str> = key.split('/').collect();
+    let [root, department, kind, region, date, file] = parts[..] else {
+        return None;
+    };
+    let well_formed = root == "viid"
+        && KINDS.iter().any(|k| k.label() == kind)
+        && region.len() == 6
+        && region.bytes().all(|b| b.is_ascii_digit())
+        && date.len() == 10
+        && file.split_once('.').is_some_and(|(stem, ext)| {
+            !stem.is_empty()
+                && stem.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+                && !ext.is_empty()
+        });
+    if !well_formed {
         return None;
     }
-    let department = parts.next()?;
-    let kind = parts.next()?;
-    let date = parts.next()?;
-    let file = parts.next()?;
-    if parts.next().is_some()
-        || !KINDS.iter().any(|k| k.label() == kind)
-        || date.len() != 10
-        || file.contains("..")
-    {
-        return None;
-    }
-    DatasetName::parse(&format!("{department}.{IMAGES_DATASET}")).ok()
+    Some(ImageOwner {
+        dataset: DatasetName::parse(&format!("{department}.{IMAGES_DATASET}")).ok()?,
+        region: region.to_string(),
+    })
 }
 
 #[cfg(test)]

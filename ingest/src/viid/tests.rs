@@ -269,18 +269,21 @@ fn faces_take_their_time_from_the_first_time_field_present_and_tag_personal_data
 }
 
 #[test]
-fn image_keys_name_their_landing_dataset_and_nothing_else() {
-    assert_eq!(
-        image_owner("viid/gaj/face/2026-12-06/0193a1b2-0000-7000-8000-000000000000.jpg")
-            .map(|name| name.to_string()),
-        Some("gaj.viid_images".to_string())
-    );
+fn image_keys_name_their_landing_dataset_and_region_and_nothing_else() {
+    let owner =
+        image_owner("viid/gaj/face/511025/2026-12-06/0193a1b2-0000-7000-8000-000000000000.jpg")
+            .expect("an image key");
+    assert_eq!(owner.dataset.to_string(), "gaj.viid_images");
+    assert_eq!(owner.region, "511025");
     for bad in [
         "datasets/1/2026-12-06/x.parquet",
-        "viid/gaj/face/2026-12-06/../x.jpg",
-        "viid/gaj/nothing/2026-12-06/x.jpg",
-        "viid/gaj/face/x.jpg",
-        "viid/gaj/face/2026-12-06/a/b.jpg",
+        "viid/gaj/face/511025/2026-12-06/../x.jpg",
+        "viid/gaj/face/511025/2026-12-06/..jpg",
+        "viid/gaj/nothing/511025/2026-12-06/ab.jpg",
+        "viid/gaj/face/2026-12-06/ab.jpg",
+        "viid/gaj/face/51102x/2026-12-06/ab.jpg",
+        "viid/gaj/face/511025/2026-12-06/a/b.jpg",
+        "viid/GA J/face/511025/2026-12-06/ab.jpg",
     ] {
         assert!(image_owner(bad).is_none(), "{bad}");
     }

@@ -48,42 +48,59 @@ impl<T: serde::de::DeserializeOwned, S: Send + Sync> FromRequest<S> for JsonBody
     }
 }
 
+/// Why a body was not read.
+pub enum BodyError {
+    /// Longer than the limit (declared or as it came).
+    TooLarge,
+    /// The connection failed while reading.
+    Unreadable(String),
+}
+
+/// Reads a request body up to `limit` bytes, refusing a longer one as soon as its declared
+/// length, or the bytes that came, say so.
+pub async fn read_body_within(
+    body: Body,
+    headers: &HeaderMap,
+    limit: u64,
+) -> Result<bytes::Bytes, BodyError> {
+    let declared = headers
+        .get(header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<u64>().ok());
+    if declared.is_some_and(|length| length > limit) {
+        return Err(BodyError::TooLarge);
+    }
+    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
+    axum::body::to_bytes(body, limit).await.map_err(|err| {
+        let over_limit = std::error::Error::source(&err)
+            .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
+        if over_limit {
+            BodyError::TooLarge
+        } else {
+            BodyError::Unreadable(err.to_string())
+        }
+    })
+}
+
 /// Reads a request body up to `limit` bytes, answering 413 beyond it.
 pub async fn read_limited(
     body: Body,
     headers: &HeaderMap,
     limit: u64,
 ) -> Result<bytes::Bytes, ApiError> {
-    let too_large = || {
-        ApiError::new(
-            StatusCode::PAYLOAD_TOO_LARGE,
-            "body_too_large",
-            format!(
-                "the body is larger than the limit of {limit} bytes (server.max_body_bytes); \
-                 split it into several pushes"
+    read_body_within(body, headers, limit)
+        .await
+        .map_err(|err| match err {
+            BodyError::TooLarge => ApiError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "body_too_large",
+                format!(
+                    "the body is larger than the limit of {limit} bytes (server.max_body_bytes); \
+                     split it into several pushes"
+                ),
             ),
-        )
-    };
-    let declared = headers
-        .get(header::CONTENT_LENGTH)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| v.parse::<u64>().ok());
-    if declared.is_some_and(|length| length > limit) {
-        return Err(too_large());
-    }
-    let limit = usize::try_from(limit).unwrap_or(usize::MAX);
-    match axum::body::to_bytes(body, limit).await {
-        Ok(bytes) => Ok(bytes),
-        Err(err) => {
-            let over_limit = std::error::Error::source(&err)
-                .is_some_and(|source| source.is::<http_body_util::LengthLimitError>());
-            if over_limit {
-                Err(too_large())
-            } else {
-                Err(ApiError::bad_request(format!(
-                    "the body could not be read: {err}"
-                )))
+            BodyError::Unreadable(err) => {
+                ApiError::bad_request(format!("the body could not be read: {err}"))
             }
-        }
-    }
+        })
 }

@@ -9,9 +9,11 @@ pub mod endpoints;
 pub mod error;
 pub mod extract;
 pub mod health;
+pub mod images;
 pub mod openapi;
 pub mod sharing;
 pub mod sql;
+pub mod viid;
 
 use std::sync::Arc;
 
@@ -35,6 +37,10 @@ pub fn router(state: AppState) -> Router {
         .route("/console", get(console::redirect))
         .route("/console/", get(console::index))
         .route("/console/{*path}", get(console::file))
+        .merge(viid::router())
+        // Image keys hold slashes, which the OpenAPI router's paths cannot capture; the
+        // route is described in docs/viid.md.
+        .route("/api/v1/images/{*key}", get(images::get_image))
         .fallback(health::not_found)
         .layer(Extension(document))
         .layer(axum::middleware::from_fn(telemetry::record_request))
