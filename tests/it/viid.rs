@@ -620,3 +620,104 @@ fn sha256(bytes: &[u8]) -> Vec<u8> {
     use sha2::Digest as _;
     sha2::Sha256::digest(bytes).to_vec()
 }
+
+#[tokio::test]
+async fn images_on_their_own_and_notifications_of_subscriptions_land_too() {
+    let (server, password) = city().await;
+    let platform = Platform::new(&server, PLATFORM);
+    assert_eq!(platform.register(&password).await.status, 200);
+
+    let image_id = source_id(FACE_CAMERA, 9);
+    let images = json!({"ImageListObject": {"ImageObject": [
+        {
+            "ImageInfo": {
+                "ImageID": image_id, "InfoKind": 1, "ImageSource": "99",
+                "DeviceID": FACE_CAMERA, "FileFormat": "Png", "ShotTime": viid_time(3),
+                "Width": 640, "Height": 480
+            },
+            "Data": base64::engine::general_purpose::STANDARD.encode(image(9))
+        },
+        {
+            "ImageInfo": {"ImageID": source_id(FACE_CAMERA, 10), "DeviceID": FACE_CAMERA,
+                          "ShotTime": "yesterday"},
+            "Data": "aGVsbG8="
+        }
+    ]}});
+    let answer = platform.post("/VIID/Images", &images).await;
+    let statuses = answer.statuses();
+    assert_eq!(statuses[0]["StatusCode"], json!(0), "{:?}", answer.body);
+    assert_eq!(statuses[1]["StatusCode"], json!(8));
+    assert!(
+        statuses[1]["StatusString"]
+            .as_str()
+            .is_some_and(|s| s.starts_with("ImageInfo.ShotTime: ")),
+        "{}",
+        statuses[1]
+    );
+
+    let mut bad = vehicle(3, "川K10003");
+    bad["PlateColor"] = json!("0");
+    let notifications = json!({"SubscribeNotificationListObject": {"SubscribeNotificationObject": [
+        {
+            "NotificationID": "51100000001190000001202612060830000001",
+            "SubscribeID": "511000000011900000012026120608300000001",
+            "Title": "过车", "TriggerTime": viid_time(0),
+            "MotorVehicleObjectList": {"MotorVehicleObject": [
+                vehicle(1, "川K10001"), vehicle(2, "川K10002")
+            ]}
+        },
+        {
+            "NotificationID": "51100000001190000001202612060830000002",
+            "MotorVehicleObjectList": {"MotorVehicleObject": [bad]}
+        }
+    ]}});
+    let answer = platform
+        .post("/VIID/SubscribeNotifications", &notifications)
+        .await;
+    assert_eq!(answer.status, 200, "{:?}", answer.body);
+    let statuses = answer.statuses();
+    assert_eq!(
+        statuses[0]["Id"],
+        json!("51100000001190000001202612060830000001")
+    );
+    assert_eq!(statuses[0]["StatusCode"], json!(0), "{}", statuses[0]);
+    assert_eq!(statuses[1]["StatusCode"], json!(8), "{}", statuses[1]);
+    assert!(
+        statuses[1]["StatusString"]
+            .as_str()
+            .is_some_and(|s| s.contains("PlateColor")),
+        "{}",
+        statuses[1]
+    );
+
+    let owner = server.token("gaj", Role::Analyst).await;
+    let landed = sql_ok(
+        &server,
+        &owner,
+        "SELECT (SELECT count(*) FROM gaj.viid_motor_vehicles) AS vehicles, \
+         (SELECT count(*) FROM gaj.viid_images WHERE parent_kind = 'image') AS images, \
+         (SELECT max(file_format) FROM gaj.viid_images WHERE parent_kind = 'image') AS format",
+    )
+    .await;
+    assert_eq!(
+        landed,
+        json!([{"vehicles": 2, "images": 1, "format": "Png"}])
+    );
+    let key = sql_ok(
+        &server,
+        &owner,
+        "SELECT object_key FROM gaj.viid_images WHERE parent_kind = 'image'",
+    )
+    .await;
+    let key = key[0]["object_key"].as_str().expect("key");
+    assert!(key.ends_with(".png"), "{key}");
+    let served = image_request(&server, &owner, key).await;
+    assert_eq!(
+        served
+            .headers()
+            .get("content-type")
+            .and_then(|v| v.to_str().ok()),
+        Some("image/png")
+    );
+    assert_eq!(served.bytes().await.expect("bytes").to_vec(), image(9));
+}

@@ -18,8 +18,11 @@ pub enum ViidKind {
     NonMotorVehicle,
     Face,
     Person,
+    /// Images on their own (`/VIID/Images`): they land in the images dataset only.
+    Image,
 }
 
+/// The kinds of records, each with its own landing dataset.
 pub const KINDS: [ViidKind; 5] = [
     ViidKind::Ape,
     ViidKind::MotorVehicle,
@@ -83,6 +86,7 @@ impl ViidKind {
     pub fn resource(self) -> &'static str {
         match self {
             ViidKind::Ape => "APEs",
+            ViidKind::Image => "Images",
             ViidKind::MotorVehicle => "MotorVehicles",
             ViidKind::NonMotorVehicle => "NonMotorVehicles",
             ViidKind::Face => "Faces",
@@ -91,7 +95,10 @@ impl ViidKind {
     }
 
     pub fn from_resource(resource: &str) -> Option<Self> {
-        KINDS.into_iter().find(|kind| kind.resource() == resource)
+        KINDS
+            .into_iter()
+            .chain([ViidKind::Image])
+            .find(|kind| kind.resource() == resource)
     }
 
     /// The JSON object name, e.g. `MotorVehicle` (its list is `MotorVehicleListObject`,
@@ -99,6 +106,7 @@ impl ViidKind {
     pub fn object_name(self) -> &'static str {
         match self {
             ViidKind::Ape => "APE",
+            ViidKind::Image => "Image",
             ViidKind::MotorVehicle => "MotorVehicle",
             ViidKind::NonMotorVehicle => "NonMotorVehicle",
             ViidKind::Face => "Face",
@@ -110,6 +118,7 @@ impl ViidKind {
     pub fn id_field(self) -> &'static str {
         match self {
             ViidKind::Ape => "ApeID",
+            ViidKind::Image => "ImageID",
             ViidKind::MotorVehicle => "MotorVehicleID",
             ViidKind::NonMotorVehicle => "NonMotorVehicleID",
             ViidKind::Face => "FaceID",
@@ -122,6 +131,7 @@ impl ViidKind {
     pub fn id_length(self) -> usize {
         match self {
             ViidKind::Ape => 20,
+            ViidKind::Image => 41,
             _ => 48,
         }
     }
@@ -130,6 +140,7 @@ impl ViidKind {
     pub fn label(self) -> &'static str {
         match self {
             ViidKind::Ape => "ape",
+            ViidKind::Image => "image",
             ViidKind::MotorVehicle => "motor_vehicle",
             ViidKind::NonMotorVehicle => "non_motor_vehicle",
             ViidKind::Face => "face",
@@ -141,6 +152,7 @@ impl ViidKind {
     pub fn dataset(self) -> &'static str {
         match self {
             ViidKind::Ape => "viid_apes",
+            ViidKind::Image => IMAGES_DATASET,
             ViidKind::MotorVehicle => "viid_motor_vehicles",
             ViidKind::NonMotorVehicle => "viid_non_motor_vehicles",
             ViidKind::Face => "viid_faces",
@@ -153,6 +165,7 @@ impl ViidKind {
     pub fn time_fields(self) -> &'static [&'static str] {
         match self {
             ViidKind::Ape => &[],
+            ViidKind::Image => &["ShotTime"],
             ViidKind::MotorVehicle => &["PassTime"],
             ViidKind::NonMotorVehicle => &["ShotTime", "AppearTime", "MarkTime"],
             ViidKind::Face => &["ShotTime", "FaceAppearTime", "LocationMarkTime"],
@@ -183,6 +196,8 @@ impl ViidKind {
             "the collection device (joins hub.cameras.id)",
         );
         match self {
+            // An image's own fields are checked as an image's (its row in viid_images).
+            ViidKind::Image => vec![device],
             ViidKind::Ape => vec![
                 field("Name", "name", Check::Text(100), "device name"),
                 field("Model", "model", Check::Text(100), "device model"),

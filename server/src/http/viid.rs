@@ -34,6 +34,7 @@ pub fn router() -> Router<AppState> {
         .route("/VIID/System/UnRegister", post(unregister))
         .route("/VIID/System/Keepalive", post(keepalive))
         .route("/VIID/System/Time", get(time))
+        .route("/VIID/SubscribeNotifications", post(notifications))
         .route("/VIID/{resource}", post(records))
         // Bodies are read with the receiver's own limit, answered in the standard's shape.
         .layer(DefaultBodyLimit::disable())
@@ -224,10 +225,6 @@ async fn records(
 ) -> Response {
     let url = format!("/VIID/{resource}");
     let now = state.clock.now();
-    let account = match registered(&state, &headers, &url, now).await {
-        Ok(account) => account,
-        Err(answer) => return answer,
-    };
     let Some(kind) = ViidKind::from_resource(&resource) else {
         return one(
             StatusCode::NOT_FOUND,
@@ -236,25 +233,67 @@ async fn records(
             "",
             &format!(
                 "the hub does not receive {resource}; it receives APEs, MotorVehicles, \
-                 NonMotorVehicles, Faces and Persons"
+                 NonMotorVehicles, Faces, Persons, Images and SubscribeNotifications"
             ),
             now,
         );
     };
-    let body = match read_body(&state, body, &headers, &url, now).await {
-        Ok(body) => body,
+    let (sender, body) = match sender_and_body(&state, &headers, body, &url, now).await {
+        Ok(received) => received,
         Err(answer) => return answer,
     };
-    let sender = Sender {
-        account_id: account.id.clone(),
-        department: account.department.clone(),
+    answer_receipt(
+        &url,
+        state.viid.receive(&sender, kind, body, now).await,
+        now,
+    )
+}
+
+/// `POST /VIID/SubscribeNotifications`: a lower platform delivering what the hub
+/// subscribed to, answered one status per notification.
+async fn notifications(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    const URL: &str = "/VIID/SubscribeNotifications";
+    let now = state.clock.now();
+    let (sender, body) = match sender_and_body(&state, &headers, body, URL, now).await {
+        Ok(received) => received,
+        Err(answer) => return answer,
     };
-    match state.viid.receive(&sender, kind, body, now).await {
-        Ok(statuses) => list(&url, &statuses, now),
+    answer_receipt(
+        URL,
+        state.viid.receive_notifications(&sender, body, now).await,
+        now,
+    )
+}
+
+/// Who sent records (a registered account) and the body they sent.
+async fn sender_and_body(
+    state: &AppState,
+    headers: &HeaderMap,
+    body: Body,
+    url: &str,
+    now: DateTime<Utc>,
+) -> Result<(Sender, bytes::Bytes), Response> {
+    let account = registered(state, headers, url, now).await?;
+    let body = read_body(state, body, headers, url, now).await?;
+    let sender = Sender {
+        account_id: account.id,
+        department: account.department,
+    };
+    Ok((sender, body))
+}
+
+/// The answer to a receipt: the statuses, or why nothing was looked at.
+fn answer_receipt(
+    url: &str,
+    receipt: Result<Vec<RecordStatus>, ViidFailure>,
+    now: DateTime<Utc>,
+) -> Response {
+    match receipt {
+        Ok(statuses) => list(url, &statuses, now),
         Err(ViidFailure::Refused(RequestRefused { code, message })) => {
-            one(StatusCode::BAD_REQUEST, &url, code, "", &message, now)
+            one(StatusCode::BAD_REQUEST, url, code, "", &message, now)
         }
-        Err(ViidFailure::Failed(err)) => failed(&url, "", &err.to_string(), now),
+        Err(ViidFailure::Failed(err)) => failed(url, "", &err.to_string(), now),
     }
 }
 
