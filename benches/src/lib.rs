@@ -3,6 +3,8 @@
 
 pub mod tables;
 
+use std::io::{BufRead, BufReader, Write};
+use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -327,6 +329,25 @@ impl Hub {
         Ok((started.elapsed().as_secs_f64(), latencies))
     }
 
+    /// Every dataset's current files as local paths (the objects must be on local disk),
+    /// for other engines to read the same files.
+    pub async fn local_files(&self) -> anyhow::Result<Vec<(String, Vec<String>)>> {
+        let objects = self.state.config.storage_url();
+        let root = objects
+            .strip_prefix("file://")
+            .context("the benchmark needs local storage")?;
+        let mut tables = Vec::new();
+        for dataset in self.state.catalog.list_datasets().await? {
+            let files = self.state.catalog.snapshot_files(dataset.id, None).await?;
+            let paths = files
+                .iter()
+                .map(|file| format!("{root}/{}", file.path))
+                .collect();
+            tables.push((dataset.name.to_string(), paths));
+        }
+        Ok(tables)
+    }
+
     pub async fn stop(self) {
         let _ = self.stop.send(());
         let _ = self.task.await;
@@ -402,4 +423,81 @@ pub async fn fresh_postgres_catalog(url: &str) -> anyhow::Result<String> {
     Ok(format!(
         "{url}{separator}options=-c%20search_path%3D{schema}"
     ))
+}
+
+/// DuckDB in a child process (`duckdb_runner.py`), each query timed inside it.
+pub struct DuckDb {
+    child: Child,
+    input: ChildStdin,
+    output: BufReader<ChildStdout>,
+}
+
+impl DuckDb {
+    /// Starts the runner with one view per table over its Parquet files (schema `bench`).
+    pub fn start(tables: &[(String, Vec<String>)]) -> anyhow::Result<Self> {
+        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/duckdb_runner.py");
+        let mut child = Command::new("python3")
+            .arg(script)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .spawn()
+            .context("starting python3 for DuckDB")?;
+        let input = child.stdin.take().context("runner stdin")?;
+        let output = BufReader::new(child.stdout.take().context("runner stdout")?);
+        let mut duckdb = Self {
+            child,
+            input,
+            output,
+        };
+        let mut setup = vec!["CREATE SCHEMA bench".to_string()];
+        for (name, files) in tables {
+            let list = files
+                .iter()
+                .map(|f| format!("'{f}'"))
+                .collect::<Vec<_>>()
+                .join(", ");
+            setup.push(format!(
+                "CREATE VIEW {name} AS SELECT * FROM read_parquet([{list}])"
+            ));
+        }
+        let answer = duckdb.ask(json!({ "setup": setup }))?;
+        println!(
+            "DuckDB {} (PyPI wheel, in-process, {} threads by default)",
+            answer["version"].as_str().unwrap_or("?"),
+            std::thread::available_parallelism()
+                .map(|n| n.get())
+                .unwrap_or(0)
+        );
+        Ok(duckdb)
+    }
+
+    pub fn ask(&mut self, command: Value) -> anyhow::Result<Value> {
+        writeln!(self.input, "{command}")?;
+        self.input.flush()?;
+        let mut line = String::new();
+        if self.output.read_line(&mut line)? == 0 {
+            bail!("the DuckDB runner ended (is the duckdb wheel installed?)");
+        }
+        let answer: Value = serde_json::from_str(&line)?;
+        if let Some(error) = answer["error"].as_str() {
+            bail!("DuckDB: {error}");
+        }
+        Ok(answer)
+    }
+
+    /// One query: milliseconds and rows.
+    pub fn run(&mut self, sql: &str) -> anyhow::Result<(f64, usize)> {
+        let answer = self.ask(json!({ "run": sql }))?;
+        Ok((
+            answer["ms"].as_f64().context("ms")?,
+            answer["rows"].as_u64().context("rows")? as usize,
+        ))
+    }
+}
+
+impl Drop for DuckDb {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
 }

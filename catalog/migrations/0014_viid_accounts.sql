@@ -12,3 +12,14 @@ CREATE TABLE viid_accounts (
     registered_at  TEXT,
     last_seen_at   TEXT
 );
+
+-- Upper platforms' subscriptions to the hub's records (POST /VIID/Subscribes): who
+-- subscribed, its state, and the whole subscription with its delivery cursors as JSON (read
+-- and written whole by the one node that delivers notifications).
+CREATE TABLE viid_subscriptions (
+    id          TEXT PRIMARY KEY,
+    account_id  TEXT NOT NULL REFERENCES viid_accounts(id),
+    status      TEXT NOT NULL,
+    record      TEXT NOT NULL,
+    updated_at  TEXT NOT NULL
+);

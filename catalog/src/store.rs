@@ -23,7 +23,7 @@ use crate::model::{
     NewDataset, NewPrincipal, Principal, SchemaVersion, Snapshot, StoredRejection, StreamOffset,
 };
 use crate::sharing::{Decision, Grant, NewShareRequest, ShareRequest, ShareStatus};
-use crate::viid::ViidAccount;
+use crate::viid::{ViidAccount, ViidSubscription};
 use chrono::{DateTime, Utc};
 
 /// Departments, principals and their tokens, datasets, schema versions, snapshots and
@@ -422,6 +422,18 @@ pub trait ViidStore: Send + Sync + 'static {
 
     /// Records a keepalive at `at` of a registered account; false when it is not registered.
     async fn viid_keepalive(&self, id: &str, at: DateTime<Utc>) -> Result<bool>;
+
+    /// Saves a subscription whole (a new one, a renewal, a cancellation, delivery progress).
+    /// `Invalid` when its id belongs to another account's subscription.
+    async fn save_viid_subscription(&self, subscription: &ViidSubscription) -> Result<()>;
+
+    /// The subscriptions of `account`, or of every account, by id.
+    async fn viid_subscriptions(&self, account: Option<&str>) -> Result<Vec<ViidSubscription>>;
+
+    /// The files appends and upserts added to a dataset after snapshot sequence `after`,
+    /// with the sequence that added each, in order; files since removed by a compaction
+    /// included, as long as the catalog keeps them.
+    async fn appended_files(&self, dataset_id: i64, after: i64) -> Result<Vec<(i64, DataFile)>>;
 }
 
 /// The whole catalog: every domain's store, implemented for anything that implements all

@@ -51,6 +51,73 @@ impl ViidAccount {
     }
 }
 
+/// Where an upper platform's subscription stands (GA/T 1400 `SubscribeStatus`, plus the
+/// hub's own `dropped`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SubscriptionStatus {
+    /// 订阅中: notifications are sent.
+    Active,
+    /// 已取消: the subscriber cancelled it.
+    Cancelled,
+    /// 已到期: its end time passed.
+    Expired,
+    /// The hub gave up: the receiver kept failing, or it fell behind what the hub keeps.
+    Dropped,
+}
+
+impl SubscriptionStatus {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SubscriptionStatus::Active => "active",
+            SubscriptionStatus::Cancelled => "cancelled",
+            SubscriptionStatus::Expired => "expired",
+            SubscriptionStatus::Dropped => "dropped",
+        }
+    }
+
+    /// GA/T 1400's `SubscribeStatus`: 0 订阅中, 1 已取消, 2 已到期, 9 未订阅 (dropped).
+    pub fn code(self) -> u8 {
+        match self {
+            SubscriptionStatus::Active => 0,
+            SubscriptionStatus::Cancelled => 1,
+            SubscriptionStatus::Expired => 2,
+            SubscriptionStatus::Dropped => 9,
+        }
+    }
+}
+
+/// An upper platform's subscription to records landing in its account's department.
+#[derive(Debug, Clone, PartialEq, Serialize, serde::Deserialize)]
+pub struct ViidSubscription {
+    /// `SubscribeID`.
+    pub id: String,
+    /// The subscribing account.
+    pub account_id: String,
+    /// Whose records it receives: the account's department.
+    pub department: String,
+    pub title: String,
+    /// The `SubscribeDetail` codes asked for, e.g. `13` (vehicles).
+    pub details: Vec<String>,
+    /// Devices whose records it wants (`ResourceURI`); empty: all.
+    pub devices: Vec<String>,
+    /// Where notifications are posted (`ReceiveAddr`).
+    pub receive_addr: String,
+    pub begin_at: DateTime<Utc>,
+    pub end_at: Option<DateTime<Utc>>,
+    pub status: SubscriptionStatus,
+    /// Why it was dropped, or the last delivery error.
+    pub reason: Option<String>,
+    /// Per landing dataset, the last snapshot sequence whose records were delivered.
+    pub cursors: std::collections::BTreeMap<String, i64>,
+    /// Failed deliveries in a row.
+    pub attempts: u32,
+    pub next_attempt_at: DateTime<Utc>,
+    /// Records delivered so far.
+    pub delivered: u64,
+    pub created_at: DateTime<Utc>,
+}
+
 /// Checks a GA/T 1400 id: exactly 20 ASCII digits.
 pub fn validate_account_id(id: &str) -> Result<()> {
     if id.len() == 20 && id.bytes().all(|b| b.is_ascii_digit()) {

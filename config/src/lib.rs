@@ -437,6 +437,9 @@ pub struct ViidConfig {
     pub max_body_bytes: u64,
     /// The largest single image accepted, in bytes (decoded).
     pub max_image_bytes: u64,
+    /// Failed deliveries in a row after which an upper platform's subscription is dropped
+    /// (the pause between attempts doubles from 1 s up to 5 minutes: 20 is about an hour).
+    pub notify_max_attempts: u32,
 }
 
 impl Default for ViidConfig {
@@ -446,6 +449,7 @@ impl Default for ViidConfig {
             retention_days: 180,
             max_body_bytes: 64 * 1024 * 1024,
             max_image_bytes: 8 * 1024 * 1024,
+            notify_max_attempts: 20,
         }
     }
 }
@@ -761,6 +765,11 @@ impl Config {
             self.viid.max_image_bytes >= 1024
                 && self.viid.max_image_bytes <= self.viid.max_body_bytes,
             "must be at least 1 KiB and at most viid.max_body_bytes",
+        );
+        check(
+            "viid.notify_max_attempts",
+            (1..=1_000).contains(&self.viid.notify_max_attempts),
+            "must be between 1 and 1000",
         );
         check(
             "endpoints.cache_bytes",

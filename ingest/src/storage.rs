@@ -157,6 +157,21 @@ impl Storage {
             .map_err(|err| IngestError::Storage(format!("listing {prefix} failed: {err}")))
     }
 
+    /// The folders directly under `prefix` (which ends in `/`), as full prefixes.
+    pub async fn folders(&self, prefix: &str) -> Result<Vec<String>, IngestError> {
+        let location = ObjectPath::from(prefix);
+        let listing = self
+            .store
+            .list_with_delimiter(Some(&location))
+            .await
+            .map_err(|err| IngestError::Storage(format!("listing {prefix} failed: {err}")))?;
+        Ok(listing
+            .common_prefixes
+            .iter()
+            .map(ToString::to_string)
+            .collect())
+    }
+
     /// Deletes an object, saying whether it failed (garbage collection counts failures).
     pub async fn remove(&self, key: &str) -> Result<(), IngestError> {
         match self.store.delete(&ObjectPath::from(key)).await {

@@ -8,6 +8,7 @@
 //! - [`flight`]: Arrow Flight SQL (ADBC, pyarrow, JDBC) over the same query engine;
 //! - [`pg`]: the PostgreSQL wire protocol (psql, DBeaver, Grafana, psycopg) over the same
 //!   query engine as HTTP;
+//! - [`notify`]: GA/T 1400 notifications to the upper platforms that subscribed;
 //! - [`ratelimit`]: per-token request rates, for every front door;
 //! - [`serve`]: serving on an already bound listener until a shutdown future resolves;
 //! - [`tasks`]: background jobs of a running hub (camera sweeper, audit purge);
@@ -21,6 +22,7 @@ pub mod cancel;
 pub mod deletes;
 pub mod flight;
 pub mod http;
+pub mod notify;
 pub mod pg;
 pub mod query_cluster;
 pub mod ratelimit;

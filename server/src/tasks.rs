@@ -18,6 +18,7 @@ impl Tasks {
         let mut handles = vec![
             tokio::spawn(purge_audit_daily(state.clone())),
             tokio::spawn(sweep_cameras(state.clone())),
+            tokio::spawn(notify_subscribers(state.clone())),
         ];
         if state.config.compaction.enabled {
             handles.push(tokio::spawn(compact_due_datasets(state.clone())));
@@ -63,6 +64,30 @@ async fn lead(state: &AppState, job: &str, period: Duration) -> bool {
             tracing::warn!(job, error = %err, "Could not take this job's lease; skipping the round.");
             false
         }
+    }
+}
+
+/// Sends upper platforms the records they subscribed to, every second.
+async fn notify_subscribers(state: AppState) {
+    let period = Duration::from_secs(1);
+    let client = reqwest::Client::new();
+    let mut every = tokio::time::interval(period);
+    every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        every.tick().await;
+        // Most hubs have no subscribers: a read, not the lease's write, every second.
+        let any = state
+            .catalog
+            .viid_subscriptions(None)
+            .await
+            .is_ok_and(|all| {
+                all.iter()
+                    .any(|s| s.status == cityhub_catalog::viid::SubscriptionStatus::Active)
+            });
+        if !any || !lead(&state, "viid_notifications", period).await {
+            continue;
+        }
+        crate::notify::deliver_round(&state, &client).await;
     }
 }
 
@@ -132,6 +157,9 @@ async fn collect_garbage(state: AppState) {
         let now = state.clock.now();
         if let Err(err) = crate::deletes::expire_rows(&state, now).await {
             tracing::warn!(error = %err, "Row retention failed; it will run again.");
+        }
+        if let Err(err) = state.viid.expire_images(now).await {
+            tracing::warn!(error = %err, "Deleting GA/T 1400 images past retention failed; it will run again.");
         }
         if let Err(err) = state
             .ingest

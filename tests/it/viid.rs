@@ -196,8 +196,12 @@ fn vehicles(list: Vec<Value>) -> Value {
 }
 
 async fn city() -> (TestServer, String) {
+    city_with(|_| {}).await
+}
+
+async fn city_with(adjust: impl FnOnce(&mut cityhub_config::Config)) -> (TestServer, String) {
     let clock = cityhub_catalog::clock::Clock::starting_at(NOW.parse().expect("time"));
-    let server = TestServer::spawn_with_clock(|_| {}, clock).await;
+    let server = TestServer::spawn_with_clock(adjust, clock).await;
     server.department("gaj").await;
     server.department("jtj").await;
     let password = cityhub_catalog::viid::create_account(
@@ -447,7 +451,7 @@ async fn a_platform_registers_keeps_alive_posts_records_and_unregisters() {
     assert_eq!(one[0]["sha256"], json!(hex::encode(sha256(&image(7)))));
     let key = one[0]["object_key"].as_str().expect("a key").to_string();
     assert!(
-        key.starts_with("viid/gaj/motor_vehicle/511025/2026-12-06/"),
+        key.starts_with("viid/gaj/2026-12-06/motor_vehicle/511025/"),
         "{key}"
     );
     let devices = sql_ok(&server, &owner, "SELECT ape_id, name FROM gaj.viid_apes").await;
@@ -541,7 +545,7 @@ async fn a_platform_registers_keeps_alive_posts_records_and_unregisters() {
     assert_eq!(allowed.status().as_u16(), 200);
     // A key that is not an image's, or an image that does not exist: not found.
     for missing in [
-        "viid/gaj/motor_vehicle/511025/2026-12-06/0193a1b2-0000-7000-8000-000000000000.jpg",
+        "viid/gaj/2026-12-06/motor_vehicle/511025/0193a1b2-0000-7000-8000-000000000000.jpg",
         "datasets/1/x.parquet",
     ] {
         let answer = image_request(&server, &owner, missing).await;
@@ -602,6 +606,33 @@ async fn a_platform_registers_keeps_alive_posts_records_and_unregisters() {
     assert!(
         metrics.contains("cityhub_viid_records_total"),
         "metrics name the receiver"
+    );
+
+    // Images go with their rows' retention (180 days), whole capture days at a time.
+    let now: chrono::DateTime<chrono::Utc> = NOW.parse().expect("time");
+    let kept = server
+        .state
+        .viid
+        .expire_images(now + chrono::Duration::days(180))
+        .await
+        .expect("expiry");
+    // Vehicles passing up to 10 hours before 08:30 were captured on the 5th (Beijing
+    // time) for serials 510-599: that day is wholly past; the 6th is not.
+    assert_eq!(kept, 90, "only the day wholly past retention");
+    assert_eq!(
+        image_request(&server, &owner, &key).await.status().as_u16(),
+        200
+    );
+    let gone = server
+        .state
+        .viid
+        .expire_images(now + chrono::Duration::days(182))
+        .await
+        .expect("expiry");
+    assert_eq!(gone, 901, "the other vehicles' images and the face's");
+    assert_eq!(
+        image_request(&server, &owner, &key).await.status().as_u16(),
+        404
     );
 }
 
@@ -720,4 +751,222 @@ async fn images_on_their_own_and_notifications_of_subscriptions_land_too() {
         Some("image/png")
     );
     assert_eq!(served.bytes().await.expect("bytes").to_vec(), image(9));
+}
+
+/// An upper platform's notification receiver: answers 500 to the first `fail_first`
+/// notifications, then takes them, keeping every body taken.
+async fn upper_receiver(
+    fail_first: usize,
+) -> (String, std::sync::Arc<std::sync::Mutex<Vec<Value>>>) {
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::sync::{Arc, Mutex};
+    let taken: Arc<Mutex<Vec<Value>>> = Arc::default();
+    let calls = Arc::new(AtomicUsize::new(0));
+    let app = axum::Router::new().route(
+        "/VIID/SubscribeNotifications",
+        axum::routing::post({
+            let taken = taken.clone();
+            move |body: String| {
+                let taken = taken.clone();
+                let calls = calls.clone();
+                async move {
+                    if calls.fetch_add(1, Ordering::SeqCst) < fail_first {
+                        return axum::http::StatusCode::INTERNAL_SERVER_ERROR;
+                    }
+                    let value: Value = serde_json::from_str(&body).expect("JSON");
+                    taken.lock().expect("lock").push(value);
+                    axum::http::StatusCode::OK
+                }
+            }
+        }),
+    );
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .expect("bind");
+    let address = listener.local_addr().expect("address");
+    tokio::spawn(async move { axum::serve(listener, app).await });
+    (
+        format!("http://{address}/VIID/SubscribeNotifications"),
+        taken,
+    )
+}
+
+#[tokio::test]
+async fn an_upper_platform_subscribes_and_receives_what_lands_after_a_failed_delivery() {
+    // Two failures in a row drop a subscription (20 by default): the test sees it dropped.
+    let (server, password) = city_with(|config| config.viid.notify_max_attempts = 2).await;
+    let upper_id = "51000000001190000001";
+    let upper_password = cityhub_catalog::viid::create_account(
+        &server.state.catalog,
+        &server.state.audit,
+        &cityhub_catalog::Principal::local_operator(),
+        upper_id,
+        "gaj",
+    )
+    .await
+    .expect("account")
+    .1;
+    let lower = Platform::new(&server, PLATFORM);
+    let upper = Platform::new(&server, upper_id);
+    assert_eq!(lower.register(&password).await.status, 200);
+    assert_eq!(upper.register(&upper_password).await.status, 200);
+
+    // The delivery round the serving hub runs every second (`Tasks`), run here by the test.
+    let state = server.state.clone();
+    let rounds = tokio::spawn(async move {
+        let client = reqwest::Client::new();
+        loop {
+            cityhub_server::notify::deliver_round(&state, &client).await;
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    let (address, taken) = upper_receiver(1).await;
+    let subscribe = |id: &str, detail: &str, address: &str| {
+        json!({"SubscribeListObject": {"SubscribeObject": [{
+            "SubscribeID": id, "Title": "过车", "SubscribeDetail": detail,
+            "ResourceURI": CHECKPOINT, "ApplicantName": "省厅", "ApplicantOrg": "510000",
+            "BeginTime": viid_time(1), "EndTime": viid_time(-60), "ReceiveAddr": address,
+            "OperateType": 0, "ReportInterval": 5
+        }]}})
+    };
+    let answer = upper
+        .post("/VIID/Subscribes", &subscribe("SUB-1", "13", &address))
+        .await;
+    assert_eq!(
+        answer.statuses()[0]["StatusCode"],
+        json!(0),
+        "{:?}",
+        answer.body
+    );
+    // Hostile or mistaken subscriptions are refused one by one.
+    for (detail, address, field) in [
+        ("99", "http://x/", "SubscribeDetail"),
+        ("13", "ftp://x/", "ReceiveAddr"),
+    ] {
+        let answer = upper
+            .post("/VIID/Subscribes", &subscribe("SUB-BAD", detail, address))
+            .await;
+        let status = &answer.statuses()[0];
+        assert_eq!(status["StatusCode"], json!(8));
+        assert!(
+            status["StatusString"]
+                .as_str()
+                .is_some_and(|s| s.starts_with(field)),
+            "{status}"
+        );
+    }
+
+    // The lower platform posts three vehicles; one is bad, and a face nobody subscribed to.
+    let mut bad = vehicle(3, "川K30003");
+    bad["PlateColor"] = json!("0");
+    let answer = lower
+        .post(
+            "/VIID/MotorVehicles",
+            &vehicles(vec![vehicle(1, "川K30001"), vehicle(2, "川K30002"), bad]),
+        )
+        .await;
+    assert_eq!(answer.status, 200);
+
+    // The first delivery fails; the next one, a second later, is taken.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let notification = loop {
+        if let Some(first) = taken.lock().expect("lock").first().cloned() {
+            break first;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "no notification within 30 s"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    };
+    let object = &notification["SubscribeNotificationListObject"]["SubscribeNotificationObject"][0];
+    assert_eq!(object["SubscribeID"], json!("SUB-1"));
+    let delivered = object["MotorVehicleObjectList"]["MotorVehicleObject"]
+        .as_array()
+        .expect("vehicles");
+    let plates: Vec<&str> = delivered
+        .iter()
+        .filter_map(|v| v["PlateNo"].as_str())
+        .collect();
+    assert_eq!(plates, vec!["川K30001", "川K30002"]);
+    assert_eq!(delivered[0]["PassTime"], vehicle(1, "")["PassTime"]);
+    assert_eq!(delivered[0]["DeviceID"], json!(CHECKPOINT));
+
+    let listed = upper
+        .send(reqwest::Method::GET, "/VIID/Subscribes", None)
+        .await;
+    let mine = &listed.body["SubscribeListObject"]["SubscribeObject"][0];
+    assert_eq!(
+        (&mine["SubscribeStatus"], &mine["Delivered"]),
+        (&json!(0), &json!(2)),
+        "{mine}"
+    );
+
+    // Cancelled, it is listed so and gets nothing more.
+    let cancel = json!({"SubscribeListObject": {"SubscribeObject": [{
+        "SubscribeID": "SUB-1", "OperateType": 1
+    }]}});
+    assert_eq!(
+        upper.post("/VIID/Subscribes", &cancel).await.statuses()[0]["StatusCode"],
+        json!(0)
+    );
+    // A receiver that cannot be reached is dropped after notify_max_attempts failures in a
+    // row, and the subscriber sees it dropped, with the reason.
+    let answer = upper
+        .post(
+            "/VIID/Subscribes",
+            &subscribe(
+                "SUB-2",
+                "13",
+                "http://127.0.0.1:9/VIID/SubscribeNotifications",
+            ),
+        )
+        .await;
+    assert_eq!(answer.statuses()[0]["StatusCode"], json!(0));
+    lower
+        .post(
+            "/VIID/MotorVehicles",
+            &vehicles(vec![vehicle(4, "川K30004")]),
+        )
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    loop {
+        let listed = upper
+            .send(reqwest::Method::GET, "/VIID/Subscribes", None)
+            .await;
+        let list = listed.body["SubscribeListObject"]["SubscribeObject"]
+            .as_array()
+            .expect("list")
+            .clone();
+        let first = list
+            .iter()
+            .find(|s| s["SubscribeID"] == "SUB-1")
+            .expect("SUB-1");
+        assert_eq!(first["SubscribeStatus"], json!(1));
+        assert_eq!(
+            first["Delivered"],
+            json!(2),
+            "nothing after the cancellation"
+        );
+        let second = list
+            .iter()
+            .find(|s| s["SubscribeID"] == "SUB-2")
+            .expect("SUB-2");
+        if second["SubscribeStatus"] == json!(9) {
+            let reason = second["Reason"].as_str().expect("a reason");
+            assert!(
+                reason.starts_with("2 deliveries in a row failed")
+                    && reason.contains("could not be reached"),
+                "{reason}"
+            );
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "not dropped within 30 s: {second}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+    }
+    assert_eq!(taken.lock().expect("lock").len(), 1);
+    rounds.abort();
 }

@@ -16,9 +16,7 @@
 //! Run: `cargo run --release -p cityhub-benches --bin sql_suite_bench` (needs
 //! `pip install duckdb`).
 
-use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
-use std::process::{Child, ChildStdin, ChildStdout, Command, Stdio};
 use std::sync::Arc;
 use std::time::Instant;
 
@@ -29,7 +27,7 @@ use arrow::array::{
 use arrow::datatypes::{DataType, Field, Schema, TimeUnit};
 use arrow::record_batch::RecordBatch;
 use cityhub_benches::tables::bench_admin;
-use cityhub_benches::{Hub, percentile};
+use cityhub_benches::{DuckDb, Hub, percentile};
 use cityhub_catalog::DatasetName;
 use clap::Parser;
 use datafusion::prelude::{ParquetReadOptions, SessionConfig, SessionContext};
@@ -303,7 +301,7 @@ async fn main() -> anyhow::Result<()> {
         events.bytes as f64 / (1024.0 * 1024.0),
         events.files
     );
-    let tables = hub_files(&hub).await?;
+    let tables = hub.local_files().await?;
     let plain = plain_datafusion(&tables, args.plain_dictionary).await?;
     let mut duckdb = DuckDb::start(&tables)?;
     let wanted = |name: &str| match args.only.as_deref() {
@@ -495,24 +493,6 @@ fn write(
     Ok((name.to_string(), path))
 }
 
-/// Each hub dataset with the absolute paths of its current snapshot's files.
-async fn hub_files(hub: &Hub) -> anyhow::Result<Vec<(String, Vec<String>)>> {
-    let objects = hub.state.config.storage_url();
-    let root = objects
-        .strip_prefix("file://")
-        .context("bench needs local storage")?;
-    let mut tables = Vec::new();
-    for dataset in hub.state.catalog.list_datasets().await? {
-        let files = hub.state.catalog.snapshot_files(dataset.id, None).await?;
-        let paths = files
-            .iter()
-            .map(|file| format!("{root}/{}", file.path))
-            .collect();
-        tables.push((dataset.name.to_string(), paths));
-    }
-    Ok(tables)
-}
-
 /// Plain DataFusion with its defaults, each table registered over the hub's files.
 async fn plain_datafusion(
     tables: &[(String, Vec<String>)],
@@ -551,81 +531,6 @@ async fn plain_datafusion(
 }
 
 /// The DuckDB runner process.
-struct DuckDb {
-    child: Child,
-    input: ChildStdin,
-    output: BufReader<ChildStdout>,
-}
-
-impl DuckDb {
-    fn start(tables: &[(String, Vec<String>)]) -> anyhow::Result<Self> {
-        let script = concat!(env!("CARGO_MANIFEST_DIR"), "/duckdb_runner.py");
-        let mut child = Command::new("python3")
-            .arg(script)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .spawn()
-            .context("starting python3 for DuckDB")?;
-        let input = child.stdin.take().context("runner stdin")?;
-        let output = BufReader::new(child.stdout.take().context("runner stdout")?);
-        let mut duckdb = Self {
-            child,
-            input,
-            output,
-        };
-        let mut setup = vec!["CREATE SCHEMA bench".to_string()];
-        for (name, files) in tables {
-            let list = files
-                .iter()
-                .map(|f| format!("'{f}'"))
-                .collect::<Vec<_>>()
-                .join(", ");
-            setup.push(format!(
-                "CREATE VIEW {name} AS SELECT * FROM read_parquet([{list}])"
-            ));
-        }
-        let answer = duckdb.ask(json!({ "setup": setup }))?;
-        println!(
-            "DuckDB {} (PyPI wheel, in-process, {} threads by default)",
-            answer["version"].as_str().unwrap_or("?"),
-            std::thread::available_parallelism()
-                .map(|n| n.get())
-                .unwrap_or(0)
-        );
-        Ok(duckdb)
-    }
-
-    fn ask(&mut self, command: Value) -> anyhow::Result<Value> {
-        writeln!(self.input, "{command}")?;
-        self.input.flush()?;
-        let mut line = String::new();
-        if self.output.read_line(&mut line)? == 0 {
-            bail!("the DuckDB runner ended (is the duckdb wheel installed?)");
-        }
-        let answer: Value = serde_json::from_str(&line)?;
-        if let Some(error) = answer["error"].as_str() {
-            bail!("DuckDB: {error}");
-        }
-        Ok(answer)
-    }
-
-    /// One query: milliseconds and rows.
-    fn run(&mut self, sql: &str) -> anyhow::Result<(f64, usize)> {
-        let answer = self.ask(json!({ "run": sql }))?;
-        Ok((
-            answer["ms"].as_f64().context("ms")?,
-            answer["rows"].as_u64().context("rows")? as usize,
-        ))
-    }
-}
-
-impl Drop for DuckDb {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
-    }
-}
-
 async fn compare(
     hub: &Hub,
     plain: &SessionContext,

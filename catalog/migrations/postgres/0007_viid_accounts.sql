@@ -8,3 +8,11 @@ CREATE TABLE viid_accounts (
     registered_at  timestamptz,
     last_seen_at   timestamptz
 );
+
+CREATE TABLE viid_subscriptions (
+    id          text COLLATE "C" PRIMARY KEY,
+    account_id  text COLLATE "C" NOT NULL REFERENCES viid_accounts(id),
+    status      text NOT NULL,
+    record      text NOT NULL,
+    updated_at  timestamptz NOT NULL
+);

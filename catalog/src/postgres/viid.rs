@@ -4,8 +4,9 @@ use async_trait::async_trait;
 use tokio_postgres::Row;
 
 use super::*;
+use crate::model::DataFile;
 use crate::store::ViidStore;
-use crate::viid::{ViidAccount, validate_account_id};
+use crate::viid::{ViidAccount, ViidSubscription, validate_account_id};
 
 const COLUMNS: &str = "id, department, ha1, created_at, registered_at, last_seen_at";
 
@@ -118,5 +119,82 @@ impl ViidStore for PostgresStore {
             )
             .await?;
         Ok(updated == 1)
+    }
+
+    async fn save_viid_subscription(&self, subscription: &ViidSubscription) -> Result<()> {
+        let record = serde_json::to_string(subscription)?;
+        let changed = self
+            .client()
+            .await?
+            .execute(
+                "INSERT INTO viid_subscriptions (id, account_id, status, record, updated_at) \
+                 VALUES ($1, $2, $3, $4, $5) ON CONFLICT (id) DO UPDATE SET \
+                 status = excluded.status, record = excluded.record, \
+                 updated_at = excluded.updated_at \
+                 WHERE viid_subscriptions.account_id = excluded.account_id",
+                &[
+                    &subscription.id,
+                    &subscription.account_id,
+                    &subscription.status.as_str(),
+                    &record,
+                    &now(),
+                ],
+            )
+            .await?;
+        if changed == 0 {
+            return Err(CatalogError::invalid(
+                "SubscribeID",
+                format!(
+                    "{} is another platform's subscription; choose another id",
+                    subscription.id
+                ),
+            ));
+        }
+        Ok(())
+    }
+
+    async fn viid_subscriptions(&self, account: Option<&str>) -> Result<Vec<ViidSubscription>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT record FROM viid_subscriptions \
+                 WHERE $1::text IS NULL OR account_id = $1 ORDER BY id",
+                &[&account],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                let record: String = row.try_get(0)?;
+                Ok(serde_json::from_str(&record)?)
+            })
+            .collect()
+    }
+
+    async fn appended_files(&self, dataset_id: i64, after: i64) -> Result<Vec<(i64, DataFile)>> {
+        let rows = self
+            .client()
+            .await?
+            .query(
+                "SELECT f.added_seq, f.path, f.rows, f.bytes, f.stats FROM files f \
+                 JOIN snapshots s ON s.dataset_id = f.dataset_id AND s.seq = f.added_seq \
+                 WHERE f.dataset_id = $1 AND f.added_seq > $2 \
+                 AND s.operation IN ('append', 'upsert') ORDER BY f.added_seq, f.path",
+                &[&dataset_id, &after],
+            )
+            .await?;
+        rows.iter()
+            .map(|row| {
+                Ok((
+                    row.try_get(0)?,
+                    DataFile {
+                        path: row.try_get(1)?,
+                        rows: row.try_get(2)?,
+                        bytes: row.try_get(3)?,
+                        stats: json(row, 4)?,
+                    },
+                ))
+            })
+            .collect()
     }
 }

@@ -4,8 +4,9 @@ use async_trait::async_trait;
 use rusqlite::{OptionalExtension, Row, params};
 
 use super::*;
+use crate::model::DataFile;
 use crate::store::ViidStore;
-use crate::viid::{ViidAccount, validate_account_id};
+use crate::viid::{ViidAccount, ViidSubscription, validate_account_id};
 
 const COLUMNS: &str = "id, department, ha1, created_at, registered_at, last_seen_at";
 
@@ -118,6 +119,75 @@ impl ViidStore for SqliteStore {
                 params![id, time_text(at)],
             )?;
             Ok(updated == 1)
+        })
+        .await
+    }
+
+    async fn save_viid_subscription(&self, subscription: &ViidSubscription) -> Result<()> {
+        let record = serde_json::to_string(subscription)?;
+        let (id, account, status) = (
+            subscription.id.clone(),
+            subscription.account_id.clone(),
+            subscription.status.as_str(),
+        );
+        self.write(move |conn| {
+            let changed = conn.execute(
+                "INSERT INTO viid_subscriptions (id, account_id, status, record, updated_at) \
+                 VALUES (?1, ?2, ?3, ?4, ?5) ON CONFLICT (id) DO UPDATE SET \
+                 status = excluded.status, record = excluded.record, \
+                 updated_at = excluded.updated_at \
+                 WHERE viid_subscriptions.account_id = excluded.account_id",
+                params![id, account, status, record, time_text(now())],
+            )?;
+            if changed == 0 {
+                return Err(CatalogError::invalid(
+                    "SubscribeID",
+                    format!("{id} is another platform's subscription; choose another id"),
+                ));
+            }
+            Ok(())
+        })
+        .await
+    }
+
+    async fn viid_subscriptions(&self, account: Option<&str>) -> Result<Vec<ViidSubscription>> {
+        let account = account.map(str::to_string);
+        let records: Vec<String> = self
+            .read(move |conn| {
+                let mut stmt = conn.prepare_cached(
+                    "SELECT record FROM viid_subscriptions \
+                     WHERE ?1 IS NULL OR account_id = ?1 ORDER BY id",
+                )?;
+                let rows = stmt.query_map([account], |row| row.get(0))?;
+                Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
+            })
+            .await?;
+        records
+            .iter()
+            .map(|record| Ok(serde_json::from_str(record)?))
+            .collect()
+    }
+
+    async fn appended_files(&self, dataset_id: i64, after: i64) -> Result<Vec<(i64, DataFile)>> {
+        self.read(move |conn| {
+            let mut stmt = conn.prepare_cached(
+                "SELECT f.added_seq, f.path, f.rows, f.bytes, f.stats FROM files f \
+                 JOIN snapshots s ON s.dataset_id = f.dataset_id AND s.seq = f.added_seq \
+                 WHERE f.dataset_id = ?1 AND f.added_seq > ?2 \
+                 AND s.operation IN ('append', 'upsert') ORDER BY f.added_seq, f.path",
+            )?;
+            let rows = stmt.query_map(params![dataset_id, after], |row| {
+                Ok((
+                    row.get(0)?,
+                    DataFile {
+                        path: row.get(1)?,
+                        rows: row.get(2)?,
+                        bytes: row.get(3)?,
+                        stats: parse_json(row.get(4)?)?,
+                    },
+                ))
+            })?;
+            Ok(rows.collect::<rusqlite::Result<Vec<_>>>()?)
         })
         .await
     }

@@ -1585,6 +1585,109 @@ async fn viid_accounts_register_keep_alive_and_unregister(backend: Backend) {
     );
 }
 
+async fn viid_subscriptions_are_kept_whole_and_appended_files_skip_compactions(backend: Backend) {
+    let Some((_dir, store)) = store(backend).await else {
+        return;
+    };
+    store
+        .create_department("gaj", "公安局")
+        .await
+        .expect("created");
+    for id in ["51100000001190000001", "51100000001190000002"] {
+        store
+            .create_viid_account(id, "gaj", "ha1")
+            .await
+            .expect("created");
+    }
+    let at = chrono::DateTime::from_timestamp(1_800_000_000, 0).expect("time");
+    let mut subscription = crate::viid::ViidSubscription {
+        id: "510000000011900000012026120608300000001".into(),
+        account_id: "51100000001190000001".into(),
+        department: "gaj".into(),
+        title: "过车".into(),
+        details: vec!["13".into()],
+        devices: vec![],
+        receive_addr: "http://upper.example/VIID/SubscribeNotifications".into(),
+        begin_at: at,
+        end_at: None,
+        status: crate::viid::SubscriptionStatus::Active,
+        reason: None,
+        cursors: [("gaj.viid_motor_vehicles".to_string(), 3)].into(),
+        attempts: 0,
+        next_attempt_at: at,
+        delivered: 0,
+        created_at: at,
+    };
+    store
+        .save_viid_subscription(&subscription)
+        .await
+        .expect("saved");
+    subscription.delivered = 120;
+    subscription.status = crate::viid::SubscriptionStatus::Dropped;
+    store
+        .save_viid_subscription(&subscription)
+        .await
+        .expect("saved again");
+    let mut theirs = subscription.clone();
+    theirs.account_id = "51100000001190000002".into();
+    let taken = store.save_viid_subscription(&theirs).await;
+    assert!(
+        matches!(taken, Err(CatalogError::Invalid { .. })),
+        "{taken:?}"
+    );
+    assert_eq!(
+        store.viid_subscriptions(None).await.expect("all"),
+        vec![subscription.clone()]
+    );
+    assert!(
+        store
+            .viid_subscriptions(Some("51100000001190000002"))
+            .await
+            .expect("theirs")
+            .is_empty()
+    );
+
+    let dataset = store
+        .create_dataset(new_dataset("gaj.viid_motor_vehicles"))
+        .await
+        .expect("created");
+    let first = committed(
+        store
+            .commit(append(&dataset, None, vec![file("a.parquet", 2)]))
+            .await
+            .expect("append"),
+    );
+    let second = committed(
+        store
+            .commit(append(&dataset, Some(first.id), vec![file("b.parquet", 3)]))
+            .await
+            .expect("append"),
+    );
+    committed(
+        store
+            .commit(compaction(
+                &dataset,
+                Some(second.id),
+                &["a.parquet", "b.parquet"],
+                file("ab.parquet", 5),
+            ))
+            .await
+            .expect("compaction"),
+    );
+    let appended = store.appended_files(dataset.id, 0).await.expect("files");
+    let seen: Vec<(i64, &str)> = appended
+        .iter()
+        .map(|(seq, f)| (*seq, f.path.as_str()))
+        .collect();
+    assert_eq!(
+        seen,
+        vec![(1, "a.parquet"), (2, "b.parquet")],
+        "compactions add no records"
+    );
+    let later = store.appended_files(dataset.id, 1).await.expect("files");
+    assert_eq!(later.len(), 1);
+}
+
 on_both_backends!(
     admin_department_exists_after_migration,
     departments_are_validated_and_unique,
@@ -1609,4 +1712,5 @@ on_both_backends!(
     a_primary_key_is_kept_checked_and_an_upsert_never_rebases,
     commits_made_together_land_together_or_not_at_all,
     viid_accounts_register_keep_alive_and_unregister,
+    viid_subscriptions_are_kept_whole_and_appended_files_skip_compactions,
 );

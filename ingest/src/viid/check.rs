@@ -13,7 +13,7 @@ use super::fields::{
 use super::kinds::{self, ViidKind};
 use super::{
     CLOCK_SKEW_ALLOWED, ImageIn, MAX_RECORDS_PER_REQUEST, RecordIn, RecordStatus, Sender,
-    StatusCode, ViidFailure, ViidSettings, refused,
+    StatusCode, ViidFailure, ViidSettings, objects_in, parse_body, refused,
 };
 
 /// Parses and checks a request body: every record's status in order (good ones `Ok`),
@@ -25,31 +25,9 @@ pub(super) fn check_request(
     now: DateTime<Utc>,
     settings: ViidSettings,
 ) -> Result<(Vec<RecordStatus>, Vec<RecordIn>), ViidFailure> {
-    let value: Value = serde_json::from_slice(body).map_err(|err| {
-        refused(
-            StatusCode::InvalidJsonFormat,
-            format!("the body is not JSON: {err}"),
-        )
-    })?;
-    let list_name = format!("{}ListObject", kind.object_name());
+    let value = parse_body(body)?;
+    let objects = objects_in(&value, kind.object_name())?;
     let object_name = format!("{}Object", kind.object_name());
-    let shape = || {
-        refused(
-            StatusCode::InvalidJsonContent,
-            format!("expected {{\"{list_name}\": {{\"{object_name}\": [...]}}}}"),
-        )
-    };
-    let objects = value
-        .get(&list_name)
-        .and_then(|list| list.get(&object_name))
-        .and_then(Value::as_array)
-        .ok_or_else(shape)?;
-    if objects.is_empty() {
-        return Err(refused(
-            StatusCode::InvalidJsonContent,
-            format!("{list_name}.{object_name} is empty; send at least one record"),
-        ));
-    }
     if objects.len() > MAX_RECORDS_PER_REQUEST {
         return Err(refused(
             StatusCode::InvalidJsonContent,

@@ -103,21 +103,21 @@ pub struct ImageOwner {
     pub region: String,
 }
 
-/// The owner of an image key (`viid/{department}/{kind}/{region}/{date}/{uuid}.{ext}`),
+/// The owner of an image key (`viid/{department}/{date}/{kind}/{region}/{uuid}.{ext}`),
 /// if it is one the receiver writes.
 pub fn image_owner(key: &str) -> Option<ImageOwner> {
     let parts: Vec<&str> = key.split('/').collect();
-    let [root, department, kind, region, date, file] = parts[..] else {
+    let [root, department, date, kind, region, file] = parts[..] else {
         return None;
     };
     let well_formed = root == "viid"
+        && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok()
         && KINDS
             .iter()
             .chain([&ViidKind::Image])
             .any(|k| k.label() == kind)
         && region.len() == 6
         && region.bytes().all(|b| b.is_ascii_digit())
-        && date.len() == 10
         && file.split_once('.').is_some_and(|(stem, ext)| {
             !stem.is_empty()
                 && stem.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
@@ -130,4 +130,68 @@ pub fn image_owner(key: &str) -> Option<ImageOwner> {
         dataset: DatasetName::parse(&format!("{department}.{IMAGES_DATASET}")).ok()?,
         region: region.to_string(),
     })
+}
+
+impl ViidReceiver {
+    /// Deletes the images whose whole capture day (Beijing time) lies before their
+    /// department's retention: the row retention of `{dept}.viid_images`, so that no image
+    /// outlives its row by more than a day and none goes before it. Answers how many.
+    pub async fn expire_images(&self, now: DateTime<Utc>) -> Result<u64, IngestError> {
+        let mut deleted = 0;
+        for dataset in self.ingest.catalog.list_datasets().await? {
+            if dataset.name.table() != IMAGES_DATASET {
+                continue;
+            }
+            let Some(retention) = &dataset.row_retention else {
+                continue;
+            };
+            let cutoff = now - chrono::Duration::days(i64::from(retention.days));
+            let department = dataset.name.department();
+            for folder in self
+                .ingest
+                .storage
+                .folders(&format!("viid/{department}/"))
+                .await?
+            {
+                let day = folder
+                    .trim_end_matches('/')
+                    .rsplit('/')
+                    .next()
+                    .and_then(|d| chrono::NaiveDate::parse_from_str(d, "%Y-%m-%d").ok());
+                let Some(day) = day else { continue };
+                let day_ends = day
+                    .succ_opt()
+                    .and_then(|next| next.and_hms_opt(0, 0, 0))
+                    .and_then(|midnight| {
+                        use chrono::TimeZone;
+                        super::fields::beijing()
+                            .from_local_datetime(&midnight)
+                            .single()
+                    });
+                if day_ends.is_none_or(|end| end > cutoff) {
+                    continue;
+                }
+                let mut gone = 0;
+                for object in self.ingest.storage.list(&folder).await? {
+                    self.ingest.storage.remove(&object.key).await?;
+                    gone += 1;
+                }
+                tracing::info!(
+                    department,
+                    day = %day,
+                    images = gone,
+                    retention_days = retention.days,
+                    "Deleted a day of GA/T 1400 images past retention."
+                );
+                self.ingest.audit.record(
+                    AuditEvent::by_hub(Action::Gc, Outcome::Ok)
+                        .dataset(dataset.name.to_string())
+                        .detail(json!({"images_deleted": gone, "day": day.to_string()})),
+                );
+                deleted += gone;
+            }
+        }
+        metrics::counter!("cityhub_viid_images_expired_total").increment(deleted);
+        Ok(deleted)
+    }
 }

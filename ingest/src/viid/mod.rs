@@ -12,12 +12,14 @@
 //! - [`fields`]: the kept fields, their checks and the code tables.
 //! - [`kinds`]: the resources and the datasets they land in.
 //! - `check`: a request's shape, then each record on its own.
-//! - `images`: serving a stored image to who may see it, audited.
+//! - `images`: serving a stored image to who may see it, audited; image retention.
+//! - `subscriptions`: upper platforms' subscriptions and the notifications they get.
 
 mod check;
 pub mod fields;
 mod images;
 pub mod kinds;
+mod subscriptions;
 
 use std::sync::Arc;
 
@@ -297,24 +299,8 @@ impl ViidReceiver {
         body: Bytes,
         now: DateTime<Utc>,
     ) -> Result<Vec<RecordStatus>, ViidFailure> {
-        let value: Value = serde_json::from_slice(&body).map_err(|err| {
-            refused(
-                StatusCode::InvalidJsonFormat,
-                format!("the body is not JSON: {err}"),
-            )
-        })?;
-        let notifications = value
-            .get("SubscribeNotificationListObject")
-            .and_then(|list| list.get("SubscribeNotificationObject"))
-            .and_then(Value::as_array)
-            .filter(|list| !list.is_empty())
-            .ok_or_else(|| {
-                refused(
-                    StatusCode::InvalidJsonContent,
-                    "expected {\"SubscribeNotificationListObject\": \
-                     {\"SubscribeNotificationObject\": [...]}} with at least one notification",
-                )
-            })?;
+        let value = parse_body(&body)?;
+        let notifications = objects_in(&value, "SubscribeNotification")?;
         let mut statuses = Vec::with_capacity(notifications.len());
         for notification in notifications {
             let id = notification
@@ -415,13 +401,14 @@ impl ViidReceiver {
                         .and_then(Value::as_str)
                         .unwrap_or("000000")
                         .to_string();
+                    // By capture day first, so that retention deletes whole days.
                     let key = format!(
-                        "viid/{}/{}/{region}/{}/{}.{}",
+                        "viid/{}/{}/{}/{region}/{}.{}",
                         sender.department,
-                        kind.label(),
                         captured
                             .with_timezone(&fields::beijing())
                             .format("%Y-%m-%d"),
+                        kind.label(),
                         uuid::Uuid::now_v7(),
                         image.extension
                     );
@@ -530,6 +517,32 @@ impl ViidReceiver {
     }
 }
 
+/// A request body as JSON, or the standard's refusal (StatusCode 7).
+fn parse_body(body: &[u8]) -> Result<Value, ViidFailure> {
+    serde_json::from_slice(body).map_err(|err| {
+        refused(
+            StatusCode::InvalidJsonFormat,
+            format!("the body is not JSON: {err}"),
+        )
+    })
+}
+
+/// The objects of a `{"{name}ListObject": {"{name}Object": [...]}}` body, at least one.
+fn objects_in<'a>(value: &'a Value, name: &str) -> Result<&'a [Value], ViidFailure> {
+    let (list, object) = (format!("{name}ListObject"), format!("{name}Object"));
+    match value
+        .get(&list)
+        .and_then(|l| l.get(&object))
+        .and_then(Value::as_array)
+    {
+        Some(objects) if !objects.is_empty() => Ok(objects),
+        _ => Err(refused(
+            StatusCode::InvalidJsonContent,
+            format!("expected {{\"{list}\": {{\"{object}\": [...]}}}} with at least one object"),
+        )),
+    }
+}
+
 /// The rows as one Arrow batch of `dataset`'s schema. The rows were checked already, so
 /// a row the decoder refuses is the hub's mistake, not the sender's.
 async fn rows_batch<'a>(
@@ -560,6 +573,7 @@ async fn rows_batch<'a>(
 }
 
 pub use images::{IMAGE_COLUMN, ImageOwner, content_type, image_owner};
+pub use subscriptions::{Notification, RECORDS_PER_NOTIFICATION, SUBSCRIBE_DETAILS};
 
 #[cfg(test)]
 mod tests;

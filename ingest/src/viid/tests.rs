@@ -271,19 +271,20 @@ fn faces_take_their_time_from_the_first_time_field_present_and_tag_personal_data
 #[test]
 fn image_keys_name_their_landing_dataset_and_region_and_nothing_else() {
     let owner =
-        image_owner("viid/gaj/face/511025/2026-12-06/0193a1b2-0000-7000-8000-000000000000.jpg")
+        image_owner("viid/gaj/2026-12-06/face/511025/0193a1b2-0000-7000-8000-000000000000.jpg")
             .expect("an image key");
     assert_eq!(owner.dataset.to_string(), "gaj.viid_images");
     assert_eq!(owner.region, "511025");
     for bad in [
         "datasets/1/2026-12-06/x.parquet",
-        "viid/gaj/face/511025/2026-12-06/../x.jpg",
-        "viid/gaj/face/511025/2026-12-06/..jpg",
-        "viid/gaj/nothing/511025/2026-12-06/ab.jpg",
-        "viid/gaj/face/2026-12-06/ab.jpg",
-        "viid/gaj/face/51102x/2026-12-06/ab.jpg",
-        "viid/gaj/face/511025/2026-12-06/a/b.jpg",
-        "viid/GA J/face/511025/2026-12-06/ab.jpg",
+        "viid/gaj/2026-12-06/face/511025/../x.jpg",
+        "viid/gaj/2026-12-06/face/511025/..jpg",
+        "viid/gaj/2026-12-06/nothing/511025/ab.jpg",
+        "viid/gaj/2026-13-06/face/511025/ab.jpg",
+        "viid/gaj/face/511025/ab.jpg",
+        "viid/gaj/2026-12-06/face/51102x/ab.jpg",
+        "viid/gaj/2026-12-06/face/511025/a/b.jpg",
+        "viid/GA J/2026-12-06/face/511025/ab.jpg",
     ] {
         assert!(image_owner(bad).is_none(), "{bad}");
     }

@@ -35,6 +35,7 @@ pub fn router() -> Router<AppState> {
         .route("/VIID/System/Keepalive", post(keepalive))
         .route("/VIID/System/Time", get(time))
         .route("/VIID/SubscribeNotifications", post(notifications))
+        .route("/VIID/Subscribes", post(subscribe).get(subscriptions))
         .route("/VIID/{resource}", post(records))
         // Bodies are read with the receiver's own limit, answered in the standard's shape.
         .layer(DefaultBodyLimit::disable())
@@ -263,6 +264,37 @@ async fn notifications(State(state): State<AppState>, headers: HeaderMap, body: 
         state.viid.receive_notifications(&sender, body, now).await,
         now,
     )
+}
+
+/// `POST /VIID/Subscribes`: an upper platform subscribes to (or cancels) records landing
+/// in its account's department; one status per `SubscribeObject`.
+async fn subscribe(State(state): State<AppState>, headers: HeaderMap, body: Body) -> Response {
+    const URL: &str = "/VIID/Subscribes";
+    let now = state.clock.now();
+    let account = match registered(&state, &headers, URL, now).await {
+        Ok(account) => account,
+        Err(answer) => return answer,
+    };
+    let body = match read_body(&state, body, &headers, URL, now).await {
+        Ok(body) => body,
+        Err(answer) => return answer,
+    };
+    answer_receipt(URL, state.viid.subscribe(&account, body, now).await, now)
+}
+
+/// `GET /VIID/Subscribes`: the caller's subscriptions with their `SubscribeStatus` (0
+/// active, 1 cancelled, 2 expired, 9 dropped by the hub, with `Reason`) and `Delivered`.
+async fn subscriptions(State(state): State<AppState>, headers: HeaderMap) -> Response {
+    const URL: &str = "/VIID/Subscribes";
+    let now = state.clock.now();
+    let account = match registered(&state, &headers, URL, now).await {
+        Ok(account) => account,
+        Err(answer) => return answer,
+    };
+    match state.viid.subscription_list(&account).await {
+        Ok(list) => viid_json(StatusCode::OK, list),
+        Err(err) => failed(URL, &account.id, &err.to_string(), now),
+    }
 }
 
 /// Who sent records (a registered account) and the body they sent.
