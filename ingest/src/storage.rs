@@ -157,6 +157,18 @@ impl Storage {
             .map_err(|err| IngestError::Storage(format!("listing {prefix} failed: {err}")))
     }
 
+    /// The bytes `range` of an object.
+    pub async fn get_range(
+        &self,
+        key: &str,
+        range: std::ops::Range<u64>,
+    ) -> Result<Bytes, IngestError> {
+        self.store
+            .get_range(&ObjectPath::from(key), range)
+            .await
+            .map_err(|err| IngestError::Storage(format!("reading {key} failed: {err}")))
+    }
+
     /// The folders directly under `prefix` (which ends in `/`), as full prefixes.
     pub async fn folders(&self, prefix: &str) -> Result<Vec<String>, IngestError> {
         let location = ObjectPath::from(prefix);

@@ -454,6 +454,27 @@ async fn a_platform_registers_keeps_alive_posts_records_and_unregisters() {
         key.starts_with("viid/gaj/2026-12-06/motor_vehicle/511025/"),
         "{key}"
     );
+    // Collection devices join the camera registry by their id.
+    let producer = server.token("gaj", Role::Producer).await;
+    let (status, camera) = server
+        .put_json(
+            &producer,
+            &format!("/api/v1/cameras/{CHECKPOINT}"),
+            json!({"name": "城东卡口", "longitude": 105.06, "latitude": 29.58}),
+        )
+        .await;
+    assert_eq!(status, 201, "{camera}");
+    let joined = sql_ok(
+        &server,
+        &owner,
+        "SELECT a.model, c.name, c.county_name FROM gaj.viid_apes a \
+         JOIN hub.cameras c ON c.id = a.ape_id",
+    )
+    .await;
+    assert_eq!(
+        joined,
+        json!([{"model": "DS-2CD", "name": "城东卡口", "county_name": "资中县"}])
+    );
     let devices = sql_ok(&server, &owner, "SELECT ape_id, name FROM gaj.viid_apes").await;
     assert_eq!(
         devices,
@@ -545,7 +566,7 @@ async fn a_platform_registers_keeps_alive_posts_records_and_unregisters() {
     assert_eq!(allowed.status().as_u16(), 200);
     // A key that is not an image's, or an image that does not exist: not found.
     for missing in [
-        "viid/gaj/2026-12-06/motor_vehicle/511025/0193a1b2-0000-7000-8000-000000000000.jpg",
+        "viid/gaj/2026-12-06/motor_vehicle/511025/0193a1b2-0000-7000-8000-000000000000.pack/0-10.jpg",
         "datasets/1/x.parquet",
     ] {
         let answer = image_request(&server, &owner, missing).await;
@@ -618,7 +639,7 @@ async fn a_platform_registers_keeps_alive_posts_records_and_unregisters() {
         .expect("expiry");
     // Vehicles passing up to 10 hours before 08:30 were captured on the 5th (Beijing
     // time) for serials 510-599: that day is wholly past; the 6th is not.
-    assert_eq!(kept, 90, "only the day wholly past retention");
+    assert_eq!(kept, 1, "only the pack of the day wholly past retention");
     assert_eq!(
         image_request(&server, &owner, &key).await.status().as_u16(),
         200
@@ -629,7 +650,7 @@ async fn a_platform_registers_keeps_alive_posts_records_and_unregisters() {
         .expire_images(now + chrono::Duration::days(182))
         .await
         .expect("expiry");
-    assert_eq!(gone, 901, "the other vehicles' images and the face's");
+    assert_eq!(gone, 2, "the other vehicles' pack and the face's");
     assert_eq!(
         image_request(&server, &owner, &key).await.status().as_u16(),
         404
@@ -654,9 +675,21 @@ fn sha256(bytes: &[u8]) -> Vec<u8> {
 
 #[tokio::test]
 async fn images_on_their_own_and_notifications_of_subscriptions_land_too() {
-    let (server, password) = city().await;
+    let (server, password) = city_with(|config| config.viid.max_body_bytes = 1024 * 1024).await;
     let platform = Platform::new(&server, PLATFORM);
     assert_eq!(platform.register(&password).await.status, 200);
+
+    // A body over viid.max_body_bytes is refused whole, in the standard's shape.
+    let huge: Vec<Value> = (0..700).map(|i| vehicle(i, "川K00000")).collect();
+    let answer = platform.post("/VIID/MotorVehicles", &vehicles(huge)).await;
+    assert_eq!(answer.status, 413, "{:?}", answer.body);
+    assert!(
+        answer.body["ResponseStatusObject"]["StatusString"]
+            .as_str()
+            .is_some_and(|s| s.contains("viid.max_body_bytes")),
+        "{:?}",
+        answer.body
+    );
 
     let image_id = source_id(FACE_CAMERA, 9);
     let images = json!({"ImageListObject": {"ImageObject": [

@@ -65,7 +65,12 @@ impl ViidReceiver {
                 owner.dataset, dataset.owner
             )));
         }
-        let bytes = match self.ingest.storage.get(key).await {
+        let bytes = match self
+            .ingest
+            .storage
+            .get_range(&owner.pack, owner.range.clone())
+            .await
+        {
             Ok(bytes) => bytes,
             Err(err) => {
                 // Past retention, or never written: not found either way.
@@ -94,22 +99,33 @@ pub fn content_type(key: &str) -> &'static str {
     }
 }
 
-/// Whose an image is, read from its key.
+/// Whose an image is and where its bytes are, read from its key.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct ImageOwner {
     /// The images dataset that names it (`{department}.viid_images`): who may see it.
     pub dataset: DatasetName,
     /// Where its device stands (GB/T 2260): which region-scoped readers may see it.
     pub region: String,
+    /// The pack object holding it.
+    pub pack: String,
+    /// Its bytes within the pack.
+    pub range: std::ops::Range<u64>,
 }
 
-/// The owner of an image key (`viid/{department}/{date}/{kind}/{region}/{uuid}.{ext}`),
-/// if it is one the receiver writes.
+/// The owner of an image key
+/// (`viid/{department}/{date}/{kind}/{region}/{uuid}.pack/{offset}-{length}.{ext}`), if it
+/// is one the receiver writes.
 pub fn image_owner(key: &str) -> Option<ImageOwner> {
     let parts: Vec<&str> = key.split('/').collect();
-    let [root, department, date, kind, region, file] = parts[..] else {
+    let [root, department, date, kind, region, pack, image] = parts[..] else {
         return None;
     };
+    let pack_ok = pack.strip_suffix(".pack").is_some_and(|stem| {
+        !stem.is_empty() && stem.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
+    });
+    let (range, ext) = image.split_once('.')?;
+    let (offset, length) = range.split_once('-')?;
+    let (offset, length): (u64, u64) = (offset.parse().ok()?, length.parse().ok()?);
     let well_formed = root == "viid"
         && chrono::NaiveDate::parse_from_str(date, "%Y-%m-%d").is_ok()
         && KINDS
@@ -118,24 +134,25 @@ pub fn image_owner(key: &str) -> Option<ImageOwner> {
             .any(|k| k.label() == kind)
         && region.len() == 6
         && region.bytes().all(|b| b.is_ascii_digit())
-        && file.split_once('.').is_some_and(|(stem, ext)| {
-            !stem.is_empty()
-                && stem.bytes().all(|b| b.is_ascii_hexdigit() || b == b'-')
-                && !ext.is_empty()
-        });
+        && pack_ok
+        && length > 0
+        && !ext.is_empty()
+        && ext.bytes().all(|b| b.is_ascii_alphanumeric());
     if !well_formed {
         return None;
     }
     Some(ImageOwner {
         dataset: DatasetName::parse(&format!("{department}.{IMAGES_DATASET}")).ok()?,
         region: region.to_string(),
+        pack: parts[..6].join("/"),
+        range: offset..offset.checked_add(length)?,
     })
 }
 
 impl ViidReceiver {
-    /// Deletes the images whose whole capture day (Beijing time) lies before their
+    /// Deletes the image packs whose whole capture day (Beijing time) lies before their
     /// department's retention: the row retention of `{dept}.viid_images`, so that no image
-    /// outlives its row by more than a day and none goes before it. Answers how many.
+    /// outlives its row by more than a day and none goes before it. Answers how many packs.
     pub async fn expire_images(&self, now: DateTime<Utc>) -> Result<u64, IngestError> {
         let mut deleted = 0;
         for dataset in self.ingest.catalog.list_datasets().await? {
@@ -181,17 +198,17 @@ impl ViidReceiver {
                     day = %day,
                     images = gone,
                     retention_days = retention.days,
-                    "Deleted a day of GA/T 1400 images past retention."
+                    "Deleted a day of GA/T 1400 image packs past retention."
                 );
                 self.ingest.audit.record(
                     AuditEvent::by_hub(Action::Gc, Outcome::Ok)
                         .dataset(dataset.name.to_string())
-                        .detail(json!({"images_deleted": gone, "day": day.to_string()})),
+                        .detail(json!({"image_packs_deleted": gone, "day": day.to_string()})),
                 );
                 deleted += gone;
             }
         }
-        metrics::counter!("cityhub_viid_images_expired_total").increment(deleted);
+        metrics::counter!("cityhub_viid_image_packs_expired_total").increment(deleted);
         Ok(deleted)
     }
 }

@@ -269,23 +269,27 @@ fn faces_take_their_time_from_the_first_time_field_present_and_tag_personal_data
 }
 
 #[test]
-fn image_keys_name_their_landing_dataset_and_region_and_nothing_else() {
-    let owner =
-        image_owner("viid/gaj/2026-12-06/face/511025/0193a1b2-0000-7000-8000-000000000000.jpg")
-            .expect("an image key");
+fn image_keys_name_their_dataset_region_pack_and_range_and_nothing_else() {
+    let pack = "viid/gaj/2026-12-06/face/511025/0193a1b2-0000-7000-8000-000000000000.pack";
+    let owner = image_owner(&format!("{pack}/2048-1028.jpg")).expect("an image key");
     assert_eq!(owner.dataset.to_string(), "gaj.viid_images");
     assert_eq!(owner.region, "511025");
+    assert_eq!(owner.pack, pack);
+    assert_eq!(owner.range, 2048..3076);
     for bad in [
-        "datasets/1/2026-12-06/x.parquet",
-        "viid/gaj/2026-12-06/face/511025/../x.jpg",
-        "viid/gaj/2026-12-06/face/511025/..jpg",
-        "viid/gaj/2026-12-06/nothing/511025/ab.jpg",
-        "viid/gaj/2026-13-06/face/511025/ab.jpg",
-        "viid/gaj/face/511025/ab.jpg",
-        "viid/gaj/2026-12-06/face/51102x/ab.jpg",
-        "viid/gaj/2026-12-06/face/511025/a/b.jpg",
-        "viid/GA J/2026-12-06/face/511025/ab.jpg",
+        "datasets/1/2026-12-06/x.parquet".to_string(),
+        format!("{pack}/0-0.jpg"),
+        format!("{pack}/a-5.jpg"),
+        format!("{pack}/18446744073709551615-2.jpg"),
+        format!("{pack}/0-5.j/g"),
+        format!("{pack}/../0-5.jpg"),
+        "viid/gaj/2026-12-06/face/511025/ab.jpg/0-5.jpg".to_string(),
+        "viid/gaj/2026-12-06/face/511025/../0-5.jpg".to_string(),
+        "viid/gaj/2026-12-06/nothing/511025/ab.pack/0-5.jpg".to_string(),
+        "viid/gaj/2026-13-06/face/511025/ab.pack/0-5.jpg".to_string(),
+        "viid/gaj/2026-12-06/face/51102x/ab.pack/0-5.jpg".to_string(),
+        "viid/GA J/2026-12-06/face/511025/ab.pack/0-5.jpg".to_string(),
     ] {
-        assert!(image_owner(bad).is_none(), "{bad}");
+        assert!(image_owner(&bad).is_none(), "{bad}");
     }
 }
