@@ -61,12 +61,19 @@ struct Args {
     days: i64,
     #[arg(long, default_value_t = 10)]
     runs: usize,
+    /// The hub's `ingest.compression` (zstd, snappy, none).
+    #[arg(long, default_value = "zstd")]
+    compression: String,
+    /// After the last round, receive the same bodies in-process (no HTTP) once more.
+    #[arg(long)]
+    in_process: bool,
 }
 
 #[tokio::main]
 async fn main() -> anyhow::Result<()> {
     let args = Args::parse();
-    let hub = Hub::start().await?;
+    let compression = args.compression.clone();
+    let hub = Hub::start_with(|config| config.ingest.compression = compression).await?;
     println!(
         "machine: {} cores",
         std::thread::available_parallelism()
@@ -193,6 +200,38 @@ async fn ingest(hub: &Hub, args: &Args) -> anyhow::Result<()> {
             .set_viid_registration(PLATFORM, Some(Utc::now()))
             .await?;
         let bodies = receiver_chunks.next().context("bodies")?.to_vec();
+        if round == args.rounds && args.in_process {
+            // The same work without HTTP: what the receiver costs when the load generator
+            // does not share the two cores.
+            let sender = cityhub_ingest::viid::Sender {
+                account_id: PLATFORM.into(),
+                department: "bench".into(),
+            };
+            let gate = Arc::new(Semaphore::new(args.concurrency));
+            let started = Instant::now();
+            let mut tasks = Vec::new();
+            for body in bodies.clone() {
+                let permit = gate.clone().acquire_owned().await?;
+                let (viid, sender) = (state.viid.clone(), sender.clone());
+                tasks.push(tokio::spawn(async move {
+                    let statuses = viid
+                        .receive(&sender, ViidKind::MotorVehicle, body.into(), Utc::now())
+                        .await
+                        .map_err(|err| anyhow::anyhow!("{err:?}"))?;
+                    drop(permit);
+                    anyhow::ensure!(statuses.iter().all(|s| s.code.code() == 0), "refused");
+                    Ok::<_, anyhow::Error>(statuses.len())
+                }));
+            }
+            let mut records = 0;
+            for task in tasks {
+                records += task.await??;
+            }
+            let rate = records as f64 / started.elapsed().as_secs_f64();
+            println!(
+                "round {round}  the same bodies received in-process, no HTTP:  {rate:>9.0} records/s"
+            );
+        }
         let (viid, p50, p99) = post_all(hub, bodies, args.records, args.concurrency).await?;
         println!(
             "round {round}  /VIID/MotorVehicles with images:       {viid:>9.0} records/s  \

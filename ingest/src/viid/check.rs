@@ -376,12 +376,16 @@ fn decode_image(path: &str, text: &str, max_bytes: u64) -> Result<Vec<u8>, Field
         ));
     }
     let engine = base64::engine::general_purpose::STANDARD;
-    let decoded = if text.bytes().any(|b| b.is_ascii_whitespace()) {
-        let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
-        engine.decode(compact)
-    } else {
-        engine.decode(text)
-    };
+    // Most senders send one line: decode it as it is, and only text that fails is looked at
+    // again for line breaks (MIME-style base64).
+    let decoded = engine.decode(text).or_else(|err| {
+        if text.bytes().any(|b| b.is_ascii_whitespace()) {
+            let compact: String = text.chars().filter(|c| !c.is_ascii_whitespace()).collect();
+            engine.decode(compact)
+        } else {
+            Err(err)
+        }
+    });
     let data = decoded.map_err(|err| field_error(path, format!("is not valid base64: {err}")))?;
     if data.is_empty() {
         return Err(field_error(path, "is empty"));

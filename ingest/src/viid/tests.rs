@@ -293,3 +293,19 @@ fn image_keys_name_their_dataset_region_pack_and_range_and_nothing_else() {
         assert!(image_owner(&bad).is_none(), "{bad}");
     }
 }
+
+#[test]
+fn base64_with_line_breaks_is_taken_and_garbage_is_not() {
+    let mut record = vehicle(1);
+    record["SubImageList"]["SubImageInfoObject"][0]["Data"] = json!("/9j/4AAQ\r\nSkZJRgAB\nAQ==");
+    let (statuses, good) = check(&body(vec![record])).expect("checked");
+    assert_eq!(statuses[0].code, StatusCode::Ok, "{statuses:?}");
+    assert_eq!(good[0].images[0].data.as_deref().map(<[u8]>::len), Some(13));
+    let mut record = vehicle(2);
+    record["SubImageList"]["SubImageInfoObject"][0]["Data"] = json!("/9j/ 4AA!");
+    let (statuses, _) = check(&body(vec![record])).expect("checked");
+    assert!(
+        statuses[0].message.contains("not valid base64"),
+        "{statuses:?}"
+    );
+}
