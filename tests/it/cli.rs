@@ -86,6 +86,76 @@ async fn token_create_prints_only_a_working_token() {
     assert!(text(&bad_department.stderr).contains("nosuch"));
 }
 
+#[tokio::test]
+async fn viid_account_create_prints_only_a_password_that_answers_the_digest() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let id = "51100000001190000001";
+    let args = [
+        "viid",
+        "account",
+        "create",
+        "--id",
+        id,
+        "--department",
+        "admin",
+    ];
+    let output = cityhub(dir.path(), &args);
+    assert!(output.status.success(), "{}", text(&output.stderr));
+    let stdout = text(&output.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(
+        lines.len(),
+        1,
+        "stdout holds the password alone: {stdout:?}"
+    );
+    let password = lines[0];
+    assert!(password.len() >= 32, "{password}");
+    let state = state_for(dir.path()).await;
+    let account = state
+        .catalog
+        .viid_account(id)
+        .await
+        .expect("read")
+        .expect("stored");
+    assert_eq!(account.department, "admin");
+    assert_eq!(account.ha1, cityhub_catalog::viid::ha1(id, password));
+    assert!(!account.ha1.contains(password), "only the digest is kept");
+    drop(state);
+
+    let again = cityhub(dir.path(), &args);
+    assert!(!again.status.success());
+    assert!(
+        text(&again.stderr).contains("already exists"),
+        "{}",
+        text(&again.stderr)
+    );
+    let bad = cityhub(
+        dir.path(),
+        &[
+            "viid",
+            "account",
+            "create",
+            "--id",
+            "123",
+            "--department",
+            "admin",
+        ],
+    );
+    assert!(!bad.status.success());
+    assert!(
+        text(&bad.stderr).contains("20-digit"),
+        "{}",
+        text(&bad.stderr)
+    );
+    let listed = cityhub(dir.path(), &["viid", "account", "list"]);
+    assert!(listed.status.success());
+    assert!(
+        text(&listed.stdout).contains(id),
+        "{}",
+        text(&listed.stdout)
+    );
+}
+
 #[test]
 fn config_prints_values_with_their_sources_and_reports_all_problems() {
     let dir = tempfile::tempdir().expect("tempdir");
