@@ -393,7 +393,8 @@ impl ViidReceiver {
     ) -> Result<(), IngestError> {
         let records = self.landing(&sender.department, kind.dataset()).await?;
         let mut image_rows = Vec::new();
-        let mut packs: BTreeMap<String, Vec<u8>> = BTreeMap::new();
+        // Each pack's name and bytes, by its folder.
+        let mut packs: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
         for record in good {
             for image in &record.images {
                 let mut row = image.row.clone();
@@ -418,52 +419,34 @@ impl ViidReceiver {
                             .format("%Y-%m-%d"),
                         kind.label(),
                     );
-                    let pack = packs.entry(folder.clone()).or_default();
-                    let offset = pack.len();
-                    pack.extend_from_slice(data);
+                    let (pack, bytes) = packs.entry(folder).or_insert_with_key(|folder| {
+                        (
+                            format!("{folder}/{}.pack", uuid::Uuid::now_v7()),
+                            Vec::new(),
+                        )
+                    });
+                    let offset = bytes.len();
+                    bytes.extend_from_slice(data);
                     row.insert(
                         "object_key".into(),
-                        Value::String(format!("{offset}-{}.{}", data.len(), image.extension)),
+                        Value::String(format!(
+                            "{pack}/{offset}-{}.{}",
+                            data.len(),
+                            image.extension
+                        )),
                     );
                     row.insert("bytes".into(), Value::from(data.len() as u64));
                     row.insert(
                         "sha256".into(),
                         Value::String(hex::encode(Sha256::digest(data))),
                     );
-                    image_rows.push((Some(folder), row));
-                    continue;
                 }
-                image_rows.push((None, row));
+                image_rows.push(row);
             }
         }
-        // Name each pack, then each image by its pack.
-        let names: BTreeMap<String, String> = packs
-            .keys()
-            .map(|folder| {
-                (
-                    folder.clone(),
-                    format!("{folder}/{}.pack", uuid::Uuid::now_v7()),
-                )
-            })
-            .collect();
-        let image_rows: Vec<Row> = image_rows
-            .into_iter()
-            .map(|(folder, mut row)| {
-                if let Some(folder) = folder
-                    && let Some(pack) = names.get(&folder)
-                    && let Some(Value::String(range)) = row.get("object_key").cloned()
-                {
-                    row.insert(
-                        "object_key".into(),
-                        Value::String(format!("{pack}/{range}")),
-                    );
-                }
-                row
-            })
-            .collect();
         let image_writes: Vec<(String, Bytes)> = packs
-            .into_iter()
-            .filter_map(|(folder, bytes)| Some((names.get(&folder)?.clone(), Bytes::from(bytes))))
+            .into_values()
+            .map(|(pack, bytes)| (pack, Bytes::from(bytes)))
             .collect();
         let written: Vec<String> = image_writes.iter().map(|(k, _)| k.clone()).collect();
         let result = self
