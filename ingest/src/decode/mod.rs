@@ -537,6 +537,27 @@ pub fn decode_json_array(
     assembler.take()
 }
 
+/// Rows that are JSON objects already (the GA/T 1400 receiver checks its records as JSON
+/// before they land), assembled as they are: printing them as NDJSON only to parse that
+/// again cost the receiver a tenth of its time. Row `n` is reported as line `n`.
+pub fn decode_json_objects<'a>(
+    rows: impl ExactSizeIterator<Item = &'a serde_json::Map<String, serde_json::Value>>,
+    columns: Arc<[Column]>,
+    report_limit: usize,
+) -> Result<Decoded, IngestError> {
+    let mut assembler = Assembler::new(columns, report_limit, rows.len());
+    for (i, object) in rows.enumerate() {
+        let number = i as u64 + 1;
+        assembler.begin_row();
+        if let Err(err) = ObjectSeed(&mut assembler).deserialize(object) {
+            assembler.row_errors.clear();
+            assembler.error(None, err.to_string());
+        }
+        assembler.end_row(number, number);
+    }
+    assembler.take()
+}
+
 // ---------------------------------------------------------------------------------------
 // CSV
 
@@ -735,4 +756,67 @@ pub fn merge(
         rejected,
         rows_rejected,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use cityhub_catalog::ColumnType;
+    use serde_json::{Map, Value, json};
+
+    fn columns() -> Arc<[Column]> {
+        vec![
+            Column::new("plate_no", ColumnType::String, true),
+            Column::new("speed", ColumnType::Int32, true),
+            Column::new("captured_at", ColumnType::Timestamp, false),
+        ]
+        .into()
+    }
+
+    fn objects(values: &[Value]) -> Vec<Map<String, Value>> {
+        values
+            .iter()
+            .map(|v| v.as_object().expect("test setup").clone())
+            .collect()
+    }
+
+    #[test]
+    fn parsed_objects_decode_as_their_ndjson_text_does() {
+        let rows = objects(&[
+            json!({"plate_no": "川K12345", "speed": 62, "captured_at": "2026-12-06T01:02:03Z"}),
+            json!({"plate_no": null, "captured_at": "2026-12-06T01:02:04.5Z"}),
+            json!({"captured_at": "2026-12-06T01:02:05Z", "extra": [1]}),
+            json!({"speed": "fast", "captured_at": "2026-12-06T01:02:06Z"}),
+            json!({"plate_no": "川K00001"}),
+        ]);
+        let text: String = rows
+            .iter()
+            .map(|row| format!("{}\n", Value::Object(row.clone())))
+            .collect();
+        let from_text =
+            decode_body(Format::NdJson, text.into(), columns(), 10).expect("test setup");
+        let from_objects = decode_json_objects(rows.iter(), columns(), 10).expect("test setup");
+        assert_eq!(from_objects.batch, from_text.batch);
+        assert_eq!(
+            from_objects.batch.num_rows(),
+            2,
+            "{:?}",
+            from_objects.rejected
+        );
+        assert_eq!(from_objects.rejected, from_text.rejected);
+        assert_eq!(from_objects.rows_rejected, 3);
+        let reasons: Vec<_> = from_objects
+            .rejected
+            .iter()
+            .map(|r| (r.row, r.column.as_deref()))
+            .collect();
+        assert_eq!(
+            reasons,
+            [
+                (3, Some("extra")),
+                (4, Some("speed")),
+                (5, Some("captured_at"))
+            ]
+        );
+    }
 }

@@ -21,7 +21,7 @@ mod images;
 pub mod kinds;
 mod subscriptions;
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, HashMap};
 use std::sync::Arc;
 
 use bytes::Bytes;
@@ -31,9 +31,8 @@ use cityhub_catalog::{
 };
 use futures::StreamExt;
 use serde_json::{Map, Value, json};
-use sha2::{Digest, Sha256};
 
-use crate::decode::{Format, decode_body};
+use crate::decode::decode_json_objects;
 use crate::{Ingest, IngestError};
 use check::check_request;
 pub use kinds::{IMAGES_DATASET, KINDS, ViidKind};
@@ -47,6 +46,13 @@ pub const MAX_RECORDS_PER_REQUEST: usize = 10_000;
 
 /// Image packs written at once.
 const IMAGE_WRITES_IN_FLIGHT: usize = 8;
+
+/// At most this many records are committed together from requests that waited for the
+/// same landing dataset (a request is never split: one larger than this commits alone).
+const MAX_RECORDS_PER_COMMIT: usize = 10_000;
+
+/// Commits under way at once per landing dataset (see [`Lane`]).
+const COMMITS_IN_FLIGHT_PER_LANE: usize = 2;
 
 /// GA/T 1400.4 `StatusCode`s the hub answers.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -130,6 +136,9 @@ type Row = Map<String, Value>;
 struct ImageIn {
     row: Map<String, Value>,
     data: Option<Vec<u8>>,
+    /// The data's SHA-256 in hex, computed while checking (in parallel per request, not
+    /// on the commit's path).
+    sha256: Option<String>,
     extension: &'static str,
 }
 
@@ -145,11 +154,71 @@ struct RecordIn {
 pub struct ViidReceiver {
     ingest: Ingest,
     settings: ViidSettings,
+    /// One lane per department's landing dataset of a kind.
+    lanes: Arc<std::sync::Mutex<Lanes>>,
+}
+
+/// The lanes by department and kind.
+type Lanes = HashMap<(String, ViidKind), Arc<Lane>>;
+
+/// Where requests for one landing dataset wait for their records to be committed.
+///
+/// Requests that arrive while the lane's commits are under way are committed together by
+/// the next: one pack per
+/// folder, one Parquet file per dataset and one catalog transaction for all of them
+/// (group commit). The fixed cost of a commit is then shared, and the files stay fewer.
+struct Lane {
+    waiting: std::sync::Mutex<Vec<Waiting>>,
+    /// A permit per commit under way: two, so that one batch is prepared and written
+    /// while the other waits on its syncs and the catalog.
+    committing: tokio::sync::Semaphore,
+}
+
+impl Default for Lane {
+    fn default() -> Self {
+        Self {
+            waiting: std::sync::Mutex::default(),
+            committing: tokio::sync::Semaphore::new(COMMITS_IN_FLIGHT_PER_LANE),
+        }
+    }
+}
+
+/// One request's checked records waiting in a lane, and where to tell it the outcome.
+struct Waiting {
+    good: Vec<RecordIn>,
+    now: DateTime<Utc>,
+    outcome: tokio::sync::oneshot::Sender<Result<(), String>>,
+}
+
+impl Lane {
+    /// The requests the next commit takes: the oldest first, up to
+    /// [`MAX_RECORDS_PER_COMMIT`] records (at least one request).
+    fn take_batch(&self) -> Vec<Waiting> {
+        let mut waiting = self
+            .waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner());
+        let mut records = 0;
+        let count = waiting
+            .iter()
+            .take_while(|w| {
+                records += w.good.len();
+                records <= MAX_RECORDS_PER_COMMIT
+            })
+            .count()
+            .max(1)
+            .min(waiting.len());
+        waiting.drain(..count).collect()
+    }
 }
 
 impl ViidReceiver {
     pub fn new(ingest: Ingest, settings: ViidSettings) -> Self {
-        Self { ingest, settings }
+        Self {
+            ingest,
+            settings,
+            lanes: Arc::default(),
+        }
     }
 
     pub fn settings(&self) -> ViidSettings {
@@ -264,29 +333,79 @@ impl ViidReceiver {
         if good.is_empty() {
             return Ok(statuses);
         }
-        let stored = self.store(sender, kind, &good, now).await;
+        let indices: Vec<usize> = good.iter().map(|record| record.index).collect();
+        let stored = self.commit_in_lane(sender, kind, good, now).await;
         match stored {
             Ok(()) => {
                 metrics::counter!("cityhub_viid_records_total", &labels)
-                    .increment(good.len() as u64);
+                    .increment(indices.len() as u64);
                 Ok(statuses)
             }
             Err(err) => {
                 tracing::warn!(
                     account = %sender.account_id,
                     resource = kind.resource(),
-                    records = good.len(),
+                    records = indices.len(),
                     error = %err,
                     "Could not store GA/T 1400 records; they were answered as not stored."
                 );
-                for record in &good {
-                    let status = &mut statuses[record.index];
+                for index in indices {
+                    let status = &mut statuses[index];
                     status.code = StatusCode::OtherError;
                     status.message = format!("not stored, send it again: {err}");
                 }
                 Ok(statuses)
             }
         }
+    }
+
+    /// Queues `good` in its landing dataset's lane and waits until a commit has taken it
+    /// (with whatever else was waiting). The commit runs as its own task: a request whose
+    /// client goes away must not cancel a commit that carries other requests' records.
+    async fn commit_in_lane(
+        &self,
+        sender: &Sender,
+        kind: ViidKind,
+        good: Vec<RecordIn>,
+        now: DateTime<Utc>,
+    ) -> Result<(), String> {
+        let lane = self
+            .lanes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry((sender.department.clone(), kind))
+            .or_default()
+            .clone();
+        let (outcome, answer) = tokio::sync::oneshot::channel();
+        lane.waiting
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Waiting { good, now, outcome });
+        let receiver = self.clone();
+        let department = sender.department.clone();
+        // Every request queued spawns one turn; a turn that finds its request already
+        // taken by an earlier turn ends at once.
+        tokio::spawn(async move {
+            let Ok(_turn) = lane.committing.acquire().await else {
+                return;
+            };
+            let batch = lane.take_batch();
+            let Some(first) = batch.first() else {
+                return;
+            };
+            let records: Vec<&RecordIn> = batch.iter().flat_map(|w| &w.good).collect();
+            metrics::histogram!("cityhub_viid_requests_per_commit").record(batch.len() as f64);
+            let result = receiver
+                .store(&department, kind, &records, first.now)
+                .await
+                .map_err(|err| err.to_string());
+            for waiting in batch {
+                let _ = waiting.outcome.send(result.clone());
+            }
+        });
+        answer
+            .await
+            .unwrap_or_else(|_| Err("the commit ended without an answer".into()))
     }
 
     /// Receives `POST /VIID/SubscribeNotifications` from a lower platform the hub
@@ -386,12 +505,12 @@ impl ViidReceiver {
     /// Haystack pack small files).
     async fn store(
         &self,
-        sender: &Sender,
+        department: &str,
         kind: ViidKind,
-        good: &[RecordIn],
+        good: &[&RecordIn],
         now: DateTime<Utc>,
     ) -> Result<(), IngestError> {
-        let records = self.landing(&sender.department, kind.dataset()).await?;
+        let records = self.landing(department, kind.dataset()).await?;
         let mut image_rows = Vec::new();
         // Each pack's name and bytes, by its folder.
         let mut packs: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
@@ -412,8 +531,7 @@ impl ViidReceiver {
                         .to_string();
                     // By capture day first, so that retention deletes whole days.
                     let folder = format!(
-                        "viid/{}/{}/{}/{region}",
-                        sender.department,
+                        "viid/{department}/{}/{}/{region}",
                         captured
                             .with_timezone(&fields::beijing())
                             .format("%Y-%m-%d"),
@@ -438,7 +556,7 @@ impl ViidReceiver {
                     row.insert("bytes".into(), Value::from(data.len() as u64));
                     row.insert(
                         "sha256".into(),
-                        Value::String(hex::encode(Sha256::digest(data))),
+                        image.sha256.clone().map_or(Value::Null, Value::String),
                     );
                 }
                 image_rows.push(row);
@@ -450,14 +568,7 @@ impl ViidReceiver {
             .collect();
         let written: Vec<String> = image_writes.iter().map(|(k, _)| k.clone()).collect();
         let result = self
-            .store_rows(
-                &records,
-                kind,
-                &sender.department,
-                good,
-                image_rows,
-                image_writes,
-            )
+            .store_rows(&records, kind, department, good, image_rows, image_writes)
             .await;
         if result.is_err() {
             for key in &written {
@@ -472,7 +583,7 @@ impl ViidReceiver {
         records: &Dataset,
         kind: ViidKind,
         department: &str,
-        good: &[RecordIn],
+        good: &[&RecordIn],
         image_rows: Vec<Map<String, Value>>,
         image_writes: Vec<(String, Bytes)>,
     ) -> Result<(), IngestError> {
@@ -482,55 +593,81 @@ impl ViidReceiver {
             .filter(|row| row.get("object_key").is_some_and(|key| !key.is_null()))
             .count() as u64;
         let storage = self.ingest.storage.clone();
-        let mut writes = futures::stream::iter(image_writes.into_iter().map(|(key, bytes)| {
-            let storage = storage.clone();
-            async move { storage.put_new(&key, bytes).await }
-        }))
-        .buffer_unordered(IMAGE_WRITES_IN_FLIGHT);
-        while let Some(written) = writes.next().await {
-            written?;
-        }
-        drop(writes);
-
+        let write_packs = async {
+            let mut writes = futures::stream::iter(image_writes.into_iter().map(|(key, bytes)| {
+                let storage = storage.clone();
+                async move { storage.put_new(&key, bytes).await }
+            }))
+            .buffer_unordered(IMAGE_WRITES_IN_FLIGHT);
+            while let Some(written) = writes.next().await {
+                written?;
+            }
+            Ok::<(), IngestError>(())
+        };
         // Images sent on their own are the rows; records' images go beside their rows.
         let (rows, image_rows): (Vec<&Row>, &[Row]) = if kind == ViidKind::Image {
             (image_rows.iter().collect(), &[])
         } else {
             (good.iter().map(|r| &r.row).collect(), &image_rows)
         };
-        let record_file = self
-            .ingest
-            .write_file(records, vec![rows_batch(records, rows.into_iter()).await?])
-            .await?;
-        if image_rows.is_empty() {
-            let outcome = self
-                .ingest
-                .commit_append(records, vec![record_file], None)
-                .await?;
-            if !matches!(outcome, cityhub_catalog::CommitOutcome::Committed(_)) {
-                return Err(IngestError::Internal(
-                    "a GA/T 1400 commit was answered without a snapshot".into(),
-                ));
-            }
+        let images = if image_rows.is_empty() {
+            None
         } else {
-            let images = self.landing(department, IMAGES_DATASET).await?;
-            let image_file = match rows_batch(&images, image_rows.iter()).await {
-                Ok(batch) => self.ingest.write_file(&images, vec![batch]).await,
-                Err(err) => Err(err),
+            Some(self.landing(department, IMAGES_DATASET).await?)
+        };
+        let write_records = async {
+            let batch = rows_batch(records, rows.into_iter())?;
+            self.ingest.write_file(records, vec![batch]).await
+        };
+        let write_image_rows = async {
+            let Some(images) = &images else {
+                return Ok(None);
             };
-            let image_file = match image_file {
-                Ok(file) => file,
-                Err(err) => {
-                    self.ingest.storage.delete(&record_file.path).await;
-                    return Err(err);
+            let batch = rows_batch(images, image_rows.iter())?;
+            self.ingest.write_file(images, vec![batch]).await.map(Some)
+        };
+        // The packs and both files are written at once: each waits on its own syncs.
+        let (packs, record_file, image_file) =
+            tokio::join!(write_packs, write_records, write_image_rows);
+        let (record_file, image_file) = match (packs, record_file, image_file) {
+            (Ok(()), Ok(record_file), Ok(image_file)) => (record_file, image_file),
+            (packs, record_file, image_file) => {
+                // The caller removes the packs; the files written are removed here.
+                let mut failure = packs.err();
+                match record_file {
+                    Ok(file) => self.ingest.storage.delete(&file.path).await,
+                    Err(err) => failure = failure.or(Some(err)),
                 }
-            };
-            self.ingest
-                .commit_appends_together(vec![
-                    (records, vec![record_file]),
-                    (&images, vec![image_file]),
-                ])
-                .await?;
+                match image_file {
+                    Ok(Some(file)) => self.ingest.storage.delete(&file.path).await,
+                    Ok(None) => {}
+                    Err(err) => failure = failure.or(Some(err)),
+                }
+                return Err(failure.unwrap_or_else(|| {
+                    IngestError::Internal("a GA/T 1400 write failed without a reason".into())
+                }));
+            }
+        };
+        match (images, image_file) {
+            (Some(images), Some(image_file)) => {
+                self.ingest
+                    .commit_appends_together(vec![
+                        (records, vec![record_file]),
+                        (&images, vec![image_file]),
+                    ])
+                    .await?;
+            }
+            _ => {
+                let outcome = self
+                    .ingest
+                    .commit_append(records, vec![record_file], None)
+                    .await?;
+                if !matches!(outcome, cityhub_catalog::CommitOutcome::Committed(_)) {
+                    return Err(IngestError::Internal(
+                        "a GA/T 1400 commit was answered without a snapshot".into(),
+                    ));
+                }
+            }
         }
         metrics::counter!("cityhub_viid_images_total").increment(image_count);
         metrics::counter!("cityhub_viid_image_bytes_total").increment(image_bytes);
@@ -573,22 +710,11 @@ fn objects_in<'a>(value: &'a Value, name: &str) -> Result<&'a [Value], ViidFailu
 
 /// The rows as one Arrow batch of `dataset`'s schema. The rows were checked already, so
 /// a row the decoder refuses is the hub's mistake, not the sender's.
-async fn rows_batch<'a>(
+fn rows_batch<'a>(
     dataset: &Dataset,
-    rows: impl Iterator<Item = &'a Map<String, Value>>,
+    rows: impl ExactSizeIterator<Item = &'a Map<String, Value>>,
 ) -> Result<arrow::record_batch::RecordBatch, IngestError> {
-    let mut ndjson = Vec::new();
-    for row in rows {
-        serde_json::to_writer(&mut ndjson, row)
-            .map_err(|err| IngestError::Internal(format!("encoding a row failed: {err}")))?;
-        ndjson.push(b'\n');
-    }
-    let columns: Arc<[_]> = dataset.columns.clone().into();
-    let decoded = tokio::task::spawn_blocking(move || {
-        decode_body(Format::NdJson, Bytes::from(ndjson), columns, 5)
-    })
-    .await
-    .map_err(|err| IngestError::Internal(format!("decoding task failed: {err}")))??;
+    let decoded = decode_json_objects(rows, dataset.columns.clone().into(), 5)?;
     if let Some(first) = decoded.rejected.first() {
         return Err(IngestError::Internal(format!(
             "a checked GA/T 1400 row did not fit {}: {} ({})",

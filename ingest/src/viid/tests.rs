@@ -309,3 +309,152 @@ fn base64_with_line_breaks_is_taken_and_garbage_is_not() {
         "{statuses:?}"
     );
 }
+
+#[test]
+fn images_of_every_length_decode_to_their_bytes() {
+    use base64::Engine;
+    let engine = base64::engine::general_purpose::STANDARD;
+    // Every tail length (padding of 0, 1 and 2) and lengths on both sides of the SIMD
+    // decoder's block sizes.
+    for length in (1..=130).chain([1023, 1024, 1025, 10_240]) {
+        let bytes: Vec<u8> = (0..length).map(|i| (i * 131 + 7) as u8).collect();
+        let decoded = check::decode_image("Data", &engine.encode(&bytes), 1 << 20).expect("valid");
+        assert_eq!(decoded, bytes, "length {length}");
+    }
+    let err = check::decode_image("Data", "QUJD=", 1 << 20).expect_err("bad padding");
+    assert!(err.message.contains("not valid base64"), "{err}");
+}
+
+/// A receiver over a SQLite catalog and a local folder in `dir`, with department `gaj`
+/// and its landing datasets.
+async fn receiver_in(dir: &std::path::Path) -> ViidReceiver {
+    let catalog: cityhub_catalog::Catalog = Arc::new(
+        cityhub_catalog::SqliteStore::open(&dir.join("catalog.db"), 5_000).expect("catalog"),
+    );
+    catalog
+        .create_department("gaj", "公安局")
+        .await
+        .expect("department");
+    let storage = crate::storage::Storage::open(&format!("file://{}", dir.join("data").display()))
+        .expect("storage");
+    let ingest = Ingest::new(
+        catalog.clone(),
+        storage,
+        cityhub_config::IngestConfig::default(),
+        cityhub_catalog::AuditLog::start(catalog),
+        Arc::default(),
+    );
+    let receiver = ViidReceiver::new(ingest, settings());
+    receiver.ensure_datasets("gaj").await.expect("datasets");
+    receiver
+}
+
+/// Posts each request's vehicles while the lane's commits are held under way, lets them go
+/// once every request waits, and answers each request's statuses.
+async fn posted_while_commits_are_under_way(
+    receiver: &ViidReceiver,
+    requests: Vec<Vec<Value>>,
+) -> Vec<Vec<RecordStatus>> {
+    let lane = receiver
+        .lanes
+        .lock()
+        .expect("lanes")
+        .entry(("gaj".into(), ViidKind::MotorVehicle))
+        .or_default()
+        .clone();
+    let under_way = lane
+        .committing
+        .acquire_many(COMMITS_IN_FLIGHT_PER_LANE as u32)
+        .await
+        .expect("permits");
+    let count = requests.len();
+    let tasks: Vec<_> = requests
+        .into_iter()
+        .map(|records| {
+            let receiver = receiver.clone();
+            let body = Bytes::from(body(records));
+            tokio::spawn(async move {
+                receiver
+                    .receive(&sender(), ViidKind::MotorVehicle, body, now())
+                    .await
+            })
+        })
+        .collect();
+    while lane.waiting.lock().expect("waiting").len() < count {
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    drop(under_way);
+    let mut answers = Vec::new();
+    for task in tasks {
+        answers.push(task.await.expect("task").expect("answered"));
+    }
+    answers
+}
+
+/// The files of `dataset`'s current snapshot.
+async fn current_files(receiver: &ViidReceiver, dataset: &str) -> Vec<cityhub_catalog::DataFile> {
+    let catalog = &receiver.ingest.catalog;
+    let name = cityhub_catalog::DatasetName::parse(dataset).expect("name");
+    let dataset = catalog.dataset(&name).await.expect("read").expect("exists");
+    catalog
+        .snapshot_files(dataset.id, None)
+        .await
+        .expect("files")
+}
+
+#[tokio::test]
+async fn requests_that_wait_for_a_commit_are_committed_together() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = receiver_in(dir.path()).await;
+    let requests = (0..3u32)
+        .map(|request| vec![vehicle(request * 2 + 1), vehicle(request * 2 + 2)])
+        .collect();
+    for statuses in posted_while_commits_are_under_way(&receiver, requests).await {
+        assert_eq!(statuses.len(), 2);
+        assert!(
+            statuses.iter().all(|s| s.code == StatusCode::Ok),
+            "{statuses:?}"
+        );
+    }
+    for dataset in ["gaj.viid_motor_vehicles", "gaj.viid_images"] {
+        let files = current_files(&receiver, dataset).await;
+        assert_eq!(
+            files.len(),
+            1,
+            "one commit for the three requests: {files:?}"
+        );
+        assert_eq!(files[0].rows, 6);
+    }
+    let packs = receiver
+        .ingest
+        .storage
+        .list("viid/gaj/")
+        .await
+        .expect("list");
+    assert_eq!(packs.len(), 1, "one pack for the six images: {packs:?}");
+}
+
+#[tokio::test]
+async fn a_commit_that_fails_answers_every_request_it_carried_and_keeps_nothing() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = receiver_in(dir.path()).await;
+    // A file where the images' folder would be: the packs cannot be written.
+    std::fs::write(dir.path().join("data/viid"), b"in the way").expect("write");
+    let requests = vec![vec![vehicle(1)], vec![vehicle(2)]];
+    for statuses in posted_while_commits_are_under_way(&receiver, requests).await {
+        assert_eq!(statuses[0].code, StatusCode::OtherError, "{statuses:?}");
+        assert!(
+            statuses[0].message.contains("send it again"),
+            "{statuses:?}"
+        );
+    }
+    for dataset in ["gaj.viid_motor_vehicles", "gaj.viid_images"] {
+        let files = current_files(&receiver, dataset).await;
+        assert!(files.is_empty(), "{files:?}");
+    }
+    let written = receiver.ingest.storage.list("").await.expect("list");
+    assert!(
+        written.iter().all(|o| !o.key.ends_with(".parquet")),
+        "the Parquet files written for the failed commit are removed: {written:?}"
+    );
+}
