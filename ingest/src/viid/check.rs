@@ -294,10 +294,14 @@ fn check_images(
         };
         row.insert("file_format".into(), Value::String(format.into()));
         let shot = check_value(
-            &format!("{prefix}ShotTime"),
+            "ShotTime",
             Check::Time,
             item.get("ShotTime").unwrap_or(&Value::Null),
-        )?;
+        )
+        .map_err(|mut err| {
+            err.field.insert_str(0, &prefix);
+            err
+        })?;
         let captured = match (shot, captured_at) {
             (Value::String(text), _) => text,
             (_, Some(parent)) => parent.to_string(),

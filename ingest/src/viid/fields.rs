@@ -6,7 +6,7 @@
 //! checked against its definition; a record with a bad one is refused alone, with the
 //! field's name and what to send instead.
 
-use chrono::{DateTime, NaiveDateTime, TimeZone, Utc};
+use chrono::{DateTime, TimeZone, Utc};
 use cityhub_catalog::{ColumnType, Sensitivity};
 use serde_json::{Map, Value};
 
@@ -313,14 +313,21 @@ pub fn parse_time(text: &str) -> Option<DateTime<Utc>> {
     if !text.bytes().all(|b| b.is_ascii_digit()) {
         return None;
     }
+    if text.len() != 14 && text.len() != 17 {
+        return None;
+    }
+    // Read digit by digit: every record carries two or three times, and chrono's format
+    // parser was a visible part of the receiver's time.
+    let number = |range: std::ops::Range<usize>| -> u32 {
+        text.as_bytes()[range]
+            .iter()
+            .fold(0, |n, digit| n * 10 + u32::from(digit - b'0'))
+    };
+    let date = chrono::NaiveDate::from_ymd_opt(number(0..4) as i32, number(4..6), number(6..8))?;
+    let naive = date.and_hms_opt(number(8..10), number(10..12), number(12..14))?;
     let naive = match text.len() {
-        14 => NaiveDateTime::parse_from_str(text, "%Y%m%d%H%M%S").ok()?,
-        17 => {
-            let seconds = NaiveDateTime::parse_from_str(&text[..14], "%Y%m%d%H%M%S").ok()?;
-            let millis: i64 = text[14..].parse().ok()?;
-            seconds + chrono::Duration::milliseconds(millis)
-        }
-        _ => return None,
+        17 => naive + chrono::Duration::milliseconds(i64::from(number(14..17))),
+        _ => naive,
     };
     beijing()
         .from_local_datetime(&naive)
@@ -344,8 +351,11 @@ pub fn check_fields(
     let mut row = Map::new();
     for field in fields {
         let value = object.get(field.json).unwrap_or(&Value::Null);
-        let path = format!("{prefix}{}", field.json);
-        let checked = check_value(&path, field.check, value)?;
+        // The field's path is spelled out only when it is refused.
+        let checked = check_value(field.json, field.check, value).map_err(|mut err| {
+            err.field.insert_str(0, prefix);
+            err
+        })?;
         row.insert(field.column.to_string(), checked);
     }
     Ok(row)
@@ -367,6 +377,9 @@ mod tests {
             "2026120608300",
             "20261306083000",
             "20261206253000",
+            "20260230083000",
+            "20261206086000",
+            "2026120608300012",
             "2026-12-06 08:30",
         ] {
             assert!(parse_time(bad).is_none(), "{bad}");
