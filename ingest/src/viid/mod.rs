@@ -164,9 +164,9 @@ type Lanes = HashMap<(String, ViidKind), Arc<Lane>>;
 /// Where requests for one landing dataset wait for their records to be committed.
 ///
 /// Requests that arrive while the lane's commits are under way are committed together by
-/// the next: one pack per
-/// folder, one Parquet file per dataset and one catalog transaction for all of them
-/// (group commit). The fixed cost of a commit is then shared, and the files stay fewer.
+/// the next: one pack per folder, one Parquet file per dataset and one catalog transaction
+/// for all of them (group commit). The fixed cost of a commit is then shared, and the
+/// files stay fewer.
 struct Lane {
     waiting: std::sync::Mutex<Vec<Waiting>>,
     /// A permit per commit under way: two, so that one batch is prepared and written
@@ -494,10 +494,11 @@ impl ViidReceiver {
         Ok(statuses)
     }
 
-    /// Writes the images, then the rows, then commits both datasets together; removes
-    /// what it wrote if the commit does not happen.
+    /// Writes the images and the rows of `good` (the records of one or more requests),
+    /// then commits both datasets together; removes what it wrote if the commit does not
+    /// happen.
     ///
-    /// The images of one request are written as packs, one object per capture day, kind
+    /// The images of one commit are written as packs, one object per capture day, kind
     /// and region, each image a byte range of its pack with its own key
     /// (`{pack}/{offset}-{length}.{ext}`). One object per image would cost one synced file
     /// each, and a disk syncs a few thousand files a second: a city's checkpoints send
