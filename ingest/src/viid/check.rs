@@ -5,13 +5,15 @@ use std::collections::HashSet;
 
 use base64::Engine;
 use chrono::{DateTime, Duration, Utc};
-use serde_json::{Map, Value};
+use serde_json::Value;
 use sha2::{Digest, Sha256};
 
 use super::fields::{
-    self, Check, FieldError, IMAGE_FORMATS, IMAGE_TYPES, check_fields, check_value, field_error,
+    self, Check, FieldError, IMAGE_FORMATS, IMAGE_TYPES, Row, check_fields, check_value,
+    field_error,
 };
-use super::kinds::{self, ViidKind};
+use super::json::{Json, Object};
+use super::kinds::ViidKind;
 use super::{
     CLOCK_SKEW_ALLOWED, ImageIn, MAX_RECORDS_PER_REQUEST, RecordIn, RecordStatus, Sender,
     StatusCode, ViidFailure, ViidSettings, objects_in, parse_body, refused,
@@ -58,7 +60,7 @@ pub(super) fn check_request(
         };
         let id = object
             .get(kind.id_field())
-            .and_then(Value::as_str)
+            .and_then(Json::as_str)
             .unwrap_or_default()
             .to_string();
         let checked = match object.as_object() {
@@ -104,14 +106,14 @@ struct Context<'a> {
 /// Checks one record: its id, capture time, kept fields and images.
 fn check_record(
     context: &Context<'_>,
-    object: &Map<String, Value>,
-) -> Result<(Map<String, Value>, Vec<ImageIn>), FieldError> {
+    object: &Object<'_>,
+) -> Result<(Row, Vec<ImageIn>), FieldError> {
     let kind = context.kind;
     let id_field = kind.id_field();
     let id = check_value(
         id_field,
         Check::Digits(kind.id_length()),
-        object.get(id_field).unwrap_or(&Value::Null),
+        object.get(id_field).unwrap_or(&Json::Null),
     )?;
     if id.is_null() {
         return Err(field_error(
@@ -119,16 +121,17 @@ fn check_record(
             "is missing; every record needs its id",
         ));
     }
-    let mut row = Map::new();
-    row.insert(kinds::snake(id_field), id.clone());
+    let fields = kind.fields();
+    let mut row = Row::with_capacity(fields.len() + 8);
+    row.insert(kind.id_column(), id.clone());
     let captured_at = capture_time(context, object)?;
     if let Some(at) = &captured_at {
-        row.insert("captured_at".into(), Value::String(at.clone()));
+        row.insert("captured_at", Value::String(at.clone()));
     }
-    row.extend(check_fields(object, &kind.fields(), "")?);
+    row.extend(check_fields(object, &fields, "")?);
     let device = match kind {
         ViidKind::Ape => id.as_str().unwrap_or_default().to_string(),
-        _ => match row.get("device_id").and_then(Value::as_str) {
+        _ => match row.text("device_id") {
             Some(device) => device.to_string(),
             None => {
                 return Err(field_error(
@@ -138,45 +141,41 @@ fn check_record(
             }
         },
     };
-    row.insert("region_code".into(), Value::String(device[..6].to_string()));
+    row.insert("region_code", Value::String(device[..6].to_string()));
     row.insert(
-        "platform_id".into(),
+        "platform_id",
         Value::String(context.sender.account_id.clone()),
     );
-    row.insert(
-        "received_at".into(),
-        Value::String(context.received_at.clone()),
-    );
+    row.insert("received_at", Value::String(context.received_at.clone()));
     let images = match kind {
         ViidKind::Ape => Vec::new(),
         _ => check_images(context, object, &row, captured_at.as_deref())?,
     };
     if !matches!(kind, ViidKind::Ape | ViidKind::Image) {
-        row.insert("image_count".into(), Value::from(images.len()));
+        row.insert("image_count", Value::from(images.len()));
     }
     Ok((row, images))
 }
 
 /// An `Image` of `/VIID/Images` (`{"ImageInfo": {...}, "Data": "..."}`) in the shape of a
 /// record with one sub-image, so that it is checked exactly as images of records are.
-fn image_as_record(image: &Value) -> Value {
-    let Some(mut info) = image.get("ImageInfo").and_then(Value::as_object).cloned() else {
+fn image_as_record<'a>(image: &Json<'a>) -> Json<'a> {
+    let Some(mut info) = image.get("ImageInfo").and_then(Json::as_object).cloned() else {
         return image.clone();
     };
     if let Some(data) = image.get("Data") {
-        info.insert("Data".into(), data.clone());
+        info.insert("Data", data.clone());
     }
-    let mut record = Map::new();
+    let mut record = Object::default();
     for name in ["ImageID", "DeviceID", "ShotTime"] {
         if let Some(value) = info.get(name) {
-            record.insert(name.into(), value.clone());
+            record.insert(name, value.clone());
         }
     }
-    record.insert(
-        "SubImageList".into(),
-        serde_json::json!({"SubImageInfoObject": [Value::Object(info)]}),
-    );
-    Value::Object(record)
+    let mut list = Object::default();
+    list.insert("SubImageInfoObject", Json::Array(vec![Json::Object(info)]));
+    record.insert("SubImageList", Json::Object(list));
+    Json::Object(record)
 }
 
 /// Where a field of an `Image` is in what was sent: `ImageInfo.ShotTime`, `Data`.
@@ -193,16 +192,13 @@ fn image_field_path(checked: &str) -> String {
 
 /// The record's capture time from the first of its kind's time fields present, checked
 /// against the clock and the retention.
-fn capture_time(
-    context: &Context<'_>,
-    object: &Map<String, Value>,
-) -> Result<Option<String>, FieldError> {
+fn capture_time(context: &Context<'_>, object: &Object<'_>) -> Result<Option<String>, FieldError> {
     let names = context.kind.time_fields();
     if names.is_empty() {
         return Ok(None);
     }
     for name in names {
-        let checked = check_value(name, Check::Time, object.get(*name).unwrap_or(&Value::Null))?;
+        let checked = check_value(name, Check::Time, object.get(name).unwrap_or(&Json::Null))?;
         if let Value::String(text) = checked {
             check_time_window(name, &text, context)?;
             return Ok(Some(text));
@@ -246,8 +242,8 @@ fn check_time_window(name: &str, rfc3339: &str, context: &Context<'_>) -> Result
 /// (base64 `Data`) or reference (`StoragePath`).
 fn check_images(
     context: &Context<'_>,
-    object: &Map<String, Value>,
-    record: &Map<String, Value>,
+    object: &Object<'_>,
+    record: &Row,
     captured_at: Option<&str>,
 ) -> Result<Vec<ImageIn>, FieldError> {
     let Some(list) = object.get("SubImageList") else {
@@ -258,10 +254,10 @@ fn check_images(
     }
     let items = list
         .get("SubImageInfoObject")
-        .and_then(Value::as_array)
+        .and_then(Json::as_array)
         .ok_or_else(|| field_error("SubImageList", "expected {\"SubImageInfoObject\": [...]}"))?;
     let parent_id = record
-        .get(&kinds::snake(context.kind.id_field()))
+        .get(context.kind.id_column())
         .cloned()
         .unwrap_or(Value::Null);
     let mut images = Vec::with_capacity(items.len());
@@ -279,7 +275,7 @@ fn check_images(
             fields::field("StoragePath", "storage_path", Check::Text(1024), ""),
         ];
         let mut row = check_fields(item, &image_fields, &prefix)?;
-        let format = match item.get("FileFormat").and_then(Value::as_str) {
+        let format = match item.get("FileFormat").and_then(Json::as_str) {
             None | Some("") => "Jpeg",
             Some(text) => IMAGE_FORMATS
                 .iter()
@@ -292,11 +288,11 @@ fn check_images(
                     )
                 })?,
         };
-        row.insert("file_format".into(), Value::String(format.into()));
+        row.insert("file_format", Value::String(format.into()));
         let shot = check_value(
             "ShotTime",
             Check::Time,
-            item.get("ShotTime").unwrap_or(&Value::Null),
+            item.get("ShotTime").unwrap_or(&Json::Null),
         )
         .map_err(|mut err| {
             err.field.insert_str(0, &prefix);
@@ -307,28 +303,22 @@ fn check_images(
             (_, Some(parent)) => parent.to_string(),
             (_, None) => context.received_at.clone(),
         };
-        row.insert("captured_at".into(), Value::String(captured));
+        row.insert("captured_at", Value::String(captured));
         if row.get("device_id").is_none_or(Value::is_null) {
             row.insert(
-                "device_id".into(),
+                "device_id",
                 record.get("device_id").cloned().unwrap_or(Value::Null),
             );
         }
-        row.insert(
-            "parent_kind".into(),
-            Value::String(context.kind.label().into()),
-        );
-        row.insert("parent_id".into(), parent_id.clone());
+        row.insert("parent_kind", Value::String(context.kind.label().into()));
+        row.insert("parent_id", parent_id.clone());
         for column in ["region_code", "platform_id", "received_at"] {
-            row.insert(
-                column.into(),
-                record.get(column).cloned().unwrap_or(Value::Null),
-            );
+            row.insert(column, record.get(column).cloned().unwrap_or(Value::Null));
         }
         let data = match item.get("Data") {
-            None | Some(Value::Null) => None,
-            Some(Value::String(text)) if text.is_empty() => None,
-            Some(Value::String(text)) => Some(decode_image(
+            None | Some(Json::Null) => None,
+            Some(Json::Str(text)) if text.is_empty() => None,
+            Some(Json::Str(text)) => Some(decode_image(
                 &format!("{prefix}Data"),
                 text,
                 context.settings.max_image_bytes,
@@ -359,14 +349,14 @@ fn check_images(
     Ok(images)
 }
 
-fn kind_of(value: &Value) -> &'static str {
+fn kind_of(value: &Json<'_>) -> &'static str {
     match value {
-        Value::Null => "null",
-        Value::Bool(_) => "a boolean",
-        Value::Number(_) => "a number",
-        Value::String(_) => "a string",
-        Value::Array(_) => "an array",
-        Value::Object(_) => "an object",
+        Json::Null => "null",
+        Json::Bool(_) => "a boolean",
+        Json::Number(_) => "a number",
+        Json::Str(_) => "a string",
+        Json::Array(_) => "an array",
+        Json::Object(_) => "an object",
     }
 }
 

@@ -126,6 +126,18 @@ impl ViidKind {
         }
     }
 
+    /// The column the record's id is stored in: its field in snake case.
+    pub fn id_column(self) -> &'static str {
+        match self {
+            ViidKind::Ape => "ape_id",
+            ViidKind::Image => "image_id",
+            ViidKind::MotorVehicle => "motor_vehicle_id",
+            ViidKind::NonMotorVehicle => "non_motor_vehicle_id",
+            ViidKind::Face => "face_id",
+            ViidKind::Person => "person_id",
+        }
+    }
+
     /// How a record's id is written: collection devices have 20-digit device ids, the
     /// records 48 digits (41-digit source id, type, serial).
     pub fn id_length(self) -> usize {
@@ -588,6 +600,9 @@ mod tests {
         assert_eq!(snake("ApeID"), "ape_id");
         assert_eq!(snake("FaceID"), "face_id");
         assert_eq!(snake("NonMotorVehicleID"), "non_motor_vehicle_id");
+        for kind in KINDS.iter().copied().chain([ViidKind::Image]) {
+            assert_eq!(kind.id_column(), snake(kind.id_field()), "{kind:?}");
+        }
     }
 
     #[test]

@@ -18,6 +18,7 @@
 mod check;
 pub mod fields;
 mod images;
+mod json;
 pub mod kinds;
 mod subscriptions;
 
@@ -30,11 +31,13 @@ use cityhub_catalog::{
     Action, AuditEvent, CatalogError, Dataset, DatasetName, NewDataset, Outcome,
 };
 use futures::StreamExt;
-use serde_json::{Map, Value, json};
+use serde_json::{Value, json};
 
 use crate::decode::decode_json_objects;
 use crate::{Ingest, IngestError};
 use check::check_request;
+use fields::Row;
+use json::Json;
 pub use kinds::{IMAGES_DATASET, KINDS, ViidKind};
 
 /// How far ahead of the hub's clock a capture time may be: cameras' clocks drift, but a
@@ -129,12 +132,9 @@ pub struct ViidSettings {
     pub max_image_bytes: u64,
 }
 
-/// A row as checked: its values by column.
-type Row = Map<String, Value>;
-
 /// One image of a record, checked.
 struct ImageIn {
-    row: Map<String, Value>,
+    row: Row,
     data: Option<Vec<u8>>,
     /// The data's SHA-256 in hex, computed while checking (in parallel per request, not
     /// on the commit's path).
@@ -145,7 +145,7 @@ struct ImageIn {
 /// One good record: its row and its images.
 struct RecordIn {
     index: usize,
-    row: Map<String, Value>,
+    row: Row,
     images: Vec<ImageIn>,
 }
 
@@ -389,14 +389,17 @@ impl ViidReceiver {
             let Ok(_turn) = lane.committing.acquire().await else {
                 return;
             };
-            let batch = lane.take_batch();
-            let Some(first) = batch.first() else {
+            let mut batch = lane.take_batch();
+            let Some(now) = batch.first().map(|first| first.now) else {
                 return;
             };
-            let records: Vec<&RecordIn> = batch.iter().flat_map(|w| &w.good).collect();
+            let records: Vec<RecordIn> = batch
+                .iter_mut()
+                .flat_map(|w| std::mem::take(&mut w.good))
+                .collect();
             metrics::histogram!("cityhub_viid_requests_per_commit").record(batch.len() as f64);
             let result = receiver
-                .store(&department, kind, &records, first.now)
+                .store(&department, kind, records, now)
                 .await
                 .map_err(|err| err.to_string());
             for waiting in batch {
@@ -425,7 +428,7 @@ impl ViidReceiver {
         for notification in notifications {
             let id = notification
                 .get("NotificationID")
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .unwrap_or_default()
                 .to_string();
             let mut received = 0;
@@ -436,7 +439,7 @@ impl ViidReceiver {
                     continue;
                 };
                 let object_name = format!("{}Object", kind.object_name());
-                let records = list.get(&object_name).cloned().unwrap_or(Value::Null);
+                let records = list.get(&object_name).unwrap_or(&Json::Null);
                 let body =
                     json!({format!("{}ListObject", kind.object_name()): {object_name: records}});
                 match self
@@ -508,28 +511,25 @@ impl ViidReceiver {
         &self,
         department: &str,
         kind: ViidKind,
-        good: &[&RecordIn],
+        good: Vec<RecordIn>,
         now: DateTime<Utc>,
     ) -> Result<(), IngestError> {
         let records = self.landing(department, kind.dataset()).await?;
         let mut image_rows = Vec::new();
+        let mut record_rows = Vec::with_capacity(good.len());
         // Each pack's name and bytes, by its folder.
         let mut packs: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
         for record in good {
-            for image in &record.images {
-                let mut row = image.row.clone();
+            record_rows.push(record.row);
+            for image in record.images {
+                let mut row = image.row;
                 if let Some(data) = &image.data {
                     let captured: DateTime<Utc> = row
-                        .get("captured_at")
-                        .and_then(Value::as_str)
+                        .text("captured_at")
                         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
                         .map(|t| t.with_timezone(&Utc))
                         .unwrap_or(now);
-                    let region = row
-                        .get("region_code")
-                        .and_then(Value::as_str)
-                        .unwrap_or("000000")
-                        .to_string();
+                    let region = row.text("region_code").unwrap_or("000000").to_string();
                     // By capture day first, so that retention deletes whole days.
                     let folder = format!(
                         "viid/{department}/{}/{}/{region}",
@@ -547,18 +547,15 @@ impl ViidReceiver {
                     let offset = bytes.len();
                     bytes.extend_from_slice(data);
                     row.insert(
-                        "object_key".into(),
+                        "object_key",
                         Value::String(format!(
                             "{pack}/{offset}-{}.{}",
                             data.len(),
                             image.extension
                         )),
                     );
-                    row.insert("bytes".into(), Value::from(data.len() as u64));
-                    row.insert(
-                        "sha256".into(),
-                        image.sha256.clone().map_or(Value::Null, Value::String),
-                    );
+                    row.insert("bytes", Value::from(data.len() as u64));
+                    row.insert("sha256", image.sha256.map_or(Value::Null, Value::String));
                 }
                 image_rows.push(row);
             }
@@ -569,7 +566,14 @@ impl ViidReceiver {
             .collect();
         let written: Vec<String> = image_writes.iter().map(|(k, _)| k.clone()).collect();
         let result = self
-            .store_rows(&records, kind, department, good, image_rows, image_writes)
+            .store_rows(
+                &records,
+                kind,
+                department,
+                record_rows,
+                image_rows,
+                image_writes,
+            )
             .await;
         if result.is_err() {
             for key in &written {
@@ -584,10 +588,11 @@ impl ViidReceiver {
         records: &Dataset,
         kind: ViidKind,
         department: &str,
-        good: &[&RecordIn],
-        image_rows: Vec<Map<String, Value>>,
+        record_rows: Vec<Row>,
+        image_rows: Vec<Row>,
         image_writes: Vec<(String, Bytes)>,
     ) -> Result<(), IngestError> {
+        let record_count = record_rows.len();
         let image_bytes: u64 = image_writes.iter().map(|(_, b)| b.len() as u64).sum();
         let image_count = image_rows
             .iter()
@@ -606,10 +611,10 @@ impl ViidReceiver {
             Ok::<(), IngestError>(())
         };
         // Images sent on their own are the rows; records' images go beside their rows.
-        let (rows, image_rows): (Vec<&Row>, &[Row]) = if kind == ViidKind::Image {
-            (image_rows.iter().collect(), &[])
+        let (rows, image_rows) = if kind == ViidKind::Image {
+            (image_rows, Vec::new())
         } else {
-            (good.iter().map(|r| &r.row).collect(), &image_rows)
+            (record_rows, image_rows)
         };
         let images = if image_rows.is_empty() {
             None
@@ -617,14 +622,14 @@ impl ViidReceiver {
             Some(self.landing(department, IMAGES_DATASET).await?)
         };
         let write_records = async {
-            let batch = rows_batch(records, rows.into_iter())?;
+            let batch = rows_batch(records, rows)?;
             self.ingest.write_file(records, vec![batch]).await
         };
         let write_image_rows = async {
             let Some(images) = &images else {
                 return Ok(None);
             };
-            let batch = rows_batch(images, image_rows.iter())?;
+            let batch = rows_batch(images, image_rows)?;
             self.ingest.write_file(images, vec![batch]).await.map(Some)
         };
         // The packs and both files are written at once: each waits on its own syncs.
@@ -675,7 +680,7 @@ impl ViidReceiver {
         tracing::debug!(
             dataset = %records.name,
             resource = kind.resource(),
-            records = good.len(),
+            records = record_count,
             images = image_count,
             "Committed GA/T 1400 records."
         );
@@ -683,9 +688,10 @@ impl ViidReceiver {
     }
 }
 
-/// A request body as JSON, or the standard's refusal (StatusCode 7).
-fn parse_body(body: &[u8]) -> Result<Value, ViidFailure> {
-    serde_json::from_slice(body).map_err(|err| {
+/// A request body as JSON (borrowing its strings), or the standard's refusal
+/// (StatusCode 7).
+fn parse_body(body: &[u8]) -> Result<Json<'_>, ViidFailure> {
+    Json::parse(body).map_err(|err| {
         refused(
             StatusCode::InvalidJsonFormat,
             format!("the body is not JSON: {err}"),
@@ -694,12 +700,12 @@ fn parse_body(body: &[u8]) -> Result<Value, ViidFailure> {
 }
 
 /// The objects of a `{"{name}ListObject": {"{name}Object": [...]}}` body, at least one.
-fn objects_in<'a>(value: &'a Value, name: &str) -> Result<&'a [Value], ViidFailure> {
+fn objects_in<'b, 'a>(value: &'b Json<'a>, name: &str) -> Result<&'b [Json<'a>], ViidFailure> {
     let (list, object) = (format!("{name}ListObject"), format!("{name}Object"));
     match value
         .get(&list)
         .and_then(|l| l.get(&object))
-        .and_then(Value::as_array)
+        .and_then(Json::as_array)
     {
         Some(objects) if !objects.is_empty() => Ok(objects),
         _ => Err(refused(
@@ -711,11 +717,15 @@ fn objects_in<'a>(value: &'a Value, name: &str) -> Result<&'a [Value], ViidFailu
 
 /// The rows as one Arrow batch of `dataset`'s schema. The rows were checked already, so
 /// a row the decoder refuses is the hub's mistake, not the sender's.
-fn rows_batch<'a>(
+fn rows_batch(
     dataset: &Dataset,
-    rows: impl ExactSizeIterator<Item = &'a Map<String, Value>>,
+    rows: Vec<Row>,
 ) -> Result<arrow::record_batch::RecordBatch, IngestError> {
-    let decoded = decode_json_objects(rows, dataset.columns.clone().into(), 5)?;
+    let decoded = decode_json_objects(
+        rows.into_iter().map(Row::into_cells),
+        dataset.columns.clone().into(),
+        5,
+    )?;
     if let Some(first) = decoded.rejected.first() {
         return Err(IngestError::Internal(format!(
             "a checked GA/T 1400 row did not fit {}: {} ({})",

@@ -20,6 +20,7 @@ use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
 use serde_json::{Map, Value, json};
 
 use super::fields::{Check, FieldError, check_value, field_error, format_time};
+use super::json::{Json, Object};
 use super::kinds::{self, ViidKind};
 use super::{RecordStatus, StatusCode, ViidFailure, ViidReceiver, objects_in, parse_body};
 use crate::IngestError;
@@ -79,7 +80,7 @@ impl ViidReceiver {
         for object in objects {
             let id = object
                 .get("SubscribeID")
-                .and_then(Value::as_str)
+                .and_then(Json::as_str)
                 .unwrap_or_default()
                 .to_string();
             let outcome = match object.as_object() {
@@ -105,7 +106,7 @@ impl ViidReceiver {
     async fn apply_subscription(
         &self,
         account: &ViidAccount,
-        object: &Map<String, Value>,
+        object: &Object<'_>,
         mine: &BTreeMap<String, ViidSubscription>,
         now: DateTime<Utc>,
     ) -> Result<String, FieldError> {
@@ -113,7 +114,7 @@ impl ViidReceiver {
             match check_value(
                 name,
                 Check::Text(max),
-                object.get(name).unwrap_or(&Value::Null),
+                object.get(name).unwrap_or(&Json::Null),
             )? {
                 Value::String(text) => Ok(Some(text)),
                 _ => Ok(None),
@@ -122,7 +123,7 @@ impl ViidReceiver {
         let id =
             text("SubscribeID", 64)?.ok_or_else(|| field_error("SubscribeID", "is missing"))?;
         let cancel = match object.get("OperateType") {
-            None | Some(Value::Null) => false,
+            None | Some(Json::Null) => false,
             Some(value) => {
                 match check_value(
                     "OperateType",
@@ -195,7 +196,7 @@ impl ViidReceiver {
             ));
         }
         let time = |name: &str| -> Result<Option<DateTime<Utc>>, FieldError> {
-            match check_value(name, Check::Time, object.get(name).unwrap_or(&Value::Null))? {
+            match check_value(name, Check::Time, object.get(name).unwrap_or(&Json::Null))? {
                 Value::String(text) => Ok(DateTime::parse_from_rfc3339(&text)
                     .ok()
                     .map(|t| t.with_timezone(&Utc))),

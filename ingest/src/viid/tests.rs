@@ -311,6 +311,45 @@ fn base64_with_line_breaks_is_taken_and_garbage_is_not() {
 }
 
 #[test]
+fn escaped_text_reads_as_its_unescaped_form() {
+    // Senders that escape `/` in base64 (`\/`, as some JSON writers do) or write fields
+    // with `\u` escapes: the body's text is then not the value, and the checks must see
+    // the value.
+    let text = String::from_utf8(body(vec![vehicle(1)]))
+        .expect("utf-8")
+        .replace("/9j/4AAQ", "\\/9j\\/4AAQ")
+        .replace("\"K33\"", "\"\\u004B33\"");
+    assert!(
+        text.contains("\\/9j\\/") && text.contains("u004B33"),
+        "{text}"
+    );
+    let (statuses, good) = check(text.as_bytes()).expect("checked");
+    assert_eq!(statuses[0].code, StatusCode::Ok, "{statuses:?}");
+    let (_, plain) = check(&body(vec![vehicle(1)])).expect("checked");
+    assert_eq!(good[0].images[0].data, plain[0].images[0].data);
+    assert_eq!(good[0].row["vehicle_class"], json!("K33"));
+    assert_eq!(good[0].row, plain[0].row);
+}
+
+#[test]
+fn a_nested_value_where_a_field_is_expected_is_named_by_its_kind() {
+    let mut record = vehicle(1);
+    record["LaneNo"] = json!([1, 2]);
+    let mut other = vehicle(2);
+    other["PlateNo"] = json!({"text": "川K12345"});
+    let (statuses, good) = check(&body(vec![record, other])).expect("checked");
+    assert!(good.is_empty());
+    assert_eq!(
+        statuses[0].message,
+        "LaneNo: an array is not a whole number from 0 to 99"
+    );
+    assert_eq!(
+        statuses[1].message,
+        "PlateNo: must be a string, not an object"
+    );
+}
+
+#[test]
 fn images_of_every_length_decode_to_their_bytes() {
     use base64::Engine;
     let engine = base64::engine::general_purpose::STANDARD;
