@@ -348,6 +348,11 @@ async fn a_platform_registers_keeps_alive_posts_records_and_unregisters() {
     assert_eq!(statuses.len(), 1000);
     for (index, status) in statuses.iter().enumerate() {
         assert_eq!(status["RequestURL"], json!("/VIID/MotorVehicles"));
+        let local_time = status["LocalTime"].as_str().unwrap_or_default();
+        assert!(
+            local_time.len() == 14 && local_time.bytes().all(|b| b.is_ascii_digit()),
+            "{status}"
+        );
         assert_eq!(
             status["Id"], list[index]["MotorVehicleID"],
             "in the order sent"

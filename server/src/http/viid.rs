@@ -468,23 +468,68 @@ fn failed(url: &str, id: &str, message: &str, now: DateTime<Utc>) -> Response {
     )
 }
 
+/// One `ResponseStatusObject` of a list, written straight from the statuses (a list
+/// answers up to a thousand records; building a JSON tree for each showed in the
+/// receiver's profile).
+#[derive(serde::Serialize)]
+#[serde(rename_all = "PascalCase")]
+struct ListedStatus<'a> {
+    #[serde(rename = "RequestURL")]
+    request_url: &'a str,
+    status_code: u8,
+    status_string: &'a str,
+    id: &'a str,
+    local_time: &'a str,
+}
+
+#[derive(serde::Serialize)]
+struct StatusList<'a> {
+    #[serde(rename = "ResponseStatusListObject")]
+    list: StatusObjects<'a>,
+}
+
+#[derive(serde::Serialize)]
+struct StatusObjects<'a> {
+    #[serde(rename = "ResponseStatusObject")]
+    objects: Vec<ListedStatus<'a>>,
+}
+
 /// `ResponseStatusListObject`, one status per record in the order sent.
 fn list(url: &str, statuses: &[RecordStatus], now: DateTime<Utc>) -> Response {
-    let objects: Vec<Value> = statuses
+    let local_time = format_time(now);
+    let objects: Vec<ListedStatus<'_>> = statuses
         .iter()
-        .map(|s| status_object(url, s.code, &s.id, &s.message, now))
+        .map(|s| ListedStatus {
+            request_url: url,
+            status_code: s.code.code(),
+            status_string: &s.message,
+            id: &s.id,
+            local_time: &local_time,
+        })
         .collect();
-    viid_json(
-        StatusCode::OK,
-        json!({"ResponseStatusListObject": {"ResponseStatusObject": objects}}),
-    )
+    let body = StatusList {
+        list: StatusObjects { objects },
+    };
+    match serde_json::to_string(&body) {
+        Ok(text) => viid_text(StatusCode::OK, text),
+        Err(err) => failed(
+            url,
+            "",
+            &format!("the answer could not be written: {err}"),
+            now,
+        ),
+    }
 }
 
 fn viid_json(status: StatusCode, body: Value) -> Response {
+    viid_text(status, body.to_string())
+}
+
+fn viid_text(status: StatusCode, body: String) -> Response {
     (
         status,
         [(header::CONTENT_TYPE, HeaderValue::from_static(VIID_JSON))],
-        body.to_string(),
+        body,
     )
         .into_response()
 }
