@@ -157,6 +157,15 @@ impl Assembler {
         self.row_errors.push((column, message));
     }
 
+    fn unknown_column(&mut self, name: String) {
+        self.error(
+            Some(name),
+            "is not a column of this dataset (check the spelling, or register the column \
+             first)"
+                .into(),
+        );
+    }
+
     /// Ends a row: appends it if every cell was valid, otherwise records why not.
     fn end_row(&mut self, line: u64, row: u64) {
         // Every missing or null non-nullable column is reported, except one whose value was
@@ -268,12 +277,7 @@ impl<'de> Visitor<'de> for ObjectSeed<'_> {
                 }
                 Err(unknown) => {
                     map.next_value::<IgnoredAny>()?;
-                    self.0.error(
-                        Some(unknown),
-                        "is not a column of this dataset (check the spelling, or register the \
-                         column first)"
-                            .into(),
-                    );
+                    self.0.unknown_column(unknown);
                 }
             }
         }
@@ -552,37 +556,19 @@ pub fn decode_json_objects<K: AsRef<str>, R: IntoIterator<Item = (K, serde_json:
         assembler.begin_row();
         for (name, value) in row {
             let name = name.as_ref();
-            match assembler.index.get(name) {
-                Some(&index) => assembler.set_json(index, json_scalar(value)),
-                None => assembler.error(
-                    Some(name.to_string()),
-                    "is not a column of this dataset (check the spelling, or register the \
-                     column first)"
-                        .into(),
-                ),
+            let Some(&index) = assembler.index.get(name) else {
+                assembler.unknown_column(name.to_string());
+                continue;
+            };
+            // The scalar as a JSON text's value reads (strings moved, not copied).
+            match <JsonScalar as serde::Deserialize>::deserialize(value) {
+                Ok(scalar) => assembler.set_json(index, scalar),
+                Err(err) => assembler.error(Some(name.to_string()), err.to_string()),
             }
         }
         assembler.end_row(number, number);
     }
     assembler.take()
-}
-
-/// A parsed JSON value as the scalar a column is checked against (by move).
-fn json_scalar(value: serde_json::Value) -> JsonScalar {
-    use serde_json::Value;
-    match value {
-        Value::Null => JsonScalar::Null,
-        Value::Bool(b) => JsonScalar::Bool(b),
-        // As the deserializer reads numbers: unsigned first, then signed, then floats.
-        Value::Number(n) => match (n.as_u64(), n.as_i64()) {
-            (Some(u), _) => JsonScalar::UInt(u),
-            (None, Some(i)) => JsonScalar::Int(i),
-            _ => JsonScalar::Float(n.as_f64().unwrap_or(f64::NAN)),
-        },
-        Value::String(s) => JsonScalar::String(s),
-        Value::Array(_) => JsonScalar::Nested("an array"),
-        Value::Object(_) => JsonScalar::Nested("an object"),
-    }
 }
 
 // ---------------------------------------------------------------------------------------

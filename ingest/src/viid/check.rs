@@ -121,14 +121,12 @@ fn check_record(
             "is missing; every record needs its id",
         ));
     }
-    let fields = kind.fields();
-    let mut row = Row::with_capacity(fields.len() + 8);
-    row.insert(kind.id_column(), id.clone());
     let captured_at = capture_time(context, object)?;
+    let mut row = check_fields(object, &kind.fields(), "")?;
+    row.insert(kind.id_column(), id.clone());
     if let Some(at) = &captured_at {
         row.insert("captured_at", Value::String(at.clone()));
     }
-    row.extend(check_fields(object, &fields, "")?);
     let device = match kind {
         ViidKind::Ape => id.as_str().unwrap_or_default().to_string(),
         _ => match row.text("device_id") {

@@ -10,7 +10,7 @@ use chrono::{DateTime, TimeZone, Utc};
 use cityhub_catalog::{ColumnType, Sensitivity};
 use serde_json::Value;
 
-use super::json::{Json, JsonRef, Object};
+use super::json::{Json, Object};
 
 /// China Standard Time: GA/T 1400 times are local times without a zone.
 pub(crate) fn beijing() -> chrono::FixedOffset {
@@ -193,13 +193,6 @@ impl Row {
         self.get(column).and_then(Value::as_str)
     }
 
-    /// Sets every column of `other`.
-    pub fn extend(&mut self, other: Row) {
-        for (column, value) in other.0 {
-            self.insert(column, value);
-        }
-    }
-
     /// The (column, value) pairs, moved out.
     pub fn into_cells(self) -> impl Iterator<Item = (&'static str, Value)> {
         self.0.into_iter()
@@ -238,13 +231,8 @@ pub(crate) fn field_error(field: impl Into<String>, message: impl Into<String>) 
 
 /// Checks `value` of the field at `path` and answers the JSON value to store (`Null` for
 /// an absent or empty optional value).
-pub fn check_value<'a>(
-    path: &str,
-    check: Check,
-    value: impl Into<JsonRef<'a>>,
-) -> Result<Value, FieldError> {
-    let value = value.into();
-    if matches!(value, JsonRef::Null | JsonRef::Str("")) {
+pub fn check_value(path: &str, check: Check, value: &Json<'_>) -> Result<Value, FieldError> {
+    if value.is_null() || value.as_str() == Some("") {
         return Ok(Value::Null);
     }
     match check {
@@ -313,8 +301,8 @@ pub fn check_value<'a>(
         }
         Check::Int(low, high) => {
             let number = match value {
-                JsonRef::Number(n) => n.as_i64(),
-                JsonRef::Str(s) => s.trim().parse::<i64>().ok(),
+                Json::Number(n) => n.as_i64(),
+                Json::Str(s) => s.trim().parse::<i64>().ok(),
                 _ => None,
             };
             match number {
@@ -327,8 +315,8 @@ pub fn check_value<'a>(
         }
         Check::Float(low, high) => {
             let number = match value {
-                JsonRef::Number(n) => n.as_f64(),
-                JsonRef::Str(s) => s.trim().parse::<f64>().ok(),
+                Json::Number(n) => n.as_f64(),
+                Json::Str(s) => s.trim().parse::<f64>().ok(),
                 _ => None,
             };
             match number {
@@ -355,17 +343,17 @@ pub fn check_value<'a>(
     }
 }
 
-fn text_of<'a>(path: &str, value: JsonRef<'a>) -> Result<&'a str, FieldError> {
+fn text_of<'a>(path: &str, value: &'a Json<'_>) -> Result<&'a str, FieldError> {
     match value {
-        JsonRef::Str(text) => Ok(text),
+        Json::Str(text) => Ok(text),
         _ => Err(field_error(path, format!("must be a string, not {value}"))),
     }
 }
 
-fn code_of(value: JsonRef<'_>) -> Option<String> {
+fn code_of(value: &Json<'_>) -> Option<String> {
     match value {
-        JsonRef::Str(s) => Some(s.trim().to_string()),
-        JsonRef::Number(n) if n.is_u64() => Some(n.to_string()),
+        Json::Str(s) => Some(s.trim().to_string()),
+        Json::Number(n) if n.is_u64() => Some(n.to_string()),
         _ => None,
     }
 }
@@ -429,6 +417,14 @@ mod tests {
     use super::*;
     use serde_json::json;
 
+    fn text(sent: &str) -> Json<'_> {
+        Json::Str(sent.into())
+    }
+
+    fn number(sent: i64) -> Json<'static> {
+        Json::Number(sent.into())
+    }
+
     #[test]
     fn times_are_beijing_local_times() {
         let at = parse_time("20261206083000").expect("valid");
@@ -451,34 +447,33 @@ mod tests {
 
     #[test]
     fn each_check_names_the_field_and_the_way_out() {
-        let err = check_value("PlateColor", Check::Code(COLOR_CODES), &json!("77"))
+        let err = check_value("PlateColor", Check::Code(COLOR_CODES), &text("77"))
             .expect_err("not a colour");
         assert!(err.message.contains("5 蓝"), "{err}");
         assert_eq!(
-            check_value("PlateColor", Check::Code(COLOR_CODES), &json!(5)).expect("number"),
+            check_value("PlateColor", Check::Code(COLOR_CODES), &number(5)).expect("number"),
             json!("5")
         );
         let err =
-            check_value("MotorVehicleID", Check::Digits(48), &json!("12ab")).expect_err("short");
+            check_value("MotorVehicleID", Check::Digits(48), &text("12ab")).expect_err("short");
         assert_eq!(err.field, "MotorVehicleID");
         assert!(err.message.contains("48 digits"), "{err}");
-        let err = check_value("VehicleClass", Check::VehicleClass, &json!("A33")).expect_err("bad");
+        let err = check_value("VehicleClass", Check::VehicleClass, &text("A33")).expect_err("bad");
         assert!(err.message.contains("K33"), "{err}");
         assert_eq!(
-            check_value("VehicleClass", Check::VehicleClass, &json!("K33")).expect("ok"),
+            check_value("VehicleClass", Check::VehicleClass, &text("K33")).expect("ok"),
             json!("K33")
         );
-        let err = check_value("Speed", Check::Float(0.0, 500.0), &json!(-3)).expect_err("neg");
+        let err = check_value("Speed", Check::Float(0.0, 500.0), &number(-3)).expect_err("neg");
         assert!(err.message.contains("from 0 to 500"), "{err}");
-        let err =
-            check_value("PlateNo", Check::Text(15), &json!("川K\u{0}12345")).expect_err("ctl");
+        let err = check_value("PlateNo", Check::Text(15), &text("川K\u{0}12345")).expect_err("ctl");
         assert!(err.message.contains("control"), "{err}");
         assert_eq!(
-            check_value("LaneNo", Check::Int(0, 99), &json!("3")).expect("numeric string"),
+            check_value("LaneNo", Check::Int(0, 99), &text("3")).expect("numeric string"),
             json!(3)
         );
         assert_eq!(
-            check_value("PlateNo", Check::Text(15), &json!("")).expect("empty"),
+            check_value("PlateNo", Check::Text(15), &text("")).expect("empty"),
             Value::Null
         );
     }

@@ -83,61 +83,17 @@ impl<'a> Json<'a> {
     }
 }
 
-/// A look at one JSON value, whichever way it was read (`serde_json::Value` for the
-/// subscription requests, [`Json`] for records): what a field's check needs.
-#[derive(Debug, Clone, Copy)]
-pub enum JsonRef<'a> {
-    Null,
-    Bool(bool),
-    Number(&'a Number),
-    Str(&'a str),
-    Array,
-    Object,
-}
-
-impl JsonRef<'_> {
-    pub fn is_null(self) -> bool {
-        matches!(self, JsonRef::Null)
-    }
-}
-
-impl<'a> From<&'a Value> for JsonRef<'a> {
-    fn from(value: &'a Value) -> Self {
-        match value {
-            Value::Null => JsonRef::Null,
-            Value::Bool(b) => JsonRef::Bool(*b),
-            Value::Number(n) => JsonRef::Number(n),
-            Value::String(s) => JsonRef::Str(s),
-            Value::Array(_) => JsonRef::Array,
-            Value::Object(_) => JsonRef::Object,
-        }
-    }
-}
-
-impl<'a> From<&'a Json<'_>> for JsonRef<'a> {
-    fn from(value: &'a Json<'_>) -> Self {
-        match value {
-            Json::Null => JsonRef::Null,
-            Json::Bool(b) => JsonRef::Bool(*b),
-            Json::Number(n) => JsonRef::Number(n),
-            Json::Str(s) => JsonRef::Str(s),
-            Json::Array(_) => JsonRef::Array,
-            Json::Object(_) => JsonRef::Object,
-        }
-    }
-}
-
 /// As it would be written in JSON; arrays and objects by their kind (they are never a
 /// field's value, and a whole nested value is no help in an error message).
-impl fmt::Display for JsonRef<'_> {
+impl fmt::Display for Json<'_> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            JsonRef::Null => f.write_str("null"),
-            JsonRef::Bool(b) => write!(f, "{b}"),
-            JsonRef::Number(n) => write!(f, "{n}"),
-            JsonRef::Str(s) => write!(f, "{}", Value::String((*s).to_string())),
-            JsonRef::Array => f.write_str("an array"),
-            JsonRef::Object => f.write_str("an object"),
+            Json::Null => f.write_str("null"),
+            Json::Bool(b) => write!(f, "{b}"),
+            Json::Number(n) => write!(f, "{n}"),
+            Json::Str(s) => write!(f, "{}", Value::String(s.to_string())),
+            Json::Array(_) => f.write_str("an array"),
+            Json::Object(_) => f.write_str("an object"),
         }
     }
 }
@@ -337,13 +293,14 @@ mod tests {
 
     #[test]
     fn values_are_shown_as_json_in_messages() {
-        let value = serde_json::json!({"s": "a\"b", "n": 3.5, "a": [1], "o": {}});
-        let shown = |key: &str| JsonRef::from(&value[key]).to_string();
-        assert_eq!(shown("s"), r#""a\"b""#);
-        assert_eq!(shown("n"), "3.5");
-        assert_eq!(shown("a"), "an array");
-        assert_eq!(shown("o"), "an object");
-        assert_eq!(shown("missing"), "null");
+        let json = Json::parse(br#"{"s": "a\"b", "n": 3.5, "a": [1], "o": {}, "z": null}"#)
+            .expect("valid JSON");
+        let shown = |key: &str| json.get(key).map(ToString::to_string);
+        assert_eq!(shown("s").as_deref(), Some(r#""a\"b""#));
+        assert_eq!(shown("n").as_deref(), Some("3.5"));
+        assert_eq!(shown("a").as_deref(), Some("an array"));
+        assert_eq!(shown("o").as_deref(), Some("an object"));
+        assert_eq!(shown("z").as_deref(), Some("null"));
     }
 
     fn to_value(json: &Json<'_>) -> Value {

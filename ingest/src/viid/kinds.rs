@@ -361,7 +361,7 @@ impl ViidKind {
     /// digits of its id) as region column, so county tokens see their own records.
     pub fn new_dataset(self, department: &str, retention_days: u32) -> NewDataset {
         let mut columns = vec![column(
-            &snake(self.id_field()),
+            self.id_column(),
             ColumnType::String,
             false,
             "GA/T 1400 id of the record",
@@ -405,7 +405,7 @@ impl ViidKind {
             )
         } else {
             // A device's latest report replaces the one before.
-            (vec![], None, vec![snake(self.id_field())])
+            (vec![], None, vec![self.id_column().to_string()])
         };
         landing_dataset(
             department,

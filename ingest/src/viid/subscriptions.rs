@@ -21,7 +21,7 @@ use serde_json::{Map, Value, json};
 
 use super::fields::{Check, FieldError, check_value, field_error, format_time};
 use super::json::{Json, Object};
-use super::kinds::{self, ViidKind};
+use super::kinds::ViidKind;
 use super::{RecordStatus, StatusCode, ViidFailure, ViidReceiver, objects_in, parse_body};
 use crate::IngestError;
 
@@ -510,7 +510,7 @@ fn record_object(kind: ViidKind, row: &Map<String, Value>) -> Map<String, Value>
         })?;
         Some(Value::String(format_time(at.with_timezone(&Utc))))
     };
-    if let Some(id) = row.get(&kinds::snake(kind.id_field())) {
+    if let Some(id) = row.get(kind.id_column()) {
         object.insert(kind.id_field().into(), id.clone());
     }
     if let (Some(field), Some(at)) = (kind.time_fields().first(), row.get("captured_at"))

@@ -425,16 +425,6 @@ async fn read_body(
         })
 }
 
-fn status_object(url: &str, code: Viid, id: &str, message: &str, now: DateTime<Utc>) -> Value {
-    json!({
-        "RequestURL": url,
-        "StatusCode": code.code(),
-        "StatusString": message,
-        "Id": id,
-        "LocalTime": format_time(now),
-    })
-}
-
 /// One `ResponseStatusObject`.
 fn one(
     http: StatusCode,
@@ -444,10 +434,15 @@ fn one(
     message: &str,
     now: DateTime<Utc>,
 ) -> Response {
-    viid_json(
-        http,
-        json!({"ResponseStatusObject": status_object(url, code, id, message, now)}),
-    )
+    let local_time = format_time(now);
+    let status = StatusObject {
+        request_url: url,
+        status_code: code.code(),
+        status_string: message,
+        id,
+        local_time: &local_time,
+    };
+    viid_json(http, json!({ "ResponseStatusObject": status }))
 }
 
 /// A failure of the hub, not of the request: the sender should try again.
@@ -468,12 +463,11 @@ fn failed(url: &str, id: &str, message: &str, now: DateTime<Utc>) -> Response {
     )
 }
 
-/// One `ResponseStatusObject` of a list, written straight from the statuses (a list
-/// answers up to a thousand records; building a JSON tree for each showed in the
-/// receiver's profile).
+/// One `ResponseStatusObject`, written straight from the status (a list answers up to a
+/// thousand records; building a JSON tree for each showed in the receiver's profile).
 #[derive(serde::Serialize)]
 #[serde(rename_all = "PascalCase")]
-struct ListedStatus<'a> {
+struct StatusObject<'a> {
     #[serde(rename = "RequestURL")]
     request_url: &'a str,
     status_code: u8,
@@ -491,15 +485,15 @@ struct StatusList<'a> {
 #[derive(serde::Serialize)]
 struct StatusObjects<'a> {
     #[serde(rename = "ResponseStatusObject")]
-    objects: Vec<ListedStatus<'a>>,
+    objects: Vec<StatusObject<'a>>,
 }
 
 /// `ResponseStatusListObject`, one status per record in the order sent.
 fn list(url: &str, statuses: &[RecordStatus], now: DateTime<Utc>) -> Response {
     let local_time = format_time(now);
-    let objects: Vec<ListedStatus<'_>> = statuses
+    let objects: Vec<StatusObject<'_>> = statuses
         .iter()
-        .map(|s| ListedStatus {
+        .map(|s| StatusObject {
             request_url: url,
             status_code: s.code.code(),
             status_string: &s.message,
