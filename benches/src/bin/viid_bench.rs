@@ -24,7 +24,7 @@ use arrow::array::{ArrayRef, Float64Array, Int32Array, StringArray, TimestampMic
 use arrow::record_batch::RecordBatch;
 use base64::Engine;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
-use cityhub_benches::{DuckDb, Hub, percentile};
+use cityhub_benches::{DuckDb, Hub, percentile, process_cpu_seconds};
 use cityhub_catalog::{DatasetName, Principal};
 use cityhub_ingest::viid::ViidKind;
 use clap::Parser;
@@ -180,6 +180,8 @@ async fn ingest(hub: &Hub, args: &Args) -> anyhow::Result<()> {
     let mut plain_chunks = plain_bodies.chunks(args.requests);
     for round in 1..=args.rounds {
         let plain = plain_chunks.next().context("bodies")?.to_vec();
+        let records_per_round = (args.requests * args.records) as f64;
+        let cpu_before = process_cpu_seconds();
         let (rate, p50, p99) = hub
             .push_all(
                 "bench.vehicles_plain",
@@ -192,7 +194,8 @@ async fn ingest(hub: &Hub, args: &Args) -> anyhow::Result<()> {
             .await?;
         println!(
             "round {round}  NDJSON push, same rows without images: {rate:>9.0} records/s  \
-             ack p50 {p50:.1} ms  p99 {p99:.1} ms"
+             ack p50 {p50:.1} ms  p99 {p99:.1} ms  {}",
+            cpu_per_record(cpu_before, records_per_round)
         );
         // Registered (the digest handshake is the tests' business), kept alive per round.
         state
@@ -208,6 +211,7 @@ async fn ingest(hub: &Hub, args: &Args) -> anyhow::Result<()> {
                 department: "bench".into(),
             };
             let gate = Arc::new(Semaphore::new(args.concurrency));
+            let cpu_before = process_cpu_seconds();
             let started = Instant::now();
             let mut tasks = Vec::new();
             for body in bodies.clone() {
@@ -229,18 +233,32 @@ async fn ingest(hub: &Hub, args: &Args) -> anyhow::Result<()> {
             }
             let rate = records as f64 / started.elapsed().as_secs_f64();
             println!(
-                "round {round}  the same bodies received in-process, no HTTP:  {rate:>9.0} records/s"
+                "round {round}  the same bodies received in-process, no HTTP:  {rate:>9.0} records/s  {}",
+                cpu_per_record(cpu_before, records as f64)
             );
         }
+        let cpu_before = process_cpu_seconds();
         let (viid, p50, p99) = post_all(hub, bodies, args.records, args.concurrency).await?;
         println!(
             "round {round}  /VIID/MotorVehicles with images:       {viid:>9.0} records/s  \
-             ack p50 {p50:.1} ms  p99 {p99:.1} ms  ({:.2}x the NDJSON push; {:.0} MB/s of images)",
+             ack p50 {p50:.1} ms  p99 {p99:.1} ms  ({:.2}x the NDJSON push; {:.0} MB/s of images)  {}",
             viid / rate,
-            viid * args.image_bytes as f64 / 1e6
+            viid * args.image_bytes as f64 / 1e6,
+            cpu_per_record(cpu_before, records_per_round)
         );
     }
     Ok(())
+}
+
+/// The process's CPU time (hub and load generator together: they share the machine) per
+/// record since `before`, for the line of a phase.
+fn cpu_per_record(before: Option<f64>, records: f64) -> String {
+    match (before, process_cpu_seconds()) {
+        (Some(before), Some(after)) if records > 0.0 => {
+            format!("CPU {:.1} µs a record", (after - before) / records * 1e6)
+        }
+        _ => String::new(),
+    }
 }
 
 /// Posts every body to `/VIID/MotorVehicles`; every record must be answered 0.
