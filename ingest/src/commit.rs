@@ -73,7 +73,7 @@ impl Ingest {
         .map_err(|err| IngestError::Internal(format!("encoding task failed: {err}")))??;
         let key = Self::new_file_key_labelled(dataset, label);
         let size = bytes.len() as i64;
-        self.storage.put_new(&key, bytes.into()).await?;
+        self.storage.put_new(&key, bytes).await?;
         Ok(DataFile {
             path: key,
             rows: rows as i64,

@@ -31,6 +31,7 @@ use cityhub_catalog::{
     Action, AuditEvent, CatalogError, Dataset, DatasetName, NewDataset, Outcome,
 };
 use futures::StreamExt;
+use object_store::PutPayload;
 use serde_json::{Value, json};
 
 use crate::decode::decode_json_objects;
@@ -517,13 +518,13 @@ impl ViidReceiver {
         let records = self.landing(department, kind.dataset()).await?;
         let mut image_rows = Vec::new();
         let mut record_rows = Vec::with_capacity(good.len());
-        // Each pack's name and bytes, by its folder.
-        let mut packs: BTreeMap<String, (String, Vec<u8>)> = BTreeMap::new();
+        // Each pack's name, images (written one after the other) and length, by its folder.
+        let mut packs: BTreeMap<String, (String, Vec<Bytes>, usize)> = BTreeMap::new();
         for record in good {
             record_rows.push(record.row);
             for image in record.images {
                 let mut row = image.row;
-                if let Some(data) = &image.data {
+                if let Some(data) = image.data {
                     let captured: DateTime<Utc> = row
                         .text("captured_at")
                         .and_then(|t| DateTime::parse_from_rfc3339(t).ok())
@@ -538,31 +539,29 @@ impl ViidReceiver {
                             .format("%Y-%m-%d"),
                         kind.label(),
                     );
-                    let (pack, bytes) = packs.entry(folder).or_insert_with_key(|folder| {
+                    let (pack, images, length) = packs.entry(folder).or_insert_with_key(|folder| {
                         (
                             format!("{folder}/{}.pack", uuid::Uuid::now_v7()),
                             Vec::new(),
+                            0,
                         )
                     });
-                    let offset = bytes.len();
-                    bytes.extend_from_slice(data);
+                    let (offset, size) = (*length, data.len());
+                    *length += size;
+                    images.push(Bytes::from(data));
                     row.insert(
                         "object_key",
-                        Value::String(format!(
-                            "{pack}/{offset}-{}.{}",
-                            data.len(),
-                            image.extension
-                        )),
+                        Value::String(format!("{pack}/{offset}-{size}.{}", image.extension)),
                     );
-                    row.insert("bytes", Value::from(data.len() as u64));
+                    row.insert("bytes", Value::from(size as u64));
                     row.insert("sha256", image.sha256.map_or(Value::Null, Value::String));
                 }
                 image_rows.push(row);
             }
         }
-        let image_writes: Vec<(String, Bytes)> = packs
+        let image_writes: Vec<(String, PutPayload)> = packs
             .into_values()
-            .map(|(pack, bytes)| (pack, Bytes::from(bytes)))
+            .map(|(pack, images, _)| (pack, images.into_iter().collect()))
             .collect();
         let written: Vec<String> = image_writes.iter().map(|(k, _)| k.clone()).collect();
         let result = self
@@ -590,10 +589,13 @@ impl ViidReceiver {
         department: &str,
         record_rows: Vec<Row>,
         image_rows: Vec<Row>,
-        image_writes: Vec<(String, Bytes)>,
+        image_writes: Vec<(String, PutPayload)>,
     ) -> Result<(), IngestError> {
         let record_count = record_rows.len();
-        let image_bytes: u64 = image_writes.iter().map(|(_, b)| b.len() as u64).sum();
+        let image_bytes: u64 = image_writes
+            .iter()
+            .map(|(_, pack)| pack.content_length() as u64)
+            .sum();
         let image_count = image_rows
             .iter()
             .filter(|row| row.get("object_key").is_some_and(|key| !key.is_null()))
