@@ -409,16 +409,16 @@ pub fn percentile(values: &mut [f64], q: f64) -> f64 {
 }
 
 /// The CPU time this process (all its threads, user and system) has used so far, in
-/// seconds, from `/proc/self/stat` (Linux; `None` elsewhere). Throughput on a shared VM
-/// drifts by a quarter within minutes; CPU time per record drifts much less, so an A/B of
-/// two builds compares both.
+/// seconds, from `/proc/self/stat` (Linux; `None` elsewhere). Beside a rate it tells work
+/// saved from waiting saved: a change that only shortens waits leaves it where it was. (On
+/// the shared VM of BENCHMARKS.md it drifts from run to run about as much as the rate.)
 pub fn process_cpu_seconds() -> Option<f64> {
     let stat = std::fs::read_to_string("/proc/self/stat").ok()?;
     // The command name (field 2) may hold spaces; the fields after it are plain numbers.
     let after_name = &stat[stat.rfind(')')? + 1..];
     let fields: Vec<&str> = after_name.split_whitespace().collect();
-    // utime and stime are fields 14 and 15 of proc(5), in USER_HZ ticks (100 a second on
-    // every Linux architecture's user ABI).
+    // utime and stime are fields 14 and 15 of proc(5), in USER_HZ ticks: 100 a second on
+    // x86-64 and arm64 Linux, the machines the benchmarks run on.
     let ticks: u64 = fields.get(11)?.parse::<u64>().ok()? + fields.get(12)?.parse::<u64>().ok()?;
     Some(ticks as f64 / 100.0)
 }
