@@ -423,6 +423,22 @@ pub fn process_cpu_seconds() -> Option<f64> {
     Some(ticks as f64 / 100.0)
 }
 
+/// The running sum and count of a histogram of this process's Prometheus recorder (the
+/// hub's `/metrics`), e.g. `cityhub_viid_requests_per_commit`: the difference of two
+/// readings gives the mean over what happened between them.
+pub fn histogram_totals(name: &str) -> (f64, f64) {
+    let text = cityhub_server::telemetry::metrics_handle().render();
+    let value = |suffix: &str| {
+        let wanted = format!("{name}_{suffix}");
+        text.lines()
+            .filter_map(|line| line.split_once(' '))
+            .find(|(metric, _)| *metric == wanted)
+            .and_then(|(_, value)| value.trim().parse::<f64>().ok())
+            .unwrap_or(0.0)
+    };
+    (value("sum"), value("count"))
+}
+
 /// The URL of a new empty schema in the PostgreSQL database at `url`, for one hub's
 /// catalog (the URL sets the schema as the connections' search path).
 pub async fn fresh_postgres_catalog(url: &str) -> anyhow::Result<String> {

@@ -24,7 +24,7 @@ use arrow::array::{ArrayRef, Float64Array, Int32Array, StringArray, TimestampMic
 use arrow::record_batch::RecordBatch;
 use base64::Engine;
 use chrono::{DateTime, Duration, SubsecRound, Utc};
-use cityhub_benches::{DuckDb, Hub, percentile, process_cpu_seconds};
+use cityhub_benches::{DuckDb, Hub, histogram_totals, percentile, process_cpu_seconds};
 use cityhub_catalog::{DatasetName, Principal};
 use cityhub_ingest::viid::ViidKind;
 use clap::Parser;
@@ -212,6 +212,7 @@ async fn ingest(hub: &Hub, args: &Args) -> anyhow::Result<()> {
             };
             let gate = Arc::new(Semaphore::new(args.concurrency));
             let cpu_before = process_cpu_seconds();
+            let commits_before = histogram_totals(REQUESTS_PER_COMMIT);
             let started = Instant::now();
             let mut tasks = Vec::new();
             for body in bodies.clone() {
@@ -233,18 +234,21 @@ async fn ingest(hub: &Hub, args: &Args) -> anyhow::Result<()> {
             }
             let rate = records as f64 / started.elapsed().as_secs_f64();
             println!(
-                "round {round}  the same bodies received in-process, no HTTP:  {rate:>9.0} records/s  {}",
-                cpu_per_record(cpu_before, records as f64)
+                "round {round}  the same bodies received in-process, no HTTP:  {rate:>9.0} records/s  {}  {}",
+                cpu_per_record(cpu_before, records as f64),
+                requests_per_commit(commits_before)
             );
         }
         let cpu_before = process_cpu_seconds();
+        let commits_before = histogram_totals(REQUESTS_PER_COMMIT);
         let (viid, p50, p99) = post_all(hub, bodies, args.records, args.concurrency).await?;
         println!(
             "round {round}  /VIID/MotorVehicles with images:       {viid:>9.0} records/s  \
-             ack p50 {p50:.1} ms  p99 {p99:.1} ms  ({:.2}x the NDJSON push; {:.0} MB/s of images)  {}",
+             ack p50 {p50:.1} ms  p99 {p99:.1} ms  ({:.2}x the NDJSON push; {:.0} MB/s of images)  {}  {}",
             viid / rate,
             viid * args.image_bytes as f64 / 1e6,
-            cpu_per_record(cpu_before, records_per_round)
+            cpu_per_record(cpu_before, records_per_round),
+            requests_per_commit(commits_before)
         );
     }
     Ok(())
@@ -259,6 +263,23 @@ fn cpu_per_record(before: Option<f64>, records: f64) -> String {
         }
         _ => String::new(),
     }
+}
+
+/// The receiver's histogram of requests carried by each commit (group commit).
+const REQUESTS_PER_COMMIT: &str = "cityhub_viid_requests_per_commit";
+
+/// How many requests each commit carried on average since `before` (a reading of
+/// [`histogram_totals`]), for the line of a phase.
+fn requests_per_commit(before: (f64, f64)) -> String {
+    let (sum, count) = histogram_totals(REQUESTS_PER_COMMIT);
+    let commits = count - before.1;
+    if commits <= 0.0 {
+        return String::new();
+    }
+    format!(
+        "{:.1} requests a commit ({commits:.0} commits)",
+        (sum - before.0) / commits
+    )
 }
 
 /// Posts every body to `/VIID/MotorVehicles`; every record must be answered 0.
