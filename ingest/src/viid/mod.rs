@@ -31,7 +31,7 @@ use cityhub_catalog::{
     Action, AuditEvent, CatalogError, Dataset, DatasetName, NewDataset, Outcome,
 };
 use futures::StreamExt;
-use object_store::PutPayload;
+use object_store::{PutPayload, PutPayloadMut};
 use serde_json::{Value, json};
 
 use crate::decode::decode_json_objects;
@@ -518,8 +518,8 @@ impl ViidReceiver {
         let records = self.landing(department, kind.dataset()).await?;
         let mut image_rows = Vec::new();
         let mut record_rows = Vec::with_capacity(good.len());
-        // Each pack's name, images (written one after the other) and length, by its folder.
-        let mut packs: BTreeMap<String, (String, Vec<Bytes>, usize)> = BTreeMap::new();
+        // Each pack's name and images (chunks written one after the other), by its folder.
+        let mut packs: BTreeMap<String, (String, PutPayloadMut)> = BTreeMap::new();
         for record in good {
             record_rows.push(record.row);
             for image in record.images {
@@ -539,15 +539,13 @@ impl ViidReceiver {
                             .format("%Y-%m-%d"),
                         kind.label(),
                     );
-                    let (pack, images, length) = packs.entry(folder).or_insert_with_key(|folder| {
+                    let (pack, images) = packs.entry(folder).or_insert_with_key(|folder| {
                         (
                             format!("{folder}/{}.pack", uuid::Uuid::now_v7()),
-                            Vec::new(),
-                            0,
+                            PutPayloadMut::new(),
                         )
                     });
-                    let (offset, size) = (*length, data.len());
-                    *length += size;
+                    let (offset, size) = (images.content_length(), data.len());
                     images.push(Bytes::from(data));
                     row.insert(
                         "object_key",
@@ -561,7 +559,7 @@ impl ViidReceiver {
         }
         let image_writes: Vec<(String, PutPayload)> = packs
             .into_values()
-            .map(|(pack, images, _)| (pack, images.into_iter().collect()))
+            .map(|(pack, images)| (pack, images.freeze()))
             .collect();
         let written: Vec<String> = image_writes.iter().map(|(k, _)| k.clone()).collect();
         let result = self
