@@ -20,6 +20,8 @@ pub mod encode;
 pub mod endpoint;
 pub mod error;
 pub mod guard;
+mod lookup_join;
+mod low_cardinality_group_by;
 pub mod mask;
 mod not_in;
 pub mod pg;
@@ -29,6 +31,7 @@ pub mod table;
 pub mod time_travel;
 mod utc_time;
 pub mod view;
+mod view_keys;
 
 use cityhub_catalog::camera::CameraSettings;
 use cityhub_catalog::clock::Clock;
@@ -248,6 +251,7 @@ impl QueryEngine {
         let plain = SessionStateBuilder::new()
             .with_default_features()
             .with_optimizer_rules(rules)
+            .with_physical_optimizer_rules(physical_rules(cluster.is_some()))
             .with_config(settings)
             .with_runtime_env(runtime.clone())
             .build();
@@ -659,6 +663,28 @@ fn physical_memory() -> Option<u64> {
 }
 
 /// The settings of every query session: the hub's choices, then `query.engine_options`.
+/// DataFusion's physical optimizer rules, with the hub's lookup join and low-cardinality
+/// group-by placed after the plan's joins and aggregation steps are settled and before
+/// dynamic filters are pushed into scans (they name the node they come from). Not for a Ballista cluster, which receives the plan
+/// serialized and knows only DataFusion's own nodes.
+fn physical_rules(
+    on_cluster: bool,
+) -> Vec<Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>> {
+    let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
+    if !on_cluster {
+        let before = rules
+            .iter()
+            .position(|rule| rule.name() == "FilterPushdown(Post)")
+            .unwrap_or(rules.len());
+        rules.insert(before, Arc::new(lookup_join::LookupJoinRule));
+        rules.insert(
+            before + 1,
+            Arc::new(low_cardinality_group_by::LowCardinalityGroupByRule),
+        );
+    }
+    rules
+}
+
 fn session_config(query: &QueryConfig) -> Result<SessionConfig, QueryError> {
     let mut config = SessionConfig::new()
         .with_information_schema(true)
