@@ -427,9 +427,18 @@ pub fn process_cpu_seconds() -> Option<f64> {
 /// hub's `/metrics`), e.g. `cityhub_viid_requests_per_commit`: the difference of two
 /// readings gives the mean over what happened between them.
 pub fn histogram_totals(name: &str) -> (f64, f64) {
+    labelled_histogram_totals(name, "")
+}
+
+/// [`histogram_totals`] of one labelled series, `labels` as the exposition writes them
+/// (`route="/api/v1/sql"`; empty for an unlabelled histogram).
+pub fn labelled_histogram_totals(name: &str, labels: &str) -> (f64, f64) {
     let text = cityhub_server::telemetry::metrics_handle().render();
     let value = |suffix: &str| {
-        let wanted = format!("{name}_{suffix}");
+        let wanted = match labels {
+            "" => format!("{name}_{suffix}"),
+            labels => format!("{name}_{suffix}{{{labels}}}"),
+        };
         text.lines()
             .filter_map(|line| line.split_once(' '))
             .find(|(metric, _)| *metric == wanted)

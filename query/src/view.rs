@@ -145,7 +145,8 @@ impl RequestView {
                 .await
                 .map_err(external)?
         };
-        let now = chrono::Utc::now();
+        // Grants expire by the hub's clock, as the sharing service judges them.
+        let now = clock.now();
         let mut readable: BTreeMap<String, BTreeMap<String, (Dataset, Access)>> = BTreeMap::new();
         let mut applicable: BTreeMap<String, BTreeMap<String, Dataset>> = BTreeMap::new();
         let mut out_of_scope: BTreeMap<String, BTreeMap<String, Dataset>> = BTreeMap::new();

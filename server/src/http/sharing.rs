@@ -61,7 +61,7 @@ pub async fn list_tokens(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let now = Utc::now();
+    let now = state.clock.now();
     let tokens: Vec<ListedToken> = state
         .sharing
         .tokens(&caller.0)
@@ -99,7 +99,11 @@ pub async fn apply(
     JsonBody(body): JsonBody<Application>,
 ) -> Result<Response, ApiError> {
     let request = state.sharing.apply(&caller.0, &name, body).await?;
-    Ok((StatusCode::CREATED, Json(with_overdue(request, Utc::now()))).into_response())
+    Ok((
+        StatusCode::CREATED,
+        Json(with_overdue(request, state.clock.now())),
+    )
+        .into_response())
 }
 
 /// A share request and whether its answer is late.
@@ -159,7 +163,7 @@ pub async fn list_requests(
         .as_deref()
         .map(str::parse::<ShareStatus>)
         .transpose()?;
-    let now = Utc::now();
+    let now = state.clock.now();
     let requests: Vec<ShareRequestView> = state
         .sharing
         .requests(&caller.0, status)
@@ -180,7 +184,7 @@ pub async fn get_request(
     Path(id): Path<i64>,
 ) -> Result<Response, ApiError> {
     let request = state.sharing.request(&caller.0, id).await?;
-    Ok(Json(with_overdue(request, Utc::now())).into_response())
+    Ok(Json(with_overdue(request, state.clock.now())).into_response())
 }
 
 /// `POST /api/v1/share-requests/{id}/approve`
@@ -220,7 +224,7 @@ async fn decide(
 ) -> Result<Response, ApiError> {
     let (request, grant) = state.sharing.decide(&caller.0, id, body, approve).await?;
     let answer = DecidedRequest {
-        request: with_overdue(request, Utc::now()),
+        request: with_overdue(request, state.clock.now()),
         grant,
     };
     Ok(Json(answer).into_response())
@@ -234,7 +238,7 @@ pub async fn list_grants(
     State(state): State<AppState>,
     caller: Caller,
 ) -> Result<Response, ApiError> {
-    let now = Utc::now();
+    let now = state.clock.now();
     let body: Vec<GrantView> = state
         .sharing
         .grants(&caller.0)
