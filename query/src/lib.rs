@@ -662,20 +662,30 @@ fn physical_memory() -> Option<u64> {
     Some(kib * 1024)
 }
 
-/// The settings of every query session: the hub's choices, then `query.engine_options`.
 /// DataFusion's physical optimizer rules, with the hub's lookup join and low-cardinality
 /// group-by placed after the plan's joins and aggregation steps are settled and before
-/// dynamic filters are pushed into scans (they name the node they come from). Not for a Ballista cluster, which receives the plan
-/// serialized and knows only DataFusion's own nodes.
-fn physical_rules(
+/// dynamic filters are pushed into scans (they name the node they come from). Not for a
+/// Ballista cluster, which receives the plan serialized and knows only DataFusion's own
+/// nodes. The unit tests of both rules plan with this list.
+pub(crate) fn physical_rules(
     on_cluster: bool,
 ) -> Vec<Arc<dyn datafusion::physical_optimizer::PhysicalOptimizerRule + Send + Sync>> {
     let mut rules = datafusion::physical_optimizer::optimizer::PhysicalOptimizer::new().rules;
     if !on_cluster {
-        let before = rules
+        // Placed at the end instead, the rules would replace joins whose dynamic filters
+        // were already pushed and never get filled. Without that rule (a DataFusion that
+        // renamed it), plan as DataFusion does; the rules' unit tests, which expect the
+        // hub's nodes in their plans, then fail.
+        let Some(before) = rules
             .iter()
             .position(|rule| rule.name() == "FilterPushdown(Post)")
-            .unwrap_or(rules.len());
+        else {
+            tracing::warn!(
+                "DataFusion's post-optimization filter pushdown was not found; the lookup join \
+                 and the low-cardinality group-by are off."
+            );
+            return rules;
+        };
         rules.insert(before, Arc::new(lookup_join::LookupJoinRule));
         rules.insert(
             before + 1,
@@ -685,6 +695,7 @@ fn physical_rules(
     rules
 }
 
+/// The settings of every query session: the hub's choices, then `query.engine_options`.
 fn session_config(query: &QueryConfig) -> Result<SessionConfig, QueryError> {
     let mut config = SessionConfig::new()
         .with_information_schema(true)

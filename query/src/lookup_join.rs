@@ -524,14 +524,11 @@ mod tests {
     }
 
     fn context(lookup: bool, small: Arc<MemTable>, large: Arc<MemTable>) -> SessionContext {
-        let mut rules = PhysicalOptimizer::new().rules;
-        if lookup {
-            let before = rules
-                .iter()
-                .position(|rule| rule.name() == "FilterPushdown(Post)")
-                .expect("DataFusion's post-optimization filter pushdown");
-            rules.insert(before, Arc::new(LookupJoinRule));
-        }
+        // The hub's rule list, or DataFusion's own.
+        let rules = match lookup {
+            true => crate::physical_rules(false),
+            false => PhysicalOptimizer::new().rules,
+        };
         let state = SessionStateBuilder::new()
             .with_default_features()
             .with_config(SessionConfig::new().with_target_partitions(2))

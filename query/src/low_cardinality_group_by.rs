@@ -36,17 +36,17 @@ use datafusion::config::ConfigOptions;
 use datafusion::error::{DataFusionError, Result};
 use datafusion::execution::{SendableRecordBatchStream, TaskContext};
 use datafusion::logical_expr::{EmitTo, GroupsAccumulator};
+use datafusion::physical_expr::PhysicalExpr;
 use datafusion::physical_expr::expressions::Column;
-use datafusion::physical_expr::{EquivalenceProperties, PhysicalExpr};
 use datafusion::physical_optimizer::PhysicalOptimizerRule;
 use datafusion::physical_plan::aggregates::{AggregateExec, AggregateMode};
-use datafusion::physical_plan::execution_plan::{Boundedness, EmissionType};
 use datafusion::physical_plan::metrics::{BaselineMetrics, ExecutionPlanMetricsSet, MetricsSet};
 use datafusion::physical_plan::stream::RecordBatchStreamAdapter;
+use datafusion::physical_plan::streaming::{PartitionStream, StreamingTableExec};
 use datafusion::physical_plan::{
     ChildStats, ChildrenPropertiesMode, DisplayAs, DisplayFormatType, ExecutionPlan,
-    InputDistributionRequirements, InputOrderMode, Partitioning, PlanProperties,
-    ReplaceChildrenOptions, StatisticsArgs,
+    InputDistributionRequirements, InputOrderMode, PlanProperties, ReplaceChildrenOptions,
+    StatisticsArgs,
 };
 use futures::{StreamExt, TryStreamExt};
 
@@ -289,7 +289,19 @@ fn datafusion_aggregation(
     input: SendableRecordBatchStream,
     context: Arc<TaskContext>,
 ) -> Result<SendableRecordBatchStream> {
-    let rest: Arc<dyn ExecutionPlan> = Arc::new(RestOfInput::new(input));
+    let schema = input.schema();
+    let rest = RestOfInput {
+        schema: schema.clone(),
+        input: Mutex::new(Some(input)),
+    };
+    let rest: Arc<dyn ExecutionPlan> = Arc::new(StreamingTableExec::try_new(
+        schema,
+        vec![Arc::new(rest)],
+        None,
+        [],
+        false,
+        None,
+    )?);
     Arc::new(aggregate.clone())
         .replace_children(
             vec![rest],
@@ -308,7 +320,6 @@ struct Groups {
     combinations: ViewKeys,
     /// Each group's packed column numbers, in group order.
     group_keys: Vec<u128>,
-    groups: usize,
     arguments: Vec<Vec<Arc<dyn PhysicalExpr>>>,
     accumulators: Vec<Box<dyn GroupsAccumulator>>,
 }
@@ -405,7 +416,6 @@ impl Groups {
                 .collect(),
             combinations: ViewKeys::default(),
             group_keys: Vec::new(),
-            groups: 0,
             arguments: aggregate
                 .aggr_expr()
                 .iter()
@@ -419,15 +429,13 @@ impl Groups {
     /// low-cardinality (the batch is counted all the same).
     fn update(&mut self, batch: &RecordBatch) -> Result<bool> {
         let rows = batch.num_rows();
-        let mut numbers = self
+        let numbers = self
             .columns
             .iter_mut()
             .map(|column| column.numbers(batch))
             .collect::<Result<Vec<_>>>()?;
-        let group_of_row: Vec<usize> = if numbers.len() == 1 {
-            let numbers = numbers.pop().unwrap_or_default();
-            self.groups = self.columns[0].values.values.len();
-            numbers.into_iter().map(|number| number as usize).collect()
+        let group_of_row: Vec<usize> = if let [numbers] = numbers.as_slice() {
+            numbers.iter().map(|&number| number as usize).collect()
         } else {
             let (combinations, group_keys) = (&mut self.combinations, &mut self.group_keys);
             (0..rows)
@@ -445,17 +453,15 @@ impl Groups {
                 })
                 .collect()
         };
-        if numbers.len() > 1 {
-            self.groups = self.group_keys.len();
-        }
+        let groups = self.groups();
         for (arguments, accumulator) in self.arguments.iter().zip(&mut self.accumulators) {
             let values = arguments
                 .iter()
                 .map(|argument| argument.evaluate(batch)?.into_array(rows))
                 .collect::<Result<Vec<ArrayRef>>>()?;
-            accumulator.update_batch(&values, &group_of_row, None, self.groups)?;
+            accumulator.update_batch(&values, &group_of_row, None, groups)?;
         }
-        let low = self.groups <= MAX_GROUPS
+        let low = groups <= MAX_GROUPS
             && self
                 .columns
                 .iter()
@@ -463,9 +469,20 @@ impl Groups {
         Ok(low)
     }
 
-    /// The groups' values and partial states, in batches of at most `batch_rows` rows.
+    /// How many groups there are: with one column, its distinct values; with more, the
+    /// combinations seen.
+    fn groups(&self) -> usize {
+        match self.columns.as_slice() {
+            [column] => column.values.values.len(),
+            _ => self.group_keys.len(),
+        }
+    }
+
+    /// The groups' values and partial states, in batches of at most `batch_rows` rows. The
+    /// accumulators are emptied; the node emits once (at the end, or before handing over).
     fn emit(&mut self, schema: &SchemaRef, batch_rows: usize) -> Result<Vec<RecordBatch>> {
-        if self.groups == 0 {
+        let groups = self.groups();
+        if groups == 0 {
             return Ok(Vec::new());
         }
         let mut columns: Vec<ArrayRef> = Vec::new();
@@ -487,9 +504,8 @@ impl Groups {
         let all = RecordBatch::try_new_with_options(
             schema.clone(),
             columns,
-            &RecordBatchOptions::new().with_row_count(Some(self.groups)),
+            &RecordBatchOptions::new().with_row_count(Some(groups)),
         )?;
-        self.groups = 0;
         let batch_rows = batch_rows.max(1);
         Ok((0..all.num_rows())
             .step_by(batch_rows)
@@ -498,25 +514,11 @@ impl Groups {
     }
 }
 
-/// The rest of one partition's input, as a plan DataFusion's aggregation can run on.
+/// The rest of one partition's input, as a stream DataFusion's aggregation can run on (in
+/// a `StreamingTableExec`). It can be read once.
 struct RestOfInput {
+    schema: SchemaRef,
     input: Mutex<Option<SendableRecordBatchStream>>,
-    properties: Arc<PlanProperties>,
-}
-
-impl RestOfInput {
-    fn new(input: SendableRecordBatchStream) -> Self {
-        let properties = PlanProperties::new(
-            EquivalenceProperties::new(input.schema()),
-            Partitioning::UnknownPartitioning(1),
-            EmissionType::Incremental,
-            Boundedness::Bounded,
-        );
-        Self {
-            input: Mutex::new(Some(input)),
-            properties: Arc::new(properties),
-        }
-    }
 }
 
 impl fmt::Debug for RestOfInput {
@@ -525,62 +527,20 @@ impl fmt::Debug for RestOfInput {
     }
 }
 
-impl DisplayAs for RestOfInput {
-    fn fmt_as(&self, _: DisplayFormatType, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str("RestOfInput")
-    }
-}
-
-impl ExecutionPlan for RestOfInput {
-    fn name(&self) -> &'static str {
-        "RestOfInput"
+impl PartitionStream for RestOfInput {
+    fn schema(&self) -> &SchemaRef {
+        &self.schema
     }
 
-    fn properties(&self) -> &Arc<PlanProperties> {
-        &self.properties
-    }
-
-    fn children(&self) -> Vec<&Arc<dyn ExecutionPlan>> {
-        Vec::new()
-    }
-
-    fn apply_expressions(
-        &self,
-        _f: &mut dyn FnMut(&Arc<dyn PhysicalExpr>) -> Result<TreeNodeRecursion>,
-    ) -> Result<TreeNodeRecursion> {
-        Ok(TreeNodeRecursion::Continue)
-    }
-
-    fn replace_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-        _: ReplaceChildrenOptions,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        if children.is_empty() {
-            Ok(self)
-        } else {
-            Err(DataFusionError::Internal(
-                "RestOfInput takes no children".into(),
+    fn execute(&self, _: Arc<TaskContext>) -> SendableRecordBatchStream {
+        let taken = self.input.lock().ok().and_then(|mut input| input.take());
+        taken.unwrap_or_else(|| {
+            let again = DataFusionError::Internal("the rest of an input is read once".into());
+            Box::pin(RecordBatchStreamAdapter::new(
+                self.schema.clone(),
+                futures::stream::once(async move { Err(again) }),
             ))
-        }
-    }
-
-    fn with_new_children(
-        self: Arc<Self>,
-        children: Vec<Arc<dyn ExecutionPlan>>,
-    ) -> Result<Arc<dyn ExecutionPlan>> {
-        self.replace_children(
-            children,
-            ReplaceChildrenOptions::new(ChildrenPropertiesMode::Recompute),
-        )
-    }
-
-    fn execute(&self, _: usize, _: Arc<TaskContext>) -> Result<SendableRecordBatchStream> {
-        self.input
-            .lock()
-            .map_err(|_| DataFusionError::Internal("RestOfInput's lock is poisoned".into()))?
-            .take()
-            .ok_or_else(|| DataFusionError::Internal("RestOfInput runs once".into()))
+        })
     }
 }
 
@@ -658,14 +618,11 @@ mod tests {
     }
 
     fn context(hub: bool, events: Arc<MemTable>) -> SessionContext {
-        let mut rules = PhysicalOptimizer::new().rules;
-        if hub {
-            let before = rules
-                .iter()
-                .position(|rule| rule.name() == "FilterPushdown(Post)")
-                .expect("DataFusion's post-optimization filter pushdown");
-            rules.insert(before, Arc::new(LowCardinalityGroupByRule));
-        }
+        // The hub's rule list, or DataFusion's own.
+        let rules = match hub {
+            true => crate::physical_rules(false),
+            false => PhysicalOptimizer::new().rules,
+        };
         let state = SessionStateBuilder::new()
             .with_default_features()
             .with_config(
