@@ -293,6 +293,9 @@ pub struct QueryConfig {
     /// When the Ballista scheduler cannot be reached, run the query here instead of
     /// answering an error. A query the cluster started and then failed is never re-run.
     pub ballista_fallback: bool,
+    /// Optimized plans kept for SQL asked again by the same principal (dashboards, BI
+    /// tools), reused while the tables they name are unchanged; 0 turns the cache off.
+    pub plan_cache_entries: u64,
 }
 
 /// Where queries over datasets run.
@@ -316,6 +319,7 @@ impl Default for QueryConfig {
             engine: QueryEngineKind::Local,
             ballista_scheduler: String::new(),
             ballista_fallback: false,
+            plan_cache_entries: 1024,
         }
     }
 }

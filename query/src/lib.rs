@@ -25,6 +25,7 @@ mod low_cardinality_group_by;
 pub mod mask;
 mod not_in;
 pub mod pg;
+mod plan_cache;
 pub mod reader;
 pub mod rewrite;
 pub mod table;
@@ -92,6 +93,8 @@ pub struct QueryEngine {
     memory_limit: usize,
     /// The Ballista cluster that runs queries over datasets (`query.engine = "ballista"`).
     cluster: Option<Arc<Cluster>>,
+    /// Optimized plans of SQL asked again (`query.plan_cache_entries`).
+    plans: Arc<plan_cache::PlanCache>,
 }
 
 /// A Ballista cluster, as the hub submits queries to it.
@@ -264,6 +267,7 @@ impl QueryEngine {
         let memory_limit = usize::try_from(query_memory_limit(&config)).unwrap_or(usize::MAX);
         Ok(Self {
             cluster,
+            plans: Arc::new(plan_cache::PlanCache::new(config.plan_cache_entries)),
             base: Arc::new(BaseSessions { plain, postgres }),
             memory_limit,
             catalog,
@@ -287,6 +291,11 @@ impl QueryEngine {
     /// Queries whose result stream is still open (finished or dropped ones are not).
     pub fn running_queries(&self) -> usize {
         self.running.load(Ordering::Relaxed)
+    }
+
+    /// How many queries reused the optimized plan of the same SQL asked before.
+    pub fn plans_reused(&self) -> u64 {
+        self.plans.reused()
     }
 
     /// The catalog the engine reads.
@@ -514,8 +523,20 @@ impl QueryEngine {
         pins: &Pins,
         origin: &Origin,
     ) -> Result<(SessionState, LogicalPlan, Arc<RequestView>), QueryError> {
-        let sql = time_travel::rewrite(sql)?;
-        let statement = guard::check(&sql)?;
+        let (state, view) = self.session(principal, reads, pins, origin).await?;
+        let plan = plan_statement(&state, sql).await?;
+        Ok((state, plan, view))
+    }
+
+    /// A fresh session whose catalog is `principal`'s view, `now()` fixed to the hub's
+    /// clock.
+    async fn session(
+        &self,
+        principal: &Principal,
+        reads: Arc<ReadLog>,
+        pins: &Pins,
+        origin: &Origin,
+    ) -> Result<(SessionState, Arc<RequestView>), QueryError> {
         let view = Arc::new(
             RequestView::load(&self.view_context(), principal.clone(), reads, pins)
                 .await
@@ -545,17 +566,7 @@ impl QueryEngine {
         let options = state.config_options().clone();
         state.execution_props_mut().mark_start_execution(options);
         state.execution_props_mut().query_execution_start_time = Some(self.clock.now());
-        let plan = state
-            .statement_to_plan(statement)
-            .await
-            .map_err(QueryError::from_datafusion)?;
-        SQLOptions::new()
-            .with_allow_ddl(false)
-            .with_allow_dml(false)
-            .with_allow_statements(false)
-            .verify_plan(&plan)
-            .map_err(|err| QueryError::Unsupported(err.strip_backtrace()))?;
-        Ok((state, plan, view))
+        Ok((state, view))
     }
 
     /// Plans, binds and starts a statement: its schema and its batches.
@@ -568,7 +579,20 @@ impl QueryEngine {
         pins: &Pins,
         origin: &Origin,
     ) -> Result<(SchemaRef, Batches), QueryError> {
-        let (state, plan, _view) = self.plan(principal, sql, reads, pins, origin).await?;
+        let (state, view) = self.session(principal, reads, pins, origin).await?;
+        // The PostgreSQL door's sessions carry per-connection catalogs, and a cluster
+        // plans on its own: plans are kept for HTTP and Flight SQL on this hub.
+        let cached = bindings.is_none() && origin.via != Via::Pg && self.cluster.is_none();
+        if cached
+            && let Some(optimized) = self
+                .plans
+                .reuse(sql, &state, &view)
+                .await
+                .map_err(QueryError::from_datafusion)?
+        {
+            return self.run_optimized(&state, &optimized).await;
+        }
+        let plan = plan_statement(&state, sql).await?;
         let plan = match bindings {
             None => plan,
             Some(values) => plan
@@ -596,11 +620,27 @@ impl QueryEngine {
                 }
             }
         }
+        let optimized = state.optimize(&plan).map_err(QueryError::from_datafusion)?;
+        if cached {
+            self.plans
+                .keep(sql, &state, &view, &plan, &optimized)
+                .map_err(QueryError::from_datafusion)?;
+        }
+        self.run_optimized(&state, &optimized).await
+    }
+
+    /// Plans an optimized logical plan physically and starts it.
+    async fn run_optimized(
+        &self,
+        state: &SessionState,
+        optimized: &LogicalPlan,
+    ) -> Result<(SchemaRef, Batches), QueryError> {
         let physical = state
-            .create_physical_plan(&plan)
+            .query_planner()
+            .create_physical_plan(optimized, state)
             .await
             .map_err(QueryError::from_datafusion)?;
-        self.run_physical(&state, physical)
+        self.run_physical(state, physical)
     }
 
     /// Starts a physical plan: its schema and its batches, counted as running and ended by
@@ -719,6 +759,24 @@ fn session_config(query: &QueryConfig) -> Result<SessionConfig, QueryError> {
 }
 
 /// SQL is the analysts' (and admins') door; producers push, dashboards read endpoints.
+/// Turns one read-only statement into a logical plan in `state`: time travel folded into
+/// table names, the guard's closed SQL surface, no DDL, DML or `SET`.
+async fn plan_statement(state: &SessionState, sql: &str) -> Result<LogicalPlan, QueryError> {
+    let sql = time_travel::rewrite(sql)?;
+    let statement = guard::check(&sql)?;
+    let plan = state
+        .statement_to_plan(statement)
+        .await
+        .map_err(QueryError::from_datafusion)?;
+    SQLOptions::new()
+        .with_allow_ddl(false)
+        .with_allow_dml(false)
+        .with_allow_statements(false)
+        .verify_plan(&plan)
+        .map_err(|err| QueryError::Unsupported(err.strip_backtrace()))?;
+    Ok(plan)
+}
+
 fn require_sql_role(principal: &Principal) -> Result<(), QueryError> {
     cityhub_catalog::access::require_role(
         principal,

@@ -664,3 +664,104 @@ async fn queries_on_a_ballista_cluster_are_masked_and_audited_as_on_the_hub() {
     let (status, body) = support::sql_status(server, &fixture.analyst, sql).await;
     assert_eq!(status, 503, "{body}");
 }
+
+/// SQL asked again reuses its optimized plan (query/src/plan_cache.rs), bound to the
+/// request's own tables: the same answers, each principal's masks, the rows of a push
+/// committed in between, a grant's approval and revocation taking effect at once, an audit
+/// entry for every read, and `now()` read afresh each time.
+#[tokio::test]
+async fn sql_asked_again_reuses_its_plan_and_still_reads_what_is_current() {
+    let fixture = support::fixture().await;
+    let server = &fixture.server;
+    let engine = &server.state.query;
+    let analyst = &fixture.analyst;
+    let query = "SELECT id, phone FROM gongan.events WHERE id <= 5 ORDER BY id";
+    let first = support::sql_ok(server, analyst, query).await;
+    assert_eq!(
+        first[0],
+        json!({"id": 1, "phone": "180****1999"}),
+        "{first}"
+    );
+    let reused = engine.plans_reused();
+    let again = support::sql_ok(server, analyst, query).await;
+    assert_eq!(again, first);
+    assert_eq!(
+        engine.plans_reused(),
+        reused + 1,
+        "the second run reused the plan"
+    );
+
+    // Another principal's plan is its own: the owner's admin sees the phones unmasked.
+    let admin = support::sql_ok(server, &server.admin, query).await;
+    assert_eq!(
+        admin[0],
+        json!({"id": 1, "phone": "18012341999"}),
+        "{admin}"
+    );
+
+    // A push commits a new snapshot: the analyst's next run reads it (masked).
+    let row =
+        json!({"id": 5, "kind": "fire", "phone": "13855556666", "at": "2026-03-03T08:00:00Z"});
+    let (status, body) = server
+        .push(&server.admin, "gongan.events", NDJSON, format!("{row}\n"))
+        .await;
+    assert_eq!(status, 201, "{body}");
+    let reused = engine.plans_reused();
+    let after_push = support::sql_ok(server, analyst, query).await;
+    assert_eq!(after_push.as_array().map(Vec::len), Some(5), "{after_push}");
+    assert_eq!(after_push[4], json!({"id": 5, "phone": "138****6666"}));
+    assert_eq!(
+        engine.plans_reused(),
+        reused,
+        "a new snapshot is planned afresh"
+    );
+    assert_eq!(support::sql_ok(server, analyst, query).await, after_push);
+    assert_eq!(engine.plans_reused(), reused + 1);
+
+    // Every run is audited with what it read, reused plan or not.
+    let entries = support::audit_entries(server).await;
+    let runs: Vec<&Value> = entries
+        .iter()
+        .filter(|entry| {
+            entry["action"] == "query"
+                && entry["detail"]["sql"] == query
+                && entry["principal"] == "test-minzheng-analyst"
+        })
+        .collect();
+    assert_eq!(runs.len(), 4, "{runs:?}");
+    for run in runs {
+        assert_eq!(
+            run["detail"]["sensitive_columns"],
+            json!([{"dataset": "gongan.events", "column": "phone", "sensitivity": "phone", "masked": true}]),
+            "{run}"
+        );
+    }
+
+    // A conditional dataset: refused, then readable once granted, refused once revoked,
+    // always the same SQL text.
+    let people = "SELECT name, phone FROM gongan.people ORDER BY name";
+    let (status, body) = support::sql_status(server, analyst, people).await;
+    assert_eq!(status, 403, "{body}");
+    let owner = server.token("gongan", Role::Producer).await;
+    let decided = support::grant(server, analyst, &owner, "gongan.people", "复用计划测试").await;
+    let granted = support::sql_ok(server, analyst, people).await;
+    assert_eq!(support::sql_ok(server, analyst, people).await, granted);
+    let grant = decided["grant"]["id"].as_i64().expect("grant");
+    let (status, body) = server
+        .post_json(
+            &owner,
+            &format!("/api/v1/grants/{grant}/revoke"),
+            json!({"reason": "测试结束"}),
+        )
+        .await;
+    assert_eq!(status, 200, "{body}");
+    let (status, body) = support::sql_status(server, analyst, people).await;
+    assert_eq!(status, 403, "a revoked grant reads nothing: {body}");
+
+    // now() is the hub's clock at each run, never a constant folded into a kept plan.
+    let clock = "SELECT CAST(now() AS VARCHAR) AS at";
+    let before = support::sql_ok(server, analyst, clock).await;
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let after = support::sql_ok(server, analyst, clock).await;
+    assert_ne!(before, after, "now() moved on between runs");
+}

@@ -1,0 +1,294 @@
+//! Optimized plans of SQL asked again, kept per principal and reused while nothing they
+//! depend on has changed.
+//!
+//! Dashboards, BI tools and scripts send the same SQL text over and over; parsing it,
+//! turning it into a logical plan and running DataFusion's ~30 logical optimizer rules cost
+//! more than answering a small query (`SELECT count(*)` of a code table: about half of the
+//! engine's time per request, BENCHMARKS.md "The fixed cost per request").
+//!
+//! A logical plan depends on the SQL text, on who asks (their role, department and region
+//! scope decide masks and row filters) and on each table it names: the dataset's columns,
+//! snapshot and sharing, and how this principal may read it. An entry is keyed by the SQL
+//! and the principal's id, and keeps the principal and the state of every table the
+//! unoptimized plan named; it is reused only when all of them are equal to what the
+//! request's own view says now. A new snapshot, a changed grant, an expired grant or a
+//! renamed column changes that state, so the next request plans afresh.
+//!
+//! A reused plan never reads through the tables of the request that planned it: every
+//! table scan is bound again to the table this request's view resolves (its snapshot, its
+//! masks, its row filters, its audit log of what was read), and the plan is dropped if a
+//! table's columns differ from the cached scan's. Physical planning, where files are
+//! pruned and statistics chosen, runs for every request.
+//!
+//! Not cached: statements with parameters, `EXPLAIN`, and plans that call a function
+//! whose answer is not fixed by its arguments (`now()`, `current_date`, `random()`): the
+//! optimizer folds `now()` into the plan as a constant.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+
+use cityhub_catalog::{Access, Dataset, Principal};
+use datafusion::catalog::TableProvider;
+use datafusion::common::tree_node::{Transformed, TreeNode, TreeNodeRecursion};
+use datafusion::common::{ResolvedTableReference, TableReference};
+use datafusion::datasource::provider_as_source;
+use datafusion::error::Result;
+use datafusion::execution::SessionState;
+use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+
+use crate::time_travel::split_table_name;
+use crate::view::{CATALOG_NAME, RequestView, SYSTEM_SCHEMA};
+
+/// Optimized plans by SQL text and principal.
+pub(crate) struct PlanCache {
+    plans: Option<moka::sync::Cache<(String, i64), Arc<CachedPlan>>>,
+    /// Plans reused so far, for tests and benchmarks (`/metrics` has them by outcome).
+    reused: AtomicU64,
+}
+
+/// An optimized plan and what it was planned against.
+struct CachedPlan {
+    optimized: LogicalPlan,
+    principal: Principal,
+    tables: Vec<(ResolvedTableReference, TableState)>,
+}
+
+/// What a plan depends on of one table it names.
+#[derive(Debug, Clone, PartialEq)]
+enum TableState {
+    /// A dataset as the principal may read it (the grant's columns, masks and rows).
+    Dataset(Box<(Dataset, Access)>),
+    /// A `hub` system table or an `information_schema` table: fixed columns, rows read at
+    /// scan time from the request's view.
+    System,
+}
+
+impl PlanCache {
+    /// A cache of at most `entries` plans; 0 turns it off.
+    pub(crate) fn new(entries: u64) -> Self {
+        Self {
+            plans: (entries > 0).then(|| moka::sync::Cache::new(entries)),
+            reused: AtomicU64::new(0),
+        }
+    }
+
+    /// How many plans were reused so far.
+    pub(crate) fn reused(&self) -> u64 {
+        self.reused.load(Ordering::Relaxed)
+    }
+
+    /// The cached plan of `sql` for this request, bound to the request's tables, when the
+    /// principal and every table it names are as they were when it was planned.
+    pub(crate) async fn reuse(
+        &self,
+        sql: &str,
+        state: &SessionState,
+        view: &RequestView,
+    ) -> Result<Option<LogicalPlan>> {
+        let Some(plans) = &self.plans else {
+            return Ok(None);
+        };
+        let Some(cached) = plans.get(&(sql.to_string(), view.principal.id)) else {
+            metrics::counter!("cityhub_query_plans_total", "outcome" => "planned").increment(1);
+            return Ok(None);
+        };
+        let unchanged = cached.principal == view.principal
+            && cached
+                .tables
+                .iter()
+                .all(|(name, then)| table_state(view, name).as_ref() == Some(then));
+        let rebound = match unchanged {
+            true => rebind(&cached.optimized, state).await?,
+            false => None,
+        };
+        let outcome = match rebound {
+            Some(_) => {
+                self.reused.fetch_add(1, Ordering::Relaxed);
+                "reused"
+            }
+            None => "replanned",
+        };
+        metrics::counter!("cityhub_query_plans_total", "outcome" => outcome).increment(1);
+        Ok(rebound)
+    }
+
+    /// Keeps the optimized plan of `sql` for the next request of the same principal, when
+    /// the plan may be reused (see the module's documentation).
+    pub(crate) fn keep(
+        &self,
+        sql: &str,
+        state: &SessionState,
+        view: &RequestView,
+        planned: &LogicalPlan,
+        optimized: &LogicalPlan,
+    ) -> Result<()> {
+        let Some(plans) = &self.plans else {
+            return Ok(());
+        };
+        if !reusable(planned)? {
+            return Ok(());
+        }
+        let defaults = &state.config_options().catalog;
+        let mut tables = Vec::new();
+        for name in scanned_tables(planned)? {
+            let name = name.resolve(&defaults.default_catalog, &defaults.default_schema);
+            if tables.iter().any(|(known, _)| *known == name) {
+                continue;
+            }
+            let Some(now) = table_state(view, &name) else {
+                return Ok(());
+            };
+            tables.push((name, now));
+        }
+        plans.insert(
+            (sql.to_string(), view.principal.id),
+            Arc::new(CachedPlan {
+                optimized: optimized.clone(),
+                principal: view.principal.clone(),
+                tables,
+            }),
+        );
+        Ok(())
+    }
+}
+
+/// The state of a table as `view` resolves it now; `None` for a table the view does not
+/// let its principal read (the plan must be made again, and refused), or one outside the
+/// hub's catalog.
+fn table_state(view: &RequestView, name: &ResolvedTableReference) -> Option<TableState> {
+    if *name.catalog != *CATALOG_NAME {
+        return None;
+    }
+    if *name.schema == *SYSTEM_SCHEMA || *name.schema == *"information_schema" {
+        return Some(TableState::System);
+    }
+    let (table, _as_of) = split_table_name(&name.table);
+    let (dataset, how) = view.readable(&name.schema, table)?;
+    Some(TableState::Dataset(Box::new((
+        dataset.clone(),
+        how.clone(),
+    ))))
+}
+
+/// Whether a plan may be reused: no parameters, no `EXPLAIN` (its text shows the plans
+/// and timings of one run), no function whose answer changes between calls.
+fn reusable(plan: &LogicalPlan) -> Result<bool> {
+    if !matches!(
+        plan,
+        LogicalPlan::Projection(_)
+            | LogicalPlan::Filter(_)
+            | LogicalPlan::Aggregate(_)
+            | LogicalPlan::Sort(_)
+            | LogicalPlan::Limit(_)
+            | LogicalPlan::Join(_)
+            | LogicalPlan::Union(_)
+            | LogicalPlan::Distinct(_)
+            | LogicalPlan::Window(_)
+            | LogicalPlan::SubqueryAlias(_)
+            | LogicalPlan::TableScan(_)
+    ) {
+        return Ok(false);
+    }
+    let mut fixed = true;
+    plan.apply_with_subqueries(|node| {
+        node.apply_expressions(|expr| {
+            expr.apply(|expr| {
+                let changing = match expr {
+                    Expr::Placeholder(_) => true,
+                    Expr::ScalarFunction(call) => {
+                        call.func.signature().volatility != Volatility::Immutable
+                    }
+                    _ => false,
+                };
+                if changing {
+                    fixed = false;
+                    return Ok(TreeNodeRecursion::Stop);
+                }
+                Ok(TreeNodeRecursion::Continue)
+            })
+        })
+    })?;
+    Ok(fixed)
+}
+
+/// The tables a plan scans, subqueries included, as named in it.
+fn scanned_tables(plan: &LogicalPlan) -> Result<Vec<TableReference>> {
+    let mut tables = Vec::new();
+    plan.apply_with_subqueries(|node| {
+        if let LogicalPlan::TableScan(scan) = node {
+            tables.push(scan.table_name.clone());
+        }
+        Ok(TreeNodeRecursion::Continue)
+    })?;
+    Ok(tables)
+}
+
+/// `plan` with every scan reading the table `state` resolves for its name; `None` when a
+/// table cannot be resolved or its columns differ from the scan's.
+async fn rebind(plan: &LogicalPlan, state: &SessionState) -> Result<Option<LogicalPlan>> {
+    let mut providers: HashMap<TableReference, Arc<dyn TableProvider>> = HashMap::new();
+    for name in scanned_tables(plan)? {
+        if providers.contains_key(&name) {
+            continue;
+        }
+        let schema = state.schema_for_ref(name.clone())?;
+        let Some(provider) = schema.table(name.table()).await? else {
+            return Ok(None);
+        };
+        providers.insert(name, provider);
+    }
+    let mut all_bound = true;
+    let rebound = plan
+        .clone()
+        .transform_up_with_subqueries(|node| match node {
+            LogicalPlan::TableScan(mut scan) => {
+                let provider = &providers[&scan.table_name];
+                if provider.schema() != scan.source.schema() {
+                    all_bound = false;
+                    return Ok(Transformed::new(
+                        LogicalPlan::TableScan(scan),
+                        false,
+                        TreeNodeRecursion::Stop,
+                    ));
+                }
+                scan.source = provider_as_source(provider.clone());
+                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+            }
+            other => Ok(Transformed::no(other)),
+        })?
+        .data;
+    Ok(all_bound.then_some(rebound))
+}
+
+#[cfg(test)]
+mod tests {
+    use datafusion::prelude::SessionContext;
+
+    use super::*;
+
+    async fn reusable_sql(sql: &str) -> bool {
+        let context = SessionContext::new();
+        let plan = context
+            .state()
+            .create_logical_plan(sql)
+            .await
+            .expect("plans");
+        reusable(&plan).expect("walks")
+    }
+
+    #[tokio::test]
+    async fn plans_that_read_the_clock_take_parameters_or_explain_are_not_kept() {
+        assert!(reusable_sql("SELECT 1 AS one").await);
+        assert!(reusable_sql("SELECT upper('a') AS a ORDER BY a LIMIT 1").await);
+        assert!(!reusable_sql("SELECT now()").await);
+        assert!(!reusable_sql("SELECT current_date").await);
+        assert!(!reusable_sql("SELECT random()").await);
+        assert!(!reusable_sql("SELECT 1 WHERE 2 > $1").await);
+        assert!(
+            !reusable_sql("SELECT (SELECT now()) AS at").await,
+            "in a subquery"
+        );
+        assert!(!reusable_sql("EXPLAIN SELECT 1").await);
+    }
+}
