@@ -14,8 +14,8 @@
 //! request's own view says now. A new snapshot, a changed grant, an expired grant or a
 //! renamed column changes that state, so the next request plans afresh.
 //!
-//! A reused plan never reads through the tables of the request that planned it: every
-//! table scan is bound again to the table this request's view resolves (its snapshot, its
+//! A kept plan holds no table, only each scan's columns, and a reused plan reads nothing
+//! through the request that planned it: every table scan is bound again to the table this request's view resolves (its snapshot, its
 //! masks, its row filters, its audit log of what was read), and the plan is dropped if a
 //! table's columns differ from the cached scan's. Physical planning, where files are
 //! pruned and statistics chosen, runs for every request.
@@ -35,7 +35,7 @@ use datafusion::common::{ResolvedTableReference, TableReference};
 use datafusion::datasource::provider_as_source;
 use datafusion::error::Result;
 use datafusion::execution::SessionState;
-use datafusion::logical_expr::{Expr, LogicalPlan, Volatility};
+use datafusion::logical_expr::{Expr, LogicalPlan, LogicalTableSource, Volatility};
 
 use crate::time_travel::split_table_name;
 use crate::view::{CATALOG_NAME, RequestView, SYSTEM_SCHEMA};
@@ -144,7 +144,7 @@ impl PlanCache {
         plans.insert(
             (sql.to_string(), view.principal.id),
             Arc::new(CachedPlan {
-                optimized: optimized.clone(),
+                optimized: unbound(optimized)?,
                 principal: view.principal.clone(),
                 tables,
             }),
@@ -224,6 +224,21 @@ fn scanned_tables(plan: &LogicalPlan) -> Result<Vec<TableReference>> {
     Ok(tables)
 }
 
+/// `plan` with every scan's table replaced by its columns alone: a kept plan must not hold
+/// the request's tables (their read log, the rows of `hub` tables built for it) alive.
+fn unbound(plan: &LogicalPlan) -> Result<LogicalPlan> {
+    let unbound = plan
+        .clone()
+        .transform_up_with_subqueries(|node| match node {
+            LogicalPlan::TableScan(mut scan) => {
+                scan.source = Arc::new(LogicalTableSource::new(scan.source.schema()));
+                Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
+            }
+            other => Ok(Transformed::no(other)),
+        })?;
+    Ok(unbound.data)
+}
+
 /// `plan` with every scan reading the table `state` resolves for its name; `None` when a
 /// table cannot be resolved or its columns differ from the scan's.
 async fn rebind(plan: &LogicalPlan, state: &SessionState) -> Result<Option<LogicalPlan>> {
@@ -232,8 +247,11 @@ async fn rebind(plan: &LogicalPlan, state: &SessionState) -> Result<Option<Logic
         if providers.contains_key(&name) {
             continue;
         }
-        let schema = state.schema_for_ref(name.clone())?;
-        let Some(provider) = schema.table(name.table()).await? else {
+        // Whatever cannot be resolved now is planned afresh, which says why if it fails.
+        let Ok(schema) = state.schema_for_ref(name.clone()) else {
+            return Ok(None);
+        };
+        let Ok(Some(provider)) = schema.table(name.table()).await else {
             return Ok(None);
         };
         providers.insert(name, provider);
@@ -243,15 +261,17 @@ async fn rebind(plan: &LogicalPlan, state: &SessionState) -> Result<Option<Logic
         .clone()
         .transform_up_with_subqueries(|node| match node {
             LogicalPlan::TableScan(mut scan) => {
-                let provider = &providers[&scan.table_name];
-                if provider.schema() != scan.source.schema() {
+                let Some(provider) = providers
+                    .get(&scan.table_name)
+                    .filter(|provider| provider.schema() == scan.source.schema())
+                else {
                     all_bound = false;
                     return Ok(Transformed::new(
                         LogicalPlan::TableScan(scan),
                         false,
                         TreeNodeRecursion::Stop,
                     ));
-                }
+                };
                 scan.source = provider_as_source(provider.clone());
                 Ok(Transformed::yes(LogicalPlan::TableScan(scan)))
             }
@@ -275,6 +295,87 @@ mod tests {
             .await
             .expect("plans");
         reusable(&plan).expect("walks")
+    }
+
+    /// A context holding table `t` with the given column type and values.
+    fn context_with(values: Vec<i64>, as_text: bool) -> SessionContext {
+        use datafusion::arrow::array::{ArrayRef, Int64Array, StringArray};
+        use datafusion::arrow::datatypes::{DataType, Field, Schema};
+        use datafusion::arrow::record_batch::RecordBatch;
+        use datafusion::datasource::MemTable;
+        let (kind, column): (DataType, ArrayRef) = match as_text {
+            false => (DataType::Int64, Arc::new(Int64Array::from(values))),
+            true => (
+                DataType::Utf8,
+                Arc::new(StringArray::from_iter_values(
+                    values.iter().map(|v| v.to_string()),
+                )),
+            ),
+        };
+        let schema = Arc::new(Schema::new(vec![Field::new("a", kind, false)]));
+        let batch = RecordBatch::try_new(schema.clone(), vec![column]).expect("batch");
+        let table = MemTable::try_new(schema, vec![vec![batch]]).expect("table");
+        let context = SessionContext::new();
+        context
+            .register_table("t", Arc::new(table))
+            .expect("registers");
+        context
+    }
+
+    #[tokio::test]
+    async fn a_kept_plan_holds_no_table_and_reads_the_tables_it_is_bound_to() {
+        let sql = "SELECT a, (SELECT max(a) FROM t) AS top FROM t \
+                   WHERE a IN (SELECT a FROM t WHERE a > 1) ORDER BY a";
+        let first = context_with(vec![1, 2, 3], false);
+        let optimized = first
+            .state()
+            .optimize(&first.state().create_logical_plan(sql).await.expect("plans"))
+            .expect("optimizes");
+        let kept = unbound(&optimized).expect("unbinds");
+        let mut scans = 0;
+        kept.apply_with_subqueries(|node| {
+            if let LogicalPlan::TableScan(scan) = node {
+                scans += 1;
+                assert!(
+                    datafusion::datasource::source_as_provider(&scan.source).is_err(),
+                    "a kept scan holds its columns only"
+                );
+            }
+            Ok(TreeNodeRecursion::Continue)
+        })
+        .expect("walks");
+        assert!(scans >= 2, "{kept}");
+
+        // Bound in another session, the plan reads that session's rows.
+        let second = context_with(vec![5, 6, 7, 8], false);
+        let state = second.state();
+        let bound = rebind(&kept, &state)
+            .await
+            .expect("rebinds")
+            .expect("same columns");
+        let physical = state
+            .query_planner()
+            .create_physical_plan(&bound, &state)
+            .await
+            .expect("plans physically");
+        let batches = datafusion::physical_plan::collect(physical, second.task_ctx())
+            .await
+            .expect("runs");
+        let shown = datafusion::arrow::util::pretty::pretty_format_batches(&batches)
+            .expect("formats")
+            .to_string();
+        for row in ["| 5 | 8   |", "| 8 | 8   |"] {
+            assert!(shown.contains(row), "{shown}");
+        }
+
+        // A table whose columns changed is not bound: the statement is planned afresh.
+        let changed = context_with(vec![1], true);
+        assert!(
+            rebind(&kept, &changed.state())
+                .await
+                .expect("rebinds")
+                .is_none()
+        );
     }
 
     #[tokio::test]

@@ -691,6 +691,19 @@ async fn sql_asked_again_reuses_its_plan_and_still_reads_what_is_current() {
         "the second run reused the plan"
     );
 
+    // Subqueries' tables are bound again too, and a table named twice reads one snapshot.
+    let nested = "SELECT id, (SELECT max(id) FROM gongan.events) AS last FROM gongan.events \
+                  WHERE id IN (SELECT id FROM gongan.events WHERE kind = 'patrol') ORDER BY id";
+    let planned = support::sql_ok(server, analyst, nested).await;
+    assert_eq!(
+        planned,
+        json!([{"id": 1, "last": 4}, {"id": 3, "last": 4}]),
+        "{planned}"
+    );
+    let reused = engine.plans_reused();
+    assert_eq!(support::sql_ok(server, analyst, nested).await, planned);
+    assert_eq!(engine.plans_reused(), reused + 1);
+
     // Another principal's plan is its own: the owner's admin sees the phones unmasked.
     let admin = support::sql_ok(server, &server.admin, query).await;
     assert_eq!(
