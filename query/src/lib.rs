@@ -582,8 +582,8 @@ impl QueryEngine {
         let (state, view) = self.session(principal, reads, pins, origin).await?;
         // The PostgreSQL door's sessions carry per-connection catalogs, and a cluster
         // plans on its own: plans are kept for HTTP and Flight SQL on this hub.
-        let cached = bindings.is_none() && origin.via != Via::Pg && self.cluster.is_none();
-        if cached
+        let plan_cache = bindings.is_none() && origin.via != Via::Pg && self.cluster.is_none();
+        if plan_cache
             && let Some(optimized) = self
                 .plans
                 .reuse(sql, &state, &view)
@@ -621,7 +621,7 @@ impl QueryEngine {
             }
         }
         let optimized = state.optimize(&plan).map_err(QueryError::from_datafusion)?;
-        if cached {
+        if plan_cache {
             self.plans
                 .keep(sql, &state, &view, &plan, &optimized)
                 .map_err(QueryError::from_datafusion)?;
@@ -758,7 +758,6 @@ fn session_config(query: &QueryConfig) -> Result<SessionConfig, QueryError> {
     Ok(config)
 }
 
-/// SQL is the analysts' (and admins') door; producers push, dashboards read endpoints.
 /// Turns one read-only statement into a logical plan in `state`: time travel folded into
 /// table names, the guard's closed SQL surface, no DDL, DML or `SET`.
 async fn plan_statement(state: &SessionState, sql: &str) -> Result<LogicalPlan, QueryError> {
@@ -777,6 +776,7 @@ async fn plan_statement(state: &SessionState, sql: &str) -> Result<LogicalPlan, 
     Ok(plan)
 }
 
+/// SQL is the analysts' (and admins') door; producers push, dashboards read endpoints.
 fn require_sql_role(principal: &Principal) -> Result<(), QueryError> {
     cityhub_catalog::access::require_role(
         principal,

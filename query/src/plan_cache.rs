@@ -4,7 +4,8 @@
 //! Dashboards, BI tools and scripts send the same SQL text over and over; parsing it,
 //! turning it into a logical plan and running DataFusion's ~30 logical optimizer rules cost
 //! more than answering a small query (`SELECT count(*)` of a code table: about half of the
-//! engine's time per request, BENCHMARKS.md "The fixed cost per request").
+//! engine's time per request; BENCHMARKS.md, "SQL against DuckDB", the run of 2026-12-07
+//! 05:01 UTC).
 //!
 //! A logical plan depends on the SQL text, on who asks (their role, department and region
 //! scope decide masks and row filters) and on each table it names: the dataset's columns,
@@ -15,10 +16,10 @@
 //! renamed column changes that state, so the next request plans afresh.
 //!
 //! A kept plan holds no table, only each scan's columns, and a reused plan reads nothing
-//! through the request that planned it: every table scan is bound again to the table this request's view resolves (its snapshot, its
-//! masks, its row filters, its audit log of what was read), and the plan is dropped if a
-//! table's columns differ from the cached scan's. Physical planning, where files are
-//! pruned and statistics chosen, runs for every request.
+//! through the request that planned it: every table scan is bound again to the table this
+//! request's view resolves (its snapshot, its masks, its row filters, its audit log of what
+//! was read), and the plan is dropped if a table's columns differ from the cached scan's.
+//! Physical planning, where files are pruned and statistics chosen, runs for every request.
 //!
 //! Not cached: statements with parameters, `EXPLAIN`, and plans that call a function
 //! whose answer is not fixed by its arguments (`now()`, `current_date`, `random()`): the
@@ -94,10 +95,10 @@ impl PlanCache {
             return Ok(None);
         };
         let unchanged = cached.principal == view.principal
-            && cached
-                .tables
-                .iter()
-                .all(|(name, then)| table_state(view, name).as_ref() == Some(then));
+            && cached.tables.iter().all(|(name, then)| match then {
+                TableState::System => is_system_table(name),
+                TableState::Dataset(then) => readable_dataset(view, name) == Some(&**then),
+            });
         let rebound = match unchanged {
             true => rebind(&cached.optimized, state).await?,
             false => None,
@@ -157,18 +158,29 @@ impl PlanCache {
 /// let its principal read (the plan must be made again, and refused), or one outside the
 /// hub's catalog.
 fn table_state(view: &RequestView, name: &ResolvedTableReference) -> Option<TableState> {
+    if is_system_table(name) {
+        return Some(TableState::System);
+    }
+    let read = readable_dataset(view, name)?;
+    Some(TableState::Dataset(Box::new(read.clone())))
+}
+
+/// Whether `name` is a `hub` system table or an `information_schema` table.
+fn is_system_table(name: &ResolvedTableReference) -> bool {
+    *name.catalog == *CATALOG_NAME
+        && (*name.schema == *SYSTEM_SCHEMA || *name.schema == *"information_schema")
+}
+
+/// The dataset `name` resolves to in `view`, with how its principal may read it.
+fn readable_dataset<'v>(
+    view: &'v RequestView,
+    name: &ResolvedTableReference,
+) -> Option<&'v (Dataset, Access)> {
     if *name.catalog != *CATALOG_NAME {
         return None;
     }
-    if *name.schema == *SYSTEM_SCHEMA || *name.schema == *"information_schema" {
-        return Some(TableState::System);
-    }
     let (table, _as_of) = split_table_name(&name.table);
-    let (dataset, how) = view.readable(&name.schema, table)?;
-    Some(TableState::Dataset(Box::new((
-        dataset.clone(),
-        how.clone(),
-    ))))
+    view.readable(&name.schema, table)
 }
 
 /// Whether a plan may be reused: no parameters, no `EXPLAIN` (its text shows the plans

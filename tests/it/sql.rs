@@ -691,7 +691,7 @@ async fn sql_asked_again_reuses_its_plan_and_still_reads_what_is_current() {
         "the second run reused the plan"
     );
 
-    // Subqueries' tables are bound again too, and a table named twice reads one snapshot.
+    // The tables of subqueries are bound again too.
     let nested = "SELECT id, (SELECT max(id) FROM gongan.events) AS last FROM gongan.events \
                   WHERE id IN (SELECT id FROM gongan.events WHERE kind = 'patrol') ORDER BY id";
     let planned = support::sql_ok(server, analyst, nested).await;
@@ -758,7 +758,9 @@ async fn sql_asked_again_reuses_its_plan_and_still_reads_what_is_current() {
     let owner = server.token("gongan", Role::Producer).await;
     let decided = support::grant(server, analyst, &owner, "gongan.people", "复用计划测试").await;
     let granted = support::sql_ok(server, analyst, people).await;
+    let reused = engine.plans_reused();
     assert_eq!(support::sql_ok(server, analyst, people).await, granted);
+    assert_eq!(engine.plans_reused(), reused + 1);
     let grant = decided["grant"]["id"].as_i64().expect("grant");
     let (status, body) = server
         .post_json(

@@ -931,13 +931,13 @@ async fn an_upper_platform_subscribes_and_receives_what_lands_after_a_failed_del
     assert_eq!(delivered[0]["DeviceID"], json!(CHECKPOINT));
 
     // The hub counts a delivery once the upper platform's answer has reached it, which can
-    // be just after the upper platform holds the notification: read until it is counted.
+    // be just after the upper platform holds the notification: read until both are counted.
     let mine = loop {
         let listed = upper
             .send(reqwest::Method::GET, "/VIID/Subscribes", None)
             .await;
         let mine = listed.body["SubscribeListObject"]["SubscribeObject"][0].clone();
-        if mine["Delivered"] != json!(0) || std::time::Instant::now() >= deadline {
+        if mine["Delivered"] == json!(2) || std::time::Instant::now() >= deadline {
             break mine;
         }
         tokio::time::sleep(std::time::Duration::from_millis(50)).await;
