@@ -22,8 +22,9 @@ mod json;
 pub mod kinds;
 mod subscriptions;
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, BTreeSet, HashMap};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 
 use bytes::Bytes;
 use chrono::{DateTime, Duration, Utc};
@@ -168,11 +169,23 @@ type Lanes = HashMap<(String, ViidKind), Arc<Lane>>;
 /// the next: one pack per folder, one Parquet file per dataset and one catalog transaction
 /// for all of them (group commit). The fixed cost of a commit is then shared, and the
 /// files stay fewer.
+///
+/// A commit that starts while another is still under way also waits for the requests of
+/// its lane that are being checked at that moment (see [`Lane::gather`]): with a few
+/// busy senders, the requests otherwise reach the lane one at a time, and each would pay
+/// a whole commit (two Parquet files, a pack, a catalog transaction, and later the
+/// compaction of those files).
 struct Lane {
     waiting: std::sync::Mutex<Vec<Waiting>>,
     /// A permit per commit under way: two, so that one batch is prepared and written
     /// while the other waits on its syncs and the catalog.
     committing: tokio::sync::Semaphore,
+    /// Commits that hold a permit now.
+    under_way: AtomicUsize,
+    /// Requests of this lane whose records are being checked now (see [`Checking`]).
+    checks: std::sync::Mutex<Checks>,
+    /// Woken when a check or a commit ends.
+    changed: tokio::sync::Notify,
 }
 
 impl Default for Lane {
@@ -180,7 +193,61 @@ impl Default for Lane {
         Self {
             waiting: std::sync::Mutex::default(),
             committing: tokio::sync::Semaphore::new(COMMITS_IN_FLIGHT_PER_LANE),
+            under_way: AtomicUsize::new(0),
+            checks: std::sync::Mutex::default(),
+            changed: tokio::sync::Notify::new(),
         }
+    }
+}
+
+/// The checks of a lane's requests under way, numbered in the order they started.
+#[derive(Default)]
+struct Checks {
+    next: u64,
+    under_way: BTreeSet<u64>,
+}
+
+/// A request of a lane being checked, from before its check starts until its records
+/// wait in the lane (or it turns out to have none): listed in [`Lane::checks`].
+struct Checking {
+    lane: Arc<Lane>,
+    number: u64,
+}
+
+impl Checking {
+    fn start(lane: &Arc<Lane>) -> Self {
+        let mut checks = lane.checks();
+        let number = checks.next;
+        checks.next += 1;
+        checks.under_way.insert(number);
+        Self {
+            lane: lane.clone(),
+            number,
+        }
+    }
+}
+
+impl Drop for Checking {
+    fn drop(&mut self) {
+        self.lane.checks().under_way.remove(&self.number);
+        self.lane.changed.notify_waiters();
+    }
+}
+
+/// A commit holding one of its lane's permits: counted in [`Lane::under_way`].
+struct UnderWay<'a>(&'a Lane);
+
+impl<'a> UnderWay<'a> {
+    fn start(lane: &'a Lane) -> Self {
+        lane.under_way.fetch_add(1, Ordering::SeqCst);
+        Self(lane)
+    }
+}
+
+impl Drop for UnderWay<'_> {
+    fn drop(&mut self) {
+        self.0.under_way.fetch_sub(1, Ordering::SeqCst);
+        self.0.changed.notify_waiters();
     }
 }
 
@@ -210,6 +277,48 @@ impl Lane {
             .max(1)
             .min(waiting.len());
         waiting.drain(..count).collect()
+    }
+
+    fn checks(&self) -> std::sync::MutexGuard<'_, Checks> {
+        self.checks
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
+
+    /// Before a commit takes its batch: while another commit of the lane is under way
+    /// (the syncs and the catalog are busy with it anyway), waits for the requests whose
+    /// checks were under way when it started to join the batch (not for checks started
+    /// later: with many senders there always are some, and the commits would end up one
+    /// after the other). Never waits when it is the only commit under way, when nothing
+    /// waits, or once a full commit's records wait: no fixed delay, and an idle lane
+    /// commits a request at once.
+    async fn gather(&self) {
+        let horizon = self.checks().next;
+        loop {
+            let changed = self.changed.notified();
+            tokio::pin!(changed);
+            // Registered before the state is read, so that a change in between wakes it.
+            changed.as_mut().enable();
+            let earlier_check_under_way = self
+                .checks()
+                .under_way
+                .first()
+                .is_some_and(|&number| number < horizon);
+            if self.under_way.load(Ordering::SeqCst) < 2 || !earlier_check_under_way {
+                return;
+            }
+            {
+                let waiting = self
+                    .waiting
+                    .lock()
+                    .unwrap_or_else(|poisoned| poisoned.into_inner());
+                let records: usize = waiting.iter().map(|w| w.good.len()).sum();
+                if waiting.is_empty() || records >= MAX_RECORDS_PER_COMMIT {
+                    return;
+                }
+            }
+            changed.await;
+        }
     }
 }
 
@@ -321,6 +430,7 @@ impl ViidReceiver {
     ) -> Result<Vec<RecordStatus>, ViidFailure> {
         let settings = self.settings;
         let sender_for_check = sender.clone();
+        let checking = Checking::start(&self.lane(&sender.department, kind));
         let checked = tokio::task::spawn_blocking(move || {
             check_request(kind, &body, &sender_for_check, now, settings)
         })
@@ -335,7 +445,7 @@ impl ViidReceiver {
             return Ok(statuses);
         }
         let indices: Vec<usize> = good.iter().map(|record| record.index).collect();
-        let stored = self.commit_in_lane(sender, kind, good, now).await;
+        let stored = self.commit_in_lane(sender, kind, checking, good, now).await;
         match stored {
             Ok(()) => {
                 metrics::counter!("cityhub_viid_records_total", &labels)
@@ -360,36 +470,46 @@ impl ViidReceiver {
         }
     }
 
-    /// Queues `good` in its landing dataset's lane and waits until a commit has taken it
-    /// (with whatever else was waiting). The commit runs as its own task: a request whose
-    /// client goes away must not cancel a commit that carries other requests' records.
+    /// The lane of `department`'s landing dataset of `kind`.
+    fn lane(&self, department: &str, kind: ViidKind) -> Arc<Lane> {
+        self.lanes
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .entry((department.to_string(), kind))
+            .or_default()
+            .clone()
+    }
+
+    /// Queues `good` (the records `checking` checked) in its lane and waits until a
+    /// commit has taken it (with whatever else was waiting). The commit runs as its own
+    /// task: a request whose client goes away must not cancel a commit that carries other
+    /// requests' records.
     async fn commit_in_lane(
         &self,
         sender: &Sender,
         kind: ViidKind,
+        checking: Checking,
         good: Vec<RecordIn>,
         now: DateTime<Utc>,
     ) -> Result<(), String> {
-        let lane = self
-            .lanes
-            .lock()
-            .unwrap_or_else(|poisoned| poisoned.into_inner())
-            .entry((sender.department.clone(), kind))
-            .or_default()
-            .clone();
+        let lane = checking.lane.clone();
+        let department = sender.department.clone();
         let (outcome, answer) = tokio::sync::oneshot::channel();
         lane.waiting
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner())
             .push(Waiting { good, now, outcome });
+        // Queued: a commit gathering requests need not wait for this one any more.
+        drop(checking);
         let receiver = self.clone();
-        let department = sender.department.clone();
         // Every request queued spawns one turn; a turn that finds its request already
         // taken by an earlier turn ends at once.
         tokio::spawn(async move {
-            let Ok(_turn) = lane.committing.acquire().await else {
+            let Ok(turn) = lane.committing.acquire().await else {
                 return;
             };
+            let under_way = UnderWay::start(&lane);
+            lane.gather().await;
             let mut batch = lane.take_batch();
             let Some(now) = batch.first().map(|first| first.now) else {
                 return;
@@ -403,6 +523,8 @@ impl ViidReceiver {
                 .store(&department, kind, records, now)
                 .await
                 .map_err(|err| err.to_string());
+            drop(under_way);
+            drop(turn);
             for waiting in batch {
                 let _ = waiting.outcome.send(result.clone());
             }

@@ -409,15 +409,7 @@ async fn posted_while_commits_are_under_way(
     let count = requests.len();
     let tasks: Vec<_> = requests
         .into_iter()
-        .map(|records| {
-            let receiver = receiver.clone();
-            let body = Bytes::from(body(records));
-            tokio::spawn(async move {
-                receiver
-                    .receive(&sender(), ViidKind::MotorVehicle, body, now())
-                    .await
-            })
-        })
+        .map(|records| post(receiver, records))
         .collect();
     while lane.waiting.lock().expect("waiting").len() < count {
         tokio::time::sleep(std::time::Duration::from_millis(5)).await;
@@ -495,5 +487,124 @@ async fn a_commit_that_fails_answers_every_request_it_carried_and_keeps_nothing(
     assert!(
         written.iter().all(|o| !o.key.ends_with(".parquet")),
         "the Parquet files written for the failed commit are removed: {written:?}"
+    );
+}
+
+/// Posts `records` as one request, on its own task.
+fn post(
+    receiver: &ViidReceiver,
+    records: Vec<Value>,
+) -> tokio::task::JoinHandle<Result<Vec<RecordStatus>, ViidFailure>> {
+    let receiver = receiver.clone();
+    let body = Bytes::from(body(records));
+    tokio::spawn(async move {
+        receiver
+            .receive(&sender(), ViidKind::MotorVehicle, body, now())
+            .await
+    })
+}
+
+/// Waits until `condition` holds, or fails the test saying `what` did not happen (a
+/// broken gather must fail, not hang).
+async fn eventually(what: &str, condition: impl Fn() -> bool) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while !condition() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "{what} did not happen"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+fn all_stored(answer: Result<Result<Vec<RecordStatus>, ViidFailure>, tokio::task::JoinError>) {
+    let statuses = answer.expect("task").expect("answered");
+    assert!(
+        statuses.iter().all(|s| s.code == StatusCode::Ok),
+        "{statuses:?}"
+    );
+}
+
+#[tokio::test]
+async fn a_commit_started_beside_another_waits_for_the_requests_being_checked() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = receiver_in(dir.path()).await;
+    let lane = receiver.lane("gaj", ViidKind::MotorVehicle);
+    // Another commit under way, and a request of the lane being checked.
+    let other_commit = lane.committing.acquire().await.expect("permit");
+    let other_under_way = UnderWay::start(&lane);
+    let being_checked = Checking::start(&lane);
+
+    let first = post(&receiver, vec![vehicle(1)]);
+    // Its commit has the second permit and waits: the first request stays queued.
+    eventually("the first request's commit under way", || {
+        lane.under_way.load(Ordering::SeqCst) == 2
+    })
+    .await;
+    let second = post(&receiver, vec![vehicle(2), vehicle(3)]);
+    eventually("both requests waiting in the lane together", || {
+        lane.waiting.lock().expect("waiting").len() == 2
+    })
+    .await;
+    assert!(
+        !first.is_finished(),
+        "the first request waited for the check"
+    );
+    // The last check ends: one commit takes both requests, though the other is still
+    // under way.
+    drop(being_checked);
+    all_stored(first.await);
+    all_stored(second.await);
+    for dataset in ["gaj.viid_motor_vehicles", "gaj.viid_images"] {
+        let files = current_files(&receiver, dataset).await;
+        assert_eq!(files.len(), 1, "one commit for both requests: {files:?}");
+        assert_eq!(files[0].rows, 3);
+    }
+    drop(other_under_way);
+    drop(other_commit);
+}
+
+#[tokio::test]
+async fn a_commit_alone_or_with_nothing_being_checked_does_not_wait() {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let receiver = receiver_in(dir.path()).await;
+    let lane = receiver.lane("gaj", ViidKind::MotorVehicle);
+    let within = std::time::Duration::from_secs(30);
+    // Alone: a request being checked does not hold it.
+    let being_checked = Checking::start(&lane);
+    let alone = tokio::time::timeout(within, post(&receiver, vec![vehicle(1)]))
+        .await
+        .expect("a commit alone does not wait for checks");
+    all_stored(alone);
+    drop(being_checked);
+    // Beside another commit, with nothing being checked.
+    let other_commit = lane.committing.acquire().await.expect("permit");
+    let other_under_way = UnderWay::start(&lane);
+    let beside = tokio::time::timeout(within, post(&receiver, vec![vehicle(2)]))
+        .await
+        .expect("nothing being checked: the commit does not wait");
+    all_stored(beside);
+    // Beside another commit, a check started after the commit began to gather: once the
+    // checks it found under way end, it goes.
+    let earlier = Checking::start(&lane);
+    let gathering = post(&receiver, vec![vehicle(3)]);
+    eventually("a commit gathering beside the other", || {
+        lane.under_way.load(Ordering::SeqCst) == 2 && !lane.waiting.lock().expect("w").is_empty()
+    })
+    .await;
+    let later = Checking::start(&lane);
+    drop(earlier);
+    let gathered = tokio::time::timeout(within, gathering)
+        .await
+        .expect("a check started later does not hold the commit");
+    all_stored(gathered);
+    drop(later);
+    drop(other_under_way);
+    drop(other_commit);
+    assert_eq!(
+        current_files(&receiver, "gaj.viid_motor_vehicles")
+            .await
+            .len(),
+        3
     );
 }
