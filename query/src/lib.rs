@@ -582,8 +582,8 @@ impl QueryEngine {
         let (state, view) = self.session(principal, reads, pins, origin).await?;
         // The PostgreSQL door's sessions carry per-connection catalogs, and a cluster
         // plans on its own: plans are kept for HTTP and Flight SQL on this hub.
-        let plan_cache = bindings.is_none() && origin.via != Via::Pg && self.cluster.is_none();
-        if plan_cache
+        let keeps_plans = bindings.is_none() && origin.via != Via::Pg && self.cluster.is_none();
+        if keeps_plans
             && let Some(optimized) = self
                 .plans
                 .reuse(sql, &state, &view)
@@ -621,7 +621,7 @@ impl QueryEngine {
             }
         }
         let optimized = state.optimize(&plan).map_err(QueryError::from_datafusion)?;
-        if plan_cache {
+        if keeps_plans {
             self.plans
                 .keep(sql, &state, &view, &plan, &optimized)
                 .map_err(QueryError::from_datafusion)?;

@@ -180,7 +180,8 @@ struct Lane {
     /// A permit per commit under way: two, so that one batch is prepared and written
     /// while the other waits on its syncs and the catalog.
     committing: tokio::sync::Semaphore,
-    /// Commits that hold a permit now.
+    /// Commits that hold a permit now (the semaphore's free permits would say as much,
+    /// but releasing a permit wakes nobody: [`UnderWay`] counts and wakes together).
     under_way: AtomicUsize,
     /// Requests of this lane whose records are being checked now (see [`Checking`]).
     checks: std::sync::Mutex<Checks>,
@@ -204,7 +205,7 @@ impl Default for Lane {
 #[derive(Default)]
 struct Checks {
     next: u64,
-    under_way: BTreeSet<u64>,
+    unfinished: BTreeSet<u64>,
 }
 
 /// A request of a lane being checked, from before its check starts until its records
@@ -219,7 +220,7 @@ impl Checking {
         let mut checks = lane.checks();
         let number = checks.next;
         checks.next += 1;
-        checks.under_way.insert(number);
+        checks.unfinished.insert(number);
         Self {
             lane: lane.clone(),
             number,
@@ -229,7 +230,7 @@ impl Checking {
 
 impl Drop for Checking {
     fn drop(&mut self) {
-        self.lane.checks().under_way.remove(&self.number);
+        self.lane.checks().unfinished.remove(&self.number);
         self.lane.changed.notify_waiters();
     }
 }
@@ -301,10 +302,11 @@ impl Lane {
             changed.as_mut().enable();
             let earlier_check_under_way = self
                 .checks()
-                .under_way
+                .unfinished
                 .first()
                 .is_some_and(|&number| number < horizon);
-            if self.under_way.load(Ordering::SeqCst) < 2 || !earlier_check_under_way {
+            let only_this_commit = self.under_way.load(Ordering::SeqCst) <= 1;
+            if only_this_commit || !earlier_check_under_way {
                 return;
             }
             {

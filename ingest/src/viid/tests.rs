@@ -394,13 +394,7 @@ async fn posted_while_commits_are_under_way(
     receiver: &ViidReceiver,
     requests: Vec<Vec<Value>>,
 ) -> Vec<Vec<RecordStatus>> {
-    let lane = receiver
-        .lanes
-        .lock()
-        .expect("lanes")
-        .entry(("gaj".into(), ViidKind::MotorVehicle))
-        .or_default()
-        .clone();
+    let lane = receiver.lane("gaj", ViidKind::MotorVehicle);
     let under_way = lane
         .committing
         .acquire_many(COMMITS_IN_FLIGHT_PER_LANE as u32)
@@ -411,9 +405,10 @@ async fn posted_while_commits_are_under_way(
         .into_iter()
         .map(|records| post(receiver, records))
         .collect();
-    while lane.waiting.lock().expect("waiting").len() < count {
-        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
-    }
+    eventually("every request waiting in the lane", || {
+        lane.waiting.lock().expect("waiting").len() == count
+    })
+    .await;
     drop(under_way);
     let mut answers = Vec::new();
     for task in tasks {
